@@ -1,0 +1,32 @@
+"""The `k1prov` command: a thin Typer shell over k1prov.Provisioner and k1prov.lab.Lab."""
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from k1prov.cli import inventory_cmd, lab_cmd, nodes_cmd
+from k1prov.cli.common import DEBUG
+
+# Locals are never shown: BMC passwords live in them.
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False,
+                  help="Bare metal to ZooKeeper / Mesos / Spark through Ironic and Glance.")
+app.add_typer(inventory_cmd.app, name="inventory")
+app.add_typer(nodes_cmd.app, name="nodes")
+app.add_typer(lab_cmd.app, name="lab")
+
+
+@app.callback()
+def _global(debug: bool = typer.Option(False, "--debug", help="Tracebacks and debug logs."),
+            verbose: bool = typer.Option(False, "--verbose", "-v", help="Info logs on stderr.")):
+    DEBUG["on"] = debug
+    level = logging.DEBUG if debug else (logging.INFO if verbose else logging.WARNING)
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not debug:
+        # The SDK logs request bodies at debug level; keep it quiet unless asked.
+        logging.getLogger("openstack").setLevel(logging.WARNING)
+        logging.getLogger("keystoneauth").setLevel(logging.WARNING)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,64 @@
+"""What every command shares: loading the inventory, reporting, and turning errors into exit codes."""
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+
+from k1prov.errors import K1provError
+from k1prov.inventory import load_inventory
+from k1prov.outcome import EXIT_INTERRUPTED, VerbReport
+from k1prov.report import err, out, print_json, summary_line, verb_table
+
+log = logging.getLogger("k1prov")
+
+# Set by the app callback from --debug; read by `handles_errors`.
+DEBUG = {"on": False}
+
+InventoryOpt = typer.Option(..., "--inventory", "-i", help="Inventory file (YAML).",
+                            exists=False, dir_okay=False)
+LimitOpt = typer.Option(None, "--limit", "-l", help="Only these nodes (comma-separated or repeated).")
+JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
+
+
+def split_limit(limit: Optional[list[str]]) -> list[str] | None:
+    if not limit:
+        return None
+    return [name.strip() for item in limit for name in item.split(",") if name.strip()]
+
+
+def handles_errors(fn: Callable) -> Callable:
+    """One line and an exit code for k1prov errors; a traceback only with --debug."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except K1provError as exc:
+            if DEBUG["on"]:
+                raise
+            err.print(f"[red]error:[/] {exc}", highlight=False, markup=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+    return wrapper
+
+
+def load(path: Path):
+    inv = load_inventory(path)
+    for warning in inv.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    return inv
+
+
+def finish(report: VerbReport, *, as_json: bool) -> None:
+    """Print the report and exit with the code its outcomes add up to."""
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        out.print(verb_table(report))
+        err.print(summary_line(report), highlight=False)
+    raise typer.Exit(report.exit_code())

@@ -1,0 +1,73 @@
+"""`k1prov lab up | down | status | inventory`: the lab of real services over simulated hardware."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from k1prov.cli.common import JsonOpt, handles_errors
+from k1prov.report import err, out, print_json, rows_table
+
+app = typer.Typer(no_args_is_help=True, help="The lab: Ironic, Glance and BMC simulators on this machine.")
+
+NodesOpt = typer.Option(None, "--nodes", "-n", min=1, max=1000,
+                        help="Number of simulated machines (default: 5, or what the lab has).")
+
+
+def _lab(nodes: Optional[int] = None):
+    from k1prov.lab import Lab, LabSettings
+
+    settings = LabSettings.default()
+    if nodes is not None:
+        import dataclasses
+        settings = dataclasses.replace(settings, nodes=nodes)
+    return Lab(settings)
+
+
+def _show(status, *, as_json: bool) -> None:
+    data = status.to_dict()
+    if as_json:
+        print_json(data)
+        return
+    out.print(rows_table(data["services"], ["name", "url", "pid", "running", "answers"], title="lab"))
+
+
+@app.command("up")
+@handles_errors
+def up(nodes: Optional[int] = NodesOpt, as_json: bool = JsonOpt):
+    """Install (first time) and start the lab's services. A no-op when they already run."""
+    lab = _lab(nodes)
+    status = lab.up(progress=lambda msg: err.print(f"[cyan]>[/] {msg}", highlight=False))
+    _show(status, as_json=as_json)
+    raise typer.Exit(0 if status.ok else 1)
+
+
+@app.command("down")
+@handles_errors
+def down():
+    """Stop every process the lab started."""
+    _lab().down()
+    err.print("lab stopped")
+
+
+@app.command("status")
+@handles_errors
+def status(as_json: bool = JsonOpt):
+    """Each lab service, its URL and whether it answers."""
+    st = _lab().status()
+    _show(st, as_json=as_json)
+    raise typer.Exit(0 if st.ok else 1)
+
+
+@app.command("inventory")
+@handles_errors
+def inventory(nodes: Optional[int] = NodesOpt,
+              output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here, not stdout.")):
+    """Print an inventory that matches the lab (all its simulated machines, or --nodes of them)."""
+    text = _lab().inventory_yaml(nodes=nodes)
+    if output:
+        output.write_text(text)
+        err.print(f"wrote {output}")
+    else:
+        typer.echo(text, nl=False)

@@ -1,0 +1,41 @@
+"""`k1prov nodes enroll | list | delete`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from k1prov.cli.common import InventoryOpt, JsonOpt, LimitOpt, finish, handles_errors, load, split_limit
+from k1prov.cli.runtime import ConcurrencyOpt, make_provisioner
+
+app = typer.Typer(no_args_is_help=True, help="Ironic nodes of the inventory.")
+
+
+@app.command("enroll")
+@handles_errors
+def enroll(inventory: Path = InventoryOpt, limit: Optional[list[str]] = LimitOpt,
+           concurrency: Optional[int] = ConcurrencyOpt, as_json: bool = JsonOpt):
+    """Find-or-create the nodes in Ironic and bring them to `available`."""
+    with make_provisioner(load(inventory), concurrency=concurrency, quiet=as_json) as prov:
+        report = prov.enroll(limit=split_limit(limit))
+    finish(report, as_json=as_json)
+
+
+@app.command("list")
+@handles_errors
+def list_(inventory: Path = InventoryOpt, limit: Optional[list[str]] = LimitOpt, as_json: bool = JsonOpt):
+    """Provision state, power state and last error of each inventory node."""
+    with make_provisioner(load(inventory), quiet=True) as prov:
+        report = prov.list_nodes(limit=split_limit(limit))
+    finish(report, as_json=as_json)
+
+
+@app.command("delete")
+@handles_errors
+def delete(inventory: Path = InventoryOpt, limit: Optional[list[str]] = LimitOpt,
+           as_json: bool = JsonOpt):
+    """Delete this cluster's nodes from Ironic."""
+    with make_provisioner(load(inventory), quiet=as_json) as prov:
+        report = prov.delete_nodes(limit=split_limit(limit))
+    finish(report, as_json=as_json)

@@ -1,0 +1,26 @@
+"""Building a Provisioner for a command: options, progress display, notifications."""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Optional
+
+import typer
+
+from k1prov.inventory.model import Inventory
+from k1prov.provisioner import Provisioner, RunOptions
+from k1prov.report import err
+
+ConcurrencyOpt = typer.Option(None, "--concurrency", "-c", min=1,
+                              help="Fix the number of parallel operations (default: adaptive).")
+
+
+@contextlib.contextmanager
+def make_provisioner(inv: Inventory, *, concurrency: Optional[int] = None,
+                     quiet: bool = False) -> Iterator[Provisioner]:
+    """A Provisioner with a live progress display on stderr (none when quiet)."""
+    events = None
+    if not quiet:
+        from k1prov.fanout.progress import RichProgress
+        events = RichProgress(err)
+    notify = (lambda msg: None) if quiet else (lambda msg: err.print(f"[cyan]>[/] {msg}", highlight=False))
+    yield Provisioner(inv, options=RunOptions(concurrency=concurrency), events=events, notify=notify)

@@ -1,0 +1,217 @@
+"""Hill climbing of the concurrency level on measured throughput (the MOHA method).
+
+A pure object: the engine feeds it completions and congestion signals with their
+timestamps and reads `level`; nothing here looks at a clock or a thread, so a test can
+drive it with a simulated workload and get the same decisions every time.
+
+How it climbs
+- Measurements come in windows. A window closes once it holds at least
+  max(min_events, level) events (a full "generation" of items at that level) and at
+  least min_window seconds; throughput = completions / window length.
+- After every level change one window is spent settling (items started at the old
+  level are still finishing) and is not used for decisions.
+- grow: from a default start, double the level while throughput improves by more than
+  `gain`; doubling finds the order of magnitude in a few windows.
+- fine: around the best level B with step s, probe B+s and B-s; move when a probe beats
+  B by more than `gain`, otherwise halve s; when s is 1 and neither neighbour is better,
+  B is the converged level. Halving trades convergence speed against ping-pong: big
+  steps while far away, +/-1 when close. The `gain` threshold keeps measurement noise
+  from moving the level and makes the climber settle at the smallest level that gives
+  (nearly) the best throughput.
+- steady: stay at B; re-probe +/-1 every `reprobe_every` windows (the service can
+  change under us) and start a fine search again if throughput drops by `drop`.
+- congestion (transient errors, timeouts) in more than `congestion_share` of a window's
+  events means too many in flight: cap the level below the congested one and back off
+  by a quarter. One dead host among many gives a small share and moves nothing.
+- A start level from the profile of earlier runs skips the grow phase and begins a
+  fine search with small steps there.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GROW, FINE, STEADY, FIXED = "grow", "fine", "steady", "fixed"
+
+
+@dataclass(frozen=True)
+class Window:
+    """One closed measurement window."""
+
+    t: float              # when it closed (the caller's clock)
+    level: int            # level in force while it was measured
+    throughput: float     # completions per second
+    completions: int
+    congestion: int
+    settling: bool        # True: not used for a decision
+    new_level: int        # level decided at its end
+
+
+class Climber:
+    def __init__(self, *, start: int, ceiling: int, now: float = 0.0, fixed: bool = False,
+                 from_profile: bool = False, min_window: float = 0.2, min_events: int = 4,
+                 gain: float = 0.05, drop: float = 0.25, congestion_share: float = 0.1,
+                 reprobe_every: int = 10):
+        self.ceiling = max(1, int(ceiling))
+        self.level = min(max(1, int(start)), self.ceiling)
+        self.min_window, self.min_events = min_window, min_events
+        self.gain, self.drop = gain, drop
+        self.congestion_share, self.reprobe_every = congestion_share, reprobe_every
+        self.phase = FIXED if fixed else (FINE if from_profile else GROW)
+        self._cap = self.ceiling
+        self._best_level: int | None = None
+        self._best_tput = 0.0
+        self._step = max(1, self.level // 8)
+        self._tried: set[int] = set()      # directions (+1/-1) probed at this step
+        self._direction = 0                # direction of the probe being measured
+        self._steady_windows = 0
+        self._settling = False
+        self._t0 = now
+        self._completions = 0
+        self._congestion = 0
+
+    # ---- inputs -------------------------------------------------------------------------
+    def complete(self, now: float, *, congested: bool = False) -> Window | None:
+        """One item finished (any outcome); `congested`: it timed out or failed transiently."""
+        self._completions += 1
+        if congested:
+            self._congestion += 1
+        return self._maybe_close(now)
+
+    def congestion(self, now: float) -> Window | None:
+        """A transient failure that will be retried (not a completion)."""
+        self._congestion += 1
+        return self._maybe_close(now)
+
+    @property
+    def converged_level(self) -> int | None:
+        """Best level measured so far (what a profile should remember), None if unknown."""
+        if self.phase == FIXED:
+            return None
+        return self._best_level
+
+    # ---- windows ------------------------------------------------------------------------
+    def _maybe_close(self, now: float) -> Window | None:
+        events = self._completions + self._congestion
+        length = now - self._t0
+        if events < max(self.min_events, self.level) or length < self.min_window:
+            return None
+        completions, congestion = self._completions, self._congestion
+        throughput = completions / length if length > 0 else 0.0
+        measured, settling = self.level, self._settling
+        congested = congestion > 0 and congestion / events > self.congestion_share
+        self._t0, self._completions, self._congestion = now, 0, 0
+        self._settling = False
+        if self.phase != FIXED:
+            if congested:
+                self._on_congestion(measured)
+            elif not settling:
+                self._decide(measured, throughput)
+        if self.level != measured:
+            self._settling = True
+        return Window(now, measured, throughput, completions, congestion, settling, self.level)
+
+    # ---- decisions ----------------------------------------------------------------------
+    def _set(self, level: int) -> None:
+        self.level = min(max(1, level), self._cap, self.ceiling)
+
+    def _on_congestion(self, level: int) -> None:
+        if level > 1:
+            self._cap = min(self._cap, level - 1)
+        if self._best_level is not None and self._best_level < level:
+            target = self._best_level
+        else:
+            target = max(1, min(level - 1, (level * 3) // 4))
+            self._best_level, self._best_tput = None, 0.0
+        self._step = max(1, (level - target) // 2)
+        self._tried = set()
+        self.phase = FINE
+        self._direction = 0
+        self._set(target)
+
+    def _decide(self, level: int, tput: float) -> None:
+        if self.phase == GROW:
+            self._decide_grow(level, tput)
+        elif self.phase == FINE:
+            self._decide_fine(level, tput)
+        else:
+            self._decide_steady(level, tput)
+
+    def _better(self, tput: float) -> bool:
+        return tput > self._best_tput * (1.0 + self.gain)
+
+    def _decide_grow(self, level: int, tput: float) -> None:
+        if self._best_level is None or self._better(tput):
+            self._best_level, self._best_tput = level, tput
+            nxt = min(level * 2, self._cap, self.ceiling)
+            if nxt > level:
+                self._set(nxt)
+                return
+            # At the ceiling: search below it.
+            self._step = max(1, level // 4)
+            self._tried = {+1}
+        else:
+            best = self._best_level
+            self._step = max(1, (level - best) // 2)
+            # best // 2 was measured worse on the way up.
+            self._tried = {-1} if best - self._step <= best // 2 else set()
+        self.phase = FINE
+        self._direction = 0
+        self._probe_next()
+
+    def _decide_fine(self, level: int, tput: float) -> None:
+        if self._best_level is None or level == self._best_level:
+            # A (re)measurement of the best level itself.
+            if self._best_level is None:
+                self._best_level, self._best_tput = level, tput
+            else:
+                self._best_tput = 0.5 * (self._best_tput + tput)
+            self._probe_next()
+            return
+        direction = self._direction
+        if self._better(tput):
+            self._best_level, self._best_tput = level, tput
+            self._tried = {-direction}
+        else:
+            self._tried.add(direction)
+        self._probe_next()
+
+    def _probe_next(self) -> None:
+        best = self._best_level
+        assert best is not None
+        upper = min(self._cap, self.ceiling)
+        while True:
+            for direction in (+1, -1):
+                candidate = best + direction * self._step
+                if direction in self._tried or not 1 <= candidate <= upper:
+                    continue
+                self._direction = direction
+                self._set(candidate)
+                return
+            if self._step == 1:
+                self.phase = STEADY
+                self._steady_windows = 0
+                self._direction = 0
+                self._set(best)
+                return
+            self._step = max(1, self._step // 2)
+            self._tried = set()
+
+    def _decide_steady(self, level: int, tput: float) -> None:
+        self._steady_windows += 1
+        if tput < self._best_tput * (1.0 - self.drop):
+            # The service changed (or the best was a lucky window): search again.
+            self._best_tput = tput
+            self._enter_fine(max(1, level // 8))
+            return
+        self._best_tput = 0.75 * self._best_tput + 0.25 * tput
+        if self._steady_windows >= self.reprobe_every:
+            # Let a congestion cap from long ago be tested again, one step at a time.
+            if self._cap < self.ceiling:
+                self._cap += 1
+            self._enter_fine(1)
+
+    def _enter_fine(self, step: int) -> None:
+        self.phase = FINE
+        self._step = step
+        self._tried = set()
+        self._probe_next()

@@ -1,0 +1,279 @@
+"""Ironic through openstacksdk: find-or-create nodes and ports, state transitions, batched waits.
+
+Every SDK exception is translated here into a k1prov error or a per-node failure.
+What k1prov owns is marked on the node itself (`extra.k1prov_cluster`), so a re-run
+or a teardown needs no local state (metalsmith records its ports the same way).
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from k1prov.cloud import describe_http_error
+from k1prov.errors import CloudError, NodeError
+from k1prov.inventory.model import OWNER_TAG, Node
+
+log = logging.getLogger("k1prov.ironic")
+
+# Keys k1prov writes into node.extra / port.extra.
+EXTRA_CLUSTER = "k1prov_cluster"
+EXTRA_BMC_FINGERPRINT = "k1prov_bmc_fp"
+EXTRA_OWNER = "k1prov_owner"
+
+# States from which `manage` is the way forward (enroll, or a failed earlier attempt).
+NEEDS_MANAGE = {"enroll", "clean failed", "inspect failed", "adopt failed"}
+# States Ironic lets a node be deleted from.
+DELETABLE = {"enroll", "manageable", "available", "adopt failed", "inspect failed", "clean failed"}
+# driver_info keys that hold the BMC's address and login, for the ipmi family.
+IPMI_KEYS = ("ipmi_address", "ipmi_port", "ipmi_username")
+
+
+def bmc_fingerprint(cluster: str, node_name: str, password: str) -> str:
+    """A keyed digest of the BMC password: tells a changed password from an unchanged one.
+
+    Ironic masks driver_info passwords on read, so without this a re-run could not
+    know whether to send the password again. Keyed by cluster and node so equal
+    passwords on two nodes give different digests.
+    """
+    key = f"k1prov:{cluster}:{node_name}".encode()
+    return hmac.new(key, password.encode(), hashlib.sha256).hexdigest()[:24]
+
+
+@dataclass
+class Desired:
+    """What the inventory says the Ironic node should be."""
+
+    attrs: dict[str, Any]
+    driver_info: dict[str, Any]
+    password: str
+    fingerprint: str
+    macs: tuple[str, ...]
+
+
+def desired_for(node: Node, cluster: str) -> Desired:
+    password = node.bmc.password.reveal()
+    props = dict(node.properties)
+    if node.capabilities:
+        props["capabilities"] = ",".join(f"{k}:{v}" for k, v in sorted(node.capabilities.items()))
+    attrs: dict[str, Any] = {
+        "driver": node.driver,
+        "properties": props,
+        "resource_class": node.resource_class,
+        "conductor_group": node.conductor_group or "",
+    }
+    for iface, impl in sorted(node.interfaces.items()):
+        attrs[f"{iface}_interface"] = impl
+    driver_info = {"ipmi_address": node.bmc.address, "ipmi_port": node.bmc.port,
+                   "ipmi_username": node.bmc.username}
+    return Desired(attrs=attrs, driver_info=driver_info, password=password,
+                   fingerprint=bmc_fingerprint(cluster, node.name, password), macs=node.macs)
+
+
+@dataclass
+class EnsureResult:
+    uuid: str
+    provision_state: str
+    created: bool = False
+    changes: list[str] = field(default_factory=list)
+    ports_created: int = 0
+    ports_deleted: int = 0
+
+
+def _same(current: Any, wanted: Any) -> bool:
+    # Ironic returns ports as strings in driver_info when they were given as strings, and
+    # None/"" for an unset conductor group; compare the way an operator would.
+    if wanted in (None, "") and current in (None, ""):
+        return True
+    return str(current) == str(wanted) if not isinstance(wanted, dict) else current == wanted
+
+
+class IronicNodes:
+    """Nodes and ports of one cluster in one Ironic."""
+
+    def __init__(self, conn, *, cluster: str):
+        self.conn = conn
+        self.cluster = cluster
+
+    # ---- reading -------------------------------------------------------------------
+
+    def find(self, name: str):
+        """The Ironic node called `name`, or None."""
+        from openstack import exceptions as os_exc
+
+        try:
+            return self.conn.baremetal.find_node(name, ignore_missing=True)
+        except os_exc.SDKException as exc:
+            raise CloudError(f"looking up node {name}: {describe_http_error(exc)}",
+                             service="ironic", node=name) from None
+
+    def owned(self, ironic_node) -> bool:
+        return (ironic_node.extra or {}).get(EXTRA_CLUSTER) == self.cluster
+
+    def _check_owned(self, name: str, ironic_node) -> None:
+        owner = (ironic_node.extra or {}).get(EXTRA_CLUSTER)
+        if owner != self.cluster:
+            whose = f"cluster {owner!r}" if owner else "not k1prov's"
+            raise NodeError(name, f"an Ironic node with this name exists and is {whose}; "
+                                  f"k1prov leaves it alone (rename or delete it)")
+
+    def own_nodes(self) -> dict[str, Any]:
+        """Every node of this cluster, by name, in one list call."""
+        from openstack import exceptions as os_exc
+
+        try:
+            return {n.name: n for n in self.conn.baremetal.nodes(details=True)
+                    if (n.extra or {}).get(EXTRA_CLUSTER) == self.cluster}
+        except os_exc.SDKException as exc:
+            raise CloudError(f"listing nodes: {describe_http_error(exc)}", service="ironic") from None
+
+    # ---- find-or-create ------------------------------------------------------------
+
+    def ensure(self, node: Node) -> EnsureResult:
+        """Create the node and its ports, or bring an existing one in line. Idempotent."""
+        from openstack import exceptions as os_exc
+
+        want = desired_for(node, self.cluster)
+        try:
+            current = self.find(node.name)
+            if current is None:
+                result = self._create(node, want)
+            else:
+                self._check_owned(node.name, current)
+                result = self._update(node, current, want)
+            created, deleted = self._sync_ports(node, result.uuid, want.macs)
+        except os_exc.SDKException as exc:
+            raise NodeError(node.name, describe_http_error(exc)) from None
+        result.ports_created, result.ports_deleted = created, deleted
+        return result
+
+    def _create(self, node: Node, want: Desired) -> EnsureResult:
+        attrs = {k: v for k, v in want.attrs.items() if v not in (None, "")}
+        driver_info = dict(want.driver_info, ipmi_password=want.password)
+        created = self.conn.baremetal.create_node(
+            name=node.name, driver_info=driver_info,
+            extra={EXTRA_CLUSTER: self.cluster, EXTRA_OWNER: OWNER_TAG,
+                   EXTRA_BMC_FINGERPRINT: want.fingerprint},
+            **attrs)
+        log.info("created node %s (%s)", node.name, created.id)
+        return EnsureResult(uuid=created.id, provision_state=created.provision_state or "enroll",
+                            created=True)
+
+    def _update(self, node: Node, current, want: Desired) -> EnsureResult:
+        patch: list[dict[str, Any]] = []
+        changes: list[str] = []
+        for attr, value in want.attrs.items():
+            have = getattr(current, attr, None)
+            if attr == "properties":
+                for key, val in value.items():
+                    if (have or {}).get(key) != val:
+                        patch.append({"op": "add", "path": f"/properties/{key}", "value": val})
+                        changes.append(f"properties.{key}")
+            elif not _same(have, value):
+                if value in (None, "") and attr != "conductor_group":
+                    patch.append({"op": "remove", "path": f"/{attr}"})
+                else:
+                    patch.append({"op": "replace", "path": f"/{attr}", "value": value})
+                changes.append(attr)
+        info = current.driver_info or {}
+        for key, value in want.driver_info.items():
+            if not _same(info.get(key), value):
+                patch.append({"op": "add", "path": f"/driver_info/{key}", "value": value})
+                changes.append(f"driver_info.{key}")
+        if (current.extra or {}).get(EXTRA_BMC_FINGERPRINT) != want.fingerprint:
+            patch.append({"op": "add", "path": "/driver_info/ipmi_password", "value": want.password})
+            patch.append({"op": "add", "path": f"/extra/{EXTRA_BMC_FINGERPRINT}",
+                          "value": want.fingerprint})
+            changes.append("driver_info.ipmi_password")
+        if patch:
+            self.conn.baremetal.patch_node(current, patch)
+            log.info("updated node %s: %s", node.name, ", ".join(changes))
+        return EnsureResult(uuid=current.id, provision_state=current.provision_state,
+                            changes=changes)
+
+    def _sync_ports(self, node: Node, uuid: str, macs: tuple[str, ...]) -> tuple[int, int]:
+        """Ports by MAC: create the missing ones, delete k1prov's ports no longer listed."""
+        from openstack import exceptions as os_exc
+
+        existing = {p.address.lower(): p for p in self.conn.baremetal.ports(node_uuid=uuid, details=True)}
+        created = deleted = 0
+        for mac in macs:
+            if mac in existing:
+                continue
+            try:
+                self.conn.baremetal.create_port(node_uuid=uuid, address=mac,
+                                                extra={EXTRA_CLUSTER: self.cluster})
+            except os_exc.ConflictException:
+                raise NodeError(node.name, f"MAC {mac} is already registered to another Ironic node") from None
+            created += 1
+        for mac, port in existing.items():
+            if mac not in macs and (port.extra or {}).get(EXTRA_CLUSTER) == self.cluster:
+                self.conn.baremetal.delete_port(port, ignore_missing=True)
+                deleted += 1
+        return created, deleted
+
+    # ---- state transitions ---------------------------------------------------------
+
+    def start_action(self, uuid: str, action: str, *, config_drive: Any = None) -> None:
+        """Ask Ironic for a provision action and return at once (waits are batched)."""
+        from openstack import exceptions as os_exc
+
+        try:
+            self.conn.baremetal.set_node_provision_state(uuid, action, config_drive=config_drive)
+        except os_exc.SDKException as exc:
+            raise NodeError(uuid, f"{action}: {describe_http_error(exc)}") from None
+
+    def wait_state(self, uuids: list[str], state: str, *, timeout: float) -> dict[str, tuple[str, str | None]]:
+        """One poll loop for many nodes. Returns uuid -> (outcome, last_error).
+
+        outcome is "ok", "failed" (the node reached a failure state; for manage,
+        back in enroll) or "timeout". Uses the SDK's own wait, which polls every 2 s.
+        """
+        from openstack import exceptions as os_exc
+
+        if not uuids:
+            return {}
+        try:
+            res = self.conn.baremetal.wait_for_nodes_provision_state(
+                uuids, state, timeout=timeout, abort_on_failed_state=True, fail=False)
+        except os_exc.SDKException as exc:
+            raise CloudError(f"waiting for {state}: {describe_http_error(exc)}", service="ironic") from None
+        out: dict[str, tuple[str, str | None]] = {}
+        for n in res.success:
+            out[n.id] = ("ok", None)
+        for n in res.failure:
+            out[n.id] = ("failed", n.last_error or f"reached {n.provision_state}")
+        for n in res.timeout:
+            nid = n.id if hasattr(n, "id") else str(n)
+            out[nid] = ("timeout", f"not {state} after {timeout:.0f} s")
+        return out
+
+    def get(self, uuid: str):
+        from openstack import exceptions as os_exc
+
+        try:
+            return self.conn.baremetal.get_node(uuid)
+        except os_exc.SDKException as exc:
+            raise CloudError(f"reading node {uuid}: {describe_http_error(exc)}", service="ironic") from None
+
+    # ---- deletion ------------------------------------------------------------------
+
+    def delete(self, name: str) -> bool:
+        """Delete the node if it is this cluster's. False when there was none."""
+        from openstack import exceptions as os_exc
+
+        current = self.find(name)
+        if current is None:
+            return False
+        self._check_owned(name, current)
+        if current.provision_state not in DELETABLE:
+            raise NodeError(name, f"node is {current.provision_state}; undeploy it first "
+                                  f"(k1prov undeploy) before deleting")
+        try:
+            self.conn.baremetal.delete_node(current, ignore_missing=True)
+        except os_exc.SDKException as exc:
+            raise NodeError(name, f"delete: {describe_http_error(exc)}") from None
+        log.info("deleted node %s", name)
+        return True

@@ -1,0 +1,152 @@
+"""IPMI BMC simulator for the lab: N BMCs in one process, one event loop.
+
+Run by the lab virtualenv's python (it imports only pyghmi and the standard library,
+never k1prov, so that the lab venv does not need k1prov installed):
+
+    bmcsim.py --state-dir D --base-port P --count N --username U --password-file F
+
+BMC i listens on 127.0.0.1:(P+i) (UDP, IPMI 2.0 lanplus). Each BMC keeps its power state
+and boot device in D/<port>.json, written atomically, so other parts of the lab (the
+host that "boots" when its machine is powered on) can read it:
+
+    {"power": "on" | "off", "boot_device": "network", "changed": 1700000000.0}
+
+Authentication (RAKP, wrong user or password refused) is pyghmi's own server code.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyghmi.ipmi.bmc as bmc
+import pyghmi.ipmi.private.session as ipmisession
+
+# Longest one event-loop iteration blocks; SIGTERM interrupts the select() anyway,
+# this only bounds how long a pending stop waits when no packet arrives.
+LOOP_TICK = 1.0
+
+
+def write_state(path: Path, state: dict) -> None:
+    """Write the JSON state atomically: readers never see a half-written file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(state, f)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def read_state(path: Path) -> dict:
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {"power": "off", "boot_device": "default", "changed": time.time()}
+    if state.get("power") not in ("on", "off"):
+        state["power"] = "off"
+    state.setdefault("boot_device", "default")
+    state.setdefault("changed", time.time())
+    return state
+
+
+class LabBmc(bmc.Bmc):
+    """One simulated BMC whose machine state lives in a JSON file."""
+
+    def __init__(self, authdata: dict[str, str], port: int, state_file: Path):
+        super().__init__(authdata, port=port, address="127.0.0.1")
+        self.state_file = state_file
+        # A restart of the simulator keeps the machines' power state, like a BMC reboot does.
+        self.state = read_state(state_file)
+        write_state(state_file, self.state)
+
+    def _update(self, **changes) -> None:
+        self.state.update(changes, changed=time.time())
+        write_state(self.state_file, self.state)
+
+    def get_power_state(self):
+        return self.state["power"]
+
+    def power_on(self):
+        self._update(power="on")
+
+    def power_off(self):
+        self._update(power="off")
+
+    def power_shutdown(self):
+        # A real OS would shut down cleanly first; the lab host stops when it sees "off".
+        self._update(power="off")
+
+    def power_reset(self):
+        # Reset of a machine that is off does nothing, as on real hardware.
+        if self.state["power"] == "on":
+            self._update(power="on")
+
+    def power_cycle(self):
+        # Off then on: the "changed" time moves, so a host watcher sees the reboot.
+        self._update(power="on")
+
+    def get_boot_device(self):
+        return self.state["boot_device"]
+
+    def set_boot_device(self, bootdevice):
+        self._update(boot_device=bootdevice)
+
+    def is_active(self):
+        return self.state["power"] == "on"
+
+    def cold_reset(self):
+        # Resetting the BMC itself is not simulated; report success.
+        return 0
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bmcsim", description=__doc__.splitlines()[0])
+    p.add_argument("--state-dir", required=True, type=Path)
+    p.add_argument("--base-port", required=True, type=int)
+    p.add_argument("--count", required=True, type=int)
+    p.add_argument("--username", required=True)
+    p.add_argument("--password-file", required=True, type=Path)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    password = args.password_file.read_text().rstrip("\n")
+    args.state_dir.mkdir(parents=True, exist_ok=True)
+
+    stopping = False
+
+    def on_term(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+
+    bmcs = []
+    for i in range(args.count):
+        port = args.base_port + i
+        bmcs.append(LabBmc({args.username: password}, port,
+                           args.state_dir / f"{port}.json"))
+    print(f"bmcsim: {len(bmcs)} BMCs on 127.0.0.1:{args.base_port}-{args.base_port + args.count - 1}",
+          flush=True)
+    # All instances register their sockets with pyghmi's shared session machinery, so one
+    # loop of wait_for_rsp serves every BMC.
+    while not stopping:
+        ipmisession.Session.wait_for_rsp(LOOP_TICK)
+    print("bmcsim: stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""Lab settings and the configuration files of the lab's services.
+
+Everything here is pure (settings in, text out) except `write_configs`, which writes
+the rendered files into the lab's state directory. The settings that Ironic and Glance
+need were found by hand and are recorded in /work/shared/LAB-NOTES.md.
+"""
+from __future__ import annotations
+
+import os
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+from k1prov.errors import ConfigError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REQUIREMENTS_FILE = PACKAGE_DIR / "requirements-lab.txt"
+GLANCE_PASTE_FILE = PACKAGE_DIR / "glance-api-paste.ini"
+BMCSIM_SCRIPT = PACKAGE_DIR / "bmcsim.py"
+
+# Ironic API microversion written into the clouds.yaml entry. "1.x" lets the SDK and the
+# CLI negotiate the newest version both sides know.
+BAREMETAL_API_VERSION = "1.x"
+
+# Glance's public images need this policy (403 otherwise); everything else stays default.
+GLANCE_POLICY = '"publicize_image": ""\n'
+
+
+@dataclass(frozen=True)
+class LabSettings:
+    # State directory: configs, sqlite databases, logs, pidfiles, images, BMC state.
+    root: Path
+    # The lab's own virtualenv. Kept apart from `root` so that tests with a temporary
+    # root reuse the one installed venv.
+    venv: Path
+    ironic_port: int = 6385
+    glance_port: int = 9292
+    # Static HTTP server of root/http: Ironic's `direct` deploy stages images there.
+    http_port: int = 8088
+    # BMC i (0-based) listens on UDP bmc_base_port + i.
+    bmc_base_port: int = 6230
+    nodes: int = 5
+    bmc_username: str = "admin"
+    # Where the clouds.yaml entry goes; None means ~/.config/openstack/clouds.yaml.
+    clouds_yaml: Path | None = None
+    cloud_name: str = "k1prov-lab"
+
+    @classmethod
+    def default(cls) -> "LabSettings":
+        """Settings from K1PROV_LAB_DIR / K1PROV_LAB_VENV, else the per-user locations."""
+        root = os.environ.get("K1PROV_LAB_DIR") or "~/.local/share/k1prov/lab"
+        venv = os.environ.get("K1PROV_LAB_VENV") or "~/.cache/k1prov/lab-venv"
+        return cls(root=Path(root).expanduser(), venv=Path(venv).expanduser())
+
+    def __post_init__(self) -> None:
+        for name in ("ironic_port", "glance_port", "http_port", "bmc_base_port"):
+            port = getattr(self, name)
+            if not 1 <= port <= 65535:
+                raise ConfigError(f"lab setting {name}: {port} is not a port number")
+        if self.nodes < 1:
+            raise ConfigError(f"lab setting nodes: {self.nodes} (need at least 1)")
+        if self.bmc_base_port + self.nodes - 1 > 65535:
+            raise ConfigError(f"lab setting nodes: {self.nodes} BMCs from port "
+                              f"{self.bmc_base_port} run past port 65535")
+        tcp = [self.ironic_port, self.glance_port, self.http_port]
+        if len(set(tcp)) != len(tcp):
+            raise ConfigError(f"lab settings: ironic, glance and http ports must differ, got {tcp}")
+        if not self.bmc_username or ":" in self.bmc_username:
+            raise ConfigError(f"lab setting bmc_username: {self.bmc_username!r} is not usable")
+
+    # Paths inside the state directory; one place so that nothing guesses them.
+    @property
+    def etc_dir(self) -> Path:
+        return self.root / "etc"
+
+    @property
+    def glance_conf_dir(self) -> Path:
+        return self.root / "etc" / "glance"
+
+    @property
+    def ironic_conf(self) -> Path:
+        return self.root / "etc" / "ironic.conf"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def http_dir(self) -> Path:
+        return self.root / "http"
+
+    @property
+    def bmc_state_dir(self) -> Path:
+        return self.root / "bmc"
+
+    @property
+    def bmc_password_file(self) -> Path:
+        return self.root / "bmc-password"
+
+    @property
+    def clouds_yaml_path(self) -> Path:
+        if self.clouds_yaml is not None:
+            return self.clouds_yaml
+        return Path("~/.config/openstack/clouds.yaml").expanduser()
+
+    @property
+    def ironic_url(self) -> str:
+        return f"http://127.0.0.1:{self.ironic_port}"
+
+    @property
+    def glance_url(self) -> str:
+        return f"http://127.0.0.1:{self.glance_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def bmc_ports(self) -> range:
+        return range(self.bmc_base_port, self.bmc_base_port + self.nodes)
+
+
+def render_ironic_conf(s: LabSettings) -> str:
+    state = s.root / "ironic"
+    return textwrap.dedent(f"""\
+        # Written by k1prov lab; rewritten on every `k1prov lab up`.
+        [DEFAULT]
+        auth_strategy = noauth
+        # API and conductor in one process; no message bus.
+        rpc_transport = none
+        host = k1prov-lab
+        state_path = {state}
+        log_dir =
+        use_stderr = true
+        debug = false
+        enabled_hardware_types = ipmi,fake-hardware
+        enabled_deploy_interfaces = fake,direct,ramdisk
+        enabled_boot_interfaces = fake,pxe,ipxe
+        enabled_power_interfaces = fake,ipmitool
+        enabled_management_interfaces = fake,ipmitool,noop
+        enabled_inspect_interfaces = fake,no-inspect
+        enabled_network_interfaces = noop,flat
+        default_network_interface = noop
+        enabled_console_interfaces = fake,no-console
+        enabled_vendor_interfaces = fake,no-vendor
+        enabled_raid_interfaces = fake,no-raid
+        enabled_bios_interfaces = fake,no-bios
+        enabled_rescue_interfaces = fake,no-rescue
+        enabled_storage_interfaces = fake,noop
+        enabled_firmware_interfaces = fake,no-firmware
+
+        [api]
+        host_ip = 127.0.0.1
+        port = {s.ironic_port}
+        api_workers = 1
+
+        [database]
+        connection = sqlite:///{s.root / "ironic.sqlite"}
+
+        [dhcp]
+        dhcp_provider = none
+
+        [conductor]
+        automated_clean = false
+        # The lab's BMCs are the only truth about power; Ironic must not "correct" them.
+        sync_power_state_interval = -1
+        # `k1prov lab down` should not wait a minute for the conductor.
+        graceful_shutdown_timeout = 5
+
+        [ipmi]
+        # 0 divides by zero inside Ironic; the default 5 makes one power action take ~15 s.
+        min_command_interval = 1
+
+        [glance]
+        auth_type = none
+        endpoint_override = {s.glance_url}
+
+        [service_catalog]
+        auth_type = none
+        endpoint_override = {s.ironic_url}
+
+        [deploy]
+        http_root = {s.http_dir}
+        http_url = {s.http_url}
+
+        [pxe]
+        tftp_root = {state / "tftpboot"}
+        tftp_master_path = {state / "tftpboot" / "master_images"}
+
+        [oslo_concurrency]
+        lock_path = {state / "locks"}
+        """)
+
+
+def render_glance_conf(s: LabSettings) -> str:
+    data = s.root / "glance-images"
+    return textwrap.dedent(f"""\
+        # Written by k1prov lab; rewritten on every `k1prov lab up`.
+        [DEFAULT]
+        enabled_backends = local:file
+        use_stderr = true
+        debug = false
+
+        [database]
+        connection = sqlite:///{s.root / "glance.sqlite"}
+
+        [paste_deploy]
+        config_file = {s.glance_conf_dir / "glance-api-paste.ini"}
+
+        [glance_store]
+        default_backend = local
+
+        [local]
+        filesystem_store_datadir = {data / "local"}
+
+        [os_glance_staging_store]
+        filesystem_store_datadir = {data / "staging"}
+
+        [os_glance_tasks_store]
+        filesystem_store_datadir = {data / "tasks"}
+
+        [oslo_policy]
+        policy_file = {s.glance_conf_dir / "policy.yaml"}
+
+        [oslo_concurrency]
+        lock_path = {s.root / "glance-locks"}
+        """)
+
+
+def rendered_files(s: LabSettings) -> dict[Path, str]:
+    """Every configuration file of the lab, path -> content."""
+    return {
+        s.ironic_conf: render_ironic_conf(s),
+        s.glance_conf_dir / "glance-api.conf": render_glance_conf(s),
+        s.glance_conf_dir / "glance-api-paste.ini": GLANCE_PASTE_FILE.read_text(),
+        s.glance_conf_dir / "policy.yaml": GLANCE_POLICY,
+    }
+
+
+def write_configs(s: LabSettings) -> None:
+    """Write the configuration files and the directories they name (only what changed)."""
+    for d in (s.etc_dir, s.glance_conf_dir, s.log_dir, s.run_dir, s.http_dir, s.bmc_state_dir,
+              s.root / "ironic" / "tftpboot" / "master_images", s.root / "ironic" / "locks",
+              s.root / "glance-images" / "local", s.root / "glance-images" / "staging",
+              s.root / "glance-images" / "tasks", s.root / "glance-locks"):
+        d.mkdir(parents=True, exist_ok=True)
+    for path, text in rendered_files(s).items():
+        try:
+            if path.read_text() == text:
+                continue
+        except FileNotFoundError:
+            pass
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)

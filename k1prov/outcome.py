@@ -1,0 +1,78 @@
+"""Per-node outcomes of a verb, and the exit code they add up to.
+
+Outcomes are data, never exceptions: one bad node is a failed row, and the
+other nodes' rows stand beside it.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from k1prov.fanout import Status
+
+# Exit codes shared by every command (the CLI maps errors and reports to these).
+EXIT_OK = 0
+EXIT_ERROR = 1          # a k1prov error stopped the command before per-node work
+EXIT_INPUT = 2          # bad inventory, options or settings: nothing was changed
+EXIT_PARTIAL = 3        # some nodes/hosts failed, the others succeeded
+EXIT_NOTHING = 4        # every node failed, or nothing ran
+EXIT_INTERRUPTED = 130  # Ctrl-C: what was done is reported
+
+
+@dataclass
+class NodeOutcome:
+    node: str
+    status: Status
+    # What happened, in a word or two: "created", "updated", "unchanged", "deleted", ...
+    action: str = ""
+    uuid: str | None = None
+    provision_state: str | None = None
+    power_state: str | None = None
+    error: str | None = None
+    changes: list[str] = field(default_factory=list)
+    duration: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["status"] = self.status.value
+        return data
+
+
+@dataclass
+class VerbReport:
+    verb: str
+    outcomes: list[NodeOutcome]
+    # The fan-out reports of the phases, in order: (phase name, k1prov.fanout.Report).
+    phases: list[tuple[str, Any]] = field(default_factory=list)
+    cancelled: bool = False
+
+    @property
+    def failed(self) -> list[NodeOutcome]:
+        return [o for o in self.outcomes if o.status is not Status.OK]
+
+    def exit_code(self) -> int:
+        if self.cancelled:
+            return EXIT_INTERRUPTED
+        if not self.outcomes:
+            return EXIT_OK
+        bad = len(self.failed)
+        if bad == 0:
+            return EXIT_OK
+        return EXIT_NOTHING if bad == len(self.outcomes) else EXIT_PARTIAL
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verb": self.verb,
+            "ok": sum(1 for o in self.outcomes if o.status is Status.OK),
+            "failed": len(self.failed),
+            "cancelled": self.cancelled,
+            "exit_code": self.exit_code(),
+            "nodes": [o.to_dict() for o in self.outcomes],
+            "phases": [{"phase": name, "trace": [list(t) for t in rep.trace],
+                        "duration": round(rep_duration(rep), 3)} for name, rep in self.phases],
+        }
+
+
+def rep_duration(rep: Any) -> float:
+    start, end = getattr(rep, "started", 0.0), getattr(rep, "finished", 0.0)
+    return max(0.0, (end or 0.0) - (start or 0.0))

@@ -1,0 +1,64 @@
+"""Presentation of verb reports: rich tables for people, JSON for programs."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Iterable
+
+from rich.console import Console
+from rich.table import Table
+
+from k1prov.fanout import Status
+from k1prov.outcome import VerbReport
+
+STATUS_STYLE = {Status.OK: "green", Status.FAILED: "red", Status.TIMEOUT: "yellow", Status.SKIPPED: "dim"}
+
+# Tables go to stdout; progress and messages go to stderr so that --json stays parseable.
+out = Console(soft_wrap=False)
+err = Console(stderr=True)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def verb_table(report: VerbReport, *, title: str | None = None) -> Table:
+    table = Table(title=title or report.verb, title_justify="left")
+    for col in ("node", "result", "action", "provision", "power", "detail"):
+        table.add_column(col, overflow="fold")
+    # Failed rows first: an operator reads the problems before the successes.
+    order = sorted(report.outcomes, key=lambda o: (o.status is Status.OK, o.node))
+    for o in order:
+        detail = o.error or ", ".join(o.changes)
+        table.add_row(o.node, f"[{STATUS_STYLE[o.status]}]{o.status.value}[/]", o.action,
+                      o.provision_state or "-", o.power_state or "-", detail or "")
+    return table
+
+
+def summary_line(report: VerbReport) -> str:
+    counts: dict[str, int] = {}
+    for o in report.outcomes:
+        counts[o.status.value] = counts.get(o.status.value, 0) + 1
+    parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no nodes"
+    extra = " (interrupted)" if report.cancelled else ""
+    return f"{report.verb}: {parts}{extra}"
+
+
+def rows_table(rows: Iterable[dict[str, Any]], columns: list[str], *, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*[_cell(row.get(col)) for col in columns])
+    return table
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)

@@ -1,0 +1,48 @@
+"""Named, finite timeouts and limits, in one place.
+
+A function takes the one timeout it needs as a keyword-only argument; the CLI
+fills them from here (and from options that override them).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    # One HTTP request to Ironic or Glance (the SDK's own retries happen inside it).
+    api_request: float = 60.0
+    # enroll -> manageable: Ironic checks the BMC credentials over IPMI (retries inside Ironic).
+    manage: float = 300.0
+    # manageable -> available (no automated cleaning in the lab; real cleaning can be long).
+    provide: float = 1800.0
+    # available -> active, including the image write and the first boot.
+    deploy: float = 3600.0
+    # active -> available.
+    undeploy: float = 1800.0
+    # Upload of one image to Glance.
+    image_upload: float = 3600.0
+    # TCP + SSH handshake with one host.
+    ssh_connect: float = 10.0
+    # One remote command or script.
+    ssh_command: float = 1800.0
+    # Waiting for sshd on a freshly deployed host.
+    ssh_ready: float = 600.0
+    # A service's health check (ZooKeeper quorum, Spark workers registered, ...).
+    health: float = 300.0
+    # Starting or stopping one lab service.
+    lab_service: float = 60.0
+    # Installing the lab's virtualenv (pip downloads ironic, glance and their dependencies).
+    lab_install: float = 1800.0
+    # Waiting to take the cluster's lock held by another run.
+    lock: float = 0.0
+
+
+DEFAULT_TIMEOUTS = Timeouts()
+
+# Hard ceiling of the fan-out engine, whatever the climber or the operator asks for.
+MAX_CONCURRENCY = 256
+# Ironic's embedded API server resets connections at 32+ concurrent clients; stay below it.
+IRONIC_MAX_CONCURRENCY = 24
+# Share of items that may fail before a run stops starting new work.
+DEFAULT_FAILURE_BUDGET = 0.5

@@ -1,0 +1,35 @@
+"""Test-wide isolation: no test reads the user's clouds.yaml, ~/.ssh/config or k1prov state.
+
+The caches that are expensive to rebuild (the lab's virtualenv, the lab image) are
+pinned to the real user's cache directories before HOME is redirected, so tests
+reuse them; everything else lives under a per-session temporary directory.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+_REAL_HOME = Path(os.path.expanduser("~"))
+os.environ.setdefault("K1PROV_LAB_VENV", str(_REAL_HOME / ".cache" / "k1prov" / "lab-venv"))
+os.environ.setdefault("K1PROV_IMAGE_CACHE", str(_REAL_HOME / ".cache" / "k1prov" / "images"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    saved = {k: os.environ.get(k) for k in ("HOME", "OS_CLIENT_CONFIG_FILE", "OS_CLOUD",
+                                             "K1PROV_STATE_DIR", "K1PROV_LAB_DIR", "SSH_AUTH_SOCK")}
+    os.environ["HOME"] = str(home)
+    os.environ["OS_CLIENT_CONFIG_FILE"] = str(home / "clouds.yaml")
+    os.environ["K1PROV_STATE_DIR"] = str(home / "state")
+    os.environ["K1PROV_LAB_DIR"] = str(home / "lab")
+    os.environ.pop("OS_CLOUD", None)
+    os.environ.pop("SSH_AUTH_SOCK", None)
+    yield home
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
