@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, NoReturn
@@ -30,8 +31,15 @@ class Source:
     def error(self, reason: str, *, line: int | None, path: str | None) -> InventoryError:
         return InventoryError(reason, file=self.name, line=line, field=path or None)
 
+    def local_path(self, text: str) -> Path:
+        """A path written in the inventory: ~ expanded, relative to the file's directory."""
+        p = Path(os.path.expanduser(text))
+        return p if p.is_absolute() else self.directory / p
+
     def warn(self, reason: str, *, line: int | None, path: str | None) -> None:
         text = f"{self.name}:{line}: {path + ': ' if path else ''}{reason}"
+        if text in self.warnings:   # a default shared by many nodes warns once
+            return
         self.warnings.append(text)
         log.warning("%s", text)
 
@@ -130,6 +138,12 @@ class Field:
         if not isinstance(self.value, bool):
             self.fail(f"must be true or false, got {kind(self.value)}")
         return self.value
+
+    def choice(self, allowed: tuple[str, ...]) -> str:
+        value = self.string()
+        if value not in allowed:
+            self.fail(f"{value!r} is not one of: {', '.join(allowed)}")
+        return value
 
     def check(self, validator, value: Any) -> Any:
         """Run a values.* validator, turning its ValueError into a located error."""

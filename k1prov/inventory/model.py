@@ -118,6 +118,9 @@ class ImageSource:
     file: str | None = None
     url: str | None = None
     checksum: str | None = None       # "sha256:..." or "sha512:..."
+    # URL of a published checksum file (SHA256SUMS, SHA512SUMS, "<image>.sha256"),
+    # read when `checksum` is not given.
+    checksum_url: str | None = None
     disk_format: str | None = None    # raw, qcow2, aki, ari, ... (detected when None)
     container_format: str | None = None
     # When true the image does not go through Glance: Ironic gets the URL + checksum.

@@ -101,8 +101,10 @@ class _Converter:
         if isinstance(node, ScalarNode):
             try:
                 value = self._scalars.construct_object(node)
-            except yaml.YAMLError as exc:
-                raise YamlError(f"invalid value: {getattr(exc, 'problem', None) or 'bad scalar'}",
+            except Exception:  # noqa: BLE001 - PyYAML raises ValueError, AttributeError, ...
+                # Explicit tags (!!int, !!timestamp) on text that does not fit them; the
+                # constructor's own message may quote the text, which may be a password.
+                raise YamlError(f"value does not match its YAML tag {node.tag}",
                                 _line(node)) from None
             return Located(value, line, node.value)
         if id(node) in self._active:

@@ -22,8 +22,11 @@ BMCSIM_SCRIPT = PACKAGE_DIR / "bmcsim.py"
 # CLI negotiate the newest version both sides know.
 BAREMETAL_API_VERSION = "1.x"
 
-# Glance's public images need this policy (403 otherwise); everything else stays default.
-GLANCE_POLICY = '"publicize_image": ""\n'
+# The lab's Glance has no Keystone: every request carries the empty-role context of the
+# "unauthenticated-context" filter, and Glance's default rules ("role:admin" or a project
+# reader) refuse it with 403. Making that context an admin opens the API (the lab listens
+# on 127.0.0.1 only); publicize_image lets images be public.
+GLANCE_POLICY = '"context_is_admin": ""\n"publicize_image": ""\n'
 
 
 @dataclass(frozen=True)

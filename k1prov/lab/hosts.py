@@ -1,0 +1,435 @@
+"""Lab hosts: a deployed image "boots" as namespaces on this machine.
+
+A host named N is:
+  - network: namespace k1p-N, eth0 with its static address, veth into the lab bridge
+    (k1prov.lab.netns);
+  - disk: the image loop-mounted read-only once per image under ROOT/lower/<key>
+    (shared by every host on that image) and an overlay whose writable layer is
+    ROOT/hosts/N/upper. The overlay is mounted inside the host's own mount
+    namespace only, so it disappears with the host: nothing is left mounted on
+    this machine if a booter dies;
+  - machine: `ip netns exec k1p-N unshare --mount --pid --uts --fork`, then a
+    small shell script mounts the overlay, /proc, /sys, a private /dev (device
+    nodes + a new devpts instance) and /run, sets the hostname and execs
+    `chroot MERGED /usr/local/sbin/k1p-init`: PID 1 of the host, which runs
+    sshd and reaps orphans (daemons are started with k1p-service; no systemd).
+
+The config drive's content (HostConfig) is written into the writable layer before
+the overlay is mounted. stop() SIGKILLs the host's PID 1, which kills every process
+of its pid namespace and releases its mounts; wipe() deletes the writable layer.
+State lives in ROOT/hosts/N/state.json, so a second process (k1prov lab down) can
+stop hosts that another one booted.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from k1prov.errors import LabError
+from k1prov.lab.configdrive_apply import HostConfig, apply_host_config
+from k1prov.lab.netns import LabNetwork, attach_host, detach_host, netns_name
+from k1prov.settings import DEFAULT_TIMEOUTS
+
+__all__ = ["HostBooter", "HostConfig", "HostInfo"]
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+INIT = "/usr/local/sbin/k1p-init"
+RUNNING, STOPPED, ABSENT = "running", "stopped", "absent"
+# Paths in the image that the writable layer shadows with the config drive's files;
+# their directories are created in the upper layer with the image's owner and mode.
+_CONFIG_DIRS = ("etc", "etc/ssh", "root", "root/.ssh")
+
+# Runs as PID 1 of the new pid namespace, in the host's network, mount and uts
+# namespaces, before the chroot. Arguments: merged lower upper work hostname lowers-dir.
+_BOOT_SCRIPT = r"""
+set -eu
+merged=$1 lower=$2 upper=$3 work=$4 name=$5 lowers=$6
+# This namespace began as a copy of the machine's mounts: drop the copies that would
+# pin other hosts' network namespaces and other images' loop devices.
+findmnt -rn -o TARGET | sort -r | while read -r target; do
+  case "$target" in
+    /run/netns/*|"$lowers"/*) [ "$target" = "$lower" ] || umount -l "$target" ;;
+  esac
+done
+mount -t overlay overlay -o "lowerdir=$lower,upperdir=$upper,workdir=$work" "$merged"
+mount -t proc proc "$merged/proc"
+mount -t sysfs -o ro sysfs "$merged/sys"
+mount -t tmpfs -o mode=755,size=16m tmpfs "$merged/dev"
+mknod -m 666 "$merged/dev/null" c 1 3
+mknod -m 666 "$merged/dev/zero" c 1 5
+mknod -m 666 "$merged/dev/full" c 1 7
+mknod -m 666 "$merged/dev/random" c 1 8
+mknod -m 666 "$merged/dev/urandom" c 1 9
+mknod -m 666 "$merged/dev/tty" c 5 0
+ln -s /proc/self/fd "$merged/dev/fd"
+ln -s /proc/self/fd/0 "$merged/dev/stdin"
+ln -s /proc/self/fd/1 "$merged/dev/stdout"
+ln -s /proc/self/fd/2 "$merged/dev/stderr"
+mkdir "$merged/dev/pts" "$merged/dev/shm"
+mount -t devpts -o newinstance,ptmxmode=0666,mode=620,gid=5 devpts "$merged/dev/pts"
+ln -s pts/ptmx "$merged/dev/ptmx"
+mount -t tmpfs -o mode=1777,size=256m tmpfs "$merged/dev/shm"
+mount -t tmpfs -o mode=755,size=64m tmpfs "$merged/run"
+hostname "$name"
+exec chroot "$merged" /usr/local/sbin/k1p-init
+"""
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    name: str
+    state: str                  # "running", "stopped" (has a writable layer) or "absent"
+    address: str | None = None
+    netns: str | None = None
+    pid: int | None = None      # PID 1 of the host, as this machine numbers it
+    image: Path | None = None
+    root: Path | None = None    # ROOT/hosts/<name>: upper/, work/, state.json, console.log
+
+
+class HostBooter:
+    """Boots, stops and wipes lab hosts whose files live under `root`."""
+
+    def __init__(self, root: Path, *, network: LabNetwork | None = None):
+        self.root = Path(root)
+        self.network = network or LabNetwork()
+        self._hosts_dir = self.root / "hosts"
+        self._lowers_dir = self.root / "lower"
+        self._children: dict[str, subprocess.Popen] = {}
+        self._children_lock = threading.Lock()
+
+    # -- verbs -------------------------------------------------------------------
+
+    def boot(self, name: str, image: Path, config: HostConfig, *,
+             timeout: float = DEFAULT_TIMEOUTS.lab_service) -> HostInfo:
+        """Boot host `name` from `image` with `config`; a running host is left as it is."""
+        _check_name(name)
+        image = Path(image).resolve()
+        if not image.is_file():
+            raise LabError(f"{name}: image {image} does not exist")
+        if not self.network.exists():
+            raise LabError(f"{name}: lab bridge {self.network.bridge} is missing (LabNetwork.ensure())")
+        deadline = time.monotonic() + timeout
+        with self._host_lock(name):
+            current = self.status(name)
+            if current.state == RUNNING:
+                return current
+            # A host that died by itself, or a booter that died mid-boot, leaves pieces.
+            self._teardown(name, deadline=deadline)
+            self._check_address_free(name, config.address)
+            host_dir = self._hosts_dir / name
+            upper, work, merged = host_dir / "upper", host_dir / "work", host_dir / "merged"
+            for path in (upper, work, merged):
+                path.mkdir(parents=True, exist_ok=True)
+            try:
+                lower = self._acquire_lower(image, deadline=deadline)
+                self._write_state(name, {"image": str(image), "lower": str(lower),
+                                         "address": config.address, "booting": True})
+                self._prepare_upper(lower, upper)
+                apply_host_config(upper, config)
+                attach_host(name, bridge=self.network.bridge, address=config.address,
+                            prefix=config.prefix, gateway=config.gateway,
+                            timeout=_remaining(deadline, name, "network"))
+                pid, start_time = self._start(name, merged, lower, upper, work, config.hostname,
+                                              deadline=deadline)
+            except BaseException:
+                self._teardown(name, deadline=time.monotonic() + DEFAULT_TIMEOUTS.lab_service)
+                raise
+            self._write_state(name, {"image": str(image), "lower": str(lower), "address": config.address,
+                                     "hostname": config.hostname, "pid": pid, "start_time": start_time})
+            return self.status(name)
+
+    def stop(self, name: str, *, timeout: float = DEFAULT_TIMEOUTS.lab_service) -> None:
+        """Power the host off: kill all of its processes, release its namespaces (idempotent)."""
+        _check_name(name)
+        with self._host_lock(name):
+            self._teardown(name, deadline=time.monotonic() + timeout)
+
+    def wipe(self, name: str) -> None:
+        """Delete the host's writable layer (what undeploy/rebuild does to a disk)."""
+        _check_name(name)
+        with self._host_lock(name):
+            if self.status(name).state == RUNNING:
+                raise LabError(f"{name}: cannot wipe a running host (stop it first)")
+            host_dir = self._hosts_dir / name
+            for part in ("upper", "work", "merged", "state.json", "console.log"):
+                path = host_dir / part
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
+
+    def status(self, name: str) -> HostInfo:
+        _check_name(name)
+        host_dir = self._hosts_dir / name
+        if not host_dir.is_dir():
+            return HostInfo(name=name, state=ABSENT)
+        state = self._read_state(name)
+        pid = state.get("pid")
+        alive = pid is not None and _process_start_time(pid) == state.get("start_time")
+        image = Path(state["image"]) if state.get("image") else None
+        if not alive:
+            exists = (host_dir / "upper").is_dir()
+            return HostInfo(name=name, state=STOPPED if exists else ABSENT, address=state.get("address"),
+                            image=image, root=host_dir)
+        return HostInfo(name=name, state=RUNNING, address=state.get("address"), netns=netns_name(name),
+                        pid=pid, image=image, root=host_dir)
+
+    def list(self) -> list[HostInfo]:
+        """Hosts that are running or have a writable layer."""
+        if not self._hosts_dir.is_dir():
+            return []
+        names = sorted(p.name for p in self._hosts_dir.iterdir() if p.is_dir() and _NAME.match(p.name))
+        return [info for info in map(self.status, names) if info.state != ABSENT]
+
+    def stop_all(self, *, timeout: float = DEFAULT_TIMEOUTS.lab_service) -> None:
+        """Stop every host and release every image mount: nothing of the lab hosts is left."""
+        deadline = time.monotonic() + timeout
+        for info in self.list():
+            self.stop(info.name, timeout=_remaining(deadline, info.name, "stop"))
+        with self._global_lock():
+            for lower in self._mounted_lowers():
+                _umount(lower, deadline=deadline)
+
+    def wait_ssh(self, name: str, *, timeout: float) -> float:
+        """Wait until the host's sshd accepts TCP connections; returns the seconds waited."""
+        import socket
+
+        info = self.status(name)
+        if info.state != RUNNING:
+            raise LabError(f"{name}: not running")
+        started = time.monotonic()
+        deadline = started + timeout
+        while True:
+            try:
+                with socket.create_connection((info.address, 22), timeout=1.0) as sock:
+                    if sock.recv(4).startswith(b"SSH-"):
+                        return time.monotonic() - started
+            except OSError:
+                pass
+            if time.monotonic() >= deadline:
+                raise LabError(f"{name}: sshd on {info.address} not ready after {timeout:.0f} s")
+            time.sleep(0.02)
+
+    def processes(self, name: str) -> list[int]:
+        """Pids (as this machine numbers them) of every process of the running host."""
+        info = self.status(name)
+        if info.state != RUNNING:
+            return []
+        try:
+            target = os.readlink(f"/proc/{info.pid}/ns/pid")
+        except OSError:
+            return []
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    if os.readlink(f"/proc/{entry}/ns/pid") == target:
+                        pids.append(int(entry))
+                except OSError:
+                    continue
+        return sorted(pids)
+
+    # -- boot and teardown ---------------------------------------------------------
+
+    def _start(self, name: str, merged: Path, lower: Path, upper: Path, work: Path, hostname: str, *,
+               deadline: float) -> tuple[int, int]:
+        console = open(self._hosts_dir / name / "console.log", "ab")
+        try:
+            child = subprocess.Popen(
+                ["ip", "netns", "exec", netns_name(name),
+                 "unshare", "--mount", "--pid", "--uts", "--fork", "--kill-child", "--propagation", "slave",
+                 "sh", "-c", _BOOT_SCRIPT, "k1p-boot",
+                 str(merged), str(lower), str(upper), str(work), hostname, str(self._lowers_dir)],
+                stdin=subprocess.DEVNULL, stdout=console, stderr=console, start_new_session=True)
+        finally:
+            console.close()
+        with self._children_lock:
+            self._children[name] = child
+        # PID 1 of the host is unshare's child; the boot is done once it is k1p-init.
+        while True:
+            pid = _first_child(child.pid)
+            if pid is not None and _comm(pid) == "k1p-init":
+                start_time = _process_start_time(pid)
+                if start_time is not None:
+                    return pid, start_time
+            if child.poll() is not None:
+                raise LabError(f"{name}: boot failed: {self._console_tail(name)}")
+            if time.monotonic() >= deadline:
+                raise LabError(f"{name}: boot timed out: {self._console_tail(name)}")
+            time.sleep(0.002)
+
+    def _teardown(self, name: str, *, deadline: float) -> None:
+        state = self._read_state(name)
+        pid = state.get("pid")
+        if pid is not None and _process_start_time(pid) == state.get("start_time"):
+            try:
+                os.kill(pid, signal.SIGKILL)  # PID 1 of its namespace: every process dies with it
+            except ProcessLookupError:
+                pass
+        with self._children_lock:
+            child = self._children.pop(name, None)
+        if child is not None:
+            try:
+                child.kill()
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise LabError(f"{name}: host did not exit") from None
+        elif pid is not None:
+            while _process_start_time(pid) == state.get("start_time"):
+                if time.monotonic() >= deadline:
+                    raise LabError(f"{name}: host did not exit (pid {pid})")
+                time.sleep(0.005)
+        detach_host(name, timeout=_remaining(deadline, name, "network teardown"))
+        if state.get("lower"):
+            self._write_state(name, {k: v for k, v in state.items() if k not in ("pid", "start_time",
+                                                                                  "lower", "booting")})
+            self._release_lower(Path(state["lower"]), deadline=deadline)
+
+    # -- image mounts ----------------------------------------------------------------
+
+    def _acquire_lower(self, image: Path, *, deadline: float) -> Path:
+        st = image.stat()
+        # A rebuilt image at the same path is a different disk: key on its identity too.
+        key = hashlib.sha256(f"{image}\0{st.st_dev}\0{st.st_ino}\0{st.st_mtime_ns}\0{st.st_size}"
+                             .encode()).hexdigest()[:16]
+        lower = self._lowers_dir / key
+        with self._global_lock():
+            if not os.path.ismount(lower):
+                lower.mkdir(parents=True, exist_ok=True)
+                _run(["mount", "-o", "ro,loop", str(image), str(lower)], deadline=deadline)
+        return lower
+
+    def _release_lower(self, lower: Path, *, deadline: float) -> None:
+        with self._global_lock():
+            for other in self._hosts_dir.iterdir():
+                if other.is_dir() and self._read_state(other.name).get("lower") == str(lower):
+                    return
+            if os.path.ismount(lower):
+                _umount(lower, deadline=deadline)
+
+    def _mounted_lowers(self) -> list[Path]:
+        if not self._lowers_dir.is_dir():
+            return []
+        return [p for p in self._lowers_dir.iterdir() if os.path.ismount(p)]
+
+    @staticmethod
+    def _prepare_upper(lower: Path, upper: Path) -> None:
+        for rel in _CONFIG_DIRS:
+            source, target = lower / rel, upper / rel
+            if target.is_dir():
+                continue
+            target.mkdir(mode=0o700)
+            if source.is_dir():
+                st = source.stat()
+                os.chown(target, st.st_uid, st.st_gid)
+                os.chmod(target, st.st_mode & 0o7777)
+
+    # -- state and locks ---------------------------------------------------------------
+
+    def _check_address_free(self, name: str, address: str) -> None:
+        for info in self.list():
+            if info.name != name and info.state == RUNNING and info.address == address:
+                raise LabError(f"{name}: address {address} is in use by host {info.name}")
+
+    def _read_state(self, name: str) -> dict:
+        try:
+            return json.loads((self._hosts_dir / name / "state.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _write_state(self, name: str, state: dict) -> None:
+        path = self._hosts_dir / name / "state.json"
+        tmp = path.with_name("state.json.tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        os.replace(tmp, path)
+
+    def _console_tail(self, name: str) -> str:
+        try:
+            lines = (self._hosts_dir / name / "console.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no console output)"
+        return " | ".join(lines[-5:]) or "(no console output)"
+
+    @contextmanager
+    def _host_lock(self, name: str):
+        # flock on a fresh open file: excludes other threads and other processes alike.
+        (self._hosts_dir / name).mkdir(parents=True, exist_ok=True)
+        with open(self._hosts_dir / name / ".lock", "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            yield
+
+    @contextmanager
+    def _global_lock(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            yield
+
+
+def _check_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise LabError(f"bad lab host name {name!r}: lowercase letters, digits and '-', at most 32")
+
+
+def _remaining(deadline: float, name: str, what: str) -> float:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise LabError(f"{name}: timed out before {what}")
+    return remaining
+
+
+def _process_start_time(pid: int) -> int | None:
+    """Start time of a live (not zombie) process, which tells a pid from a reused one."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def _comm(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _first_child(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = f.read().split()
+    except OSError:
+        return None
+    return int(children[0]) if children else None
+
+
+def _umount(target: Path, *, deadline: float) -> None:
+    # The loop device was set up with autoclear by mount(8): it goes with the last unmount.
+    _run(["umount", str(target)], deadline=deadline)
+
+
+def _run(argv: list[str], *, deadline: float) -> None:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise LabError(f"timed out before: {' '.join(argv)}")
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=remaining)
+    except subprocess.TimeoutExpired:
+        raise LabError(f"timed out: {' '.join(argv)}") from None
+    if result.returncode != 0:
+        raise LabError(f"{' '.join(argv)}: {result.stderr.strip()}")

@@ -1,0 +1,76 @@
+"""An inventory file that matches a running lab (format: docs/inventory.md).
+
+Nodes are lab01..labNN in three ranged entries: lab01 is a ZooKeeper member and the
+Spark master, lab02-lab03 are the other ZooKeeper members, the rest are Spark workers.
+The cloud is given by explicit URLs, not the clouds.yaml entry, so that tests using it
+never read a user's clouds.yaml.
+"""
+from __future__ import annotations
+
+import ipaddress
+
+from k1prov.errors import ConfigError
+from k1prov.lab.config import LabSettings
+
+FIRST_MAC = "52:54:00:6b:00:01"
+FIRST_ADDRESS = "10.251.0.11"
+PREFIX_LENGTH = 24
+# How many nodes are ZooKeeper members (an odd quorum once the lab has three nodes).
+ZOOKEEPER_MEMBERS = 3
+
+
+def _mac_plus(mac: str, offset: int) -> str:
+    value = int(mac.replace(":", ""), 16) + offset
+    raw = f"{value:012x}"
+    return ":".join(raw[i:i + 2] for i in range(0, 12, 2))
+
+
+def _ip_plus(address: str, offset: int) -> str:
+    return str(ipaddress.IPv4Address(address) + offset)
+
+
+def _groups(count: int) -> list[tuple[int, int, list[str]]]:
+    """(first, last, roles) per entry, 1-based node numbers."""
+    groups = [(1, 1, ["zookeeper", "spark-master"])]
+    if count >= 2:
+        groups.append((2, min(count, ZOOKEEPER_MEMBERS), ["zookeeper"]))
+    if count > ZOOKEEPER_MEMBERS:
+        groups.append((ZOOKEEPER_MEMBERS + 1, count, ["spark-worker"]))
+    return groups
+
+
+def render_inventory(s: LabSettings, *, nodes: int | None = None, cluster: str = "lab") -> str:
+    count = s.nodes if nodes is None else nodes
+    if not 1 <= count <= s.nodes:
+        raise ConfigError(f"the lab has {s.nodes} machines; cannot write an inventory of {count}")
+    width = max(2, len(str(count)))
+    lines = [
+        f"# Inventory of the k1prov lab in {s.root} ({count} of its {s.nodes} machines).",
+        "# Written by `k1prov lab inventory`; the BMCs are the lab's IPMI simulators.",
+        f"cluster: {cluster}",
+        "cloud:",
+        f"  ironic_url: {s.ironic_url}",
+        f"  glance_url: {s.glance_url}",
+        "network:",
+        f"  prefix_length: {PREFIX_LENGTH}",
+        "defaults:",
+        "  driver: fake-hardware",
+        "  interfaces: {power: ipmitool, management: ipmitool, deploy: fake, boot: fake}",
+        "  bmc:",
+        "    address: 127.0.0.1",
+        f"    username: {s.bmc_username}",
+        f'    password: {{file: "{s.bmc_password_file}"}}',
+        "nodes:",
+    ]
+    for first, last, roles in _groups(count):
+        offset = first - 1
+        name = (f"lab{first:0{width}d}" if first == last
+                else f"lab[{first:0{width}d}-{last:0{width}d}]")
+        lines += [
+            f"  - name: {name}",
+            f"    roles: [{', '.join(roles)}]",
+            f"    bmc: {{port: {{start: {s.bmc_base_port + offset}}}}}",
+            f'    macs: [{{start: "{_mac_plus(FIRST_MAC, offset)}"}}]',
+            f'    address: {{start: "{_ip_plus(FIRST_ADDRESS, offset)}"}}',
+        ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,283 @@
+"""The lab's services: real Ironic and Glance, a static HTTP server, the BMC simulator.
+
+`Lab(settings).up()` installs what is missing, writes the configuration, starts what is
+not running and waits until every service answers; `down()` stops what `up` started.
+Both are idempotent, and a second `up` on a running lab only checks it.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from k1prov.errors import LabError
+from k1prov.lab import checks, procs
+from k1prov.lab.clouds import write_cloud_entry
+from k1prov.lab.config import (BMCSIM_SCRIPT, REQUIREMENTS_FILE, LabSettings, write_configs)
+from k1prov.lab.inventory_yaml import render_inventory
+from k1prov.lab.venv import ensure_venv
+from k1prov.settings import DEFAULT_TIMEOUTS, Timeouts
+
+# Order of start; `down` stops in the reverse order (the BMCs outlive Ironic's last call).
+SERVICES = ("bmcsim", "http", "glance", "ironic")
+# One answer check in `status` (a healthy service answers in milliseconds).
+CHECK_TIMEOUT = 3.0
+# Pause between two answer checks while a service starts.
+START_POLL = 0.2
+# Environment variables a lab service must not inherit: the project venv, proxies (the
+# services only talk to 127.0.0.1) and OS_* cloud selection of the user's shell.
+_DROPPED_ENV_PREFIXES = ("OS_",)
+_DROPPED_ENV = {"VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "http_proxy", "https_proxy",
+                "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"}
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    url: str
+    pid: int | None
+    running: bool
+    answers: bool
+    detail: str = ""
+    # Resident memory of the service's whole process group (KiB), when running.
+    rss_kib: int | None = None
+
+
+@dataclass
+class LabStatus:
+    services: list[ServiceStatus]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.services) and all(s.running and s.answers for s in self.services)
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "services": [asdict(s) for s in self.services]}
+
+
+class Lab:
+    def __init__(self, settings: LabSettings, *, timeouts: Timeouts = DEFAULT_TIMEOUTS):
+        self.settings = settings
+        self.timeouts = timeouts
+
+    # ---- public verbs -------------------------------------------------------------
+
+    def up(self, *, progress: Callable[[str], None] | None = None) -> LabStatus:
+        s = self.settings
+        say = progress or (lambda _msg: None)
+        ensure_venv(s.venv, REQUIREMENTS_FILE, timeout=self.timeouts.lab_install, progress=say)
+        write_configs(s)
+        self._ensure_password()
+
+        specs = {name: self._spec(name) for name in SERVICES}
+        running = {}
+        for name, spec in specs.items():
+            rec = procs.read_running(s.run_dir, name)
+            if rec is not None and rec.fingerprint != spec.fingerprint:
+                say(f"restarting {name} (its settings changed)")
+                procs.stop(s.run_dir, name, grace=self._stop_grace())
+                rec = None
+            running[name] = rec
+        to_start = [name for name in SERVICES if running[name] is None]
+        # Check every port before starting anything: no half-started lab on a conflict.
+        self._check_ports_free([specs[n] for n in to_start])
+        self._sync_databases(say)
+        started = {}
+        for name in to_start:
+            say(f"starting {name}")
+            started[name] = procs.start(specs[name], run_dir=s.run_dir, log_dir=s.log_dir)
+        for name in SERVICES:
+            self._wait_answers(name, started.get(name) or running[name], fresh=name in started)
+        path = write_cloud_entry(s)
+        if started:
+            say(f"lab is up; clouds.yaml entry {s.cloud_name!r} in {path}")
+        return self.status()
+
+    def down(self) -> None:
+        s = self.settings
+        grace = self._stop_grace()
+        for name in reversed(SERVICES):
+            procs.stop(s.run_dir, name, grace=grace)
+        ports = tuple(p for name in SERVICES for p in self._ports(name))
+        busy = procs.wait_ports_free(ports, timeout=self.timeouts.lab_service)
+        if busy:
+            listing = ", ".join(f"{proto} {port}" for proto, port in busy)
+            raise LabError(f"lab stopped but ports are still in use: {listing}")
+
+    def status(self) -> LabStatus:
+        return LabStatus([self._service_status(name) for name in SERVICES])
+
+    def bmc_password(self) -> str:
+        try:
+            return self.settings.bmc_password_file.read_text().rstrip("\n")
+        except OSError as exc:
+            raise LabError(f"cannot read the lab's BMC password file "
+                           f"{self.settings.bmc_password_file}: {exc.strerror} "
+                           f"(run `k1prov lab up` first)") from None
+
+    def inventory_yaml(self, *, nodes: int | None = None, cluster: str = "lab") -> str:
+        return render_inventory(self.settings, nodes=nodes, cluster=cluster)
+
+    # ---- setup steps ----------------------------------------------------------------
+
+    def _stop_grace(self) -> float:
+        return min(procs.STOP_GRACE, self.timeouts.lab_service)
+
+    def _ensure_password(self) -> None:
+        """Generate the BMC password once; 0600 from the first byte on."""
+        path = self.settings.bmc_password_file
+        if path.exists():
+            return
+        # IPMI 2.0 passwords are at most 20 bytes; 16 URL-safe characters fit.
+        password = secrets.token_urlsafe(12)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return
+        with os.fdopen(fd, "w") as f:
+            f.write(password + "\n")
+
+    def _sync_databases(self, say: Callable[[str], None]) -> None:
+        s = self.settings
+        bin_ = s.venv / "bin"
+        for name, db, argv in (
+            ("ironic", s.root / "ironic.sqlite",
+             [str(bin_ / "ironic-dbsync"), "--config-file", str(s.ironic_conf), "create_schema"]),
+            ("glance", s.root / "glance.sqlite",
+             [str(bin_ / "glance-manage"), "--config-file",
+              str(s.glance_conf_dir / "glance-api.conf"), "db_sync"]),
+        ):
+            marker = db.with_name(db.name + ".synced")
+            if marker.exists() and db.exists():
+                continue
+            say(f"creating the {name} database")
+            log = s.log_dir / f"{name}-dbsync.log"
+            with open(log, "w") as out:
+                try:
+                    rc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, env=self._service_env(),
+                                        cwd=s.root, timeout=self.timeouts.lab_service).returncode
+                except subprocess.TimeoutExpired:
+                    rc = None
+            if rc != 0:
+                what = "timed out" if rc is None else f"failed (exit {rc})"
+                raise LabError(f"{name} database setup {what}; log: {log}\n"
+                               f"{procs.log_tail(s.log_dir, f'{name}-dbsync')}")
+            marker.write_text("")
+
+    def _service_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if k not in _DROPPED_ENV and not k.startswith(_DROPPED_ENV_PREFIXES)}
+        env["PATH"] = f"{self.settings.venv / 'bin'}:{env.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
+        env.update(extra or {})
+        return env
+
+    def _ports(self, name: str) -> tuple[tuple[str, int], ...]:
+        s = self.settings
+        if name == "ironic":
+            return (("tcp", s.ironic_port),)
+        if name == "glance":
+            return (("tcp", s.glance_port),)
+        if name == "http":
+            return (("tcp", s.http_port),)
+        return tuple(("udp", p) for p in s.bmc_ports)
+
+    def _spec(self, name: str) -> procs.ServiceSpec:
+        s = self.settings
+        py = str(s.venv / "bin" / "python")
+        extra: dict[str, str] = {}
+        watched: list[Path] = []
+        if name == "ironic":
+            argv = [str(s.venv / "bin" / "ironic"), "--config-file", str(s.ironic_conf)]
+            watched = [s.ironic_conf]
+        elif name == "glance":
+            argv = [str(s.venv / "bin" / "gunicorn"), "--bind", f"127.0.0.1:{s.glance_port}",
+                    "--workers", "1", "--threads", "4", "--graceful-timeout", "5",
+                    # gunicorn 27's control socket defaults to one path in $HOME that
+                    # every gunicorn of the user would share.
+                    "--no-control-socket", "glance.wsgi.api:application"]
+            extra = {"OS_GLANCE_CONFIG_DIR": str(s.glance_conf_dir)}
+            watched = sorted(s.glance_conf_dir.iterdir())
+        elif name == "http":
+            # -I: isolated, so nothing from the environment or the cwd is imported.
+            argv = [py, "-I", "-m", "http.server", "--bind", "127.0.0.1",
+                    "--directory", str(s.http_dir), str(s.http_port)]
+        else:
+            # -I also keeps k1prov/lab (the script's directory) off sys.path, where its
+            # modules would shadow the standard library's.
+            argv = [py, "-I", str(BMCSIM_SCRIPT), "--state-dir", str(s.bmc_state_dir),
+                    "--base-port", str(s.bmc_base_port), "--count", str(s.nodes),
+                    "--username", s.bmc_username, "--password-file", str(s.bmc_password_file)]
+            watched = [BMCSIM_SCRIPT]
+        h = hashlib.sha256("\0".join(argv).encode())
+        h.update(repr(sorted(extra.items())).encode())
+        for path in watched:
+            h.update(path.read_bytes())
+        if name == "bmcsim":
+            # A regenerated password file must reach the simulator; its identity (not its
+            # content, which is a secret) goes into the fingerprint.
+            st = s.bmc_password_file.stat()
+            h.update(f"{st.st_ino}:{st.st_mtime_ns}".encode())
+        return procs.ServiceSpec(name=name, argv=tuple(argv),
+                                 env=tuple(sorted(self._service_env(extra).items())),
+                                 cwd=s.root, ports=self._ports(name), fingerprint=h.hexdigest())
+
+    def _check_ports_free(self, specs: list[procs.ServiceSpec]) -> None:
+        for spec in specs:
+            for proto, port in spec.ports:
+                if not procs.port_free(proto, port):
+                    raise LabError(f"{proto} port {port} (for the lab's {spec.name}) is in use "
+                                   "by another program; stop it or give the lab other ports")
+
+    # ---- answers ----------------------------------------------------------------------
+
+    def _answers(self, name: str, *, timeout: float) -> bool:
+        s = self.settings
+        if name == "ironic":
+            return checks.http_ok(s.ironic_url + "/", timeout=timeout)
+        if name == "glance":
+            return checks.http_ok(s.glance_url + "/v2/images", timeout=timeout)
+        if name == "http":
+            return checks.http_ok(s.http_url + "/", timeout=timeout)
+        return checks.ipmi_power_status(s.bmc_base_port, username=s.bmc_username,
+                                        password=self.bmc_password(), timeout=timeout) is not None
+
+    def _wait_answers(self, name: str, rec: procs.Running, *, fresh: bool) -> None:
+        """Wait until the service answers; a service that exits meanwhile fails at once."""
+        s = self.settings
+        deadline = time.monotonic() + (self.timeouts.lab_service if fresh else CHECK_TIMEOUT)
+        while True:
+            remaining = deadline - time.monotonic()
+            if self._answers(name, timeout=max(0.5, min(CHECK_TIMEOUT, remaining))):
+                return
+            if not procs.process_alive(rec.pid) and not procs.group_members(rec.pid):
+                raise LabError(f"{name} exited while starting; log: {s.log_dir / (name + '.log')}\n"
+                               f"{procs.log_tail(s.log_dir, name)}")
+            if time.monotonic() >= deadline:
+                how = "after starting" if fresh else "although it is running"
+                raise LabError(f"{name} (pid {rec.pid}) does not answer {how} "
+                               f"(lab_service timeout); log: {s.log_dir / (name + '.log')}\n"
+                               f"{procs.log_tail(s.log_dir, name)}")
+            time.sleep(START_POLL)
+
+    def _service_status(self, name: str) -> ServiceStatus:
+        s = self.settings
+        rec = procs.read_running(s.run_dir, name)
+        if name == "bmcsim":
+            last = s.bmc_base_port + s.nodes - 1
+            url = f"ipmi://127.0.0.1:{s.bmc_base_port}"
+            detail = f"{s.nodes} BMCs on udp 127.0.0.1:{s.bmc_base_port}-{last}"
+        else:
+            url = {"ironic": s.ironic_url, "glance": s.glance_url, "http": s.http_url}[name]
+            detail = ""
+        answers = rec is not None and self._answers(name, timeout=CHECK_TIMEOUT)
+        return ServiceStatus(name=name, url=url, pid=rec.pid if rec else None,
+                             running=rec is not None, answers=answers,
+                             detail=detail if rec else "not running",
+                             rss_kib=procs.group_rss_kib(rec.pid) if rec else None)

@@ -1,0 +1,130 @@
+"""The lab's network: one bridge on this machine, one network namespace per host.
+
+Each host gets a namespace `k1p-<name>` holding `eth0` (its static address and a
+default route via the bridge's address) whose veth peer is a port of the bridge.
+Traffic stays on this machine: the bridge has no uplink and nothing is forwarded.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import subprocess
+import time
+from pathlib import Path
+
+from k1prov.errors import LabError
+
+NETNS_PREFIX = "k1p-"
+HOST_IFNAME = "eth0"
+
+
+class LabNetwork:
+    """The lab bridge with this machine's address on it (the hosts' gateway)."""
+
+    def __init__(self, bridge: str = "k1plab0", cidr: str = "10.251.0.1/24"):
+        if len(bridge) > 15:
+            raise LabError(f"bridge name {bridge!r} is longer than 15 characters")
+        try:
+            self.interface = ipaddress.IPv4Interface(cidr)
+        except ValueError as exc:
+            raise LabError(f"lab network: {exc}") from None
+        self.bridge = bridge
+
+    @property
+    def gateway(self) -> str:
+        return str(self.interface.ip)
+
+    @property
+    def prefix(self) -> int:
+        return self.interface.network.prefixlen
+
+    def host_address(self, index: int) -> str:
+        """The index-th host address after the gateway's (index 1 = gateway + 1)."""
+        address = self.interface.ip + index
+        if address not in self.interface.network or address == self.interface.network.broadcast_address:
+            raise LabError(f"lab network {self.interface.network} has no host number {index}")
+        return str(address)
+
+    def exists(self) -> bool:
+        return Path(f"/sys/class/net/{self.bridge}").exists()
+
+    def ensure(self, *, timeout: float = 10.0) -> None:
+        """Create the bridge, give it the gateway address and bring it up (idempotent)."""
+        deadline = time.monotonic() + timeout
+        if not self.exists():
+            ip("link", "add", self.bridge, "type", "bridge", deadline=deadline)
+        present = ip("-4", "-o", "addr", "show", "dev", self.bridge, deadline=deadline)
+        if f" {self.interface.with_prefixlen} " not in present:
+            ip("addr", "add", self.interface.with_prefixlen, "dev", self.bridge, deadline=deadline)
+        ip("link", "set", self.bridge, "up", deadline=deadline)
+
+    def remove(self, *, timeout: float = 10.0) -> None:
+        """Delete the bridge (its host ports go with their namespaces)."""
+        if self.exists():
+            ip("link", "del", self.bridge, deadline=time.monotonic() + timeout)
+
+
+def netns_name(host: str) -> str:
+    return NETNS_PREFIX + host
+
+
+def veth_name(host: str) -> str:
+    # Interface names are limited to 15 characters; host names are not.
+    return "k1v" + hashlib.sha1(host.encode()).hexdigest()[:10]
+
+
+def netns_exists(name: str) -> bool:
+    return Path("/run/netns", name).exists()
+
+
+def attach_host(host: str, *, bridge: str, address: str, prefix: int, gateway: str | None,
+                timeout: float) -> str:
+    """Create the host's namespace and wire it into the bridge; returns the namespace name."""
+    deadline = time.monotonic() + timeout
+    ns, veth = netns_name(host), veth_name(host)
+    ip("netns", "add", ns, deadline=deadline)
+    try:
+        ip("-batch", "-", deadline=deadline, stdin=(
+            f"link add {veth} type veth peer name {HOST_IFNAME} netns {ns}\n"
+            f"link set {veth} master {bridge} up\n"))
+        route = f"route add default via {gateway}\n" if gateway else ""
+        ip("-n", ns, "-batch", "-", deadline=deadline, stdin=(
+            f"addr add {address}/{prefix} dev {HOST_IFNAME}\n"
+            f"link set {HOST_IFNAME} up\n"
+            "link set lo up\n" + route))
+    except LabError:
+        detach_host(host, timeout=max(1.0, deadline - time.monotonic()))
+        raise
+    return ns
+
+
+def detach_host(host: str, *, timeout: float) -> None:
+    """Delete the host's namespace and its bridge port (no error when already gone)."""
+    deadline = time.monotonic() + timeout
+    ns, veth = netns_name(host), veth_name(host)
+    # The pair first: deleting it is synchronous, while a deleted namespace frees its
+    # devices later (a quick re-boot would then find the old pair still there).
+    if Path(f"/sys/class/net/{veth}").exists():
+        try:
+            ip("link", "del", veth, deadline=deadline)
+        except LabError:
+            if Path(f"/sys/class/net/{veth}").exists():
+                raise
+    if netns_exists(ns):
+        ip("netns", "del", ns, deadline=deadline)
+
+
+def ip(*args: str, deadline: float, stdin: str | None = None) -> str:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise LabError(f"timed out before: ip {' '.join(args)}")
+    try:
+        result = subprocess.run(["ip", *args], input=stdin, capture_output=True, text=True,
+                                timeout=remaining)
+    except subprocess.TimeoutExpired:
+        raise LabError(f"timed out: ip {' '.join(args)}") from None
+    except FileNotFoundError:
+        raise LabError("the lab needs iproute2 (ip)") from None
+    if result.returncode != 0:
+        raise LabError(f"ip {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout

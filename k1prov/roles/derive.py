@@ -1,0 +1,117 @@
+"""Values derived from the whole inventory that several roles share.
+
+ZooKeeper ids, the ZooKeeper connect string, the Mesos quorum, the Spark master
+URL and each agent's resources/attributes. Pure functions of the inventory.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from k1prov.errors import InventoryError
+from k1prov.inventory.model import Inventory, Node
+from k1prov.roles.settings import mesos_settings, spark_settings, zookeeper_settings
+
+
+def zookeeper_ids(inv: Inventory) -> dict[str, int]:
+    """myid per zookeeper member: Node.zookeeper_id, else its 1-based position
+    among the members (inventory order), so ids stay put when members are added
+    at the end. Two members with one id is an error, never silently renumbered."""
+    ids: dict[str, int] = {}
+    owner: dict[int, str] = {}
+    members = sorted(inv.with_role("zookeeper"), key=lambda n: n.index)
+    for position, node in enumerate(members, start=1):
+        myid = node.zookeeper_id if node.zookeeper_id is not None else position
+        if not 1 <= myid <= 255:
+            raise InventoryError(f"zookeeper_id {myid} is outside 1..255", file=str(inv.path),
+                                 line=node.line or None, field=f"nodes.{node.name}.zookeeper_id")
+        if myid in owner:
+            raise InventoryError(
+                f"zookeeper myid {myid} is used by both {owner[myid]} and {node.name}; "
+                "give one of them an explicit zookeeper_id",
+                file=str(inv.path), line=node.line or None, field=f"nodes.{node.name}.zookeeper_id")
+        owner[myid] = node.name
+        ids[node.name] = myid
+    return ids
+
+
+def zookeeper_servers(inv: Inventory) -> list[dict[str, Any]]:
+    """The zoo.cfg server list, ordered by myid."""
+    ids = zookeeper_ids(inv)
+    servers = [{"name": n.name, "address": n.address, "myid": ids[n.name]} for n in inv.with_role("zookeeper")]
+    return sorted(servers, key=lambda s: s["myid"])
+
+
+def zk_connect(inv: Inventory) -> str:
+    """"a:2181,b:2181,c:2181" over every zookeeper member ('' when there is none)."""
+    port = zookeeper_settings(inv)["client_port"]
+    return ",".join(f"{s['address']}:{port}" for s in zookeeper_servers(inv))
+
+
+def mesos_zk_url(inv: Inventory) -> str:
+    """zk://a:2181,b:2181,c:2181/mesos: where masters elect and agents find the leader."""
+    connect = zk_connect(inv)
+    if not connect:
+        raise InventoryError("Mesos needs ZooKeeper: no node has the zookeeper role",
+                             file=str(inv.path), field="nodes.roles")
+    path = mesos_settings(inv)["zk_path"]
+    return f"zk://{connect}/{path.lstrip('/')}"
+
+
+def mesos_quorum(inv: Inventory) -> int:
+    """A majority of the Mesos masters (1 of 1, 2 of 3, 3 of 5)."""
+    return len(inv.with_role("mesos-master")) // 2 + 1
+
+
+def spark_master_url(inv: Inventory) -> str:
+    """Where Spark applications and workers find the cluster manager."""
+    spark = spark_settings(inv)
+    if spark["manager"] == "mesos":
+        return "mesos://" + mesos_zk_url(inv)
+    masters = inv.with_role("spark-master")
+    if not masters:
+        raise InventoryError("standalone Spark needs a node with the spark-master role",
+                             file=str(inv.path), field="nodes.roles")
+    return "spark://" + ",".join(f"{m.address}:{spark['master_port']}" for m in masters)
+
+
+def _flat(value: Any) -> str:
+    text = str(value)
+    # ';' and ':' separate entries in Mesos' resource and attribute strings.
+    if any(c in text for c in ";:\n"):
+        raise InventoryError(f"Mesos attribute value {text!r} must not contain ';' or ':'",
+                             field="roles.mesos.attributes")
+    return text
+
+
+def agent_resources(inv: Inventory, node: Node) -> str:
+    """--resources for an agent: the inventory's string, else from Ironic-style
+    node properties (cpus, memory_mb less a reserve for the OS, local_gb)."""
+    mesos = mesos_settings(inv)
+    if node.properties.get("mesos_resources"):
+        return str(node.properties["mesos_resources"])
+    if mesos["resources"]:
+        return mesos["resources"]
+    parts = []
+    props = node.properties
+    if props.get("cpus"):
+        parts.append(f"cpus:{int(props['cpus'])}")
+    if props.get("memory_mb"):
+        mem = max(int(props["memory_mb"]) - mesos["reserved_memory_mb"], 256)
+        parts.append(f"mem:{mem}")
+    if props.get("local_gb"):
+        parts.append(f"disk:{int(props['local_gb']) * 1024}")
+    return ";".join(parts)
+
+
+def agent_attributes(inv: Inventory, node: Node) -> str:
+    """--attributes: inventory-wide attributes, overridden by the node's own."""
+    attrs: dict[str, Any] = dict(mesos_settings(inv)["attributes"])
+    if node.properties.get("cpu_arch"):
+        attrs.setdefault("arch", node.properties["cpu_arch"])
+    attrs.update(node.properties.get("mesos_attributes") or {})
+    return ";".join(f"{_flat(k)}:{_flat(v)}" for k, v in sorted(attrs.items()))
+
+
+def mesos_weights(inv: Inventory) -> str:
+    weights = mesos_settings(inv)["weights"]
+    return ",".join(f"{role}={weight}" for role, weight in sorted(weights.items()))

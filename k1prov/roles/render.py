@@ -1,0 +1,251 @@
+"""Render the role scripts of each host from the Jinja templates.
+
+Every value from the inventory reaches a shell script through the `shq` filter
+(shlex.quote); config files that are not shell (zoo.cfg, spark-defaults.conf) are
+rendered on their own and then embedded in the script as one quoted string, so
+no inventory value is ever parsed by the remote shell.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from k1prov.errors import ConfigError
+from k1prov.inventory.model import Inventory, Node
+from k1prov.roles import derive
+from k1prov.roles.plan import ROLE_PHASES, phases, roles_in_order
+from k1prov.roles.settings import (AVENTER_DEBIAN, AVENTER_RPM, AVENTER_UBUNTU, common_settings,
+                                   mesos_settings, spark_settings, zookeeper_settings)
+
+# Where the service launchers go on the host (also in templates/common/base.sh.j2).
+LAUNCHER_DIR = "/usr/local/lib/k1prov"
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    """A config file a script embeds, with where the script puts it on the host."""
+
+    path: str
+    text: str
+    mode: str = "0644"
+
+
+@dataclass(frozen=True)
+class RenderedScript:
+    role: str
+    phase: int
+    filename: str
+    text: str
+    # Hash of the script rendered with an empty K1_SCRIPT_SHA256; the script records
+    # it in /var/lib/k1prov/roles/<role>.sha256 when it succeeds.
+    sha256: str
+    files: tuple[RenderedFile, ...] = field(default=())
+
+
+def shq(value: Any) -> str:
+    """Quote one value for bash. Booleans become true/false; None is a bug upstream."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return shlex.quote(str(value))
+    if isinstance(value, str):
+        return shlex.quote(value)
+    raise TypeError(f"shq: cannot quote a {type(value).__name__} for the shell")
+
+
+def template_dirs(inv: Inventory) -> list[Path]:
+    """Template search path: the inventory's roles.templates_dir (per-file overrides),
+    then $K1PROV_TEMPLATES, then the templates/ directory shipped with k1prov."""
+    dirs: list[Path] = []
+    override = inv.roles.get("templates_dir")
+    if override:
+        path = Path(os.path.expanduser(str(override)))
+        if not path.is_absolute():
+            path = inv.path.parent / path
+        if not path.is_dir():
+            raise ConfigError(f"roles.templates_dir {path} is not a directory")
+        dirs.append(path)
+    env = os.environ.get("K1PROV_TEMPLATES")
+    if env:
+        if not Path(env).is_dir():
+            raise ConfigError(f"K1PROV_TEMPLATES={env} is not a directory")
+        dirs.append(Path(env))
+    for builtin in (Path(__file__).resolve().parents[2] / "templates",
+                    Path(sys.prefix) / "share" / "k1prov" / "templates"):
+        if (builtin / "common" / "base.sh.j2").is_file():
+            dirs.append(builtin)
+            break
+    if not dirs:
+        raise ConfigError("cannot find k1prov's templates; set K1PROV_TEMPLATES to the templates/ directory")
+    return dirs
+
+
+def environment(inv: Inventory) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(d) for d in template_dirs(inv)]),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["shq"] = shq
+    return env
+
+
+def _render(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
+    try:
+        return env.get_template(name).render(context)
+    except jinja2.TemplateError as exc:
+        lineno = getattr(exc, "lineno", None)
+        where = f"{getattr(exc, 'filename', None) or name}:{lineno}: " if lineno else ""
+        raise ConfigError(f"template {name}: {where}{exc}") from None
+
+
+def _spark_context(inv: Inventory, node: Node, role: str) -> dict[str, Any]:
+    spark = spark_settings(inv)
+    master_url = derive.spark_master_url(inv)
+    daemon: dict[str, Any] | None = None
+    if role == "spark-master" and spark["manager"] == "standalone":
+        daemon = {"service": "spark-master", "java_class": "org.apache.spark.deploy.master.Master",
+                  "args": ["--host", node.address, "--port", spark["master_port"],
+                           "--webui-port", spark["master_webui_port"]]}
+    elif role == "spark-master":
+        # On Mesos there is no Spark master: the dispatcher accepts cluster-mode submissions.
+        daemon = {"service": "spark-dispatcher",
+                  "java_class": "org.apache.spark.deploy.mesos.MesosClusterDispatcher",
+                  "args": ["--host", node.address, "--port", spark["dispatcher_port"],
+                           "--webui-port", spark["dispatcher_webui_port"], "--master", master_url]}
+    elif role == "spark-worker" and spark["manager"] == "standalone":
+        args: list[Any] = [master_url, "--host", node.address, "--webui-port", spark["worker_webui_port"],
+                           "--work-dir", spark["work_dir"]]
+        if spark["worker_cores"]:
+            args += ["--cores", spark["worker_cores"]]
+        if spark["worker_memory"]:
+            args += ["--memory", spark["worker_memory"]]
+        daemon = {"service": "spark-worker", "java_class": "org.apache.spark.deploy.worker.Worker",
+                  "args": args}
+    defaults: list[tuple[str, str]] = [("spark.master", master_url)]
+    if spark["manager"] == "mesos":
+        defaults.append(("spark.mesos.coarse", "true" if spark["mesos_mode"] == "coarse" else "false"))
+        if spark["executor_uri"]:
+            defaults.append(("spark.executor.uri", spark["executor_uri"]))
+    extra = {str(k): shq(v) if isinstance(v, bool) else str(v) for k, v in spark["defaults"].items()}
+    defaults = [(k, v) for k, v in defaults if k not in extra] + sorted(extra.items())
+    java_opts = ""
+    if spark["manager"] == "standalone" and len(inv.with_role("spark-master")) > 1 and inv.with_role("zookeeper"):
+        # Several standalone masters: one active, the others on standby through ZooKeeper.
+        java_opts = (f"-Dspark.deploy.recoveryMode=ZOOKEEPER -Dspark.deploy.zookeeper.url={derive.zk_connect(inv)}"
+                     " -Dspark.deploy.zookeeper.dir=/spark")
+    return {"spark": spark, "manager": spark["manager"], "daemon": daemon,
+            "spark_defaults": defaults, "daemon_java_opts": java_opts}
+
+
+def _role_files(env: jinja2.Environment, inv: Inventory, node: Node, role: str,
+                ctx: dict[str, Any]) -> dict[str, RenderedFile]:
+    """The config files one role script embeds, keyed by their name in the template."""
+    files: dict[str, RenderedFile] = {}
+    if role == "zookeeper":
+        zk = ctx["zk"]
+        files["zoo_cfg"] = RenderedFile(zk["conf_dir"].rstrip("/") + "/zoo.cfg",
+                                        _render(env, "zookeeper/zoo.cfg.j2", ctx))
+        files["launcher"] = RenderedFile(f"{LAUNCHER_DIR}/zookeeper-run",
+                                         _render(env, "zookeeper/run.sh.j2", ctx), "0755")
+    elif role in ("mesos-master", "mesos-agent"):
+        kind = role.split("-")[1]
+        files["launcher"] = RenderedFile(f"{LAUNCHER_DIR}/{role}-run",
+                                         _render(env, f"mesos/{kind}-run.sh.j2", ctx), "0755")
+    else:
+        conf = ctx["spark"]["conf_dir"].rstrip("/")
+        files["spark_defaults"] = RenderedFile(f"{conf}/spark-defaults.conf",
+                                               _render(env, "spark/spark-defaults.conf.j2", ctx))
+        files["spark_env"] = RenderedFile(f"{conf}/spark-env.sh", _render(env, "spark/spark-env.sh.j2", ctx))
+        if ctx["daemon"]:
+            files["launcher"] = RenderedFile(f"{LAUNCHER_DIR}/{ctx['daemon']['service']}-run",
+                                             _render(env, "spark/daemon-run.sh.j2", ctx), "0755")
+    return files
+
+
+def _context(inv: Inventory, node: Node, role: str) -> dict[str, Any]:
+    ctx: dict[str, Any] = {"node": node, "inventory": inv, "common": common_settings(inv),
+                           "aventer": {"debian": AVENTER_DEBIAN, "ubuntu": AVENTER_UBUNTU, "rpm": AVENTER_RPM}}
+    if role == "zookeeper":
+        ctx.update(zk=zookeeper_settings(inv), myid=derive.zookeeper_ids(inv)[node.name],
+                   servers=derive.zookeeper_servers(inv))
+    elif role in ("mesos-master", "mesos-agent"):
+        ctx.update(mesos=mesos_settings(inv), mesos_zk_url=derive.mesos_zk_url(inv),
+                   quorum=derive.mesos_quorum(inv), weights=derive.mesos_weights(inv),
+                   resources=derive.agent_resources(inv, node), attributes=derive.agent_attributes(inv, node))
+    else:
+        ctx.update(_spark_context(inv, node, role))
+    return ctx
+
+
+def _render_role(env: jinja2.Environment, inv: Inventory, node: Node, role: str) -> RenderedScript:
+    order, template, _name = ROLE_PHASES[role]
+    ctx = _context(inv, node, role)
+    files = _role_files(env, inv, node, role, ctx)
+    ctx["files"] = {key: f.text for key, f in files.items()}
+    # The script records its own hash, so hash it with that field empty, then fill it in.
+    draft = _render(env, template, {**ctx, "content_sha256": ""})
+    digest = hashlib.sha256(draft.encode()).hexdigest()
+    text = _render(env, template, {**ctx, "content_sha256": digest})
+    return RenderedScript(role=role, phase=order, filename=f"{order}-{role}.sh", text=text,
+                          sha256=digest, files=tuple(files.values()))
+
+
+def render_host(inv: Inventory, node: Node, *, env: jinja2.Environment | None = None) -> list[RenderedScript]:
+    """The node's role scripts in phase order (empty for a node without roles)."""
+    env = env or environment(inv)
+    return [_render_role(env, inv, node, role) for role in roles_in_order(node)]
+
+
+def render_all(inv: Inventory) -> dict[str, list[RenderedScript]]:
+    env = environment(inv)
+    return {node.name: render_host(inv, node, env=env) for node in inv.nodes}
+
+
+def plan(inv: Inventory, rendered: dict[str, list[RenderedScript]]) -> dict[str, Any]:
+    """What `k1prov render` writes as plan.json: phases, derived values, script hashes."""
+    return {
+        "cluster": inv.cluster,
+        "phases": [{"name": p.name, "role": p.role, "order": p.order, "nodes": [n.name for n in p.nodes]}
+                   for p in phases(inv)],
+        "zookeeper_ids": derive.zookeeper_ids(inv),
+        "zk_connect": derive.zk_connect(inv),
+        "mesos_quorum": derive.mesos_quorum(inv) if inv.with_role("mesos-master") else None,
+        "hosts": {name: [{"role": s.role, "phase": s.phase, "filename": s.filename, "sha256": s.sha256,
+                          "files": [f.path for f in s.files]} for s in scripts]
+                  for name, scripts in rendered.items()},
+    }
+
+
+def write_rendered(inv: Inventory, out_dir: Path | str) -> dict[str, Any]:
+    """`k1prov render -o DIR`: DIR/<host>/<phase>-<role>.sh, DIR/<host>/files/<path on
+    the host> for every embedded config, and DIR/plan.json. Returns the plan."""
+    out = Path(out_dir)
+    rendered = render_all(inv)
+    for name, scripts in rendered.items():
+        host_dir = out / name
+        host_dir.mkdir(parents=True, exist_ok=True)
+        for script in scripts:
+            target = host_dir / script.filename
+            target.write_text(script.text)
+            target.chmod(0o755)
+            for f in script.files:
+                if ".." in Path(f.path).parts:
+                    raise ConfigError(f"{name}: {script.role}: refusing file path with '..': {f.path}")
+                dest = host_dir / "files" / f.path.lstrip("/")
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_text(f.text)
+    result = plan(inv, rendered)
+    (out / "plan.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result

@@ -1,0 +1,136 @@
+"""`nodes enroll | list | delete` against the lab: real Ironic, real IPMI to the BMC simulators."""
+from __future__ import annotations
+
+import json
+
+import openstack
+import pytest
+from typer.testing import CliRunner
+
+from k1prov.cli import app
+from k1prov.fanout import Status
+from k1prov.inventory import load_inventory
+from k1prov.outcome import EXIT_OK, EXIT_PARTIAL
+from k1prov.provisioner import Provisioner
+
+pytestmark = pytest.mark.lab
+
+GOOD = [f"enr{i:02d}" for i in range(1, 11)]
+BAD = "enr-badpw"
+
+
+@pytest.fixture(scope="module")
+def enroll_env(lab, tmp_path_factory):
+    """An inventory of 10 good nodes and one whose BMC password is wrong."""
+    d = tmp_path_factory.mktemp("enroll")
+    bad_pw = d / "bad-password"
+    bad_pw.write_text("not-the-bmc-password\n")
+    s = lab.settings
+    inv = d / "enroll.yaml"
+    inv.write_text(f"""\
+cluster: enrolltest
+cloud: {{ironic_url: "{s.ironic_url}", glance_url: "{s.glance_url}"}}
+defaults:
+  driver: fake-hardware
+  interfaces: {{power: ipmitool, management: ipmitool, deploy: fake, boot: fake}}
+  bmc: {{address: 127.0.0.1, username: {s.bmc_username}, password: {{file: "{s.bmc_password_file}"}}}}
+nodes:
+  - name: enr[01-10]
+    bmc: {{port: {{start: {s.bmc_base_port}}}}}
+    macs: [{{start: "52:54:00:e0:00:01"}}]
+    address: {{start: 10.251.0.101}}
+  - name: {BAD}
+    bmc: {{port: {s.bmc_base_port + 10}, password: {{file: "{bad_pw}"}}}}
+    macs: ["52:54:00:e0:01:01"]
+    address: 10.251.0.150
+""")
+    conn = openstack.connect(auth_type="none", load_yaml_config=False, load_envvars=False,
+                             baremetal_endpoint_override=s.ironic_url, baremetal_api_version="1.78")
+    yield {"inv": inv, "bad_pw": bad_pw, "conn": conn, "password": lab.bmc_password()}
+    for node in conn.baremetal.nodes(details=True):
+        if (node.extra or {}).get("k1prov_cluster") == "enrolltest" or node.name == "enr-foreign":
+            conn.baremetal.delete_node(node, ignore_missing=True)
+
+
+def _ports(conn, uuid):
+    return [p.address for p in conn.baremetal.ports(node_uuid=uuid)]
+
+
+def test_enroll_ten_to_available_and_bad_password_fails_alone(enroll_env):
+    report = Provisioner(load_inventory(enroll_env["inv"])).enroll()
+    by = {o.node: o for o in report.outcomes}
+    for name in GOOD:
+        assert by[name].status is Status.OK, (name, by[name].error)
+        assert by[name].provision_state == "available"
+        assert by[name].action == "created"
+    bad = by[BAD]
+    assert bad.status is Status.FAILED
+    assert bad.provision_state == "enroll"
+    # Ironic's last_error names the IPMI failure; the row carries it.
+    assert "ipmi" in bad.error.lower() or "power" in bad.error.lower(), bad.error
+    assert report.exit_code() == EXIT_PARTIAL
+    conn = enroll_env["conn"]
+    ironic_bad = conn.baremetal.find_node(BAD)
+    assert ironic_bad.provision_state == "enroll" and ironic_bad.last_error
+
+
+def test_second_enroll_is_idempotent(enroll_env):
+    conn = enroll_env["conn"]
+    before = {n.name: (n.id, sorted(_ports(conn, n.id))) for n in conn.baremetal.nodes()
+              if n.name in GOOD}
+    report = Provisioner(load_inventory(enroll_env["inv"])).enroll(limit=GOOD)
+    assert report.exit_code() == EXIT_OK
+    assert {o.action for o in report.outcomes} == {"unchanged"}
+    after = {n.name: (n.id, sorted(_ports(conn, n.id))) for n in conn.baremetal.nodes()
+             if n.name in GOOD}
+    assert after == before
+    assert all(len(ports) == 1 for _, ports in after.values())
+
+
+def test_fixed_password_is_sent_again_and_node_becomes_available(enroll_env):
+    enroll_env["bad_pw"].write_text(enroll_env["password"] + "\n")
+    report = Provisioner(load_inventory(enroll_env["inv"])).enroll(limit=[BAD])
+    (row,) = report.outcomes
+    assert row.status is Status.OK, row.error
+    assert row.action == "updated" and "driver_info.ipmi_password" in row.changes
+    assert row.provision_state == "available"
+
+
+def test_cli_list_json_and_no_password_in_output(enroll_env):
+    runner = CliRunner()
+    result = runner.invoke(app, ["nodes", "list", "-i", str(enroll_env["inv"]), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    states = {n["node"]: n["provision_state"] for n in data["nodes"]}
+    assert states == {name: "available" for name in GOOD + [BAD]}
+    assert enroll_env["password"] not in result.output
+    enroll = runner.invoke(app, ["nodes", "enroll", "-i", str(enroll_env["inv"]), "--json"])
+    assert enroll.exit_code == 0, enroll.output
+    assert enroll_env["password"] not in enroll.output
+
+
+def test_foreign_node_is_left_alone(enroll_env, tmp_path):
+    conn = enroll_env["conn"]
+    conn.baremetal.create_node(name="enr-foreign", driver="fake-hardware")
+    inv = tmp_path / "foreign.yaml"
+    text = enroll_env["inv"].read_text().replace(f"name: {BAD}", "name: enr-foreign")
+    inv.write_text(text)
+    report = Provisioner(load_inventory(inv)).enroll(limit=["enr-foreign"])
+    (row,) = report.outcomes
+    assert row.status is Status.FAILED and "not k1prov's" in row.error
+    deleted = Provisioner(load_inventory(inv)).delete_nodes(limit=["enr-foreign"])
+    assert deleted.outcomes[0].status is Status.FAILED
+    assert conn.baremetal.find_node("enr-foreign") is not None
+
+
+def test_delete_removes_nodes_and_ports(enroll_env):
+    conn = enroll_env["conn"]
+    runner = CliRunner()
+    result = runner.invoke(app, ["nodes", "delete", "-i", str(enroll_env["inv"]), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert {n["action"] for n in data["nodes"]} == {"deleted"}
+    left = [n.name for n in conn.baremetal.nodes() if n.name in GOOD + [BAD]]
+    assert left == []
+    macs = {p.address for p in conn.baremetal.ports()}
+    assert not any(m.startswith("52:54:00:e0:") for m in macs)

@@ -1,0 +1,227 @@
+"""Lab hosts booted from the real lab image, reached with OpenSSH over the lab bridge.
+
+Needs root (namespaces, loop and overlay mounts). Uses its own bridge and subnet so
+that it does not disturb a lab that is up. Measurements are printed (pytest -s).
+"""
+from __future__ import annotations
+
+import base64
+import gzip
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from image_fixture import lab_image_path
+
+from k1prov.errors import LabError
+from k1prov.lab.configdrive_apply import build_config_drive_iso, host_config_from_config_drive
+from k1prov.lab.hosts import HostBooter, HostConfig
+from k1prov.lab.netns import LabNetwork
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(os.geteuid() != 0, reason="lab hosts need root"),
+]
+
+BRIDGE, CIDR = "k1phtest0", "10.252.7.1/24"
+NAMES = ("zk1", "zk2", "spark1")
+SSH_TIMEOUT = 30.0
+SSH_READY_TIMEOUT = 20.0
+
+
+def keygen(path: Path) -> tuple[str, str]:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)],
+                   check=True, timeout=30)
+    return path.read_text(), path.with_suffix(".pub").read_text().strip()
+
+
+@pytest.fixture(scope="session")
+def lab_image():
+    return lab_image_path()
+
+
+@pytest.fixture(scope="module")
+def network():
+    net = LabNetwork(bridge=BRIDGE, cidr=CIDR)
+    net.ensure()
+    yield net
+    net.remove()
+    assert not Path(f"/sys/class/net/{BRIDGE}").exists()
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    d = tmp_path_factory.mktemp("keys")
+    _, user_public = keygen(d / "user")
+    host_keys = {name: keygen(d / f"host-{name}") for name in NAMES}
+    return {"dir": d, "user": d / "user", "user_public": user_public, "hosts": host_keys}
+
+
+def host_config(network, keys, index, name) -> HostConfig:
+    return HostConfig(hostname=name, address=network.host_address(10 + index), prefix=network.prefix,
+                      gateway=network.gateway, authorized_keys=(keys["user_public"],),
+                      ssh_host_keys={"ed25519": keys["hosts"][name]})
+
+
+def ssh(keys, address: str, pinned_public: str, command: str, *, check: bool = True):
+    known_hosts = keys["dir"] / f"known_hosts-{address}-{abs(hash(pinned_public))}"
+    known_hosts.write_text(f"{address} {pinned_public}\n")
+    result = subprocess.run(
+        ["ssh", "-F", "/dev/null", "-i", str(keys["user"]), "-o", "IdentitiesOnly=yes",
+         "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={known_hosts}",
+         "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10", f"root@{address}", command],
+        capture_output=True, text=True, timeout=SSH_TIMEOUT)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def lab(lab_image, network, keys, tmp_path_factory):
+    booter = HostBooter(tmp_path_factory.mktemp("lab"), network=network)
+    configs = {}
+    try:
+        for index, name in enumerate(NAMES):
+            config = host_config(network, keys, index, name)
+            if name == "spark1":
+                # One host takes its config the way a deployed node does: from the drive
+                # as Ironic stores it (gzip + base64 of the ISO).
+                drive = base64.b64encode(gzip.compress(build_config_drive_iso(config))).decode()
+                config = host_config_from_config_drive(drive)
+            configs[name] = config
+            started = time.monotonic()
+            booter.boot(name, lab_image, config)
+            boot_s = time.monotonic() - started
+            ready_s = booter.wait_ssh(name, timeout=SSH_READY_TIMEOUT)
+            print(f"\n{name}: boot {boot_s * 1000:.0f} ms, sshd ready {ready_s * 1000:.0f} ms later")
+        yield booter, configs
+    finally:
+        booter.stop_all()
+
+
+def test_ssh_reaches_each_host_with_its_name_and_pinned_host_key(lab, keys):
+    booter, configs = lab
+    for name, config in configs.items():
+        result = ssh(keys, config.address, keys["hosts"][name][1], "hostname; cat /etc/hostname")
+        assert result.stdout.split() == [name, name]
+    # The pin is real: the same host checked against another host's key is refused.
+    wrong = ssh(keys, configs["zk1"].address, keys["hosts"]["zk2"][1], "true", check=False)
+    assert wrong.returncode != 0
+    assert "host key" in wrong.stderr.lower()
+
+
+def test_image_has_java_zookeeper_and_spark(lab, keys):
+    _, configs = lab
+    address, pinned = configs["spark1"].address, keys["hosts"]["spark1"][1]
+    java = ssh(keys, address, pinned, "java -version 2>&1")
+    assert 'version "17.' in java.stdout
+    zk = ssh(keys, address, pinned, "dpkg-query -W -f '${Version}' zookeeper; "
+                                     "test -x /usr/share/zookeeper/bin/zkServer.sh && echo zk-ok")
+    assert zk.stdout.startswith("3.8.") and "zk-ok" in zk.stdout
+    spark = ssh(keys, address, pinned, ". /etc/environment; test -x $SPARK_HOME/sbin/spark-daemon.sh && "
+                                       "/opt/spark-venv/bin/python -c 'import pyspark; print(pyspark.__version__)'")
+    assert spark.stdout.strip() == "3.5.9"
+
+
+def test_daemon_started_over_ssh_outlives_the_session(lab, keys):
+    booter, configs = lab
+    address, pinned = configs["zk2"].address, keys["hosts"]["zk2"][1]
+    ssh(keys, address, pinned, "k1p-service start sleeper -- sleep 600")
+    status = ssh(keys, address, pinned, "k1p-service status sleeper; ps -o ppid= -C sleep")
+    assert "running" in status.stdout
+    assert status.stdout.split()[-1] == "1"  # reparented to the host's init, not a zombie-maker
+    ssh(keys, address, pinned, "k1p-service stop sleeper")
+    assert ssh(keys, address, pinned, "k1p-service status sleeper", check=False).returncode == 3
+
+
+def test_boot_of_a_running_host_is_a_no_op(lab, lab_image, network, keys):
+    booter, configs = lab
+    before = booter.status("zk1")
+    started = time.monotonic()
+    again = booter.boot("zk1", lab_image, configs["zk1"])
+    assert again.pid == before.pid and again.state == "running"
+    assert time.monotonic() - started < 0.5
+    with pytest.raises(LabError, match="in use by host zk1"):
+        booter.boot("zk9", lab_image, HostConfig(hostname="zk9", address=configs["zk1"].address,
+                                                 prefix=network.prefix))
+    booter.wipe("zk9")
+
+
+def test_rebuild_wipes_only_that_host(lab, lab_image, keys):
+    booter, configs = lab
+    pinned = {name: keys["hosts"][name][1] for name in configs}
+    for name in ("zk1", "zk2"):
+        ssh(keys, configs[name].address, pinned[name], f"echo {name} > /root/data")
+    zk2_pid = booter.status("zk2").pid
+    with pytest.raises(LabError, match="running"):
+        booter.wipe("zk1")
+    booter.stop("zk1")
+    assert booter.status("zk1").state == "stopped"
+    assert not Path("/run/netns/k1p-zk1").exists()
+    # Power cycle without wipe keeps the disk ...
+    booter.boot("zk1", lab_image, configs["zk1"])
+    booter.wait_ssh("zk1", timeout=SSH_READY_TIMEOUT)
+    assert ssh(keys, configs["zk1"].address, pinned["zk1"], "cat /root/data").stdout == "zk1\n"
+    # ... a rebuild does not.
+    booter.stop("zk1")
+    booter.wipe("zk1")
+    booter.boot("zk1", lab_image, configs["zk1"])
+    booter.wait_ssh("zk1", timeout=SSH_READY_TIMEOUT)
+    gone = ssh(keys, configs["zk1"].address, pinned["zk1"], "test -e /root/data", check=False)
+    assert gone.returncode == 1
+    assert ssh(keys, configs["zk1"].address, pinned["zk1"], "hostname").stdout.strip() == "zk1"
+    assert ssh(keys, configs["zk2"].address, pinned["zk2"], "cat /root/data").stdout == "zk2\n"
+    assert booter.status("zk2").pid == zk2_pid
+
+
+def test_memory_per_host(lab):
+    booter, _ = lab
+    for info in booter.list():
+        rss_kib = 0
+        for pid in booter.processes(info.name):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    rss_kib += int(line.split()[1])
+        print(f"\n{info.name}: {len(booter.processes(info.name))} processes, RSS {rss_kib / 1024:.1f} MiB")
+        assert 0 < rss_kib < 100 * 1024
+
+
+def test_stop_all_leaves_nothing(lab_image, network, keys, tmp_path):
+    booter = HostBooter(tmp_path / "lab", network=network)
+    loops_before = set(_loops_of(lab_image))
+    names = ("zk1", "zk2")
+    pids = []
+    for index, name in enumerate(names):
+        booter.boot(name, lab_image, host_config(network, keys, 20 + index, name))
+        booter.wait_ssh(name, timeout=SSH_READY_TIMEOUT)
+        pids += [(pid, _start_time(pid)) for pid in booter.processes(name)]
+    assert len(pids) >= 4  # init + sshd on each
+    # The overlays live only in the hosts' own mount namespaces.
+    assert str(tmp_path) not in _run("findmnt -rn -t overlay -o TARGET,OPTIONS")
+    assert str(tmp_path) in Path(f"/proc/{booter.status('zk1').pid}/mounts").read_text()
+    booter.stop_all()
+    assert [i.state for i in booter.list()] == ["stopped", "stopped"]
+    netns = _run("ip netns list")
+    assert not any(f"k1p-{name}" in netns.split() for name in names)
+    assert str(tmp_path) not in _run("findmnt -rn -o TARGET,OPTIONS")
+    assert set(_loops_of(lab_image)) <= loops_before
+    assert all(_start_time(pid) != start for pid, start in pids)
+    assert "k1v" not in _run(f"ip -o link show master {BRIDGE}")
+    booter.stop_all()  # a second time is harmless
+
+
+def _run(command: str) -> str:
+    return subprocess.run(command, shell=True, capture_output=True, text=True, timeout=30).stdout
+
+
+def _loops_of(image: Path) -> list[str]:
+    return [line.split(":")[0] for line in _run(f"losetup -j {image}").splitlines()]
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except OSError:
+        return None

@@ -1,0 +1,64 @@
+"""k1prov.lab.clouds: the lab's clouds.yaml entry merges into existing files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from openstack.config.loader import OpenStackConfig
+
+from k1prov.errors import LabError
+from k1prov.lab.clouds import write_cloud_entry
+from k1prov.lab.config import LabSettings
+
+
+def settings(tmp_path: Path, **kw) -> LabSettings:
+    return LabSettings(root=tmp_path / "lab", venv=tmp_path / "venv",
+                       clouds_yaml=tmp_path / "os" / "clouds.yaml", **kw)
+
+
+def test_new_file_is_private_and_has_the_entry(tmp_path):
+    s = settings(tmp_path, ironic_port=16385, glance_port=19292)
+    path = write_cloud_entry(s)
+    assert path == tmp_path / "os" / "clouds.yaml"
+    assert path.stat().st_mode & 0o777 == 0o600
+    entry = yaml.safe_load(path.read_text())["clouds"]["k1prov-lab"]
+    assert entry["auth_type"] == "none"
+    assert entry["baremetal_endpoint_override"] == "http://127.0.0.1:16385"
+    assert entry["image_endpoint_override"] == "http://127.0.0.1:19292"
+
+
+def test_other_entries_and_mode_are_kept(tmp_path):
+    s = settings(tmp_path, cloud_name="mylab")
+    path = s.clouds_yaml_path
+    path.parent.mkdir()
+    other = {"auth": {"auth_url": "https://keystone.example/v3", "password": "x"}}
+    path.write_text(yaml.safe_dump({"clouds": {"prod": other, "mylab": {"auth_type": "old"}},
+                                    "cache": {"expiration_time": 5}}))
+    path.chmod(0o640)
+    write_cloud_entry(s)
+    data = yaml.safe_load(path.read_text())
+    assert data["clouds"]["prod"] == other
+    assert data["cache"] == {"expiration_time": 5}
+    assert data["clouds"]["mylab"]["auth_type"] == "none"
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_unparsable_file_is_left_alone(tmp_path):
+    s = settings(tmp_path)
+    s.clouds_yaml_path.parent.mkdir()
+    s.clouds_yaml_path.write_text("clouds: [unclosed\n")
+    with pytest.raises(LabError, match="not valid YAML"):
+        write_cloud_entry(s)
+    assert s.clouds_yaml_path.read_text() == "clouds: [unclosed\n"
+
+
+def test_openstacksdk_reads_the_entry(tmp_path):
+    s = settings(tmp_path, ironic_port=16385, glance_port=19292)
+    write_cloud_entry(s)
+    region = OpenStackConfig(config_files=[str(s.clouds_yaml_path)], vendor_files=[]) \
+        .get_one(cloud="k1prov-lab")
+    assert region.get_auth_args() == {}
+    assert region.config["auth_type"] == "none"
+    assert region.get_endpoint("baremetal") == "http://127.0.0.1:16385"
+    assert region.get_endpoint("image") == "http://127.0.0.1:19292"

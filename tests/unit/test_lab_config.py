@@ -1,0 +1,105 @@
+"""k1prov.lab.config: settings validation and the rendered service configuration."""
+from __future__ import annotations
+
+import configparser
+from pathlib import Path
+
+import pytest
+
+from k1prov.errors import ConfigError
+from k1prov.lab.config import LabSettings, render_glance_conf, render_ironic_conf, write_configs
+
+
+def settings(tmp_path: Path, **kw) -> LabSettings:
+    return LabSettings(root=tmp_path / "lab", venv=tmp_path / "venv", **kw)
+
+
+def parse(text: str) -> configparser.ConfigParser:
+    cp = configparser.ConfigParser(interpolation=None)
+    cp.read_string(text)
+    return cp
+
+
+def test_default_reads_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("K1PROV_LAB_DIR", str(tmp_path / "r"))
+    monkeypatch.setenv("K1PROV_LAB_VENV", str(tmp_path / "v"))
+    s = LabSettings.default()
+    assert (s.root, s.venv) == (tmp_path / "r", tmp_path / "v")
+
+
+def test_default_without_environment_is_per_user(monkeypatch, tmp_path):
+    monkeypatch.delenv("K1PROV_LAB_DIR", raising=False)
+    monkeypatch.delenv("K1PROV_LAB_VENV", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    s = LabSettings.default()
+    assert s.root == tmp_path / ".local/share/k1prov/lab"
+    assert s.venv == tmp_path / ".cache/k1prov/lab-venv"
+    assert s.clouds_yaml_path == tmp_path / ".config/openstack/clouds.yaml"
+
+
+@pytest.mark.parametrize("kw, word", [
+    ({"nodes": 0}, "nodes"),
+    ({"ironic_port": 70000}, "ironic_port"),
+    ({"glance_port": 6385}, "must differ"),
+    ({"bmc_base_port": 65530, "nodes": 10}, "65535"),
+    ({"bmc_username": ""}, "bmc_username"),
+])
+def test_bad_settings_are_refused(tmp_path, kw, word):
+    with pytest.raises(ConfigError, match=word):
+        settings(tmp_path, **kw)
+
+
+def test_ironic_conf_has_the_lab_settings(tmp_path):
+    s = settings(tmp_path, ironic_port=16385, glance_port=19292, http_port=18088)
+    cp = parse(render_ironic_conf(s))
+    assert cp["DEFAULT"]["auth_strategy"] == "noauth"
+    assert cp["DEFAULT"]["rpc_transport"] == "none"
+    assert cp["DEFAULT"]["enabled_hardware_types"] == "ipmi,fake-hardware"
+    assert "ipmitool" in cp["DEFAULT"]["enabled_power_interfaces"].split(",")
+    assert set(cp["DEFAULT"]["enabled_deploy_interfaces"].split(",")) == {"fake", "direct", "ramdisk"}
+    assert cp["api"]["host_ip"] == "127.0.0.1"
+    assert cp["api"]["port"] == "16385"
+    assert cp["database"]["connection"] == f"sqlite:///{s.root}/ironic.sqlite"
+    assert cp["dhcp"]["dhcp_provider"] == "none"
+    assert cp["conductor"]["automated_clean"] == "false"
+    assert cp["conductor"]["sync_power_state_interval"] == "-1"
+    assert cp["ipmi"]["min_command_interval"] == "1"
+    assert cp["glance"]["auth_type"] == "none"
+    assert cp["glance"]["endpoint_override"] == "http://127.0.0.1:19292"
+    assert cp["service_catalog"]["endpoint_override"] == "http://127.0.0.1:16385"
+    assert cp["deploy"]["http_root"] == str(s.root / "http")
+    assert cp["deploy"]["http_url"] == "http://127.0.0.1:18088"
+
+
+def test_every_enabled_interface_family_has_a_fake_or_noop(tmp_path):
+    cp = parse(render_ironic_conf(settings(tmp_path)))
+    families = [k for k in cp["DEFAULT"] if k.startswith("enabled_") and k.endswith("_interfaces")]
+    assert len(families) == 13
+    for key in families:
+        values = cp["DEFAULT"][key].split(",")
+        assert "fake" in values or "noop" in values, key
+
+
+def test_glance_conf_keeps_everything_under_root(tmp_path):
+    s = settings(tmp_path)
+    cp = parse(render_glance_conf(s))
+    assert cp["database"]["connection"] == f"sqlite:///{s.root}/glance.sqlite"
+    for section in ("local", "os_glance_staging_store", "os_glance_tasks_store"):
+        assert cp[section]["filesystem_store_datadir"].startswith(str(s.root) + "/")
+    assert cp["paste_deploy"]["config_file"] == str(s.glance_conf_dir / "glance-api-paste.ini")
+
+
+def test_write_configs_writes_files_once(tmp_path):
+    s = settings(tmp_path)
+    write_configs(s)
+    policy = s.glance_conf_dir / "policy.yaml"
+    paste = parse((s.glance_conf_dir / "glance-api-paste.ini").read_text())
+    assert "unauthenticated-context" in paste["composite:api"]["default"].split()
+    assert '"publicize_image": ""' in policy.read_text()
+    before = {p: p.stat().st_mtime_ns for p in s.etc_dir.rglob("*") if p.is_file()}
+    assert len(before) == 4
+    write_configs(s)
+    after = {p: p.stat().st_mtime_ns for p in s.etc_dir.rglob("*") if p.is_file()}
+    assert after == before
+    for d in (s.log_dir, s.run_dir, s.http_dir, s.bmc_state_dir):
+        assert d.is_dir()

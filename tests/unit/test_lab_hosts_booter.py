@@ -1,0 +1,44 @@
+"""HostBooter checks and bookkeeping that need no root (booting is in tests/integration)."""
+import pytest
+
+from k1prov.errors import LabError
+from k1prov.lab.hosts import HostBooter, HostConfig
+from k1prov.lab.netns import LabNetwork
+
+CONFIG = HostConfig(hostname="h1", address="10.251.0.11", prefix=24, gateway="10.251.0.1")
+
+
+@pytest.mark.parametrize("name", ["", "UPPER", "a_b", "-lead", "x" * 33, "../etc"])
+def test_bad_names_are_refused(tmp_path, name):
+    booter = HostBooter(tmp_path)
+    with pytest.raises(LabError, match="bad lab host name"):
+        booter.boot(name, tmp_path / "image.raw", CONFIG)
+    with pytest.raises(LabError, match="bad lab host name"):
+        booter.stop(name)
+
+
+def test_unknown_host_is_absent_and_list_is_empty(tmp_path):
+    booter = HostBooter(tmp_path / "lab")
+    assert booter.status("h1").state == "absent"
+    assert booter.list() == []
+
+
+def test_boot_needs_an_existing_image_and_the_bridge(tmp_path):
+    booter = HostBooter(tmp_path, network=LabNetwork(bridge="k1pnosuch0"))
+    with pytest.raises(LabError, match="does not exist"):
+        booter.boot("h1", tmp_path / "missing.raw", CONFIG)
+    image = tmp_path / "image.raw"
+    image.write_bytes(b"\0")
+    with pytest.raises(LabError, match="k1pnosuch0 is missing"):
+        booter.boot("h1", image, CONFIG)
+
+
+def test_wipe_of_a_stopped_host_removes_its_writable_layer(tmp_path):
+    booter = HostBooter(tmp_path)
+    upper = tmp_path / "hosts/h1/upper/root"
+    upper.mkdir(parents=True)
+    (upper / "data").write_text("x")
+    assert booter.status("h1").state == "stopped"
+    booter.wipe("h1")
+    assert not (tmp_path / "hosts/h1/upper").exists()
+    assert booter.status("h1").state == "absent"
