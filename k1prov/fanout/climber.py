@@ -18,8 +18,10 @@ How it climbs
   steps while far away, +/-1 when close. The `gain` threshold keeps measurement noise
   from moving the level and makes the climber settle at the smallest level that gives
   (nearly) the best throughput.
-- steady: stay at B; re-probe +/-1 every `reprobe_every` windows (the service can
-  change under us) and start a fine search again if throughput drops by `drop`.
+- steady: stay at B; re-probe +/-1 after `reprobe_every` windows (the service can
+  change under us), doubling that interval (up to 8x) each time the probe confirms B,
+  so a stable service sees less and less ping-pong; start a fine search again at once
+  if throughput drops by `drop`.
 - congestion (transient errors, timeouts) in more than `congestion_share` of a window's
   events means too many in flight: cap the level below the congested one and back off
   by a quarter. One dead host among many gives a small share and moves nothing.
@@ -64,6 +66,8 @@ class Climber:
         self._tried: set[int] = set()      # directions (+1/-1) probed at this step
         self._direction = 0                # direction of the probe being measured
         self._steady_windows = 0
+        self._reprobe_interval = reprobe_every
+        self._last_steady: int | None = None
         self._settling = False
         self._t0 = now
         self._completions = 0
@@ -190,6 +194,12 @@ class Climber:
             if self._step == 1:
                 self.phase = STEADY
                 self._steady_windows = 0
+                if best == self._last_steady:
+                    self._reprobe_interval = min(self._reprobe_interval * 2,
+                                                 self.reprobe_every * 8)
+                else:
+                    self._reprobe_interval = self.reprobe_every
+                self._last_steady = best
                 self._direction = 0
                 self._set(best)
                 return
@@ -204,7 +214,7 @@ class Climber:
             self._enter_fine(max(1, level // 8))
             return
         self._best_tput = 0.75 * self._best_tput + 0.25 * tput
-        if self._steady_windows >= self.reprobe_every:
+        if self._steady_windows >= self._reprobe_interval:
             # Let a congestion cap from long ago be tested again, one step at a time.
             if self._cap < self.ceiling:
                 self._cap += 1

@@ -234,7 +234,7 @@ class _Run:
                 return False
 
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_any(tenacity.stop_after_attempt(p.retries + 1), give_up),
+            stop=tenacity.stop_any(tenacity.stop_after_attempt(max(0, p.retries) + 1), give_up),
             wait=tenacity.wait_exponential(multiplier=p.retry_wait, min=p.retry_wait,
                                            max=p.retry_wait * 8)
             + tenacity.wait_random(0, p.retry_wait / 2),

@@ -26,7 +26,9 @@ DISK_FORMATS = ("raw", "qcow2", "aki", "ari", "ami", "vmdk", "vdi", "vhd", "vhdx
 CONTAINER_FORMATS = ("bare", "ami", "aki", "ari", "ovf", "ova", "docker", "compressed")
 IMAGE_KEYS = ("name", "file", "url", "checksum", "disk_format", "container_format",
               "bypass_glance")
-_SSH_KEY = re.compile(r"^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp\d+|sk-\S+)\s+[A-Za-z0-9+/=]+(\s.*)?$")
+# "TYPE BASE64 [comment]", the authorized_keys line format.
+_SSH_KEY = re.compile(r"^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp\d+|sk-\S+)\s+"
+                      r"[A-Za-z0-9+/=]+(\s.*)?$")
 
 
 def load_inventory(path: str | Path) -> Inventory:

@@ -13,7 +13,6 @@ import re
 _LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _CLUSTER = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}([:-])(?:[0-9a-fA-F]{2}\1){4}[0-9a-fA-F]{2}$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CHECKSUM_LEN = {"sha256": 64, "sha512": 128}
 _HEXSTR = re.compile(r"^[0-9a-fA-F]+$")
 _VERSION = re.compile(r"^[0-9]+(?:\.[0-9]+){0,3}(?:[-+~][0-9A-Za-z.+~-]+)?$")
@@ -64,12 +63,6 @@ def port(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
         raise ValueError(f"{value!r} is not a port number (1-65535)")
     return value
-
-
-def env_name(text: str) -> str:
-    if not _ENV_NAME.match(text):
-        raise ValueError(f"{text!r} is not an environment variable name")
-    return text
 
 
 def checksum(text: str) -> str:

@@ -48,14 +48,6 @@ class Located:
     line: int
     raw: str | None = None
 
-    @property
-    def is_mapping(self) -> bool:
-        return isinstance(self.value, dict)
-
-    @property
-    def is_sequence(self) -> bool:
-        return isinstance(self.value, list)
-
     def plain(self) -> Any:
         """The value without locations (for free-form mappings)."""
         if isinstance(self.value, dict):

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from k1prov.errors import LabError
 from k1prov.lab.configdrive_apply import HostConfig, apply_host_config
-from k1prov.lab.netns import LabNetwork, attach_host, detach_host, netns_name
+from k1prov.lab.netns import LabNetwork, attach_host, detach_host, netns_exists, netns_name
 from k1prov.settings import DEFAULT_TIMEOUTS
 
 __all__ = ["HostBooter", "HostConfig", "HostInfo"]
@@ -126,6 +126,9 @@ class HostBooter:
                 return current
             # A host that died by itself, or a booter that died mid-boot, leaves pieces.
             self._teardown(name, deadline=deadline)
+            if netns_exists(netns_name(name)):
+                # Namespace names are machine-wide: another booter (root) has a host of this name.
+                raise LabError(f"{name}: network namespace {netns_name(name)} belongs to another lab")
             self._check_address_free(name, config.address)
             host_dir = self._hosts_dir / name
             upper, work, merged = host_dir / "upper", host_dir / "work", host_dir / "merged"
@@ -195,11 +198,21 @@ class HostBooter:
     def stop_all(self, *, timeout: float = DEFAULT_TIMEOUTS.lab_service) -> None:
         """Stop every host and release every image mount: nothing of the lab hosts is left."""
         deadline = time.monotonic() + timeout
+        failures = []
+        # One host that will not stop must not keep the others running.
         for info in self.list():
-            self.stop(info.name, timeout=_remaining(deadline, info.name, "stop"))
+            try:
+                self.stop(info.name, timeout=max(1.0, deadline - time.monotonic()))
+            except LabError as exc:
+                failures.append(str(exc))
         with self._global_lock():
             for lower in self._mounted_lowers():
-                _umount(lower, deadline=deadline)
+                try:
+                    _umount(lower, deadline=max(deadline, time.monotonic() + 5.0))
+                except LabError as exc:
+                    failures.append(str(exc))
+        if failures:
+            raise LabError("lab hosts not stopped cleanly: " + "; ".join(failures))
 
     def wait_ssh(self, name: str, *, timeout: float) -> float:
         """Wait until the host's sshd accepts TCP connections; returns the seconds waited."""
@@ -271,26 +284,32 @@ class HostBooter:
 
     def _teardown(self, name: str, *, deadline: float) -> None:
         state = self._read_state(name)
-        pid = state.get("pid")
-        if pid is not None and _process_start_time(pid) == state.get("start_time"):
+        with self._children_lock:
+            child = self._children.pop(name, None)
+        pid, start_time = state.get("pid"), state.get("start_time")
+        if pid is None and child is not None:
+            # Boot failed before PID 1 was recorded: find it through unshare.
+            pid = _first_child(child.pid)
+            start_time = _process_start_time(pid) if pid is not None else None
+        if pid is not None and start_time is not None and _process_start_time(pid) == start_time:
             try:
                 os.kill(pid, signal.SIGKILL)  # PID 1 of its namespace: every process dies with it
             except ProcessLookupError:
                 pass
-        with self._children_lock:
-            child = self._children.pop(name, None)
+            # PID 1 is gone (or a zombie) only once the kernel has reaped the whole namespace.
+            while _process_start_time(pid) == start_time:
+                if time.monotonic() >= deadline:
+                    raise LabError(f"{name}: host did not exit (pid {pid})")
+                time.sleep(0.002)
         if child is not None:
+            if child.poll() is None:
+                child.kill()  # unshare --kill-child takes its child with it
             try:
-                child.kill()
                 child.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 raise LabError(f"{name}: host did not exit") from None
-        elif pid is not None:
-            while _process_start_time(pid) == state.get("start_time"):
-                if time.monotonic() >= deadline:
-                    raise LabError(f"{name}: host did not exit (pid {pid})")
-                time.sleep(0.005)
-        detach_host(name, timeout=_remaining(deadline, name, "network teardown"))
+        if state:  # only what this booter made: never another lab's namespace of the same name
+            detach_host(name, timeout=_remaining(deadline, name, "network teardown"))
         if state.get("lower"):
             self._write_state(name, {k: v for k, v in state.items() if k not in ("pid", "start_time",
                                                                                   "lower", "booting")})

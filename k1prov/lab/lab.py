@@ -10,7 +10,6 @@ import hashlib
 import os
 import secrets
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Callable
 from k1prov.errors import LabError
 from k1prov.lab import checks, procs
 from k1prov.lab.clouds import write_cloud_entry
-from k1prov.lab.config import (BMCSIM_SCRIPT, REQUIREMENTS_FILE, LabSettings, write_configs)
+from k1prov.lab.config import BMCSIM_SCRIPT, REQUIREMENTS_FILE, LabSettings, write_configs
 from k1prov.lab.inventory_yaml import render_inventory
 from k1prov.lab.venv import ensure_venv
 from k1prov.settings import DEFAULT_TIMEOUTS, Timeouts

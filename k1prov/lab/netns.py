@@ -73,6 +73,12 @@ def veth_name(host: str) -> str:
     return "k1v" + hashlib.sha1(host.encode()).hexdigest()[:10]
 
 
+def mac_address(host: str) -> str:
+    """A locally administered unicast MAC address derived from the host name."""
+    digest = hashlib.sha1(f"mac:{host}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+
+
 def netns_exists(name: str) -> bool:
     return Path("/run/netns", name).exists()
 
@@ -84,9 +90,13 @@ def attach_host(host: str, *, bridge: str, address: str, prefix: int, gateway: s
     ns, veth = netns_name(host), veth_name(host)
     ip("netns", "add", ns, deadline=deadline)
     try:
+        # A fixed MAC per host, like a real NIC: after a re-boot the machine's neighbour
+        # cache still points at the right address. Flush it anyway for a host that takes
+        # over the address of another one.
         ip("-batch", "-", deadline=deadline, stdin=(
-            f"link add {veth} type veth peer name {HOST_IFNAME} netns {ns}\n"
-            f"link set {veth} master {bridge} up\n"))
+            f"link add {veth} type veth peer name {HOST_IFNAME} address {mac_address(host)} netns {ns}\n"
+            f"link set {veth} master {bridge} up\n"
+            f"neigh flush to {address} dev {bridge}\n"))
         route = f"route add default via {gateway}\n" if gateway else ""
         ip("-n", ns, "-batch", "-", deadline=deadline, stdin=(
             f"addr add {address}/{prefix} dev {HOST_IFNAME}\n"

@@ -215,8 +215,10 @@ def _signal_group(pgid: int, sig: int) -> None:
 def _wait_group_gone(pgid: int, *, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while True:
-        _reap(pgid)
         if not group_members(pgid):
+            # The leader may be a zombie child of ours (when this process started it):
+            # collect it so that it disappears from the process table.
+            _reap(pgid)
             return True
         if time.monotonic() >= deadline:
             return False

@@ -18,7 +18,7 @@ from image_fixture import lab_image_path
 from k1prov.errors import LabError
 from k1prov.lab.configdrive_apply import build_config_drive_iso, host_config_from_config_drive
 from k1prov.lab.hosts import HostBooter, HostConfig
-from k1prov.lab.netns import LabNetwork
+from k1prov.lab.netns import LabNetwork, veth_name
 
 pytestmark = [
     pytest.mark.lab,
@@ -188,27 +188,36 @@ def test_memory_per_host(lab):
         assert 0 < rss_kib < 100 * 1024
 
 
-def test_stop_all_leaves_nothing(lab_image, network, keys, tmp_path):
+def test_stop_all_leaves_nothing(lab, lab_image, network, keys, tmp_path):
     booter = HostBooter(tmp_path / "lab", network=network)
     loops_before = set(_loops_of(lab_image))
-    names = ("zk1", "zk2")
+    # Namespace names are machine-wide: a second lab cannot take over a running host's.
+    with pytest.raises(LabError, match="belongs to another lab"):
+        booter.boot("zk1", lab_image, host_config(network, keys, 20, "zk1"))
+    names = ("st1", "st2")
     pids = []
     for index, name in enumerate(names):
-        booter.boot(name, lab_image, host_config(network, keys, 20 + index, name))
+        config = host_config(network, keys, 20 + index, "zk1")
+        booter.boot(name, lab_image, HostConfig(hostname=name, address=config.address, prefix=config.prefix,
+                                                authorized_keys=config.authorized_keys))
         booter.wait_ssh(name, timeout=SSH_READY_TIMEOUT)
-        pids += [(pid, _start_time(pid)) for pid in booter.processes(name)]
+        # (a short-lived sshd child may already be gone: keep what is alive now)
+        pids += [(pid, start) for pid in booter.processes(name) if (start := _start_time(pid)) is not None]
     assert len(pids) >= 4  # init + sshd on each
     # The overlays live only in the hosts' own mount namespaces.
     assert str(tmp_path) not in _run("findmnt -rn -t overlay -o TARGET,OPTIONS")
-    assert str(tmp_path) in Path(f"/proc/{booter.status('zk1').pid}/mounts").read_text()
+    assert str(tmp_path) in Path(f"/proc/{booter.status('st1').pid}/mounts").read_text()
     booter.stop_all()
     assert [i.state for i in booter.list()] == ["stopped", "stopped"]
+    assert lab[0].status("zk1").state == "running"
     netns = _run("ip netns list")
     assert not any(f"k1p-{name}" in netns.split() for name in names)
     assert str(tmp_path) not in _run("findmnt -rn -o TARGET,OPTIONS")
     assert set(_loops_of(lab_image)) <= loops_before
     assert all(_start_time(pid) != start for pid, start in pids)
-    assert "k1v" not in _run(f"ip -o link show master {BRIDGE}")
+    bridge_ports = _run(f"ip -o link show master {BRIDGE}")
+    assert not any(veth_name(name) in bridge_ports for name in names)
+    assert veth_name("zk1") in bridge_ports  # the other lab's hosts were left alone
     booter.stop_all()  # a second time is harmless
 
 
@@ -225,3 +234,28 @@ def _start_time(pid: int) -> str | None:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
     except OSError:
         return None
+
+
+def test_concurrent_boots_from_threads(lab_image, network, keys, tmp_path):
+    # The lab reconciler boots nodes as Ironic marks them active, from several threads.
+    from concurrent.futures import ThreadPoolExecutor
+
+    booter = HostBooter(tmp_path / "lab", network=network)
+    names = [f"c{i}" for i in range(8)]
+    configs = {name: HostConfig(hostname=name, address=network.host_address(100 + i), prefix=network.prefix,
+                                authorized_keys=(keys["user_public"],))
+               for i, name in enumerate(names)}
+    started = time.monotonic()
+    try:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            infos = list(pool.map(lambda n: booter.boot(n, lab_image, configs[n]), names))
+        for name in names:
+            booter.wait_ssh(name, timeout=SSH_READY_TIMEOUT)
+        print(f"\n{len(names)} hosts booted from 4 threads, all sshd ready in "
+              f"{time.monotonic() - started:.2f} s")
+        assert [i.state for i in infos] == ["running"] * len(names)
+        assert len({i.pid for i in infos}) == len(names)
+        assert len(list(Path(tmp_path / "lab/lower").iterdir())) == 1  # one image mount shared
+    finally:
+        booter.stop_all()
+    assert not any(f"k1p-{name}" in _run("ip netns list").split() for name in names)

@@ -26,3 +26,11 @@ def test_interface_names_fit_the_kernel_limit_and_differ():
     assert len(names) == 500
     assert all(len(n) <= 15 for n in names)
     assert netns_name("zk1") == "k1p-zk1"
+
+
+def test_mac_addresses_are_stable_local_unicast_and_differ():
+    from k1prov.lab.netns import mac_address
+
+    assert mac_address("zk1") == mac_address("zk1") != mac_address("zk2")
+    first = int(mac_address("zk1").split(":")[0], 16)
+    assert first & 0x02 and not first & 0x01

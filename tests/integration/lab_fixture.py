@@ -1,0 +1,62 @@
+"""Start a lab (Ironic, Glance, HTTP server, BMC simulators) for integration tests.
+
+    lab = start_lab(tmp_root, nodes=3, port_offset=20000)
+    try: ... finally: lab.down()
+
+or `with running_lab(tmp_root, nodes=3) as lab: ...`. Every port is the default plus
+`port_offset`, so a test lab never meets a lab the user runs on the default ports; the
+clouds.yaml entry goes to tmp_root/clouds.yaml, never the user's. The virtualenv is the
+shared one (K1PROV_LAB_VENV, default ~/.cache/k1prov/lab-venv): installed once (about
+a minute), reused by every session.
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+from k1prov.lab import Lab, LabSettings
+
+DEFAULT_PORT_OFFSET = 20000
+
+
+def lab_settings(tmp_root: Path, *, nodes: int = 3,
+                 port_offset: int = DEFAULT_PORT_OFFSET) -> LabSettings:
+    base = LabSettings.default()
+    return LabSettings(root=Path(tmp_root), venv=base.venv,
+                       ironic_port=base.ironic_port + port_offset,
+                       glance_port=base.glance_port + port_offset,
+                       http_port=base.http_port + port_offset,
+                       bmc_base_port=base.bmc_base_port + port_offset,
+                       nodes=nodes, clouds_yaml=Path(tmp_root) / "clouds.yaml")
+
+
+def start_lab(tmp_root: Path, *, nodes: int = 3, port_offset: int = DEFAULT_PORT_OFFSET) -> Lab:
+    """Bring a lab up in tmp_root and return it; the caller calls `down()`."""
+    started = time.monotonic()
+
+    def progress(message: str) -> None:
+        print(f"[lab {time.monotonic() - started:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+    lab = Lab(lab_settings(tmp_root, nodes=nodes, port_offset=port_offset))
+    try:
+        status = lab.up(progress=progress)
+    except BaseException:
+        lab.down()
+        raise
+    if not status.ok:
+        lab.down()
+        raise AssertionError(f"lab is up but not healthy: {status.to_dict()}")
+    return lab
+
+
+@contextlib.contextmanager
+def running_lab(tmp_root: Path, *, nodes: int = 3,
+                port_offset: int = DEFAULT_PORT_OFFSET) -> Iterator[Lab]:
+    lab = start_lab(tmp_root, nodes=nodes, port_offset=port_offset)
+    try:
+        yield lab
+    finally:
+        lab.down()

@@ -1,0 +1,73 @@
+"""Lab.inventory_yaml: an inventory that the real loader accepts and that matches the lab."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from k1prov.errors import ConfigError
+from k1prov.inventory.loader import parse_inventory
+from k1prov.lab import Lab, LabSettings
+
+
+def lab(tmp_path: Path, **kw) -> Lab:
+    return Lab(LabSettings(root=tmp_path / "lab", venv=tmp_path / "venv", **kw))
+
+
+def test_five_node_lab_matches_its_bmcs(tmp_path):
+    lb = lab(tmp_path, ironic_port=16385, glance_port=19292, bmc_base_port=16230)
+    inv = parse_inventory(lb.inventory_yaml(), path=tmp_path / "lab.yaml")
+    assert inv.cluster == "lab"
+    assert inv.cloud.ironic_url == "http://127.0.0.1:16385"
+    assert inv.cloud.glance_url == "http://127.0.0.1:19292"
+    assert inv.cloud.cloud is None                      # hermetic: no clouds.yaml lookup
+    assert [n.name for n in inv.nodes] == ["lab01", "lab02", "lab03", "lab04", "lab05"]
+    assert [n.bmc.port for n in inv.nodes] == [16230, 16231, 16232, 16233, 16234]
+    assert {n.bmc.address for n in inv.nodes} == {"127.0.0.1"}
+    assert [n.macs for n in inv.nodes] == [(f"52:54:00:6b:00:0{i}",) for i in range(1, 6)]
+    assert [n.address for n in inv.nodes] == [f"10.251.0.{i}" for i in range(11, 16)]
+    assert inv.network.prefix_length == 24
+    assert inv.nodes[0].roles == ("zookeeper", "spark-master")
+    assert [n.roles for n in inv.nodes[1:3]] == [("zookeeper",)] * 2
+    assert [n.roles for n in inv.nodes[3:]] == [("spark-worker",)] * 2
+    for n in inv.nodes:
+        assert n.driver == "fake-hardware"
+        assert n.interfaces == {"power": "ipmitool", "management": "ipmitool",
+                                "deploy": "fake", "boot": "fake"}
+        assert n.bmc.username == "admin"
+        assert n.bmc.password.file == str(tmp_path / "lab" / "bmc-password")
+    assert inv.warnings == ()
+
+
+def test_password_comes_from_the_lab_file(tmp_path):
+    lb = lab(tmp_path)
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "lab" / "bmc-password").write_text("s3cret-pw\n")
+    text = lb.inventory_yaml()
+    assert "s3cret" not in text
+    inv = parse_inventory(text, path=tmp_path / "lab.yaml")
+    assert inv.nodes[0].bmc.password.reveal() == "s3cret-pw"
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4])
+def test_small_labs(tmp_path, count):
+    inv = parse_inventory(lab(tmp_path, nodes=count).inventory_yaml(),
+                          path=tmp_path / "lab.yaml")
+    assert len(inv.nodes) == count
+    assert inv.nodes[0].has_role("spark-master")
+
+
+def test_subset_and_wide_names(tmp_path):
+    lb = lab(tmp_path, nodes=120)
+    inv = parse_inventory(lb.inventory_yaml(nodes=7, cluster="small"), path=tmp_path / "x.yaml")
+    assert inv.cluster == "small" and len(inv.nodes) == 7
+    big = parse_inventory(lb.inventory_yaml(), path=tmp_path / "y.yaml")
+    assert big.nodes[-1].name == "lab120" and big.nodes[0].name == "lab001"
+    assert big.nodes[-1].bmc.port == 6230 + 119
+    assert big.nodes[-1].macs == ("52:54:00:6b:00:78",)
+    assert big.nodes[-1].address == "10.251.0.130"
+
+
+def test_more_nodes_than_the_lab_has_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="has 5 machines"):
+        lab(tmp_path).inventory_yaml(nodes=6)

@@ -1,0 +1,89 @@
+"""k1prov.lab.lab without services: status of a stopped lab, down, port conflicts, password.
+
+The services themselves are exercised in tests/integration/test_lab_services.py.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from k1prov.errors import LabError
+from k1prov.lab import Lab, LabSettings
+from k1prov.lab.config import REQUIREMENTS_FILE
+from k1prov.lab.venv import MARKER, requirements_hash
+
+
+def installed_venv(tmp_path: Path) -> Path:
+    """A venv that ensure_venv considers up to date (nothing gets installed)."""
+    v = tmp_path / "venv"
+    (v / "bin").mkdir(parents=True)
+    (v / "bin" / "python").symlink_to(sys.executable)
+    (v / MARKER).write_text(requirements_hash(REQUIREMENTS_FILE) + "\n")
+    return v
+
+
+def free_port(kind=socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_status_of_a_lab_never_started(tmp_path):
+    st = Lab(LabSettings(root=tmp_path / "lab", venv=tmp_path / "v", nodes=3)).status()
+    assert not st.ok
+    d = st.to_dict()
+    assert [s["name"] for s in d["services"]] == ["bmcsim", "http", "glance", "ironic"]
+    assert all(s["running"] is False and s["pid"] is None for s in d["services"])
+    assert "3 BMCs" not in d["services"][0]["detail"]
+
+
+def test_down_of_a_lab_never_started_is_a_no_op(tmp_path):
+    lb = Lab(LabSettings(root=tmp_path / "lab", venv=tmp_path / "v",
+                         ironic_port=free_port(), glance_port=free_port(),
+                         http_port=free_port(), bmc_base_port=free_port(socket.SOCK_DGRAM),
+                         nodes=1))
+    lb.down()
+    lb.down()
+
+
+def test_up_refuses_a_port_taken_by_another_program(tmp_path):
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        taken = other.getsockname()[1]
+        s = LabSettings(root=tmp_path / "lab", venv=installed_venv(tmp_path),
+                        ironic_port=free_port(), glance_port=taken, http_port=free_port(),
+                        bmc_base_port=free_port(socket.SOCK_DGRAM), nodes=1,
+                        clouds_yaml=tmp_path / "clouds.yaml")
+        with pytest.raises(LabError, match=f"tcp port {taken} .*glance.* in use"):
+            Lab(s).up()
+    # Nothing was started and no clouds.yaml entry written for a lab that is not up.
+    assert list((tmp_path / "lab" / "run").glob("*.pid")) == []
+    assert not (tmp_path / "clouds.yaml").exists()
+
+
+def test_bmc_password_is_generated_once_and_private(tmp_path):
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        s = LabSettings(root=tmp_path / "lab", venv=installed_venv(tmp_path),
+                        ironic_port=other.getsockname()[1], glance_port=free_port(),
+                        http_port=free_port(), nodes=1)
+        lb = Lab(s)
+        with pytest.raises(LabError):
+            lb.up()                         # stops at the port check, after the password
+        first = lb.bmc_password()
+        with pytest.raises(LabError):
+            lb.up()
+    assert lb.bmc_password() == first
+    assert 12 <= len(first) <= 20           # IPMI 2.0 passwords are at most 20 bytes
+    assert os.stat(s.bmc_password_file).st_mode & 0o777 == 0o600
+
+
+def test_bmc_password_before_up_is_a_lab_error(tmp_path):
+    with pytest.raises(LabError, match="lab up"):
+        Lab(LabSettings(root=tmp_path / "lab", venv=tmp_path / "v")).bmc_password()
