@@ -29,7 +29,7 @@ from k1prov.lab import Lab, LabSettings
 from k1prov.provisioner import Provisioner, RunOptions
 
 # Ports of the benchmark's own lab: away from the operator's lab and the test lab.
-BENCH_PORTS = dict(ironic_port=26385, glance_port=29292, http_port=28088, bmc_base_port=26230)
+BENCH_PORTS = dict(ironic_port=36385, glance_port=39292, http_port=38088, bmc_base_port=36230)
 
 
 def sdk_enroll(conn, lab: Lab, count: int, *, timeout: float) -> None:

@@ -21,6 +21,6 @@ def make_provisioner(inv: Inventory, *, concurrency: Optional[int] = None,
     events = None
     if not quiet:
         from k1prov.fanout.progress import RichProgress
-        events = RichProgress(err)
+        events = RichProgress(console=err)
     notify = (lambda msg: None) if quiet else (lambda msg: err.print(f"[cyan]>[/] {msg}", highlight=False))
     yield Provisioner(inv, options=RunOptions(concurrency=concurrency), events=events, notify=notify)

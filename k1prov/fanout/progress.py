@@ -20,7 +20,7 @@ _MAX_LINES = 20
 class RichProgress:
     """EventSink: a progress bar with done, failed, in flight and the current concurrency."""
 
-    def __init__(self, description: str, *, console: Console | None = None):
+    def __init__(self, description: str = "", *, console: Console | None = None):
         self.description = description
         self.console = console or Console(stderr=True)
         self._progress: Progress | None = None
@@ -36,11 +36,14 @@ class RichProgress:
             self._progress.update(self._task, advance=advance, stats=self._stats())
 
     def on_start(self, total: int, policy: Policy) -> None:
+        # One sink may serve several runs in a row (the phases of a verb): start each afresh,
+        # named after its kind of operation unless a description was given.
+        self._failed = self._in_flight = 0
         self._progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[stats]}"), TimeElapsedColumn(),
             console=self.console, transient=False)
-        self._task = self._progress.add_task(self.description, total=total, stats=self._stats())
+        self._task = self._progress.add_task(self.description or policy.kind, total=total, stats=self._stats())
         self._progress.start()
 
     def on_item_start(self, key: str) -> None:

@@ -29,6 +29,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -216,8 +217,6 @@ class HostBooter:
 
     def wait_ssh(self, name: str, *, timeout: float) -> float:
         """Wait until the host's sshd accepts TCP connections; returns the seconds waited."""
-        import socket
-
         info = self.status(name)
         if info.state != RUNNING:
             raise LabError(f"{name}: not running")

@@ -206,7 +206,8 @@ def mesos_settings(inv: Inventory) -> dict[str, Any]:
         cfg["repo_url"] = cfg["repo_url"] or cfg["mirror"]
         if not cfg["repo_url"]:
             raise _err("mesos", "repo_url", "source mirror needs the mirror repository's URL", inv)
-    elif cfg["source"] == "aventer" and not cfg["repo_key_url"] and "repo_key_url" not in (inv.roles.get("mesos") or {}):
+    elif cfg["source"] == "aventer" and "repo_key_url" not in (inv.roles.get("mesos") or {}):
+        # An explicit empty repo_key_url means the site trusts the repository otherwise.
         cfg["repo_key_url"] = AVENTER_KEY
     for key in ("master_flags", "agent_flags"):
         for flag in cfg[key]:

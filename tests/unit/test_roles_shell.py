@@ -108,7 +108,7 @@ OS_RELEASES = {
     "debian": ('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n'
                "VERSION_CODENAME=bookworm\n", "debian|debian|bookworm"),
     "ubuntu": ('NAME="Ubuntu"\nVERSION_ID="24.04"\nID=ubuntu\nID_LIKE=debian\nUBUNTU_CODENAME=noble\n'
-               "VERSION_CODENAME=noble\n", "rhel" and "debian|ubuntu|noble"),
+               "VERSION_CODENAME=noble\n", "debian|ubuntu|noble"),
     "rocky": ('NAME="Rocky Linux"\nID="rocky"\nID_LIKE="rhel centos fedora"\nVERSION_ID="9.4"\n', "rhel|rocky|"),
     "alma": ('NAME="AlmaLinux"\nID="almalinux"\nID_LIKE="rhel centos fedora"\nVERSION_ID="8.10"\n',
              "rhel|almalinux|"),

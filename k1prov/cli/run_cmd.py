@@ -1,0 +1,130 @@
+"""`k1prov run -i INVENTORY [--group ROLE] [--limit NODES] -- COMMAND...`
+
+Runs one command (or, with --script, one uploaded script) on the inventory's hosts over
+SSH and prints identical outputs once with their host names folded (`node[01-40]`).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+
+from k1prov.cli.common import InventoryOpt, JsonOpt, handles_errors, load
+from k1prov.cli.runtime import ConcurrencyOpt
+from k1prov.errors import ConfigError
+from k1prov.fanout import Report
+from k1prov.outcome import EXIT_NOTHING
+from k1prov.provisioner import RunOptions, default_state_root
+from k1prov.remote import (POLICY_ENDPOINT, POLICY_KIND, exit_code, pinned_known_hosts,
+                           run_on_hosts, run_script_on_hosts, select_nodes)
+from k1prov.report import err, out, print_json
+from k1prov.settings import DEFAULT_TIMEOUTS
+
+# `k1prov run -i F uname -a`: options after the command belong to the command.
+CONTEXT_SETTINGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+_TITLE_MAX = 60
+
+
+@handles_errors
+def run(inventory: Path = InventoryOpt,
+        group: Optional[str] = typer.Option(None, "--group", "-g", help="Only nodes with this role."),
+        limit: Optional[list[str]] = typer.Option(
+            None, "--limit", "-l", help="Only these nodes: names or patterns like 'w[01-10]' "
+                                        "(comma-separated or repeated)."),
+        concurrency: Optional[int] = ConcurrencyOpt,
+        max_concurrency: Optional[int] = typer.Option(
+            None, "--max-concurrency", min=1, help="Ceiling of the adaptive concurrency (default 64)."),
+        # An ad-hoc command that exits non-zero on many hosts is an answer, not a reason to
+        # stop asking the others: unlike provisioning verbs, run everywhere by default.
+        failure_budget: float = typer.Option(
+            1.0, "--failure-budget", min=0.0, max=1.0,
+            help="Stop starting new hosts once this share has failed (default 1: never)."),
+        timeout: float = typer.Option(
+            DEFAULT_TIMEOUTS.ssh_command, "--timeout", min=0.1, help="Seconds the command may run."),
+        script: Optional[Path] = typer.Option(
+            None, "--script", dir_okay=False, help="Upload this script and run it (instead of a command)."),
+        known_hosts: Optional[Path] = typer.Option(
+            None, "--known-hosts", dir_okay=False,
+            help="Pinned host keys (default: the cluster's, written by deploy)."),
+        as_json: bool = JsonOpt,
+        command: Optional[list[str]] = typer.Argument(None, help="The command, after `--`.")):
+    """Run a command (or upload and run a script) on the inventory's hosts over SSH."""
+    text, label = _what_to_run(command, script)
+    inv = load(inventory)
+    nodes = select_nodes(inv, group=group, limit=limit)
+    if not nodes:
+        _nothing_to_run(as_json)
+    options = RunOptions(concurrency=concurrency, max_concurrency=max_concurrency,
+                         failure_budget=failure_budget)
+    state_root = default_state_root()
+    pinned = known_hosts or pinned_known_hosts(state_root, inv.cluster)
+    call = run_script_on_hosts if script is not None else run_on_hosts
+    with _host_key_notes(pinned, inv.cluster):
+        report = call(inv, text, nodes=nodes, options=options,
+                      timeouts=replace(DEFAULT_TIMEOUTS, ssh_command=timeout), known_hosts=pinned,
+                      events=None if as_json else _progress(), profile_path=state_root / "profiles.json")
+    _show(report, label, as_json=as_json)
+
+
+def _what_to_run(command: Optional[list[str]], script: Optional[Path]) -> tuple[str, str]:
+    """(text to send, label for the report). Words are joined with spaces, as ssh does."""
+    words = list(command or [])
+    if script is not None:
+        if words:
+            raise ConfigError("give either --script or a command, not both")
+        try:
+            return script.read_text(), f"script {script.name}"
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--script: cannot read {script}: "
+                              f"{getattr(exc, 'strerror', None) or exc}") from None
+    if not words:
+        raise ConfigError("no command given (k1prov run -i FILE -- COMMAND...)")
+    text = " ".join(words)
+    return text, text if len(text) <= _TITLE_MAX else text[:_TITLE_MAX - 3] + "..."
+
+
+def _progress():
+    from k1prov.fanout.progress import RichProgress
+    return RichProgress("run", console=err)
+
+
+@contextlib.contextmanager
+def _host_key_notes(pinned: Optional[Path], cluster: str) -> Iterator[None]:
+    """Without pinned keys the SSH layer warns once per host; say it once for the run."""
+    if pinned is not None:
+        yield
+        return
+    err.print(f"[yellow]warning:[/] no pinned host keys for cluster {cluster!r} "
+              "(deploy writes them; or pass --known-hosts): accepting host keys unchecked",
+              highlight=False)
+    ssh_log = logging.getLogger("k1prov.ssh")
+    saved = ssh_log.level
+    if not ssh_log.isEnabledFor(logging.INFO):
+        ssh_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        ssh_log.setLevel(saved)
+
+
+def _nothing_to_run(as_json: bool) -> None:
+    report = Report(results=[], kind=POLICY_KIND, endpoint=POLICY_ENDPOINT)
+    if as_json:
+        print_json({**report.to_dict(), "exit_code": EXIT_NOTHING})
+    err.print("nothing to run: no node matches --group/--limit", highlight=False)
+    raise typer.Exit(EXIT_NOTHING)
+
+
+def _show(report: Report, label: str, *, as_json: bool) -> None:
+    code = exit_code(report)
+    if as_json:
+        print_json({**report.to_dict(), "exit_code": code})
+    else:
+        from k1prov.fanout.progress import render_report
+        render_report(report, out, title=label)
+    raise typer.Exit(code)

@@ -1,0 +1,141 @@
+"""`k1prov run`: one command (or one pushed script) on many inventory hosts over SSH.
+
+The library side of the verb: pick the nodes (`select_nodes`), build one SshTarget per
+node from the inventory's `ssh:` section, and fan out through the engine. The result is
+the engine's Report (one Result per host, identical outputs grouped by the caller), and
+`exit_code(report)` turns it into the exit code every k1prov command uses.
+
+    inv = load_inventory("inventories/lab.yaml")
+    nodes = select_nodes(inv, group="zookeeper", limit=None)
+    report = run_on_hosts(inv, "uname -r", nodes=nodes)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from k1prov.errors import ConfigError
+from k1prov.fanout import EventSink, Policy, Report, Status, expand_hosts, run_fanout
+from k1prov.inventory.model import ROLES, Inventory, Node
+from k1prov.outcome import EXIT_INTERRUPTED, EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL
+from k1prov.provisioner import RunOptions
+from k1prov.settings import DEFAULT_TIMEOUTS, Timeouts
+from k1prov.ssh import CommandResult, SshTarget, put_and_run, run_command
+
+# SSH fan-out from one machine: unbounded to 200 hosts took ~70 s in the lab, capped at
+# 64 ~24 s (LAB-NOTES); the climber stays under this unless the operator asks for more.
+SSH_MAX_CONCURRENCY = 64
+# Connection attempts per host for transient failures (refused, reset, banner timeout).
+SSH_RETRIES = 2
+
+POLICY_KIND = "ssh.run"
+POLICY_ENDPOINT = "ssh"
+
+
+def select_nodes(inv: Inventory, *, group: str | None = None,
+                 limit: list[str] | None = None) -> list[Node]:
+    """The nodes a run targets, in inventory order.
+
+    `group` is a role (ROLES); `limit` names nodes, each entry a name or a folded
+    pattern like `worker[01-10]`. Both given: the nodes of the group that are also in
+    the limit. An empty result is not an error here (the caller reports "nothing to
+    run"); an unknown role or node name is, since a typo must not silently shrink a run.
+    """
+    nodes = list(inv.nodes)
+    if group is not None:
+        if group not in ROLES:
+            raise ConfigError(f"--group: unknown role {group!r} (roles: {', '.join(ROLES)})")
+        nodes = [n for n in nodes if n.has_role(group)]
+    if limit:
+        wanted: list[str] = []
+        for item in limit:
+            try:
+                wanted.extend(name.strip() for name in expand_hosts(item) if name.strip())
+            except ValueError as exc:
+                raise ConfigError(f"--limit: bad host pattern {item!r}: {exc}") from None
+        known = {n.name for n in inv.nodes}
+        unknown = [name for name in dict.fromkeys(wanted) if name not in known]
+        if unknown:
+            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+            raise ConfigError(f"--limit: not in {inv.path}: {', '.join(unknown[:10])}{more}")
+        keep = set(wanted)
+        nodes = [n for n in nodes if n.name in keep]
+    return nodes
+
+
+def pinned_known_hosts(state_root: Path, cluster: str) -> Path | None:
+    """The cluster's pinned host keys (written by deploy through
+    k1prov.hostkeys.write_known_hosts), or None when there are none yet."""
+    path = Path(state_root) / cluster / "known_hosts"
+    return path if path.is_file() else None
+
+
+def ssh_target(inv: Inventory, node: Node, *, known_hosts: Path | None) -> SshTarget:
+    return SshTarget(host=node.name, address=node.address, user=inv.ssh.user, port=inv.ssh.port,
+                     key_filename=inv.ssh.private_key, known_hosts=known_hosts,
+                     gateway=node.gateway or inv.ssh.gateway)
+
+
+def ssh_policy(options: RunOptions, *, item_timeout: float, profile_path: Path | None) -> Policy:
+    ceiling = options.max_concurrency or SSH_MAX_CONCURRENCY
+    return Policy(kind=POLICY_KIND, endpoint=POLICY_ENDPOINT, concurrency=options.concurrency,
+                  max_concurrency=ceiling, item_timeout=item_timeout, retries=SSH_RETRIES,
+                  failure_budget=options.failure_budget, profile_path=profile_path)
+
+
+def _item_timeout(timeouts: Timeouts) -> float:
+    # Every attempt may spend a connect timeout; the command itself runs once.
+    return timeouts.ssh_connect * (SSH_RETRIES + 1) + timeouts.ssh_command
+
+
+def _fan_out(inv: Inventory, fn: Callable[[SshTarget], CommandResult], *, nodes: list[Node],
+             options: RunOptions, timeouts: Timeouts, known_hosts: Path | None,
+             events: EventSink | None, profile_path: Path | None) -> Report:
+    targets = [ssh_target(inv, node, known_hosts=known_hosts) for node in nodes]
+    policy = ssh_policy(options, item_timeout=_item_timeout(timeouts), profile_path=profile_path)
+    return run_fanout(targets, fn, key=lambda t: t.host, policy=policy, events=events)
+
+
+def run_on_hosts(inv: Inventory, command: str, *, nodes: list[Node],
+                 options: RunOptions = RunOptions(), timeouts: Timeouts = DEFAULT_TIMEOUTS,
+                 known_hosts: Path | None = None, events: EventSink | None = None,
+                 profile_path: Path | None = None) -> Report:
+    """Run `command` on every node; one Result per node (a non-zero exit is FAILED with
+    its exit code and output, an SSH failure is FAILED with the reason)."""
+    if not command.strip():
+        raise ConfigError("no command given")
+
+    def call(target: SshTarget) -> CommandResult:
+        return run_command(target, command, connect_timeout=timeouts.ssh_connect,
+                           command_timeout=timeouts.ssh_command)
+
+    return _fan_out(inv, call, nodes=nodes, options=options, timeouts=timeouts,
+                    known_hosts=known_hosts, events=events, profile_path=profile_path)
+
+
+def run_script_on_hosts(inv: Inventory, script_text: str, *, nodes: list[Node],
+                        options: RunOptions = RunOptions(), timeouts: Timeouts = DEFAULT_TIMEOUTS,
+                        known_hosts: Path | None = None, events: EventSink | None = None,
+                        profile_path: Path | None = None, sudo: bool = False) -> Report:
+    """Upload `script_text` into a private temporary directory on every node, run it
+    (through `sudo -n` when `sudo` and the SSH user is not root) and remove it."""
+    if not script_text.strip():
+        raise ConfigError("the script is empty")
+
+    def call(target: SshTarget) -> CommandResult:
+        return put_and_run(target, script_text, sudo=sudo, connect_timeout=timeouts.ssh_connect,
+                           command_timeout=timeouts.ssh_command)
+
+    return _fan_out(inv, call, nodes=nodes, options=options, timeouts=timeouts,
+                    known_hosts=known_hosts, events=events, profile_path=profile_path)
+
+
+def exit_code(report: Report) -> int:
+    """OK when every host succeeded, PARTIAL when some did, NOTHING when none did or
+    there was nothing to run, INTERRUPTED after Ctrl-C."""
+    if report.cancelled:
+        return EXIT_INTERRUPTED
+    good = sum(1 for r in report.results if r.status is Status.OK)
+    if not report.results or good == 0:
+        return EXIT_NOTHING
+    return EXIT_OK if good == len(report.results) else EXIT_PARTIAL
