@@ -16,6 +16,9 @@ STATUS_STYLE = {Status.OK: "green", Status.FAILED: "red", Status.TIMEOUT: "yello
 # Tables go to stdout; progress and messages go to stderr so that --json stays parseable.
 out = Console(soft_wrap=False)
 err = Console(stderr=True)
+if not out.is_terminal:
+    # Piped or captured output: rich would assume 80 columns and fold every cell.
+    out = Console(soft_wrap=False, width=160)
 
 
 def print_json(data: Any) -> None:

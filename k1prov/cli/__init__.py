@@ -5,7 +5,7 @@ import logging
 
 import typer
 
-from k1prov.cli import inventory_cmd, lab_cmd, nodes_cmd
+from k1prov.cli import inventory_cmd, lab_cmd, nodes_cmd, run_cmd
 from k1prov.cli.common import DEBUG
 
 # Locals are never shown: BMC passwords live in them.
@@ -14,6 +14,7 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False, add
 app.add_typer(inventory_cmd.app, name="inventory")
 app.add_typer(nodes_cmd.app, name="nodes")
 app.add_typer(lab_cmd.app, name="lab")
+app.command("run", context_settings=run_cmd.CONTEXT_SETTINGS)(run_cmd.run)
 
 
 @app.callback()

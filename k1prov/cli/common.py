@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import typer
+from rich.markup import escape
 
 from k1prov.errors import K1provError
 from k1prov.inventory import load_inventory
@@ -39,7 +40,7 @@ def handles_errors(fn: Callable) -> Callable:
         except K1provError as exc:
             if DEBUG["on"]:
                 raise
-            err.print(f"[red]error:[/] {exc}", highlight=False, markup=True)
+            err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err.print("interrupted")
@@ -50,7 +51,7 @@ def handles_errors(fn: Callable) -> Callable:
 def load(path: Path):
     inv = load_inventory(path)
     for warning in inv.warnings:
-        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     return inv
 
 

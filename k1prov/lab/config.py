@@ -28,6 +28,11 @@ BAREMETAL_API_VERSION = "1.x"
 # on 127.0.0.1 only); publicize_image lets images be public.
 GLANCE_POLICY = '"context_is_admin": ""\n"publicize_image": ""\n'
 
+# Ironic masks instance_info.configdrive ("******") on every GET unless this rule passes.
+# The lab reconciler (k1prov.lab.reconciler) reads the config drive from the node, as
+# the deploy ramdisk of a real deploy receives it, so the lab shows instance secrets.
+IRONIC_POLICY = '"show_instance_secrets": "@"\n'
+
 
 @dataclass(frozen=True)
 class LabSettings:
@@ -196,6 +201,9 @@ def render_ironic_conf(s: LabSettings) -> str:
 
         [oslo_concurrency]
         lock_path = {state / "locks"}
+
+        [oslo_policy]
+        policy_file = {s.etc_dir / "ironic-policy.yaml"}
         """)
 
 
@@ -241,6 +249,7 @@ def rendered_files(s: LabSettings) -> dict[Path, str]:
         s.glance_conf_dir / "glance-api.conf": render_glance_conf(s),
         s.glance_conf_dir / "glance-api-paste.ini": GLANCE_PASTE_FILE.read_text(),
         s.glance_conf_dir / "policy.yaml": GLANCE_POLICY,
+        s.etc_dir / "ironic-policy.yaml": IRONIC_POLICY,
     }
 
 

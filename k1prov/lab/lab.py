@@ -10,6 +10,7 @@ import hashlib
 import os
 import secrets
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,11 +21,14 @@ from k1prov.lab import checks, procs
 from k1prov.lab.clouds import write_cloud_entry
 from k1prov.lab.config import BMCSIM_SCRIPT, REQUIREMENTS_FILE, LabSettings, write_configs
 from k1prov.lab.inventory_yaml import render_inventory
+from k1prov.lab.reconciler import HEARTBEAT_MAX_AGE, RECONCILER_MODULE, heartbeat_age
 from k1prov.lab.venv import ensure_venv
 from k1prov.settings import DEFAULT_TIMEOUTS, Timeouts
 
 # Order of start; `down` stops in the reverse order (the BMCs outlive Ironic's last call).
-SERVICES = ("bmcsim", "http", "glance", "ironic")
+# The reconciler boots lab hosts for deployed nodes: it starts last and stops first, and
+# stops every host when it stops.
+SERVICES = ("bmcsim", "http", "glance", "ironic", "reconciler")
 # One answer check in `status` (a healthy service answers in milliseconds).
 CHECK_TIMEOUT = 3.0
 # Pause between two answer checks while a service starts.
@@ -185,6 +189,8 @@ class Lab:
             return (("tcp", s.glance_port),)
         if name == "http":
             return (("tcp", s.http_port),)
+        if name == "reconciler":
+            return ()
         return tuple(("udp", p) for p in s.bmc_ports)
 
     def _spec(self, name: str) -> procs.ServiceSpec:
@@ -194,7 +200,7 @@ class Lab:
         watched: list[Path] = []
         if name == "ironic":
             argv = [str(s.venv / "bin" / "ironic"), "--config-file", str(s.ironic_conf)]
-            watched = [s.ironic_conf]
+            watched = [s.ironic_conf, s.etc_dir / "ironic-policy.yaml"]
         elif name == "glance":
             argv = [str(s.venv / "bin" / "gunicorn"), "--bind", f"127.0.0.1:{s.glance_port}",
                     "--workers", "1", "--threads", "4", "--graceful-timeout", "5",
@@ -207,6 +213,13 @@ class Lab:
             # -I: isolated, so nothing from the environment or the cwd is imported.
             argv = [py, "-I", "-m", "http.server", "--bind", "127.0.0.1",
                     "--directory", str(s.http_dir), str(s.http_port)]
+        elif name == "reconciler":
+            # k1prov's own python (it imports k1prov), not the lab venv's.
+            argv = [sys.executable, "-m", RECONCILER_MODULE, "--root", str(s.root),
+                    "--ironic-url", s.ironic_url, "--glance-url", s.glance_url,
+                    "--bmc-state-dir", str(s.bmc_state_dir), "--bmc-base-port", str(s.bmc_base_port),
+                    "--count", str(s.nodes)]
+            watched = [Path(sys.modules[RECONCILER_MODULE].__file__)]
         else:
             # -I also keeps k1prov/lab (the script's directory) off sys.path, where its
             # modules would shadow the standard library's.
@@ -244,6 +257,9 @@ class Lab:
             return checks.http_ok(s.glance_url + "/v2/images", timeout=timeout)
         if name == "http":
             return checks.http_ok(s.http_url + "/", timeout=timeout)
+        if name == "reconciler":
+            age = heartbeat_age(s.root)
+            return age is not None and age < HEARTBEAT_MAX_AGE
         return checks.ipmi_power_status(s.bmc_base_port, username=s.bmc_username,
                                         password=self.bmc_password(), timeout=timeout) is not None
 
@@ -272,6 +288,8 @@ class Lab:
             last = s.bmc_base_port + s.nodes - 1
             url = f"ipmi://127.0.0.1:{s.bmc_base_port}"
             detail = f"{s.nodes} BMCs on udp 127.0.0.1:{s.bmc_base_port}-{last}"
+        elif name == "reconciler":
+            url, detail = "", f"boots lab hosts of active nodes; log {s.log_dir / 'reconciler.log'}"
         else:
             url = {"ironic": s.ironic_url, "glance": s.glance_url, "http": s.http_url}[name]
             detail = ""

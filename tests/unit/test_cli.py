@@ -1,0 +1,99 @@
+"""The CLI shell: exit codes, one-line errors, JSON output, no secrets, no tracebacks."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from k1prov.cli import app
+from k1prov.inventory import load_inventory
+
+REPO = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+BAD_IP = """\
+cluster: x
+cloud: {ironic_url: "http://127.0.0.1:1"}
+nodes:
+  - name: a
+    bmc: {address: 10.0.0.300, username: u, password: {env: P}}
+    macs: ["52:54:00:00:00:01"]
+    address: 10.0.0.1
+"""
+
+INLINE = """\
+cluster: x
+cloud: {ironic_url: "http://127.0.0.1:1"}
+nodes:
+  - name: a
+    bmc: {address: 10.0.0.3, username: u, password: "s3cr3t-Pa55"}
+    macs: ["52:54:00:00:00:01"]
+    address: 10.0.0.1
+"""
+
+
+def test_inventory_check_error_is_one_located_line_and_exit_2(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text(BAD_IP)
+    result = runner.invoke(app, ["inventory", "check", str(f)])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines == [f"error: {f}:5: nodes[0].bmc.address: '10.0.0.300' is not an IP address"]
+    assert "Traceback" not in result.output
+
+
+def test_enroll_with_bad_inventory_changes_nothing_and_exits_2(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text(BAD_IP)
+    # The cloud URL is a closed port: reaching it would fail differently (exit 1).
+    result = runner.invoke(app, ["nodes", "enroll", "-i", str(f)])
+    assert result.exit_code == 2
+    assert "nodes[0].bmc.address" in result.output
+
+
+def test_inline_password_warns_and_never_prints(tmp_path):
+    f = tmp_path / "inline.yaml"
+    f.write_text(INLINE)
+    result = runner.invoke(app, ["inventory", "check", str(f), "--json"])
+    assert result.exit_code == 0
+    assert "s3cr3t-Pa55" not in result.output
+    data = json.loads(result.stdout)
+    assert data["nodes"][0]["password"] == "inline:***"
+    assert any("inline password" in w for w in data["warnings"])
+
+
+def test_examples_check_clean():
+    for name in ("lab.yaml", "devtower.yaml", "large.yaml"):
+        result = runner.invoke(app, ["inventory", "check", str(REPO / "inventories" / name), "--json"])
+        assert result.exit_code == 0, (name, result.output)
+    large = json.loads(runner.invoke(app, ["inventory", "check", str(REPO / "inventories/large.yaml"),
+                                           "--json"]).stdout)
+    assert len(large["nodes"]) == 503
+
+
+def test_lab_yaml_matches_the_default_lab(tmp_path):
+    """inventories/lab.yaml describes exactly the machines a default `lab up` serves."""
+    from k1prov.inventory import parse_inventory
+    from k1prov.lab import LabSettings
+
+    settings = LabSettings(root=Path("~/.local/share/k1prov/lab").expanduser(), venv=tmp_path)
+    from k1prov.lab import Lab
+    generated = parse_inventory(Lab(settings).inventory_yaml(), path=tmp_path / "gen.yaml")
+    committed = load_inventory(REPO / "inventories" / "lab.yaml")
+
+    def shape(inv):
+        return [(n.name, n.bmc.address, n.bmc.port, n.bmc.username, n.macs, n.address, n.roles,
+                 n.driver, n.interfaces, str(Path(n.bmc.password.file).expanduser()))
+                for n in inv.nodes]
+
+    assert shape(committed) == shape(generated)
+    assert committed.cloud.ironic_url == generated.cloud.ironic_url
+    assert committed.cloud.glance_url == generated.cloud.glance_url
+
+
+def test_limit_unknown_node_is_an_input_error(tmp_path):
+    result = runner.invoke(app, ["nodes", "enroll", "-i", str(REPO / "inventories/lab.yaml"),
+                                 "--limit", "lab01,nosuch"])
+    assert result.exit_code == 2
+    assert "nosuch" in result.output
