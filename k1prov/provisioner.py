@@ -211,3 +211,52 @@ class Provisioner:
                 outcomes.append(NodeOutcome(node=res.key, status=res.status, error=res.error))
         return VerbReport(verb="delete", outcomes=outcomes, phases=[("delete", deleted)],
                           cancelled=deleted.cancelled)
+
+    # ---- images and instances (the work lives in k1prov.deploy) --------------------
+
+    @property
+    def cluster_state_dir(self) -> Path:
+        """This cluster's host keys and known_hosts: STATE_ROOT/<cluster>."""
+        return self.state_root / self.inventory.cluster
+
+    def register_images(self, *, progress: Callable[[str, int, int], None] | None = None) -> VerbReport:
+        """Deploy kernel/ramdisk and user image into Glance; driver_info of every node."""
+        from k1prov import deploy
+
+        return deploy.register_images(self, progress=progress)
+
+    def deploy(self, *, limit: Iterable[str] | None = None) -> VerbReport:
+        """available -> active with a config drive, then wait until SSH answers."""
+        from k1prov import deploy
+
+        return deploy.deploy(self, limit=limit)
+
+    def undeploy(self, *, limit: Iterable[str] | None = None) -> VerbReport:
+        """active -> available (Ironic `deleted`)."""
+        from k1prov import deploy
+
+        return deploy.undeploy(self, limit=limit)
+
+    def reimage(self, nodes: Iterable[str], *, image: str | None = None,
+                new_host_keys: bool = False) -> VerbReport:
+        """Ironic `rebuild` with a fresh config drive; host keys kept unless new_host_keys."""
+        from k1prov import deploy
+
+        return deploy.reimage(self, nodes, image_name=image, new_host_keys=new_host_keys)
+
+    # ---- roles (the work lives in k1prov.configure) --------------------------------
+
+    def configure(self, *, roles: Iterable[str] | None = None,
+                  limit: Iterable[str] | None = None) -> VerbReport:
+        """Role scripts phase by phase: ZooKeeper, Mesos masters, agents, Spark."""
+        from k1prov import configure
+
+        return configure.configure(self.inventory, state_root=self.state_root, roles=roles,
+                                   limit=list(limit) if limit else None, timeouts=self.timeouts,
+                                   options=self.options, events=self.events, notify=self._notify)
+
+    def render(self, out_dir: Path) -> dict:
+        """Every host's role scripts and config files under out_dir, and out_dir/plan.json."""
+        from k1prov import configure
+
+        return configure.render(self.inventory, out_dir)

@@ -6,6 +6,8 @@ import logging
 import typer
 
 from k1prov.cli import inventory_cmd, lab_cmd, nodes_cmd, run_cmd
+from k1prov.cli import deploy_cmd, images_cmd
+from k1prov.cli import configure_cmd
 from k1prov.cli.common import DEBUG
 
 # Locals are never shown: BMC passwords live in them.
@@ -14,7 +16,13 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False, add
 app.add_typer(inventory_cmd.app, name="inventory")
 app.add_typer(nodes_cmd.app, name="nodes")
 app.add_typer(lab_cmd.app, name="lab")
+app.add_typer(images_cmd.app, name="images")
+app.command("deploy")(deploy_cmd.deploy)
+app.command("undeploy")(deploy_cmd.undeploy)
+app.command("reimage")(deploy_cmd.reimage)
 app.command("run", context_settings=run_cmd.CONTEXT_SETTINGS)(run_cmd.run)
+app.command("render")(configure_cmd.render)
+app.command("configure")(configure_cmd.configure)
 
 
 @app.callback()

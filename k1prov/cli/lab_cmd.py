@@ -15,13 +15,24 @@ NodesOpt = typer.Option(None, "--nodes", "-n", min=1, max=1000,
                         help="Number of simulated machines (default: 5, or what the lab has).")
 
 
-def _lab(nodes: Optional[int] = None):
+# The lab's size is remembered here, so `lab up` without --nodes keeps the machines it has.
+NODES_FILE = "lab-nodes"
+
+
+def _lab(nodes: Optional[int] = None, *, remember: bool = False):
+    import dataclasses
+
     from k1prov.lab import Lab, LabSettings
 
     settings = LabSettings.default()
+    saved = settings.root / NODES_FILE
+    if nodes is None and saved.is_file():
+        nodes = int(saved.read_text().strip() or settings.nodes)
     if nodes is not None:
-        import dataclasses
         settings = dataclasses.replace(settings, nodes=nodes)
+    if remember:
+        settings.root.mkdir(parents=True, exist_ok=True)
+        saved.write_text(f"{settings.nodes}\n")
     return Lab(settings)
 
 
@@ -37,7 +48,7 @@ def _show(status, *, as_json: bool) -> None:
 @handles_errors
 def up(nodes: Optional[int] = NodesOpt, as_json: bool = JsonOpt):
     """Install (first time) and start the lab's services. A no-op when they already run."""
-    lab = _lab(nodes)
+    lab = _lab(nodes, remember=True)
     status = lab.up(progress=lambda msg: err.print(f"[cyan]>[/] {msg}", highlight=False))
     _show(status, as_json=as_json)
     raise typer.Exit(0 if status.ok else 1)

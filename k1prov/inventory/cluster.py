@@ -6,30 +6,16 @@ ZooKeeper, Spark 4 on Mesos, ...), and `roles:` settings with their defaults.
 """
 from __future__ import annotations
 
-import copy
 import ipaddress
 from dataclasses import replace
-from typing import Any
+from typing import Any, NoReturn
 
 from k1prov.inventory import values
 from k1prov.inventory.fields import Field
 from k1prov.inventory.model import Network, Node
-from k1prov.inventory.nodes import Seen, Where, ident, unique
-
-# Settings of each role, with their defaults. None is filled in from the rest of the
-# inventory: spark.manager from the nodes' roles, mesos.cluster_name from the cluster.
-ROLE_SETTINGS: dict[str, dict[str, Any]] = {
-    "zookeeper": {"version": "3.8", "source": "distro", "client_port": 2181,
-                  "peer_port": 2888, "election_port": 3888},
-    "mesos": {"version": "1.11.0", "source": "aventer", "cluster_name": None, "roles": {},
-              "containerizers": "mesos", "master_port": 5050, "agent_port": 5051},
-    "spark": {"version": "3.5.7", "manager": None, "mode": "coarse", "source": "tarball",
-              "master_port": 7077},
-}
-SPARK_MANAGERS = ("standalone", "mesos")
-SPARK_MODES = ("coarse", "fine")
-MESOS_CONTAINERIZERS = ("mesos", "docker")
-
+from k1prov.inventory.nodes import Seen, Where, unique
+# The renderer's table is the one source of truth: the loader accepts exactly its keys.
+from k1prov.roles import settings as role_table
 
 def zookeeper_ids(nodes: list[Node], where: list[Where]) -> list[Node]:
     """Check explicit ids and give every member its id (default: position + 1)."""
@@ -59,17 +45,10 @@ def zookeeper_ids(nodes: list[Node], where: list[Where]) -> list[Node]:
 
 
 def role_settings(f: Field | None, cluster: str, nodes: list[Node],
-                  where: list[Where], root: Field) -> dict[str, dict[str, Any]]:
-    """The `roles:` settings with defaults filled in, after checking that the nodes'
-    roles can work together."""
-    given = f.mapping(ROLE_SETTINGS) if f is not None else {}
-    settings: dict[str, dict[str, Any]] = {}
-    for role, known in ROLE_SETTINGS.items():
-        current = copy.deepcopy(known)   # never share the default {} between inventories
-        if role in given:
-            for key, item in given[role].mapping(known).items():
-                current[key] = role_value(key, item)
-        settings[role] = current
+                  where: list[Where], root: Field) -> dict[str, Any]:
+    """The `roles:` settings (k1prov.roles.settings: keys, defaults, checks) with defaults
+    filled in, after checking that the nodes' roles can work together."""
+    given = f.mapping(role_table.ROLE_KEYS) if f is not None else {}
 
     def first_with(*roles: str) -> tuple[Node, Field] | None:
         for node, w in zip(nodes, where):
@@ -85,11 +64,25 @@ def role_settings(f: Field | None, cluster: str, nodes: list[Node],
     if agent and not first_with("mesos-master"):
         agent[1].fail(f"{agent[0].name} is a mesos-agent but no node is a mesos-master")
 
+    settings: dict[str, Any] = {}
+    located: dict[str, dict[str, Field]] = {}
+    for section in role_table.DEFAULTS:
+        section_f = given.get(section)
+        fields = section_f.mapping(role_table.DEFAULTS[section]) if section_f is not None else {}
+        located[section] = fields
+        resolved = role_table.resolve(
+            section, {key: _setting_value(item, role_table.DEFAULTS[section][key])
+                      for key, item in fields.items()},
+            cluster=cluster, mesos_masters=bool(first_with("mesos-master")),
+            fail=_located_fail(section, fields, section_f or f or root),
+            install=False)   # checked by `render`/`configure`: enroll needs no sha512
+        settings[section] = role_table.stored(section, resolved)
+    if role_table.TEMPLATES_DIR in given:
+        settings[role_table.TEMPLATES_DIR] = given[role_table.TEMPLATES_DIR].string()
+
     spark = settings["spark"]
     spark_f = given.get("spark")
-    spark_given = spark_f.mapping(ROLE_SETTINGS["spark"]) if spark_f is not None else {}
-    if spark["manager"] is None:
-        spark["manager"] = "mesos" if mesos else "standalone"
+    spark_given = located["spark"]
     uses_spark = first_with("spark-master", "spark-worker", "spark-client") or spark_f
     if uses_spark and values.major(spark["version"]) >= 4 and (spark["manager"] == "mesos"
                                                                 or mesos):
@@ -105,8 +98,6 @@ def role_settings(f: Field | None, cluster: str, nodes: list[Node],
     if spark["manager"] == "standalone" and worker and not first_with("spark-master"):
         worker[1].fail(f"{worker[0].name} is a spark-worker but no node is a spark-master "
                        "(spark.manager is standalone)")
-    if settings["mesos"]["cluster_name"] is None:
-        settings["mesos"]["cluster_name"] = cluster
 
     members = [(n, w) for n, w in zip(nodes, where) if n.has_role("zookeeper")]
     if members and len(members) % 2 == 0:
@@ -116,28 +107,23 @@ def role_settings(f: Field | None, cluster: str, nodes: list[Node],
     return settings
 
 
-def role_value(key: str, f: Field) -> Any:
-    if key == "version":
-        return f.check(values.version, f.text())
-    if key.endswith("_port"):
-        return f.check(values.port, f.value)
-    if key == "roles":
-        f.mapping(f.value.keys() if isinstance(f.value, dict) else ())
+def _setting_value(f: Field, default: Any) -> Any:
+    """A setting as the renderer takes it. A string setting written as a number keeps
+    its text ("version: 3.10" is "3.10", not 3.1); mappings and lists become plain."""
+    if isinstance(default, str) and isinstance(f.value, (int, float)) \
+            and not isinstance(f.value, bool):
+        return f.text()
+    if isinstance(f.value, (dict, list)):
         return f.loc.plain()
-    if key == "manager":
-        return f.choice(SPARK_MANAGERS)
-    if key == "mode":
-        return f.choice(SPARK_MODES)
-    if key == "containerizers":
-        text = f.string()
-        for part in text.split(","):
-            if part.strip() not in MESOS_CONTAINERIZERS:
-                f.fail(f"{part.strip()!r} is not a Mesos containerizer "
-                       f"({', '.join(MESOS_CONTAINERIZERS)})")
-        return ",".join(p.strip() for p in text.split(","))
-    if key == "cluster_name":
-        return f.check(values.cluster_name, f.string())
-    return ident(f)   # source
+    return f.value
+
+
+def _located_fail(section: str, fields: dict[str, Field], fallback: Field):
+    """The settings table's fail(key, reason) as a FILE:LINE error at the key's line."""
+    def fail(key: str, reason: str) -> NoReturn:
+        where = fields.get(key.split(".", 1)[0], fallback)
+        raise where.src.error(reason, line=where.line, path=f"roles.{section}.{key}")
+    return fail
 
 
 def network_warnings(network: Network, nodes: list[Node], where: list[Where]) -> None:

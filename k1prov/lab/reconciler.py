@@ -35,8 +35,6 @@ exits. Logs go to stderr, which the lab sends to ROOT/logs/reconciler.log.
 from __future__ import annotations
 
 import argparse
-import base64
-import gzip
 import hashlib
 import json
 import logging
@@ -66,7 +64,7 @@ DOWNLOAD_TIMEOUT = 1800.0
 # Booting or stopping one host.
 HOST_TIMEOUT = 60.0
 # A node whose last action failed is tried again after this long.
-RETRY_BACKOFF = 5.0
+RETRY_BACKOFF = 2.0
 IRONIC_API_VERSION = "1.78"
 CHUNK = 1024 * 1024
 # States from which Ironic accepts a power request and in which an undeployed node rests.
@@ -143,10 +141,6 @@ def decide(view: NodeView, rec: NodeRecord) -> list[str]:
 
 
 # ---------------------------------------------------------------- Ironic and Glance over HTTP
-
-
-class LabError(Exception):
-    """Local stand-in, replaced by k1prov's at import time (see _k1prov_errors)."""
 
 
 def _http_json(method: str, url: str, *, body: dict | None = None, headers: dict | None = None,
@@ -454,7 +448,10 @@ def main(argv: list[str] | None = None) -> int:
             log.error("stopping hosts: %s", exc)
         rec._save()
         beat.unlink(missing_ok=True)
-        if not booter.list():
+        # Every host of ours is stopped (their disks stay). Another lab on this machine may
+        # share the bridge: remove it only when no host of anyone is attached any more.
+        ports = Path(f"/sys/class/net/{network.bridge}/brif")
+        if network.exists() and not (ports.is_dir() and any(ports.iterdir())):
             network.remove()
         log.info("reconciler: stopped")
     return 0

@@ -135,7 +135,7 @@ def _spark_context(inv: Inventory, node: Node, role: str) -> dict[str, Any]:
                   "args": args}
     defaults: list[tuple[str, str]] = [("spark.master", master_url)]
     if spark["manager"] == "mesos":
-        defaults.append(("spark.mesos.coarse", "true" if spark["mesos_mode"] == "coarse" else "false"))
+        defaults.append(("spark.mesos.coarse", "true" if spark["mode"] == "coarse" else "false"))
         if spark["executor_uri"]:
             defaults.append(("spark.executor.uri", spark["executor_uri"]))
     extra = {str(k): shq(v) if isinstance(v, bool) else str(v) for k, v in spark["defaults"].items()}

@@ -1,15 +1,19 @@
-"""Role settings: the inventory's `roles:` mappings merged over k1prov's defaults.
+"""Role settings: the one table of what `roles:` may hold, its defaults and its checks.
 
-The inventory loader validates the shape of the file; this module owns what each
-role setting means, its default, and the checks that the renderer relies on
-(no newlines in values that end up in config files, known package sources).
+Both readers use this module: the inventory loader (k1prov.inventory.cluster) checks a
+file at load time and places each problem at its line, and the renderer resolves the
+same settings again from `Inventory.roles` (so an Inventory built in Python gets the
+same checks). A problem is reported through a `fail(key, reason)` callback: the loader's
+adds FILE:LINE, the renderer's names the file and the field `roles.<section>.<key>`.
 """
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn
 
 from k1prov.errors import InventoryError
+from k1prov.inventory import values
 from k1prov.inventory.model import Inventory
 
 # AVENTER UG keeps building Apache Mesos (the Apache project is in the Attic and the
@@ -31,7 +35,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
 
 ZOOKEEPER_DEFAULTS: dict[str, Any] = {
     "source": "distro",              # distro | tarball | mirror | preinstalled
-    "version": "3.8.4",
+    "version": "3.8.4",              # tarball/mirror release; distro and preinstalled take what is there
     "url": "",                       # tarball URL; default: the Apache archive
     "sha512": "",                    # required for tarball and mirror
     "mirror": "",                    # base URL laid out like the Apache archive
@@ -53,12 +57,13 @@ ZOOKEEPER_DEFAULTS: dict[str, Any] = {
 
 MESOS_DEFAULTS: dict[str, Any] = {
     "source": "aventer",             # aventer | mirror | distro | preinstalled
+    "version": "",                   # when set, the installed binary must report this version
     "package": "",                   # default: aventer-mesos (deb) / mesos (rpm)
     "repo_url": "",                  # mirror: the repository base URL (required)
     "repo_key_url": "",              # default: AVENTER's key for aventer, none for mirror
     "mirror": "",                    # alias of repo_url for source=mirror
     "zk_path": "/mesos",
-    "cluster": "",                   # default: the inventory's cluster name
+    "cluster_name": "",              # --cluster; default: the inventory's cluster name
     "master_work_dir": "/var/lib/mesos/master",
     "agent_work_dir": "/var/lib/mesos/agent",
     "log_dir": "/var/log/mesos",
@@ -68,7 +73,7 @@ MESOS_DEFAULTS: dict[str, Any] = {
     "agent_binary": "mesos-agent",
     "roles": [],
     "weights": {},
-    "containerizers": "mesos",
+    "containerizers": "mesos",       # mesos, docker or mesos,docker
     "isolation": "",
     "resources": "",                 # overrides the per-node resources derived from properties
     "reserved_memory_mb": 1024,      # kept for the OS when mem is derived from memory_mb
@@ -91,7 +96,7 @@ SPARK_DEFAULTS: dict[str, Any] = {
     "work_dir": "/var/lib/spark/work",
     "user": "spark",
     "manager": "",                   # standalone | mesos; default: mesos when there are mesos masters
-    "mesos_mode": "coarse",          # coarse | fine
+    "mode": "coarse",                # on Mesos: coarse | fine
     "executor_uri": "",
     "mesos_native_library": "/usr/lib/libmesos.so",
     "java_home": "",
@@ -105,138 +110,200 @@ SPARK_DEFAULTS: dict[str, Any] = {
     "defaults": {},                  # extra spark-defaults.conf entries
 }
 
+# The sections of `roles:` that hold settings, with their defaults.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "common": COMMON_DEFAULTS,
+    "zookeeper": ZOOKEEPER_DEFAULTS,
+    "mesos": MESOS_DEFAULTS,
+    "spark": SPARK_DEFAULTS,
+}
+# Every key `roles:` may hold: the sections, and the template override directory.
+TEMPLATES_DIR = "templates_dir"
+ROLE_KEYS: tuple[str, ...] = (TEMPLATES_DIR, *DEFAULTS)
+
 SOURCES = {
     "zookeeper": ("distro", "tarball", "mirror", "preinstalled"),
     "mesos": ("aventer", "mirror", "distro", "preinstalled"),
     "spark": ("tarball", "mirror", "preinstalled"),
 }
+SPARK_MANAGERS = ("standalone", "mesos")
+SPARK_MODES = ("coarse", "fine")
+MESOS_CONTAINERIZERS = ("mesos", "docker")
+
+# Integer settings with a lower bound other than "a port" (ports: 1-65535).
+_MINIMUM = {"tick_time": 1, "init_limit": 1, "sync_limit": 1, "heap_mb": 0,
+            "reserved_memory_mb": 0, "worker_cores": 0}
 
 _USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _FLAG_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _SPARK_KEY_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _HEX_RE = re.compile(r"^[0-9a-fA-F]{128}$")
 
+# fail(key, reason): key is the path under the section ("sha512", "agent_flags.x").
+Fail = Callable[[str, str], NoReturn]
 
-def _err(component: str, key: str, reason: str, inv: Inventory) -> InventoryError:
-    return InventoryError(reason, file=str(inv.path), field=f"roles.{component}.{key}")
+
+def _kind(value: Any) -> str:
+    return {bool: "true/false", int: "a whole number", str: "a string", list: "a list",
+            dict: "a mapping"}.get(type(value), type(value).__name__)
 
 
-def _check_text(value: Any, component: str, key: str, inv: Inventory) -> None:
+def _check_text(value: Any, key: str, fail: Fail) -> None:
     """Values land in config files read line by line: a newline would add a line."""
     if isinstance(value, str) and ("\n" in value or "\r" in value or "\0" in value):
-        raise _err(component, key, "must not contain newlines or NUL", inv)
+        fail(key, "must not contain newlines or NUL")
     if isinstance(value, dict):
         for k, v in value.items():
-            _check_text(str(k), component, key, inv)
-            _check_text(v, component, f"{key}.{k}", inv)
+            _check_text(str(k), key, fail)
+            _check_text(v, f"{key}.{k}", fail)
     if isinstance(value, list):
         for v in value:
-            _check_text(v, component, key, inv)
+            _check_text(v, key, fail)
 
 
-def _merge(inv: Inventory, component: str, defaults: dict[str, Any]) -> dict[str, Any]:
-    given = inv.roles.get(component) or {}
-    if not isinstance(given, dict):
-        raise InventoryError("must be a mapping", file=str(inv.path), field=f"roles.{component}")
-    merged = dict(defaults)
-    for key, value in given.items():
-        if key not in defaults:
-            known = ", ".join(sorted(defaults))
-            raise _err(component, key, f"unknown setting (known: {known})", inv)
-        want = type(defaults[key])
-        # bool is an int subclass: keep true/false out of port numbers and back.
-        if want is int and (isinstance(value, bool) or not isinstance(value, int)):
-            raise _err(component, key, f"must be an integer, not {value!r}", inv)
-        if want is not int and not isinstance(value, want):
-            raise _err(component, key, f"must be a {want.__name__}", inv)
-        _check_text(value, component, key, inv)
-        merged[key] = value
-    return merged
+def check_value(section: str, key: str, value: Any, fail: Fail) -> Any:
+    """One setting on its own: known key, right type, allowed value. Returns it."""
+    defaults = DEFAULTS[section]
+    if key not in defaults:
+        fail(key, f"unknown setting (known: {', '.join(sorted(defaults))})")
+    want = type(defaults[key])
+    # bool is an int subclass: keep true/false out of port numbers and back.
+    if want is int and (isinstance(value, bool) or not isinstance(value, int)):
+        fail(key, f"must be a whole number, got {_kind(value)}")
+    if want is not int and not isinstance(value, want):
+        fail(key, f"must be {_kind(defaults[key])}, got {_kind(value)}")
+    _check_text(value, key, fail)
+    if key.endswith("_port") and not 1 <= value <= 65535:
+        fail(key, f"{value} is not a port (1-65535)")
+    if key in _MINIMUM and value < _MINIMUM[key]:
+        fail(key, f"{value} is below {_MINIMUM[key]}")
+    if key == "version" and value:
+        try:
+            values.version(value)
+        except ValueError as exc:
+            fail(key, str(exc))
+    if key == "source" and value not in SOURCES[section]:
+        fail(key, f"unknown source {value!r} (one of: {', '.join(SOURCES[section])})")
+    if key == "user" and not _USER_RE.match(value):
+        # Goes into a systemd unit's User= line and runuser -u: keep it a plain name.
+        fail(key, f"not a valid user name: {value!r}")
+    if key == "sha512" and value and not _HEX_RE.match(value):
+        fail(key, "must be the release's sha512 (128 hex digits)")
+    if section == "spark" and key == "manager" and value and value not in SPARK_MANAGERS:
+        fail(key, "must be standalone or mesos")
+    if section == "spark" and key == "mode" and value not in SPARK_MODES:
+        fail(key, "must be coarse or fine")
+    if section == "spark" and key == "defaults":
+        for name in value:
+            if not _SPARK_KEY_RE.match(str(name)):
+                fail(f"defaults.{name}", "not a Spark property name")
+    if section == "mesos":
+        _check_mesos_value(key, value, fail)
+    return value
 
 
-def _check_source(cfg: dict[str, Any], component: str, inv: Inventory) -> None:
-    if cfg["source"] not in SOURCES[component]:
-        allowed = ", ".join(SOURCES[component])
-        raise _err(component, "source", f"unknown source {cfg['source']!r} (one of: {allowed})", inv)
+def _check_mesos_value(key: str, value: Any, fail: Fail) -> None:
+    if key in ("master_flags", "agent_flags"):
+        for flag in value:
+            if not _FLAG_RE.match(str(flag)):
+                fail(f"{key}.{flag}", "not a Mesos flag name")
+    if key == "roles":
+        for role in value:
+            if not isinstance(role, str) or not role or "," in role:
+                fail(key, f"not a role name: {role!r}")
+    if key == "weights":
+        for role, weight in value.items():
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
+                fail(f"weights.{role}", "must be a positive number")
+    if key == "containerizers":
+        for part in value.split(","):
+            if part.strip() not in MESOS_CONTAINERIZERS:
+                fail(key, f"{part.strip()!r} is not a Mesos containerizer "
+                          f"({', '.join(MESOS_CONTAINERIZERS)})")
 
 
-def _check_user(cfg: dict[str, Any], component: str, inv: Inventory) -> None:
-    # Goes into a systemd unit's User= line and runuser -u: keep it a plain name.
-    if not _USER_RE.match(cfg["user"]):
-        raise _err(component, "user", f"not a valid user name: {cfg['user']!r}", inv)
-
-
-def _tarball(cfg: dict[str, Any], component: str, inv: Inventory, archive_path: str) -> str:
+def _tarball(cfg: dict[str, Any], archive_path: str, fail: Fail, install: bool) -> str:
     """URL of the release tarball for tarball/mirror sources ('' otherwise)."""
-    if cfg["source"] not in ("tarball", "mirror"):
+    if cfg["source"] not in ("tarball", "mirror") or not install:
         return ""
-    if not _HEX_RE.match(cfg["sha512"]):
-        raise _err(component, "sha512", f"source {cfg['source']} needs the release's sha512 (128 hex digits)", inv)
+    if not cfg["sha512"]:
+        fail("sha512", f"source {cfg['source']} needs the release's sha512 (128 hex digits)")
     if cfg["source"] == "mirror":
         if not cfg["mirror"]:
-            raise _err(component, "mirror", "source mirror needs the mirror's base URL", inv)
+            fail("mirror", "source mirror needs the mirror's base URL")
         return cfg["mirror"].rstrip("/") + "/" + archive_path
     return cfg["url"] or f"{APACHE_ARCHIVE}/{archive_path}"
 
 
+def resolve(section: str, given: Mapping[str, Any], *, cluster: str, mesos_masters: bool,
+            fail: Fail, install: bool = True) -> dict[str, Any]:
+    """The section's settings: defaults, the given values over them (each checked),
+    then what follows from the rest (URLs, default paths, the Spark manager) and the
+    checks between settings. Resolving a result again gives the same result.
+
+    `install` False (the inventory loader): each given value is still checked, but not
+    what only installing needs (the default tarball source wants a sha512, a mirror
+    its URL): an inventory is valid for enroll and deploy without them."""
+    cfg = dict(DEFAULTS[section])
+    for key, value in given.items():
+        cfg[key] = check_value(section, str(key), value, fail)
+    if section == "zookeeper":
+        version = cfg["version"]
+        cfg["tarball_url"] = _tarball(
+            cfg, f"zookeeper/zookeeper-{version}/apache-zookeeper-{version}-bin.tar.gz", fail, install)
+        if not cfg["server_script"]:
+            cfg["server_script"] = ("/usr/share/zookeeper/bin/zkServer.sh" if cfg["source"] == "distro"
+                                    else cfg["install_dir"].rstrip("/") + "/bin/zkServer.sh")
+    elif section == "mesos":
+        cfg["cluster_name"] = cfg["cluster_name"] or cluster
+        if cfg["source"] == "mirror":
+            cfg["repo_url"] = cfg["repo_url"] or cfg["mirror"]
+            if not cfg["repo_url"] and install:
+                fail("repo_url", "source mirror needs the mirror repository's URL")
+        elif cfg["source"] == "aventer" and not cfg["repo_key_url"]:
+            # A site that trusts AVENTER's repository otherwise uses source mirror with its URL.
+            cfg["repo_key_url"] = AVENTER_KEY
+    elif section == "spark":
+        version = cfg["version"]
+        cfg["tarball_url"] = _tarball(
+            cfg, f"spark/spark-{version}/spark-{version}-{cfg['package']}.tgz", fail, install)
+        cfg["conf_dir"] = cfg["conf_dir"] or cfg["spark_home"].rstrip("/") + "/conf"
+        cfg["manager"] = cfg["manager"] or ("mesos" if mesos_masters else "standalone")
+    return cfg
+
+
+def stored(section: str, resolved: Mapping[str, Any]) -> dict[str, Any]:
+    """What the loader keeps in Inventory.roles: the settings only (no derived URLs)."""
+    return {key: resolved[key] for key in DEFAULTS[section]}
+
+
+# ---- the renderer's view: resolved from an Inventory ---------------------------------
+
+def _inventory_fail(inv: Inventory, section: str) -> Fail:
+    def fail(key: str, reason: str) -> NoReturn:
+        raise InventoryError(reason, file=str(inv.path), field=f"roles.{section}.{key}")
+    return fail
+
+
+def settings_of(inv: Inventory, section: str) -> dict[str, Any]:
+    given = inv.roles.get(section) or {}
+    if not isinstance(given, Mapping):
+        raise InventoryError("must be a mapping", file=str(inv.path), field=f"roles.{section}")
+    return resolve(section, given, cluster=inv.cluster, mesos_masters=bool(inv.with_role("mesos-master")),
+                   fail=_inventory_fail(inv, section))
+
+
 def common_settings(inv: Inventory) -> dict[str, Any]:
-    return _merge(inv, "common", COMMON_DEFAULTS)
+    return settings_of(inv, "common")
 
 
 def zookeeper_settings(inv: Inventory) -> dict[str, Any]:
-    cfg = _merge(inv, "zookeeper", ZOOKEEPER_DEFAULTS)
-    _check_source(cfg, "zookeeper", inv)
-    _check_user(cfg, "zookeeper", inv)
-    version = cfg["version"]
-    cfg["tarball_url"] = _tarball(
-        cfg, "zookeeper", inv, f"zookeeper/zookeeper-{version}/apache-zookeeper-{version}-bin.tar.gz")
-    if not cfg["server_script"]:
-        if cfg["source"] == "distro":
-            cfg["server_script"] = "/usr/share/zookeeper/bin/zkServer.sh"
-        else:
-            cfg["server_script"] = cfg["install_dir"].rstrip("/") + "/bin/zkServer.sh"
-    return cfg
+    return settings_of(inv, "zookeeper")
 
 
 def mesos_settings(inv: Inventory) -> dict[str, Any]:
-    cfg = _merge(inv, "mesos", MESOS_DEFAULTS)
-    _check_source(cfg, "mesos", inv)
-    cfg["cluster"] = cfg["cluster"] or inv.cluster
-    if cfg["source"] == "mirror":
-        cfg["repo_url"] = cfg["repo_url"] or cfg["mirror"]
-        if not cfg["repo_url"]:
-            raise _err("mesos", "repo_url", "source mirror needs the mirror repository's URL", inv)
-    elif cfg["source"] == "aventer" and "repo_key_url" not in (inv.roles.get("mesos") or {}):
-        # An explicit empty repo_key_url means the site trusts the repository otherwise.
-        cfg["repo_key_url"] = AVENTER_KEY
-    for key in ("master_flags", "agent_flags"):
-        for flag in cfg[key]:
-            if not _FLAG_RE.match(str(flag)):
-                raise _err("mesos", f"{key}.{flag}", "not a Mesos flag name", inv)
-    for role in cfg["roles"]:
-        if not isinstance(role, str) or not role or "," in role:
-            raise _err("mesos", "roles", f"not a role name: {role!r}", inv)
-    for role, weight in cfg["weights"].items():
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
-            raise _err("mesos", f"weights.{role}", "must be a positive number", inv)
-    return cfg
+    return settings_of(inv, "mesos")
 
 
 def spark_settings(inv: Inventory) -> dict[str, Any]:
-    cfg = _merge(inv, "spark", SPARK_DEFAULTS)
-    _check_source(cfg, "spark", inv)
-    _check_user(cfg, "spark", inv)
-    version = cfg["version"]
-    cfg["tarball_url"] = _tarball(
-        cfg, "spark", inv, f"spark/spark-{version}/spark-{version}-{cfg['package']}.tgz")
-    cfg["conf_dir"] = cfg["conf_dir"] or cfg["spark_home"].rstrip("/") + "/conf"
-    if not cfg["manager"]:
-        cfg["manager"] = "mesos" if inv.with_role("mesos-master") else "standalone"
-    if cfg["manager"] not in ("standalone", "mesos"):
-        raise _err("spark", "manager", "must be standalone or mesos", inv)
-    if cfg["mesos_mode"] not in ("coarse", "fine"):
-        raise _err("spark", "mesos_mode", "must be coarse or fine", inv)
-    for key in cfg["defaults"]:
-        if not _SPARK_KEY_RE.match(str(key)):
-            raise _err("spark", f"defaults.{key}", "not a Spark property name", inv)
-    return cfg
+    return settings_of(inv, "spark")

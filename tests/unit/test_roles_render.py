@@ -148,7 +148,7 @@ def test_standalone_spark_masters_and_workers():
 
 @pytest.mark.parametrize("mode,coarse", [("coarse", "true"), ("fine", "false")])
 def test_spark_on_mesos_defaults(mode, coarse):
-    inv = cluster(roles={"spark": {"source": "preinstalled", "mesos_mode": mode,
+    inv = cluster(roles={"spark": {"source": "preinstalled", "mode": mode,
                                    "executor_uri": "http://repo/spark.tgz", "defaults": {"spark.cores.max": 8}}})
     client = render_host(inv, inv.node("a1"))[1]
     defaults = next(f for f in client.files if f.path.endswith("spark-defaults.conf")).text.splitlines()

@@ -43,7 +43,7 @@ VARIANTS = {
                            "weights": {"a": 2}, "isolation": "posix/cpu,posix/mem",
                            "master_flags": {"max_agent_ping_timeouts": 10}},
                  "spark": {"source": "mirror", "mirror": "http://mirror/apache", "sha512": SHA,
-                           "mesos_mode": "fine", "executor_uri": "http://mirror/spark.tgz"}}, True),
+                           "mode": "fine", "executor_uri": "http://mirror/spark.tgz"}}, True),
     "preinstalled": ({"zookeeper": {"source": "preinstalled", "server_script": "/srv/zk/bin/zkServer.sh"},
                       "mesos": {"source": "preinstalled"}, "common": {"java_install": False, "clock_check": False},
                       "spark": {"source": "preinstalled", "spark_home": "/usr/lib/python3/dist-packages/pyspark"}},
@@ -175,11 +175,11 @@ def hostile_inventory(tmp_path: Path) -> tuple[Inventory, dict[str, str], Path]:
     }
     roles = {
         "zookeeper": {"data_dir": values["data_dir"], "server_script": str(tmp_path / "bin" / "fake-server")},
-        "mesos": {"cluster": values["cluster"], "master_flags": {"evil": values["flag"]},
+        "mesos": {"cluster_name": values["cluster"], "master_flags": {"evil": values["flag"]},
                   "attributes": {"rack": values["attr"]},
                   "master_binary": str(tmp_path / "bin" / "fake-server"),
                   "agent_binary": str(tmp_path / "bin" / "fake-server")},
-        "spark": {"source": "preinstalled", "spark_home": values["spark_home"], "mesos_mode": "coarse",
+        "spark": {"source": "preinstalled", "spark_home": values["spark_home"], "mode": "coarse",
                   "executor_uri": values["executor_uri"], "worker_memory": values["worker_memory"],
                   "defaults": {"spark.evil": evil}},
     }

@@ -1,0 +1,40 @@
+"""`k1prov render -o DIR` and `k1prov configure [--roles R] [--limit N]`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from k1prov.cli.common import InventoryOpt, JsonOpt, LimitOpt, finish, handles_errors, load, split_limit
+from k1prov.cli.runtime import ConcurrencyOpt, make_provisioner
+from k1prov.report import err, print_json
+
+RolesOpt = typer.Option(None, "--roles", "-r",
+                        help="Only these roles (comma-separated or repeated), e.g. spark-worker.")
+
+
+@handles_errors
+def render(inventory: Path = InventoryOpt,
+           output: Path = typer.Option(..., "--output", "-o", file_okay=False,
+                                       help="Directory for <host>/<phase>-<role>.sh, files/ and plan.json."),
+           as_json: bool = JsonOpt):
+    """Write every host's role scripts and config files (nothing is sent to a host)."""
+    with make_provisioner(load(inventory), quiet=True) as prov:
+        plan = prov.render(output)
+    if as_json:
+        print_json(plan)
+        return
+    scripts = sum(len(h) for h in plan["hosts"].values())
+    err.print(f"{scripts} script(s) for {len(plan['hosts'])} host(s) in {output} (plan: {output / 'plan.json'})",
+              highlight=False)
+
+
+@handles_errors
+def configure(inventory: Path = InventoryOpt, roles: Optional[list[str]] = RolesOpt,
+              limit: Optional[list[str]] = LimitOpt, concurrency: Optional[int] = ConcurrencyOpt,
+              as_json: bool = JsonOpt):
+    """Install and start ZooKeeper, Mesos and Spark on the hosts, phase by phase."""
+    with make_provisioner(load(inventory), concurrency=concurrency, quiet=as_json) as prov:
+        report = prov.configure(roles=roles, limit=split_limit(limit))
+    finish(report, as_json=as_json)

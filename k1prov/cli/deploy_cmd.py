@@ -1,0 +1,42 @@
+"""`k1prov deploy | undeploy | reimage`: commands registered on the top-level app."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from k1prov.cli.common import InventoryOpt, JsonOpt, LimitOpt, finish, handles_errors, load, split_limit
+from k1prov.cli.runtime import ConcurrencyOpt, make_provisioner
+
+
+@handles_errors
+def deploy(inventory: Path = InventoryOpt, limit: Optional[list[str]] = LimitOpt,
+           concurrency: Optional[int] = ConcurrencyOpt, as_json: bool = JsonOpt):
+    """Deploy the user image on nodes not yet active, then wait until SSH answers."""
+    with make_provisioner(load(inventory), concurrency=concurrency, quiet=as_json) as prov:
+        report = prov.deploy(limit=split_limit(limit))
+    finish(report, as_json=as_json)
+
+
+@handles_errors
+def undeploy(inventory: Path = InventoryOpt, limit: Optional[list[str]] = LimitOpt,
+             concurrency: Optional[int] = ConcurrencyOpt, as_json: bool = JsonOpt):
+    """Tear the instances down: nodes go back to available."""
+    with make_provisioner(load(inventory), concurrency=concurrency, quiet=as_json) as prov:
+        report = prov.undeploy(limit=split_limit(limit))
+    finish(report, as_json=as_json)
+
+
+@handles_errors
+def reimage(nodes: list[str] = typer.Argument(..., help="Nodes to rebuild."),
+            inventory: Path = InventoryOpt,
+            image: Optional[str] = typer.Option(None, "--image", help="Glance image name (default: "
+                                                "the inventory's user image)."),
+            new_host_keys: bool = typer.Option(False, "--new-host-keys",
+                                               help="Give the nodes new SSH host keys."),
+            as_json: bool = JsonOpt):
+    """Rebuild NODE... with a fresh config drive (host keys kept unless --new-host-keys)."""
+    with make_provisioner(load(inventory), quiet=as_json) as prov:
+        report = prov.reimage(split_limit(nodes) or [], image=image, new_host_keys=new_host_keys)
+    finish(report, as_json=as_json)

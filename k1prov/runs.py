@@ -1,0 +1,118 @@
+"""Run records: every run writes a directory with its per-host logs, JSON report and
+concurrency trace, so an operator can read what happened after the terminal is gone.
+
+Layout: STATE_ROOT/<cluster>/runs/<YYYYmmdd-HHMMSS>-<verb>[-N]/
+    report.json      the verb's report (VerbReport.to_dict())
+    trace.json       concurrency over time per phase: [[t, level, throughput], ...]
+    meta.json        verb, cluster, inventory, argv, start/end, exit code
+    hosts/<host>/    per-host logs (role scripts, command output)
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from k1prov.errors import ConfigError
+
+
+def cluster_dir(state_root: Path, cluster: str) -> Path:
+    return state_root / cluster
+
+
+def runs_dir(state_root: Path, cluster: str) -> Path:
+    return cluster_dir(state_root, cluster) / "runs"
+
+
+def _atomic_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+class RunRecord:
+    """The directory of one run; created when the run starts."""
+
+    def __init__(self, state_root: Path, cluster: str, verb: str, *, inventory: Path | None = None):
+        base = runs_dir(state_root, cluster)
+        base.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for n in range(1000):
+            name = f"{stamp}-{verb}" + (f"-{n}" if n else "")
+            try:
+                (base / name).mkdir()
+                break
+            except FileExistsError:
+                continue
+        self.path = base / name
+        self.id = name
+        self.started = time.time()
+        self.meta: dict[str, Any] = {"id": name, "verb": verb, "cluster": cluster,
+                                     "inventory": str(inventory) if inventory else None,
+                                     "argv": sys.argv[1:], "started": self.started}
+        _atomic_json(self.path / "meta.json", self.meta)
+
+    def host_dir(self, host: str) -> Path:
+        d = self.path / "hosts" / host
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def host_log(self, host: str, name: str) -> Path:
+        return self.host_dir(host) / name
+
+    def finish(self, report: dict[str, Any], *, exit_code: int) -> None:
+        """Write the report and the concurrency trace; the run is complete."""
+        _atomic_json(self.path / "report.json", report)
+        trace = {p["phase"]: p.get("trace", []) for p in report.get("phases", [])}
+        _atomic_json(self.path / "trace.json", trace)
+        self.meta.update(finished=time.time(), exit_code=exit_code)
+        _atomic_json(self.path / "meta.json", self.meta)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    id: str
+    verb: str
+    started: float
+    finished: float | None
+    exit_code: int | None
+    path: Path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "verb": self.verb,
+                "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started)),
+                "duration": round(self.finished - self.started, 1) if self.finished else None,
+                "exit_code": self.exit_code, "path": str(self.path)}
+
+
+def list_runs(state_root: Path, cluster: str) -> list[RunSummary]:
+    """Runs of a cluster, newest first. A run without a finish was interrupted or is running."""
+    base = runs_dir(state_root, cluster)
+    out = []
+    for d in sorted(base.iterdir() if base.is_dir() else [], reverse=True):
+        try:
+            meta = json.loads((d / "meta.json").read_text())
+        except (OSError, ValueError):
+            continue
+        out.append(RunSummary(id=d.name, verb=meta.get("verb", "?"), started=meta.get("started", 0.0),
+                              finished=meta.get("finished"), exit_code=meta.get("exit_code"), path=d))
+    return out
+
+
+def load_run(state_root: Path, cluster: str, run_id: str) -> dict[str, Any]:
+    """meta + report of one run; `latest` means the newest."""
+    runs = list_runs(state_root, cluster)
+    if run_id == "latest" and runs:
+        run_id = runs[0].id
+    for r in runs:
+        if r.id == run_id:
+            data: dict[str, Any] = {"meta": json.loads((r.path / "meta.json").read_text())}
+            report = r.path / "report.json"
+            data["report"] = json.loads(report.read_text()) if report.is_file() else None
+            data["path"] = str(r.path)
+            return data
+    raise ConfigError(f"no run {run_id!r} for cluster {cluster} (see `k1prov runs list`)")

@@ -1,0 +1,271 @@
+"""`configure` against three real lab hosts: ZooKeeper quorum, Spark standalone, a Spark job.
+
+Needs root (namespaces, mounts). The hosts are booted straight from the lab image with
+HostBooter on a bridge and subnet of their own (no Ironic: configure only needs SSH),
+with generated user and host keys; the pinned known_hosts sits where deploy writes it
+(STATE/<cluster>/known_hosts), so configure finds it the way it does after a deploy.
+Measurements are printed (pytest -s). Mesos daemons are not exercised (no Mesos in the
+image): its scripts run up to the documented point where they stop.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from image_fixture import lab_image_path
+
+from k1prov.configure import configure
+from k1prov.fanout import Status
+from k1prov.inventory import load_inventory
+from k1prov.lab.hosts import HostBooter, HostConfig
+from k1prov.lab.netns import LabNetwork
+from k1prov.remote import ssh_target
+from k1prov.roles import render_host
+from k1prov.settings import DEFAULT_TIMEOUTS
+from k1prov.ssh import put_and_run, run_command
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(os.geteuid() != 0, reason="lab hosts need root"),
+]
+
+BRIDGE, CIDR = "k1pcfg0", "10.252.9.1/24"
+CLUSTER = "cfgtest"
+NAMES = ("cfgn1", "cfgn2", "cfgn3")
+SSH_READY_TIMEOUT = 30.0
+TIMEOUTS = dataclasses.replace(DEFAULT_TIMEOUTS, health=90.0, ssh_command=300.0)
+# A new ZooKeeper leader after the old one is killed (seen ≈5 s in the lab).
+FAILOVER_TIMEOUT = 40.0
+SPARK_JOB_TIMEOUT = 240.0
+
+ROLE_SETTINGS = """\
+roles:
+  zookeeper: {source: preinstalled, server_script: /usr/share/zookeeper/bin/zkServer.sh, heap_mb: 256}
+  spark:
+    source: preinstalled
+    spark_home: /opt/spark
+    manager: standalone
+    worker_memory: 1g
+    defaults: {spark.executor.memory: 512m, spark.driver.memory: 512m}
+"""
+
+
+def keygen(path: Path) -> str:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)],
+                   check=True, timeout=30)
+    return path.with_suffix(".pub").read_text().strip()
+
+
+def inventory_text(keys_dir: Path, addresses: dict[str, str], *, mesos: bool = False) -> str:
+    roles = {NAMES[0]: ["zookeeper", "spark-master"], NAMES[1]: ["zookeeper", "spark-worker"],
+             NAMES[2]: ["zookeeper", "spark-worker"]}
+    if mesos:
+        roles[NAMES[0]].append("mesos-master")
+        roles[NAMES[1]].append("mesos-agent")
+    nodes = "".join(
+        f"  - name: {name}\n    bmc: {{port: {6900 + i}}}\n    macs: [\"52:54:00:c9:00:{i + 1:02x}\"]\n"
+        f"    address: {addresses[name]}\n    roles: [{', '.join(roles[name])}]\n"
+        for i, name in enumerate(NAMES))
+    return (f"cluster: {CLUSTER}\ncloud: {{ironic_url: \"http://127.0.0.1:9\"}}\n"
+            f"ssh: {{user: root, private_key: {keys_dir / 'user'}}}\n"
+            "defaults:\n  bmc: {address: 127.0.0.1, username: admin, password: {env: K1PROV_UNUSED}}\n"
+            + ROLE_SETTINGS + ("  mesos: {source: preinstalled}\n" if mesos else "")
+            + "nodes:\n" + nodes)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    image = lab_image_path()
+    tmp = tmp_path_factory.mktemp("configure")
+    keys = tmp / "keys"
+    keys.mkdir()
+    user_public = keygen(keys / "user")
+    net = LabNetwork(bridge=BRIDGE, cidr=CIDR)
+    net.ensure()
+    booter = HostBooter(tmp / "hosts", network=net)
+    state_root = tmp / "state"
+    (state_root / CLUSTER).mkdir(parents=True)
+    addresses = {name: net.host_address(20 + i) for i, name in enumerate(NAMES)}
+    try:
+        pinned = []
+        for name in NAMES:
+            host_public = keygen(keys / f"host-{name}")
+            booter.boot(name, image, HostConfig(
+                hostname=name, address=addresses[name], prefix=net.prefix, gateway=net.gateway,
+                authorized_keys=(user_public,),
+                ssh_host_keys={"ed25519": ((keys / f"host-{name}").read_text(), host_public)}))
+            pinned.append(f"{addresses[name]},{name} {' '.join(host_public.split()[:2])}\n")
+        for name in NAMES:
+            booter.wait_ssh(name, timeout=SSH_READY_TIMEOUT)
+        # Where deploy pins host keys (k1prov.hostkeys.write_known_hosts).
+        (state_root / CLUSTER / "known_hosts").write_text("".join(pinned))
+        path = tmp / "inventory.yaml"
+        path.write_text(inventory_text(keys, addresses))
+        mesos_path = tmp / "inventory-mesos.yaml"
+        mesos_path.write_text(inventory_text(keys, addresses, mesos=True))
+        yield {"inv": load_inventory(path), "mesos_inv": load_inventory(mesos_path),
+               "state_root": state_root, "booter": booter, "addresses": addresses}
+    finally:
+        booter.stop_all()
+        net.remove()
+    assert not Path(f"/sys/class/net/{BRIDGE}").exists()
+
+
+def sh(cluster, name: str, command: str, *, timeout: float = 60.0) -> tuple[int, str, str]:
+    inv = cluster["inv"]
+    known = cluster["state_root"] / CLUSTER / "known_hosts"
+    res = run_command(ssh_target(inv, inv.node(name), known_hosts=known), command,
+                      connect_timeout=10.0, command_timeout=timeout)
+    return res.exit_code, res.stdout, res.stderr
+
+
+def zk_modes(cluster, names=NAMES) -> dict[str, str]:
+    modes = {}
+    for name in names:
+        _, out, _ = sh(cluster, name, "echo srvr | nc -q1 127.0.0.1 2181")
+        found = re.search(r"^Mode:\s*(\w+)", out, re.MULTILINE)
+        modes[name] = found.group(1) if found else "down"
+    return modes
+
+
+def zk_pid(cluster, name: str) -> str:
+    code, out, _ = sh(cluster, name, "cat /var/lib/k1prov/run/zookeeper.pid")
+    assert code == 0
+    return out.split()[0]
+
+
+def rows(report) -> dict[tuple[str, str], object]:
+    return {(o.node, o.changes[0]): o for o in report.outcomes}
+
+
+@pytest.fixture(scope="module")
+def first_run(cluster):
+    started = time.monotonic()
+    report = configure(cluster["inv"], state_root=cluster["state_root"], timeouts=TIMEOUTS)
+    elapsed = time.monotonic() - started
+    print(f"\nconfigure, first run, 3 hosts: {elapsed:.1f} s")
+    return report, elapsed
+
+
+def test_first_configure_forms_quorum_and_registers_workers(cluster, first_run):
+    report, _ = first_run
+    failed = [(o.node, o.changes, o.error) for o in report.outcomes if o.status is not Status.OK]
+    assert not failed, failed
+    got = rows(report)
+    assert set(got) == {(NAMES[0], "zookeeper"), (NAMES[0], "spark-master"), (NAMES[1], "zookeeper"),
+                        (NAMES[1], "spark-worker"), (NAMES[2], "zookeeper"), (NAMES[2], "spark-worker")}
+    assert {o.action for o in report.outcomes} == {"changed"}
+    modes = zk_modes(cluster)
+    assert sorted(modes.values()) == ["follower", "follower", "leader"], modes
+    master = cluster["addresses"][NAMES[0]]
+    code, out, _ = sh(cluster, NAMES[0], f"curl -sf http://{master}:8080/json/")
+    state = json.loads(out) if code == 0 else {}
+    assert state.get("status") == "ALIVE", out
+    alive = [w["host"] for w in state["workers"] if w["state"] == "ALIVE"]
+    assert sorted(alive) == sorted(cluster["addresses"][n] for n in NAMES[1:]), out
+    # One log per host and role, under the run directory.
+    run_dir = next((cluster["state_root"] / CLUSTER / "runs").glob("*-configure"))
+    assert (run_dir / NAMES[0] / "spark-master.log").read_text().strip()
+    assert "K1PROV-RESULT changed=1" in (run_dir / NAMES[1] / "zookeeper.log").read_text()
+
+
+PI = textwrap.dedent("""\
+    import sys
+    from random import random
+    from pyspark.sql import SparkSession
+    spark = SparkSession.builder.appName("k1prov-pi").getOrCreate()
+    n = 20000
+    inside = spark.sparkContext.parallelize(range(n), 2).filter(
+        lambda _: random() ** 2 + random() ** 2 <= 1).count()
+    print("PI-ESTIMATE %.3f" % (4.0 * inside / n))
+    spark.stop()
+    """)
+
+
+def test_a_spark_job_runs_on_the_workers(cluster, first_run):
+    master = cluster["addresses"][NAMES[0]]
+    command = (f"cat > /tmp/pi.py <<'EOF'\n{PI}EOF\n"
+               ". /etc/environment; export PYSPARK_PYTHON=/opt/spark-venv/bin/python;"
+               " export PYSPARK_DRIVER_PYTHON=/opt/spark-venv/bin/python;"
+               f" /opt/spark/bin/spark-submit --master spark://{master}:7077"
+               f" --conf spark.driver.host={master} --conf spark.executor.memory=512m /tmp/pi.py")
+    started = time.monotonic()
+    code, out, err = sh(cluster, NAMES[0], command, timeout=SPARK_JOB_TIMEOUT)
+    print(f"\nspark pi job: {time.monotonic() - started:.1f} s")
+    assert code == 0, err[-3000:]
+    estimate = float(re.search(r"PI-ESTIMATE ([0-9.]+)", out).group(1))
+    assert 2.9 < estimate < 3.4
+    # The executors ran on the workers, not in the driver.
+    assert re.search(r"Executor added: .* on worker-\S+-(" + "|".join(
+        re.escape(cluster["addresses"][n]) for n in NAMES[1:]) + ")", err), err[-3000:]
+
+
+def test_second_configure_skips_every_host_and_restarts_nothing(cluster, first_run):
+    pids = {name: zk_pid(cluster, name) for name in NAMES}
+    started = time.monotonic()
+    report = configure(cluster["inv"], state_root=cluster["state_root"], timeouts=TIMEOUTS)
+    elapsed = time.monotonic() - started
+    print(f"\nconfigure, second run (nothing to do), 3 hosts: {elapsed:.1f} s "
+          f"(first run {first_run[1]:.1f} s)")
+    assert all(o.status is Status.OK for o in report.outcomes), [o.error for o in report.outcomes]
+    assert {o.action for o in report.outcomes} == {"unchanged"}
+    # Only the hash read ran over SSH: no phase pushed a script.
+    assert [name for name, _ in report.phases] == ["recorded hashes"]
+    assert {name: zk_pid(cluster, name) for name in NAMES} == pids
+
+
+def test_mesos_phase_fails_clearly_and_stops_the_phases_after_it(cluster, first_run):
+    inv = cluster["mesos_inv"]
+    report = configure(inv, state_root=cluster["state_root"], timeouts=TIMEOUTS)
+    got = rows(report)
+    # ZooKeeper's scripts did not change (the Mesos roles do not touch zoo.cfg).
+    assert all(got[(n, "zookeeper")].action == "unchanged" for n in NAMES)
+    master = got[(NAMES[0], "mesos-master")]
+    assert master.status is Status.FAILED
+    assert "Mesos is not installed: mesos-master not found on PATH" in master.error
+    # The documented stopping point: the launcher with its flags is written first.
+    code, out, _ = sh(cluster, NAMES[0], "cat /usr/local/lib/k1prov/mesos-master-run")
+    assert code == 0 and "--zk=zk://" in out and f"--cluster={CLUSTER}" in out
+    for key in ((NAMES[1], "mesos-agent"), (NAMES[1], "spark-worker"), (NAMES[0], "spark-master")):
+        assert got[key].status is Status.SKIPPED
+        assert got[key].error == f"Mesos masters failed on {NAMES[0]}"
+    assert report.exit_code() == 3
+
+
+def test_mesos_agent_script_stops_at_the_missing_binary(cluster):
+    inv = cluster["mesos_inv"]
+    agent = next(s for s in render_host(inv, inv.node(NAMES[1])) if s.role == "mesos-agent")
+    known = cluster["state_root"] / CLUSTER / "known_hosts"
+    res = put_and_run(ssh_target(inv, inv.node(NAMES[1]), known_hosts=known), agent.text,
+                      connect_timeout=10.0, command_timeout=60.0)
+    assert res.exit_code == 1
+    assert "Mesos is not installed: mesos-agent not found on PATH" in res.stderr
+    assert "K1PROV-RESULT" not in res.stdout
+    code, out, _ = sh(cluster, NAMES[1], "cat /usr/local/lib/k1prov/mesos-agent-run")
+    assert code == 0 and f"--master=zk://{cluster['addresses'][NAMES[0]]}:2181" in out
+
+
+def test_zookeeper_leader_failover(cluster, first_run):
+    modes = zk_modes(cluster)
+    leader = next(name for name, mode in modes.items() if mode == "leader")
+    pid = zk_pid(cluster, leader)
+    started = time.monotonic()
+    code, _, err = sh(cluster, leader, f"kill -TERM -- -{pid}")
+    assert code == 0, err
+    others = [n for n in NAMES if n != leader]
+    while True:
+        now = zk_modes(cluster, others)
+        if sorted(now.values()) == ["follower", "leader"]:
+            break
+        assert time.monotonic() - started < FAILOVER_TIMEOUT, now
+        time.sleep(0.5)
+    print(f"\nZooKeeper failover: new leader "
+          f"{next(n for n, m in now.items() if m == 'leader')} after {time.monotonic() - started:.1f} s")
+    assert zk_modes(cluster, [leader])[leader] == "down"

@@ -1,0 +1,295 @@
+"""Tests of k1prov.configure (phases over a fake transport) and of the one role-settings
+table shared by the inventory loader and the renderer."""
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import k1prov.configure as cfg
+from k1prov.errors import ConfigError, InventoryError
+from k1prov.fanout import Status
+from k1prov.inventory import parse_inventory
+from k1prov.roles import render_all
+from k1prov.roles import settings as role_table
+from k1prov.ssh import CommandResult
+
+REPO = Path(__file__).resolve().parents[2]
+
+HEAD = """\
+cluster: t1
+cloud: {ironic_url: "http://127.0.0.1:9"}
+defaults:
+  bmc: {address: 127.0.0.1, username: u, password: {env: P}}
+"""
+NODES = """\
+nodes:
+  - {name: n1, bmc: {port: 7001}, macs: ["52:54:00:00:00:01"], address: 10.0.0.1,
+     roles: [zookeeper, spark-master]}
+  - {name: n2, bmc: {port: 7002}, macs: ["52:54:00:00:00:02"], address: 10.0.0.2,
+     roles: [zookeeper, spark-worker]}
+  - {name: n3, bmc: {port: 7003}, macs: ["52:54:00:00:00:03"], address: 10.0.0.3,
+     roles: [zookeeper, spark-worker]}
+"""
+LAB_ROLES = """\
+roles:
+  zookeeper: {source: preinstalled, server_script: /usr/share/zookeeper/bin/zkServer.sh}
+  spark: {source: preinstalled, manager: standalone}
+"""
+
+
+def load(roles: str = LAB_ROLES, nodes: str = NODES):
+    return parse_inventory(HEAD + roles + nodes, path="inv.yaml")
+
+
+def line_of(text: str, marker: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), 1) if marker in line)
+
+
+# ---- one settings table for the loader and the renderer --------------------------------
+
+def _yaml(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"x"' if value == "" else f'"{value}"'
+    if isinstance(value, list):
+        return "[a]"
+    if isinstance(value, dict):
+        return "{}"
+    return str(value)
+
+
+@pytest.mark.parametrize("section", sorted(role_table.DEFAULTS))
+def test_loader_accepts_every_key_the_renderer_uses(section):
+    for key, default in role_table.DEFAULTS[section].items():
+        value = default if default not in ("", [], {}) else None
+        if value is None:
+            continue
+        text = LAB_ROLES.replace("roles:\n", f"roles:\n  {section}: {{{key}: {_yaml(value)}}}\n") \
+            if section not in ("zookeeper", "spark") else \
+            LAB_ROLES.replace(f"  {section}: {{", f"  {section}: {{{key}: {_yaml(value)}, ", 1)
+        if f"{key}:" in LAB_ROLES.split(f"  {section}:")[-1].split("\n")[0] and section in ("zookeeper", "spark"):
+            continue   # already set by LAB_ROLES
+        inv = load(text)
+        assert inv.roles[section][key] == value
+    # ...and the loader keeps exactly the renderer's keys, defaults filled in.
+    assert set(load().roles[section]) == set(role_table.DEFAULTS[section])
+
+
+def test_loader_refuses_a_key_the_renderer_does_not_know_with_file_and_line():
+    text = LAB_ROLES + "  mesos: {cluster: x}\n"
+    with pytest.raises(InventoryError) as info:
+        load(text)
+    err = info.value
+    assert err.field == "roles.mesos.cluster"
+    assert err.line == line_of(HEAD + text + NODES, "cluster: x")
+    assert "did you mean 'cluster_name'" in err.reason
+
+
+@pytest.mark.parametrize("setting,field,reason", [
+    ("spark: {source: preinstalled, manager: yarn}", "roles.spark.manager", "standalone or mesos"),
+    ("spark: {source: preinstalled, user: \"spark\\nUser=root\"}", "roles.spark.user", "newlines"),
+    ("zookeeper: {client_port: 70000}", "roles.zookeeper.client_port", "not a port"),
+    ("zookeeper: {client_port: \"2181\"}", "roles.zookeeper.client_port", "whole number"),
+    ("mesos: {agent_flags: {\"bad flag\": x}}", "roles.mesos.agent_flags.bad flag", "flag name"),
+    ("mesos: {containerizers: \"mesos,rkt\"}", "roles.mesos.containerizers", "'rkt'"),
+    ("spark: {source: preinstalled, sha512: abc}", "roles.spark.sha512", "128 hex"),
+])
+def test_loader_runs_the_renderer_checks_at_the_settings_line(setting, field, reason):
+    roles = "roles:\n  " + setting + "\n"
+    if not setting.startswith("zookeeper"):
+        roles += "  zookeeper: {source: preinstalled}\n"
+    if not setting.startswith("spark"):
+        roles += "  spark: {source: preinstalled}\n"
+    with pytest.raises(InventoryError) as info:
+        load(roles)
+    err = info.value
+    assert err.field == field and reason in err.reason, str(err)
+    assert err.line == line_of(HEAD + roles, setting.split(":")[0] + ":")
+    assert str(err).startswith(f"inv.yaml:{err.line}: {field}: ")
+
+
+def test_loader_accepts_common_templates_dir_and_versions_as_written(tmp_path):
+    roles = LAB_ROLES + "  common: {java_install: false}\n  templates_dir: tpl\n" \
+        + "  mesos: {version: 1.11}\n"
+    inv = load(roles.replace("source: preinstalled, server", "version: 3.10, source: preinstalled, server"))
+    assert inv.roles["common"]["java_install"] is False
+    assert inv.roles["templates_dir"] == "tpl"
+    assert inv.roles["zookeeper"]["version"] == "3.10"     # as written, not 3.1
+    assert inv.roles["mesos"]["version"] == "1.11"
+
+
+def test_loaded_settings_resolve_to_what_the_renderer_resolves():
+    """What the loader stores is stable: the renderer resolving it again changes nothing."""
+    inv = load()
+    for section in role_table.DEFAULTS:
+        again = role_table.settings_of(inv, section)
+        assert role_table.stored(section, again) == inv.roles[section]
+    assert inv.roles["mesos"]["cluster_name"] == "t1"
+    assert inv.roles["spark"]["manager"] == "standalone"
+
+
+def test_install_checks_wait_for_render_not_for_load():
+    # Spark's default source is a tarball: enroll/deploy need no sha512, render does.
+    inv = load(roles="roles:\n  zookeeper: {source: preinstalled}\n")
+    with pytest.raises(InventoryError) as info:
+        render_all(inv)
+    assert info.value.field == "roles.spark.sha512"
+
+
+def test_lab_inventory_loads_and_renders_preinstalled_roles():
+    inv = parse_inventory((REPO / "inventories" / "lab.yaml").read_text(), path=REPO / "inventories/lab.yaml")
+    assert inv.roles["zookeeper"]["source"] == "preinstalled"
+    assert inv.roles["spark"]["spark_home"] == "/opt/spark"
+    assert inv.roles["spark"]["manager"] == "standalone"
+    scripts = render_all(inv)
+    assert [s.role for s in scripts["lab01"]] == ["zookeeper", "spark-master"]
+
+
+# ---- small pieces of configure ---------------------------------------------------------
+
+def test_check_roles():
+    assert cfg.check_roles(None) == cfg.ROLE_ORDER
+    assert cfg.check_roles(["spark-worker,zookeeper", "zookeeper"]) == ("spark-worker", "zookeeper")
+    with pytest.raises(ConfigError, match="unknown role spark"):
+        cfg.check_roles(["spark"])
+
+
+def test_recorded_hashes_command_reads_each_role_and_never_fails(tmp_path):
+    command = cfg.recorded_hashes_command(["zookeeper", "spark-worker"]).replace(
+        cfg.REMOTE_STATE_DIR, str(tmp_path))
+    (tmp_path / "zookeeper.sha256").write_text("ab" * 32 + "\n")
+    out = subprocess.run(["bash", "-c", command], capture_output=True, text=True, check=True).stdout
+    assert cfg.parse_hashes(out) == {"zookeeper": "ab" * 32}
+    assert cfg.parse_hashes("zookeeper $(rm -rf /)\nbogus " + "cd" * 32 + "\n") == {}
+
+
+def test_script_changed_reads_the_last_result_line():
+    assert cfg.script_changed("x\nK1PROV-RESULT changed=0\n") is False
+    assert cfg.script_changed("K1PROV-RESULT changed=0\nK1PROV-RESULT changed=1\n") is True
+    assert cfg.script_changed("no result\n") is None
+
+
+# ---- phases over a fake transport ------------------------------------------------------
+
+class FakeHosts:
+    """Stands in for SSH: records what ran where; a role script 'records' its hash."""
+
+    def __init__(self, *, fail: set[tuple[str, str]] = frozenset(), unhealthy: bool = False):
+        self.hashes: dict[str, dict[str, str]] = {}
+        self.ran: list[tuple[str, str]] = []
+        self.fail = fail
+        self.unhealthy = unhealthy
+        self.leader = "n2"
+
+    def put_and_run(self, target, text, *, sudo, connect_timeout, command_timeout):
+        role = re.search(r"^K1_ROLE=(\S+)$", text, re.MULTILINE).group(1)
+        digest = re.search(r"^K1_SCRIPT_SHA256=(\S+)$", text, re.MULTILINE).group(1)
+        self.ran.append((target.host, role))
+        if (target.host, role) in self.fail:
+            return CommandResult(target.host, 1, "", "k1prov[x]: line 1\nk1prov[x]: error: it broke\n")
+        self.hashes.setdefault(target.host, {})[role] = digest
+        return CommandResult(target.host, 0, "K1PROV-RESULT changed=1\n", "k1prov[x]: wrote things\n")
+
+    def run_command(self, target, command, *, connect_timeout, command_timeout):
+        if "sha256" in command:
+            lines = "".join(f"{r} {h}\n" for r, h in self.hashes.get(target.host, {}).items())
+            return CommandResult(target.host, 0, lines, "")
+        if "srvr" in command:
+            mode = "leader" if target.host == self.leader else "follower"
+            return CommandResult(target.host, 0 if not self.unhealthy else 1,
+                                 f"Zookeeper version: 3.8\nMode: {mode}\n", "")
+        if "/json/" in command:
+            workers = ",".join(f'{{"host": "10.0.0.{i}", "state": "ALIVE"}}' for i in (2, 3))
+            return CommandResult(target.host, 0, f'{{"status": "ALIVE", "workers": [{workers}]}}', "")
+        raise AssertionError(f"unexpected command {command}")
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    hosts = FakeHosts()
+    monkeypatch.setattr(cfg, "put_and_run", hosts.put_and_run)
+    monkeypatch.setattr(cfg, "run_command", hosts.run_command)
+    return hosts
+
+
+def run(tmp_path, **kw):
+    from dataclasses import replace
+
+    from k1prov.settings import DEFAULT_TIMEOUTS
+    return cfg.configure(load(), state_root=tmp_path, timeouts=replace(DEFAULT_TIMEOUTS, health=0.5), **kw)
+
+
+def test_phases_run_in_dependency_order_then_skip_unchanged_hosts(tmp_path, fake):
+    report = run(tmp_path)
+    assert report.exit_code() == 0
+    order = [role for _, role in fake.ran]
+    assert order.index("spark-master") > max(i for i, r in enumerate(order) if r == "zookeeper")
+    assert order.index("spark-worker") > order.index("spark-master")
+    assert {o.action for o in report.outcomes} == {"changed"}
+    assert len(report.outcomes) == 6
+    run_dir = next((tmp_path / "t1" / "runs").glob("*-configure"))
+    assert "wrote things" in (run_dir / "n2" / "zookeeper.log").read_text()
+    assert "leader n2" in (run_dir / "health-zookeeper.txt").read_text()
+
+    fake.ran.clear()
+    again = run(tmp_path)
+    assert fake.ran == []
+    assert {o.action for o in again.outcomes} == {"unchanged"}
+    assert again.exit_code() == 0
+
+
+def test_limit_and_roles_narrow_the_run(tmp_path, fake):
+    report = run(tmp_path, roles=["spark-worker"], limit=["n3"])
+    assert fake.ran == [("n3", "spark-worker")]
+    assert [(o.node, o.changes) for o in report.outcomes] == [("n3", ["spark-worker"])]
+
+
+def test_a_failed_host_stops_the_dependent_phases_and_is_named_with_its_log(tmp_path, monkeypatch):
+    hosts = FakeHosts(fail={("n3", "zookeeper")})
+    monkeypatch.setattr(cfg, "put_and_run", hosts.put_and_run)
+    monkeypatch.setattr(cfg, "run_command", hosts.run_command)
+    report = run(tmp_path)
+    by = {(o.node, o.changes[0]): o for o in report.outcomes}
+    failed = by[("n3", "zookeeper")]
+    assert failed.status is Status.FAILED
+    assert "it broke" in failed.error and "line 1" in failed.error    # the log's last lines
+    assert by[("n1", "zookeeper")].status is Status.OK
+    for key in (("n1", "spark-master"), ("n2", "spark-worker"), ("n3", "spark-worker")):
+        assert by[key].status is Status.SKIPPED
+        assert by[key].error == "ZooKeeper ensemble failed on n3"
+    assert not any(role.startswith("spark") for _, role in hosts.ran)
+    assert report.exit_code() == 3
+
+
+def test_no_quorum_stops_the_run(tmp_path, monkeypatch):
+    hosts = FakeHosts(unhealthy=True)
+    monkeypatch.setattr(cfg, "put_and_run", hosts.put_and_run)
+    monkeypatch.setattr(cfg, "run_command", hosts.run_command)
+    report = run(tmp_path)
+    by = {(o.node, o.changes[0]): o for o in report.outcomes}
+    assert by[("n1", "zookeeper")].status is Status.FAILED
+    assert "ZooKeeper ensemble not healthy" in by[("n1", "zookeeper")].error
+    assert by[("n1", "spark-master")].status is Status.SKIPPED
+    assert [r for _, r in hosts.ran] == ["zookeeper"] * 3
+
+
+# ---- the CLI ---------------------------------------------------------------------------
+
+def test_render_and_configure_commands(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from k1prov.cli import app
+
+    monkeypatch.setenv("K1PROV_STATE_DIR", str(tmp_path / "state"))
+    runner = CliRunner()
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["render", "-i", str(REPO / "inventories" / "lab.yaml"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "lab01" / "1-zookeeper.sh").is_file() and (out / "plan.json").is_file()
+    bad = runner.invoke(app, ["configure", "-i", str(REPO / "inventories" / "lab.yaml"), "--roles", "hdfs"])
+    assert bad.exit_code == 2 and "unknown role hdfs" in bad.output
+    assert not (tmp_path / "state").exists()       # refused before anything was created
