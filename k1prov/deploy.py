@@ -161,11 +161,13 @@ def image_visibility(cloud) -> str | None:
 
     A standalone Ironic (explicit endpoints, no Keystone) has no project to own a
     private image, and its conductor refuses private images it does not own ("Access
-    to IMAGE owned by None denied"). Community images are readable by id but listed
-    for nobody else. With Keystone (a clouds.yaml entry) Glance's default, private to
-    the project, is right.
+    to IMAGE owned by None denied"): only public and community images pass. Public,
+    not community: Glance lists community images only when asked for them, and the
+    find-or-create of glance.list_own_images must see them. Without Keystone there is
+    no other tenant to see them. With Keystone (a clouds.yaml entry) Glance's default,
+    private to the project, is right.
     """
-    return "community" if cloud.cloud is None else None
+    return "public" if cloud.cloud is None else None
 
 
 def _patch_node(prov: "Provisioner", name: str, uuid: str, patch: list[dict[str, Any]]) -> None:

@@ -21,7 +21,6 @@ from k1prov.lab import checks, procs
 from k1prov.lab.clouds import write_cloud_entry
 from k1prov.lab.config import BMCSIM_SCRIPT, REQUIREMENTS_FILE, LabSettings, write_configs
 from k1prov.lab.inventory_yaml import render_inventory
-from k1prov.lab.reconciler import HEARTBEAT_MAX_AGE, RECONCILER_MODULE, heartbeat_age
 from k1prov.lab.venv import ensure_venv
 from k1prov.settings import DEFAULT_TIMEOUTS, Timeouts
 
@@ -29,6 +28,8 @@ from k1prov.settings import DEFAULT_TIMEOUTS, Timeouts
 # The reconciler boots lab hosts for deployed nodes: it starts last and stops first, and
 # stops every host when it stops.
 SERVICES = ("bmcsim", "http", "glance", "ironic", "reconciler")
+# Run as `python -m`; imported lazily so that the package does not load it before runpy.
+RECONCILER_MODULE = "k1prov.lab.reconciler"
 # One answer check in `status` (a healthy service answers in milliseconds).
 CHECK_TIMEOUT = 3.0
 # Pause between two answer checks while a service starts.
@@ -219,7 +220,7 @@ class Lab:
                     "--ironic-url", s.ironic_url, "--glance-url", s.glance_url,
                     "--bmc-state-dir", str(s.bmc_state_dir), "--bmc-base-port", str(s.bmc_base_port),
                     "--count", str(s.nodes)]
-            watched = [Path(sys.modules[RECONCILER_MODULE].__file__)]
+            watched = [Path(__file__).with_name("reconciler.py")]
         else:
             # -I also keeps k1prov/lab (the script's directory) off sys.path, where its
             # modules would shadow the standard library's.
@@ -258,6 +259,8 @@ class Lab:
         if name == "http":
             return checks.http_ok(s.http_url + "/", timeout=timeout)
         if name == "reconciler":
+            from k1prov.lab.reconciler import HEARTBEAT_MAX_AGE, heartbeat_age
+
             age = heartbeat_age(s.root)
             return age is not None and age < HEARTBEAT_MAX_AGE
         return checks.ipmi_power_status(s.bmc_base_port, username=s.bmc_username,

@@ -431,12 +431,16 @@ def main(argv: list[str] | None = None) -> int:
     log.info("reconciler: watching %s, BMCs %d-%d, bridge %s", args.ironic_url, args.bmc_base_port,
              args.bmc_base_port + args.count - 1, args.bridge)
     pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="host")
+    failing: str | None = None
     try:
         while not stopping.is_set():
             try:
                 rec.pass_once(pool)
+                failing = None
             except Exception as exc:  # noqa: BLE001 - Ironic restarting, a bad answer: next pass
-                log.warning("pass failed: %s", exc)
+                if str(exc) != failing:       # once per kind of failure, not twice a second
+                    log.warning("pass failed: %s", exc)
+                failing = str(exc)
             beat.touch()
             stopping.wait(POLL_INTERVAL)
     finally:

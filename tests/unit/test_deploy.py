@@ -1,0 +1,131 @@
+"""k1prov.deploy's pure parts and the lab reconciler's decision table (no network)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from k1prov.configdrive import StaticNetwork, build_config_drive
+from k1prov.deploy import BOOT_AGE_COMMAND, boot_age, image_visibility, write_pinned_known_hosts
+from k1prov.hostkeys import ensure_host_key
+from k1prov.inventory.model import Bmc, Cloud, Inventory, Node, SecretRef
+from k1prov.lab.reconciler import (BOOT, POWER_OFF, POWER_ON, STOP, WIPE, NodeRecord, NodeView, decide,
+                                   host_config_of)
+from k1prov.provisioner import Provisioner
+
+
+def view(state="active", gen="g1", bmc_on=False, running=False, disk=None) -> NodeView:
+    return NodeView(name="n1", uuid="u1", provision_state=state, generation=gen, bmc_on=bmc_on,
+                    host_running=running, host_has_disk=running if disk is None else disk)
+
+
+# ---- the reconciler's decisions
+
+
+def test_new_active_node_is_powered_on_first_and_booted_when_the_bmc_says_on():
+    rec = NodeRecord()
+    assert decide(view(bmc_on=False), rec) == [POWER_ON]
+    rec.powered_for = "g1"
+    assert decide(view(bmc_on=False), rec) == []          # waiting for the BMC
+    assert decide(view(bmc_on=True), rec) == [BOOT]
+
+
+def test_running_host_of_the_current_deploy_is_left_alone():
+    rec = NodeRecord(powered_for="g1", booted_for="g1")
+    assert decide(view(bmc_on=True, running=True), rec) == []
+
+
+def test_power_off_stops_the_host_and_keeps_its_disk():
+    rec = NodeRecord(powered_for="g1", booted_for="g1")
+    assert decide(view(bmc_on=False, running=True), rec) == [STOP]
+    # Operator powers it on again: same deploy, boot from the kept disk (no wipe).
+    assert decide(view(bmc_on=True, running=False, disk=True), rec) == [BOOT]
+
+
+def test_rebuild_seen_only_as_a_new_generation_wipes_and_boots_again():
+    rec = NodeRecord(powered_for="g1", booted_for="g1")
+    assert decide(view(gen="g2", bmc_on=True, running=True), rec) == [STOP, WIPE, BOOT]
+
+
+def test_rebuild_seen_in_deploying_stops_and_wipes_then_boots_at_active():
+    rec = NodeRecord(powered_for="g1", booted_for="g1")
+    assert decide(view(state="deploying", gen="g2", bmc_on=True, running=True), rec) == [STOP, WIPE]
+    rec.booted_for = None
+    # The BMC is still on from the first deploy: no second power-on is needed.
+    assert decide(view(gen="g3", bmc_on=True), rec) == [BOOT]
+
+
+def test_undeploy_stops_wipes_and_powers_off_once_available():
+    rec = NodeRecord(powered_for="g1", booted_for="g1")
+    assert decide(view(state="deleting", gen="g2", bmc_on=True, running=True), rec) == [STOP, WIPE]
+    rec.booted_for = None
+    assert decide(view(state="available", gen="g3", bmc_on=True), rec) == [POWER_OFF]
+    rec.powered_for = None
+    assert decide(view(state="available", gen="g3", bmc_on=True), rec) == []
+
+
+def test_node_we_never_powered_is_not_powered_off():
+    assert decide(view(state="available", bmc_on=True), NodeRecord()) == []
+
+
+# ---- the config drive as the reconciler reads it from instance_info
+
+
+def _drive(tmp_path: Path) -> tuple[dict, object]:
+    key = ensure_host_key(tmp_path, "dpl01")
+    drive = build_config_drive(hostname="dpl01", uuid="u-1", public_keys=["ssh-ed25519 AAAAC3Nz op@x"],
+                               host_key=key,
+                               network=StaticNetwork("10.251.0.31", 24, "10.251.0.1", (), None,
+                                                     "52:54:00:00:00:01"))
+    return drive, key
+
+
+def test_host_config_from_the_json_config_drive(tmp_path):
+    drive, key = _drive(tmp_path)
+    config = host_config_of({"configdrive": drive})
+    assert config.hostname == "dpl01"
+    assert (config.address, config.prefix, config.gateway) == ("10.251.0.31", 24, "10.251.0.1")
+    assert config.authorized_keys == ("ssh-ed25519 AAAAC3Nz op@x",)
+    assert config.ssh_host_keys["ed25519"][1].split()[:2] == key.public_line.split()[:2]
+
+
+def test_masked_config_drive_is_an_error_that_names_the_policy():
+    from k1prov.errors import LabError
+
+    with pytest.raises(LabError, match="show_instance_secrets"):
+        host_config_of({"configdrive": "******"})
+
+
+# ---- deploy helpers
+
+
+def test_boot_age_from_the_remote_command_output():
+    assert BOOT_AGE_COMMAND.count("/proc/1/stat") == 1
+    # uptime 1000 s, PID 1 started at tick 99000 with 100 ticks/s: 10 s old.
+    assert boot_age("1000.00 99000 100\n") == pytest.approx(10.0)
+    assert boot_age("garbage") is None
+
+
+def test_standalone_clouds_get_public_images_keystone_clouds_the_default():
+    assert image_visibility(Cloud(ironic_url="http://127.0.0.1:6385")) == "public"
+    assert image_visibility(Cloud(cloud="devtower")) is None
+
+
+def _inventory(tmp_path: Path) -> Inventory:
+    bmc = Bmc(address="127.0.0.1", port=623, username="admin", password=SecretRef(inline="x"))
+    nodes = tuple(Node(name=f"dpl0{i}", index=i, bmc=bmc, macs=(f"52:54:00:00:00:0{i}",),
+                       address=f"10.251.0.3{i}", roles=()) for i in (1, 2))
+    return Inventory(path=tmp_path / "inv.yaml", cluster="c1", cloud=Cloud(ironic_url="http://x"),
+                     nodes=nodes)
+
+
+def test_known_hosts_pins_only_nodes_with_keys_and_lives_in_the_cluster_state_dir(tmp_path):
+    prov = Provisioner(_inventory(tmp_path), state_root=tmp_path / "state")
+    assert prov.cluster_state_dir == tmp_path / "state" / "c1"
+    key = ensure_host_key(prov.cluster_state_dir, "dpl01")
+    path = write_pinned_known_hosts(prov)
+    assert path == prov.cluster_state_dir / "known_hosts"
+    lines = path.read_text().splitlines()
+    assert lines == [f"10.251.0.31,dpl01 {' '.join(key.public_line.split()[:2])}"]
+    # No key was made for the node that was never deployed.
+    assert not (prov.cluster_state_dir / "hostkeys" / "dpl02").exists()
