@@ -362,8 +362,10 @@ def wait_ssh(prov: "Provisioner", nodes: list[Node], *, known_hosts: Path,
                                   command_timeout=timeouts.ssh_connect)
                 if res.ok:
                     age = boot_age(res.stdout)
-                    since = time.monotonic() - fired_at.get(node.name, t0)
-                    if age is None or age <= since + BOOT_AGE_SLACK:
+                    fired = fired_at.get(node.name)
+                    # A node this run did not (re)deploy may have booted long ago: any answer
+                    # with the pinned key will do. A redeployed one must have booted since.
+                    if age is None or fired is None or age <= time.monotonic() - fired + BOOT_AGE_SLACK:
                         return time.monotonic() - t0
                     last = f"still the old instance (PID 1 is {age:.0f} s old)"
                 else:

@@ -260,3 +260,47 @@ class Provisioner:
         from k1prov import configure
 
         return configure.render(self.inventory, out_dir)
+
+    # ---- the operator's workflow (the work lives in k1prov.cluster) ----------------
+
+    def cluster_up(self, *, dry_run: bool = False):
+        """enroll -> images -> deploy -> SSH -> configure, resumable; returns a ClusterReport."""
+        from k1prov import cluster
+
+        return cluster.up(self, dry_run=dry_run)
+
+    def cluster_status(self):
+        """Ironic state, address, roles and service health of every node, live."""
+        from k1prov import cluster
+
+        return cluster.status(self)
+
+    def cluster_down(self, *, unenroll: bool = False):
+        """Stop services and undeploy; with unenroll also delete nodes and k1prov's images."""
+        from k1prov import cluster
+
+        return cluster.down(self, unenroll=unenroll)
+
+    def cluster_rebuild(self, *, image: str | None = None):
+        """Reimage and reconfigure every node, quorum members one at a time."""
+        from k1prov import cluster
+
+        return cluster.rebuild(self, image=image, on_step=self._notify)
+
+    def rejoin(self, nodes: Iterable[str], *, image: str | None = None,
+               new_host_keys: bool = False) -> VerbReport:
+        """Reimage nodes and configure them back into the cluster."""
+        report = self.reimage(nodes, image=image, new_host_keys=new_host_keys)
+        rebuilt = [o.node for o in report.outcomes if o.status is Status.OK]
+        if rebuilt and not report.cancelled:
+            configured = self.configure(limit=rebuilt)
+            by_node = {o.node: o for o in report.outcomes}
+            for out in configured.outcomes:
+                row = by_node[out.node]
+                if out.status is not Status.OK and row.status is Status.OK:
+                    row.status, row.error = out.status, f"configure: {out.error}"
+                elif out.action:
+                    row.changes.append(f"{out.action}" + (f" ({', '.join(out.changes)})" if out.changes else ""))
+            report.phases.extend(configured.phases)
+            report.cancelled = configured.cancelled
+        return report

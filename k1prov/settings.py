@@ -34,7 +34,9 @@ class Timeouts:
     lab_service: float = 60.0
     # Installing the lab's virtualenv (pip downloads ironic, glance and their dependencies).
     lab_install: float = 1800.0
-    # Waiting to take the cluster's lock held by another run.
+    # Building the lab's user image (debootstrap, packages, pyspark wheels, mkfs).
+    lab_image_build: float = 1800.0
+    # Waiting to take the cluster's lock held by another run (0: fail at once).
     lock: float = 0.0
 
 

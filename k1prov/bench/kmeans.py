@@ -15,8 +15,9 @@ the standalone manager the job runs once per scale factor as mode "standalone" a
 Mesos modes asked for are reported as skipped. A failed (mode, scale factor) is a
 Failure beside the others' results, never the end of the run.
 
-Files, under STATE/<cluster>/runs/<timestamp>-bench-kmeans/: results.json, trials.csv,
-summary.csv, kmeans.png and logs/<mode>-s<scale>.{out,err}.log (spark-submit's output).
+Files, in the run record STATE/<cluster>/runs/<timestamp>-bench-kmeans/ (k1prov.runs):
+results.json, trials.csv, summary.csv, kmeans.png, hosts/<driver>/<mode>-s<scale>.{out,err}.log
+(spark-submit's output), and the record's meta.json and report.json.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from k1prov.inventory.model import Inventory, Node
 from k1prov.remote import pinned_known_hosts, ssh_target
 from k1prov.roles.derive import spark_master_url
 from k1prov.roles.settings import SPARK_MODES, spark_settings
+from k1prov.runs import RunRecord
 from k1prov.settings import DEFAULT_TIMEOUTS, Timeouts
 from k1prov.ssh import put_and_run
 
@@ -220,20 +222,6 @@ def error_tail(stderr: str, lines: int = ERROR_TAIL_LINES) -> str:
     return " | ".join((errors or text)[-lines:]) or "no output"
 
 
-def run_directory(state_root: Path, cluster: str, *, now: float | None = None) -> Path:
-    """STATE/<cluster>/runs/<timestamp>-bench-kmeans, unique even for two runs in one second."""
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime(now if now is not None else time.time()))
-    base = Path(state_root) / cluster / "runs"
-    for n in range(1000):
-        path = base / (f"{stamp}-bench-kmeans" if n == 0 else f"{stamp}.{n}-bench-kmeans")
-        try:
-            path.mkdir(parents=True)
-            return path
-        except FileExistsError:
-            continue
-    raise ConfigError(f"cannot create a run directory under {base}")
-
-
 def write_outputs(result: BenchResult) -> BenchResult:
     """results.json, trials.csv, summary.csv and kmeans.png in the run directory."""
     run_dir = result.run_dir
@@ -263,12 +251,11 @@ def run_kmeans(inv: Inventory, *, state_root: Path, options: KmeansOptions = Kme
     master_url = spark_master_url(inv)
     driver = submit_node(inv)
     run_modes, skipped = plan_modes(manager, options.modes)
-    run_dir = run_directory(state_root, inv.cluster)
-    (run_dir / "logs").mkdir()
+    record = RunRecord(state_root, inv.cluster, "bench-kmeans", inventory=inv.path)
     target = ssh_target(inv, driver, known_hosts=pinned_known_hosts(state_root, inv.cluster))
     job_text = JOB_FILE.read_text()
     result = BenchResult(cluster=inv.cluster, manager=manager, master_url=master_url,
-                         submit_host=driver.name, run_dir=run_dir, trials_per_run=options.trials,
+                         submit_host=driver.name, run_dir=record.path, trials_per_run=options.trials,
                          ignore_first=ignore_first, workloads=[asdict(w) for w in workloads],
                          skipped=skipped)
     for skip in skipped:
@@ -291,8 +278,8 @@ def run_kmeans(inv: Inventory, *, state_root: Path, options: KmeansOptions = Kme
                 result.failures.append(Failure(mode, wl.scale_factor, str(exc)))
                 say(f"{label}: failed: {exc}")
                 continue
-            (run_dir / "logs" / f"{label}.out.log").write_text(res.stdout)
-            (run_dir / "logs" / f"{label}.err.log").write_text(res.stderr)
+            record.host_log(driver.name, f"{label}.out.log").write_text(res.stdout)
+            record.host_log(driver.name, f"{label}.err.log").write_text(res.stderr)
             _, records = parse_job_output(res.stdout)
             if res.exit_code != 0 or len(records) != options.trials:
                 reason = (f"spark-submit exited {res.exit_code} after {len(records)} of "
@@ -303,4 +290,7 @@ def run_kmeans(inv: Inventory, *, state_root: Path, options: KmeansOptions = Kme
             result.trials += mark_ignored(_trials_of(records, mode=mode, scale=wl.scale_factor),
                                           ignore_first)
             say(f"{label}: done in {time.monotonic() - started:.1f} s")
-    return write_outputs(result)
+    write_outputs(result)
+    # meta.json and report.json, so that `k1prov runs list/show` know the run.
+    record.finish(result.to_dict(), exit_code=result.exit_code())
+    return result

@@ -18,7 +18,7 @@ def plot_result(result: BenchResult, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     summaries = result.summaries
-    fig, ax = plt.subplots(figsize=(7.0, 4.5), dpi=100)
+    fig, ax = plt.subplots(figsize=(7.5, 5.0), dpi=100)
     try:
         modes = sorted({s.mode for s in summaries})
         colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -40,12 +40,13 @@ def plot_result(result: BenchResult, path: Path) -> Path:
         notes += [f"{f.mode} s={f.scale_factor:g}: failed" for f in result.failures]
         if not summaries:
             notes.insert(0, "no measurements")
-        if notes:
-            ax.text(0.01, 0.01, "\n".join(notes), transform=ax.transAxes, fontsize=7,
-                    va="bottom", ha="left", color="dimgray", wrap=True)
         if summaries:
             ax.legend(fontsize=8, loc="upper left")
-        fig.tight_layout()
+        # Skipped modes and failures go under the axes, where they cannot hide a line.
+        footer = 0.035 * len(notes)
+        if notes:
+            fig.text(0.01, 0.01, "\n".join(notes), fontsize=7, va="bottom", ha="left", color="dimgray")
+        fig.tight_layout(rect=(0, footer, 1, 1))
         fig.savefig(path, format="png")
     finally:
         plt.close(fig)

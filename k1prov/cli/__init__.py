@@ -9,6 +9,7 @@ from k1prov.cli import inventory_cmd, lab_cmd, nodes_cmd, run_cmd
 from k1prov.cli import deploy_cmd, images_cmd
 from k1prov.cli import configure_cmd
 from k1prov.cli import bench_cmd
+from k1prov.cli import cluster_cmd, runs_cmd
 from k1prov.cli.common import DEBUG
 
 # Locals are never shown: BMC passwords live in them.
@@ -19,6 +20,8 @@ app.add_typer(nodes_cmd.app, name="nodes")
 app.add_typer(lab_cmd.app, name="lab")
 app.add_typer(images_cmd.app, name="images")
 app.add_typer(bench_cmd.app, name="bench")
+app.add_typer(cluster_cmd.app, name="cluster")
+app.add_typer(runs_cmd.app, name="runs")
 app.command("deploy")(deploy_cmd.deploy)
 app.command("undeploy")(deploy_cmd.undeploy)
 app.command("reimage")(deploy_cmd.reimage)

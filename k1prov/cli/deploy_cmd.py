@@ -35,8 +35,13 @@ def reimage(nodes: list[str] = typer.Argument(..., help="Nodes to rebuild."),
                                                 "the inventory's user image)."),
             new_host_keys: bool = typer.Option(False, "--new-host-keys",
                                                help="Give the nodes new SSH host keys."),
+            rejoin: bool = typer.Option(True, "--rejoin/--no-rejoin",
+                                        help="Configure the rebuilt nodes back into the cluster."),
             as_json: bool = JsonOpt):
-    """Rebuild NODE... with a fresh config drive (host keys kept unless --new-host-keys)."""
+    """Rebuild NODE... with a fresh config drive (host keys kept unless --new-host-keys),
+    then configure them back into the cluster."""
+    names = split_limit(nodes) or []
     with make_provisioner(load(inventory), quiet=as_json) as prov:
-        report = prov.reimage(split_limit(nodes) or [], image=image, new_host_keys=new_host_keys)
+        verb = prov.rejoin if rejoin else prov.reimage
+        report = verb(names, image=image, new_host_keys=new_host_keys)
     finish(report, as_json=as_json)

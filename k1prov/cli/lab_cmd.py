@@ -46,10 +46,15 @@ def _show(status, *, as_json: bool) -> None:
 
 @app.command("up")
 @handles_errors
-def up(nodes: Optional[int] = NodesOpt, as_json: bool = JsonOpt):
+def up(nodes: Optional[int] = NodesOpt, as_json: bool = JsonOpt,
+       image: bool = typer.Option(True, "--image/--no-image",
+                                  help="Also build (once) the image lab hosts boot from, and the operator's SSH key.")):
     """Install (first time) and start the lab's services. A no-op when they already run."""
     lab = _lab(nodes, remember=True)
-    status = lab.up(progress=lambda msg: err.print(f"[cyan]>[/] {msg}", highlight=False))
+    say = lambda msg: err.print(f"[cyan]>[/] {msg}", highlight=False)  # noqa: E731
+    status = lab.up(progress=say)
+    if image and status.ok:
+        lab.prepare_hosts(progress=say)
     _show(status, as_json=as_json)
     raise typer.Exit(0 if status.ok else 1)
 

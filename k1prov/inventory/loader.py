@@ -24,7 +24,7 @@ from k1prov.inventory.yamlpos import YamlError, load_located
 TOP_KEYS = ("cluster", "cloud", "ssh", "network", "defaults", "images", "roles", "nodes")
 DISK_FORMATS = ("raw", "qcow2", "aki", "ari", "ami", "vmdk", "vdi", "vhd", "vhdx", "iso", "ploop")
 CONTAINER_FORMATS = ("bare", "ami", "aki", "ari", "ovf", "ova", "docker", "compressed")
-IMAGE_KEYS = ("name", "file", "url", "checksum", "disk_format", "container_format",
+IMAGE_KEYS = ("name", "file", "url", "checksum", "checksum_url", "disk_format", "container_format",
               "bypass_glance")
 # "TYPE BASE64 [comment]", the authorized_keys line format.
 _SSH_KEY = re.compile(r"^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp\d+|sk-\S+)\s+"
@@ -175,13 +175,17 @@ def _images(f: Field) -> Images:
 
 def _image(f: Field) -> ImageSource:
     m = f.mapping(IMAGE_KEYS, required=("name",))
-    if ("file" in m) == ("url" in m):
-        f.fail("give exactly one of file: (a local path) or url: (http/https)")
+    if "file" in m and "url" in m:
+        f.fail("give one of file: (a local path) or url: (http/https), not both")
     kw: dict[str, Any] = {"name": m["name"].string()}
+    # Neither file: nor url: names an entry of the image catalog (images/catalog.yaml),
+    # resolved when the images are registered.
     if "file" in m:
         kw["file"] = str(f.src.local_path(m["file"].string()))
-    else:
+    elif "url" in m:
         kw["url"] = m["url"].check(values.url, m["url"].string())
+    if "checksum_url" in m:
+        kw["checksum_url"] = m["checksum_url"].check(values.url, m["checksum_url"].string())
     if "checksum" in m:
         kw["checksum"] = m["checksum"].check(values.checksum, m["checksum"].string())
     for key, allowed in (("disk_format", DISK_FORMATS), ("container_format", CONTAINER_FORMATS)):

@@ -125,6 +125,23 @@ class Lab:
                            f"{self.settings.bmc_password_file}: {exc.strerror} "
                            f"(run `k1prov lab up` first)") from None
 
+    def prepare_hosts(self, *, progress: Callable[[str], None] | None = None) -> tuple[Path, Path]:
+        """What lab hosts boot from and how the operator logs in: the lab's user image
+        (built once into the image cache) and an SSH key pair in root/ssh/."""
+        from k1prov.imagecatalog import default_places
+        from k1prov.lab.image import build_lab_image
+
+        say = progress or (lambda _msg: None)
+        key = self.settings.root / "ssh" / "id_ed25519"
+        if not key.exists():
+            key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "k1prov-lab",
+                            "-f", str(key)], check=True, timeout=self.timeouts.lab_service)
+            say(f"operator SSH key {key}")
+        cache = Path(os.path.expanduser(default_places()["image_cache"]))
+        image = build_lab_image(cache, timeout=self.timeouts.lab_image_build, progress=say)
+        return image, key
+
     def inventory_yaml(self, *, nodes: int | None = None, cluster: str = "lab") -> str:
         return render_inventory(self.settings, nodes=nodes, cluster=cluster)
 

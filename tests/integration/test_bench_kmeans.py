@@ -42,6 +42,8 @@ SSH_READY_TIMEOUT = 30.0
 TIMEOUTS = dataclasses.replace(DEFAULT_TIMEOUTS, health=90.0, ssh_command=300.0)
 # Two scale factors x three trials, plus two JVM start-ups: about a minute here.
 JOB_TIMEOUT = 600.0
+# Scale factor 0.1 with 512 MiB executors: 800 MB of points, cached partly on disk.
+LARGE_JOB_TIMEOUT = 1800.0
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 SPARK_ROLE = """\
@@ -165,7 +167,7 @@ def test_results_json_csv_and_plot_are_written_in_the_run_directory(standalone_r
 
 
 def test_the_executors_ran_on_the_workers(standalone_run, spark_cluster):
-    log = (standalone_run.run_dir / "logs" / "standalone-s0.01.err.log").read_text()
+    log = (standalone_run.run_dir / "hosts" / NAMES[0] / "standalone-s0.01.err.log").read_text()
     workers = "|".join(re.escape(spark_cluster["addresses"][n]) for n in NAMES[1:])
     assert re.search(r"Executor added: .* on worker-\S+-(" + workers + ")", log), log[-3000:]
 
@@ -193,3 +195,19 @@ def test_cli_prints_the_table_and_writes_under_the_state_directory(spark_cluster
     assert [t["trial"] for t in data["trials"]] == [1, 2]
     assert Path(data["files"]["plot"]).is_file()
     assert Path(data["run_dir"]).parent == spark_cluster["state_root"] / CLUSTER / "runs"
+
+
+@pytest.mark.skipif(os.environ.get("K1PROV_BENCH_LARGE") != "1",
+                    reason="scale factor 0.1 (100k points x 1000 columns) takes minutes: "
+                           "set K1PROV_BENCH_LARGE=1")
+def test_scale_factor_0_1_with_small_executors(spark_cluster):
+    started = time.monotonic()
+    result = run_kmeans(spark_cluster["inv"], state_root=spark_cluster["state_root"],
+                        options=KmeansOptions(scale_factors=(0.1,), trials=1),
+                        timeouts=TIMEOUTS, job_timeout=LARGE_JOB_TIMEOUT, notify=print)
+    print(f"\nbench kmeans, scale factor 0.1, 1 trial: {time.monotonic() - started:.1f} s")
+    for s in result.summaries:
+        print(f"  {s.mode:10} s=0.1 {s.phase:8} {s.median_s:8.3f} s")
+    print(f"  failures: {result.failures}; plot: {result.files.get('plot')}")
+    assert not result.failures, result.failures
+    assert [t.trial for t in result.trials] == [1]

@@ -17,6 +17,7 @@ from k1prov.bench.results import (BenchResult, Failure, Skipped, Trial, check_tr
 from k1prov.errors import ConfigError, InventoryError, TransportError
 from k1prov.inventory import parse_inventory
 from k1prov.outcome import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL
+from k1prov.runs import list_runs
 from k1prov.ssh import CommandResult
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -173,13 +174,6 @@ def test_plot_without_measurements_is_still_a_png(tmp_path):
     assert png.startswith(PNG_MAGIC) and len(png) > 1_000
 
 
-def test_run_directory_is_unique_per_run(tmp_path):
-    first = km.run_directory(tmp_path, "c1", now=0)
-    second = km.run_directory(tmp_path, "c1", now=0)
-    assert first != second and first.parent == second.parent == tmp_path / "c1" / "runs"
-    assert first.name.endswith("-bench-kmeans") and second.name.endswith("-bench-kmeans")
-
-
 # ---- the job's output and the pushed script ---------------------------------------------
 
 def test_parse_job_output_keeps_only_the_jobs_records():
@@ -286,8 +280,12 @@ def test_standalone_run_skips_mesos_modes_and_writes_everything(tmp_path, monkey
     assert [(s.scale_factor, s.trials, s.median_s, s.min_s) for s in training] == [
         (0.001, 8, 6.5, 3.0), (0.01, 8, 15.5, 12.0)]
     assert Path(result.files["plot"]).read_bytes().startswith(PNG_MAGIC)
-    assert (result.run_dir / "logs" / "standalone-s0.01.err.log").read_text() == "Executor added\n"
+    assert (result.run_dir / "hosts" / "m1" / "standalone-s0.01.err.log").read_text() == "Executor added\n"
     assert result.run_dir.parent == tmp_path / "state" / "t1" / "runs"
+    assert result.run_dir.name.endswith("-bench-kmeans")
+    # A finished run record: `k1prov runs list` shows it with its exit code.
+    [run] = list_runs(tmp_path / "state", "t1")
+    assert (run.verb, run.exit_code, run.path) == ("bench-kmeans", EXIT_OK, result.run_dir)
 
 
 def test_mesos_runs_coarse_and_fine_and_one_failure_does_not_stop_the_rest(tmp_path, monkeypatch):

@@ -63,7 +63,24 @@ def test_inline_password_warns_and_never_prints(tmp_path):
     assert any("inline password" in w for w in data["warnings"])
 
 
+def _lab_operator_key():
+    """inventories/lab.yaml reads the key `k1prov lab up` makes (HOME is a test directory)."""
+    pub = Path("~/.local/share/k1prov/lab/ssh/id_ed25519.pub").expanduser()
+    pub.parent.mkdir(parents=True, exist_ok=True)
+    pub.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTheInventoryCheckOnly0000000 k1prov-lab\n")
+
+
+def test_lab_yaml_needs_the_lab_key_and_says_which_file(tmp_path):
+    pub = Path("~/.local/share/k1prov/lab/ssh/id_ed25519.pub").expanduser()
+    if pub.exists():
+        pub.unlink()
+    result = runner.invoke(app, ["inventory", "check", str(REPO / "inventories/lab.yaml")])
+    assert result.exit_code == 2
+    assert "ssh.public_key_files[0]: cannot read" in result.output and str(pub) in result.output
+
+
 def test_examples_check_clean():
+    _lab_operator_key()
     for name in ("lab.yaml", "devtower.yaml", "large.yaml"):
         result = runner.invoke(app, ["inventory", "check", str(REPO / "inventories" / name), "--json"])
         assert result.exit_code == 0, (name, result.output)
@@ -80,6 +97,7 @@ def test_lab_yaml_matches_the_default_lab(tmp_path):
     settings = LabSettings(root=Path("~/.local/share/k1prov/lab").expanduser(), venv=tmp_path)
     from k1prov.lab import Lab
     generated = parse_inventory(Lab(settings).inventory_yaml(), path=tmp_path / "gen.yaml")
+    _lab_operator_key()
     committed = load_inventory(REPO / "inventories" / "lab.yaml")
 
     def shape(inv):

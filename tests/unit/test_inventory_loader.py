@@ -565,11 +565,16 @@ def test_refuses_bad_checksum(checksum, reason):
     refuse(s, "images.user.checksum", line_of(s, "checksum:"), reason)
 
 
-def test_refuses_image_with_both_file_and_url_or_neither():
+def test_refuses_image_with_both_file_and_url():
     s = BASE + 'images:\n  user: {name: u, file: u.raw, url: "http://x/u.raw"}\n'
-    refuse(s, "images.user", line_of(s, "user: {"), "exactly one of file")
-    s = BASE + "images:\n  deploy_kernel: {name: k}\n"
-    refuse(s, "images.deploy_kernel", line_of(s, "deploy_kernel"), "exactly one of file")
+    refuse(s, "images.user", line_of(s, "user: {"), "not both")
+
+
+def test_image_with_name_only_refers_to_the_catalog(tmp_path):
+    f = tmp_path / "x.yaml"
+    f.write_text(BASE + "images:\n  deploy_kernel: {name: k1prov-lab-deploy-kernel}\n")
+    src = load_inventory(f).images.deploy_kernel
+    assert (src.name, src.file, src.url) == ("k1prov-lab-deploy-kernel", None, None)
 
 
 def test_image_file_is_relative_to_the_inventory(tmp_path):

@@ -1,0 +1,49 @@
+"""`k1prov runs list | show`: the records every run leaves."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from k1prov.cli.common import InventoryOpt, JsonOpt, handles_errors, load
+from k1prov.provisioner import default_state_root
+from k1prov.report import out, print_json, rows_table
+from k1prov.runs import list_runs, load_run
+
+app = typer.Typer(no_args_is_help=True, help="Records of earlier runs.")
+
+
+@app.command("list")
+@handles_errors
+def list_(inventory: Path = InventoryOpt, as_json: bool = JsonOpt):
+    """The cluster's runs, newest first."""
+    inv = load(inventory)
+    rows = [r.to_dict() for r in list_runs(default_state_root(), inv.cluster)]
+    if as_json:
+        print_json(rows)
+        return
+    out.print(rows_table(rows, ["id", "verb", "started", "duration", "exit_code", "path"],
+                         title=f"runs of {inv.cluster}"))
+
+
+@app.command("show")
+@handles_errors
+def show(run_id: str = typer.Argument("latest", help="A run id from `runs list`, or latest."),
+         inventory: Path = InventoryOpt, as_json: bool = JsonOpt):
+    """One run's record: what ran, on which nodes, with what result."""
+    inv = load(inventory)
+    data = load_run(default_state_root(), inv.cluster, run_id)
+    if as_json:
+        print_json(data)
+        return
+    meta, report = data["meta"], data["report"] or {}
+    out.print(f"{meta['id']}: {meta['verb']} exit {meta.get('exit_code', '(unfinished)')}  {data['path']}",
+              highlight=False, soft_wrap=True)
+    rows = report.get("nodes", [])
+    if rows:
+        columns = [c for c in ("node", "status", "provision_state", "action", "health", "error")
+                   if any(c in r for r in rows)]
+        out.print(rows_table(rows, columns, title="nodes"))
+    for phase in report.get("phases", []):
+        out.print(f"phase {phase.get('phase')}: {phase.get('seconds', phase.get('duration', ''))} s "
+                  f"{phase.get('note', '')}", highlight=False, soft_wrap=True)

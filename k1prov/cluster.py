@@ -1,0 +1,391 @@
+"""The operator's workflow: `cluster up`, `status`, `down`, `rebuild`.
+
+Each verb is a sequence of the single verbs (enroll, images, deploy, configure, ...)
+run on the nodes that are still healthy: a node that fails a phase gets a failed row
+and leaves the later phases, the others go on. Every phase starts from the real state
+(Ironic's node states, Glance's images, the role hashes recorded on the hosts), so a
+re-run after a failure or Ctrl-C continues where the last one stopped, and a re-run
+on a healthy cluster changes nothing.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from k1prov.errors import K1provError, TransportError
+from k1prov.fanout import Status
+from k1prov.inventory.model import Inventory, Node
+from k1prov.lock import cluster_lock
+from k1prov.outcome import EXIT_INTERRUPTED, EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, VerbReport
+from k1prov.roles import mesos_health, spark_workers_health, zookeeper_health
+from k1prov.roles.derive import mesos_zk_url, spark_master_url, zk_connect
+from k1prov.roles.settings import mesos_settings, spark_settings, zookeeper_settings
+from k1prov.runs import RunRecord
+from k1prov.ssh import run_command
+
+if TYPE_CHECKING:
+    from k1prov.provisioner import Provisioner
+
+log = logging.getLogger("k1prov.cluster")
+
+# The phases of `cluster up`, in order.
+UP_PHASES = ("enroll", "images", "deploy", "ssh", "configure")
+# Roles whose members go one at a time in a rebuild, so that their quorum holds.
+QUORUM_ROLES = ("zookeeper", "mesos-master")
+# Share of the other nodes rebuilt together in one batch of a rebuild.
+REBUILD_BATCH_SHARE = 0.25
+
+# Stops what the role scripts started: systemd units, or the supervised processes whose
+# pid files the scripts keep (templates/common/base.sh.j2, k1_service).
+STOP_SERVICES = r"""
+if [ -d /run/systemd/system ]; then systemctl stop 'k1prov-*' 2>/dev/null || true; fi
+for f in /var/lib/k1prov/run/*.pid; do
+  [ -f "$f" ] || continue
+  read -r pid _ < "$f" || continue
+  kill "$pid" 2>/dev/null || true
+  rm -f "$f"
+done
+rm -f /var/lib/k1prov/roles/*.sha256
+echo stopped
+"""
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    report: VerbReport | None
+    seconds: float
+    note: str = ""
+
+
+@dataclass
+class ClusterReport:
+    verb: str
+    phases: list[PhaseResult] = field(default_factory=list)
+    # Per node: name, provision/power state, address, roles, health, error.
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    endpoints: dict[str, str] = field(default_factory=dict)
+    health: dict[str, str] = field(default_factory=dict)
+    cancelled: bool = False
+    dry_run: bool = False
+    run_dir: str | None = None
+
+    def failed_nodes(self) -> list[str]:
+        return [r["node"] for r in self.rows if r.get("error")]
+
+    def exit_code(self) -> int:
+        if self.cancelled:
+            return EXIT_INTERRUPTED
+        failed = len(self.failed_nodes())
+        unhealthy = any(not v.startswith("ok") for v in self.health.values())
+        if failed == 0 and not unhealthy:
+            return EXIT_OK
+        return EXIT_NOTHING if self.rows and failed == len(self.rows) else EXIT_PARTIAL
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verb": self.verb, "dry_run": self.dry_run, "cancelled": self.cancelled,
+            "exit_code": self.exit_code(), "run_dir": self.run_dir,
+            "phases": [{"phase": p.name, "seconds": round(p.seconds, 2), "note": p.note,
+                        "report": p.report.to_dict() if p.report else None} for p in self.phases],
+            "nodes": self.rows, "endpoints": self.endpoints, "health": self.health,
+        }
+
+
+class _Pipeline:
+    """Runs phases over the nodes still in play; failures leave the pipeline."""
+
+    def __init__(self, prov: "Provisioner", report: ClusterReport, nodes: list[Node]):
+        self.prov = prov
+        self.report = report
+        self.alive = [n.name for n in nodes]
+        self.errors: dict[str, str] = {}
+
+    def phase(self, name: str, fn: Callable[[list[str]], VerbReport | None], *, note: str = "") -> bool:
+        """Run one phase on the nodes still alive; False when the run must stop."""
+        if not self.alive:
+            self.report.phases.append(PhaseResult(name, None, 0.0, "skipped: no node left"))
+            return False
+        self.prov._notify(f"phase {name}: {len(self.alive)} node(s)")
+        t0 = time.monotonic()
+        rep = fn(list(self.alive))
+        self.report.phases.append(PhaseResult(name, rep, time.monotonic() - t0, note))
+        if rep is None:
+            return True
+        for out in rep.outcomes:
+            if out.status is not Status.OK and out.node in self.alive:
+                self.errors.setdefault(out.node, f"{name}: {out.error or out.status.value}")
+        self.alive = [n for n in self.alive if n not in self.errors]
+        if rep.cancelled:
+            self.report.cancelled = True
+            return False
+        return True
+
+
+def _ssh_phase(prov: "Provisioner", names: list[str]) -> VerbReport:
+    """Every active node answers SSH with its pinned host key (deploy waited only for the
+    nodes it deployed in this run; a resumed run must not assume the others are up)."""
+    from k1prov.deploy import wait_ssh, write_pinned_known_hosts
+    from k1prov.outcome import NodeOutcome
+
+    nodes = prov.select(names)
+    known_hosts = write_pinned_known_hosts(prov)
+    ready = wait_ssh(prov, nodes, known_hosts=known_hosts, fired_at={})
+    outcomes = [NodeOutcome(node=r.key, status=r.status, action="ssh ok" if r.status is Status.OK else "",
+                            error=r.error) for r in ready.results]
+    return VerbReport(verb="ssh", outcomes=outcomes, phases=[("ssh.ready", ready)],
+                      cancelled=ready.cancelled)
+
+
+def up(prov: "Provisioner", *, dry_run: bool = False) -> ClusterReport:
+    """enroll -> register images -> deploy -> wait for SSH -> configure (with health gates)."""
+    inv = prov.inventory
+    if dry_run:
+        return plan(prov)
+    report = ClusterReport(verb="cluster up")
+    with cluster_lock(prov.cluster_state_dir, verb="cluster up", wait=prov.timeouts.lock):
+        record = RunRecord(prov.state_root, inv.cluster, "cluster-up", inventory=inv.path)
+        report.run_dir = str(record.path)
+        try:
+            pipe = _Pipeline(prov, report, list(inv.nodes))
+            steps: list[tuple[str, Callable[[list[str]], VerbReport | None]]] = [
+                ("enroll", lambda names: prov.enroll(limit=names)),
+                ("images", lambda names: prov.register_images()),
+                ("deploy", lambda names: prov.deploy(limit=names)),
+                ("ssh", lambda names: _ssh_phase(prov, names)),
+                ("configure", lambda names: prov.configure(limit=names)),
+            ]
+            for name, fn in steps:
+                if not pipe.phase(name, fn):
+                    break
+            _summarize(prov, report, errors=pipe.errors)
+        except KeyboardInterrupt:
+            report.cancelled = True
+            _summarize(prov, report, errors={}, live=False)
+        finally:
+            record.finish(report.to_dict(), exit_code=report.exit_code())
+    return report
+
+
+def plan(prov: "Provisioner") -> ClusterReport:
+    """What `cluster up` would do, from the real state; changes nothing."""
+    from k1prov.roles import render_all
+
+    inv = prov.inventory
+    report = ClusterReport(verb="cluster up", dry_run=True)
+    current = prov._ironic().own_nodes()
+    rendered = render_all(inv)   # a bad role setting shows here, as it would in the real run
+    for node in inv.nodes:
+        ir = current.get(node.name)
+        state = ir.provision_state if ir else None
+        steps = []
+        if ir is None:
+            steps += ["create in Ironic", "manage", "provide"]
+        elif state in ("enroll", "clean failed", "inspect failed"):
+            steps += ["manage", "provide"]
+        elif state == "manageable":
+            steps += ["provide"]
+        if state != "active":
+            steps += ["deploy"]
+        scripts = ", ".join(s.role for s in rendered[node.name])
+        steps += [f"configure {scripts} (scripts whose hash differs from the host's)" if scripts
+                  else "no roles"]
+        report.rows.append({"node": node.name, "provision_state": state or "not enrolled",
+                            "address": node.address, "roles": list(node.roles),
+                            "plan": "; ".join(steps), "error": None})
+    report.endpoints = endpoints(inv)
+    return report
+
+
+def endpoints(inv: Inventory) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if inv.with_role("zookeeper"):
+        out["zookeeper"] = zk_connect(inv)
+    if inv.with_role("mesos-master"):
+        port = mesos_settings(inv)["master_port"]
+        out["mesos"] = mesos_zk_url(inv)
+        out["mesos_ui"] = ", ".join(f"http://{n.address}:{port}" for n in inv.with_role("mesos-master"))
+    if inv.with_role("spark-master"):
+        spark = spark_settings(inv)
+        out["spark"] = spark_master_url(inv)
+        if spark["manager"] == "standalone":
+            out["spark_ui"] = ", ".join(f"http://{n.address}:{spark['master_webui_port']}"
+                                        for n in inv.with_role("spark-master"))
+    return out
+
+
+def health_snapshot(prov: "Provisioner", *, nodes: Iterable[Node] | None = None) -> dict[str, Any]:
+    """One look at each role's health (no waiting): gate -> HealthResult."""
+    from k1prov.deploy import ssh_target
+    from k1prov.remote import pinned_known_hosts
+
+    inv = prov.inventory
+    known = pinned_known_hosts(prov.state_root, inv.cluster)
+    timeouts = prov.timeouts
+
+    def run(node: Node, command: str) -> tuple[int, str]:
+        try:
+            res = run_command(ssh_target(prov, node, known), command,
+                              connect_timeout=timeouts.ssh_connect, command_timeout=timeouts.ssh_connect * 3)
+        except TransportError as exc:
+            log.info("%s: health: %s", node.name, exc)
+            return 255, ""
+        return res.exit_code, res.stdout
+
+    checks: dict[str, Any] = {}
+    if inv.with_role("zookeeper"):
+        checks["zookeeper"] = zookeeper_health(inv.with_role("zookeeper"), run,
+                                               port=zookeeper_settings(inv)["client_port"])
+    if inv.with_role("mesos-master"):
+        checks["mesos"] = mesos_health(inv.with_role("mesos-master"), run,
+                                       agents=inv.with_role("mesos-agent"),
+                                       port=mesos_settings(inv)["master_port"])
+    spark = spark_settings(inv) if inv.with_role("spark-master") else None
+    if spark and spark["manager"] == "standalone" and inv.with_role("spark-worker"):
+        checks["spark"] = spark_workers_health(inv.with_role("spark-master"), inv.with_role("spark-worker"),
+                                               run, webui_port=spark["master_webui_port"])
+    return checks
+
+
+def _summarize(prov: "Provisioner", report: ClusterReport, *, errors: dict[str, str],
+               live: bool = True) -> None:
+    inv = prov.inventory
+    try:
+        current = prov._ironic().own_nodes()
+    except K1provError as exc:
+        current = {}
+        report.health["ironic"] = f"unreachable: {exc}"
+    checks = health_snapshot(prov) if live and current else {}
+    states: dict[str, list[str]] = {}
+    for gate, result in checks.items():
+        report.health[gate] = ("ok: " if result.ok else "unhealthy: ") + result.summary
+        for node_name, state in result.states.items():
+            states.setdefault(node_name, []).append(f"{gate} {state}")
+    for node in inv.nodes:
+        ir = current.get(node.name)
+        report.rows.append({
+            "node": node.name,
+            "provision_state": ir.provision_state if ir else "not enrolled",
+            "power_state": ir.power_state if ir else None,
+            "address": node.address, "roles": list(node.roles),
+            "health": "; ".join(states.get(node.name, [])) or None,
+            "error": errors.get(node.name) or ((ir.last_error or None) if ir else None),
+        })
+    report.endpoints = endpoints(inv)
+
+
+def status(prov: "Provisioner") -> ClusterReport:
+    report = ClusterReport(verb="cluster status")
+    _summarize(prov, report, errors={})
+    return report
+
+
+def down(prov: "Provisioner", *, unenroll: bool) -> ClusterReport:
+    """Stop the role services, undeploy every node; with unenroll also delete the nodes and
+    k1prov's images of this cluster."""
+    from k1prov import glance
+    from k1prov.remote import pinned_known_hosts, run_on_hosts
+
+    inv = prov.inventory
+    report = ClusterReport(verb="cluster down")
+    with cluster_lock(prov.cluster_state_dir, verb="cluster down", wait=prov.timeouts.lock):
+        record = RunRecord(prov.state_root, inv.cluster, "cluster-down", inventory=inv.path)
+        report.run_dir = str(record.path)
+        try:
+            current = prov._ironic().own_nodes()
+            active = [n for n in inv.nodes if current.get(n.name) is not None
+                      and current[n.name].provision_state == "active"]
+            t0 = time.monotonic()
+            if active:
+                stopped = run_on_hosts(inv, STOP_SERVICES, nodes=active, options=prov.options,
+                                       timeouts=prov.timeouts, events=prov.events,
+                                       known_hosts=pinned_known_hosts(prov.state_root, inv.cluster),
+                                       profile_path=prov.state_root / "profiles.json")
+                bad = [r.key for r in stopped.results if r.status is not Status.OK]
+                note = f"stopped services on {len(active) - len(bad)} node(s)"
+                # A host that does not answer is undeployed all the same: its disk is wiped.
+                note += f"; unreachable: {', '.join(bad)}" if bad else ""
+                report.phases.append(PhaseResult("stop services", None, time.monotonic() - t0, note))
+            pipe = _Pipeline(prov, report, list(inv.nodes))
+            ok = pipe.phase("undeploy", lambda names: prov.undeploy(limit=names))
+            if ok and unenroll:
+                ok = pipe.phase("delete nodes", lambda names: prov.delete_nodes(limit=names))
+                if ok and not pipe.errors:
+                    t0 = time.monotonic()
+                    deleted = glance.delete_own_images(prov.conn, inv.cluster)
+                    report.phases.append(PhaseResult("delete images", None, time.monotonic() - t0,
+                                                     f"{len(deleted)} image(s) deleted"))
+            _summarize(prov, report, errors=pipe.errors, live=False)
+        finally:
+            record.finish(report.to_dict(), exit_code=report.exit_code())
+    return report
+
+
+def rebuild(prov: "Provisioner", *, image: str | None = None,
+            on_step: Callable[[str], None] | None = None) -> ClusterReport:
+    """Reimage and reconfigure every node. Quorum members (ZooKeeper, Mesos masters) go one
+    at a time and the ensemble must be healthy again before the next; the other nodes go
+    in parallel batches. A failed node stops the rebuild of the quorum members (losing a
+    second one would break the quorum) but not of the batches."""
+    inv = prov.inventory
+    report = ClusterReport(verb="cluster rebuild")
+    step = on_step or (lambda msg: None)
+    with cluster_lock(prov.cluster_state_dir, verb="cluster rebuild", wait=prov.timeouts.lock):
+        record = RunRecord(prov.state_root, inv.cluster, "cluster-rebuild", inventory=inv.path)
+        report.run_dir = str(record.path)
+        try:
+            errors: dict[str, str] = {}
+            members = [n for n in inv.nodes if any(r in n.roles for r in QUORUM_ROLES)]
+            others = [n for n in inv.nodes if n not in members]
+            for node in members:
+                step(f"rebuild {node.name}")
+                if not _rebuild_group(prov, report, [node.name], image=image, errors=errors):
+                    break
+                healthy = _wait_quorum(prov)
+                report.phases.append(PhaseResult(f"quorum after {node.name}", None, 0.0, healthy))
+                if not healthy.startswith("ok"):
+                    errors.setdefault(node.name, f"quorum not back after rebuild: {healthy}")
+                    break
+            else:
+                size = max(1, int(len(others) * REBUILD_BATCH_SHARE))
+                for i in range(0, len(others), size):
+                    batch = [n.name for n in others[i:i + size]]
+                    step(f"rebuild {', '.join(batch)}")
+                    _rebuild_group(prov, report, batch, image=image, errors=errors)
+                    if report.cancelled:
+                        break
+            _summarize(prov, report, errors=errors)
+        except KeyboardInterrupt:
+            report.cancelled = True
+            _summarize(prov, report, errors={}, live=False)
+        finally:
+            record.finish(report.to_dict(), exit_code=report.exit_code())
+    return report
+
+
+def _rebuild_group(prov: "Provisioner", report: ClusterReport, names: list[str], *,
+                   image: str | None, errors: dict[str, str]) -> bool:
+    """reimage + configure (rejoin) of a group of nodes; False when one of them failed."""
+    pipe = _Pipeline(prov, report, prov.select(names))
+    pipe.phase(f"reimage {','.join(names)}", lambda ns: prov.reimage(ns, image=image))
+    if pipe.alive and not report.cancelled:
+        pipe.phase(f"configure {','.join(names)}", lambda ns: prov.configure(limit=ns))
+    errors.update(pipe.errors)
+    return not pipe.errors and not report.cancelled
+
+
+def _wait_quorum(prov: "Provisioner") -> str:
+    """Wait until every quorum role reports healthy; 'ok: …' or the last problem."""
+    deadline = time.monotonic() + prov.timeouts.health
+    last = "not checked"
+    while True:
+        checks = health_snapshot(prov)
+        gates = {g: r for g, r in checks.items() if g in ("zookeeper", "mesos")}
+        if all(r.ok for r in gates.values()):
+            return "ok: " + "; ".join(r.summary for r in gates.values())
+        last = "; ".join(r.summary for r in gates.values() if not r.ok)
+        if time.monotonic() >= deadline:
+            return f"unhealthy after {prov.timeouts.health:.0f} s: {last}"
+        time.sleep(2.0)
