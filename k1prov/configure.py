@@ -7,9 +7,12 @@ to register. Every phase goes through the fan-out engine over SSH. When a phase 
 on a host (or its health gate does not pass) the phases after it do not start: their
 rows say which phase failed on which host.
 
-A host whose recorded script hash (/var/lib/k1prov/roles/<role>.sha256, read in one SSH
-call per host before the first phase) equals the rendered script's hash is not touched
-at all: it shows as "unchanged". Each script's full output is kept in
+Before the first phase one SSH call per host reads, for each of its roles, the recorded
+script hash (/var/lib/k1prov/roles/<role>.sha256) and whether the role's service runs
+(templates/common/status.sh.j2, the liveness test the scripts use themselves). A role
+whose hash equals the rendered script's hash and whose service runs (or that has no
+service) is not touched at all: "unchanged". Same hash but the service stopped: the
+script runs again, which starts the service: "restarted". Each script's full output is kept in
 STATE/<cluster>/runs/<timestamp>-configure/<host>/<role>.log.
 
     inv = load_inventory("inventories/lab.yaml")
@@ -35,14 +38,16 @@ from k1prov.remote import SSH_MAX_CONCURRENCY, SSH_RETRIES, pinned_known_hosts, 
 from k1prov.roles import (HealthResult, RenderedScript, mesos_health, render_all, spark_workers_health,
                           wait_until_healthy, write_rendered, zookeeper_health)
 from k1prov.roles.plan import ROLE_PHASES
+from k1prov.roles.render import status_functions
 from k1prov.roles.settings import mesos_settings, spark_settings, zookeeper_settings
 from k1prov.settings import DEFAULT_TIMEOUTS, Timeouts
 from k1prov.ssh import SshTarget, put_and_run, run_command
 
 log = logging.getLogger("k1prov.configure")
 
-# Where the role scripts record their hash (templates/common/base.sh.j2, k1_finish).
-REMOTE_STATE_DIR = "/var/lib/k1prov/roles"
+# K1PROV_STATE_DIR of the role scripts (templates/common/base.sh.j2): script hashes
+# in roles/<role>.sha256 (k1_finish), pid files of supervised services in run/.
+REMOTE_STATE_DIR = "/var/lib/k1prov"
 POLICY_KIND = "ssh.configure"
 # Lines of a failed script's log quoted in the report.
 LOG_TAIL_LINES = 8
@@ -82,6 +87,8 @@ class _Work:
     action: str = ""
     error: str | None = None
     duration: float = 0.0
+    # Script unchanged but its service found stopped: run to start it again.
+    service_stopped: bool = False
 
 
 @dataclass
@@ -120,22 +127,43 @@ def check_roles(roles: Iterable[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(wanted)) or ROLE_ORDER
 
 
-def parse_hashes(text: str) -> dict[str, str]:
-    """The output of `recorded_hashes_command`: one "ROLE HASH" line per role (HASH may be
-    empty when the role never ran there)."""
-    found: dict[str, str] = {}
+@dataclass(frozen=True)
+class RoleStatus:
+    """What a host says about one role before the run: the hash its last successful
+    script recorded ("" when none) and whether the role's service runs (None: the
+    role has no service)."""
+
+    sha256: str
+    running: bool | None
+
+
+_STATUS_RE = re.compile(r"^(\S+) ([0-9a-f]{64}|-) (running|stopped|none)$")
+
+
+def parse_status(text: str) -> dict[str, RoleStatus]:
+    """The output of `status_command`: one "ROLE HASH STATE" line per role (HASH "-"
+    when the role never ran there). Lines that do not fit are ignored: the role then
+    counts as never run, so its script runs."""
+    found: dict[str, RoleStatus] = {}
     for line in text.splitlines():
-        role, _, digest = line.strip().partition(" ")
-        if role in ROLE_PHASES and re.fullmatch(r"[0-9a-f]{64}", digest.strip()):
-            found[role] = digest.strip()
+        match = _STATUS_RE.match(line.strip())
+        if not match or match.group(1) not in ROLE_PHASES:
+            continue
+        role, digest, state = match.groups()
+        found[role] = RoleStatus(sha256="" if digest == "-" else digest,
+                                 running=None if state == "none" else state == "running")
     return found
 
 
-def recorded_hashes_command(roles: Iterable[str]) -> str:
-    """One shell command printing "ROLE HASH" for each role (read-only, no sudo needed)."""
-    parts = [f"printf '%s %s\\n' {shlex.quote(r)} "
-             f"\"$(cat {shlex.quote(f'{REMOTE_STATE_DIR}/{r}.sha256')} 2>/dev/null)\"" for r in roles]
-    return "; ".join(parts) + "; true"
+def status_command(functions: str, services: dict[str, str]) -> str:
+    """One read-only command (no sudo needed) printing "ROLE HASH STATE" per role.
+
+    `functions` is templates/common/status.sh.j2 (the liveness test the role scripts
+    use themselves); `services` maps each role to its service name ("" for none)."""
+    calls = "".join(f"k1_status {shlex.quote(role)} {shlex.quote(service)}\n"
+                    for role, service in services.items())
+    body = f'K1PROV_STATE_DIR="${{K1PROV_STATE_DIR:-{REMOTE_STATE_DIR}}}"\n{functions}\n{calls}true\n'
+    return f"bash -c {shlex.quote(body)}"
 
 
 def script_changed(stdout: str) -> bool | None:
@@ -202,7 +230,7 @@ class _Run:
             return self.report
         self.notify(f"configure: {len(work)} role script(s) on {len({w.node.name for w in work})} host(s); "
                     f"logs in {self.run_dir}")
-        recorded = self._read_hashes(sorted({w.node.name for w in work}), work)
+        recorded = self._read_status(sorted({w.node.name for w in work}), work)
         stop_reason = ""
         for step in STEPS:
             items = [w for w in work if w.role in step.roles]
@@ -220,18 +248,20 @@ class _Run:
                         changes=[w.role], duration=round(w.duration, 3)) for w in work]
         return self.report
 
-    def _read_hashes(self, hosts: list[str], work: list[_Work]) -> dict[str, dict[str, str]]:
-        """Recorded hashes per host; a host that cannot be read gets its scripts run."""
-        by_host: dict[str, list[str]] = {}
+    def _read_status(self, hosts: list[str], work: list[_Work]) -> dict[str, dict[str, RoleStatus]]:
+        """Recorded hashes and service states per host, one SSH call each; a host that
+        cannot be read gets its scripts run."""
+        by_host: dict[str, dict[str, str]] = {}
         for w in work:
-            by_host.setdefault(w.node.name, []).append(w.role)
+            by_host.setdefault(w.node.name, {})[w.role] = w.script.service
         nodes = [self.inv.node(h) for h in hosts]
+        functions = status_functions(self.inv)
 
-        def read(node: Node) -> dict[str, str]:
-            res = run_command(self._target(node), recorded_hashes_command(by_host[node.name]),
+        def read(node: Node) -> dict[str, RoleStatus]:
+            res = run_command(self._target(node), status_command(functions, by_host[node.name]),
                               connect_timeout=self.timeouts.ssh_connect,
                               command_timeout=self.timeouts.ssh_connect * 3)
-            return parse_hashes(res.stdout) if res.exit_code == 0 else {}
+            return parse_status(res.stdout) if res.exit_code == 0 else {}
 
         rep = run_fanout(nodes, read, key=lambda n: n.name, events=self.events,
                          policy=self._policy(item_timeout=self.timeouts.ssh_connect * 4 * (SSH_RETRIES + 1)))
@@ -239,17 +269,24 @@ class _Run:
         return {r.key: (r.value if r.status is Status.OK and isinstance(r.value, dict) else {})
                 for r in rep.results}
 
-    def _run_step(self, step: Step, items: list[_Work], recorded: dict[str, dict[str, str]]) -> str:
+    def _run_step(self, step: Step, items: list[_Work], recorded: dict[str, dict[str, RoleStatus]]) -> str:
         """Runs one phase; returns why the later phases must not run ('' when they may)."""
         to_run = []
         for w in items:
-            if recorded.get(w.node.name, {}).get(w.role) == w.script.sha256:
-                w.action = "unchanged"
-            else:
+            status = recorded.get(w.node.name, {}).get(w.role)
+            if status is None or status.sha256 != w.script.sha256:
                 to_run.append(w)
+            elif status.running is False:
+                # Same script, but its service died: running the script starts it again.
+                w.service_stopped = True
+                to_run.append(w)
+            else:
+                w.action = "unchanged"
         if to_run:
-            self.notify(f"{step.name}: running on {len(to_run)} host(s), "
-                        f"{len(items) - len(to_run)} unchanged")
+            stopped = sum(w.service_stopped for w in to_run)
+            self.notify(f"{step.name}: running on {len(to_run)} host(s)"
+                        + (f" ({stopped} to restart a stopped service)" if stopped else "")
+                        + f", {len(items) - len(to_run)} unchanged")
             rep = run_fanout(to_run, self._push, key=lambda w: f"{w.node.name}/{w.role}",
                              policy=self._policy(item_timeout=self.timeouts.ssh_connect * (SSH_RETRIES + 1)
                                                  + self.timeouts.ssh_command),
@@ -259,7 +296,7 @@ class _Run:
             for w, res in zip(to_run, rep.results):
                 w.duration = res.duration
                 if res.status is Status.OK:
-                    w.action = "changed" if res.value else "unchanged"
+                    w.action = ("restarted" if w.service_stopped else "changed") if res.value else "unchanged"
                     continue
                 w.status, w.action = res.status, "failed"
                 tail = log_tail(self._log_path(w))

@@ -192,33 +192,77 @@ def run_command(target: SshTarget, command: str, *, connect_timeout: float,
         _close(conn)
 
 
+class _ScriptStream(io.StringIO):
+    """The script as the remote command's stdin, handed over in large pieces.
+
+    invoke reads an in_stream that is not a terminal one character per call, with a
+    10 ms pause after each (Runner.input_sleep): about 100 bytes/s, minutes for a
+    role script. This stream ignores the size asked for and returns up to CHUNK
+    characters; an empty read then makes invoke close the channel's write side (the
+    remote `cat` sees EOF). Fabric keeps its own stdout/stderr readers and timeout."""
+
+    CHUNK = 1 << 16
+
+    def read(self, size: int | None = -1) -> str:
+        return super().read(self.CHUNK)
+
+
+# Exit code and stderr marker of the wrapper when it cannot stage the script (the
+# marker, not the code, tells it from a script that exits 125 on its own).
+_STAGE_FAILED = 125
+_STAGE_MARKER = "K1PROV-PUSH-ERROR"
+
+
+def _stage_failed(what: str) -> str:
+    return f"{{ echo {_STAGE_MARKER} {what} >&2; exit {_STAGE_FAILED}; }}"
+
+
+def push_command(remote_dir_prefix: str, *, as_root: bool) -> str:
+    """The one remote command of put_and_run: reads the script from stdin into a
+    private directory, runs it with stdin from /dev/null, removes the directory and
+    exits with the script's exit code."""
+    template = shlex.quote(f"{remote_dir_prefix}XXXXXXXX")
+    run = 'sudo -n "$d/script"' if as_root else '"$d/script"'
+    return "; ".join([
+        f"d=$(mktemp -d {template}) || " + _stage_failed("cannot create a remote temporary directory"),
+        # EXIT covers the normal end; the signals become an exit so that EXIT runs too.
+        "trap 'rm -rf -- \"$d\"' EXIT",
+        "trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM",
+        # umask only for the copy: the script keeps the session's umask (files it creates).
+        'chmod 700 "$d" && (umask 077 && cat > "$d/script") && chmod 700 "$d/script" || '
+        + _stage_failed("cannot write the script into the remote temporary directory"),
+        f"{run} < /dev/null",
+    ])
+
+
+def _stage_error(stderr: str) -> str | None:
+    """The wrapper's own failure (its marker on the last line), with the failing
+    command's message before it; None when the script itself ran."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    if not lines or not lines[-1].startswith(_STAGE_MARKER):
+        return None
+    reason = lines[-1][len(_STAGE_MARKER):].strip()
+    detail = " ".join(lines[:-1]).strip()[:200]
+    return f"{reason}: {detail}" if detail else reason
+
+
 def put_and_run(target: SshTarget, script_text: str, *, remote_dir_prefix: str = "/tmp/k1prov.",
                 sudo: bool = False, connect_timeout: float,
                 command_timeout: float) -> CommandResult:
-    """Upload a script into a private mktemp -d directory (mode 700), run it, remove it."""
+    """Run a script from a private mktemp -d directory (mode 700), then remove it.
+
+    One SSH session: the script travels on the stdin of a small wrapper
+    (`push_command`), so a push costs one channel instead of four (mktemp, SFTP,
+    run, rm); each session costs sshd a fork and a login."""
+    as_root = sudo and target.user != "root"
     conn = _connection(target, connect_timeout=connect_timeout)
     try:
         conn.open()
-        # A round trip of a trivial command is bounded by the connect timeout.
-        made = conn.run(f"mktemp -d {shlex.quote(remote_dir_prefix)}XXXXXXXX", hide=True,
-                        warn=True, in_stream=False, timeout=connect_timeout)
-        if not made.ok:
-            raise TransportError(target.host, "cannot create a remote temporary directory: "
-                                              f"{made.stderr.strip()[:200]}")
-        remote_dir = made.stdout.strip()
-        script = f"{remote_dir}/script"
-        try:
-            conn.put(io.BytesIO(script_text.encode()), remote=script)
-            as_root = "sudo -n " if sudo and target.user != "root" else ""
-            res = conn.run(f"chmod 700 {shlex.quote(remote_dir)} {shlex.quote(script)} && "
-                           f"{as_root}{shlex.quote(script)}", hide=True, warn=True,
-                           in_stream=False, pty=False, timeout=command_timeout)
-        finally:
-            try:
-                conn.run(f"rm -rf {shlex.quote(remote_dir)}", hide=True, warn=True,
-                         in_stream=False, timeout=connect_timeout)
-            except Exception as exc:  # noqa: BLE001 - cleanup must not hide the real outcome
-                log.warning("%s: could not remove %s: %s", target.host, remote_dir, exc)
+        res = conn.run(push_command(remote_dir_prefix, as_root=as_root), hide=True, warn=True,
+                       in_stream=_ScriptStream(script_text), pty=False, timeout=command_timeout)
+        staging = _stage_error(res.stderr) if res.exited == _STAGE_FAILED else None
+        if staging:
+            raise TransportError(target.host, staging)
         return CommandResult(target.host, res.exited, res.stdout, res.stderr)
     except Exception as exc:  # noqa: BLE001 - translated at the boundary
         raise translate(exc, target.host) from exc

@@ -118,9 +118,10 @@ class HostBooter:
         image = Path(image).resolve()
         if not image.is_file():
             raise LabError(f"{name}: image {image} does not exist")
-        if not self.network.exists():
-            raise LabError(f"{name}: lab bridge {self.network.bridge} is missing (LabNetwork.ensure())")
         deadline = time.monotonic() + timeout
+        # The bridge is shared by every lab on the machine, and the last lab to go down
+        # removes it: make sure it is there at each boot rather than once at start.
+        self.network.ensure(timeout=max(1.0, deadline - time.monotonic()))
         with self._host_lock(name):
             current = self.status(name)
             if current.state == RUNNING:

@@ -2,7 +2,8 @@
 
 Pure: nothing here talks to a host. The orchestrator pushes `RenderedScript.text`
 over SSH, reads the last line `K1PROV-RESULT changed=<0|1>`, and can skip a host
-whose /var/lib/k1prov/roles/<role>.sha256 already equals `RenderedScript.sha256`.
+whose /var/lib/k1prov/roles/<role>.sha256 already equals `RenderedScript.sha256` and
+whose `RenderedScript.service` runs (`render.status_functions`: templates/common/status.sh.j2).
 """
 from k1prov.roles.derive import (agent_attributes, agent_resources, mesos_quorum, mesos_zk_url,
                                  spark_master_url, zk_connect, zookeeper_ids)

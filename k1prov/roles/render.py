@@ -48,6 +48,9 @@ class RenderedScript:
     # it in /var/lib/k1prov/roles/<role>.sha256 when it succeeds.
     sha256: str
     files: tuple[RenderedFile, ...] = field(default=())
+    # The service the script keeps running (k1_service NAME), "" for none (spark-client,
+    # a Spark worker on Mesos): what `configure` checks on hosts whose hash matches.
+    service: str = ""
 
 
 def shq(value: Any) -> str:
@@ -189,6 +192,18 @@ def _context(inv: Inventory, node: Node, role: str) -> dict[str, Any]:
     return ctx
 
 
+def _service(role: str, ctx: dict[str, Any]) -> str:
+    if role in ("zookeeper", "mesos-master", "mesos-agent"):
+        return role
+    return ctx["daemon"]["service"] if ctx.get("daemon") else ""
+
+
+def status_functions(inv: Inventory, *, env: jinja2.Environment | None = None) -> str:
+    """templates/common/status.sh.j2: the bash functions (k1_service_running,
+    k1_status) that tell whether a role's service runs, as the role scripts tell it."""
+    return _render(env or environment(inv), "common/status.sh.j2", {})
+
+
 def _render_role(env: jinja2.Environment, inv: Inventory, node: Node, role: str) -> RenderedScript:
     order, template, _name = ROLE_PHASES[role]
     ctx = _context(inv, node, role)
@@ -199,7 +214,7 @@ def _render_role(env: jinja2.Environment, inv: Inventory, node: Node, role: str)
     digest = hashlib.sha256(draft.encode()).hexdigest()
     text = _render(env, template, {**ctx, "content_sha256": digest})
     return RenderedScript(role=role, phase=order, filename=f"{order}-{role}.sh", text=text,
-                          sha256=digest, files=tuple(files.values()))
+                          sha256=digest, files=tuple(files.values()), service=_service(role, ctx))
 
 
 def render_host(inv: Inventory, node: Node, *, env: jinja2.Environment | None = None) -> list[RenderedScript]:

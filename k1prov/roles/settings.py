@@ -27,10 +27,10 @@ AVENTER_KEY = "https://www.aventer.biz/assets/support_aventer.asc"
 APACHE_ARCHIVE = "https://archive.apache.org/dist"
 
 COMMON_DEFAULTS: dict[str, Any] = {
-    "java_install": True,
-    "java_package_deb": "default-jre-headless",
-    "java_package_rpm": "java-17-openjdk-headless",
-    "clock_check": True,
+    "java_install": True,            # install a Java runtime when `java` is not on PATH
+    "java_package_deb": "default-jre-headless",  # the Java package on Debian/Ubuntu
+    "java_package_rpm": "java-17-openjdk-headless",  # the Java package on RHEL/Rocky/AlmaLinux
+    "clock_check": True,             # refuse an unset clock, warn when no NTP daemon runs
 }
 
 ZOOKEEPER_DEFAULTS: dict[str, Any] = {
@@ -39,19 +39,19 @@ ZOOKEEPER_DEFAULTS: dict[str, Any] = {
     "url": "",                       # tarball URL; default: the Apache archive
     "sha512": "",                    # required for tarball and mirror
     "mirror": "",                    # base URL laid out like the Apache archive
-    "install_dir": "/opt/zookeeper",
+    "install_dir": "/opt/zookeeper",  # where tarball/mirror unpack the release
     "server_script": "",             # default: from source (distro path or install_dir)
-    "conf_dir": "/etc/zookeeper/conf",
-    "data_dir": "/var/lib/zookeeper",
-    "data_log_dir": "/var/lib/zookeeper/txlog",
-    "log_dir": "/var/log/zookeeper",
-    "user": "zookeeper",
-    "client_port": 2181,
-    "peer_port": 2888,
-    "election_port": 3888,
-    "tick_time": 2000,
-    "init_limit": 10,
-    "sync_limit": 5,
+    "conf_dir": "/etc/zookeeper/conf",  # zoo.cfg goes here
+    "data_dir": "/var/lib/zookeeper",  # snapshots and myid
+    "data_log_dir": "/var/lib/zookeeper/txlog",  # transaction log
+    "log_dir": "/var/log/zookeeper",  # ZOO_LOG_DIR
+    "user": "zookeeper",             # runs the server; created as a system user
+    "client_port": 2181,             # clientPort
+    "peer_port": 2888,               # server.N=host:PEER:election
+    "election_port": 3888,           # server.N=host:peer:ELECTION
+    "tick_time": 2000,               # tickTime, milliseconds
+    "init_limit": 10,                # initLimit, ticks
+    "sync_limit": 5,                 # syncLimit, ticks
     "heap_mb": 0,                    # 0: ZooKeeper's default heap
 }
 
@@ -62,49 +62,49 @@ MESOS_DEFAULTS: dict[str, Any] = {
     "repo_url": "",                  # mirror: the repository base URL (required)
     "repo_key_url": "",              # default: AVENTER's key for aventer, none for mirror
     "mirror": "",                    # alias of repo_url for source=mirror
-    "zk_path": "/mesos",
+    "zk_path": "/mesos",             # znode of the masters: zk://.../<zk_path>
     "cluster_name": "",              # --cluster; default: the inventory's cluster name
-    "master_work_dir": "/var/lib/mesos/master",
-    "agent_work_dir": "/var/lib/mesos/agent",
-    "log_dir": "/var/log/mesos",
-    "master_port": 5050,
-    "agent_port": 5051,
-    "master_binary": "mesos-master",
-    "agent_binary": "mesos-agent",
-    "roles": [],
-    "weights": {},
+    "master_work_dir": "/var/lib/mesos/master",  # --work_dir of the masters (replicated log)
+    "agent_work_dir": "/var/lib/mesos/agent",  # --work_dir of the agents
+    "log_dir": "/var/log/mesos",     # --log_dir
+    "master_port": 5050,             # --port of the masters
+    "agent_port": 5051,              # --port of the agents
+    "master_binary": "mesos-master",  # name or path of the master binary
+    "agent_binary": "mesos-agent",   # name or path of the agent binary
+    "roles": [],                     # --roles of the masters: a list of role names
+    "weights": {},                   # --weights: role -> positive number
     "containerizers": "mesos",       # mesos, docker or mesos,docker
-    "isolation": "",
+    "isolation": "",                 # --isolation of the agents; empty: Mesos' default
     "resources": "",                 # overrides the per-node resources derived from properties
     "reserved_memory_mb": 1024,      # kept for the OS when mem is derived from memory_mb
     "attributes": {},                # merged under node.properties["mesos_attributes"]
-    "master_flags": {},
-    "agent_flags": {},
+    "master_flags": {},              # extra master flags: name -> value (--name=value)
+    "agent_flags": {},               # extra agent flags: name -> value (--name=value)
 }
 
 SPARK_DEFAULTS: dict[str, Any] = {
     "source": "tarball",             # tarball | mirror | preinstalled
-    "version": "3.5.9",
+    "version": "3.5.9",              # tarball/mirror release; Spark 4 cannot run on Mesos
     "package": "bin-hadoop3",        # release suffix: spark-<version>-<package>.tgz
-    "url": "",
-    "sha512": "",
-    "mirror": "",
-    "spark_home": "/opt/spark",
+    "url": "",                       # tarball URL; default: the Apache archive
+    "sha512": "",                    # required for tarball and mirror
+    "mirror": "",                    # base URL laid out like the Apache archive
+    "spark_home": "/opt/spark",      # where the release is (unpacked or preinstalled)
     "conf_dir": "",                  # default: <spark_home>/conf
-    "pid_dir": "/var/run/spark",
-    "log_dir": "/var/log/spark",
-    "work_dir": "/var/lib/spark/work",
-    "user": "spark",
+    "pid_dir": "/var/run/spark",     # SPARK_PID_DIR
+    "log_dir": "/var/log/spark",     # SPARK_LOG_DIR
+    "work_dir": "/var/lib/spark/work",  # --work-dir of the workers
+    "user": "spark",                 # runs the daemons; created as a system user
     "manager": "",                   # standalone | mesos; default: mesos when there are mesos masters
     "mode": "coarse",                # on Mesos: coarse | fine
-    "executor_uri": "",
-    "mesos_native_library": "/usr/lib/libmesos.so",
-    "java_home": "",
-    "master_port": 7077,
-    "master_webui_port": 8080,
-    "worker_webui_port": 8081,
-    "dispatcher_port": 7077,
-    "dispatcher_webui_port": 8081,
+    "executor_uri": "",              # on Mesos: spark.executor.uri
+    "mesos_native_library": "/usr/lib/libmesos.so",  # on Mesos: MESOS_NATIVE_JAVA_LIBRARY
+    "java_home": "",                 # JAVA_HOME in spark-env.sh; empty: from PATH
+    "master_port": 7077,             # standalone master --port
+    "master_webui_port": 8080,       # standalone master --webui-port
+    "worker_webui_port": 8081,       # worker --webui-port
+    "dispatcher_port": 7077,         # on Mesos: MesosClusterDispatcher --port
+    "dispatcher_webui_port": 8081,   # on Mesos: MesosClusterDispatcher --webui-port
     "worker_cores": 0,               # 0: all cores
     "worker_memory": "",             # e.g. "8g"; empty: Spark's default
     "defaults": {},                  # extra spark-defaults.conf entries

@@ -270,3 +270,20 @@ def test_zookeeper_leader_failover(cluster, first_run):
     print(f"\nZooKeeper failover: new leader "
           f"{next(n for n, m in now.items() if m == 'leader')} after {time.monotonic() - started:.1f} s")
     assert zk_modes(cluster, [leader])[leader] == "down"
+    # The dead member's script did not change; configure must still see it is down,
+    # run its script again (which starts it) and leave the live members alone.
+    pids = {name: zk_pid(cluster, name) for name in others}
+    started = time.monotonic()
+    report = configure(cluster["inv"], state_root=cluster["state_root"], timeouts=TIMEOUTS)
+    elapsed = time.monotonic() - started
+    failed = [(o.node, o.changes, o.error) for o in report.outcomes if o.status is not Status.OK]
+    assert not failed, failed
+    actions = {key: o.action for key, o in rows(report).items()}
+    assert actions.pop((leader, "zookeeper")) == "restarted"
+    assert set(actions.values()) == {"unchanged"}, actions
+    assert [name for name, _ in report.phases] == ["recorded hashes", "ZooKeeper ensemble"]
+    modes = zk_modes(cluster)
+    print(f"configure after the failover: {leader} restarted, ensemble {modes} after {elapsed:.1f} s")
+    assert sorted(modes.values()) == ["follower", "follower", "leader"], modes
+    assert zk_pid(cluster, leader) != pid
+    assert {name: zk_pid(cluster, name) for name in others} == pids

@@ -3,6 +3,7 @@ through run_fanout + k1prov.ssh: outputs per host, pinned host keys, dead ports,
 gateways, script push, and that ~/.ssh/config is never read."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
@@ -11,6 +12,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import paramiko
 import pytest
 
 from k1prov.errors import TransportError
@@ -261,3 +263,72 @@ def test_fanout_to_many_connections_through_the_engine(lab):
     report = _run(targets, "echo fine", max_concurrency=16, retries=3)
     assert [r.status for r in report.results] == [Status.OK] * len(targets)
     assert report.groups()[0][1] == "fine\n"
+
+
+def test_put_and_run_is_one_ssh_session_and_delivers_a_large_script_intact(lab, monkeypatch):
+    # 300 KB of comments after a line that hashes the script itself: proves the whole
+    # text arrived (and that stdin was closed, or `cat` would never return).
+    body = "#!/bin/bash\nsha256sum \"$0\" | cut -d' ' -f1\n" + "".join(
+        f"# filler line {i:06d} {'x' * 40}\n" for i in range(6000))
+    opened = []
+    real_open = paramiko.Transport.open_session
+
+    def counting_open(self, *args, **kwargs):
+        opened.append(1)
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(paramiko.Transport, "open_session", counting_open)
+    started = time.monotonic()
+    result = put_and_run(lab.targets[0], body, connect_timeout=CONNECT, command_timeout=COMMAND)
+    elapsed = time.monotonic() - started
+    assert result.ok, result.stderr
+    assert result.stdout.strip() == hashlib.sha256(body.encode()).hexdigest()
+    assert len(opened) == 1
+    assert elapsed < 5, f"pushing {len(body)} bytes took {elapsed:.1f} s"
+
+
+def test_put_and_run_script_keeps_the_sessions_umask(lab):
+    # The wrapper's private copy must not leak a umask 077 into what the script creates.
+    plain = run_command(lab.targets[2], "umask", connect_timeout=CONNECT, command_timeout=COMMAND)
+    pushed = put_and_run(lab.targets[2], "#!/bin/sh\numask\n", connect_timeout=CONNECT,
+                         command_timeout=COMMAND)
+    assert plain.stdout.strip() == "0022"      # sshd's default for root
+    assert pushed.stdout == plain.stdout
+
+
+def test_put_and_run_gives_the_script_an_empty_stdin(lab):
+    # A script that reads stdin must see EOF at once, not the rest of the push or a hang.
+    result = put_and_run(lab.targets[2], "#!/bin/sh\nprintf 'read:%s\\n' \"$(cat)\"\n",
+                         connect_timeout=CONNECT, command_timeout=COMMAND)
+    assert result.stdout == "read:\n" and result.ok
+
+
+def test_put_and_run_reports_a_directory_it_cannot_create(lab):
+    with pytest.raises(TransportError) as info:
+        put_and_run(lab.targets[0], "#!/bin/sh\necho never\n",
+                    remote_dir_prefix=str(lab.dir / "no-such-dir" / "push."),
+                    connect_timeout=CONNECT, command_timeout=COMMAND)
+    assert info.value.reason.startswith("cannot create a remote temporary directory: mktemp")
+    assert not info.value.transient
+
+
+def test_put_and_run_script_exit_125_is_the_scripts_own(lab):
+    # The wrapper's failure code is 125 too; only its marker line makes it an error.
+    result = put_and_run(lab.targets[0], "#!/bin/sh\necho mine >&2\nexit 125\n",
+                         connect_timeout=CONNECT, command_timeout=COMMAND)
+    assert result.exit_code == 125 and result.stderr == "mine\n"
+
+
+def test_put_and_run_timeout_is_reported_and_the_directory_still_goes(lab):
+    prefix = lab.dir / "slow."
+    started = time.monotonic()
+    with pytest.raises(TransportError) as info:
+        put_and_run(lab.targets[3], "#!/bin/sh\nsleep 2\n", remote_dir_prefix=str(prefix),
+                    connect_timeout=CONNECT, command_timeout=0.5)
+    assert "command timed out after 0.5s" in info.value.reason
+    assert time.monotonic() - started < 15
+    # The script outlives the session; the wrapper removes its directory when it ends.
+    until = time.monotonic() + 10
+    while list(lab.dir.glob("slow.*")) and time.monotonic() < until:
+        time.sleep(0.2)
+    assert not list(lab.dir.glob("slow.*"))

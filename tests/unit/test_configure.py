@@ -3,6 +3,7 @@ table shared by the inventory loader and the renderer."""
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -158,13 +159,63 @@ def test_check_roles():
         cfg.check_roles(["spark"])
 
 
-def test_recorded_hashes_command_reads_each_role_and_never_fails(tmp_path):
-    command = cfg.recorded_hashes_command(["zookeeper", "spark-worker"]).replace(
-        cfg.REMOTE_STATE_DIR, str(tmp_path))
-    (tmp_path / "zookeeper.sha256").write_text("ab" * 32 + "\n")
-    out = subprocess.run(["bash", "-c", command], capture_output=True, text=True, check=True).stdout
-    assert cfg.parse_hashes(out) == {"zookeeper": "ab" * 32}
-    assert cfg.parse_hashes("zookeeper $(rm -rf /)\nbogus " + "cd" * 32 + "\n") == {}
+def _proc_start(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[19]
+
+
+def test_status_command_reports_hashes_and_liveness_as_the_scripts_see_it(tmp_path):
+    from k1prov.roles.render import status_functions
+
+    state = tmp_path / "state"
+    (state / "roles").mkdir(parents=True)
+    (state / "run").mkdir()
+    for role, digest in (("zookeeper", "ab"), ("spark-master", "cd"), ("spark-worker", "ef")):
+        (state / "roles" / f"{role}.sha256").write_text(digest * 32 + "\n")
+    alive = subprocess.Popen(["sleep", "30"])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    try:
+        (state / "run" / "zookeeper.pid").write_text(f"{alive.pid} {_proc_start(alive.pid)}\n")
+        # A pid file naming a live process with another start time is stale (pid reused).
+        (state / "run" / "spark-master.pid").write_text(f"{alive.pid} 1\n")
+        (state / "run" / "spark-worker.pid").write_text(f"{dead.pid} 12345\n")
+        command = cfg.status_command(status_functions(load()), {
+            "zookeeper": "zookeeper", "spark-master": "spark-master", "spark-worker": "spark-worker",
+            "spark-client": "", "mesos-agent": "mesos-agent"})
+        env = {"PATH": "/usr/bin:/bin", "K1PROV_STATE_DIR": str(state), "K1PROV_INIT": "none"}
+        out = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True,
+                             env=env, timeout=30).stdout
+    finally:
+        alive.kill()
+        alive.wait()
+    assert out.splitlines() == [
+        "zookeeper " + "ab" * 32 + " running",
+        "spark-master " + "cd" * 32 + " stopped",
+        "spark-worker " + "ef" * 32 + " stopped",
+        "spark-client - none",
+        "mesos-agent - stopped",
+    ]
+    assert cfg.parse_status(out) == {
+        "zookeeper": cfg.RoleStatus("ab" * 32, True), "spark-master": cfg.RoleStatus("cd" * 32, False),
+        "spark-worker": cfg.RoleStatus("ef" * 32, False), "spark-client": cfg.RoleStatus("", None),
+        "mesos-agent": cfg.RoleStatus("", False)}
+
+
+def test_parse_status_keeps_only_well_formed_lines_of_known_roles():
+    good = "zookeeper " + "0f" * 32 + " running"
+    text = "\n".join([
+        "  " + good + "  ",
+        "spark-worker - stopped",
+        "zookeeper $(rm -rf /) running",               # not a hash
+        "mesos-master " + "0f" * 31 + " running",      # 62 hex digits
+        "hdfs " + "0f" * 32 + " running",              # not a role
+        "spark-master " + "0F" * 32 + " running",      # hashes are lower case
+        "spark-client - maybe",                        # not a state
+        "mesos-agent " + "0f" * 32 + " running extra",
+    ])
+    assert cfg.parse_status(text) == {"zookeeper": cfg.RoleStatus("0f" * 32, True),
+                                      "spark-worker": cfg.RoleStatus("", False)}
+    assert cfg.parse_status("") == {}
 
 
 def test_script_changed_reads_the_last_result_line():
@@ -184,6 +235,8 @@ class FakeHosts:
         self.fail = fail
         self.unhealthy = unhealthy
         self.leader = "n2"
+        # (host, service) pairs whose service is down; a role script run starts it.
+        self.stopped: set[tuple[str, str]] = set()
 
     def put_and_run(self, target, text, *, sudo, connect_timeout, command_timeout):
         role = re.search(r"^K1_ROLE=(\S+)$", text, re.MULTILINE).group(1)
@@ -191,12 +244,23 @@ class FakeHosts:
         self.ran.append((target.host, role))
         if (target.host, role) in self.fail:
             return CommandResult(target.host, 1, "", "k1prov[x]: line 1\nk1prov[x]: error: it broke\n")
+        changed = self.hashes.get(target.host, {}).get(role) != digest \
+            or any(host == target.host and service == role for host, service in self.stopped)
         self.hashes.setdefault(target.host, {})[role] = digest
-        return CommandResult(target.host, 0, "K1PROV-RESULT changed=1\n", "k1prov[x]: wrote things\n")
+        self.stopped = {(h, s) for h, s in self.stopped if not (h == target.host and s == role)}
+        return CommandResult(target.host, 0, f"K1PROV-RESULT changed={int(changed)}\n",
+                             "k1prov[x]: wrote things\n")
 
     def run_command(self, target, command, *, connect_timeout, command_timeout):
-        if "sha256" in command:
-            lines = "".join(f"{r} {h}\n" for r, h in self.hashes.get(target.host, {}).items())
+        if "k1_status" in command:
+            lines = ""
+            for role, service in re.findall(r"^k1_status (\S+) (\S+)$", shlex.split(command)[-1],
+                                            re.MULTILINE):
+                service = "" if service == "''" else service
+                digest = self.hashes.get(target.host, {}).get(role, "-")
+                state = "none" if not service else \
+                    "stopped" if digest == "-" or (target.host, service) in self.stopped else "running"
+                lines += f"{role} {digest} {state}\n"
             return CommandResult(target.host, 0, lines, "")
         if "srvr" in command:
             mode = "leader" if target.host == self.leader else "follower"
@@ -240,6 +304,39 @@ def test_phases_run_in_dependency_order_then_skip_unchanged_hosts(tmp_path, fake
     assert fake.ran == []
     assert {o.action for o in again.outcomes} == {"unchanged"}
     assert again.exit_code() == 0
+
+
+def test_a_stopped_service_with_an_unchanged_script_is_restarted(tmp_path, fake):
+    run(tmp_path)
+    fake.ran.clear()
+    fake.stopped = {("n3", "zookeeper"), ("n2", "spark-worker")}
+    report = run(tmp_path)
+    assert sorted(fake.ran) == [("n2", "spark-worker"), ("n3", "zookeeper")]
+    actions = {(o.node, o.changes[0]): o.action for o in report.outcomes}
+    assert actions.pop(("n3", "zookeeper")) == "restarted"
+    assert actions.pop(("n2", "spark-worker")) == "restarted"
+    assert set(actions.values()) == {"unchanged"}
+    assert report.exit_code() == 0
+    assert [name for name, _ in report.phases] == [
+        "recorded hashes", "ZooKeeper ensemble", "Spark workers and clients"]
+    # Everything runs again: the next configure touches nothing.
+    fake.ran.clear()
+    assert {o.action for o in run(tmp_path).outcomes} == {"unchanged"} and fake.ran == []
+
+
+def test_a_host_that_cannot_report_its_status_gets_its_scripts_run(tmp_path, fake, monkeypatch):
+    run(tmp_path)
+    fake.ran.clear()
+    real = fake.run_command
+
+    def status_broken_on_n1(target, command, **kw):
+        if target.host == "n1" and "k1_status" in command:
+            return CommandResult(target.host, 127, "", "bash: not found\n")
+        return real(target, command, **kw)
+
+    monkeypatch.setattr(cfg, "run_command", status_broken_on_n1)
+    run(tmp_path)
+    assert sorted(fake.ran) == [("n1", "spark-master"), ("n1", "zookeeper")]
 
 
 def test_limit_and_roles_narrow_the_run(tmp_path, fake):
