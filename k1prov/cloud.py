@@ -55,9 +55,11 @@ def is_transient(exc: BaseException) -> bool:
     reaches here are resets and gateway errors (Ironic's embedded server resets
     connections under load).
     """
+    from keystoneauth1.exceptions import connection as ka_conn
     from openstack import exceptions as os_exc
 
-    if isinstance(exc, (ConnectionError, TimeoutError)):
+    if isinstance(exc, (ConnectionError, TimeoutError, ka_conn.ConnectionError)):
+        # keystoneauth's ConnectFailure, ConnectTimeout and ReadTimeout derive from this one.
         return True
     if isinstance(exc, CloudError):
         return bool(getattr(exc, "transient", False))

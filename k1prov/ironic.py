@@ -27,6 +27,14 @@ EXTRA_OWNER = "k1prov_owner"
 NEEDS_MANAGE = {"enroll", "clean failed", "inspect failed", "adopt failed"}
 # States Ironic lets a node be deleted from.
 DELETABLE = {"enroll", "manageable", "available", "adopt failed", "inspect failed", "clean failed"}
+# Provision states that show Ironic took an action (it may have, even when the request failed).
+ACTION_TAKEN = {
+    "manage": {"verifying", "manageable"},
+    "provide": {"cleaning", "clean wait", "available"},
+    "active": {"deploying", "wait call-back", "deploy wait"},
+    "rebuild": {"deploying", "wait call-back", "deploy wait"},
+    "deleted": {"deleting", "cleaning", "clean wait"},
+}
 # driver_info keys that hold the BMC's address and login, for the ipmi family.
 IPMI_KEYS = ("ipmi_address", "ipmi_port", "ipmi_username")
 
@@ -217,13 +225,26 @@ class IronicNodes:
     # ---- state transitions ---------------------------------------------------------
 
     def start_action(self, uuid: str, action: str, *, config_drive: Any = None) -> None:
-        """Ask Ironic for a provision action and return at once (waits are batched)."""
-        from openstack import exceptions as os_exc
+        """Ask Ironic for a provision action and return at once (waits are batched).
 
+        A provision action is not idempotent, so a failed request is never simply sent
+        again: under load Ironic's API can take longer than the client waits (68 s for one
+        `manage` was seen in the lab) and still carry the action out. After any failure the
+        node is read back, and an action Ironic has taken counts as started.
+        """
         try:
             self.conn.baremetal.set_node_provision_state(uuid, action, config_drive=config_drive)
-        except os_exc.SDKException as exc:
-            raise NodeError(uuid, f"{action}: {describe_http_error(exc)}") from None
+        except Exception as exc:  # SDK, keystoneauth (timeouts) and socket errors alike
+            reason = describe_http_error(exc)
+            try:
+                node = self.conn.baremetal.get_node(uuid)
+            except Exception:
+                raise NodeError(uuid, f"{action}: {reason}") from None
+            if node.provision_state in ACTION_TAKEN.get(action, ()):
+                log.info("%s: %s answered %s, but Ironic took the action (node is %s)",
+                         uuid, action, reason, node.provision_state)
+                return
+            raise NodeError(uuid, f"{action}: {reason}") from None
 
     def wait_state(self, uuids: list[str], state: str, *, timeout: float) -> dict[str, tuple[str, str | None]]:
         """One poll loop for many nodes. Returns uuid -> (outcome, last_error).
