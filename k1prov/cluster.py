@@ -44,7 +44,8 @@ if [ -d /run/systemd/system ]; then systemctl stop 'k1prov-*' 2>/dev/null || tru
 for f in /var/lib/k1prov/run/*.pid; do
   [ -f "$f" ] || continue
   read -r pid _ < "$f" || continue
-  kill "$pid" 2>/dev/null || true
+  # The launcher leads its own session (k1_service): signal the whole group.
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
   rm -f "$f"
 done
 rm -f /var/lib/k1prov/roles/*.sha256
@@ -89,9 +90,18 @@ class ClusterReport:
             "verb": self.verb, "dry_run": self.dry_run, "cancelled": self.cancelled,
             "exit_code": self.exit_code(), "run_dir": self.run_dir,
             "phases": [{"phase": p.name, "seconds": round(p.seconds, 2), "note": p.note,
+                        # RunRecord.finish writes these into trace.json: per fan-out of the
+                        # phase, its concurrency samples [t, level, throughput].
+                        "trace": _traces(p.report),
                         "report": p.report.to_dict() if p.report else None} for p in self.phases],
             "nodes": self.rows, "endpoints": self.endpoints, "health": self.health,
         }
+
+
+def _traces(report: VerbReport | None) -> dict[str, list[list[float]]]:
+    if report is None:
+        return {}
+    return {name: [list(sample) for sample in rep.trace] for name, rep in report.phases}
 
 
 class _Pipeline:
@@ -139,6 +149,28 @@ def _ssh_phase(prov: "Provisioner", names: list[str]) -> VerbReport:
                       cancelled=ready.cancelled)
 
 
+# Transitions an interrupted run may leave in flight, and the state each one ends in.
+# A resumed run waits for them: the verbs refuse a node in the middle of a transition.
+IN_FLIGHT = {"verifying": "manageable", "deploying": "active", "wait call-back": "active"}
+
+
+def _settle_then(prov: "Provisioner", names: list[str],
+                 verb: Callable[..., VerbReport]) -> VerbReport:
+    """Wait for the nodes a previous (interrupted) run left in a transition, then run verb."""
+    current = prov._ironic().own_nodes()
+    by_target: dict[str, list[str]] = {}
+    for name in names:
+        ir = current.get(name)
+        if ir is not None and ir.provision_state in IN_FLIGHT:
+            by_target.setdefault(IN_FLIGHT[ir.provision_state], []).append(ir.id)
+    for target, uuids in by_target.items():
+        prov._notify(f"waiting for {len(uuids)} node(s) an earlier run left on their way to {target}")
+        timeout = prov.timeouts.manage if target == "manageable" else prov.timeouts.deploy
+        # Failures show in the verb that follows (it reads the node states again).
+        prov._ironic().wait_state(uuids, target, timeout=timeout)
+    return verb(limit=names)
+
+
 def up(prov: "Provisioner", *, dry_run: bool = False) -> ClusterReport:
     """enroll -> register images -> deploy -> wait for SSH -> configure (with health gates)."""
     inv = prov.inventory
@@ -151,7 +183,7 @@ def up(prov: "Provisioner", *, dry_run: bool = False) -> ClusterReport:
         try:
             pipe = _Pipeline(prov, report, list(inv.nodes))
             steps: list[tuple[str, Callable[[list[str]], VerbReport | None]]] = [
-                ("enroll", lambda names: prov.enroll(limit=names)),
+                ("enroll", lambda names: _settle_then(prov, names, prov.enroll)),
                 ("images", lambda names: prov.register_images()),
                 ("deploy", lambda names: prov.deploy(limit=names)),
                 ("ssh", lambda names: _ssh_phase(prov, names)),
@@ -160,7 +192,8 @@ def up(prov: "Provisioner", *, dry_run: bool = False) -> ClusterReport:
             for name, fn in steps:
                 if not pipe.phase(name, fn):
                     break
-            _summarize(prov, report, errors=pipe.errors)
+            # After a Ctrl-C the operator wants the prompt back, not a round of health checks.
+            _summarize(prov, report, errors=pipe.errors, live=not report.cancelled)
         except KeyboardInterrupt:
             report.cancelled = True
             _summarize(prov, report, errors={}, live=False)
@@ -337,7 +370,8 @@ def rebuild(prov: "Provisioner", *, image: str | None = None,
         report.run_dir = str(record.path)
         try:
             errors: dict[str, str] = {}
-            members = [n for n in inv.nodes if any(r in n.roles for r in QUORUM_ROLES)]
+            members = _leaders_last([n for n in inv.nodes if any(r in n.roles for r in QUORUM_ROLES)],
+                                    health_snapshot(prov))
             others = [n for n in inv.nodes if n not in members]
             for node in members:
                 step(f"rebuild {node.name}")
@@ -363,6 +397,15 @@ def rebuild(prov: "Provisioner", *, image: str | None = None,
         finally:
             record.finish(report.to_dict(), exit_code=report.exit_code())
     return report
+
+
+def _leaders_last(members: list[Node], checks: dict[str, Any]) -> list[Node]:
+    """Followers first, the current leaders last: losing a leader costs an election (no
+    member serves until it ends), so a rebuild in this order holds only one per ensemble
+    instead of one per member it happens to pick up the leadership."""
+    leaders = {name for gate, result in checks.items() if gate in ("zookeeper", "mesos")
+               for name, state in result.states.items() if state in ("leader", "standalone")}
+    return sorted(members, key=lambda n: n.name in leaders)
 
 
 def _rebuild_group(prov: "Provisioner", report: ClusterReport, names: list[str], *,

@@ -266,10 +266,11 @@ def _provision(prov: "Provisioner", verb: str, action: str, todo: list[tuple[Nod
     inv = prov.inventory
     state_dir = prov.cluster_state_dir
     uuid_of = {node.name: uuid for node, uuid in todo}
+    by_name = {node.name: node for node, _ in todo}
     fired_at: dict[str, float] = {}
 
-    def fire(item: tuple[Node, str]) -> None:
-        node, uuid = item
+    def fire(name: str) -> None:
+        node, uuid = by_name[name], uuid_of[name]
         if not node.macs:
             raise NodeError(node.name, "no MAC address: the config drive's network needs one")
         key = ensure_host_key(state_dir, node.name, regenerate=regenerate_keys)
@@ -284,34 +285,16 @@ def _provision(prov: "Provisioner", verb: str, action: str, todo: list[tuple[Nod
         prov._ironic().start_action(uuid, action, config_drive=drive)
 
     prov._notify(f"{verb}: {len(todo)} node(s), image {image.name}")
-    fired = prov._fan_out(f"ironic.{verb}", todo, fire, key=lambda item: item[0].name,
-                          item_timeout=prov.timeouts.api_request * 3)
-    report.phases.append((action, fired))
-    ok: list[Node] = []
-    by_name = {node.name: node for node, _ in todo}
-    for res in fired.results:
-        if res.status is Status.OK:
-            ok.append(by_name[res.key])
-        else:
-            outcomes[res.key].status, outcomes[res.key].error = res.status, res.error
-    if fired.cancelled:
-        report.cancelled = True
+    t_fire = time.monotonic()
+    reached = prov._fire_and_wait(kind=f"ironic.{verb}", action=action, names=list(by_name), fire=fire,
+                                  uuid_of=uuid_of, target="active", timeout=prov.timeouts.deploy,
+                                  report=report, outcomes=outcomes)
+    if report.cancelled:
         return prov._finish(report, outcomes, started)
-
-    t_wait = time.monotonic()
-    waited = prov._ironic().wait_state([uuid_of[n.name] for n in ok], "active",
-                                       timeout=prov.timeouts.deploy)
-    prov._notify(f"{verb}: Ironic reached active in {time.monotonic() - t_wait:.1f} s")
-    active: list[Node] = []
-    for node in ok:
-        result, error = waited.get(uuid_of[node.name], ("timeout", "not active"))
-        if result == "ok":
-            active.append(node)
-            outcomes[node.name].action = "deployed" if action == "active" else "rebuilt"
-        else:
-            out = outcomes[node.name]
-            out.status = Status.TIMEOUT if result == "timeout" else Status.FAILED
-            out.error = f"{action}: {error}"
+    prov._notify(f"{verb}: Ironic reached active in {time.monotonic() - t_fire:.1f} s")
+    active = [by_name[name] for name in reached]
+    for node in active:
+        outcomes[node.name].action = "deployed" if action == "active" else "rebuilt"
 
     known_hosts = write_pinned_known_hosts(prov)
     if active:
@@ -420,23 +403,11 @@ def undeploy(prov: "Provisioner", *, limit: Iterable[str] | None = None) -> Verb
         return prov._finish(report, outcomes, started)
     ironic = prov._ironic()
     prov._notify(f"undeploy: {len(todo)} node(s)")
-    fired = prov._fan_out("ironic.undeploy", todo,
-                          lambda name: ironic.start_action(current[name].id, "deleted"),
-                          key=lambda name: name, item_timeout=prov.timeouts.api_request * 3)
-    report.phases.append(("deleted", fired))
-    ok = []
-    for res in fired.results:
-        if res.status is Status.OK:
-            ok.append(res.key)
-        else:
-            outcomes[res.key].status, outcomes[res.key].error = res.status, res.error
-    report.cancelled = fired.cancelled
-    waited = ironic.wait_state([current[n].id for n in ok], "available", timeout=prov.timeouts.undeploy)
-    for name in ok:
-        result, error = waited.get(current[name].id, ("timeout", "not available"))
-        if result == "ok":
-            outcomes[name].action = "undeployed"
-        else:
-            outcomes[name].status = Status.TIMEOUT if result == "timeout" else Status.FAILED
-            outcomes[name].error = f"undeploy: {error}"
+    uuid_of = {name: current[name].id for name in todo}
+    reached = prov._fire_and_wait(kind="ironic.undeploy", action="deleted", names=todo,
+                                  fire=lambda name: ironic.start_action(uuid_of[name], "deleted"),
+                                  uuid_of=uuid_of, target="available", timeout=prov.timeouts.undeploy,
+                                  report=report, outcomes=outcomes)
+    for name in reached:
+        outcomes[name].action = "undeployed"
     return prov._finish(report, outcomes, started)

@@ -137,30 +137,47 @@ class Provisioner:
             if not names:
                 continue
             self._notify(f"{action}: {len(names)} node(s) -> {target}")
-            fired = self._fan_out(f"ironic.{action}", names,
-                                  lambda name, a=action: ironic.start_action(uuid_of[name], a),
-                                  key=lambda name: name, item_timeout=self.timeouts.api_request * 3)
-            report.phases.append((action, fired))
-            started_ok = []
-            for res in fired.results:
-                if res.status is Status.OK:
-                    started_ok.append(res.key)
-                else:
-                    outcomes[res.key].status, outcomes[res.key].error = res.status, res.error
-                    state.pop(res.key, None)
-            if fired.cancelled:
-                report.cancelled = True
-                break
-            waited = ironic.wait_state([uuid_of[n] for n in started_ok], target, timeout=timeout)
-            for name in started_ok:
-                result, error = waited.get(uuid_of[name], ("timeout", f"not {target}"))
-                if result == "ok":
+            reached = self._fire_and_wait(
+                kind=f"ironic.{action}", action=action, names=names,
+                fire=lambda name, a=action: ironic.start_action(uuid_of[name], a),
+                uuid_of=uuid_of, target=target, timeout=timeout, report=report, outcomes=outcomes)
+            for name in names:
+                if name in reached:
                     state[name] = target
                 else:
-                    outcomes[name].status = Status.TIMEOUT if result == "timeout" else Status.FAILED
-                    outcomes[name].error = f"{action}: {error}"
                     state.pop(name, None)
+            if report.cancelled:
+                break
         return self._finish(report, outcomes, started)
+
+    def _fire_and_wait(self, *, kind: str, action: str, names: list[str], fire: Callable[[str], None],
+                       uuid_of: dict[str, str], target: str, timeout: float, report: VerbReport,
+                       outcomes: dict[str, NodeOutcome]) -> list[str]:
+        """Fan `fire` (one provision request per node) out over `names`, then ONE batched
+        wait for `target`. Failures and timeouts go to their nodes' rows; returns the names
+        that reached `target` (none when the run was interrupted)."""
+        fired = self._fan_out(kind, names, fire, key=lambda name: name,
+                              item_timeout=self.timeouts.api_request * 3)
+        report.phases.append((action, fired))
+        started = []
+        for res in fired.results:
+            if res.status is Status.OK:
+                started.append(res.key)
+            else:
+                outcomes[res.key].status, outcomes[res.key].error = res.status, res.error
+        if fired.cancelled:
+            report.cancelled = True
+            return []
+        waited = self._ironic().wait_state([uuid_of[name] for name in started], target, timeout=timeout)
+        reached = []
+        for name in started:
+            result, error = waited.get(uuid_of[name], ("timeout", f"not {target}"))
+            if result == "ok":
+                reached.append(name)
+            else:
+                outcomes[name].status = Status.TIMEOUT if result == "timeout" else Status.FAILED
+                outcomes[name].error = f"{action}: {error}"
+        return reached
 
     def _finish(self, report: VerbReport, outcomes: dict[str, NodeOutcome], started: float) -> VerbReport:
         """Fill every row with Ironic's current view (one list call, not one GET per node)."""

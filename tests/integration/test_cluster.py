@@ -1,0 +1,472 @@
+"""The operator's workflow on the lab: `cluster up | status | down | rebuild`, run records,
+the cluster lock and Ctrl-C, through the CLI, against real Ironic and Glance, the BMC
+simulators over IPMI and lab hosts running real ZooKeeper and Spark.
+
+Two clusters share the session's lab: `cuptest` (cup01-05: three ZooKeeper members,
+cup01 also the Spark master, two Spark workers) carries the main story; `cupint`
+(cup06-07) is a small second cluster for the Ctrl-C test, so that it does not need a
+second full `cluster up` of cuptest. Timings are printed (pytest -s).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import openstack
+import pytest
+from image_fixture import lab_image_path
+from typer.testing import CliRunner
+
+from k1prov import glance
+from k1prov.cli import app
+from k1prov.imagecatalog import write_lab_deploy_image
+from k1prov.inventory import load_inventory
+from k1prov.lab.netns import netns_exists, netns_name
+from k1prov.lock import cluster_lock
+from k1prov.outcome import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK
+from k1prov.provisioner import Provisioner
+
+pytestmark = pytest.mark.lab
+
+CLUSTER = "cuptest"
+NAMES = [f"cup{i:02d}" for i in range(1, 6)]
+ZK_MEMBERS = NAMES[:3]
+SECOND = "cupint"
+SECOND_NAMES = ["cup06", "cup07"]
+# BMC ports lab base + 15.. and addresses .161..: no other test uses them.
+BMC_OFFSET = 15
+FIRST_ADDRESS = 161
+SSH_TIMEOUT = 30.0
+HOST_GONE_TIMEOUT = 30.0
+# The Ctrl-C test: how long to watch Ironic for the first deploy, and to wait for exit 130.
+DEPLOY_SEEN_TIMEOUT = 240.0
+INTERRUPT_EXIT_TIMEOUT = 60.0
+ZK_PORT = 2181
+ZK_POLL_INTERVAL = 0.5
+ZK_CONNECT_TIMEOUT = 1.0
+REBUILD_TIMEOUT = 600.0
+LOCK_HOLDER_TIMEOUT = 20.0
+
+ROLE_SETTINGS = """\
+roles:
+  zookeeper: {source: preinstalled, server_script: /usr/share/zookeeper/bin/zkServer.sh, heap_mb: 256}
+  spark:
+    source: preinstalled
+    spark_home: /opt/spark
+    manager: standalone
+    worker_memory: 1g
+    defaults: {spark.executor.memory: 512m, spark.driver.memory: 512m}
+"""
+
+
+def _keygen(path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "cuptest", "-f", str(path)],
+                   check=True, timeout=30)
+
+
+def _node(name: str, index: int, roles: list[str], s) -> str:
+    return (f"  - name: {name}\n"
+            + (f"    roles: [{', '.join(roles)}]\n" if roles else "")
+            + f"    bmc: {{port: {s.bmc_base_port + BMC_OFFSET + index}}}\n"
+            f"    macs: [\"52:54:00:c1:00:{index + 1:02x}\"]\n"
+            f"    address: 10.251.0.{FIRST_ADDRESS + index}\n")
+
+
+def _inventory(s, d: Path, *, cluster: str, nodes: str, user_image: str) -> Path:
+    inv = d / f"{cluster}.yaml"
+    inv.write_text(f"""\
+cluster: {cluster}
+cloud: {{ironic_url: "{s.ironic_url}", glance_url: "{s.glance_url}"}}
+ssh:
+  user: root
+  private_key: "{d / 'id_ed25519'}"
+  public_keys: ["{(d / 'id_ed25519.pub').read_text().strip()}"]
+network: {{prefix_length: 24}}
+images:
+  deploy_kernel: {{name: cup-deploy-kernel, file: "{d / 'deploy.kernel'}"}}
+  deploy_ramdisk: {{name: cup-deploy-ramdisk, file: "{d / 'deploy.initramfs'}"}}
+  user: {{name: cup-lab-image, file: "{user_image}"}}
+defaults:
+  driver: fake-hardware
+  interfaces: {{power: ipmitool, management: ipmitool, deploy: fake, boot: fake}}
+  bmc: {{address: 127.0.0.1, username: {s.bmc_username}, password: {{file: "{s.bmc_password_file}"}}}}
+{ROLE_SETTINGS}nodes:
+{nodes}""")
+    return inv
+
+
+def _tear_down(inv: Path, state: Path, conn, cluster: str) -> None:
+    """Best effort: leave Ironic, Glance and the lab without this test's nodes."""
+    try:
+        Provisioner(load_inventory(inv), state_root=state).cluster_down(unenroll=True)
+    except Exception as exc:  # noqa: BLE001 - cleanup goes on whatever failed
+        print(f"cleanup of {cluster}: {exc}", file=sys.stderr)
+    for img in glance.list_own_images(conn, cluster):
+        conn.image.delete_image(img.id, ignore_missing=True)
+
+
+@pytest.fixture(scope="module")
+def env(lab, tmp_path_factory):
+    d = tmp_path_factory.mktemp("cluster")
+    _keygen(d / "id_ed25519")
+    write_lab_deploy_image(d / "deploy.kernel", "lab-deploy-kernel")
+    write_lab_deploy_image(d / "deploy.initramfs", "lab-deploy-ramdisk")
+    image = str(lab_image_path())
+    s = lab.settings
+    roles = {NAMES[0]: ["zookeeper", "spark-master"], NAMES[1]: ["zookeeper"], NAMES[2]: ["zookeeper"],
+             NAMES[3]: ["spark-worker"], NAMES[4]: ["spark-worker"]}
+    inv = _inventory(s, d, cluster=CLUSTER, user_image=image,
+                     nodes="".join(_node(n, i, roles[n], s) for i, n in enumerate(NAMES)))
+    # The second cluster: a one-member ZooKeeper and a node without roles.
+    second = _inventory(s, d, cluster=SECOND, user_image=image,
+                        nodes=_node(SECOND_NAMES[0], 5, ["zookeeper"], s) + _node(SECOND_NAMES[1], 6, [], s))
+    state = d / "state"
+    conn = openstack.connect(auth_type="none", load_yaml_config=False, load_envvars=False,
+                             baremetal_endpoint_override=s.ironic_url, baremetal_api_version="1.78",
+                             image_endpoint_override=s.glance_url)
+    env = {"dir": d, "inv": inv, "second": second, "state": state, "conn": conn, "times": {}}
+    try:
+        yield env
+    finally:
+        _tear_down(second, state, conn, SECOND)
+        _tear_down(inv, state, conn, CLUSTER)
+        print("\ncluster timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in env["times"].items()))
+
+
+def _cli(env, *args: str, inv: Path | None = None, json_out: bool = True):
+    argv = [*args, "-i", str(inv or env["inv"])] + (["--json"] if json_out else [])
+    return CliRunner().invoke(app, argv, env={"K1PROV_STATE_DIR": str(env["state"])})
+
+
+def _address(name: str) -> str:
+    index = int(name[3:]) - 1
+    return f"10.251.0.{FIRST_ADDRESS + index}"
+
+
+def _ssh(env, name: str, command: str, *, cluster: str = CLUSTER, check: bool = True):
+    result = subprocess.run(
+        ["ssh", "-F", "/dev/null", "-i", str(env["dir"] / "id_ed25519"), "-o", "IdentitiesOnly=yes",
+         "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={env['state'] / cluster / 'known_hosts'}",
+         "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10", f"root@{_address(name)}", command],
+        capture_output=True, text=True, timeout=SSH_TIMEOUT)
+    if check:
+        assert result.returncode == 0, (name, result.stderr)
+    return result
+
+
+def _zk_pids(env) -> dict[str, str]:
+    return {name: _ssh(env, name, "pgrep -f org.apache.zookeeper.server.quorum.QuorumPeerMain | sort")
+            .stdout.strip() for name in ZK_MEMBERS}
+
+
+def _zk_mode(address: str) -> str:
+    """One `srvr` straight to a member's client port: its mode, or why there is none."""
+    try:
+        with socket.create_connection((address, ZK_PORT), timeout=ZK_CONNECT_TIMEOUT) as sock:
+            sock.settimeout(ZK_CONNECT_TIMEOUT)
+            sock.sendall(b"srvr")
+            data = b""
+            while chunk := sock.recv(4096):
+                data += chunk
+    except OSError as exc:
+        return f"down ({exc.__class__.__name__})"
+    match = re.search(rb"^Mode:\s*(\w+)", data, re.MULTILINE)
+    return match.group(1).decode() if match else "not serving"
+
+
+def _ironic_states(env, names: list[str]) -> dict[str, str | None]:
+    out = {}
+    for name in names:
+        node = env["conn"].baremetal.find_node(name)
+        out[name] = node.provision_state if node else None
+    return out
+
+
+def _wait_hosts_gone(names: list[str]) -> None:
+    deadline = time.monotonic() + HOST_GONE_TIMEOUT
+    while any(netns_exists(netns_name(n)) for n in names) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [n for n in names if netns_exists(netns_name(n))]
+
+
+def _check_healthy(data: dict, names: list[str], *, zk_members: list[str], spark: bool) -> None:
+    rows = {r["node"]: r for r in data["nodes"]}
+    assert set(rows) == set(names)
+    for name in names:
+        assert rows[name]["provision_state"] == "active", rows[name]
+        assert rows[name]["error"] is None, rows[name]
+    assert data["health"]["zookeeper"].startswith("ok"), data["health"]
+    leaders = [n for n in zk_members if "zookeeper leader" in (rows[n]["health"] or "")
+               or "zookeeper standalone" in (rows[n]["health"] or "")]
+    assert len(leaders) == 1, {n: rows[n]["health"] for n in zk_members}
+    assert data["endpoints"]["zookeeper"] == ",".join(f"{_address(n)}:{ZK_PORT}" for n in zk_members)
+    if spark:
+        assert data["health"]["spark"].startswith("ok"), data["health"]
+        assert data["endpoints"]["spark"] == f"spark://{_address(NAMES[0])}:7077"
+        assert data["endpoints"]["spark_ui"].startswith(f"http://{_address(NAMES[0])}:")
+
+
+def _phase(data: dict, name: str) -> dict:
+    return next(p for p in data["phases"] if p["phase"] == name)
+
+
+# ---------------------------------------------------------------- the tests, in order
+
+
+def test_up_from_nothing_to_healthy(env):
+    assert set(_ironic_states(env, NAMES).values()) == {None}
+    t0 = time.monotonic()
+    result = _cli(env, "cluster", "up")
+    env["times"]["first up"] = time.monotonic() - t0
+    assert result.exit_code == EXIT_OK, result.output
+    data = json.loads(result.stdout)
+    _check_healthy(data, NAMES, zk_members=ZK_MEMBERS, spark=True)
+    assert [p["phase"] for p in data["phases"]] == ["enroll", "images", "deploy", "ssh", "configure"]
+    assert {o["action"] for o in _phase(data, "enroll")["report"]["nodes"]} == {"created"}
+    deployed = _phase(data, "deploy")["report"]["nodes"]
+    assert {o["action"] for o in deployed} == {"deployed"}
+    print("\nfirst cluster up: " + ", ".join(f"{p['phase']} {p['seconds']} s" for p in data["phases"])
+          + f"; total {env['times']['first up']:.1f} s")
+    env["first_up"] = data
+
+    run_dir = Path(data["run_dir"])
+    assert run_dir.parent == env["state"] / CLUSTER / "runs"
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["verb"] == "cluster up" and report["exit_code"] == EXIT_OK
+    trace = json.loads((run_dir / "trace.json").read_text())
+    # The concurrency trace of the deploy phase is really there (not an empty placeholder).
+    assert any(samples for samples in trace["deploy"].values()), trace
+
+    listed = _cli(env, "runs", "list")
+    assert listed.exit_code == 0, listed.output
+    runs = {r["id"]: r for r in json.loads(listed.stdout)}
+    assert runs[run_dir.name]["verb"] == "cluster-up" and runs[run_dir.name]["exit_code"] == EXIT_OK
+    shown = _cli(env, "runs", "show", run_dir.name)
+    assert shown.exit_code == 0, shown.output
+    record = json.loads(shown.stdout)
+    assert record["report"]["nodes"] == data["nodes"]
+    table = _cli(env, "runs", "show", "latest", json_out=False)
+    assert table.exit_code == 0 and run_dir.name in table.stdout and "cup05" in table.stdout
+
+    status = _cli(env, "cluster", "status")
+    assert status.exit_code == EXIT_OK, status.output
+    _check_healthy(json.loads(status.stdout), NAMES, zk_members=ZK_MEMBERS, spark=True)
+
+
+def test_second_up_is_a_no_op(env):
+    pids = _zk_pids(env)
+    assert all(pids.values()), pids
+    t0 = time.monotonic()
+    result = _cli(env, "cluster", "up")
+    env["times"]["second up"] = elapsed = time.monotonic() - t0
+    assert result.exit_code == EXIT_OK, result.output
+    data = json.loads(result.stdout)
+    _check_healthy(data, NAMES, zk_members=ZK_MEMBERS, spark=True)
+    assert {o["action"] for o in _phase(data, "enroll")["report"]["nodes"]} == {"unchanged"}
+    assert {o["action"] for o in _phase(data, "deploy")["report"]["nodes"]} == {"unchanged"}
+    assert not [p for p in _phase(data, "deploy")["report"]["phases"] if p["phase"] == "active"]
+    images = _phase(data, "images")["report"]["nodes"]
+    assert {o["action"] for o in images} == {"unchanged"}
+    configured = _phase(data, "configure")["report"]["nodes"]
+    assert len(configured) == 6   # one row per host and role: 3 zookeeper, 1 master, 2 workers
+    assert {o["action"] for o in configured} == {"unchanged"}
+    assert _zk_pids(env) == pids
+    first = env["times"]["first up"]
+    print(f"\nsecond cluster up: {elapsed:.1f} s = {elapsed / first:.0%} of the first ({first:.1f} s); "
+          + ", ".join(f"{p['phase']} {p['seconds']} s" for p in data["phases"]))
+
+
+def test_dry_run_shows_the_plan_and_changes_nothing(env):
+    # On the healthy cluster: nothing to enroll or deploy.
+    before = _ironic_states(env, NAMES)
+    runs_before = sorted((env["state"] / CLUSTER / "runs").iterdir())
+    result = _cli(env, "cluster", "up", "--dry-run")
+    assert result.exit_code == EXIT_OK, result.output
+    data = json.loads(result.stdout)
+    assert data["dry_run"] is True
+    plans = {r["node"]: r["plan"] for r in data["nodes"]}
+    assert set(plans) == set(NAMES)
+    for name in NAMES:
+        assert "deploy" not in plans[name].split("; ") and "create in Ironic" not in plans[name]
+    assert "configure zookeeper, spark-master" in plans[NAMES[0]]
+    assert _ironic_states(env, NAMES) == before
+    assert sorted((env["state"] / CLUSTER / "runs").iterdir()) == runs_before
+
+    # On a cluster that does not exist yet: everything to create, and still nothing created.
+    table = _cli(env, "cluster", "up", "--dry-run", inv=env["second"], json_out=False)
+    assert table.exit_code == EXIT_OK, table.output
+    assert "nothing changed" in table.stdout and "create in Ironic" in table.stdout
+    fresh = json.loads(_cli(env, "cluster", "up", "--dry-run", inv=env["second"]).stdout)
+    for row in fresh["nodes"]:
+        assert row["provision_state"] == "not enrolled"
+        assert row["plan"].startswith("create in Ironic; manage; provide; deploy")
+    assert set(_ironic_states(env, SECOND_NAMES).values()) == {None}
+    assert glance.list_own_images(env["conn"], SECOND) == []
+
+
+def test_second_run_waits_for_no_one_and_names_the_lock_holder(env):
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        from k1prov.lock import cluster_lock
+        with cluster_lock(Path({str(env['state'] / CLUSTER)!r}), verb="cluster up", wait=0):
+            print("held", flush=True)
+            sys.stdin.readline()
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        t0 = time.monotonic()
+        result = _cli(env, "cluster", "up")
+        assert time.monotonic() - t0 < LOCK_HOLDER_TIMEOUT
+        assert result.exit_code == 1, result.output
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith("error: cluster cuptest is locked by k1prov cluster up "
+                                   f"(pid {holder.pid} "), lines[0]
+        assert result.stdout == ""
+    finally:
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        holder.wait(timeout=LOCK_HOLDER_TIMEOUT)
+
+
+def _k1prov_command() -> list[str]:
+    exe = Path(sys.executable).parent / "k1prov"
+    assert exe.is_file(), f"no k1prov entry point next to {sys.executable}"
+    return [str(exe)]
+
+
+def test_ctrl_c_during_deploy_then_rerun_finishes(env):
+    inv = env["second"]
+    out_path, err_path = env["dir"] / "interrupted.out", env["dir"] / "interrupted.err"
+    with out_path.open("w") as out, err_path.open("w") as err:
+        proc = subprocess.Popen([*_k1prov_command(), "cluster", "up", "-i", str(inv)],
+                                stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                env={**os.environ, "K1PROV_STATE_DIR": str(env["state"]), "COLUMNS": "160"})
+    try:
+        deadline = time.monotonic() + DEPLOY_SEEN_TIMEOUT
+        seen: dict[str, str | None] = {}
+        while time.monotonic() < deadline and proc.poll() is None:
+            seen = _ironic_states(env, SECOND_NAMES)
+            if any(st in ("deploying", "wait call-back", "active") for st in seen.values()):
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, f"cluster up ended before its deploy phase: {err_path.read_text()}"
+        assert any(st in ("deploying", "wait call-back", "active") for st in seen.values()), seen
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=INTERRUPT_EXIT_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    stderr = err_path.read_text()
+    print(f"\ninterrupted at Ironic states {seen}; exit {code}")
+    assert code == EXIT_INTERRUPTED, stderr
+    assert "interrupted" in stderr
+    # The interrupted run left its record, marked with exit 130, and released the lock.
+    runs = json.loads(_cli(env, "runs", "list", inv=inv).stdout)
+    assert runs[0]["verb"] == "cluster-up" and runs[0]["exit_code"] == EXIT_INTERRUPTED, runs
+    with cluster_lock(env["state"] / SECOND, verb="test", wait=0):
+        pass
+
+    t0 = time.monotonic()
+    again = _cli(env, "cluster", "up", inv=inv)
+    env["times"]["re-run after Ctrl-C"] = time.monotonic() - t0
+    assert again.exit_code == EXIT_OK, again.output
+    data = json.loads(again.stdout)
+    _check_healthy(data, SECOND_NAMES, zk_members=SECOND_NAMES[:1], spark=False)
+    # The re-run continued: the nodes the interrupted run created were not created again.
+    assert "created" not in {o["action"] for o in _phase(data, "enroll")["report"]["nodes"]}
+
+
+def test_rebuild_keeps_the_zookeeper_quorum(env):
+    for name in NAMES:
+        _ssh(env, name, "echo before-rebuild > /root/marker")
+    addresses = {name: _address(name) for name in ZK_MEMBERS}
+    assert all(m in ("leader", "follower") for m in map(_zk_mode, addresses.values()))
+    done = threading.Event()
+    outcome: dict = {}
+
+    def rebuild() -> None:
+        try:
+            outcome["report"] = Provisioner(load_inventory(env["inv"]),
+                                            state_root=env["state"]).cluster_rebuild()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    polls: list[tuple[float, dict[str, str]]] = []
+    t0 = time.monotonic()
+    worker = threading.Thread(target=rebuild, name="rebuild", daemon=True)
+    worker.start()
+    with ThreadPoolExecutor(len(addresses)) as pool:
+        while not done.is_set() and time.monotonic() - t0 < REBUILD_TIMEOUT:
+            started = time.monotonic()
+            modes = dict(zip(addresses, pool.map(_zk_mode, addresses.values())))
+            polls.append((started - t0, modes))
+            time.sleep(max(0.0, ZK_POLL_INTERVAL - (time.monotonic() - started)))
+    worker.join(timeout=REBUILD_TIMEOUT)
+    env["times"]["rebuild"] = elapsed = time.monotonic() - t0
+    assert "error" not in outcome, outcome.get("error")
+    report = outcome["report"]
+    data = report.to_dict()
+    assert report.exit_code() == EXIT_OK, json.dumps(data, indent=1, default=str)[:4000]
+
+    def serving(modes: dict[str, str]) -> int:
+        return sum(m in ("leader", "follower") for m in modes.values())
+
+    changes = [f"{t:6.1f}s " + " ".join(f"{n}={m}" for n, m in modes.items())
+               for i, (t, modes) in enumerate(polls) if i == 0 or modes != polls[i - 1][1]]
+    print(f"\nrebuild: {elapsed:.1f} s, {len(polls)} ZooKeeper polls; mode changes:\n  " + "\n  ".join(changes))
+    print("rebuild phases: " + ", ".join(f"{p['phase']} {p['seconds']} s" for p in data["phases"]))
+    assert len(polls) >= elapsed / (ZK_POLL_INTERVAL + 2 * ZK_CONNECT_TIMEOUT)
+    # Every member was really down at some point (it was rebuilt), and never two at once.
+    for name in ZK_MEMBERS:
+        assert any(modes[name] not in ("leader", "follower") for _, modes in polls), name
+    lost = [(t, modes) for t, modes in polls if serving(modes) < 2]
+    assert not lost, lost
+
+    for name in NAMES:
+        gone = _ssh(env, name, "test -e /root/marker", check=False)
+        assert gone.returncode == 1, (name, gone.stderr)
+    status = _cli(env, "cluster", "status")
+    assert status.exit_code == EXIT_OK, status.output
+    _check_healthy(json.loads(status.stdout), NAMES, zk_members=ZK_MEMBERS, spark=True)
+
+
+def test_down_needs_yes_without_a_terminal_then_unenroll_leaves_nothing(env):
+    refused = _cli(env, "cluster", "down", json_out=False)
+    assert refused.exit_code == EXIT_INPUT, refused.output
+    assert "--yes" in refused.stderr
+    assert set(_ironic_states(env, NAMES).values()) == {"active"}
+
+    t0 = time.monotonic()
+    result = _cli(env, "cluster", "down", "--unenroll", "--yes")
+    env["times"]["down --unenroll"] = time.monotonic() - t0
+    assert result.exit_code == EXIT_OK, result.output
+    data = json.loads(result.stdout)
+    assert _phase(data, "stop services")["note"] == f"stopped services on {len(NAMES)} node(s)"
+    assert {o["action"] for o in _phase(data, "undeploy")["report"]["nodes"]} == {"undeployed"}
+    assert {o["action"] for o in _phase(data, "delete nodes")["report"]["nodes"]} == {"deleted"}
+    assert _phase(data, "delete images")["note"] == "3 image(s) deleted"
+    _wait_hosts_gone(NAMES)
+    assert set(_ironic_states(env, NAMES).values()) == {None}
+    assert glance.list_own_images(env["conn"], CLUSTER) == []
+    # The other cluster of the lab is untouched.
+    assert set(_ironic_states(env, SECOND_NAMES).values()) == {"active"}
+    assert len(glance.list_own_images(env["conn"], SECOND)) == 3
+
+    # Down of what is already gone is a clean no-op.
+    again = _cli(env, "cluster", "down", "--unenroll", "--yes")
+    assert again.exit_code == EXIT_OK, again.output
