@@ -255,6 +255,15 @@ def reimage(prov: "Provisioner", names: Iterable[str], *, image_name: str | None
                       regenerate_keys=new_host_keys)
 
 
+def _check_ssh(prov: "Provisioner") -> None:
+    """A deployed host is reached with the inventory's key: without one, every deploy
+    would end in an SSH timeout. Checked before any node is touched."""
+    ssh = prov.inventory.ssh
+    if not ssh.public_keys:
+        raise ConfigError(f"{prov.inventory.path}: ssh.public_keys: none given; the config drive "
+                          f"must carry the key k1prov logs in with (ssh.public_key_files or public_keys)")
+
+
 def _provision(prov: "Provisioner", verb: str, action: str, todo: list[tuple[Node, str]],
                outcomes: dict[str, NodeOutcome], *, image: UserImage,
                regenerate_keys: bool) -> VerbReport:
@@ -263,6 +272,7 @@ def _provision(prov: "Provisioner", verb: str, action: str, todo: list[tuple[Nod
     report = VerbReport(verb=verb, outcomes=list(outcomes.values()))
     if not todo:
         return prov._finish(report, outcomes, started)
+    _check_ssh(prov)
     inv = prov.inventory
     state_dir = prov.cluster_state_dir
     uuid_of = {node.name: uuid for node, uuid in todo}

@@ -39,6 +39,32 @@ def _groups(count: int) -> list[tuple[int, int, list[str]]]:
     return groups
 
 
+# Role settings for the lab image (images/lab/README.md): ZooKeeper and Spark are on the
+# image already, hosts have no network egress, and memory is kept small. The same block
+# stands in inventories/lab.yaml (a unit test keeps them equal).
+ROLE_SETTINGS_LINES = [
+    "roles:",
+    "  zookeeper: {source: preinstalled, server_script: /usr/share/zookeeper/bin/zkServer.sh, heap_mb: 256}",
+    "  spark:",
+    "    source: preinstalled",
+    "    spark_home: /opt/spark",
+    "    manager: standalone",
+    "    worker_memory: 1g",
+    "    defaults: {spark.executor.memory: 512m, spark.driver.memory: 512m}",
+]
+
+
+def _ssh_lines(s: LabSettings) -> list[str]:
+    """The operator key `lab up` makes; its public half is written in when it exists
+    (an inventory written before `lab up` has none, and deploy then refuses clearly)."""
+    key = s.root / "ssh" / "id_ed25519"
+    lines = ["ssh:", "  user: root", f'  private_key: "{key}"']
+    pub = key.with_suffix(".pub")
+    if pub.is_file():
+        lines.append(f'  public_keys: ["{pub.read_text().strip()}"]')
+    return lines
+
+
 def render_inventory(s: LabSettings, *, nodes: int | None = None, cluster: str = "lab") -> str:
     count = s.nodes if nodes is None else nodes
     if not 1 <= count <= s.nodes:
@@ -53,6 +79,12 @@ def render_inventory(s: LabSettings, *, nodes: int | None = None, cluster: str =
         f"  glance_url: {s.glance_url}",
         "network:",
         f"  prefix_length: {PREFIX_LENGTH}",
+        *_ssh_lines(s),
+        "images:",
+        "  deploy_kernel: {name: k1prov-lab-deploy-kernel}",
+        "  deploy_ramdisk: {name: k1prov-lab-deploy-ramdisk}",
+        "  user: {name: k1prov-lab}",
+        *ROLE_SETTINGS_LINES,
         "defaults:",
         "  driver: fake-hardware",
         "  interfaces: {power: ipmitool, management: ipmitool, deploy: fake, boot: fake}",

@@ -106,6 +106,10 @@ def test_lab_yaml_matches_the_default_lab(tmp_path):
                 for n in inv.nodes]
 
     assert shape(committed) == shape(generated)
+    assert committed.roles == generated.roles
+    assert committed.images == generated.images
+    assert committed.ssh.user == generated.ssh.user
+    assert Path(committed.ssh.private_key).expanduser() == Path(generated.ssh.private_key)
     assert committed.cloud.ironic_url == generated.cloud.ironic_url
     assert committed.cloud.glance_url == generated.cloud.glance_url
 

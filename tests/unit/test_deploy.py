@@ -129,3 +129,15 @@ def test_known_hosts_pins_only_nodes_with_keys_and_lives_in_the_cluster_state_di
     assert lines == [f"10.251.0.31,dpl01 {' '.join(key.public_line.split()[:2])}"]
     # No key was made for the node that was never deployed.
     assert not (prov.cluster_state_dir / "hostkeys" / "dpl02").exists()
+
+
+def test_deploy_without_public_keys_is_refused_before_any_change(tmp_path):
+    from types import SimpleNamespace
+
+    from k1prov.deploy import _check_ssh
+    from k1prov.errors import ConfigError
+    from k1prov.inventory.model import Ssh
+
+    prov = SimpleNamespace(inventory=SimpleNamespace(path=tmp_path / "inv.yaml", ssh=Ssh()))
+    with pytest.raises(ConfigError, match="ssh.public_keys: none given"):
+        _check_ssh(prov)
