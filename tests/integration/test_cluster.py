@@ -2,10 +2,13 @@
 the cluster lock and Ctrl-C, through the CLI, against real Ironic and Glance, the BMC
 simulators over IPMI and lab hosts running real ZooKeeper and Spark.
 
-Two clusters share the session's lab: `cuptest` (cup01-05: three ZooKeeper members,
-cup01 also the Spark master, two Spark workers) carries the main story; `cupint`
-(cup06-07) is a small second cluster for the Ctrl-C test, so that it does not need a
-second full `cluster up` of cuptest. Timings are printed (pytest -s).
+The tests run in order on one cluster, `cuptest` (cup01-05: three ZooKeeper members,
+cup01 also the Spark master, two Spark workers): up, a no-op up, --dry-run, the lock,
+rebuild, down, Ctrl-C during the deploy of a new up and its re-run, down --unenroll.
+The Ctrl-C test starts from `cluster down` (nodes enrolled, images in Glance) rather than
+from nothing: a fresh cluster would upload the 1 GB lab image to Glance once more.
+A second inventory, `cupint` (cup06-07), is only ever planned (--dry-run), never built.
+Timings are printed (pytest -s).
 """
 from __future__ import annotations
 
@@ -55,6 +58,8 @@ ZK_PORT = 2181
 ZK_POLL_INTERVAL = 0.5
 ZK_CONNECT_TIMEOUT = 1.0
 REBUILD_TIMEOUT = 600.0
+# Longest a leader election may take in the lab (seen well under 1 s; failover ~5 s).
+ELECTION_MAX_SECONDS = 10.0
 LOCK_HOLDER_TIMEOUT = 20.0
 
 ROLE_SETTINGS = """\
@@ -165,7 +170,7 @@ def _ssh(env, name: str, command: str, *, cluster: str = CLUSTER, check: bool = 
 
 
 def _zk_pids(env) -> dict[str, str]:
-    return {name: _ssh(env, name, "pgrep -f org.apache.zookeeper.server.quorum.QuorumPeerMain | sort")
+    return {name: _ssh(env, name, "pgrep -f QuorumPeer[M]ain")
             .stdout.strip() for name in ZK_MEMBERS}
 
 
@@ -182,6 +187,16 @@ def _zk_mode(address: str) -> str:
         return f"down ({exc.__class__.__name__})"
     match = re.search(rb"^Mode:\s*(\w+)", data, re.MULTILINE)
     return match.group(1).decode() if match else "not serving"
+
+
+def _dump_zookeeper(env) -> None:
+    """What the members say and log, printed when a test finds the ensemble unhealthy."""
+    for name in ZK_MEMBERS:
+        res = _ssh(env, name, "echo srvr | timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/2181; "
+                              "printf srvr >&3; cat <&3'; ps -eo pid,etime,args | grep -c java; "
+                              "tail -n 30 /var/log/zookeeper/*.log /var/log/k1prov/zookeeper.log",
+                   check=False)
+        print(f"\n==== {name} (exit {res.returncode})\n{res.stdout[-6000:]}\n{res.stderr[-1000:]}")
 
 
 def _ironic_states(env, names: list[str]) -> dict[str, str | None]:
@@ -228,6 +243,8 @@ def test_up_from_nothing_to_healthy(env):
     t0 = time.monotonic()
     result = _cli(env, "cluster", "up")
     env["times"]["first up"] = time.monotonic() - t0
+    if result.exit_code != EXIT_OK:
+        _dump_zookeeper(env)
     assert result.exit_code == EXIT_OK, result.output
     data = json.loads(result.stdout)
     _check_healthy(data, NAMES, zk_members=ZK_MEMBERS, spark=True)
@@ -340,55 +357,6 @@ def test_second_run_waits_for_no_one_and_names_the_lock_holder(env):
         holder.wait(timeout=LOCK_HOLDER_TIMEOUT)
 
 
-def _k1prov_command() -> list[str]:
-    exe = Path(sys.executable).parent / "k1prov"
-    assert exe.is_file(), f"no k1prov entry point next to {sys.executable}"
-    return [str(exe)]
-
-
-def test_ctrl_c_during_deploy_then_rerun_finishes(env):
-    inv = env["second"]
-    out_path, err_path = env["dir"] / "interrupted.out", env["dir"] / "interrupted.err"
-    with out_path.open("w") as out, err_path.open("w") as err:
-        proc = subprocess.Popen([*_k1prov_command(), "cluster", "up", "-i", str(inv)],
-                                stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                env={**os.environ, "K1PROV_STATE_DIR": str(env["state"]), "COLUMNS": "160"})
-    try:
-        deadline = time.monotonic() + DEPLOY_SEEN_TIMEOUT
-        seen: dict[str, str | None] = {}
-        while time.monotonic() < deadline and proc.poll() is None:
-            seen = _ironic_states(env, SECOND_NAMES)
-            if any(st in ("deploying", "wait call-back", "active") for st in seen.values()):
-                break
-            time.sleep(0.1)
-        assert proc.poll() is None, f"cluster up ended before its deploy phase: {err_path.read_text()}"
-        assert any(st in ("deploying", "wait call-back", "active") for st in seen.values()), seen
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=INTERRUPT_EXIT_TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-    stderr = err_path.read_text()
-    print(f"\ninterrupted at Ironic states {seen}; exit {code}")
-    assert code == EXIT_INTERRUPTED, stderr
-    assert "interrupted" in stderr
-    # The interrupted run left its record, marked with exit 130, and released the lock.
-    runs = json.loads(_cli(env, "runs", "list", inv=inv).stdout)
-    assert runs[0]["verb"] == "cluster-up" and runs[0]["exit_code"] == EXIT_INTERRUPTED, runs
-    with cluster_lock(env["state"] / SECOND, verb="test", wait=0):
-        pass
-
-    t0 = time.monotonic()
-    again = _cli(env, "cluster", "up", inv=inv)
-    env["times"]["re-run after Ctrl-C"] = time.monotonic() - t0
-    assert again.exit_code == EXIT_OK, again.output
-    data = json.loads(again.stdout)
-    _check_healthy(data, SECOND_NAMES, zk_members=SECOND_NAMES[:1], spark=False)
-    # The re-run continued: the nodes the interrupted run created were not created again.
-    assert "created" not in {o["action"] for o in _phase(data, "enroll")["report"]["nodes"]}
-
-
 def test_rebuild_keeps_the_zookeeper_quorum(env):
     for name in NAMES:
         _ssh(env, name, "echo before-rebuild > /root/marker")
@@ -434,8 +402,17 @@ def test_rebuild_keeps_the_zookeeper_quorum(env):
     # Every member was really down at some point (it was rebuilt), and never two at once.
     for name in ZK_MEMBERS:
         assert any(modes[name] not in ("leader", "follower") for _, modes in polls), name
-    lost = [(t, modes) for t, modes in polls if serving(modes) < 2]
-    assert not lost, lost
+    # A majority of the members runs at every poll: never two rebuilt at once.
+    down = [(t, modes) for t, modes in polls if sum(not m.startswith("down") for m in modes.values()) < 2]
+    assert not down, down
+    # A majority serves at every poll but during one leader election: ZooKeeper has no
+    # leadership transfer, so rebuilding the leader always costs one election; cluster
+    # rebuild takes the leader last so that it costs only that one (not one per member).
+    lost = [t for t, modes in polls if serving(modes) < 2]
+    windows = [t for i, t in enumerate(lost) if i == 0 or t - lost[i - 1] > 2 * ZK_POLL_INTERVAL + 2]
+    assert len(windows) <= 1, lost
+    assert not lost or lost[-1] - lost[0] <= ELECTION_MAX_SECONDS, lost
+    print(f"polls without a serving majority (the one election): {len(lost)}")
 
     for name in NAMES:
         gone = _ssh(env, name, "test -e /root/marker", check=False)
@@ -445,12 +422,80 @@ def test_rebuild_keeps_the_zookeeper_quorum(env):
     _check_healthy(json.loads(status.stdout), NAMES, zk_members=ZK_MEMBERS, spark=True)
 
 
-def test_down_needs_yes_without_a_terminal_then_unenroll_leaves_nothing(env):
+def test_down_needs_yes_without_a_terminal_then_undeploys(env):
     refused = _cli(env, "cluster", "down", json_out=False)
     assert refused.exit_code == EXIT_INPUT, refused.output
     assert "--yes" in refused.stderr
     assert set(_ironic_states(env, NAMES).values()) == {"active"}
 
+    t0 = time.monotonic()
+    result = _cli(env, "cluster", "down", "--yes")
+    env["times"]["down"] = time.monotonic() - t0
+    assert result.exit_code == EXIT_OK, result.output
+    data = json.loads(result.stdout)
+    assert _phase(data, "stop services")["note"] == f"stopped services on {len(NAMES)} node(s)"
+    assert {o["action"] for o in _phase(data, "undeploy")["report"]["nodes"]} == {"undeployed"}
+    _wait_hosts_gone(NAMES)
+    # Undeployed, not deleted: the nodes and the images stay for the next `cluster up`.
+    assert set(_ironic_states(env, NAMES).values()) == {"available"}
+    assert len(glance.list_own_images(env["conn"], CLUSTER)) == 3
+
+
+def _k1prov_command() -> list[str]:
+    exe = Path(sys.executable).parent / "k1prov"
+    assert exe.is_file(), f"no k1prov entry point next to {sys.executable}"
+    return [str(exe)]
+
+
+def test_ctrl_c_during_deploy_then_rerun_finishes(env):
+    """From undeployed nodes (cluster down above): the run reaches its deploy phase at once."""
+    inv = env["inv"]
+    out_path, err_path = env["dir"] / "interrupted.out", env["dir"] / "interrupted.err"
+    with out_path.open("w") as out, err_path.open("w") as err:
+        proc = subprocess.Popen([*_k1prov_command(), "cluster", "up", "-i", str(inv)],
+                                stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                env={**os.environ, "K1PROV_STATE_DIR": str(env["state"]), "COLUMNS": "160"})
+    try:
+        deadline = time.monotonic() + DEPLOY_SEEN_TIMEOUT
+        seen: dict[str, str | None] = {}
+        while time.monotonic() < deadline and proc.poll() is None:
+            seen = _ironic_states(env, NAMES)
+            if any(st in ("deploying", "wait call-back", "active") for st in seen.values()):
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, f"cluster up ended before its deploy phase: {err_path.read_text()}"
+        assert any(st in ("deploying", "wait call-back", "active") for st in seen.values()), seen
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=INTERRUPT_EXIT_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    stderr = err_path.read_text()
+    print(f"\ninterrupted at Ironic states {seen}; exit {code}")
+    assert code == EXIT_INTERRUPTED, stderr
+    assert "interrupted" in stderr
+    # The interrupted run left its record, marked with exit 130, and released the lock.
+    runs = json.loads(_cli(env, "runs", "list", inv=inv).stdout)
+    assert runs[0]["verb"] == "cluster-up" and runs[0]["exit_code"] == EXIT_INTERRUPTED, runs
+    with cluster_lock(env["state"] / CLUSTER, verb="test", wait=0):
+        pass
+
+    t0 = time.monotonic()
+    again = _cli(env, "cluster", "up", inv=inv)
+    env["times"]["re-run after Ctrl-C"] = time.monotonic() - t0
+    assert again.exit_code == EXIT_OK, again.output
+    data = json.loads(again.stdout)
+    _check_healthy(data, NAMES, zk_members=ZK_MEMBERS, spark=True)
+    # The re-run continued from the real state: nothing enrolled or uploaded again, and the
+    # nodes the interrupted run had sent to `active` were not deployed a second time.
+    assert {o["action"] for o in _phase(data, "enroll")["report"]["nodes"]} == {"unchanged"}
+    assert {o["action"] for o in _phase(data, "images")["report"]["nodes"]} == {"unchanged"}
+    redeployed = {o["node"] for o in _phase(data, "deploy")["report"]["nodes"] if o["action"] == "deployed"}
+    assert not redeployed & {n for n, st in seen.items() if st == "active"}
+
+
+def test_down_unenroll_leaves_nothing(env):
     t0 = time.monotonic()
     result = _cli(env, "cluster", "down", "--unenroll", "--yes")
     env["times"]["down --unenroll"] = time.monotonic() - t0
@@ -463,9 +508,6 @@ def test_down_needs_yes_without_a_terminal_then_unenroll_leaves_nothing(env):
     _wait_hosts_gone(NAMES)
     assert set(_ironic_states(env, NAMES).values()) == {None}
     assert glance.list_own_images(env["conn"], CLUSTER) == []
-    # The other cluster of the lab is untouched.
-    assert set(_ironic_states(env, SECOND_NAMES).values()) == {"active"}
-    assert len(glance.list_own_images(env["conn"], SECOND)) == 3
 
     # Down of what is already gone is a clean no-op.
     again = _cli(env, "cluster", "down", "--unenroll", "--yes")
