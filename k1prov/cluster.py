@@ -9,10 +9,11 @@ on a healthy cluster changes nothing.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from k1prov.errors import K1provError, TransportError
 from k1prov.fanout import Status
@@ -171,34 +172,43 @@ def _settle_then(prov: "Provisioner", names: list[str],
     return verb(limit=names)
 
 
+@contextlib.contextmanager
+def _recorded(prov: "Provisioner", report: ClusterReport, verb: str) -> Iterator[None]:
+    """Hold the cluster's lock and keep a run record for the whole verb. Ctrl-C ends the
+    verb there: the report says what was done and the record is written all the same."""
+    inv = prov.inventory
+    with cluster_lock(prov.cluster_state_dir, verb=verb, wait=prov.timeouts.lock):
+        record = RunRecord(prov.state_root, inv.cluster, verb.replace(" ", "-"), inventory=inv.path)
+        report.run_dir = str(record.path)
+        try:
+            yield
+        except KeyboardInterrupt:
+            report.cancelled = True
+            _summarize(prov, report, errors={}, live=False)
+        finally:
+            record.finish(report.to_dict(), exit_code=report.exit_code())
+
+
 def up(prov: "Provisioner", *, dry_run: bool = False) -> ClusterReport:
     """enroll -> register images -> deploy -> wait for SSH -> configure (with health gates)."""
     inv = prov.inventory
     if dry_run:
         return plan(prov)
     report = ClusterReport(verb="cluster up")
-    with cluster_lock(prov.cluster_state_dir, verb="cluster up", wait=prov.timeouts.lock):
-        record = RunRecord(prov.state_root, inv.cluster, "cluster-up", inventory=inv.path)
-        report.run_dir = str(record.path)
-        try:
-            pipe = _Pipeline(prov, report, list(inv.nodes))
-            steps: list[tuple[str, Callable[[list[str]], VerbReport | None]]] = [
-                ("enroll", lambda names: _settle_then(prov, names, prov.enroll)),
-                ("images", lambda names: prov.register_images()),
-                ("deploy", lambda names: prov.deploy(limit=names)),
-                ("ssh", lambda names: _ssh_phase(prov, names)),
-                ("configure", lambda names: prov.configure(limit=names)),
-            ]
-            for name, fn in steps:
-                if not pipe.phase(name, fn):
-                    break
-            # After a Ctrl-C the operator wants the prompt back, not a round of health checks.
-            _summarize(prov, report, errors=pipe.errors, live=not report.cancelled)
-        except KeyboardInterrupt:
-            report.cancelled = True
-            _summarize(prov, report, errors={}, live=False)
-        finally:
-            record.finish(report.to_dict(), exit_code=report.exit_code())
+    with _recorded(prov, report, "cluster up"):
+        pipe = _Pipeline(prov, report, list(inv.nodes))
+        steps: list[tuple[str, Callable[[list[str]], VerbReport | None]]] = [
+            ("enroll", lambda names: _settle_then(prov, names, prov.enroll)),
+            ("images", lambda names: prov.register_images()),
+            ("deploy", lambda names: prov.deploy(limit=names)),
+            ("ssh", lambda names: _ssh_phase(prov, names)),
+            ("configure", lambda names: prov.configure(limit=names)),
+        ]
+        for name, fn in steps:
+            if not pipe.phase(name, fn):
+                break
+        # After a Ctrl-C the operator wants the prompt back, not a round of health checks.
+        _summarize(prov, report, errors=pipe.errors, live=not report.cancelled)
     return report
 
 
@@ -323,36 +333,31 @@ def down(prov: "Provisioner", *, unenroll: bool) -> ClusterReport:
 
     inv = prov.inventory
     report = ClusterReport(verb="cluster down")
-    with cluster_lock(prov.cluster_state_dir, verb="cluster down", wait=prov.timeouts.lock):
-        record = RunRecord(prov.state_root, inv.cluster, "cluster-down", inventory=inv.path)
-        report.run_dir = str(record.path)
-        try:
-            current = prov._ironic().own_nodes()
-            active = [n for n in inv.nodes if current.get(n.name) is not None
-                      and current[n.name].provision_state == "active"]
-            t0 = time.monotonic()
-            if active:
-                stopped = run_on_hosts(inv, STOP_SERVICES, nodes=active, options=prov.options,
-                                       timeouts=prov.timeouts, events=prov.events,
-                                       known_hosts=pinned_known_hosts(prov.state_root, inv.cluster),
-                                       profile_path=prov.state_root / "profiles.json")
-                bad = [r.key for r in stopped.results if r.status is not Status.OK]
-                note = f"stopped services on {len(active) - len(bad)} node(s)"
-                # A host that does not answer is undeployed all the same: its disk is wiped.
-                note += f"; unreachable: {', '.join(bad)}" if bad else ""
-                report.phases.append(PhaseResult("stop services", None, time.monotonic() - t0, note))
-            pipe = _Pipeline(prov, report, list(inv.nodes))
-            ok = pipe.phase("undeploy", lambda names: prov.undeploy(limit=names))
-            if ok and unenroll:
-                ok = pipe.phase("delete nodes", lambda names: prov.delete_nodes(limit=names))
-                if ok and not pipe.errors:
-                    t0 = time.monotonic()
-                    deleted = glance.delete_own_images(prov.conn, inv.cluster)
-                    report.phases.append(PhaseResult("delete images", None, time.monotonic() - t0,
-                                                     f"{len(deleted)} image(s) deleted"))
-            _summarize(prov, report, errors=pipe.errors, live=False)
-        finally:
-            record.finish(report.to_dict(), exit_code=report.exit_code())
+    with _recorded(prov, report, "cluster down"):
+        current = prov._ironic().own_nodes()
+        active = [n for n in inv.nodes if current.get(n.name) is not None
+                  and current[n.name].provision_state == "active"]
+        t0 = time.monotonic()
+        if active:
+            stopped = run_on_hosts(inv, STOP_SERVICES, nodes=active, options=prov.options,
+                                   timeouts=prov.timeouts, events=prov.events,
+                                   known_hosts=pinned_known_hosts(prov.state_root, inv.cluster),
+                                   profile_path=prov.state_root / "profiles.json")
+            bad = [r.key for r in stopped.results if r.status is not Status.OK]
+            note = f"stopped services on {len(active) - len(bad)} node(s)"
+            # A host that does not answer is undeployed all the same: its disk is wiped.
+            note += f"; unreachable: {', '.join(bad)}" if bad else ""
+            report.phases.append(PhaseResult("stop services", None, time.monotonic() - t0, note))
+        pipe = _Pipeline(prov, report, list(inv.nodes))
+        ok = pipe.phase("undeploy", lambda names: prov.undeploy(limit=names))
+        if ok and unenroll:
+            ok = pipe.phase("delete nodes", lambda names: prov.delete_nodes(limit=names))
+            if ok and not pipe.errors:
+                t0 = time.monotonic()
+                deleted = glance.delete_own_images(prov.conn, inv.cluster)
+                report.phases.append(PhaseResult("delete images", None, time.monotonic() - t0,
+                                                 f"{len(deleted)} image(s) deleted"))
+        _summarize(prov, report, errors=pipe.errors, live=False)
     return report
 
 
@@ -365,37 +370,29 @@ def rebuild(prov: "Provisioner", *, image: str | None = None,
     inv = prov.inventory
     report = ClusterReport(verb="cluster rebuild")
     step = on_step or (lambda msg: None)
-    with cluster_lock(prov.cluster_state_dir, verb="cluster rebuild", wait=prov.timeouts.lock):
-        record = RunRecord(prov.state_root, inv.cluster, "cluster-rebuild", inventory=inv.path)
-        report.run_dir = str(record.path)
-        try:
-            errors: dict[str, str] = {}
-            members = _leaders_last([n for n in inv.nodes if any(r in n.roles for r in QUORUM_ROLES)],
-                                    health_snapshot(prov))
-            others = [n for n in inv.nodes if n not in members]
-            for node in members:
-                step(f"rebuild {node.name}")
-                if not _rebuild_group(prov, report, [node.name], image=image, errors=errors):
+    with _recorded(prov, report, "cluster rebuild"):
+        errors: dict[str, str] = {}
+        members = _leaders_last([n for n in inv.nodes if any(r in n.roles for r in QUORUM_ROLES)],
+                                health_snapshot(prov))
+        others = [n for n in inv.nodes if n not in members]
+        for node in members:
+            step(f"rebuild {node.name}")
+            if not _rebuild_group(prov, report, [node.name], image=image, errors=errors):
+                break
+            healthy = _wait_quorum(prov)
+            report.phases.append(PhaseResult(f"quorum after {node.name}", None, 0.0, healthy))
+            if not healthy.startswith("ok"):
+                errors.setdefault(node.name, f"quorum not back after rebuild: {healthy}")
+                break
+        else:
+            size = max(1, int(len(others) * REBUILD_BATCH_SHARE))
+            for i in range(0, len(others), size):
+                batch = [n.name for n in others[i:i + size]]
+                step(f"rebuild {', '.join(batch)}")
+                _rebuild_group(prov, report, batch, image=image, errors=errors)
+                if report.cancelled:
                     break
-                healthy = _wait_quorum(prov)
-                report.phases.append(PhaseResult(f"quorum after {node.name}", None, 0.0, healthy))
-                if not healthy.startswith("ok"):
-                    errors.setdefault(node.name, f"quorum not back after rebuild: {healthy}")
-                    break
-            else:
-                size = max(1, int(len(others) * REBUILD_BATCH_SHARE))
-                for i in range(0, len(others), size):
-                    batch = [n.name for n in others[i:i + size]]
-                    step(f"rebuild {', '.join(batch)}")
-                    _rebuild_group(prov, report, batch, image=image, errors=errors)
-                    if report.cancelled:
-                        break
-            _summarize(prov, report, errors=errors)
-        except KeyboardInterrupt:
-            report.cancelled = True
-            _summarize(prov, report, errors={}, live=False)
-        finally:
-            record.finish(report.to_dict(), exit_code=report.exit_code())
+        _summarize(prov, report, errors=errors)
     return report
 
 

@@ -40,6 +40,7 @@ from k1prov.roles import (HealthResult, RenderedScript, mesos_health, render_all
 from k1prov.roles.plan import ROLE_PHASES
 from k1prov.roles.render import status_functions
 from k1prov.roles.settings import mesos_settings, spark_settings, zookeeper_settings
+from k1prov.runs import RunRecord
 from k1prov.settings import DEFAULT_TIMEOUTS, Timeouts
 from k1prov.ssh import SshTarget, put_and_run, run_command
 
@@ -102,20 +103,6 @@ class ConfigurePlan:
 def render(inv: Inventory, out_dir: Path | str) -> dict[str, Any]:
     """`k1prov render -o DIR`: every host's scripts and config files, and DIR/plan.json."""
     return write_rendered(inv, out_dir)
-
-
-def run_directory(state_root: Path, cluster: str, *, now: float | None = None) -> Path:
-    """STATE/<cluster>/runs/<timestamp>-configure, unique even for two runs in one second."""
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime(now if now is not None else time.time()))
-    base = Path(state_root) / cluster / "runs"
-    for n in range(1000):
-        path = base / (f"{stamp}-configure" if n == 0 else f"{stamp}.{n}-configure")
-        try:
-            path.mkdir(parents=True)
-            return path
-        except FileExistsError:
-            continue
-    raise ConfigError(f"cannot create a run directory under {base}")
 
 
 def check_roles(roles: Iterable[str] | None) -> tuple[str, ...]:
@@ -195,7 +182,10 @@ class _Run:
         self.known_hosts = known_hosts
         self.notify = notify
         self.report = VerbReport(verb="configure", outcomes=[])
-        self.run_dir = run_directory(self.state_root, inv.cluster)
+        # A run record like every verb's (`k1prov runs list` shows it); the per-host logs go
+        # in it as <host>/<role>.log.
+        self.record = RunRecord(self.state_root, inv.cluster, "configure", inventory=inv.path)
+        self.run_dir = self.record.path
         self.sudo = inv.ssh.user != "root"
 
     # ---- SSH ---------------------------------------------------------------------------
@@ -222,6 +212,12 @@ class _Run:
     # ---- the run -----------------------------------------------------------------------
 
     def execute(self) -> VerbReport:
+        try:
+            return self._execute()
+        finally:
+            self.record.finish(self.report.to_dict(), exit_code=self.report.exit_code())
+
+    def _execute(self) -> VerbReport:
         rendered = render_all(self.inv)   # a bad setting stops the run before any host is touched
         work = [_Work(node, s.role, s) for node in self.nodes for s in rendered[node.name]
                 if s.role in self.roles]

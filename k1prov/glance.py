@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import json
 import os
 import re
 import tempfile
@@ -227,12 +228,38 @@ def _file_chunks(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
+def digest_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(base) / "k1prov" / "digests"
+
+
 def _hash_file(path: Path, algos: Iterable[str]) -> dict[str, str]:
-    hashes = {algo: hashlib.new(algo) for algo in set(algos)}
+    """Digests of a local file. Hashing a 1 GB image takes seconds, and a re-run of
+    `cluster up` would spend most of its time on it: the digests are remembered per file,
+    keyed by its size, mtime and inode, so a file changed in any way is hashed again."""
+    wanted = set(algos)
+    st = path.stat()
+    key = {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
+    entry = digest_cache_dir() / (hashlib.sha1(key["path"].encode()).hexdigest() + ".json")
+    try:
+        cached = json.loads(entry.read_text())
+        if cached.get("key") == key and wanted <= set(cached.get("digests", {})):
+            return {algo: cached["digests"][algo] for algo in wanted}
+    except (OSError, ValueError):
+        pass
+    hashes = {algo: hashlib.new(algo) for algo in wanted}
     for chunk in _file_chunks(path):
         for h in hashes.values():
             h.update(chunk)
-    return {algo: h.hexdigest() for algo, h in hashes.items()}
+    digests = {algo: h.hexdigest() for algo, h in hashes.items()}
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = entry.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"key": key, "digests": digests}))
+        os.replace(tmp, entry)
+    except OSError as exc:
+        log.info("digest cache not written (%s): %s", entry, exc)
+    return digests
 
 
 def _read_head(path: Path) -> bytes:

@@ -33,3 +33,13 @@ def isolated_home(tmp_path_factory):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture
+def lab_operator_key(isolated_home):
+    """inventories/lab.yaml reads the public key `k1prov lab up` makes; tests that load it
+    get a stand-in in the isolated HOME (never the operator's real key)."""
+    pub = Path("~/.local/share/k1prov/lab/ssh/id_ed25519.pub").expanduser()
+    pub.parent.mkdir(parents=True, exist_ok=True)
+    pub.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTheInventoryCheckOnly0000000 k1prov-lab\n")
+    return pub

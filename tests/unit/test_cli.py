@@ -63,24 +63,15 @@ def test_inline_password_warns_and_never_prints(tmp_path):
     assert any("inline password" in w for w in data["warnings"])
 
 
-def _lab_operator_key():
-    """inventories/lab.yaml reads the key `k1prov lab up` makes (HOME is a test directory)."""
-    pub = Path("~/.local/share/k1prov/lab/ssh/id_ed25519.pub").expanduser()
-    pub.parent.mkdir(parents=True, exist_ok=True)
-    pub.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTheInventoryCheckOnly0000000 k1prov-lab\n")
-
-
-def test_lab_yaml_needs_the_lab_key_and_says_which_file(tmp_path):
-    pub = Path("~/.local/share/k1prov/lab/ssh/id_ed25519.pub").expanduser()
-    if pub.exists():
-        pub.unlink()
+def test_lab_yaml_needs_the_lab_key_and_says_which_file(lab_operator_key):
+    pub = lab_operator_key
+    pub.unlink()
     result = runner.invoke(app, ["inventory", "check", str(REPO / "inventories/lab.yaml")])
     assert result.exit_code == 2
     assert "ssh.public_key_files[0]: cannot read" in result.output and str(pub) in result.output
 
 
-def test_examples_check_clean():
-    _lab_operator_key()
+def test_examples_check_clean(lab_operator_key):
     for name in ("lab.yaml", "devtower.yaml", "large.yaml"):
         result = runner.invoke(app, ["inventory", "check", str(REPO / "inventories" / name), "--json"])
         assert result.exit_code == 0, (name, result.output)
@@ -89,7 +80,7 @@ def test_examples_check_clean():
     assert len(large["nodes"]) == 503
 
 
-def test_lab_yaml_matches_the_default_lab(tmp_path):
+def test_lab_yaml_matches_the_default_lab(tmp_path, lab_operator_key):
     """inventories/lab.yaml describes exactly the machines a default `lab up` serves."""
     from k1prov.inventory import parse_inventory
     from k1prov.lab import LabSettings
@@ -97,7 +88,6 @@ def test_lab_yaml_matches_the_default_lab(tmp_path):
     settings = LabSettings(root=Path("~/.local/share/k1prov/lab").expanduser(), venv=tmp_path)
     from k1prov.lab import Lab
     generated = parse_inventory(Lab(settings).inventory_yaml(), path=tmp_path / "gen.yaml")
-    _lab_operator_key()
     committed = load_inventory(REPO / "inventories" / "lab.yaml")
 
     def shape(inv):
@@ -114,7 +104,7 @@ def test_lab_yaml_matches_the_default_lab(tmp_path):
     assert committed.cloud.glance_url == generated.cloud.glance_url
 
 
-def test_limit_unknown_node_is_an_input_error(tmp_path):
+def test_limit_unknown_node_is_an_input_error(tmp_path, lab_operator_key):
     result = runner.invoke(app, ["nodes", "enroll", "-i", str(REPO / "inventories/lab.yaml"),
                                  "--limit", "lab01,nosuch"])
     assert result.exit_code == 2

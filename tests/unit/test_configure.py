@@ -141,7 +141,7 @@ def test_install_checks_wait_for_render_not_for_load():
     assert info.value.field == "roles.spark.sha512"
 
 
-def test_lab_inventory_loads_and_renders_preinstalled_roles():
+def test_lab_inventory_loads_and_renders_preinstalled_roles(lab_operator_key):
     inv = parse_inventory((REPO / "inventories" / "lab.yaml").read_text(), path=REPO / "inventories/lab.yaml")
     assert inv.roles["zookeeper"]["source"] == "preinstalled"
     assert inv.roles["spark"]["spark_home"] == "/opt/spark"
@@ -376,7 +376,7 @@ def test_no_quorum_stops_the_run(tmp_path, monkeypatch):
 
 # ---- the CLI ---------------------------------------------------------------------------
 
-def test_render_and_configure_commands(tmp_path, monkeypatch):
+def test_render_and_configure_commands(tmp_path, monkeypatch, lab_operator_key):
     from typer.testing import CliRunner
 
     from k1prov.cli import app

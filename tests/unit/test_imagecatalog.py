@@ -153,3 +153,32 @@ def test_register_refuses_a_mismatching_file_before_talking_to_glance(tmp_path):
     src = ImageSource(name="x", file=str(path), checksum="sha256:" + "0" * 64)
     with pytest.raises(InventoryError, match="checksum mismatch"):
         glance.register_image(NoGlance(), src, cluster="c", timeout=5, progress=None)
+
+
+def test_file_digests_are_remembered_until_the_file_changes(tmp_path, monkeypatch):
+    import hashlib
+    import os
+
+    from k1prov import glance
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    f = tmp_path / "image.raw"
+    f.write_bytes(b"a" * 1000)
+    first = glance._hash_file(f, ["sha256"])
+    assert first == {"sha256": hashlib.sha256(b"a" * 1000).hexdigest()}
+    assert len(list((tmp_path / "cache/k1prov/digests").iterdir())) == 1
+    # Same size and mtime but other bytes (as a cache would wrongly trust): the inode and
+    # mtime are part of the key, so rewriting the file in place with a new mtime rehashes.
+    st = f.stat()
+    f.write_bytes(b"b" * 1000)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert glance._hash_file(f, ["sha256"]) == {"sha256": hashlib.sha256(b"b" * 1000).hexdigest()}
+    # Unchanged file: the remembered digest is returned (proved by corrupting the file
+    # behind the cache's back, keeping size, mtime and inode).
+    st = f.stat()
+    with f.open("r+b") as h:
+        h.write(b"c")
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert glance._hash_file(f, ["sha256"]) == {"sha256": hashlib.sha256(b"b" * 1000).hexdigest()}
+    # Asking for an algorithm it has not computed hashes the file again.
+    assert glance._hash_file(f, ["sha512"]) == {"sha512": hashlib.sha512(b"c" + b"b" * 999).hexdigest()}
