@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from image_fixture import lab_image_path
-from test_configure import keygen
+from test_lab_configure import keygen
 from typer.testing import CliRunner
 
 from k1prov.bench.kmeans import KmeansOptions, run_kmeans
