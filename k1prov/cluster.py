@@ -173,7 +173,7 @@ def _settle_then(prov: "Provisioner", names: list[str],
 
 
 @contextlib.contextmanager
-def _recorded(prov: "Provisioner", report: ClusterReport, verb: str) -> Iterator[None]:
+def _recorded(prov: "Provisioner", report: ClusterReport, verb: str) -> Iterator[RunRecord]:
     """Hold the cluster's lock and keep a run record for the whole verb. Ctrl-C ends the
     verb there: the report says what was done and the record is written all the same."""
     inv = prov.inventory
@@ -181,7 +181,7 @@ def _recorded(prov: "Provisioner", report: ClusterReport, verb: str) -> Iterator
         record = RunRecord(prov.state_root, inv.cluster, verb.replace(" ", "-"), inventory=inv.path)
         report.run_dir = str(record.path)
         try:
-            yield
+            yield record
         except KeyboardInterrupt:
             report.cancelled = True
             _summarize(prov, report, errors={}, live=False)
@@ -195,14 +195,14 @@ def up(prov: "Provisioner", *, dry_run: bool = False) -> ClusterReport:
     if dry_run:
         return plan(prov)
     report = ClusterReport(verb="cluster up")
-    with _recorded(prov, report, "cluster up"):
+    with _recorded(prov, report, "cluster up") as record:
         pipe = _Pipeline(prov, report, list(inv.nodes))
         steps: list[tuple[str, Callable[[list[str]], VerbReport | None]]] = [
             ("enroll", lambda names: _settle_then(prov, names, prov.enroll)),
             ("images", lambda names: prov.register_images()),
             ("deploy", lambda names: prov.deploy(limit=names)),
             ("ssh", lambda names: _ssh_phase(prov, names)),
-            ("configure", lambda names: prov.configure(limit=names)),
+            ("configure", lambda names: prov.configure(limit=names, record=record)),
         ]
         for name, fn in steps:
             if not pipe.phase(name, fn):
@@ -370,14 +370,14 @@ def rebuild(prov: "Provisioner", *, image: str | None = None,
     inv = prov.inventory
     report = ClusterReport(verb="cluster rebuild")
     step = on_step or (lambda msg: None)
-    with _recorded(prov, report, "cluster rebuild"):
+    with _recorded(prov, report, "cluster rebuild") as record:
         errors: dict[str, str] = {}
         members = _leaders_last([n for n in inv.nodes if any(r in n.roles for r in QUORUM_ROLES)],
                                 health_snapshot(prov))
         others = [n for n in inv.nodes if n not in members]
         for node in members:
             step(f"rebuild {node.name}")
-            if not _rebuild_group(prov, report, [node.name], image=image, errors=errors):
+            if not _rebuild_group(prov, report, [node.name], image=image, errors=errors, record=record):
                 break
             healthy = _wait_quorum(prov)
             report.phases.append(PhaseResult(f"quorum after {node.name}", None, 0.0, healthy))
@@ -389,7 +389,7 @@ def rebuild(prov: "Provisioner", *, image: str | None = None,
             for i in range(0, len(others), size):
                 batch = [n.name for n in others[i:i + size]]
                 step(f"rebuild {', '.join(batch)}")
-                _rebuild_group(prov, report, batch, image=image, errors=errors)
+                _rebuild_group(prov, report, batch, image=image, errors=errors, record=record)
                 if report.cancelled:
                     break
         _summarize(prov, report, errors=errors)
@@ -406,12 +406,12 @@ def _leaders_last(members: list[Node], checks: dict[str, Any]) -> list[Node]:
 
 
 def _rebuild_group(prov: "Provisioner", report: ClusterReport, names: list[str], *,
-                   image: str | None, errors: dict[str, str]) -> bool:
+                   image: str | None, errors: dict[str, str], record: RunRecord) -> bool:
     """reimage + configure (rejoin) of a group of nodes; False when one of them failed."""
     pipe = _Pipeline(prov, report, prov.select(names))
     pipe.phase(f"reimage {','.join(names)}", lambda ns: prov.reimage(ns, image=image))
     if pipe.alive and not report.cancelled:
-        pipe.phase(f"configure {','.join(names)}", lambda ns: prov.configure(limit=ns))
+        pipe.phase(f"configure {','.join(names)}", lambda ns: prov.configure(limit=ns, record=record))
     errors.update(pipe.errors)
     return not pipe.errors and not report.cancelled
 

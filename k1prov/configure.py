@@ -171,7 +171,7 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 class _Run:
     def __init__(self, inv: Inventory, *, roles: tuple[str, ...], nodes: list[Node], state_root: Path,
                  timeouts: Timeouts, options: RunOptions, events: EventSink | None,
-                 known_hosts: Path | None, notify: Callable[[str], None]):
+                 known_hosts: Path | None, notify: Callable[[str], None], record: RunRecord | None):
         self.inv = inv
         self.roles = roles
         self.nodes = nodes
@@ -182,10 +182,13 @@ class _Run:
         self.known_hosts = known_hosts
         self.notify = notify
         self.report = VerbReport(verb="configure", outcomes=[])
-        # A run record like every verb's (`k1prov runs list` shows it); the per-host logs go
-        # in it as <host>/<role>.log.
-        self.record = RunRecord(self.state_root, inv.cluster, "configure", inventory=inv.path)
-        self.run_dir = self.record.path
+        # A run record like every verb's (`k1prov runs list` shows it), with the per-host logs
+        # as <host>/<role>.log; inside a larger verb (cluster up, rebuild), that verb's record,
+        # with the logs under configure/.
+        self.own_record = record is None
+        self.record = record or RunRecord(self.state_root, inv.cluster, "configure", inventory=inv.path)
+        self.run_dir = self.record.path if self.own_record else self.record.path / "configure"
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.sudo = inv.ssh.user != "root"
 
     # ---- SSH ---------------------------------------------------------------------------
@@ -215,7 +218,8 @@ class _Run:
         try:
             return self._execute()
         finally:
-            self.record.finish(self.report.to_dict(), exit_code=self.report.exit_code())
+            if self.own_record:
+                self.record.finish(self.report.to_dict(), exit_code=self.report.exit_code())
 
     def _execute(self) -> VerbReport:
         rendered = render_all(self.inv)   # a bad setting stops the run before any host is touched
@@ -371,8 +375,12 @@ def configure(inv: Inventory, *, state_root: Path, roles: Iterable[str] | None =
               limit: list[str] | None = None, timeouts: Timeouts = DEFAULT_TIMEOUTS,
               options: RunOptions = RunOptions(), events: EventSink | None = None,
               known_hosts: Path | None = None,
-              notify: Callable[[str], None] | None = None) -> VerbReport:
+              notify: Callable[[str], None] | None = None,
+              record: RunRecord | None = None) -> VerbReport:
     """Configure the roles of the inventory's hosts (or of `limit`, for `roles` only).
+
+    `record`: the run record of an enclosing verb (cluster up, rebuild); without one,
+    configure keeps a run record of its own.
 
     Host keys: `known_hosts`, else the cluster's pinned file written by deploy
     (STATE/<cluster>/known_hosts), else unpinned (the SSH layer warns per host).
@@ -382,5 +390,6 @@ def configure(inv: Inventory, *, state_root: Path, roles: Iterable[str] | None =
     nodes = select_nodes(inv, limit=limit)
     pinned = known_hosts or pinned_known_hosts(state_root, inv.cluster)
     run = _Run(inv, roles=wanted, nodes=nodes, state_root=state_root, timeouts=timeouts, options=options,
-               events=events, known_hosts=pinned, notify=notify or (lambda msg: log.info("%s", msg)))
+               events=events, known_hosts=pinned, notify=notify or (lambda msg: log.info("%s", msg)),
+               record=record)
     return run.execute()

@@ -264,13 +264,15 @@ class Provisioner:
     # ---- roles (the work lives in k1prov.configure) --------------------------------
 
     def configure(self, *, roles: Iterable[str] | None = None,
-                  limit: Iterable[str] | None = None) -> VerbReport:
-        """Role scripts phase by phase: ZooKeeper, Mesos masters, agents, Spark."""
+                  limit: Iterable[str] | None = None, record=None) -> VerbReport:
+        """Role scripts phase by phase: ZooKeeper, Mesos masters, agents, Spark. `record`: the
+        run record of an enclosing verb, which then holds the per-host logs."""
         from k1prov import configure
 
         return configure.configure(self.inventory, state_root=self.state_root, roles=roles,
                                    limit=list(limit) if limit else None, timeouts=self.timeouts,
-                                   options=self.options, events=self.events, notify=self._notify)
+                                   options=self.options, events=self.events, notify=self._notify,
+                                   record=record)
 
     def render(self, out_dir: Path) -> dict:
         """Every host's role scripts and config files under out_dir, and out_dir/plan.json."""

@@ -390,3 +390,14 @@ def test_render_and_configure_commands(tmp_path, monkeypatch, lab_operator_key):
     bad = runner.invoke(app, ["configure", "-i", str(REPO / "inventories" / "lab.yaml"), "--roles", "hdfs"])
     assert bad.exit_code == 2 and "unknown role hdfs" in bad.output
     assert not (tmp_path / "state").exists()       # refused before anything was created
+
+
+def test_inside_a_larger_verb_the_logs_go_to_its_run_record(tmp_path, fake):
+    from k1prov.runs import RunRecord, list_runs
+
+    record = RunRecord(tmp_path, "t1", "cluster-up")
+    report = run(tmp_path, record=record)
+    assert report.exit_code() == 0
+    # No run of its own: `runs list` shows the enclosing verb only, and the logs are in it.
+    assert [r.verb for r in list_runs(tmp_path, "t1")] == ["cluster-up"]
+    assert "wrote things" in (record.path / "configure" / "n2" / "zookeeper.log").read_text()
