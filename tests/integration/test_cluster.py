@@ -452,8 +452,11 @@ def test_ctrl_c_during_deploy_then_rerun_finishes(env):
     inv = env["inv"]
     out_path, err_path = env["dir"] / "interrupted.out", env["dir"] / "interrupted.err"
     with out_path.open("w") as out, err_path.open("w") as err:
+        # preexec_fn: a test run started in the background has SIGINT ignored (bash does that
+        # to background jobs) and the child would inherit it; an operator's terminal has not.
         proc = subprocess.Popen([*_k1prov_command(), "cluster", "up", "-i", str(inv)],
                                 stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                                 env={**os.environ, "K1PROV_STATE_DIR": str(env["state"]), "COLUMNS": "160"})
     try:
         deadline = time.monotonic() + DEPLOY_SEEN_TIMEOUT

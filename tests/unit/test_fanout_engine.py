@@ -258,6 +258,9 @@ def test_ctrl_c_from_an_event_hook_returns_a_report():
 
 
 def test_sigint_to_the_main_thread_with_a_hanging_item():
+    # A test run started in the background inherits SIGINT ignored (bash does that to
+    # background jobs): give this test Python's own handler, as an interactive shell would.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     main = threading.main_thread().ident
     procs, lock = [], threading.Lock()
 
@@ -274,6 +277,7 @@ def test_sigint_to_the_main_thread_with_a_hanging_item():
         report = run_fanout(range(50), fn, key=str,
                             policy=policy(concurrency=2, cancel_grace=0.3))
     finally:
+        signal.signal(signal.SIGINT, previous)
         for proc in procs:
             proc.kill()
             proc.wait()
