@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from k1prov.errors import LabError
+from k1prov.lab.command import run
 from k1prov.lab.configdrive_apply import HostConfig, apply_host_config
 from k1prov.lab.netns import LabNetwork, attach_host, detach_host, netns_exists, netns_name
 from k1prov.settings import DEFAULT_TIMEOUTS
@@ -443,12 +444,4 @@ def _umount(target: Path, *, deadline: float) -> None:
 
 
 def _run(argv: list[str], *, deadline: float) -> None:
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise LabError(f"timed out before: {' '.join(argv)}")
-    try:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=remaining)
-    except subprocess.TimeoutExpired:
-        raise LabError(f"timed out: {' '.join(argv)}") from None
-    if result.returncode != 0:
-        raise LabError(f"{' '.join(argv)}: {result.stderr.strip()}")
+    run(argv, deadline=deadline, what=" ".join(argv))

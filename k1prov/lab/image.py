@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from k1prov.errors import LabError
+from k1prov.lab.command import run
 
 # Bump when the build procedure in this module changes in a way that changes the image.
 BUILD_FORMAT = "1"
@@ -303,15 +303,4 @@ def _remove_tree(path: Path) -> None:
 
 
 def _run(argv: list[str], *, deadline: float) -> None:
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise LabError(f"lab image build timed out before: {' '.join(argv[:3])}")
-    try:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=remaining)
-    except subprocess.TimeoutExpired:
-        raise LabError(f"lab image build timed out in: {' '.join(argv[:3])}") from None
-    except FileNotFoundError:
-        raise LabError(f"lab image build needs {argv[0]} (apt-get install {argv[0]})") from None
-    if result.returncode != 0:
-        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
-        raise LabError(f"lab image build failed: {' '.join(argv[:3])} exited {result.returncode}:\n{tail}")
+    run(argv, deadline=deadline, what="lab image build: " + " ".join(argv[:3]))

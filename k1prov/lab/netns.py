@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import subprocess
 import time
 from pathlib import Path
 
 from k1prov.errors import LabError
+from k1prov.lab.command import run
 
 NETNS_PREFIX = "k1p-"
 HOST_IFNAME = "eth0"
@@ -125,16 +125,4 @@ def detach_host(host: str, *, timeout: float) -> None:
 
 
 def ip(*args: str, deadline: float, stdin: str | None = None) -> str:
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise LabError(f"timed out before: ip {' '.join(args)}")
-    try:
-        result = subprocess.run(["ip", *args], input=stdin, capture_output=True, text=True,
-                                timeout=remaining)
-    except subprocess.TimeoutExpired:
-        raise LabError(f"timed out: ip {' '.join(args)}") from None
-    except FileNotFoundError:
-        raise LabError("the lab needs iproute2 (ip)") from None
-    if result.returncode != 0:
-        raise LabError(f"ip {' '.join(args)}: {result.stderr.strip()}")
-    return result.stdout
+    return run(["ip", *args], deadline=deadline, stdin=stdin, what="ip " + " ".join(args), needs="iproute2")
