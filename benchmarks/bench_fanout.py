@@ -67,13 +67,16 @@ class Run:
     maxrss_kb: int
     ok: bool
     note: str = ""
+    # k1prov only: the climber's windows (t, level, items/s) and the level it ended at.
+    trace: list | None = None
+    final_level: int | None = None
 
 
 # ---- running one measured subprocess --------------------------------------------------
 
 def measured(argv: list[str], *, env: dict, timeout: float = RUN_TIMEOUT,
              stdin_path: Path | None = None) -> tuple[float, float, int, int, str]:
-    """(wall, cpu of the process tree, peak rss kB, exit code, tail of stderr+stdout)."""
+    """(wall, cpu of the process tree, peak rss kB, exit code, stdout+stderr)."""
     with tempfile.TemporaryFile() as out, \
             (open(stdin_path, "rb") if stdin_path else open(os.devnull, "rb")) as stdin:
         started = time.perf_counter()
@@ -89,7 +92,7 @@ def measured(argv: list[str], *, env: dict, timeout: float = RUN_TIMEOUT,
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         text = out.read().decode(errors="replace")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, proc.returncode, text[-600:]
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, proc.returncode, text
 
 
 def _kill_group(pid: int) -> None:
@@ -212,7 +215,8 @@ nodes:
         py = str(self.venv / "bin" / "python")
         command = "true" if job == "true" else inline_script_command(SCRIPT)
         if tool == "k1prov":
-            argv = [str(K1PROV), "run", "-i", str(self.inventory(n)),
+            # --json: the report carries the concurrency trace (no progress bar either).
+            argv = [str(K1PROV), "run", "-i", str(self.inventory(n)), "--json",
                     "--known-hosts", str(self.farm.known_hosts)]
             if concurrency:
                 argv += ["-c", str(concurrency)]
@@ -239,7 +243,29 @@ nodes:
         wall, cpu, rss, code, text = measured(argv, env=self.env, stdin_path=stdin)
         label = tool if concurrency is None else f"k1prov -c {concurrency}"
         note = "" if code == 0 else f"exit {code}: {text.strip()[-300:]}"
-        return Run(label, job, n, round(wall, 3), round(cpu, 3), rss, code == 0, note)
+        run = Run(label, job, n, round(wall, 3), round(cpu, 3), rss, code == 0, note)
+        if tool == "k1prov":
+            run.trace, run.final_level = k1prov_trace(text)
+        return run
+
+
+def k1prov_trace(text: str) -> tuple[list | None, int | None]:
+    """The concurrency trace and final level from `k1prov run --json` output."""
+    start = text.find("{")
+    try:
+        report = json.loads(text[start:]) if start >= 0 else {}
+    except ValueError:
+        return None, None
+    return report.get("trace"), report.get("final_concurrency")
+
+
+def level_path(trace: list | None) -> str:
+    """The levels a run went through, in order: '4>8>16>12>10'."""
+    levels: list[int] = []
+    for _, level, _ in trace or []:
+        if not levels or levels[-1] != level:
+            levels.append(level)
+    return ">".join(map(str, levels))
 
 
 def local_rss(n: int) -> dict:
@@ -353,17 +379,19 @@ def main(argv=None) -> int:
                     for tool in order:
                         run = bench.run(tool, job, n)
                         runs.append(run)
+                        path = f" levels {level_path(run.trace)}" if run.trace else ""
                         print(f"{job:6} N={n:<4} {tool:9} wall {run.wall:6.2f}s cpu {run.cpu:6.2f}s "
-                              f"rss {run.maxrss_kb / 1024:6.1f}MB {'ok' if run.ok else 'FAILED ' + run.note}",
-                              flush=True)
+                              f"rss {run.maxrss_kb / 1024:6.1f}MB {'ok' if run.ok else 'FAILED ' + run.note}"
+                              f"{path}", flush=True)
         if fixed:
             n = max(sizes)
             for rep in range(args.repeat):
                 for level in [None] + fixed:
                     run = bench.run("k1prov", "true", n, concurrency=level)
                     levels.append(run)
+                    path = f" levels {level_path(run.trace)}" if level is None else ""
                     print(f"levels N={n} {run.tool:12} wall {run.wall:6.2f}s cpu {run.cpu:6.2f}s "
-                          f"{'ok' if run.ok else 'FAILED ' + run.note}", flush=True)
+                          f"{'ok' if run.ok else 'FAILED ' + run.note}{path}", flush=True)
     rss = [local_rss(n) for n in (int(s) for s in args.rss.split(",") if s)]
 
     rows = summarize(runs)

@@ -9,9 +9,18 @@ How it climbs
   max(min_events, level) events (a full "generation" of items at that level) and at
   least min_window seconds; throughput = completions / window length.
 - After every level change one window is spent settling (items started at the old
-  level are still finishing) and is not used for decisions.
+  level are still finishing: it lasts a generation of the old level or the new one,
+  whichever is larger) and is not used for decisions. So is the first window of a
+  run: it holds the ramp-up (every item's first latency, nothing finished before), and
+  reads low; taken as the start level's throughput, it let the first probe above "win"
+  and walked a profile's start point up by one on every run.
+- Once the caller has nothing left to start (`drain()`), fewer than `level` items are in
+  flight and throughput falls with them; those windows say nothing about the level, so
+  they are recorded but never decide anything (nor what a profile remembers).
 - grow: from a default start, double the level while throughput improves by more than
-  `gain`; doubling finds the order of magnitude in a few windows.
+  `grow_gain`; doubling finds the order of magnitude in a few windows. A doubling that
+  gains less than that is past the knee of the curve, where the next doubling would only
+  queue work (on a server that thrashes, it costs throughput): search below it instead.
 - fine: around the best level B with step s, probe B+s and B-s; move when a probe beats
   B by more than `gain`, otherwise halve s; when s is 1 and neither neighbour is better,
   B is the converged level. Halving trades convergence speed against ping-pong: big
@@ -48,15 +57,25 @@ class Window:
     new_level: int        # level decided at its end
 
 
+def _finest_step(level: int) -> int:
+    """The smallest step worth probing around `level`: about a tenth of it. Past the
+    optimum, throughput often falls like 1/level, so +/-1 around 30 changes it by ~3%,
+    inside the `gain` threshold and the noise: a climber limited to +/-1 steps there
+    stops wherever it happens to be. A tenth of the level moves throughput by ~10%."""
+    return max(1, level // 10)
+
+
 class Climber:
     def __init__(self, *, start: int, ceiling: int, now: float = 0.0, fixed: bool = False,
                  from_profile: bool = False, min_window: float = 0.2, min_events: int = 4,
-                 gain: float = 0.05, drop: float = 0.25, congestion_share: float = 0.1,
+                 gain: float = 0.05, grow_gain: float = 0.5, drop: float = 0.25,
+                 congestion_share: float = 0.1, fine_generations: int = 2,
                  reprobe_every: int = 10):
         self.ceiling = max(1, int(ceiling))
         self.level = min(max(1, int(start)), self.ceiling)
         self.min_window, self.min_events = min_window, min_events
-        self.gain, self.drop = gain, drop
+        self.gain, self.grow_gain, self.drop = gain, grow_gain, drop
+        self.fine_generations = fine_generations
         self.congestion_share, self.reprobe_every = congestion_share, reprobe_every
         self.phase = FIXED if fixed else (FINE if from_profile else GROW)
         self._cap = self.ceiling
@@ -68,10 +87,13 @@ class Climber:
         self._steady_windows = 0
         self._reprobe_interval = reprobe_every
         self._last_steady: int | None = None
-        self._settling = False
+        self._settling = True       # the first window is the ramp-up
+        self._settle_events = 0
+        self._draining = False
         self._t0 = now
         self._completions = 0
-        self._congestion = 0
+        self._congestion = 0         # congested events: completions and retries
+        self._retries = 0            # congestion signals that were not completions
 
     # ---- inputs -------------------------------------------------------------------------
     def complete(self, now: float, *, congested: bool = False) -> Window | None:
@@ -84,7 +106,16 @@ class Climber:
     def congestion(self, now: float) -> Window | None:
         """A transient failure that will be retried (not a completion)."""
         self._congestion += 1
+        self._retries += 1
         return self._maybe_close(now)
+
+    def drain(self) -> None:
+        """Nothing more will be started: stop deciding (the level can no longer be filled)."""
+        self._draining = True
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
 
     @property
     def converged_level(self) -> int | None:
@@ -95,23 +126,32 @@ class Climber:
 
     # ---- windows ------------------------------------------------------------------------
     def _maybe_close(self, now: float) -> Window | None:
-        events = self._completions + self._congestion
+        events = self._completions + self._retries
         length = now - self._t0
-        if events < max(self.min_events, self.level) or length < self.min_window:
+        if self._settling:
+            needed = max(self.level, self._settle_events)
+        elif self.phase in (FINE, STEADY):
+            # Neighbouring levels differ by a few percent: measure them longer.
+            needed = self.level * self.fine_generations
+        else:
+            needed = self.level
+        if events < max(self.min_events, needed) or length < self.min_window:
             return None
         completions, congestion = self._completions, self._congestion
         throughput = completions / length if length > 0 else 0.0
-        measured, settling = self.level, self._settling
+        measured, settling = self.level, self._settling or self._draining
         congested = congestion > 0 and congestion / events > self.congestion_share
-        self._t0, self._completions, self._congestion = now, 0, 0
+        self._t0, self._completions, self._congestion, self._retries = now, 0, 0, 0
         self._settling = False
-        if self.phase != FIXED:
+        if self.phase != FIXED and not self._draining:
             if congested:
                 self._on_congestion(measured)
             elif not settling:
                 self._decide(measured, throughput)
         if self.level != measured:
-            self._settling = True
+            # Settle until the items started at the old level are through: after a drop
+            # from 16 to 4, sixteen slow items are still in flight.
+            self._settling, self._settle_events = True, measured
         return Window(now, measured, throughput, completions, congestion, settling, self.level)
 
     # ---- decisions ----------------------------------------------------------------------
@@ -144,15 +184,24 @@ class Climber:
         return tput > self._best_tput * (1.0 + self.gain)
 
     def _decide_grow(self, level: int, tput: float) -> None:
-        if self._best_level is None or self._better(tput):
+        first = self._best_level is None
+        if first or self._better(tput):
+            knee = not first and tput < self._best_tput * (1.0 + self.grow_gain)
+            previous = self._best_level
             self._best_level, self._best_tput = level, tput
             nxt = min(level * 2, self._cap, self.ceiling)
-            if nxt > level:
+            if knee and previous is not None:
+                # Doubling bought little: past the knee, where the next doubling costs
+                # far more than it can gain. Search between the last two levels.
+                self._step = max(1, (level - previous) // 2)
+                self._tried = {+1}
+            elif nxt > level:
                 self._set(nxt)
                 return
-            # At the ceiling: search below it.
-            self._step = max(1, level // 4)
-            self._tried = {+1}
+            else:
+                # At the ceiling: search below it.
+                self._step = max(1, level // 4)
+                self._tried = {+1}
         else:
             best = self._best_level
             self._step = max(1, (level - best) // 2)
@@ -191,7 +240,7 @@ class Climber:
                 self._direction = direction
                 self._set(candidate)
                 return
-            if self._step == 1:
+            if self._step <= _finest_step(best):
                 self.phase = STEADY
                 self._steady_windows = 0
                 if best == self._last_steady:
@@ -203,7 +252,7 @@ class Climber:
                 self._direction = 0
                 self._set(best)
                 return
-            self._step = max(1, self._step // 2)
+            self._step = max(_finest_step(best), self._step // 2)
             self._tried = set()
 
     def _decide_steady(self, level: int, tput: float) -> None:
@@ -211,14 +260,14 @@ class Climber:
         if tput < self._best_tput * (1.0 - self.drop):
             # The service changed (or the best was a lucky window): search again.
             self._best_tput = tput
-            self._enter_fine(max(1, level // 8))
+            self._enter_fine(max(_finest_step(level), level // 8))
             return
         self._best_tput = 0.75 * self._best_tput + 0.25 * tput
         if self._steady_windows >= self._reprobe_interval:
             # Let a congestion cap from long ago be tested again, one step at a time.
             if self._cap < self.ceiling:
-                self._cap += 1
-            self._enter_fine(1)
+                self._cap += _finest_step(level)
+            self._enter_fine(_finest_step(level))
 
     def _enter_fine(self, step: int) -> None:
         self.phase = FINE

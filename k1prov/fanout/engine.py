@@ -55,7 +55,8 @@ class Policy:
     kind: str                           # kind of operation, e.g. "ironic.enroll", "ssh.run"
     endpoint: str = ""                  # e.g. Ironic URL or "ssh"; profile key = (kind, endpoint)
     concurrency: int | None = None      # fixed level; None = adaptive
-    max_concurrency: int = 64           # hard ceiling (also settings.MAX_CONCURRENCY, fd limit)
+    max_concurrency: int = 64           # adaptive ceiling (a fixed `concurrency` may exceed it;
+                                        # settings.MAX_CONCURRENCY and the fd limit never)
     start_concurrency: int | None = None  # None = from the stored profile, else DEFAULT_START
     item_timeout: float = 600.0         # per item, retries included
     deadline: float | None = None       # whole run, seconds
@@ -181,10 +182,12 @@ class _Run:
     # ---- set-up -------------------------------------------------------------------------
     def _make_climber(self) -> Climber:
         p = self.policy
-        ceiling = effective_ceiling(p.max_concurrency)
-        common = dict(ceiling=ceiling, now=0.0, min_window=p.window)
         if p.concurrency is not None:
-            return Climber(start=p.concurrency, fixed=True, **common)
+            # The operator's fixed level overrides the adaptive ceiling (a guard for the
+            # climber, e.g. Ironic's 24); the hard limits (fds, MAX_CONCURRENCY) still hold.
+            return Climber(start=p.concurrency, fixed=True, now=0.0, min_window=p.window,
+                           ceiling=effective_ceiling(max(p.max_concurrency, p.concurrency)))
+        common = dict(ceiling=effective_ceiling(p.max_concurrency), now=0.0, min_window=p.window)
         if p.start_concurrency is not None:
             return Climber(start=p.start_concurrency, **common)
         remembered = self._remembered_level()
@@ -337,6 +340,8 @@ class _Run:
             self.inflight[index] = flight
             self.pool.submit((flight, self.items[index]))
             self.sink.on_item_start(self.keys[index])
+        if (self.next >= self.total or self.stop_reason) and not self.climber.draining:
+            self.climber.drain()
 
     def _wait_time(self) -> float:
         now = time.monotonic()

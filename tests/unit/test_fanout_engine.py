@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from openstack import exceptions as os_exc
 
+from k1prov import settings
 from k1prov.errors import NodeError, TransportError
 from k1prov.fanout import Policy, Status, run_fanout
 from k1prov.fanout.engine import (BUDGET_EXHAUSTED, CANCELLED, CANCELLED_IN_FLIGHT,
@@ -76,6 +77,22 @@ def test_fixed_concurrency_bound_is_respected_and_reached():
     assert counter.max == 3
     assert [r.status for r in report.results] == [Status.OK] * 24
     assert {level for _, level, _ in report.trace} == {3}
+
+
+def test_a_fixed_level_above_the_adaptive_ceiling_is_honoured():
+    # `--concurrency 32` against Ironic (adaptive ceiling 24) means 32: the operator asked.
+    counter = InFlight()
+
+    def fn(i):
+        with counter:
+            time.sleep(0.1)
+
+    report = run_fanout(range(64), fn, key=str, policy=policy(concurrency=32, max_concurrency=24))
+    assert counter.max == 32 and report.final_concurrency == 32
+    # The hard ceiling still holds.
+    capped = run_fanout(range(4), fn, key=str,
+                        policy=policy(concurrency=settings.MAX_CONCURRENCY + 100))
+    assert capped.final_concurrency == settings.MAX_CONCURRENCY
 
 
 def test_adaptive_level_never_exceeds_max_concurrency():
