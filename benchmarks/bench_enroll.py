@@ -8,13 +8,21 @@ the same run on the same lab:
           `manage` with wait=True, `provide` with wait=True, one node at a time;
   k1prov  `Provisioner.enroll()` (adaptive fan-out, batched waits);
 deleting every node between runs. Prints each run's wall time, the medians and the ratio.
-Also `--fixed 1,8,16,32` runs k1prov at fixed concurrency levels beside the adaptive one.
+Also `--fixed 1,8,16,32,64` runs k1prov at fixed concurrency levels beside the adaptive one
+(`--once 1`: levels too slow to repeat run in the first repetition only). Adaptive runs
+after the first start from the profile the earlier ones stored, as an operator's would.
+Each k1prov run's phases (ensure, manage, provide) are recorded with their duration and the
+levels the climber went through.
+
+    .venv/bin/python benchmarks/bench_enroll.py --nodes 300 --repeat 3 --sdk-repeat 0 \
+        --fixed 1,8,16,24,32,64 --once 1
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -72,15 +80,33 @@ nodes:
     return path
 
 
+def level_path(trace) -> str:
+    """The levels a fan-out went through, in order: '4>8>16>12'."""
+    levels: list[int] = []
+    for _, level, _ in trace:
+        if not levels or levels[-1] != level:
+            levels.append(level)
+    return ">".join(map(str, levels))
+
+
+def phase_summary(report) -> list[dict]:
+    return [{"phase": name, "seconds": round(r.finished - r.started, 2),
+             "levels": level_path(r.trace), "final": r.final_concurrency,
+             "failed": len(r.results) - len(r.ok)} for name, r in report.phases]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", type=int, default=100)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--sdk-repeat", type=int, default=None, help="runs of the sdk script (default --repeat)")
     ap.add_argument("--fixed", default="", help="also run k1prov at these fixed levels, e.g. 1,8,16,32")
+    ap.add_argument("--once", default="", help="fixed levels to run in the first repetition only")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args(argv)
 
+    # SIGTERM unwinds like Ctrl-C, so the benchmark's lab is stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = Path(tempfile.mkdtemp(prefix="k1prov-bench-enroll-"))
     os.environ["K1PROV_STATE_DIR"] = str(workdir / "state")
     base = LabSettings.default()
@@ -92,7 +118,9 @@ def main(argv=None) -> int:
                              baremetal_endpoint_override=settings.ironic_url, baremetal_api_version="1.78")
     inv = load_inventory(inventory_file(lab, args.nodes, workdir))
     levels = [None] + [int(x) for x in args.fixed.split(",") if x]
+    once = {int(x) for x in args.once.split(",") if x}
     times: dict[str, list[float]] = {}
+    phases: dict[str, list[list[dict]]] = {}
     try:
         delete_all(conn)
         sdk_runs = args.sdk_repeat if args.sdk_repeat is not None else args.repeat
@@ -104,13 +132,19 @@ def main(argv=None) -> int:
                 delete_all(conn)
             if run < args.repeat:
                 for level in levels:
+                    if run > 0 and level in once:
+                        continue
                     name = "k1prov adaptive" if level is None else f"k1prov fixed {level}"
                     t0 = time.monotonic()
                     report = Provisioner(inv, options=RunOptions(concurrency=level)).enroll()
                     times.setdefault(name, []).append(time.monotonic() - t0)
+                    phases.setdefault(name, []).append(phase_summary(report))
+                    print(f"  {name}: {times[name][-1]:.1f}s " + " ".join(
+                        f"{p['phase']} {p['seconds']}s [{p['levels']}]" for p in phases[name][-1]),
+                        file=sys.stderr, flush=True)
                     bad = [o.node for o in report.outcomes if o.provision_state != "available"]
                     if bad:
-                        print(f"{name}: not available: {bad[:5]}", file=sys.stderr)
+                        print(f"{name}: {len(bad)} not available: {bad[:5]}", file=sys.stderr)
                     delete_all(conn)
             print(f"run {run + 1}: " + ", ".join(f"{k}={v[-1]:.1f}s" for k, v in times.items()
                                                if len(v) == run + 1), file=sys.stderr)
@@ -118,13 +152,17 @@ def main(argv=None) -> int:
         delete_all(conn)
         lab.down()
     ref = statistics.median(times["k1prov adaptive"])
+    fixed_medians = {k: statistics.median(v) for k, v in times.items() if k.startswith("k1prov fixed")}
+    best = min(fixed_medians.values(), default=None)
     print(f"\nenroll {args.nodes} lab nodes to available (median of runs; ratio = tool / k1prov adaptive)")
-    print(f"{'tool':<22}{'runs':>5}{'median s':>10}{'ratio':>8}")
+    print(f"{'tool':<22}{'runs':>5}{'median s':>10}{'ratio':>8}{'/ best fixed':>14}")
     for name, vals in times.items():
         med = statistics.median(vals)
-        print(f"{name:<22}{len(vals):>5}{med:>10.1f}{med / ref:>8.2f}")
+        vs_best = f"{med / best:>14.2f}" if best else ""
+        print(f"{name:<22}{len(vals):>5}{med:>10.1f}{med / ref:>8.2f}{vs_best}")
     if args.json:
-        args.json.write_text(json.dumps({"nodes": args.nodes, "times": times}, indent=2))
+        args.json.write_text(json.dumps({"nodes": args.nodes, "command": " ".join(sys.argv),
+                                         "times": times, "phases": phases}, indent=2))
     return 0
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import resource
@@ -288,6 +289,19 @@ def local_fanout_main(n: int) -> int:
     return 0 if report.all_ok else 1
 
 
+@contextlib.contextmanager
+def busy_loops(count: int):
+    """`count` processes that spin on the CPU until the block ends (every tool in the run
+    shares the same load, as on a machine shared with other work)."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 def median(runs: list[Run], field: str) -> float:
     return statistics.median(getattr(r, field) for r in runs)
 
@@ -340,6 +354,8 @@ def main(argv=None) -> int:
     ap.add_argument("--bench-venv", type=Path, default=Path(os.environ.get("K1PROV_BENCH_VENV",
                                                                          DEFAULT_BENCH_VENV)))
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--background-load", type=int, default=0, metavar="N",
+                    help="N busy-looping processes for the whole run: a shared, loaded machine")
     # Internal modes: a peer's client program, and the local-transport RSS probe.
     ap.add_argument("--peer", help=argparse.SUPPRESS)
     ap.add_argument("--peer-hosts", help=argparse.SUPPRESS)
@@ -370,7 +386,8 @@ def main(argv=None) -> int:
     runs: list[Run] = []
     levels: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="k1prov-bench-") as tmp, \
-            SshdFarm(max(sizes), workdir=Path(tmp) / "farm") as farm:
+            SshdFarm(max(sizes), workdir=Path(tmp) / "farm") as farm, \
+            busy_loops(args.background_load):
         bench = Bench(farm, args.bench_venv, Path(tmp))
         for n in sizes:
             for rep in range(args.repeat):
@@ -407,6 +424,7 @@ def main(argv=None) -> int:
     path.write_text(json.dumps({
         "command": " ".join(shlex.quote(a) for a in sys.argv),
         "machine": {"cpus": os.cpu_count(), "uname": " ".join(os.uname())},
+        "background_load": args.background_load,
         "summary": rows, "levels": level_rows, "local_rss": rss,
         "runs": [asdict(r) for r in runs], "level_runs": [asdict(r) for r in levels]}, indent=2))
     print(f"\nwritten {path}")

@@ -107,8 +107,10 @@ class Provisioner:
         report = VerbReport(verb="enroll", outcomes=list(outcomes.values()))
 
         self._notify(f"enrolling {len(nodes)} node(s)")
-        ensured = self._fan_out("ironic.ensure", nodes, ironic.ensure, key=lambda n: n.name,
-                                item_timeout=self.timeouts.api_request * 3)
+        existing = ironic.by_name()
+        ensured = self._fan_out("ironic.ensure", nodes,
+                                lambda n: ironic.ensure(n, existing.get(n.name)),
+                                key=lambda n: n.name, item_timeout=self.timeouts.api_request * 3)
         report.phases.append(("ensure", ensured))
         state: dict[str, str] = {}   # node name -> provision state as far as we know
         uuid_of: dict[str, str] = {}
@@ -217,7 +219,9 @@ class Provisioner:
         """Delete this cluster's nodes from Ironic (never another cluster's or a foreign node)."""
         nodes = self.select(limit)
         ironic = self._ironic()
-        deleted = self._fan_out("ironic.delete", nodes, lambda n: ironic.delete(n.name),
+        existing = ironic.by_name()
+        deleted = self._fan_out("ironic.delete", nodes,
+                                lambda n: ironic.delete(n.name, existing.get(n.name)),
                                 key=lambda n: n.name, item_timeout=self.timeouts.api_request * 3)
         outcomes = []
         for res in deleted.results:
