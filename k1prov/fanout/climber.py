@@ -23,7 +23,9 @@ How it climbs
   queue work (on a server that thrashes, it costs throughput): search below it instead.
 - fine: around the best level B with step s, probe B+s and B-s; move when a probe beats
   B by more than `gain`, otherwise halve s; when s is 1 and neither neighbour is better,
-  B is the converged level. Halving trades convergence speed against ping-pong: big
+  B is the converged level. A probe below B that is no worse than B wins too: on a
+  flat curve (a service that serializes the work, like a one-worker Ironic) fewer in
+  flight do the same work with less load and latency. Halving trades convergence speed against ping-pong: big
   steps while far away, +/-1 when close. The `gain` threshold keeps measurement noise
   from moving the level and makes the climber settle at the smallest level that gives
   (nearly) the best throughput.
@@ -77,6 +79,7 @@ class Climber:
         self.gain, self.grow_gain, self.drop = gain, grow_gain, drop
         self.fine_generations = fine_generations
         self.congestion_share, self.reprobe_every = congestion_share, reprobe_every
+        self._start = self.level
         self.phase = FIXED if fixed else (FINE if from_profile else GROW)
         self._cap = self.ceiling
         self._best_level: int | None = None
@@ -205,8 +208,8 @@ class Climber:
         else:
             best = self._best_level
             self._step = max(1, (level - best) // 2)
-            # best // 2 was measured worse on the way up.
-            self._tried = {-1} if best - self._step <= best // 2 else set()
+            # best // 2 was measured worse on the way up (unless best is where it started).
+            self._tried = {-1} if best > self._start and best - self._step <= best // 2 else set()
         self.phase = FINE
         self._direction = 0
         self._probe_next()
@@ -224,6 +227,14 @@ class Climber:
         if self._better(tput):
             self._best_level, self._best_tput = level, tput
             self._tried = {-direction}
+        elif direction < 0 and tput >= self._best_tput:
+            # No worse with fewer in flight: take the smaller level (the same work with less
+            # load on the service and, by Little's law, less latency per item). The
+            # reference throughput is kept, so ties cannot walk the level down a slope.
+            # Keep going down, in growing steps (a flat curve may be flat a long way).
+            self._best_level = level
+            self._step = max(self._step, min(self._step * 2, level // 2))
+            self._tried = {+1}
         else:
             self._tried.add(direction)
         self._probe_next()

@@ -217,3 +217,18 @@ def test_short_runs_with_a_profile_land_near_the_best_fixed_level():
         adaptive = [makespan(Climber(start=best, ceiling=64, from_profile=True, min_window=0.0),
                              best, seed=seed) for seed in range(1, 6)]
         assert sorted(adaptive)[2] <= 1.15 * fixed, (best, fixed, adaptive)
+
+
+def test_a_lower_level_that_is_no_worse_wins_and_the_search_keeps_going_down():
+    # A flat curve (a service that serializes the work): fewer in flight do the same.
+    climber = Climber(start=16, ceiling=64, from_profile=True, min_window=0.0)
+    climber._settling = False
+    climber.phase, climber._best_level, climber._best_tput = "fine", 16, 10.0
+    climber._step, climber._tried, climber._direction = 2, {+1}, -1
+    climber._set(14)
+    climber._decide_fine(14, 10.0)           # no worse than 16
+    assert climber._best_level == 14
+    assert climber.level == 10                # next probe further down, in a doubled step
+    climber._decide_fine(10, 9.0)            # worse: stays at 14 and narrows the step
+    assert climber._best_level == 14 and climber._best_tput == 10.0
+    assert climber._step == 2 and climber.level in (12, 16)
