@@ -70,7 +70,7 @@ def _finest_step(level: int) -> int:
 class Climber:
     def __init__(self, *, start: int, ceiling: int, now: float = 0.0, fixed: bool = False,
                  from_profile: bool = False, min_window: float = 0.2, min_events: int = 4,
-                 gain: float = 0.05, grow_gain: float = 0.5, drop: float = 0.25,
+                 gain: float = 0.05, grow_gain: float = 0.35, drop: float = 0.25,
                  congestion_share: float = 0.1, fine_generations: int = 2,
                  reprobe_every: int = 10):
         self.ceiling = max(1, int(ceiling))
