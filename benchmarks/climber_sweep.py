@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "unit"))
 
-from test_fanout_climber import simulate  # noqa: E402
+from test_fanout_climber import makespan, simulate  # noqa: E402
 
 from k1prov.fanout.climber import Climber  # noqa: E402
 
@@ -45,27 +45,6 @@ def convergence() -> tuple[int, int, list]:
     return misses, total, examples
 
 
-def makespan(climber: Climber, best: int, n: int, seed: int) -> float:
-    import heapq
-    import random
-    rnd = random.Random(seed)
-    heap: list[float] = []
-    t, started, done, in_flight = 0.0, 0, 0, 0
-    while done < n:
-        while started < n and in_flight < climber.level:
-            in_flight += 1
-            started += 1
-            service = 1.0 if in_flight <= best else (in_flight / best) ** 2
-            heapq.heappush(heap, t + service * (1.0 + rnd.uniform(-0.2, 0.2)))
-        if started >= n and not climber.draining:
-            climber.drain()
-        t = heapq.heappop(heap)
-        in_flight -= 1
-        done += 1
-        climber.complete(t)
-    return t
-
-
 def main() -> int:
     misses, total, examples = convergence()
     print(f"converged more than max(1, 15%) off the optimum: {misses} of {total} runs")
@@ -74,11 +53,11 @@ def main() -> int:
     print("\nshort runs, simulated wall time / best fixed level's (median of 5 seeds)")
     for n in (200, 1000):
         for best in (3, 8, 12):
-            fixed = makespan(Climber(start=best, ceiling=64, fixed=True, min_window=0.0), best, n, 1)
-            cold = [makespan(Climber(start=4, ceiling=64, min_window=0.0), best, n, s)
-                    for s in range(1, 6)]
+            fixed = makespan(Climber(start=best, ceiling=64, fixed=True, min_window=0.0), best, n)
+            cold = [makespan(Climber(start=4, ceiling=64, min_window=0.0), best, n, seed)
+                    for seed in range(1, 6)]
             warm = [makespan(Climber(start=best, ceiling=64, from_profile=True, min_window=0.0),
-                             best, n, s) for s in range(1, 6)]
+                             best, n, seed) for seed in range(1, 6)]
             print(f"  n={n:<5} best={best:<3} cold start {statistics.median(cold) / fixed:.2f}  "
                   f"profile start {statistics.median(warm) / fixed:.2f}")
     return 0

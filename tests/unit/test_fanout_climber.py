@@ -33,6 +33,25 @@ def simulate(*, best: int, n: int = 4000, start: int = 4, ceiling: int = 64,
     return climber, windows
 
 
+def makespan(climber, best: int, n: int = 200, seed: int = 1) -> float:
+    """Simulated wall time of n items (the workload of simulate(), noise +/-20%)."""
+    rnd = random.Random(seed)
+    heap, t, started, done, in_flight = [], 0.0, 0, 0, 0
+    while done < n:
+        while started < n and in_flight < climber.level:
+            in_flight += 1
+            started += 1
+            service = 1.0 if in_flight <= best else (in_flight / best) ** 2
+            heapq.heappush(heap, t + service * (1.0 + rnd.uniform(-0.2, 0.2)))
+        if started >= n and not climber.draining:
+            climber.drain()
+        t = heapq.heappop(heap)
+        in_flight -= 1
+        done += 1
+        climber.complete(t)
+    return t
+
+
 def settled_levels(windows):
     tail = windows[len(windows) * 2 // 3:]
     return [w.level for w in tail]
@@ -195,23 +214,6 @@ def test_grow_stops_at_the_knee():
 def test_short_runs_with_a_profile_land_near_the_best_fixed_level():
     """Simulated wall time of 200 items: adaptive from a profile within 15% of the best
     fixed level (virtual time: deterministic, not a timing test)."""
-    def makespan(climber, best, n=200, seed=1):
-        rnd = random.Random(seed)
-        heap, t, started, done, in_flight = [], 0.0, 0, 0, 0
-        while done < n:
-            while started < n and in_flight < climber.level:
-                in_flight += 1
-                started += 1
-                service = 1.0 if in_flight <= best else (in_flight / best) ** 2
-                heapq.heappush(heap, t + service * (1.0 + rnd.uniform(-0.2, 0.2)))
-            if started >= n and not climber.draining:
-                climber.drain()
-            t = heapq.heappop(heap)
-            in_flight -= 1
-            done += 1
-            climber.complete(t)
-        return t
-
     for best in (3, 8, 12):
         fixed = makespan(Climber(start=best, ceiling=64, fixed=True, min_window=0.0), best)
         adaptive = [makespan(Climber(start=best, ceiling=64, from_profile=True, min_window=0.0),
