@@ -25,14 +25,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import openstack
 import pytest
 from image_fixture import lab_image_path
+from labhosts import (ROLE_SETTINGS, deploy_settings_text, lab_connection, lab_inventory_text, openssh,
+                      write_deploy_inputs)
 from typer.testing import CliRunner
 
 from k1prov import glance
 from k1prov.cli import app
-from k1prov.imagecatalog import write_lab_deploy_image
 from k1prov.inventory import load_inventory
 from k1prov.lab.netns import netns_exists, netns_name
 from k1prov.lock import cluster_lock
@@ -62,23 +62,6 @@ REBUILD_TIMEOUT = 600.0
 ELECTION_MAX_SECONDS = 10.0
 LOCK_HOLDER_TIMEOUT = 20.0
 
-ROLE_SETTINGS = """\
-roles:
-  zookeeper: {source: preinstalled, server_script: /usr/share/zookeeper/bin/zkServer.sh, heap_mb: 256}
-  spark:
-    source: preinstalled
-    spark_home: /opt/spark
-    manager: standalone
-    worker_memory: 1g
-    defaults: {spark.executor.memory: 512m, spark.driver.memory: 512m}
-"""
-
-
-def _keygen(path: Path) -> None:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "cuptest", "-f", str(path)],
-                   check=True, timeout=30)
-
-
 def _node(name: str, index: int, roles: list[str], s) -> str:
     return (f"  - name: {name}\n"
             + (f"    roles: [{', '.join(roles)}]\n" if roles else "")
@@ -89,24 +72,9 @@ def _node(name: str, index: int, roles: list[str], s) -> str:
 
 def _inventory(s, d: Path, *, cluster: str, nodes: str, user_image: str) -> Path:
     inv = d / f"{cluster}.yaml"
-    inv.write_text(f"""\
-cluster: {cluster}
-cloud: {{ironic_url: "{s.ironic_url}", glance_url: "{s.glance_url}"}}
-ssh:
-  user: root
-  private_key: "{d / 'id_ed25519'}"
-  public_keys: ["{(d / 'id_ed25519.pub').read_text().strip()}"]
-network: {{prefix_length: 24}}
-images:
-  deploy_kernel: {{name: cup-deploy-kernel, file: "{d / 'deploy.kernel'}"}}
-  deploy_ramdisk: {{name: cup-deploy-ramdisk, file: "{d / 'deploy.initramfs'}"}}
-  user: {{name: cup-lab-image, file: "{user_image}"}}
-defaults:
-  driver: fake-hardware
-  interfaces: {{power: ipmitool, management: ipmitool, deploy: fake, boot: fake}}
-  bmc: {{address: 127.0.0.1, username: {s.bmc_username}, password: {{file: "{s.bmc_password_file}"}}}}
-{ROLE_SETTINGS}nodes:
-{nodes}""")
+    inv.write_text(lab_inventory_text(
+        s, cluster=cluster, nodes=nodes, role_settings=ROLE_SETTINGS,
+        deploy=deploy_settings_text(d, image_prefix="cup", user_image=user_image)))
     return inv
 
 
@@ -123,9 +91,7 @@ def _tear_down(inv: Path, state: Path, conn, cluster: str) -> None:
 @pytest.fixture(scope="module")
 def env(lab, tmp_path_factory):
     d = tmp_path_factory.mktemp("cluster")
-    _keygen(d / "id_ed25519")
-    write_lab_deploy_image(d / "deploy.kernel", "lab-deploy-kernel")
-    write_lab_deploy_image(d / "deploy.initramfs", "lab-deploy-ramdisk")
+    write_deploy_inputs(d, key_comment=CLUSTER)
     image = str(lab_image_path())
     s = lab.settings
     roles = {NAMES[0]: ["zookeeper", "spark-master"], NAMES[1]: ["zookeeper"], NAMES[2]: ["zookeeper"],
@@ -136,9 +102,7 @@ def env(lab, tmp_path_factory):
     second = _inventory(s, d, cluster=SECOND, user_image=image,
                         nodes=_node(SECOND_NAMES[0], 5, ["zookeeper"], s) + _node(SECOND_NAMES[1], 6, [], s))
     state = d / "state"
-    conn = openstack.connect(auth_type="none", load_yaml_config=False, load_envvars=False,
-                             baremetal_endpoint_override=s.ironic_url, baremetal_api_version="1.78",
-                             image_endpoint_override=s.glance_url)
+    conn = lab_connection(s)
     env = {"dir": d, "inv": inv, "second": second, "state": state, "conn": conn, "times": {}}
     try:
         yield env
@@ -159,11 +123,8 @@ def _address(name: str) -> str:
 
 
 def _ssh(env, name: str, command: str, *, cluster: str = CLUSTER, check: bool = True):
-    result = subprocess.run(
-        ["ssh", "-F", "/dev/null", "-i", str(env["dir"] / "id_ed25519"), "-o", "IdentitiesOnly=yes",
-         "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={env['state'] / cluster / 'known_hosts'}",
-         "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10", f"root@{_address(name)}", command],
-        capture_output=True, text=True, timeout=SSH_TIMEOUT)
+    result = openssh(env["dir"] / "id_ed25519", env["state"] / cluster / "known_hosts", _address(name),
+                     command, timeout=SSH_TIMEOUT)
     if check:
         assert result.returncode == 0, (name, result.stderr)
     return result

@@ -5,6 +5,7 @@ import json
 
 import openstack
 import pytest
+from labhosts import IRONIC_API_VERSION, lab_inventory_text, node_range_text
 from typer.testing import CliRunner
 
 from k1prov.cli import app
@@ -27,25 +28,18 @@ def enroll_env(lab, tmp_path_factory):
     bad_pw.write_text("not-the-bmc-password\n")
     s = lab.settings
     inv = d / "enroll.yaml"
-    inv.write_text(f"""\
-cluster: enrolltest
-cloud: {{ironic_url: "{s.ironic_url}", glance_url: "{s.glance_url}"}}
-defaults:
-  driver: fake-hardware
-  interfaces: {{power: ipmitool, management: ipmitool, deploy: fake, boot: fake}}
-  bmc: {{address: 127.0.0.1, username: {s.bmc_username}, password: {{file: "{s.bmc_password_file}"}}}}
-nodes:
-  - name: enr[01-10]
-    bmc: {{port: {{start: {s.bmc_base_port}}}}}
-    macs: [{{start: "52:54:00:e0:00:01"}}]
-    address: {{start: 10.251.0.101}}
+    nodes = (node_range_text("enr[01-10]", first_bmc_port=s.bmc_base_port,
+                             first_mac="52:54:00:e0:00:01", first_address="10.251.0.101")
+             + f"""\
   - name: {BAD}
     bmc: {{port: {s.bmc_base_port + 10}, password: {{file: "{bad_pw}"}}}}
     macs: ["52:54:00:e0:01:01"]
     address: 10.251.0.150
 """)
+    inv.write_text(lab_inventory_text(s, cluster="enrolltest", nodes=nodes))
     conn = openstack.connect(auth_type="none", load_yaml_config=False, load_envvars=False,
-                             baremetal_endpoint_override=s.ironic_url, baremetal_api_version="1.78")
+                             baremetal_endpoint_override=s.ironic_url,
+                             baremetal_api_version=IRONIC_API_VERSION)
     yield {"inv": inv, "bad_pw": bad_pw, "conn": conn, "password": lab.bmc_password()}
     for node in conn.baremetal.nodes(details=True):
         if (node.extra or {}).get("k1prov_cluster") == "enrolltest" or node.name == "enr-foreign":

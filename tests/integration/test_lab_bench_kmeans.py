@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from image_fixture import lab_image_path
-from test_lab_configure import keygen
+from labhosts import SPARK_ROLE_SETTINGS, booted_hosts, host_inventory_text
 from typer.testing import CliRunner
 
 from k1prov.bench.kmeans import KmeansOptions, run_kmeans
@@ -25,8 +25,6 @@ from k1prov.cli import app
 from k1prov.configure import configure
 from k1prov.fanout import Status
 from k1prov.inventory import load_inventory
-from k1prov.lab.hosts import HostBooter, HostConfig
-from k1prov.lab.netns import LabNetwork
 from k1prov.outcome import EXIT_NOTHING, EXIT_OK
 from k1prov.settings import DEFAULT_TIMEOUTS
 
@@ -38,7 +36,6 @@ pytestmark = [
 BRIDGE, CIDR = "k1pbench0", "10.252.11.1/24"
 CLUSTER = "benchtest"
 NAMES = ("bkm1", "bkm2", "bkm3")
-SSH_READY_TIMEOUT = 30.0
 TIMEOUTS = dataclasses.replace(DEFAULT_TIMEOUTS, health=90.0, ssh_command=300.0)
 # Two scale factors x three trials, plus two JVM start-ups: about a minute here.
 JOB_TIMEOUT = 600.0
@@ -46,64 +43,27 @@ JOB_TIMEOUT = 600.0
 LARGE_JOB_TIMEOUT = 1800.0
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-SPARK_ROLE = """\
-roles:
-  spark:
-    source: preinstalled
-    spark_home: /opt/spark
-    manager: standalone
-    worker_memory: 1g
-    defaults: {spark.executor.memory: 512m, spark.driver.memory: 512m}
-"""
-
 
 def inventory_text(keys_dir: Path, addresses: dict[str, str]) -> str:
-    roles = {NAMES[0]: "spark-master", NAMES[1]: "spark-worker", NAMES[2]: "spark-worker"}
-    nodes = "".join(
-        f"  - name: {name}\n    bmc: {{port: {6950 + i}}}\n    macs: [\"52:54:00:cb:00:{i + 1:02x}\"]\n"
-        f"    address: {addresses[name]}\n    roles: [{roles[name]}]\n"
-        for i, name in enumerate(NAMES))
-    return (f"cluster: {CLUSTER}\ncloud: {{ironic_url: \"http://127.0.0.1:9\"}}\n"
-            f"ssh: {{user: root, private_key: {keys_dir / 'user'}}}\n"
-            "defaults:\n  bmc: {address: 127.0.0.1, username: admin, password: {env: K1PROV_UNUSED}}\n"
-            + SPARK_ROLE + "nodes:\n" + nodes)
+    roles = {NAMES[0]: ["spark-master"], NAMES[1]: ["spark-worker"], NAMES[2]: ["spark-worker"]}
+    return host_inventory_text(cluster=CLUSTER, keys_dir=keys_dir, addresses=addresses, roles=roles,
+                               role_settings=SPARK_ROLE_SETTINGS,
+                               first_bmc_port=6950, mac_prefix="52:54:00:cb:00")
 
 
 @pytest.fixture(scope="module")
 def spark_cluster(tmp_path_factory):
     image = lab_image_path()
     tmp = tmp_path_factory.mktemp("bench")
-    keys = tmp / "keys"
-    keys.mkdir()
-    user_public = keygen(keys / "user")
-    net = LabNetwork(bridge=BRIDGE, cidr=CIDR)
-    net.ensure()
-    booter = HostBooter(tmp / "hosts", network=net)
-    state_root = tmp / "state"
-    (state_root / CLUSTER).mkdir(parents=True)
-    addresses = {name: net.host_address(30 + i) for i, name in enumerate(NAMES)}
-    try:
-        pinned = []
-        for name in NAMES:
-            host_public = keygen(keys / f"host-{name}")
-            booter.boot(name, image, HostConfig(
-                hostname=name, address=addresses[name], prefix=net.prefix, gateway=net.gateway,
-                authorized_keys=(user_public,),
-                ssh_host_keys={"ed25519": ((keys / f"host-{name}").read_text(), host_public)}))
-            pinned.append(f"{addresses[name]},{name} {' '.join(host_public.split()[:2])}\n")
-        for name in NAMES:
-            booter.wait_ssh(name, timeout=SSH_READY_TIMEOUT)
-        (state_root / CLUSTER / "known_hosts").write_text("".join(pinned))
+    with booted_hosts(tmp, image, bridge=BRIDGE, cidr=CIDR, cluster=CLUSTER, names=NAMES,
+                      first_host=30) as hosts:
         path = tmp / "inventory.yaml"
-        path.write_text(inventory_text(keys, addresses))
+        path.write_text(inventory_text(hosts.keys, hosts.addresses))
         inv = load_inventory(path)
-        report = configure(inv, state_root=state_root, timeouts=TIMEOUTS)
+        report = configure(inv, state_root=hosts.state_root, timeouts=TIMEOUTS)
         failed = [(o.node, o.changes, o.error) for o in report.outcomes if o.status is not Status.OK]
         assert not failed, failed
-        yield {"inv": inv, "path": path, "state_root": state_root, "addresses": addresses}
-    finally:
-        booter.stop_all()
-        net.remove()
+        yield {"inv": inv, "path": path, "state_root": hosts.state_root, "addresses": hosts.addresses}
     assert not Path(f"/sys/class/net/{BRIDGE}").exists()
 
 

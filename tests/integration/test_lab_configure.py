@@ -13,19 +13,17 @@ import dataclasses
 import json
 import os
 import re
-import subprocess
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
 from image_fixture import lab_image_path
+from labhosts import ROLE_SETTINGS, booted_hosts, host_inventory_text
 
 from k1prov.configure import configure
 from k1prov.fanout import Status
 from k1prov.inventory import load_inventory
-from k1prov.lab.hosts import HostBooter, HostConfig
-from k1prov.lab.netns import LabNetwork
 from k1prov.remote import ssh_target
 from k1prov.roles import render_host
 from k1prov.settings import DEFAULT_TIMEOUTS
@@ -39,28 +37,10 @@ pytestmark = [
 BRIDGE, CIDR = "k1pcfg0", "10.252.9.1/24"
 CLUSTER = "cfgtest"
 NAMES = ("cfgn1", "cfgn2", "cfgn3")
-SSH_READY_TIMEOUT = 30.0
 TIMEOUTS = dataclasses.replace(DEFAULT_TIMEOUTS, health=90.0, ssh_command=300.0)
 # A new ZooKeeper leader after the old one is killed (seen ≈5 s in the lab).
 FAILOVER_TIMEOUT = 40.0
 SPARK_JOB_TIMEOUT = 240.0
-
-ROLE_SETTINGS = """\
-roles:
-  zookeeper: {source: preinstalled, server_script: /usr/share/zookeeper/bin/zkServer.sh, heap_mb: 256}
-  spark:
-    source: preinstalled
-    spark_home: /opt/spark
-    manager: standalone
-    worker_memory: 1g
-    defaults: {spark.executor.memory: 512m, spark.driver.memory: 512m}
-"""
-
-
-def keygen(path: Path) -> str:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)],
-                   check=True, timeout=30)
-    return path.with_suffix(".pub").read_text().strip()
 
 
 def inventory_text(keys_dir: Path, addresses: dict[str, str], *, mesos: bool = False) -> str:
@@ -69,52 +49,24 @@ def inventory_text(keys_dir: Path, addresses: dict[str, str], *, mesos: bool = F
     if mesos:
         roles[NAMES[0]].append("mesos-master")
         roles[NAMES[1]].append("mesos-agent")
-    nodes = "".join(
-        f"  - name: {name}\n    bmc: {{port: {6900 + i}}}\n    macs: [\"52:54:00:c9:00:{i + 1:02x}\"]\n"
-        f"    address: {addresses[name]}\n    roles: [{', '.join(roles[name])}]\n"
-        for i, name in enumerate(NAMES))
-    return (f"cluster: {CLUSTER}\ncloud: {{ironic_url: \"http://127.0.0.1:9\"}}\n"
-            f"ssh: {{user: root, private_key: {keys_dir / 'user'}}}\n"
-            "defaults:\n  bmc: {address: 127.0.0.1, username: admin, password: {env: K1PROV_UNUSED}}\n"
-            + ROLE_SETTINGS + ("  mesos: {source: preinstalled}\n" if mesos else "")
-            + "nodes:\n" + nodes)
+    return host_inventory_text(
+        cluster=CLUSTER, keys_dir=keys_dir, addresses=addresses, roles=roles,
+        role_settings=ROLE_SETTINGS + ("  mesos: {source: preinstalled}\n" if mesos else ""),
+        first_bmc_port=6900, mac_prefix="52:54:00:c9:00")
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     image = lab_image_path()
     tmp = tmp_path_factory.mktemp("configure")
-    keys = tmp / "keys"
-    keys.mkdir()
-    user_public = keygen(keys / "user")
-    net = LabNetwork(bridge=BRIDGE, cidr=CIDR)
-    net.ensure()
-    booter = HostBooter(tmp / "hosts", network=net)
-    state_root = tmp / "state"
-    (state_root / CLUSTER).mkdir(parents=True)
-    addresses = {name: net.host_address(20 + i) for i, name in enumerate(NAMES)}
-    try:
-        pinned = []
-        for name in NAMES:
-            host_public = keygen(keys / f"host-{name}")
-            booter.boot(name, image, HostConfig(
-                hostname=name, address=addresses[name], prefix=net.prefix, gateway=net.gateway,
-                authorized_keys=(user_public,),
-                ssh_host_keys={"ed25519": ((keys / f"host-{name}").read_text(), host_public)}))
-            pinned.append(f"{addresses[name]},{name} {' '.join(host_public.split()[:2])}\n")
-        for name in NAMES:
-            booter.wait_ssh(name, timeout=SSH_READY_TIMEOUT)
-        # Where deploy pins host keys (k1prov.hostkeys.write_known_hosts).
-        (state_root / CLUSTER / "known_hosts").write_text("".join(pinned))
+    with booted_hosts(tmp, image, bridge=BRIDGE, cidr=CIDR, cluster=CLUSTER, names=NAMES,
+                      first_host=20) as hosts:
         path = tmp / "inventory.yaml"
-        path.write_text(inventory_text(keys, addresses))
+        path.write_text(inventory_text(hosts.keys, hosts.addresses))
         mesos_path = tmp / "inventory-mesos.yaml"
-        mesos_path.write_text(inventory_text(keys, addresses, mesos=True))
+        mesos_path.write_text(inventory_text(hosts.keys, hosts.addresses, mesos=True))
         yield {"inv": load_inventory(path), "mesos_inv": load_inventory(mesos_path),
-               "state_root": state_root, "booter": booter, "addresses": addresses}
-    finally:
-        booter.stop_all()
-        net.remove()
+               "state_root": hosts.state_root, "booter": hosts.booter, "addresses": hosts.addresses}
     assert not Path(f"/sys/class/net/{BRIDGE}").exists()
 
 

@@ -9,16 +9,16 @@ import subprocess
 import time
 from pathlib import Path
 
-import openstack
 import pytest
 from image_fixture import lab_image_path
+from labhosts import (deploy_settings_text, lab_connection, lab_inventory_text, node_range_text, openssh,
+                      write_deploy_inputs)
 from typer.testing import CliRunner
 
 from k1prov import glance
 from k1prov.cli import app
 from k1prov.fanout import Status
 from k1prov.hostkeys import KEY_NAME
-from k1prov.imagecatalog import write_lab_deploy_image
 from k1prov.inventory import load_inventory
 from k1prov.lab.netns import netns_exists, netns_name
 from k1prov.outcome import EXIT_OK
@@ -37,52 +37,24 @@ POWER_STATE_TIMEOUT = 30.0
 HOST_GONE_TIMEOUT = 20.0
 
 
-def _keygen(path: Path) -> str:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "deploytest", "-f", str(path)],
-                   check=True, timeout=30)
-    return path.with_suffix(".pub").read_text().strip()
-
-
 def _inventory(s, d: Path, *, user_image: str, user_extra: str = "", name: str = "deploy.yaml") -> Path:
     inv = d / name
-    inv.write_text(f"""\
-cluster: {CLUSTER}
-cloud: {{ironic_url: "{s.ironic_url}", glance_url: "{s.glance_url}"}}
-ssh:
-  user: root
-  private_key: "{d / 'id_ed25519'}"
-  public_keys: ["{(d / 'id_ed25519.pub').read_text().strip()}"]
-network: {{prefix_length: 24}}
-images:
-  deploy_kernel: {{name: dpl-deploy-kernel, file: "{d / 'deploy.kernel'}"}}
-  deploy_ramdisk: {{name: dpl-deploy-ramdisk, file: "{d / 'deploy.initramfs'}"}}
-  user: {{name: dpl-lab-image, file: "{user_image}"{user_extra}}}
-defaults:
-  driver: fake-hardware
-  interfaces: {{power: ipmitool, management: ipmitool, deploy: fake, boot: fake}}
-  bmc: {{address: 127.0.0.1, username: {s.bmc_username}, password: {{file: "{s.bmc_password_file}"}}}}
-nodes:
-  - name: dpl[01-03]
-    bmc: {{port: {{start: {s.bmc_base_port + BMC_OFFSET}}}}}
-    macs: [{{start: "52:54:00:d1:00:01"}}]
-    address: {{start: 10.251.0.{FIRST_ADDRESS}}}
-""")
+    nodes = node_range_text("dpl[01-03]", first_bmc_port=s.bmc_base_port + BMC_OFFSET,
+                            first_mac="52:54:00:d1:00:01", first_address=f"10.251.0.{FIRST_ADDRESS}")
+    inv.write_text(lab_inventory_text(
+        s, cluster=CLUSTER, nodes=nodes,
+        deploy=deploy_settings_text(d, image_prefix="dpl", user_image=user_image, user_extra=user_extra)))
     return inv
 
 
 @pytest.fixture(scope="module")
 def env(lab, tmp_path_factory):
     d = tmp_path_factory.mktemp("deploy")
-    _keygen(d / "id_ed25519")
-    write_lab_deploy_image(d / "deploy.kernel", "lab-deploy-kernel")
-    write_lab_deploy_image(d / "deploy.initramfs", "lab-deploy-ramdisk")
+    write_deploy_inputs(d, key_comment=CLUSTER)
     image = lab_image_path()
     inv_path = _inventory(lab.settings, d, user_image=str(image))
     state = d / "state"
-    conn = openstack.connect(auth_type="none", load_yaml_config=False, load_envvars=False,
-                             baremetal_endpoint_override=lab.settings.ironic_url,
-                             baremetal_api_version="1.78",
-                             image_endpoint_override=lab.settings.glance_url)
+    conn = lab_connection(lab.settings)
     prov = Provisioner(load_inventory(inv_path), state_root=state)
     enrolled = prov.enroll()
     assert enrolled.exit_code() == EXIT_OK, [o.error for o in enrolled.failed]
@@ -98,11 +70,8 @@ def env(lab, tmp_path_factory):
 
 def _ssh(env, name: str, command: str, *, check: bool = True) -> subprocess.CompletedProcess:
     node = env["prov"].inventory.node(name)
-    result = subprocess.run(
-        ["ssh", "-F", "/dev/null", "-i", str(env["dir"] / "id_ed25519"), "-o", "IdentitiesOnly=yes",
-         "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={env['state'] / CLUSTER / 'known_hosts'}",
-         "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10", f"root@{node.address}", command],
-        capture_output=True, text=True, timeout=SSH_TIMEOUT)
+    result = openssh(env["dir"] / "id_ed25519", env["state"] / CLUSTER / "known_hosts", node.address,
+                     command, timeout=SSH_TIMEOUT)
     if check:
         assert result.returncode == 0, (name, result.stderr)
     return result

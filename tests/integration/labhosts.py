@@ -1,0 +1,202 @@
+"""Keys, lab hosts and inventories that several integration tests build the same way.
+
+Each test module keeps its own bridge, subnet, node names, BMC ports, MAC addresses and
+cluster name: the tests share one machine (and one lab), so these must never meet.
+
+Hosts reached over SSH only (configure, bench), booted straight from the lab image:
+
+    with booted_hosts(tmp, image, bridge=..., cidr=..., cluster=..., names=..., first_host=20) as hosts:
+        path.write_text(host_inventory_text(cluster=..., keys_dir=hosts.keys, ...))
+
+Nodes that go through the lab's Ironic and Glance (enroll, deploy, cluster):
+
+    write_deploy_inputs(d, key_comment=CLUSTER)
+    text = lab_inventory_text(lab.settings, cluster=..., nodes=...,
+                              deploy=deploy_settings_text(d, image_prefix="dpl", user_image=...))
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import subprocess
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import openstack
+
+from k1prov.imagecatalog import write_lab_deploy_image
+from k1prov.lab import LabSettings
+from k1prov.lab.hosts import HostBooter, HostConfig
+from k1prov.lab.netns import LabNetwork
+
+KEYGEN_TIMEOUT = 30.0
+SSH_READY_TIMEOUT = 30.0
+SSH_CONNECT_TIMEOUT = 10
+# The Ironic API microversion the tests' SDK connections ask for.
+IRONIC_API_VERSION = "1.78"
+
+# Role settings for hosts booted from the lab image, which has ZooKeeper and Spark
+# preinstalled; the heap and executor sizes are the ones every lab test runs with.
+ZOOKEEPER_ROLE = """\
+  zookeeper: {source: preinstalled, server_script: /usr/share/zookeeper/bin/zkServer.sh, heap_mb: 256}
+"""
+SPARK_ROLE = """\
+  spark:
+    source: preinstalled
+    spark_home: /opt/spark
+    manager: standalone
+    worker_memory: 1g
+    defaults: {spark.executor.memory: 512m, spark.driver.memory: 512m}
+"""
+ROLE_SETTINGS = "roles:\n" + ZOOKEEPER_ROLE + SPARK_ROLE
+SPARK_ROLE_SETTINGS = "roles:\n" + SPARK_ROLE
+
+
+def keygen(path: Path, *, comment: str | None = None) -> str:
+    """An ed25519 key pair at path and path.pub (comment: the file name unless given);
+    returns the public key line."""
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment or path.name,
+                    "-f", str(path)], check=True, timeout=KEYGEN_TIMEOUT)
+    return path.with_suffix(".pub").read_text().strip()
+
+
+# ---------------------------------------------------------------- hosts without Ironic
+
+
+@dataclasses.dataclass(frozen=True)
+class BootedHosts:
+    keys: Path                 # user (the operator's key pair) and host-<name> (each host's)
+    state_root: Path           # STATE, with the pinned STATE/<cluster>/known_hosts
+    addresses: dict[str, str]  # host name -> address on the test's bridge
+    booter: HostBooter
+
+
+@contextlib.contextmanager
+def booted_hosts(tmp: Path, image: Path, *, bridge: str, cidr: str, cluster: str,
+                 names: Sequence[str], first_host: int) -> Iterator[BootedHosts]:
+    """Boot `names` from `image` on a bridge and subnet of their own, each with a generated
+    host key and the user key authorized, and wait until each answers SSH.
+
+    The host keys are pinned where deploy writes them (STATE/<cluster>/known_hosts), so
+    that configure finds them the way it does after a deploy. Addresses are the subnet's
+    first_host-th, first_host+1-th, ... On leaving, the hosts are stopped and the bridge
+    removed, whatever happened.
+    """
+    keys = tmp / "keys"
+    keys.mkdir()
+    user_public = keygen(keys / "user")
+    net = LabNetwork(bridge=bridge, cidr=cidr)
+    net.ensure()
+    booter = HostBooter(tmp / "hosts", network=net)
+    state_root = tmp / "state"
+    (state_root / cluster).mkdir(parents=True)
+    addresses = {name: net.host_address(first_host + i) for i, name in enumerate(names)}
+    try:
+        pinned = []
+        for name in names:
+            host_key = keys / f"host-{name}"
+            host_public = keygen(host_key)
+            booter.boot(name, image, HostConfig(
+                hostname=name, address=addresses[name], prefix=net.prefix, gateway=net.gateway,
+                authorized_keys=(user_public,),
+                ssh_host_keys={"ed25519": (host_key.read_text(), host_public)}))
+            pinned.append(f"{addresses[name]},{name} {' '.join(host_public.split()[:2])}\n")
+        for name in names:
+            booter.wait_ssh(name, timeout=SSH_READY_TIMEOUT)
+        # Where deploy pins host keys (k1prov.hostkeys.write_known_hosts).
+        (state_root / cluster / "known_hosts").write_text("".join(pinned))
+        yield BootedHosts(keys=keys, state_root=state_root, addresses=addresses, booter=booter)
+    finally:
+        booter.stop_all()
+        net.remove()
+
+
+def host_inventory_text(*, cluster: str, keys_dir: Path, addresses: dict[str, str],
+                        roles: dict[str, list[str]], role_settings: str,
+                        first_bmc_port: int, mac_prefix: str) -> str:
+    """The inventory of booted hosts, one node per entry of roles (in its order).
+
+    Only SSH is used: the Ironic URL and the BMCs are stand-ins that nothing calls. The
+    i-th node gets BMC port first_bmc_port + i and MAC mac_prefix:<i + 1>.
+    """
+    nodes = "".join(
+        f"  - name: {name}\n    bmc: {{port: {first_bmc_port + i}}}\n"
+        f"    macs: [\"{mac_prefix}:{i + 1:02x}\"]\n"
+        f"    address: {addresses[name]}\n    roles: [{', '.join(node_roles)}]\n"
+        for i, (name, node_roles) in enumerate(roles.items()))
+    return (f"cluster: {cluster}\ncloud: {{ironic_url: \"http://127.0.0.1:9\"}}\n"
+            f"ssh: {{user: root, private_key: {keys_dir / 'user'}}}\n"
+            "defaults:\n  bmc: {address: 127.0.0.1, username: admin, password: {env: K1PROV_UNUSED}}\n"
+            + role_settings + "nodes:\n" + nodes)
+
+
+# ---------------------------------------------------------------- nodes in the lab's Ironic
+
+
+def lab_connection(settings: LabSettings) -> openstack.connection.Connection:
+    """An SDK connection to the lab's Ironic and Glance that reads no clouds.yaml or OS_* variable."""
+    return openstack.connect(auth_type="none", load_yaml_config=False, load_envvars=False,
+                             baremetal_endpoint_override=settings.ironic_url,
+                             baremetal_api_version=IRONIC_API_VERSION,
+                             image_endpoint_override=settings.glance_url)
+
+
+def openssh(key: Path, known_hosts: Path, address: str, command: str, *,
+            timeout: float) -> subprocess.CompletedProcess:
+    """Run command as root on address with OpenSSH, as an operator would after a deploy: only
+    this key, no ~/.ssh/config, and the host key checked against the pinned known_hosts."""
+    return subprocess.run(
+        ["ssh", "-F", "/dev/null", "-i", str(key), "-o", "IdentitiesOnly=yes",
+         "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={known_hosts}",
+         "-o", "StrictHostKeyChecking=yes", "-o", f"ConnectTimeout={SSH_CONNECT_TIMEOUT}", f"root@{address}", command],
+        capture_output=True, text=True, timeout=timeout)
+
+
+def write_deploy_inputs(d: Path, *, key_comment: str) -> None:
+    """What deploy_settings_text names in d: the operator's key pair (id_ed25519) and the
+    lab's stand-in deploy kernel and ramdisk."""
+    keygen(d / "id_ed25519", comment=key_comment)
+    write_lab_deploy_image(d / "deploy.kernel", "lab-deploy-kernel")
+    write_lab_deploy_image(d / "deploy.initramfs", "lab-deploy-ramdisk")
+
+
+def deploy_settings_text(d: Path, *, image_prefix: str, user_image: str, user_extra: str = "") -> str:
+    """The inventory's ssh, network and images sections for the files write_deploy_inputs
+    wrote in d. Glance names start with image_prefix; user_extra is YAML text added to
+    the user image's mapping (`, checksum: ...`)."""
+    return f"""\
+ssh:
+  user: root
+  private_key: "{d / 'id_ed25519'}"
+  public_keys: ["{(d / 'id_ed25519.pub').read_text().strip()}"]
+network: {{prefix_length: 24}}
+images:
+  deploy_kernel: {{name: {image_prefix}-deploy-kernel, file: "{d / 'deploy.kernel'}"}}
+  deploy_ramdisk: {{name: {image_prefix}-deploy-ramdisk, file: "{d / 'deploy.initramfs'}"}}
+  user: {{name: {image_prefix}-lab-image, file: "{user_image}"{user_extra}}}
+"""
+
+
+def lab_inventory_text(s: LabSettings, *, cluster: str, nodes: str, deploy: str = "",
+                       role_settings: str = "") -> str:
+    """An inventory of nodes enrolled in the lab's Ironic, powered through its BMC
+    simulators over IPMI; deploy and role_settings are optional sections, nodes the
+    entries under `nodes:`."""
+    return f"""\
+cluster: {cluster}
+cloud: {{ironic_url: "{s.ironic_url}", glance_url: "{s.glance_url}"}}
+{deploy}defaults:
+  driver: fake-hardware
+  interfaces: {{power: ipmitool, management: ipmitool, deploy: fake, boot: fake}}
+  bmc: {{address: 127.0.0.1, username: {s.bmc_username}, password: {{file: "{s.bmc_password_file}"}}}}
+{role_settings}nodes:
+{nodes}"""
+
+
+def node_range_text(names: str, *, first_bmc_port: int, first_mac: str, first_address: str) -> str:
+    """One `nodes:` entry for a range of nodes (`enr[01-10]`): BMC ports, MACs and
+    addresses count up from the first."""
+    return (f"  - name: {names}\n"
+            f"    bmc: {{port: {{start: {first_bmc_port}}}}}\n"
+            f"    macs: [{{start: \"{first_mac}\"}}]\n"
+            f"    address: {{start: {first_address}}}\n")
