@@ -21,16 +21,17 @@ How it climbs
   `grow_gain`; doubling finds the order of magnitude in a few windows. A doubling that
   gains less than that is past the knee of the curve, where the next doubling would only
   queue work (on a server that thrashes, it costs throughput): search below it instead.
-- fine: around the best level B with step s, probe B+s and B-s; move when a probe beats
-  B by more than `gain`, otherwise halve s; when s is 1 and neither neighbour is better,
-  B is the converged level. A probe below B that is no worse than B wins too: on a
-  flat curve (a service that serializes the work, like a one-worker Ironic) fewer in
-  flight do the same work with less load and latency. Halving trades convergence speed against ping-pong: big
-  steps while far away, +/-1 when close. The `gain` threshold keeps measurement noise
-  from moving the level and makes the climber settle at the smallest level that gives
-  (nearly) the best throughput.
-- steady: stay at B; re-probe +/-1 after `reprobe_every` windows (the service can
-  change under us), doubling that interval (up to 8x) each time the probe confirms B,
+- fine: around the best level B with step s, probe B+s and B-s (on windows of
+  `fine_generations` generations); move when a probe beats B by more than `gain`,
+  otherwise halve s; when s is the finest step (a tenth of B, at least 1) and neither
+  neighbour is better, B is the converged level. A probe below B that is no worse than
+  B wins too: on a flat curve (a service that serializes the work, like a one-worker
+  Ironic) fewer in flight do the same work with less load and latency. Halving trades
+  convergence speed against ping-pong: big steps while far away, small ones when close.
+  The `gain` threshold keeps measurement noise from moving the level up.
+- steady: stay at B; re-probe +/- the finest step after `reprobe_every` windows (the
+  service can change under us), doubling that interval (up to 8x) each time the probe
+  confirms B,
   so a stable service sees less and less ping-pong; start a fine search again at once
   if throughput drops by `drop`.
 - congestion (transient errors, timeouts) in more than `congestion_share` of a window's
