@@ -31,9 +31,8 @@ How it climbs
   The `gain` threshold keeps measurement noise from moving the level up.
 - steady: stay at B; re-probe +/- the finest step after `reprobe_every` windows (the
   service can change under us), doubling that interval (up to 8x) each time the probe
-  confirms B,
-  so a stable service sees less and less ping-pong; start a fine search again at once
-  if throughput drops by `drop`.
+  confirms B, so a stable service sees less and less ping-pong; start a fine search
+  again at once if throughput drops by `drop`.
 - congestion (transient errors, timeouts) in more than `congestion_share` of a window's
   events means too many in flight: cap the level below the congested one and back off
   by a quarter. One dead host among many gives a small share and moves nothing.
