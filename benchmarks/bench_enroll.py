@@ -15,7 +15,7 @@ Each k1prov run's phases (ensure, manage, provide) are recorded with their durat
 levels the climber went through.
 
     .venv/bin/python benchmarks/bench_enroll.py --nodes 300 --repeat 3 --sdk-repeat 0 \
-        --fixed 1,8,16,24,32,64 --once 1
+        --fixed 1,8,16,32,64 --once 16,32,64
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from pathlib import Path
 
 import openstack
 
+from k1prov.fanout.results import level_path
 from k1prov.inventory import load_inventory
 from k1prov.lab import Lab, LabSettings
 from k1prov.provisioner import Provisioner, RunOptions
@@ -78,15 +79,6 @@ nodes:
     address: {{start: 10.252.0.1}}
 """)
     return path
-
-
-def level_path(trace) -> str:
-    """The levels a fan-out went through, in order: '4>8>16>12'."""
-    levels: list[int] = []
-    for _, level, _ in trace:
-        if not levels or levels[-1] != level:
-            levels.append(level)
-    return ">".join(map(str, levels))
 
 
 def phase_summary(report) -> list[dict]:

@@ -260,15 +260,6 @@ def k1prov_trace(text: str) -> tuple[list | None, int | None]:
     return report.get("trace"), report.get("final_concurrency")
 
 
-def level_path(trace: list | None) -> str:
-    """The levels a run went through, in order: '4>8>16>12>10'."""
-    levels: list[int] = []
-    for _, level, _ in trace or []:
-        if not levels or levels[-1] != level:
-            levels.append(level)
-    return ">".join(map(str, levels))
-
-
 def local_rss(n: int) -> dict:
     """Peak RSS of a process that fans out n items with a sleep as the transport."""
     argv = [sys.executable, str(Path(__file__).resolve()), "--local-fanout", str(n)]
@@ -373,6 +364,9 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(HERE))
     from sshd_farm import SshdFarm
 
+    # Here, not at the top: the peers' --peer mode runs in a venv without k1prov.
+    from k1prov.fanout.results import level_path
+
     # SIGTERM unwinds like Ctrl-C, so the farm's sshds are stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
@@ -406,7 +400,7 @@ def main(argv=None) -> int:
                 for level in [None] + fixed:
                     run = bench.run("k1prov", "true", n, concurrency=level)
                     levels.append(run)
-                    path = f" levels {level_path(run.trace)}" if level is None else ""
+                    path = f" levels {level_path(run.trace or [])}" if level is None else ""
                     print(f"levels N={n} {run.tool:12} wall {run.wall:6.2f}s cpu {run.cpu:6.2f}s "
                           f"{'ok' if run.ok else 'FAILED ' + run.note}{path}", flush=True)
     rss = [local_rss(n) for n in (int(s) for s in args.rss.split(",") if s)]

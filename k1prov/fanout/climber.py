@@ -187,13 +187,12 @@ class Climber:
         return tput > self._best_tput * (1.0 + self.gain)
 
     def _decide_grow(self, level: int, tput: float) -> None:
-        first = self._best_level is None
-        if first or self._better(tput):
-            knee = not first and tput < self._best_tput * (1.0 + self.grow_gain)
-            previous = self._best_level
+        previous = self._best_level
+        if previous is None or self._better(tput):
+            knee = previous is not None and tput < self._best_tput * (1.0 + self.grow_gain)
             self._best_level, self._best_tput = level, tput
             nxt = min(level * 2, self._cap, self.ceiling)
-            if knee and previous is not None:
+            if knee:
                 # Doubling bought little: past the knee, where the next doubling costs
                 # far more than it can gain. Search between the last two levels.
                 self._step = max(1, (level - previous) // 2)

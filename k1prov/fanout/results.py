@@ -19,6 +19,16 @@ STATUS_ORDER = (Status.OK, Status.FAILED, Status.TIMEOUT, Status.SKIPPED)
 _JSON_SCALARS = (str, int, float, bool, type(None))
 
 
+def level_path(trace) -> str:
+    """The levels a run went through, in order, from its trace of (t, level, items/s)
+    windows: '4>8>16>12'. Repeats of a level in a row are shown once."""
+    levels: list[int] = []
+    for _, level, _ in trace:
+        if not levels or levels[-1] != level:
+            levels.append(level)
+    return ">".join(map(str, levels))
+
+
 @dataclass
 class Result:
     key: str

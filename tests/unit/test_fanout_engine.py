@@ -417,3 +417,10 @@ def test_open_file_limit_is_raised_or_caps_the_ceiling():
 def test_empty_input():
     report = run_fanout([], lambda i: i, key=str, policy=policy())
     assert report.results == [] and not report.cancelled
+
+
+def test_level_path_lists_each_level_change_once():
+    from k1prov.fanout.results import level_path
+    trace = [(0.5, 4, 3.0), (1.0, 4, 3.5), (1.6, 8, 7.0), (2.0, 6, 6.0), (2.4, 6, 6.1), (3.0, 8, 7.2)]
+    assert level_path(trace) == "4>8>6>8"
+    assert level_path([]) == ""
