@@ -1,4 +1,5 @@
-"""Ironic through openstacksdk: find-or-create nodes and ports, state transitions, batched waits.
+"""Ironic through openstacksdk: find-or-create nodes and ports, state transitions, waits
+that poll a phase's nodes with list calls.
 
 Every SDK exception is translated here into a k1prov error or a per-node failure.
 What k1prov owns is marked on the node itself (`extra.k1prov_cluster`), so a re-run
@@ -9,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 from k1prov.cloud import describe_http_error
 from k1prov.errors import CloudError, NodeError
 from k1prov.inventory.model import OWNER_TAG, Node
+from k1prov.settings import IRONIC_LIST_PAGE, IRONIC_POLL_INTERVAL
 
 log = logging.getLogger("k1prov.ironic")
 
@@ -37,6 +40,43 @@ ACTION_TAKEN = {
 }
 # driver_info keys that hold the BMC's address and login, for the ipmi family.
 IPMI_KEYS = ("ipmi_address", "ipmi_port", "ipmi_username")
+# What a wait reads of each node (Ironic's field names).
+WAIT_FIELDS = ("uuid", "provision_state", "last_error")
+
+
+class WaitResult(NamedTuple):
+    """openstacksdk's WaitResult: nodes (id, provision_state, last_error) that reached the
+    state, that failed, and that were still on their way at the deadline."""
+
+    success: list[Any]
+    failure: list[Any]
+    timeout: list[Any]
+
+
+@dataclass(frozen=True)
+class _Gone:
+    """A node that disappeared from Ironic during a wait."""
+
+    id: str
+    provision_state: str | None = None
+    last_error: str = "the node no longer exists in Ironic"
+
+
+def reached(node: Any, state: str, *, abort_on_failed_state: bool = True) -> bool | None:
+    """True: `node` is in `state`; False: it failed on the way; None: not yet.
+
+    The rules of openstacksdk's Node._check_state_reached (not called: it is private
+    and raises instead of answering)."""
+    current = node.provision_state
+    if current == state or (state == "available" and current is None):
+        return True
+    if not abort_on_failed_state or current is None:
+        return None
+    if current.endswith(" failed") or current == "error":
+        return False
+    if state == "manageable" and current == "enroll" and node.last_error:
+        return False
+    return None
 
 
 def bmc_fingerprint(cluster: str, node_name: str, password: str) -> str:
@@ -99,11 +139,23 @@ def _same(current: Any, wanted: Any) -> bool:
 
 
 class IronicNodes:
-    """Nodes and ports of one cluster in one Ironic."""
+    """Nodes and ports of one cluster in one Ironic.
 
-    def __init__(self, conn, *, cluster: str):
+    `sleep` and `clock` are the waits' (tests give a fake clock); `page` is the number of
+    nodes Ironic returns per page of a listing (its [api]max_limit), which tells the
+    waits what a listing costs.
+    """
+
+    poll_interval = IRONIC_POLL_INTERVAL
+
+    def __init__(self, conn, *, cluster: str, page: int = IRONIC_LIST_PAGE,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic):
         self.conn = conn
         self.cluster = cluster
+        self.page = page
+        self._sleep = sleep
+        self._clock = clock
 
     # ---- reading -------------------------------------------------------------------
 
@@ -248,29 +300,102 @@ class IronicNodes:
                 return
             raise NodeError(uuid, f"{action}: {reason}") from None
 
-    def wait_state(self, uuids: list[str], state: str, *, timeout: float) -> dict[str, tuple[str, str | None]]:
-        """One poll loop for many nodes. Returns uuid -> (outcome, last_error).
+    def wait_for_provision_state(self, uuids: list[str], state: str, *, timeout: float,
+                                 abort_on_failed_state: bool = True) -> WaitResult:
+        """Wait until every node in `uuids` is in provision `state`: openstacksdk's
+        `wait_for_nodes_provision_state(..., fail=False)` with list calls.
 
-        outcome is "ok", "failed" (the node reached a failure state; for manage,
-        back in enroll) or "timeout". Uses the SDK's own wait, which polls every 2 s.
+        The SDK's wait sends one GET /v1/nodes/<id> per node per poll (N requests every
+        2 s). This one lists the nodes instead, with only the fields it reads, paged by
+        Ironic (IRONIC_LIST_PAGE nodes a page), so a poll costs one request per page of
+        the nodes in Ironic whatever the number of nodes waited for. When fewer nodes are left than a listing costs
+        pages (a few stragglers in a large Ironic), it asks for those alone, each with
+        the same fields. So a poll costs min(nodes left, pages) requests.
+
+        Ironic cannot filter a listing by a set of UUIDs or by `extra` (where k1prov marks
+        its nodes), and one provision_state per query would miss nodes that leave the
+        expected path; so the listing is not filtered by state, only by fields.
+
+        Same semantics as the SDK: polled every IRONIC_POLL_INTERVAL (the SDK's 2 s); a
+        node is done when it reaches `state` (for `available`, a node with no state, as
+        before API 1.2); with abort_on_failed_state a node fails on `* failed`, `error`,
+        or, waiting for `manageable`, on `enroll` with a last_error (the BMC check
+        failed); the others after `timeout` seconds are in `timeout`. Requests go through
+        the SDK's proxy, so its retries of 409 (node locked) and 503 (no free conductor)
+        apply to each. A node that no longer exists is a failure (the SDK's wait raises
+        for it, and stops waiting for all the others). One difference: the wait polls
+        once more at its deadline, so a node that got there in the last interval counts.
         """
         from openstack import exceptions as os_exc
+        from keystoneauth1 import exceptions as ka_exc
 
         if not uuids:
-            return {}
+            return WaitResult([], [], [])
+        remaining = list(dict.fromkeys(uuids))
+        success: list[Any] = []
+        failure: list[Any] = []
+        last: dict[str, Any] = {}
+        pages = 1          # what a full listing cost last time, in requests
+        deadline = self._clock() + timeout
+        while True:
+            try:
+                if len(remaining) < pages:
+                    seen = {u: self._get_fields(u) for u in remaining}
+                else:
+                    seen, pages = self._list_fields()
+            except (os_exc.SDKException, ka_exc.ClientException) as exc:
+                raise CloudError(f"waiting for {state}: {describe_http_error(exc)}",
+                                 service="ironic") from None
+            still = []
+            for uuid in remaining:
+                node = seen.get(uuid)
+                if node is None:
+                    failure.append(_Gone(uuid))
+                    continue
+                last[uuid] = node
+                verdict = reached(node, state, abort_on_failed_state=abort_on_failed_state)
+                if verdict is True:
+                    success.append(node)
+                elif verdict is False:
+                    failure.append(node)
+                else:
+                    still.append(uuid)
+            remaining = still
+            now = self._clock()
+            if not remaining or now >= deadline:
+                return WaitResult(success, failure, [last[u] for u in remaining])
+            log.debug("waiting for %d node(s) to reach %s", len(remaining), state)
+            self._sleep(min(self.poll_interval, deadline - now))
+
+    def _list_fields(self) -> tuple[dict[str, Any], int]:
+        """Every node's WAIT_FIELDS. Returns the nodes by UUID and the pages it took.
+
+        Ironic pages the listing itself ([api]max_limit nodes a page, `next` link when a
+        page is full) and the SDK follows the links. No `limit` is sent: with one, the
+        SDK asks for one more page after every page, even a short last one."""
+        seen = {n.id: n for n in self.conn.baremetal.nodes(details=False, fields=list(WAIT_FIELDS))}
+        return seen, len(seen) // self.page + 1
+
+    def _get_fields(self, uuid: str) -> Any | None:
+        from openstack import exceptions as os_exc
+
         try:
-            res = self.conn.baremetal.wait_for_nodes_provision_state(
-                uuids, state, timeout=timeout, abort_on_failed_state=True, fail=False)
-        except os_exc.SDKException as exc:
-            raise CloudError(f"waiting for {state}: {describe_http_error(exc)}", service="ironic") from None
+            return self.conn.baremetal.get_node(uuid, fields=list(WAIT_FIELDS))
+        except os_exc.NotFoundException:
+            return None
+
+    def wait_state(self, uuids: list[str], state: str, *, timeout: float) -> dict[str, tuple[str, str | None]]:
+        """One wait for many nodes (wait_for_provision_state). Returns uuid ->
+        (outcome, last_error): outcome is "ok", "failed" (the node reached a failure
+        state; for manage, back in enroll) or "timeout"."""
+        res = self.wait_for_provision_state(uuids, state, timeout=timeout)
         out: dict[str, tuple[str, str | None]] = {}
         for n in res.success:
             out[n.id] = ("ok", None)
         for n in res.failure:
             out[n.id] = ("failed", n.last_error or f"reached {n.provision_state}")
         for n in res.timeout:
-            nid = n.id if hasattr(n, "id") else str(n)
-            out[nid] = ("timeout", f"not {state} after {timeout:.0f} s")
+            out[n.id] = ("timeout", f"not {state} after {timeout:.0f} s")
         return out
 
     def get(self, uuid: str):

@@ -46,5 +46,9 @@ DEFAULT_TIMEOUTS = Timeouts()
 MAX_CONCURRENCY = 256
 # Ironic's embedded API server resets connections at 32+ concurrent clients; stay below it.
 IRONIC_MAX_CONCURRENCY = 24
+# Seconds between two looks at Ironic while waiting for provision states (openstacksdk's own).
+IRONIC_POLL_INTERVAL = 2.0
+# Nodes per page when a wait lists Ironic's nodes (Ironic's default [api]max_limit).
+IRONIC_LIST_PAGE = 1000
 # Share of items that may fail before a run stops starting new work.
 DEFAULT_FAILURE_BUDGET = 0.5
