@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 
 import openstack
 import pytest
@@ -11,6 +13,7 @@ from typer.testing import CliRunner
 from k1prov.cli import app
 from k1prov.fanout import Status
 from k1prov.inventory import load_inventory
+from k1prov.ironic import IronicNodes
 from k1prov.outcome import EXIT_OK, EXIT_PARTIAL
 from k1prov.provisioner import Provisioner
 
@@ -66,6 +69,32 @@ def test_enroll_ten_to_available_and_bad_password_fails_alone(enroll_env):
     conn = enroll_env["conn"]
     ironic_bad = conn.baremetal.find_node(BAD)
     assert ironic_bad.provision_state == "enroll" and ironic_bad.last_error
+
+
+WAIT_LIST = re.compile(r"GET /v1/nodes\?fields=uuid(,|%2C)provision_state(,|%2C)last_error ")
+NODE_GET = re.compile(r"GET /v1/nodes/[0-9a-f-]{36}[? ]")
+
+
+def test_a_wait_costs_one_list_request_per_poll_not_one_per_node(enroll_env, lab):
+    """Ironic's own access log: waiting on the ten nodes (available; asked for active, so
+    the wait runs out) sends one field-limited listing per poll and no per-node GET."""
+    conn = enroll_env["conn"]
+    uuids = [n.id for n in conn.baremetal.nodes() if n.name in GOOD]
+    assert len(uuids) == len(GOOD)
+    log = lab.settings.log_dir / "ironic.log"
+    start = log.stat().st_size
+    sleeps = []
+    ironic = IronicNodes(conn, cluster="enrolltest", sleep=lambda s: (sleeps.append(s), time.sleep(s)))
+    res = ironic.wait_for_provision_state(uuids, "active", timeout=3)
+    assert not res.success and not res.failure
+    assert sorted(n.id for n in res.timeout) == sorted(uuids)
+    assert {n.provision_state for n in res.timeout} == {"available"}
+    with log.open() as f:
+        f.seek(start)
+        lines = f.read().splitlines()
+    polls = len(sleeps) + 1
+    assert sum(bool(WAIT_LIST.search(line)) for line in lines) == polls
+    assert not [line for line in lines if NODE_GET.search(line)]
 
 
 def test_second_enroll_is_idempotent(enroll_env):
