@@ -13,21 +13,23 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
+from k1prov import configure, deploy, enrollment, glance
+from k1prov.context import VerbContext
 from k1prov.errors import K1provError, TransportError
 from k1prov.fanout import Status
+from k1prov.image_registration import register_images
 from k1prov.inventory.model import Inventory, Node
 from k1prov.lock import cluster_lock
-from k1prov.outcome import EXIT_INTERRUPTED, EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, VerbReport
-from k1prov.roles import mesos_health, spark_workers_health, zookeeper_health
+from k1prov.outcome import EXIT_INTERRUPTED, EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, NodeOutcome, VerbReport
+from k1prov.remote import run_on_hosts
+from k1prov.roles import mesos_health, render_all, spark_workers_health, zookeeper_health
 from k1prov.roles.derive import mesos_zk_url, spark_master_url, zk_connect
 from k1prov.roles.settings import mesos_settings, spark_settings, zookeeper_settings
 from k1prov.runs import RunRecord
 from k1prov.ssh import run_command
-
-if TYPE_CHECKING:
-    from k1prov.provisioner import Provisioner
+from k1prov.ssh_ready import wait_ssh, write_pinned_known_hosts
 
 log = logging.getLogger("k1prov.cluster")
 
@@ -108,8 +110,8 @@ def _traces(report: VerbReport | None) -> dict[str, list[list[float]]]:
 class _Pipeline:
     """Runs phases over the nodes still in play; failures leave the pipeline."""
 
-    def __init__(self, prov: "Provisioner", report: ClusterReport, nodes: list[Node]):
-        self.prov = prov
+    def __init__(self, ctx: VerbContext, report: ClusterReport, nodes: list[Node]):
+        self.ctx = ctx
         self.report = report
         self.alive = [n.name for n in nodes]
         self.errors: dict[str, str] = {}
@@ -119,7 +121,7 @@ class _Pipeline:
         if not self.alive:
             self.report.phases.append(PhaseResult(name, None, 0.0, "skipped: no node left"))
             return False
-        self.prov._notify(f"phase {name}: {len(self.alive)} node(s)")
+        self.ctx.notify(f"phase {name}: {len(self.alive)} node(s)")
         t0 = time.monotonic()
         rep = fn(list(self.alive))
         self.report.phases.append(PhaseResult(name, rep, time.monotonic() - t0, note))
@@ -135,15 +137,12 @@ class _Pipeline:
         return True
 
 
-def _ssh_phase(prov: "Provisioner", names: list[str]) -> VerbReport:
+def _ssh_phase(ctx: VerbContext, names: list[str]) -> VerbReport:
     """Every active node answers SSH with its pinned host key (deploy waited only for the
     nodes it deployed in this run; a resumed run must not assume the others are up)."""
-    from k1prov.deploy import wait_ssh, write_pinned_known_hosts
-    from k1prov.outcome import NodeOutcome
-
-    nodes = prov.select(names)
-    known_hosts = write_pinned_known_hosts(prov)
-    ready = wait_ssh(prov, nodes, known_hosts=known_hosts, fired_at={})
+    nodes = ctx.select(names)
+    known_hosts = write_pinned_known_hosts(ctx)
+    ready = wait_ssh(ctx, nodes, known_hosts=known_hosts, fired_at={})
     outcomes = [NodeOutcome(node=r.key, status=r.status, action="ssh ok" if r.status is Status.OK else "",
                             error=r.error) for r in ready.results]
     return VerbReport(verb="ssh", outcomes=outcomes, phases=[("ssh.ready", ready)],
@@ -155,70 +154,68 @@ def _ssh_phase(prov: "Provisioner", names: list[str]) -> VerbReport:
 IN_FLIGHT = {"verifying": "manageable", "deploying": "active", "wait call-back": "active"}
 
 
-def _settle_then(prov: "Provisioner", names: list[str],
-                 verb: Callable[..., VerbReport]) -> VerbReport:
+def _settle_then(ctx: VerbContext, names: list[str],
+                 verb: Callable[[list[str]], VerbReport]) -> VerbReport:
     """Wait for the nodes a previous (interrupted) run left in a transition, then run verb."""
-    current = prov._ironic().own_nodes()
+    current = ctx.ironic().own_nodes()
     by_target: dict[str, list[str]] = {}
     for name in names:
         ir = current.get(name)
         if ir is not None and ir.provision_state in IN_FLIGHT:
             by_target.setdefault(IN_FLIGHT[ir.provision_state], []).append(ir.id)
     for target, uuids in by_target.items():
-        prov._notify(f"waiting for {len(uuids)} node(s) an earlier run left on their way to {target}")
-        timeout = prov.timeouts.manage if target == "manageable" else prov.timeouts.deploy
+        ctx.notify(f"waiting for {len(uuids)} node(s) an earlier run left on their way to {target}")
+        timeout = ctx.timeouts.manage if target == "manageable" else ctx.timeouts.deploy
         # Failures show in the verb that follows (it reads the node states again).
-        prov._ironic().wait_state(uuids, target, timeout=timeout)
-    return verb(limit=names)
+        ctx.ironic().wait_state(uuids, target, timeout=timeout)
+    return verb(names)
 
 
 @contextlib.contextmanager
-def _recorded(prov: "Provisioner", report: ClusterReport, verb: str) -> Iterator[RunRecord]:
+def _recorded(ctx: VerbContext, report: ClusterReport, verb: str) -> Iterator[RunRecord]:
     """Hold the cluster's lock and keep a run record for the whole verb. Ctrl-C ends the
     verb there: the report says what was done and the record is written all the same."""
-    inv = prov.inventory
-    with cluster_lock(prov.cluster_state_dir, verb=verb, wait=prov.timeouts.lock):
-        record = RunRecord(prov.state_root, inv.cluster, verb.replace(" ", "-"), inventory=inv.path)
+    inv = ctx.inventory
+    with cluster_lock(ctx.cluster_state_dir, verb=verb, wait=ctx.timeouts.lock):
+        record = RunRecord(ctx.state_root, inv.cluster, verb.replace(" ", "-"), inventory=inv.path)
         report.run_dir = str(record.path)
         try:
             yield record
         except KeyboardInterrupt:
             report.cancelled = True
-            _summarize(prov, report, errors={}, live=False)
+            _summarize(ctx, report, errors={}, live=False)
         finally:
             record.finish(report.to_dict(), exit_code=report.exit_code())
 
 
-def up(prov: "Provisioner", *, dry_run: bool = False) -> ClusterReport:
+def up(ctx: VerbContext, *, dry_run: bool = False) -> ClusterReport:
     """enroll -> register images -> deploy -> wait for SSH -> configure (with health gates)."""
-    inv = prov.inventory
+    inv = ctx.inventory
     if dry_run:
-        return plan(prov)
+        return plan(ctx)
     report = ClusterReport(verb="cluster up")
-    with _recorded(prov, report, "cluster up") as record:
-        pipe = _Pipeline(prov, report, list(inv.nodes))
+    with _recorded(ctx, report, "cluster up") as record:
+        pipe = _Pipeline(ctx, report, list(inv.nodes))
         steps: list[tuple[str, Callable[[list[str]], VerbReport | None]]] = [
-            ("enroll", lambda names: _settle_then(prov, names, prov.enroll)),
-            ("images", lambda names: prov.register_images()),
-            ("deploy", lambda names: prov.deploy(limit=names)),
-            ("ssh", lambda names: _ssh_phase(prov, names)),
-            ("configure", lambda names: prov.configure(limit=names, record=record)),
+            ("enroll", lambda names: _settle_then(ctx, names, lambda limit: enrollment.enroll(ctx, limit=limit))),
+            ("images", lambda names: register_images(ctx)),
+            ("deploy", lambda names: deploy.deploy(ctx, limit=names)),
+            ("ssh", lambda names: _ssh_phase(ctx, names)),
+            ("configure", lambda names: configure.apply(ctx, limit=names, record=record)),
         ]
         for name, fn in steps:
             if not pipe.phase(name, fn):
                 break
         # After a Ctrl-C the operator wants the prompt back, not a round of health checks.
-        _summarize(prov, report, errors=pipe.errors, live=not report.cancelled)
+        _summarize(ctx, report, errors=pipe.errors, live=not report.cancelled)
     return report
 
 
-def plan(prov: "Provisioner") -> ClusterReport:
+def plan(ctx: VerbContext) -> ClusterReport:
     """What `cluster up` would do, from the real state; changes nothing."""
-    from k1prov.roles import render_all
-
-    inv = prov.inventory
+    inv = ctx.inventory
     report = ClusterReport(verb="cluster up", dry_run=True)
-    current = prov._ironic().own_nodes()
+    current = ctx.ironic().own_nodes()
     rendered = render_all(inv)   # a bad role setting shows here, as it would in the real run
     for node in inv.nodes:
         ir = current.get(node.name)
@@ -259,18 +256,15 @@ def endpoints(inv: Inventory) -> dict[str, str]:
     return out
 
 
-def health_snapshot(prov: "Provisioner", *, nodes: Iterable[Node] | None = None) -> dict[str, Any]:
+def health_snapshot(ctx: VerbContext, *, nodes: Iterable[Node] | None = None) -> dict[str, Any]:
     """One look at each role's health (no waiting): gate -> HealthResult."""
-    from k1prov.deploy import ssh_target
-    from k1prov.remote import pinned_known_hosts
-
-    inv = prov.inventory
-    known = pinned_known_hosts(prov.state_root, inv.cluster)
-    timeouts = prov.timeouts
+    inv = ctx.inventory
+    known = ctx.known_hosts()
+    timeouts = ctx.timeouts
 
     def run(node: Node, command: str) -> tuple[int, str]:
         try:
-            res = run_command(ssh_target(prov, node, known), command,
+            res = run_command(ctx.ssh_target(node, known), command,
                               connect_timeout=timeouts.ssh_connect, command_timeout=timeouts.ssh_connect * 3)
         except TransportError as exc:
             log.info("%s: health: %s", node.name, exc)
@@ -292,15 +286,15 @@ def health_snapshot(prov: "Provisioner", *, nodes: Iterable[Node] | None = None)
     return checks
 
 
-def _summarize(prov: "Provisioner", report: ClusterReport, *, errors: dict[str, str],
+def _summarize(ctx: VerbContext, report: ClusterReport, *, errors: dict[str, str],
                live: bool = True) -> None:
-    inv = prov.inventory
+    inv = ctx.inventory
     try:
-        current = prov._ironic().own_nodes()
+        current = ctx.ironic().own_nodes()
     except K1provError as exc:
         current = {}
         report.health["ironic"] = f"unreachable: {exc}"
-    checks = health_snapshot(prov) if live and current else {}
+    checks = health_snapshot(ctx) if live and current else {}
     states: dict[str, list[str]] = {}
     for gate, result in checks.items():
         report.health[gate] = ("ok: " if result.ok else "unhealthy: ") + result.summary
@@ -319,67 +313,63 @@ def _summarize(prov: "Provisioner", report: ClusterReport, *, errors: dict[str, 
     report.endpoints = endpoints(inv)
 
 
-def status(prov: "Provisioner") -> ClusterReport:
+def status(ctx: VerbContext) -> ClusterReport:
     report = ClusterReport(verb="cluster status")
-    _summarize(prov, report, errors={})
+    _summarize(ctx, report, errors={})
     return report
 
 
-def down(prov: "Provisioner", *, unenroll: bool) -> ClusterReport:
+def down(ctx: VerbContext, *, unenroll: bool) -> ClusterReport:
     """Stop the role services, undeploy every node; with unenroll also delete the nodes and
     k1prov's images of this cluster."""
-    from k1prov import glance
-    from k1prov.remote import pinned_known_hosts, run_on_hosts
-
-    inv = prov.inventory
+    inv = ctx.inventory
     report = ClusterReport(verb="cluster down")
-    with _recorded(prov, report, "cluster down"):
-        current = prov._ironic().own_nodes()
+    with _recorded(ctx, report, "cluster down"):
+        current = ctx.ironic().own_nodes()
         active = [n for n in inv.nodes if current.get(n.name) is not None
                   and current[n.name].provision_state == "active"]
         t0 = time.monotonic()
         if active:
-            stopped = run_on_hosts(inv, STOP_SERVICES, nodes=active, options=prov.options,
-                                   timeouts=prov.timeouts, events=prov.events,
-                                   known_hosts=pinned_known_hosts(prov.state_root, inv.cluster),
-                                   profile_path=prov.state_root / "profiles.json")
+            stopped = run_on_hosts(inv, STOP_SERVICES, nodes=active, options=ctx.options,
+                                   timeouts=ctx.timeouts, events=ctx.events,
+                                   known_hosts=ctx.known_hosts(), profile_path=ctx.profile_path)
             bad = [r.key for r in stopped.results if r.status is not Status.OK]
             note = f"stopped services on {len(active) - len(bad)} node(s)"
             # A host that does not answer is undeployed all the same: its disk is wiped.
             note += f"; unreachable: {', '.join(bad)}" if bad else ""
             report.phases.append(PhaseResult("stop services", None, time.monotonic() - t0, note))
-        pipe = _Pipeline(prov, report, list(inv.nodes))
-        ok = pipe.phase("undeploy", lambda names: prov.undeploy(limit=names))
+        pipe = _Pipeline(ctx, report, list(inv.nodes))
+        ok = pipe.phase("undeploy", lambda names: deploy.undeploy(ctx, limit=names))
         if ok and unenroll:
-            ok = pipe.phase("delete nodes", lambda names: prov.delete_nodes(limit=names))
+            ok = pipe.phase("delete nodes", lambda names: enrollment.delete_nodes(ctx, limit=names))
             if ok and not pipe.errors:
                 t0 = time.monotonic()
-                deleted = glance.delete_own_images(prov.conn, inv.cluster)
+                deleted = glance.delete_own_images(ctx.conn, inv.cluster)
                 report.phases.append(PhaseResult("delete images", None, time.monotonic() - t0,
                                                  f"{len(deleted)} image(s) deleted"))
-        _summarize(prov, report, errors=pipe.errors, live=False)
+        _summarize(ctx, report, errors=pipe.errors, live=False)
     return report
 
 
-def rebuild(prov: "Provisioner", *, image: str | None = None,
+def rebuild(ctx: VerbContext, *, image: str | None = None,
             on_step: Callable[[str], None] | None = None) -> ClusterReport:
     """Reimage and reconfigure every node. Quorum members (ZooKeeper, Mesos masters) go one
     at a time and the ensemble must be healthy again before the next; the other nodes go
     in parallel batches. A failed node stops the rebuild of the quorum members (losing a
     second one would break the quorum) but not of the batches."""
-    inv = prov.inventory
+    inv = ctx.inventory
     report = ClusterReport(verb="cluster rebuild")
     step = on_step or (lambda msg: None)
-    with _recorded(prov, report, "cluster rebuild") as record:
+    with _recorded(ctx, report, "cluster rebuild") as record:
         errors: dict[str, str] = {}
         members = _leaders_last([n for n in inv.nodes if any(r in n.roles for r in QUORUM_ROLES)],
-                                health_snapshot(prov))
+                                health_snapshot(ctx))
         others = [n for n in inv.nodes if n not in members]
         for node in members:
             step(f"rebuild {node.name}")
-            if not _rebuild_group(prov, report, [node.name], image=image, errors=errors, record=record):
+            if not _rebuild_group(ctx, report, [node.name], image=image, errors=errors, record=record):
                 break
-            healthy = _wait_quorum(prov)
+            healthy = _wait_quorum(ctx)
             report.phases.append(PhaseResult(f"quorum after {node.name}", None, 0.0, healthy))
             if not healthy.startswith("ok"):
                 errors.setdefault(node.name, f"quorum not back after rebuild: {healthy}")
@@ -389,10 +379,10 @@ def rebuild(prov: "Provisioner", *, image: str | None = None,
             for i in range(0, len(others), size):
                 batch = [n.name for n in others[i:i + size]]
                 step(f"rebuild {', '.join(batch)}")
-                _rebuild_group(prov, report, batch, image=image, errors=errors, record=record)
+                _rebuild_group(ctx, report, batch, image=image, errors=errors, record=record)
                 if report.cancelled:
                     break
-        _summarize(prov, report, errors=errors)
+        _summarize(ctx, report, errors=errors)
     return report
 
 
@@ -405,27 +395,47 @@ def _leaders_last(members: list[Node], checks: dict[str, Any]) -> list[Node]:
     return sorted(members, key=lambda n: n.name in leaders)
 
 
-def _rebuild_group(prov: "Provisioner", report: ClusterReport, names: list[str], *,
+def _rebuild_group(ctx: VerbContext, report: ClusterReport, names: list[str], *,
                    image: str | None, errors: dict[str, str], record: RunRecord) -> bool:
     """reimage + configure (rejoin) of a group of nodes; False when one of them failed."""
-    pipe = _Pipeline(prov, report, prov.select(names))
-    pipe.phase(f"reimage {','.join(names)}", lambda ns: prov.reimage(ns, image=image))
+    pipe = _Pipeline(ctx, report, ctx.select(names))
+    pipe.phase(f"reimage {','.join(names)}", lambda ns: deploy.reimage(ctx, ns, image_name=image))
     if pipe.alive and not report.cancelled:
-        pipe.phase(f"configure {','.join(names)}", lambda ns: prov.configure(limit=ns, record=record))
+        pipe.phase(f"configure {','.join(names)}", lambda ns: configure.apply(ctx, limit=ns, record=record))
     errors.update(pipe.errors)
     return not pipe.errors and not report.cancelled
 
 
-def _wait_quorum(prov: "Provisioner") -> str:
+def _wait_quorum(ctx: VerbContext) -> str:
     """Wait until every quorum role reports healthy; 'ok: …' or the last problem."""
-    deadline = time.monotonic() + prov.timeouts.health
+    deadline = time.monotonic() + ctx.timeouts.health
     last = "not checked"
     while True:
-        checks = health_snapshot(prov)
+        checks = health_snapshot(ctx)
         gates = {g: r for g, r in checks.items() if g in ("zookeeper", "mesos")}
         if all(r.ok for r in gates.values()):
             return "ok: " + "; ".join(r.summary for r in gates.values())
         last = "; ".join(r.summary for r in gates.values() if not r.ok)
         if time.monotonic() >= deadline:
-            return f"unhealthy after {prov.timeouts.health:.0f} s: {last}"
+            return f"unhealthy after {ctx.timeouts.health:.0f} s: {last}"
         time.sleep(2.0)
+
+
+def rejoin(ctx: VerbContext, nodes: Iterable[str], *, image: str | None = None,
+           new_host_keys: bool = False) -> VerbReport:
+    """`reimage` (rejoin is its default): reimage nodes and configure them back into the
+    cluster; configure's failures and changes go into the reimage rows."""
+    report = deploy.reimage(ctx, nodes, image_name=image, new_host_keys=new_host_keys)
+    rebuilt = [o.node for o in report.outcomes if o.status is Status.OK]
+    if rebuilt and not report.cancelled:
+        configured = configure.apply(ctx, limit=rebuilt)
+        by_node = {o.node: o for o in report.outcomes}
+        for out in configured.outcomes:
+            row = by_node[out.node]
+            if out.status is not Status.OK and row.status is Status.OK:
+                row.status, row.error = out.status, f"configure: {out.error}"
+            elif out.action:
+                row.changes.append(f"{out.action}" + (f" ({', '.join(out.changes)})" if out.changes else ""))
+        report.phases.extend(configured.phases)
+        report.cancelled = configured.cancelled
+    return report

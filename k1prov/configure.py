@@ -33,15 +33,15 @@ from k1prov.errors import ConfigError, NodeError, TransportError
 from k1prov.fanout import EventSink, Policy, Status, run_fanout
 from k1prov.inventory.model import Inventory, Node
 from k1prov.outcome import NodeOutcome, VerbReport
-from k1prov.provisioner import RunOptions
-from k1prov.remote import SSH_MAX_CONCURRENCY, SSH_RETRIES, pinned_known_hosts, select_nodes, ssh_target
+from k1prov.context import RunOptions, VerbContext, pinned_known_hosts, ssh_target
+from k1prov.remote import select_nodes
 from k1prov.roles import (HealthResult, RenderedScript, mesos_health, render_all, spark_workers_health,
                           wait_until_healthy, write_rendered, zookeeper_health)
 from k1prov.roles.plan import ROLE_PHASES
 from k1prov.roles.render import status_functions
 from k1prov.roles.settings import mesos_settings, spark_settings, zookeeper_settings
 from k1prov.runs import RunRecord
-from k1prov.settings import DEFAULT_TIMEOUTS, Timeouts
+from k1prov.settings import DEFAULT_TIMEOUTS, SSH_MAX_CONCURRENCY, SSH_RETRIES, Timeouts
 from k1prov.ssh import SshTarget, put_and_run, run_command
 
 log = logging.getLogger("k1prov.configure")
@@ -393,3 +393,11 @@ def configure(inv: Inventory, *, state_root: Path, roles: Iterable[str] | None =
                events=events, known_hosts=pinned, notify=notify or (lambda msg: log.info("%s", msg)),
                record=record)
     return run.execute()
+
+
+def apply(ctx: VerbContext, *, roles: Iterable[str] | None = None, limit: Iterable[str] | None = None,
+          record: RunRecord | None = None) -> VerbReport:
+    """`configure` with the verb context's inventory, state, timeouts, options and events."""
+    return configure(ctx.inventory, state_root=ctx.state_root, roles=roles,
+                     limit=list(limit) if limit else None, timeouts=ctx.timeouts,
+                     options=ctx.options, events=ctx.events, notify=ctx.notify, record=record)

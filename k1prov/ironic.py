@@ -300,6 +300,15 @@ class IronicNodes:
                 return
             raise NodeError(uuid, f"{action}: {reason}") from None
 
+    def patch(self, name: str, uuid: str, patch: list[dict[str, Any]]) -> None:
+        """A JSON patch of the node's fields (instance_info, driver_info, ...)."""
+        from openstack import exceptions as os_exc
+
+        try:
+            self.conn.baremetal.patch_node(uuid, patch)
+        except os_exc.SDKException as exc:
+            raise NodeError(name, f"update: {describe_http_error(exc)}") from None
+
     def wait_for_provision_state(self, uuids: list[str], state: str, *, timeout: float,
                                  abort_on_failed_state: bool = True) -> WaitResult:
         """Wait until every node in `uuids` is in provision `state`: openstacksdk's

@@ -18,15 +18,12 @@ from k1prov.errors import ConfigError
 from k1prov.fanout import EventSink, Policy, Report, Status, expand_hosts, run_fanout
 from k1prov.inventory.model import ROLES, Inventory, Node
 from k1prov.outcome import EXIT_INTERRUPTED, EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL
-from k1prov.provisioner import RunOptions
-from k1prov.settings import DEFAULT_TIMEOUTS, Timeouts
+from k1prov.context import RunOptions, pinned_known_hosts, ssh_target
+from k1prov.settings import DEFAULT_TIMEOUTS, SSH_MAX_CONCURRENCY, SSH_RETRIES, Timeouts
 from k1prov.ssh import CommandResult, SshTarget, put_and_run, run_command
 
-# SSH fan-out from one machine: unbounded to 200 hosts took ~70 s in the lab, capped at
-# 64 ~24 s (LAB-NOTES); the climber stays under this unless the operator asks for more.
-SSH_MAX_CONCURRENCY = 64
-# Connection attempts per host for transient failures (refused, reset, banner timeout).
-SSH_RETRIES = 2
+__all__ = ["SSH_MAX_CONCURRENCY", "SSH_RETRIES", "pinned_known_hosts", "ssh_target", "select_nodes",
+           "ssh_policy", "run_on_hosts", "run_script_on_hosts", "exit_code"]
 
 POLICY_KIND = "ssh.run"
 POLICY_ENDPOINT = "ssh"
@@ -61,19 +58,6 @@ def select_nodes(inv: Inventory, *, group: str | None = None,
         keep = set(wanted)
         nodes = [n for n in nodes if n.name in keep]
     return nodes
-
-
-def pinned_known_hosts(state_root: Path, cluster: str) -> Path | None:
-    """The cluster's pinned host keys (written by deploy through
-    k1prov.hostkeys.write_known_hosts), or None when there are none yet."""
-    path = Path(state_root) / cluster / "known_hosts"
-    return path if path.is_file() else None
-
-
-def ssh_target(inv: Inventory, node: Node, *, known_hosts: Path | None) -> SshTarget:
-    return SshTarget(host=node.name, address=node.address, user=inv.ssh.user, port=inv.ssh.port,
-                     key_filename=inv.ssh.private_key, known_hosts=known_hosts,
-                     gateway=node.gateway or inv.ssh.gateway)
 
 
 def ssh_policy(options: RunOptions, *, item_timeout: float, profile_path: Path | None) -> Policy:

@@ -6,7 +6,7 @@ from pathlib import Path
 import typer
 
 from k1prov.cli.common import InventoryOpt, JsonOpt, handles_errors, load
-from k1prov.provisioner import default_state_root
+from k1prov.context import default_state_root
 from k1prov.report import out, print_json, rows_table
 from k1prov.runs import list_runs, load_run
 

@@ -6,8 +6,9 @@ from typing import Iterator, Optional
 
 import typer
 
+from k1prov.context import RunOptions
 from k1prov.inventory.model import Inventory
-from k1prov.provisioner import Provisioner, RunOptions
+from k1prov.provisioner import Provisioner
 from k1prov.report import err
 
 ConcurrencyOpt = typer.Option(None, "--concurrency", "-c", min=1,

@@ -18,8 +18,6 @@ import resource
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import tenacity
@@ -28,6 +26,7 @@ from k1prov import settings
 from k1prov.errors import K1provError, TransportError
 from k1prov.fanout.climber import Climber, Window
 from k1prov.fanout.events import EventSink, NullSink
+from k1prov.fanout.policy import Policy
 from k1prov.fanout.profiles import ProfileStore
 from k1prov.fanout.results import Report, Result, Status
 
@@ -48,25 +47,6 @@ BUDGET_EXHAUSTED = "failure budget exhausted"
 DEADLINE_REACHED = "run deadline reached"
 CANCELLED = "cancelled"
 CANCELLED_IN_FLIGHT = "cancelled while running (outcome unknown)"
-
-
-@dataclass(frozen=True)
-class Policy:
-    kind: str                           # kind of operation, e.g. "ironic.enroll", "ssh.run"
-    endpoint: str = ""                  # e.g. Ironic URL or "ssh"; profile key = (kind, endpoint)
-    concurrency: int | None = None      # fixed level; None = adaptive
-    max_concurrency: int = 64           # adaptive ceiling (a fixed `concurrency` may exceed it;
-                                        # settings.MAX_CONCURRENCY and the fd limit never)
-    start_concurrency: int | None = None  # None = from the stored profile, else DEFAULT_START
-    item_timeout: float = 600.0         # per item, retries included
-    deadline: float | None = None       # whole run, seconds
-    failure_budget: float = settings.DEFAULT_FAILURE_BUDGET
-    retries: int = 2                    # for transient failures only
-    retry_wait: float = 0.5             # first wait between attempts (grows, with jitter)
-    profile_path: Path | None = None    # JSON store of converged levels; None = no profile
-    output_limit: int = 2048            # characters of output kept per item (the tail)
-    window: float = 0.2                 # shortest measurement window of the climber, seconds
-    cancel_grace: float = 5.0           # after Ctrl-C, how long in-flight items may finish
 
 
 def default_is_transient(exc: BaseException) -> bool:

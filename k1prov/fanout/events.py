@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from k1prov.fanout.engine import Policy
+    from k1prov.fanout.policy import Policy
     from k1prov.fanout.results import Report, Result
 
 

@@ -7,7 +7,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from k1prov.fanout.engine import Policy
+from k1prov.fanout.policy import Policy
 from k1prov.fanout.hostlist import fold_hosts
 from k1prov.fanout.results import Report, Result, Status
 

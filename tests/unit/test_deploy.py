@@ -6,12 +6,13 @@ from pathlib import Path
 import pytest
 
 from k1prov.configdrive import StaticNetwork, build_config_drive
-from k1prov.deploy import BOOT_AGE_COMMAND, boot_age, image_visibility, write_pinned_known_hosts
+from k1prov.image_registration import image_visibility
 from k1prov.hostkeys import ensure_host_key
 from k1prov.inventory.model import Bmc, Cloud, Inventory, Node, SecretRef
 from k1prov.lab.reconciler import (BOOT, POWER_OFF, POWER_ON, STOP, WIPE, NodeRecord, NodeView, decide,
                                    host_config_of)
 from k1prov.provisioner import Provisioner
+from k1prov.ssh_ready import BOOT_AGE_COMMAND, boot_age, write_pinned_known_hosts
 
 
 def view(state="active", gen="g1", bmc_on=False, running=False, disk=None) -> NodeView:
@@ -123,7 +124,7 @@ def test_known_hosts_pins_only_nodes_with_keys_and_lives_in_the_cluster_state_di
     prov = Provisioner(_inventory(tmp_path), state_root=tmp_path / "state")
     assert prov.cluster_state_dir == tmp_path / "state" / "c1"
     key = ensure_host_key(prov.cluster_state_dir, "dpl01")
-    path = write_pinned_known_hosts(prov)
+    path = write_pinned_known_hosts(prov.context)
     assert path == prov.cluster_state_dir / "known_hosts"
     lines = path.read_text().splitlines()
     assert lines == [f"10.251.0.31,dpl01 {' '.join(key.public_line.split()[:2])}"]
@@ -134,10 +135,10 @@ def test_known_hosts_pins_only_nodes_with_keys_and_lives_in_the_cluster_state_di
 def test_deploy_without_public_keys_is_refused_before_any_change(tmp_path):
     from types import SimpleNamespace
 
-    from k1prov.deploy import _check_ssh
+    from k1prov.deploy import check_login_keys
     from k1prov.errors import ConfigError
     from k1prov.inventory.model import Ssh
 
     prov = SimpleNamespace(inventory=SimpleNamespace(path=tmp_path / "inv.yaml", ssh=Ssh()))
     with pytest.raises(ConfigError, match="ssh.public_keys: none given"):
-        _check_ssh(prov)
+        check_login_keys(prov)

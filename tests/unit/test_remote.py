@@ -9,7 +9,7 @@ from k1prov.errors import ConfigError
 from k1prov.fanout import Report, Result, Status
 from k1prov.inventory import load_inventory
 from k1prov.outcome import EXIT_INTERRUPTED, EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL
-from k1prov.provisioner import RunOptions
+from k1prov.context import RunOptions
 from k1prov.remote import (SSH_MAX_CONCURRENCY, exit_code, pinned_known_hosts, run_on_hosts,
                            select_nodes, ssh_policy, ssh_target)
 

@@ -1,0 +1,197 @@
+"""The verb context: what every verb needs, built once per command.
+
+A verb is a module with functions that take a `VerbContext` as their first argument
+(k1prov.enrollment, k1prov.image_registration, k1prov.deploy, k1prov.configure,
+k1prov.cluster, k1prov.remote). The context holds the inventory, the lazily opened
+cloud connection and the Ironic adapter, the timeouts and run options, the events
+sink and notifications, the state paths, the one node selection (`select`), one
+fan-out policy per transport, `ssh_target`, a fire-and-wait for Ironic provision
+actions and the refresh of report rows from Ironic. Nothing here imports a verb
+module, so the verbs may import each other and this module without a cycle.
+
+    ctx = VerbContext(load_inventory("inventories/lab.yaml"))
+    report = enrollment.enroll(ctx)
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from k1prov.cloud import connect, is_transient
+from k1prov.errors import ConfigError
+from k1prov.fanout import EventSink, Policy, Report, Status, run_fanout
+from k1prov.inventory.model import Inventory, Node
+from k1prov.ironic import IronicNodes
+from k1prov.outcome import NodeOutcome, VerbReport
+from k1prov.settings import (DEFAULT_FAILURE_BUDGET, DEFAULT_TIMEOUTS, IRONIC_MAX_CONCURRENCY,
+                             SSH_MAX_CONCURRENCY, SSH_RETRIES, Timeouts)
+from k1prov.ssh import SshTarget
+
+log = logging.getLogger("k1prov")
+
+
+def default_state_root() -> Path:
+    """Where k1prov keeps what it learns: concurrency profiles, host keys, run records."""
+    env = os.environ.get("K1PROV_STATE_DIR")
+    return Path(env) if env else Path.home() / ".local" / "state" / "k1prov"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a verb fans out; the same for every verb."""
+
+    concurrency: int | None = None        # fixed level; None = adaptive
+    max_concurrency: int | None = None    # operator's ceiling
+    failure_budget: float = DEFAULT_FAILURE_BUDGET
+
+
+def pinned_known_hosts(state_root: Path, cluster: str) -> Path | None:
+    """The cluster's pinned host keys (written by deploy through
+    k1prov.hostkeys.write_known_hosts), or None when there are none yet."""
+    path = Path(state_root) / cluster / "known_hosts"
+    return path if path.is_file() else None
+
+
+def ssh_target(inv: Inventory, node: Node, *, known_hosts: Path | None) -> SshTarget:
+    """How k1prov reaches `node` over SSH: the inventory's ssh section, the node's address."""
+    return SshTarget(host=node.name, address=node.address, user=inv.ssh.user, port=inv.ssh.port,
+                     key_filename=inv.ssh.private_key, known_hosts=known_hosts,
+                     gateway=node.gateway or inv.ssh.gateway)
+
+
+class VerbContext:
+    def __init__(self, inventory: Inventory, *, timeouts: Timeouts = DEFAULT_TIMEOUTS,
+                 options: RunOptions = RunOptions(), events: EventSink | None = None,
+                 state_root: Path | None = None, notify: Callable[[str], None] | None = None):
+        self.inventory = inventory
+        self.timeouts = timeouts
+        self.options = options
+        self.events = events
+        self.state_root = state_root or default_state_root()
+        self.notify: Callable[[str], None] = notify or (lambda msg: log.info("%s", msg))
+        self._conn = None
+
+    # ---- cloud -----------------------------------------------------------------------
+
+    @property
+    def conn(self):
+        """The openstacksdk connection, opened on first use (a verb that needs no cloud
+        never opens one)."""
+        if self._conn is None:
+            self._conn = connect(self.inventory.cloud, api_timeout=self.timeouts.api_request)
+        return self._conn
+
+    def ironic(self) -> IronicNodes:
+        return IronicNodes(self.conn, cluster=self.inventory.cluster)
+
+    @property
+    def endpoint(self) -> str:
+        """The Ironic endpoint's name in concurrency profiles."""
+        return self.inventory.cloud.ironic_url or f"cloud:{self.inventory.cloud.cloud}"
+
+    # ---- state paths -------------------------------------------------------------------
+
+    @property
+    def cluster_state_dir(self) -> Path:
+        """This cluster's host keys and known_hosts: STATE_ROOT/<cluster>."""
+        return self.state_root / self.inventory.cluster
+
+    @property
+    def profile_path(self) -> Path:
+        """The learned concurrency levels of every endpoint (k1prov.fanout.profiles)."""
+        return self.state_root / "profiles.json"
+
+    def known_hosts(self) -> Path | None:
+        """The cluster's pinned known_hosts file, None before the first deploy."""
+        return pinned_known_hosts(self.state_root, self.inventory.cluster)
+
+    # ---- nodes -------------------------------------------------------------------------
+
+    def select(self, limit: Iterable[str] | None) -> list[Node]:
+        """The inventory's nodes, or those named in `limit` (unknown names are an input error)."""
+        if not limit:
+            return list(self.inventory.nodes)
+        wanted = list(dict.fromkeys(limit))
+        known = {n.name: n for n in self.inventory.nodes}
+        unknown = [name for name in wanted if name not in known]
+        if unknown:
+            raise ConfigError(f"--limit: not in {self.inventory.path}: {', '.join(unknown)}")
+        return [known[name] for name in wanted]
+
+    def ssh_target(self, node: Node, known_hosts: Path | None = None) -> SshTarget:
+        return ssh_target(self.inventory, node, known_hosts=known_hosts)
+
+    # ---- fan-out policies, one per transport --------------------------------------------
+
+    def ironic_policy(self, kind: str, *, item_timeout: float) -> Policy:
+        ceiling = min(IRONIC_MAX_CONCURRENCY, self.options.max_concurrency or IRONIC_MAX_CONCURRENCY)
+        return Policy(kind=kind, endpoint=self.endpoint, concurrency=self.options.concurrency,
+                      max_concurrency=ceiling, item_timeout=item_timeout,
+                      failure_budget=self.options.failure_budget, profile_path=self.profile_path)
+
+    def ssh_policy(self, kind: str, *, item_timeout: float, retries: int = SSH_RETRIES,
+                   failure_budget: float | None = None) -> Policy:
+        return Policy(kind=kind, endpoint="ssh", concurrency=self.options.concurrency,
+                      max_concurrency=self.options.max_concurrency or SSH_MAX_CONCURRENCY,
+                      item_timeout=item_timeout, retries=retries,
+                      failure_budget=self.options.failure_budget if failure_budget is None
+                      else failure_budget,
+                      profile_path=self.profile_path)
+
+    def fan_out_ironic(self, kind: str, items: list, fn: Callable[[Any], Any], *,
+                       key: Callable[[Any], str], item_timeout: float | None = None) -> Report:
+        """`fn` over `items` through the engine with the Ironic policy (one API call or a few
+        per item: by default three API request timeouts each)."""
+        timeout = self.timeouts.api_request * 3 if item_timeout is None else item_timeout
+        return run_fanout(items, fn, key=key, policy=self.ironic_policy(kind, item_timeout=timeout),
+                          events=self.events, is_transient=is_transient)
+
+    # ---- Ironic provision actions ---------------------------------------------------------
+
+    def fire_and_wait(self, *, kind: str, action: str, names: list[str], fire: Callable[[str], None],
+                      uuid_of: dict[str, str], target: str, timeout: float, report: VerbReport,
+                      outcomes: dict[str, NodeOutcome]) -> list[str]:
+        """Fan `fire` (one provision request per node) out over `names`, then ONE batched
+        wait for `target`. Failures and timeouts go to their nodes' rows; returns the names
+        that reached `target` (none when the run was interrupted)."""
+        fired = self.fan_out_ironic(kind, names, fire, key=lambda name: name)
+        report.phases.append((action, fired))
+        started = []
+        for res in fired.results:
+            if res.status is Status.OK:
+                started.append(res.key)
+            else:
+                outcomes[res.key].status, outcomes[res.key].error = res.status, res.error
+        if fired.cancelled:
+            report.cancelled = True
+            return []
+        waited = self.ironic().wait_state([uuid_of[name] for name in started], target, timeout=timeout)
+        reached = []
+        for name in started:
+            result, error = waited.get(uuid_of[name], ("timeout", f"not {target}"))
+            if result == "ok":
+                reached.append(name)
+            else:
+                outcomes[name].status = Status.TIMEOUT if result == "timeout" else Status.FAILED
+                outcomes[name].error = f"{action}: {error}"
+        return reached
+
+    def refresh_rows(self, report: VerbReport, outcomes: dict[str, NodeOutcome],
+                     started: float) -> VerbReport:
+        """Fill every row with Ironic's current view (one list call, not one GET per node)."""
+        current = self.ironic().own_nodes()
+        elapsed = time.monotonic() - started
+        for name, out in outcomes.items():
+            node = current.get(name)
+            out.duration = elapsed
+            if node is not None:
+                out.uuid = node.id
+                out.provision_state = node.provision_state
+                out.power_state = node.power_state
+                if out.status is not Status.OK and node.last_error and not out.error:
+                    out.error = node.last_error
+        return report

@@ -1,0 +1,116 @@
+"""Ironic node records: `nodes enroll`, `nodes list`, `nodes delete`.
+
+enroll finds or creates each inventory node (ports by MAC) and drives it to
+`available`; list shows Ironic's view of each inventory node; delete removes this
+cluster's nodes (never another cluster's or a foreign node). Every function takes
+the verb context (k1prov.context.VerbContext) and returns a VerbReport.
+"""
+from __future__ import annotations
+
+import time
+from typing import Iterable
+
+from k1prov.context import VerbContext
+from k1prov.fanout import Status
+from k1prov.ironic import NEEDS_MANAGE
+from k1prov.outcome import NodeOutcome, VerbReport
+
+
+def enroll(ctx: VerbContext, *, limit: Iterable[str] | None = None) -> VerbReport:
+    """Find-or-create each node (ports by MAC) and drive it to `available`.
+
+    enroll -> manageable makes Ironic check the BMC credentials over IPMI; a node
+    that fails gets its own row with Ironic's last_error and the others go on.
+    """
+    nodes = ctx.select(limit)
+    for node in nodes:
+        # Resolve every secret first: a missing password file stops the run before any change.
+        node.bmc.password.reveal()
+    ironic = ctx.ironic()
+    started = time.monotonic()
+    outcomes: dict[str, NodeOutcome] = {n.name: NodeOutcome(node=n.name, status=Status.OK)
+                                        for n in nodes}
+    report = VerbReport(verb="enroll", outcomes=list(outcomes.values()))
+
+    ctx.notify(f"enrolling {len(nodes)} node(s)")
+    existing = ironic.by_name()
+    ensured = ctx.fan_out_ironic("ironic.ensure", nodes,
+                                 lambda n: ironic.ensure(n, existing.get(n.name)),
+                                 key=lambda n: n.name)
+    report.phases.append(("ensure", ensured))
+    state: dict[str, str] = {}   # node name -> provision state as far as we know
+    uuid_of: dict[str, str] = {}
+    for res in ensured.results:
+        out = outcomes[res.key]
+        if res.status is not Status.OK:
+            out.status, out.error = res.status, res.error
+            continue
+        ens = res.value
+        uuid_of[res.key] = out.uuid = ens.uuid
+        state[res.key] = ens.provision_state
+        out.action = "created" if ens.created else ("updated" if ens.changes else "unchanged")
+        out.changes = list(ens.changes)
+        if ens.ports_created:
+            out.changes.append(f"ports +{ens.ports_created}")
+        if ens.ports_deleted:
+            out.changes.append(f"ports -{ens.ports_deleted}")
+    if ensured.cancelled:
+        report.cancelled = True
+        return ctx.refresh_rows(report, outcomes, started)
+
+    for action, from_states, target, timeout in (
+            ("manage", NEEDS_MANAGE, "manageable", ctx.timeouts.manage),
+            ("provide", {"manageable"}, "available", ctx.timeouts.provide)):
+        names = [name for name, st in state.items() if st in from_states]
+        if not names:
+            continue
+        ctx.notify(f"{action}: {len(names)} node(s) -> {target}")
+        reached = ctx.fire_and_wait(
+            kind=f"ironic.{action}", action=action, names=names,
+            fire=lambda name, a=action: ironic.start_action(uuid_of[name], a),
+            uuid_of=uuid_of, target=target, timeout=timeout, report=report, outcomes=outcomes)
+        for name in names:
+            if name in reached:
+                state[name] = target
+            else:
+                state.pop(name, None)
+        if report.cancelled:
+            break
+    return ctx.refresh_rows(report, outcomes, started)
+
+
+def list_nodes(ctx: VerbContext, *, limit: Iterable[str] | None = None) -> VerbReport:
+    """Ironic's view of each inventory node: provision and power state, last error."""
+    nodes = ctx.select(limit)
+    current = ctx.ironic().own_nodes()
+    outcomes = []
+    for node in nodes:
+        ir = current.get(node.name)
+        if ir is None:
+            outcomes.append(NodeOutcome(node=node.name, status=Status.SKIPPED, action="not enrolled"))
+            continue
+        outcomes.append(NodeOutcome(
+            node=node.name, status=Status.FAILED if ir.last_error else Status.OK,
+            action="maintenance" if ir.is_maintenance else "", uuid=ir.id,
+            provision_state=ir.provision_state, power_state=ir.power_state,
+            error=ir.last_error or None))
+    return VerbReport(verb="list", outcomes=outcomes)
+
+
+def delete_nodes(ctx: VerbContext, *, limit: Iterable[str] | None = None) -> VerbReport:
+    """Delete this cluster's nodes from Ironic (never another cluster's or a foreign node)."""
+    nodes = ctx.select(limit)
+    ironic = ctx.ironic()
+    existing = ironic.by_name()
+    deleted = ctx.fan_out_ironic("ironic.delete", nodes,
+                                 lambda n: ironic.delete(n.name, existing.get(n.name)),
+                                 key=lambda n: n.name)
+    outcomes = []
+    for res in deleted.results:
+        if res.status is Status.OK:
+            outcomes.append(NodeOutcome(node=res.key, status=Status.OK,
+                                        action="deleted" if res.value else "absent"))
+        else:
+            outcomes.append(NodeOutcome(node=res.key, status=res.status, error=res.error))
+    return VerbReport(verb="delete", outcomes=outcomes, phases=[("delete", deleted)],
+                      cancelled=deleted.cancelled)

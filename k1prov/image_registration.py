@@ -1,0 +1,110 @@
+"""`images register`: the deploy kernel/ramdisk and the user image into Glance, and the
+deploy kernel/ramdisk into every node's driver_info.
+
+An image that bypasses Glance (glance.direct_image_info) is not uploaded; its row says
+so. Each image is its own row: one that fails does not stop the others.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from k1prov import glance
+from k1prov.context import VerbContext
+from k1prov.errors import K1provError, NodeError
+from k1prov.fanout import Status
+from k1prov.imagecatalog import resolve_images
+from k1prov.inventory.model import ImageSource, Node
+from k1prov.outcome import NodeOutcome, VerbReport
+
+# progress(image name, bytes done, bytes total) while an image uploads.
+ImageProgress = Callable[[str, int, int], None]
+
+
+def register_images(ctx: VerbContext, *, progress: ImageProgress | None = None) -> VerbReport:
+    """Register the deploy kernel/ramdisk and the user image, then point every node at
+    the deploy kernel/ramdisk (driver_info, patched: other driver_info keys stay)."""
+    inv = ctx.inventory
+    images = resolve_images(inv)
+    started = time.monotonic()
+    outcomes: list[NodeOutcome] = []
+    ids: dict[str, str] = {}
+    visibility = image_visibility(inv.cloud)
+    for slot in ("deploy_kernel", "deploy_ramdisk", "user"):
+        src: ImageSource | None = getattr(images, slot)
+        if src is None:
+            continue
+        row = NodeOutcome(node=f"image:{src.name}", status=Status.OK)
+        outcomes.append(row)
+        t0 = time.monotonic()
+        try:
+            if src.bypass_glance:
+                info = glance.direct_image_info(src)
+                ids[slot] = info["image_source"]
+                row.action = "bypasses glance"
+                row.changes = [info["image_source"]]
+            else:
+                ctx.notify(f"{slot}: {src.name}")
+                cb = (lambda done, total, n=src.name: progress(n, done, total)) if progress else None
+                reg = glance.register_image(ctx.conn, src, cluster=inv.cluster,
+                                            timeout=ctx.timeouts.image_upload, progress=cb,
+                                            visibility=visibility)
+                ids[slot] = reg.id
+                row.uuid = reg.id
+                row.action = "unchanged" if reg.reused else "uploaded"
+                row.changes = [reg.checksum]
+        except K1provError as exc:
+            row.status, row.error = Status.FAILED, str(exc)
+        row.duration = time.monotonic() - t0
+
+    report = VerbReport(verb="images register", outcomes=outcomes)
+    kernel, ramdisk = ids.get("deploy_kernel"), ids.get("deploy_ramdisk")
+    if kernel is None or ramdisk is None:
+        if images.deploy_kernel is None or images.deploy_ramdisk is None:
+            ctx.notify("no deploy kernel/ramdisk in the inventory: driver_info left as it is")
+        return report
+    ironic = ctx.ironic()
+    current = ironic.own_nodes()
+    nodes = list(inv.nodes)
+
+    def point(node: Node) -> str:
+        ironic_node = current.get(node.name)
+        if ironic_node is None:
+            raise NodeError(node.name, "not enrolled (k1prov nodes enroll)")
+        info = ironic_node.driver_info or {}
+        patch = [{"op": "add", "path": f"/driver_info/{key}", "value": value}
+                 for key, value in (("deploy_kernel", kernel), ("deploy_ramdisk", ramdisk))
+                 if info.get(key) != value]
+        if not patch:
+            return "unchanged"
+        ironic.patch(node.name, ironic_node.id, patch)
+        return "updated"
+
+    ctx.notify(f"driver_info deploy_kernel/deploy_ramdisk on {len(nodes)} node(s)")
+    fired = ctx.fan_out_ironic("ironic.driver_info", nodes, point, key=lambda n: n.name)
+    report.phases.append(("driver_info", fired))
+    report.cancelled = fired.cancelled
+    node_rows = {}
+    for res in fired.results:
+        row = NodeOutcome(node=res.key, status=res.status, error=res.error,
+                          action=res.value if res.status is Status.OK else "")
+        if res.status is Status.OK and res.value == "updated":
+            row.changes = ["driver_info.deploy_kernel", "driver_info.deploy_ramdisk"]
+        node_rows[res.key] = row
+    outcomes.extend(node_rows.values())
+    ctx.refresh_rows(report, node_rows, started)
+    return report
+
+
+def image_visibility(cloud) -> str | None:
+    """Glance visibility for k1prov's images.
+
+    A standalone Ironic (explicit endpoints, no Keystone) has no project to own a
+    private image, and its conductor refuses private images it does not own ("Access
+    to IMAGE owned by None denied"): only public and community images pass. Public,
+    not community: Glance lists community images only when asked for them, and the
+    find-or-create of glance.list_own_images must see them. Without Keystone there is
+    no other tenant to see them. With Keystone (a clouds.yaml entry) Glance's default,
+    private to the project, is right.
+    """
+    return "public" if cloud.cloud is None else None
