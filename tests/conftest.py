@@ -20,11 +20,15 @@ os.environ.setdefault("K1PROV_IMAGE_CACHE", str(_REAL_HOME / ".cache" / "k1prov"
 def isolated_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     saved = {k: os.environ.get(k) for k in ("HOME", "OS_CLIENT_CONFIG_FILE", "OS_CLOUD",
-                                             "K1PROV_STATE_DIR", "K1PROV_LAB_DIR", "SSH_AUTH_SOCK")}
+                                             "K1PROV_STATE_DIR", "K1PROV_LAB_DIR", "SSH_AUTH_SOCK",
+                                             "K1PROV_HOSTS_FILE")}
     os.environ["HOME"] = str(home)
     os.environ["OS_CLIENT_CONFIG_FILE"] = str(home / "clouds.yaml")
     os.environ["K1PROV_STATE_DIR"] = str(home / "state")
     os.environ["K1PROV_LAB_DIR"] = str(home / "lab")
+    # Role scripts run locally by the unit tests write their cluster's names here, never
+    # into this machine's /etc/hosts (templates/common/base.sh.j2, k1_cluster_hosts).
+    os.environ["K1PROV_HOSTS_FILE"] = str(home / "hosts")
     os.environ.pop("OS_CLOUD", None)
     os.environ.pop("SSH_AUTH_SOCK", None)
     yield home

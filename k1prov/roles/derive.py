@@ -34,6 +34,14 @@ def zookeeper_ids(inv: Inventory) -> dict[str, int]:
     return ids
 
 
+def cluster_hosts(inv: Inventory) -> str:
+    """The hosts-file lines ("ADDRESS<TAB>NAME") of every node of the inventory, in
+    inventory order: what each role script puts in /etc/hosts so that members resolve
+    each other's names. An address change in the inventory changes every host's
+    scripts (their hash), so configure brings every host's file up to date."""
+    return "\n".join(f"{n.address}\t{n.name}" for n in sorted(inv.nodes, key=lambda n: n.index))
+
+
 def zookeeper_servers(inv: Inventory) -> list[dict[str, Any]]:
     """The zoo.cfg server list, ordered by myid."""
     ids = zookeeper_ids(inv)

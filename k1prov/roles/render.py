@@ -136,11 +136,20 @@ def _spark_context(inv: Inventory, node: Node, role: str) -> dict[str, Any]:
             args += ["--memory", spark["worker_memory"]]
         daemon = {"service": "spark-worker", "java_class": "org.apache.spark.deploy.worker.Worker",
                   "args": args}
-    defaults: list[tuple[str, str]] = [("spark.master", master_url)]
+    # What a user's own job needs when submitted on this host with nothing but the
+    # master URL: the executors reach the driver at this host's inventory address (not
+    # whatever its name resolves to), and run the Python the inventory names.
+    defaults: list[tuple[str, str]] = [("spark.master", master_url), ("spark.driver.host", node.address)]
+    if spark["python"]:
+        defaults += [("spark.pyspark.python", spark["python"]),
+                     ("spark.executorEnv.PYSPARK_PYTHON", spark["python"])]
     if spark["manager"] == "mesos":
         defaults.append(("spark.mesos.coarse", "true" if spark["mode"] == "coarse" else "false"))
         if spark["executor_uri"]:
             defaults.append(("spark.executor.uri", spark["executor_uri"]))
+        else:
+            # Executors start from the Spark the agents have where this host has it.
+            defaults.append(("spark.mesos.executor.home", spark["spark_home"]))
     extra = {str(k): shq(v) if isinstance(v, bool) else str(v) for k, v in spark["defaults"].items()}
     defaults = [(k, v) for k, v in defaults if k not in extra] + sorted(extra.items())
     java_opts = ""
@@ -149,6 +158,7 @@ def _spark_context(inv: Inventory, node: Node, role: str) -> dict[str, Any]:
         java_opts = (f"-Dspark.deploy.recoveryMode=ZOOKEEPER -Dspark.deploy.zookeeper.url={derive.zk_connect(inv)}"
                      " -Dspark.deploy.zookeeper.dir=/spark")
     return {"spark": spark, "manager": spark["manager"], "daemon": daemon,
+            "mesos_library_dir": os.path.dirname(spark["mesos_native_library"]) or "/usr/lib",
             "spark_defaults": defaults, "daemon_java_opts": java_opts}
 
 
@@ -179,6 +189,7 @@ def _role_files(env: jinja2.Environment, inv: Inventory, node: Node, role: str,
 
 def _context(inv: Inventory, node: Node, role: str) -> dict[str, Any]:
     ctx: dict[str, Any] = {"node": node, "inventory": inv, "common": common_settings(inv),
+                           "cluster_hosts": derive.cluster_hosts(inv),
                            "aventer": {"debian": AVENTER_DEBIAN, "ubuntu": AVENTER_UBUNTU, "rpm": AVENTER_RPM}}
     if role == "zookeeper":
         ctx.update(zk=zookeeper_settings(inv), myid=derive.zookeeper_ids(inv)[node.name],

@@ -56,8 +56,11 @@ ZOOKEEPER_DEFAULTS: dict[str, Any] = {
 }
 
 MESOS_DEFAULTS: dict[str, Any] = {
-    "source": "aventer",             # aventer | mirror | distro | preinstalled
+    "source": "aventer",             # aventer | mirror | distro | tarball | preinstalled
     "version": "",                   # when set, the installed binary must report this version
+    "url": "",                       # tarball: URL of an operator's own build (unpacks to sbin/ lib/ libexec/ share/)
+    "sha512": "",                    # tarball: the archive's sha512 (required)
+    "install_dir": "/opt/mesos",     # tarball: where it is unpacked
     "package": "",                   # default: aventer-mesos (deb) / mesos (rpm)
     "repo_url": "",                  # mirror: the repository base URL (required)
     "repo_key_url": "",              # default: AVENTER's key for aventer, none for mirror
@@ -98,7 +101,8 @@ SPARK_DEFAULTS: dict[str, Any] = {
     "manager": "",                   # standalone | mesos; default: mesos when there are mesos masters
     "mode": "coarse",                # on Mesos: coarse | fine
     "executor_uri": "",              # on Mesos: spark.executor.uri
-    "mesos_native_library": "/usr/lib/libmesos.so",  # on Mesos: MESOS_NATIVE_JAVA_LIBRARY
+    "mesos_native_library": "",      # on Mesos: MESOS_NATIVE_JAVA_LIBRARY; default: from the Mesos source
+    "python": "",                    # PySpark's Python on every host (spark.pyspark.python, executors' PYSPARK_PYTHON)
     "java_home": "",                 # JAVA_HOME in spark-env.sh; empty: from PATH
     "master_port": 7077,             # standalone master --port
     "master_webui_port": 8080,       # standalone master --webui-port
@@ -123,7 +127,7 @@ ROLE_KEYS: tuple[str, ...] = (TEMPLATES_DIR, *DEFAULTS)
 
 SOURCES = {
     "zookeeper": ("distro", "tarball", "mirror", "preinstalled"),
-    "mesos": ("aventer", "mirror", "distro", "preinstalled"),
+    "mesos": ("aventer", "mirror", "distro", "tarball", "preinstalled"),
     "spark": ("tarball", "mirror", "preinstalled"),
 }
 SPARK_MANAGERS = ("standalone", "mesos")
@@ -263,6 +267,25 @@ def resolve(section: str, given: Mapping[str, Any], *, cluster: str, mesos_maste
         elif cfg["source"] == "aventer" and not cfg["repo_key_url"]:
             # A site that trusts AVENTER's repository otherwise uses source mirror with its URL.
             cfg["repo_key_url"] = AVENTER_KEY
+        cfg["tarball_url"] = ""
+        prefix = cfg["install_dir"].rstrip("/")
+        if cfg["source"] == "tarball":
+            if install and not cfg["url"]:
+                fail("url", "source tarball needs the URL of the Mesos build's archive")
+            if install and not cfg["sha512"]:
+                fail("sha512", "source tarball needs the archive's sha512 (128 hex digits)")
+            cfg["tarball_url"] = cfg["url"]
+            # A build unpacked away from its build prefix: binaries by path, and the
+            # helpers and web UI it would look for under the compiled-in prefix.
+            if cfg["master_binary"] == MESOS_DEFAULTS["master_binary"]:
+                cfg["master_binary"] = f"{prefix}/sbin/mesos-master"
+            if cfg["agent_binary"] == MESOS_DEFAULTS["agent_binary"]:
+                cfg["agent_binary"] = f"{prefix}/sbin/mesos-agent"
+            cfg["master_flags"] = {"webui_dir": f"{prefix}/share/mesos/webui", **cfg["master_flags"]}
+            cfg["agent_flags"] = {"launcher_dir": f"{prefix}/libexec/mesos", **cfg["agent_flags"]}
+            cfg["native_library"] = f"{prefix}/lib/libmesos.so"
+        else:
+            cfg["native_library"] = "/usr/lib/libmesos.so"
     elif section == "spark":
         version = cfg["version"]
         cfg["tarball_url"] = _tarball(
@@ -306,4 +329,8 @@ def mesos_settings(inv: Inventory) -> dict[str, Any]:
 
 
 def spark_settings(inv: Inventory) -> dict[str, Any]:
-    return settings_of(inv, "spark")
+    spark = settings_of(inv, "spark")
+    if spark["manager"] == "mesos" and not spark["mesos_native_library"]:
+        # Where the inventory's Mesos source puts libmesos (with its Java bindings).
+        spark["mesos_native_library"] = mesos_settings(inv)["native_library"]
+    return spark

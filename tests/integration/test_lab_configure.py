@@ -160,6 +160,47 @@ def test_a_spark_job_runs_on_the_workers(cluster, first_run):
         re.escape(cluster["addresses"][n]) for n in NAMES[1:]) + ")", err), err[-3000:]
 
 
+# A user's own job, not built by k1prov: nothing but the master URL is given, so the
+# executors must reach the driver and start PySpark from what configure rendered.
+USER_JOB = textwrap.dedent("""\
+    from pyspark.sql import SparkSession
+    spark = SparkSession.builder.appName("users-own-job").getOrCreate()
+    sc = spark.sparkContext
+    hosts = sc.parallelize(range(8), 8).map(lambda _: __import__("socket").gethostname()).distinct().collect()
+    print("USER-JOB-HOSTS " + ",".join(sorted(hosts)))
+    print("USER-JOB-SUM %d" % sc.parallelize(range(1000), 4).sum())
+    spark.stop()
+    """)
+
+
+def test_every_member_resolves_every_other_by_name(cluster, first_run):
+    for name in NAMES:
+        code, out, err = sh(cluster, name, "getent ahostsv4 " + " ".join(NAMES) + " | awk '{print $1}' | sort -u")
+        assert code == 0, err
+        assert sorted(out.split()) == sorted(cluster["addresses"].values()), (name, out)
+        code, out, _ = sh(cluster, name, "cat /etc/hosts")
+        for other in NAMES:
+            assert re.search(rf"^{re.escape(cluster['addresses'][other])}\s+{other}$", out, re.MULTILINE), out
+
+
+def test_a_users_own_job_runs_with_only_the_master_url(cluster, first_run):
+    """Issue 12 item 1: `spark-submit --master spark://...:7077 job.py` on a cluster host,
+    nothing else, completes (it used to retry executors forever on an unknown host name).
+    Submitted on a worker, so executors on the other worker must reach this driver."""
+    master = cluster["addresses"][NAMES[0]]
+    submit = f"spark-submit --master spark://{master}:7077 /tmp/users-job.py"
+    started = time.monotonic()
+    # `timeout` only bounds the test if it ever hangs again; it is not a setting of the job.
+    code, out, err = sh(cluster, NAMES[1], f"cat > /tmp/users-job.py <<'EOF'\n{USER_JOB}EOF\n"
+                        f"timeout {int(SPARK_JOB_TIMEOUT) - 20} {submit}", timeout=SPARK_JOB_TIMEOUT)
+    print(f"\nuser's own job ({submit}): exit {code} after {time.monotonic() - started:.1f} s")
+    assert code == 0, err[-3000:]
+    assert "USER-JOB-SUM 499500" in out
+    assert "UnknownHostException" not in err
+    ran_on = re.search(r"USER-JOB-HOSTS (\S+)", out).group(1).split(",")
+    assert set(ran_on) <= set(NAMES[1:]), ran_on
+
+
 def test_second_configure_skips_every_host_and_restarts_nothing(cluster, first_run):
     pids = {name: zk_pid(cluster, name) for name in NAMES}
     started = time.monotonic()

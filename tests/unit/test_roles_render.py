@@ -195,8 +195,24 @@ def test_mesos_sources():
     inv = cluster(roles={"spark": {"source": "preinstalled"}, "mesos": {"source": "mirror", "mirror": "http://m/x"}})
     mirror = render_host(inv, inv.node("m1"))[1].text
     assert "CFG_REPO_URL=http://m/x" in mirror and "CFG_REPO_KEY_URL=''" in mirror
-    with pytest.raises(InventoryError, match="unknown source 'tarball'"):
+    with pytest.raises(InventoryError, match="roles.mesos.url: source tarball needs the URL"):
         render_all(cluster(roles={"spark": {"source": "preinstalled"}, "mesos": {"source": "tarball"}}))
+    with pytest.raises(InventoryError, match="roles.mesos.sha512"):
+        render_all(cluster(roles={"spark": {"source": "preinstalled"},
+                                  "mesos": {"source": "tarball", "url": "http://m/mesos.tar.xz"}}))
+    # An operator's own build, unpacked away from its build prefix: binaries by path, the
+    # relocation flags, and Spark's libmesos from the same tree.
+    inv = cluster(roles={"spark": {"source": "preinstalled"},
+                         "mesos": {"source": "tarball", "url": "http://m/mesos.tar.xz", "sha512": "ab" * 64,
+                                   "install_dir": "/srv/mesos"}})
+    master, agent = (render_host(inv, inv.node(n)) for n in ("m1", "a1"))
+    assert "CFG_TARBALL_URL=http://m/mesos.tar.xz" in master[1].text
+    assert f"CFG_TARBALL_SHA512={'ab' * 64}" in master[1].text
+    launcher = master[1].files[0].text
+    assert "exec /srv/mesos/sbin/mesos-master" in launcher and "--webui_dir=/srv/mesos/share/mesos/webui" in launcher
+    assert "--launcher_dir=/srv/mesos/libexec/mesos" in agent[0].files[0].text
+    env = next(f.text for s in master for f in s.files if f.path.endswith("spark-env.sh"))
+    assert "MESOS_NATIVE_JAVA_LIBRARY=/srv/mesos/lib/libmesos.so" in env and "LIBPROCESS_IP=10.0.0.1" in env
 
 
 @pytest.mark.parametrize("roles,field", [

@@ -272,7 +272,8 @@ def fake_host(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "os-release").write_text("ID=debian\nVERSION_ID=12\nVERSION_CODENAME=bookworm\n")
     return {**os.environ, "K1PROV_OS_RELEASE": str(tmp_path / "os-release"),
             "K1PROV_STATE_DIR": str(tmp_path / "state"), "K1PROV_LIB_DIR": str(tmp_path / "lib"),
-            "K1PROV_LOG_DIR": str(tmp_path / "log"), "K1PROV_INIT": "none", "K1PROV_START_GRACE": "0.3"}
+            "K1PROV_LOG_DIR": str(tmp_path / "log"), "K1PROV_INIT": "none", "K1PROV_START_GRACE": "0.3",
+            "K1PROV_HOSTS_FILE": str(tmp_path / "hosts")}
 
 
 def run_script(text: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
@@ -410,3 +411,52 @@ def test_spark_master_script_runs_spark_daemon_and_is_idempotent(services):
     assert run_script(client.text, env, tmp_path).stdout.splitlines()[-1] == "K1PROV-RESULT changed=0"
     assert "SPARK_LOCAL_IP=10.0.2.1" in (home / "conf" / "spark-env.sh").read_text()
     assert sorted(p.name for p in (tmp_path / "state" / "run").iterdir()) == ["spark-master.pid"]
+
+
+# ---- /etc/hosts: every member resolves every other member's name ----
+
+def cluster_hosts(tmp_path: Path, block: str, cluster: str = "lab") -> tuple[str, str]:
+    """Runs k1_cluster_hosts against tmp_path/hosts; returns (file text, "CHANGED CONFIG_CHANGED")."""
+    base = environment(inventory({})).get_template("common/base.sh.j2").render()
+    (tmp_path / "base.sh").write_text(base)
+    script = 'K1_ROLE=test; . "$1"; K1_CONFIG_CHANGED=0; k1_cluster_hosts "$2" "$3"; echo "$K1_CHANGED $K1_CONFIG_CHANGED"'
+    proc = subprocess.run(["bash", "-c", script, "hosts", str(tmp_path / "base.sh"), cluster, block],
+                          capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "K1PROV_HOSTS_FILE": str(tmp_path / "hosts")})
+    assert proc.returncode == 0, proc.stderr
+    return (tmp_path / "hosts").read_text(), proc.stdout.strip()
+
+
+def test_cluster_hosts_block_is_idempotent_and_follows_new_addresses(tmp_path):
+    (tmp_path / "hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1 m1\n10.0.0.1 m1.example.org m1  # mine\n"
+                                    "10.9.9.9 other\n::1 localhost ip6-localhost\n")
+    block = "10.0.0.1\tm1\n10.0.0.2\tm2"
+    text, flags = cluster_hosts(tmp_path, block)
+    # The file changed, but that is no reason to restart the role's service.
+    assert flags == "1 0"
+    begin = "# BEGIN k1prov cluster lab (written by k1prov configure; edits here are overwritten)"
+    assert text == ("127.0.0.1\tlocalhost\n10.0.0.1 m1.example.org # mine\n10.9.9.9 other\n"
+                    "::1 localhost ip6-localhost\n" + begin + "\n10.0.0.1\tm1\n10.0.0.2\tm2\n"
+                    "# END k1prov cluster lab\n")
+    mtime = (tmp_path / "hosts").stat().st_mtime_ns
+    again, flags = cluster_hosts(tmp_path, block)
+    assert (again, flags) == (text, "0 0")
+    assert (tmp_path / "hosts").stat().st_mtime_ns == mtime
+    # m2 reimaged with a new address: the block follows, nothing else moves.
+    moved, flags = cluster_hosts(tmp_path, "10.0.0.1\tm1\n10.0.0.7\tm2")
+    assert flags == "1 0"
+    assert moved == text.replace("10.0.0.2\tm2", "10.0.0.7\tm2")
+    # Another cluster's block is left alone; a missing file is created.
+    other, _ = cluster_hosts(tmp_path, "10.1.0.1\tx1", cluster="lab2")
+    assert other.startswith(moved) and other.endswith("10.1.0.1\tx1\n# END k1prov cluster lab2\n")
+    (tmp_path / "hosts").unlink()
+    fresh, _ = cluster_hosts(tmp_path, block)
+    assert fresh == begin + "\n10.0.0.1\tm1\n10.0.0.2\tm2\n# END k1prov cluster lab\n"
+
+
+def test_every_role_script_carries_every_member():
+    inv = inventory({"spark": {"source": "preinstalled"}})
+    for host, scripts in render_all(inv).items():
+        for s in scripts:
+            assert "10.0.2.1\tc1" in s.text and "10.0.0.3\tm3" in s.text, (host, s.role)
+            assert 'k1_cluster_hosts "$CFG_CLUSTER" "$CFG_CLUSTER_HOSTS"' in s.text
