@@ -49,6 +49,7 @@ ROLE_SETTINGS_LINES = [
     "    source: preinstalled",
     "    spark_home: /opt/spark",
     "    manager: standalone",
+    "    python: /opt/spark-venv/bin/python",
     "    worker_memory: 1g",
     "    defaults: {spark.executor.memory: 512m, spark.driver.memory: 512m}",
 ]
