@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from k1prov import glance
+from k1prov import glance, preflight
 from k1prov.configdrive import StaticNetwork, build_config_drive
 from k1prov.context import VerbContext
 from k1prov.errors import ConfigError, NodeError
@@ -85,6 +85,10 @@ def user_image(ctx: VerbContext, *, name: str | None = None) -> UserImage:
 
 
 def deploy(ctx: VerbContext, *, limit: Iterable[str] | None = None) -> VerbReport:
+    # What the inventory lacks for a deploy (a user image; the SSH key the config drive
+    # carries, without which every deploy ends in an SSH timeout), before anything is
+    # touched: the check `inventory check` runs (k1prov.preflight).
+    preflight.check_deploy(ctx.inventory)
     nodes = ctx.select(limit)
     current = ctx.ironic().own_nodes()
     image = user_image(ctx)
@@ -113,6 +117,7 @@ def reimage(ctx: VerbContext, names: Iterable[str], *, image_name: str | None = 
     names = list(names)
     if not names:
         raise ConfigError("reimage: name the node(s) to rebuild")
+    preflight.check_deploy(ctx.inventory)
     nodes = ctx.select(names)
     current = ctx.ironic().own_nodes()
     image = user_image(ctx, name=image_name)
@@ -132,15 +137,6 @@ def reimage(ctx: VerbContext, names: Iterable[str], *, image_name: str | None = 
                       regenerate_keys=new_host_keys)
 
 
-def check_login_keys(ctx: VerbContext) -> None:
-    """A deployed host is reached with the inventory's key: without one, every deploy
-    would end in an SSH timeout. Checked before any node is touched."""
-    ssh = ctx.inventory.ssh
-    if not ssh.public_keys:
-        raise ConfigError(f"{ctx.inventory.path}: ssh.public_keys: none given; the config drive "
-                          f"must carry the key k1prov logs in with (ssh.public_key_files or public_keys)")
-
-
 def _provision(ctx: VerbContext, verb: str, action: str, todo: list[tuple[Node, str]],
                outcomes: dict[str, NodeOutcome], *, image: UserImage,
                regenerate_keys: bool) -> VerbReport:
@@ -149,7 +145,6 @@ def _provision(ctx: VerbContext, verb: str, action: str, todo: list[tuple[Node, 
     report = VerbReport(verb=verb, outcomes=list(outcomes.values()))
     if not todo:
         return ctx.refresh_rows(report, outcomes, started)
-    check_login_keys(ctx)
     inv = ctx.inventory
     state_dir = ctx.cluster_state_dir
     uuid_of = {node.name: uuid for node, uuid in todo}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from k1prov import glance
+from k1prov import glance, preflight
 from k1prov.context import VerbContext
 from k1prov.errors import K1provError, NodeError
 from k1prov.fanout import Status
@@ -25,6 +25,7 @@ def register_images(ctx: VerbContext, *, progress: ImageProgress | None = None) 
     """Register the deploy kernel/ramdisk and the user image, then point every node at
     the deploy kernel/ramdisk (driver_info, patched: other driver_info keys stay)."""
     inv = ctx.inventory
+    preflight.check_images(inv)       # the refusals `inventory check` reports, located
     images = resolve_images(inv)
     started = time.monotonic()
     outcomes: list[NodeOutcome] = []

@@ -108,13 +108,17 @@ def _entry(path: Path, name: str, body: object) -> CatalogEntry:
     return CatalogEntry(name=name, **{k: v for k, v in values.items() if v is not None})
 
 
-def entry_source(entry: CatalogEntry, *, catalog_dir: Path, places: dict[str, str] | None = None) -> ImageSource:
-    """The ImageSource of an entry; generated stand-ins are written when missing."""
+def entry_source(entry: CatalogEntry, *, catalog_dir: Path, places: dict[str, str] | None = None,
+                 materialize: bool = True) -> ImageSource:
+    """The ImageSource of an entry; generated stand-ins are written when missing.
+
+    `materialize` False (a check): nothing is written, and a glob that matches no file
+    yet stays the pattern instead of being an error."""
     file = None
     if entry.file is not None:
         file = str(_expand(entry.file, catalog_dir=catalog_dir, places=places or default_places(),
-                           entry=entry))
-        if entry.generate:
+                           entry=entry, must_match=materialize))
+        if entry.generate and materialize:
             write_lab_deploy_image(Path(file), entry.generate)
     return ImageSource(name=entry.name, file=file, url=entry.url, checksum=entry.checksum,
                        checksum_url=entry.checksum_url, disk_format=entry.disk_format,
@@ -122,7 +126,7 @@ def entry_source(entry: CatalogEntry, *, catalog_dir: Path, places: dict[str, st
 
 
 def resolve_images(inv: Inventory, catalog_path: str | os.PathLike = DEFAULT_CATALOG, *,
-                   places: dict[str, str] | None = None) -> Images:
+                   places: dict[str, str] | None = None, materialize: bool = True) -> Images:
     """The inventory's images with catalog references filled in.
 
     The catalog is read only when some image refers to it.
@@ -142,7 +146,8 @@ def resolve_images(inv: Inventory, catalog_path: str | os.PathLike = DEFAULT_CAT
             raise InventoryError(f"{src.name!r} has no file: or url: and is not in the image catalog "
                                  f"{catalog_path} (known: {', '.join(sorted(catalog))})",
                                  file=str(inv.path), field=f"images.{slot}.name")
-        base = entry_source(entry, catalog_dir=Path(catalog_path).parent, places=places)
+        base = entry_source(entry, catalog_dir=Path(catalog_path).parent, places=places,
+                            materialize=materialize)
         resolved[slot] = replace(
             base,
             checksum=src.checksum or base.checksum,
@@ -158,7 +163,8 @@ def resolve_images(inv: Inventory, catalog_path: str | os.PathLike = DEFAULT_CAT
     return Images(**resolved)
 
 
-def _expand(text: str, *, catalog_dir: Path, places: dict[str, str], entry: CatalogEntry) -> Path:
+def _expand(text: str, *, catalog_dir: Path, places: dict[str, str], entry: CatalogEntry,
+            must_match: bool = True) -> Path:
     try:
         expanded = text.format(**places)
     except (KeyError, IndexError, ValueError) as exc:
@@ -170,6 +176,8 @@ def _expand(text: str, *, catalog_dir: Path, places: dict[str, str], entry: Cata
         path = catalog_dir / path
     if glob.has_magic(str(path)):
         matches = sorted(glob.glob(str(path)), key=lambda p: (os.path.getmtime(p), p))
+        if not matches and not must_match:
+            return path
         if not matches:
             raise InventoryError(f"no file matches {path}", field=f"images.{entry.name}.file")
         return Path(matches[-1])

@@ -19,7 +19,7 @@ from k1prov.inventory.cluster import network_warnings, role_settings, zookeeper_
 from k1prov.inventory.fields import Field, Source
 from k1prov.inventory.model import Cloud, ImageSource, Images, Inventory, Network, Ssh
 from k1prov.inventory.nodes import parse_defaults, parse_nodes
-from k1prov.inventory.yamlpos import YamlError, load_located
+from k1prov.inventory.yamlpos import Located, YamlError, load_located
 
 TOP_KEYS = ("cluster", "cloud", "ssh", "network", "defaults", "images", "roles", "nodes")
 DISK_FORMATS = ("raw", "qcow2", "aki", "ari", "ami", "vmdk", "vdi", "vhd", "vhdx", "iso", "ploop")
@@ -94,7 +94,25 @@ def _inventory(root: Field, path: Path) -> Inventory:
     network_warnings(network, nodes, node_fields)
     return Inventory(path=path, cluster=cluster, cloud=cloud, nodes=tuple(nodes),
                      images=images, network=network, ssh=ssh, roles=roles,
-                     warnings=tuple(root.src.warnings))
+                     warnings=tuple(root.src.warnings), lines=key_lines(root.loc))
+
+
+def key_lines(root: Located) -> dict[str, int]:
+    """The line of every key and list item, by the dotted path Field uses."""
+    lines: dict[str, int] = {}
+    stack: list[tuple[str, Located]] = [("", root)]
+    while stack:
+        path, loc = stack.pop()
+        if isinstance(loc.value, dict):
+            for key, child in loc.value.items():
+                sub = f"{path}.{key}" if path else key
+                lines[sub] = child.line
+                stack.append((sub, child))
+        elif isinstance(loc.value, list):
+            for i, child in enumerate(loc.value):
+                lines[f"{path}[{i}]"] = child.line
+                stack.append((f"{path}[{i}]", child))
+    return lines
 
 
 def _cloud(f: Field) -> Cloud:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from k1prov.errors import SecretError
+from k1prov.errors import InventoryError, SecretError
 
 # Roles a node may carry. "spark-client" is a host that only submits jobs.
 ROLES = ("zookeeper", "mesos-master", "mesos-agent", "spark-master", "spark-worker", "spark-client")
@@ -164,6 +164,25 @@ class Inventory:
     roles: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Non-fatal findings of validation ("FILE:LINE: field: reason").
     warnings: tuple[str, ...] = ()
+    # Source line of every key written in the file, by dotted path ("roles.spark",
+    # "images.user.file", "nodes[0].bmc.address"): lets checks made after loading (render,
+    # images, deploy) point at the line, like the loader's own checks.
+    lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def line_of(self, path: str) -> int | None:
+        """The line of `path`, else of its closest written parent ("roles.spark.sha512"
+        not written: the line of "roles.spark"); None when nothing of it is in the file."""
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            cut = max(path.rfind("."), path.rfind("["))
+            path = path[:cut] if cut > 0 else ""
+        return None
+
+    def error(self, field_path: str, reason: str) -> InventoryError:
+        """A located "FILE:LINE: field: reason" error about this inventory."""
+        return InventoryError(reason, file=str(self.path), line=self.line_of(field_path),
+                              field=field_path)
 
     def node(self, name: str) -> Node:
         for n in self.nodes:

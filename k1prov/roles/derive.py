@@ -59,8 +59,7 @@ def mesos_zk_url(inv: Inventory) -> str:
     """zk://a:2181,b:2181,c:2181/mesos: where masters elect and agents find the leader."""
     connect = zk_connect(inv)
     if not connect:
-        raise InventoryError("Mesos needs ZooKeeper: no node has the zookeeper role",
-                             file=str(inv.path), field="nodes.roles")
+        raise inv.error("nodes", "Mesos needs ZooKeeper: no node has the zookeeper role")
     path = mesos_settings(inv)["zk_path"]
     return f"zk://{connect}/{path.lstrip('/')}"
 
@@ -77,17 +76,19 @@ def spark_master_url(inv: Inventory) -> str:
         return "mesos://" + mesos_zk_url(inv)
     masters = inv.with_role("spark-master")
     if not masters:
-        raise InventoryError("standalone Spark needs a node with the spark-master role",
-                             file=str(inv.path), field="nodes.roles")
+        raise inv.error("nodes", "standalone Spark needs a node with the spark-master role")
     return "spark://" + ",".join(f"{m.address}:{spark['master_port']}" for m in masters)
 
 
-def _flat(value: Any) -> str:
+def _flat(inv: Inventory, node: Node, value: Any, where: str) -> str:
     text = str(value)
     # ';' and ':' separate entries in Mesos' resource and attribute strings.
     if any(c in text for c in ";:\n"):
-        raise InventoryError(f"Mesos attribute value {text!r} must not contain ';' or ':'",
-                             field="roles.mesos.attributes")
+        reason = f"Mesos attribute value {text!r} must not contain ';' or ':'"
+        if where.startswith("roles."):
+            raise inv.error(where, reason)
+        raise InventoryError(reason, file=str(inv.path), line=node.line or None,
+                             field=f"nodes.{node.name}.{where}")
     return text
 
 
@@ -114,10 +115,15 @@ def agent_resources(inv: Inventory, node: Node) -> str:
 def agent_attributes(inv: Inventory, node: Node) -> str:
     """--attributes: inventory-wide attributes, overridden by the node's own."""
     attrs: dict[str, Any] = dict(mesos_settings(inv)["attributes"])
+    where = {k: "roles.mesos.attributes" for k in attrs}
     if node.properties.get("cpu_arch"):
         attrs.setdefault("arch", node.properties["cpu_arch"])
-    attrs.update(node.properties.get("mesos_attributes") or {})
-    return ";".join(f"{_flat(k)}:{_flat(v)}" for k, v in sorted(attrs.items()))
+        where.setdefault("arch", "properties.cpu_arch")
+    own = node.properties.get("mesos_attributes") or {}
+    attrs.update(own)
+    where.update({k: "properties.mesos_attributes" for k in own})
+    return ";".join(f"{_flat(inv, node, k, where[k])}:{_flat(inv, node, v, where[k])}"
+                    for k, v in sorted(attrs.items()))
 
 
 def mesos_weights(inv: Inventory) -> str:

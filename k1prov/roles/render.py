@@ -74,7 +74,7 @@ def template_dirs(inv: Inventory) -> list[Path]:
         if not path.is_absolute():
             path = inv.path.parent / path
         if not path.is_dir():
-            raise ConfigError(f"roles.templates_dir {path} is not a directory")
+            raise inv.error("roles.templates_dir", f"{path} is not a directory")
         dirs.append(path)
     env = os.environ.get("K1PROV_TEMPLATES")
     if env:
@@ -232,6 +232,16 @@ def render_host(inv: Inventory, node: Node, *, env: jinja2.Environment | None = 
     """The node's role scripts in phase order (empty for a node without roles)."""
     env = env or environment(inv)
     return [_render_role(env, inv, node, role) for role in roles_in_order(node)]
+
+
+def check(inv: Inventory) -> None:
+    """Everything rendering refuses in an inventory, without the templates: the template
+    path and every host's role context (settings, ZooKeeper ids, Mesos and Spark values),
+    built by the same code render_all uses (`inventory check` runs this)."""
+    template_dirs(inv)
+    for node in inv.nodes:
+        for role in roles_in_order(node):
+            _context(inv, node, role)
 
 
 def render_all(inv: Inventory) -> dict[str, list[RenderedScript]]:

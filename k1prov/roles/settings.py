@@ -304,14 +304,14 @@ def stored(section: str, resolved: Mapping[str, Any]) -> dict[str, Any]:
 
 def _inventory_fail(inv: Inventory, section: str) -> Fail:
     def fail(key: str, reason: str) -> NoReturn:
-        raise InventoryError(reason, file=str(inv.path), field=f"roles.{section}.{key}")
+        raise inv.error(f"roles.{section}.{key}", reason)
     return fail
 
 
 def settings_of(inv: Inventory, section: str) -> dict[str, Any]:
     given = inv.roles.get(section) or {}
     if not isinstance(given, Mapping):
-        raise InventoryError("must be a mapping", file=str(inv.path), field=f"roles.{section}")
+        raise inv.error(f"roles.{section}", "must be a mapping")
     return resolve(section, given, cluster=inv.cluster, mesos_masters=bool(inv.with_role("mesos-master")),
                    fail=_inventory_fail(inv, section))
 

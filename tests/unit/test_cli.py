@@ -22,9 +22,12 @@ nodes:
     address: 10.0.0.1
 """
 
+# Complete enough for deploy (a user image, an SSH key): `inventory check` refuses less.
 INLINE = """\
 cluster: x
 cloud: {ironic_url: "http://127.0.0.1:1"}
+ssh: {public_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTheInventoryCheckOnly0000000 t"]}
+images: {user: {name: debian-12-generic}}
 nodes:
   - name: a
     bmc: {address: 10.0.0.3, username: u, password: "s3cr3t-Pa55"}

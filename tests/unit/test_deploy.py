@@ -133,12 +133,26 @@ def test_known_hosts_pins_only_nodes_with_keys_and_lives_in_the_cluster_state_di
 
 
 def test_deploy_without_public_keys_is_refused_before_any_change(tmp_path):
+    """The check `inventory check` runs (k1prov.preflight) is the one deploy and reimage
+    run first: located at the ssh: line, before the context is asked for anything."""
     from types import SimpleNamespace
 
-    from k1prov.deploy import check_login_keys
-    from k1prov.errors import ConfigError
-    from k1prov.inventory.model import Ssh
+    from k1prov.deploy import deploy, reimage
+    from k1prov.errors import InventoryError
+    from k1prov.inventory import parse_inventory
 
-    prov = SimpleNamespace(inventory=SimpleNamespace(path=tmp_path / "inv.yaml", ssh=Ssh()))
-    with pytest.raises(ConfigError, match="ssh.public_keys: none given"):
-        check_login_keys(prov)
+    path = tmp_path / "inv.yaml"
+    inv = parse_inventory("""\
+cluster: x
+cloud: {ironic_url: "http://127.0.0.1:1"}
+ssh: {user: root}
+images: {user: {name: debian-12-generic}}
+nodes:
+  - {name: a, bmc: {address: 10.0.0.3, username: u, password: {env: P}},
+     macs: ["52:54:00:00:00:01"], address: 10.0.0.1}
+""", path=path)
+    ctx = SimpleNamespace(inventory=inv)       # no select(), no conn: must not be reached
+    for verb in (lambda: deploy(ctx), lambda: reimage(ctx, ["a"])):
+        with pytest.raises(InventoryError) as caught:
+            verb()
+        assert str(caught.value).startswith(f"{path}:3: ssh.public_keys: none given")
