@@ -6,8 +6,9 @@ above it sees k1prov errors.
 from __future__ import annotations
 
 import logging
+import re
 
-from k1prov.errors import CloudError, ConfigError
+from k1prov.errors import CloudError, ConfigError, K1provError
 from k1prov.inventory.model import Cloud
 
 log = logging.getLogger("k1prov.cloud")
@@ -62,10 +63,74 @@ def is_transient(exc: BaseException) -> bool:
         # keystoneauth's ConnectFailure, ConnectTimeout and ReadTimeout derive from this one.
         return True
     if isinstance(exc, CloudError):
-        return bool(getattr(exc, "transient", False))
+        return exc.transient
     if isinstance(exc, os_exc.HttpException):
         return exc.status_code in (502, 503, 504)
     if isinstance(exc, os_exc.SDKException):
         text = str(exc)
         return "Connection aborted" in text or "Connection reset" in text or "Max retries" in text
     return False
+
+
+_URL = re.compile(r"https?://[^\s,;'\"]+")
+# The API path that tells which service a URL belongs to when the inventory names a
+# clouds.yaml entry instead of the URLs.
+_SERVICE_PATHS = (("/v1/nodes", "Ironic"), ("/v1/ports", "Ironic"), ("/baremetal", "Ironic"),
+                  ("/v2/images", "Glance"), ("/image", "Glance"))
+
+
+def _service_of(url: str, cloud: Cloud | None) -> tuple[str, str]:
+    """("Ironic", base URL) for a URL found in an error message."""
+    cloud = cloud or Cloud()
+    for name, base in (("Ironic", cloud.ironic_url), ("Glance", cloud.glance_url)):
+        if base and url.startswith(base.rstrip("/")):
+            return name, base
+    for path, name in _SERVICE_PATHS:
+        if path in url:
+            return name, url.split(path, 1)[0] or url
+    return "the cloud", url
+
+
+def translate(exc: BaseException, cloud: Cloud | None, *,
+              service: str | None = None) -> CloudError | None:
+    """A keystoneauth, requests or openstacksdk exception as one CloudError line naming
+    the service and its URL; None for anything else (a k1prov error, a bug).
+
+    keystoneauth's errors (DiscoveryFailure when nothing answers at the URL,
+    ConnectFailure, ConnectTimeout) are not openstacksdk exceptions, so the SDK's own
+    translation never sees them: they are turned into CloudError here, at the boundary,
+    for every verb (k1prov.cli.runtime.make_provisioner applies it). `service` names the
+    service when the caller knows it (glance.py does)."""
+    if isinstance(exc, K1provError):
+        return None
+    from keystoneauth1 import exceptions as ks_exc
+    from openstack import exceptions as os_exc
+
+    try:
+        import requests
+        requests_errors: tuple[type[BaseException], ...] = (requests.RequestException,)
+    except ImportError:  # pragma: no cover - requests comes with openstacksdk
+        requests_errors = ()
+    if not isinstance(exc, (ks_exc.ClientException, os_exc.SDKException, *requests_errors)):
+        return None
+    text = " ".join(str(exc).split())
+    found = _URL.search(text)
+    url = found.group(0).rstrip(".") if found else \
+        ((cloud.ironic_url or cloud.cloud or "?") if cloud else "?")
+    guessed, base = _service_of(url, cloud)
+    service = service or guessed
+    transient = False
+    if isinstance(exc, ks_exc.DiscoveryFailure):
+        reason = "nothing answers there with an API version document (service down, or not its URL)"
+        transient = True
+    elif isinstance(exc, (ks_exc.ConnectTimeout, ks_exc.ConnectionError, *requests_errors)):
+        lowered = text.lower()
+        reason = ("connection refused" if "refused" in lowered else
+                  "no answer (timed out)" if "timed out" in lowered or "timeout" in lowered else
+                  "connection failed: " + text[:160])
+        transient = True
+    elif isinstance(exc, ks_exc.EndpointNotFound):
+        reason = f"no endpoint in the catalog: {text[:160]}"
+    else:
+        reason = describe_http_error(exc)[:200]
+    return CloudError(f"{service} at {base}: {reason}", service=service.lower(), transient=transient)

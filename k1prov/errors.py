@@ -48,8 +48,11 @@ class ConfigError(K1provError):
 class CloudError(K1provError):
     """Ironic or Glance could not be reached or refused a request."""
 
-    def __init__(self, message: str, *, service: str | None = None, node: str | None = None):
-        self.service, self.node = service, node
+    def __init__(self, message: str, *, service: str | None = None, node: str | None = None,
+                 transient: bool = False):
+        # transient: the service did not answer (down, refused, timed out), as opposed
+        # to answering with a refusal; worth another try later, and it stops a verb.
+        self.service, self.node, self.transient = service, node, transient
         super().__init__(message)
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from k1prov.cloud import describe_http_error
+from k1prov.cloud import describe_http_error, translate as translate_cloud_error
 from k1prov.errors import CloudError, InventoryError
 from k1prov.inventory.model import OWNER_TAG, ImageSource
 
@@ -294,6 +294,9 @@ def _glance_errors(what: str):
     def translate():
         try:
             yield
+        except (ks_exc.DiscoveryFailure, ks_exc.ConnectionError) as exc:
+            # Glance is not there at all: one line naming it and its URL (k1prov.cloud).
+            raise translate_cloud_error(exc, None, service="Glance") from None
         except (os_exc.SDKException, ks_exc.ClientException) as exc:
             raise CloudError(f"glance: {what}: {describe_http_error(exc)}", service="glance") from None
 

@@ -11,7 +11,7 @@ from typing import Callable
 
 from k1prov import glance, preflight
 from k1prov.context import VerbContext
-from k1prov.errors import K1provError, NodeError
+from k1prov.errors import CloudError, InventoryError, K1provError, NodeError
 from k1prov.fanout import Status
 from k1prov.imagecatalog import resolve_images
 from k1prov.inventory.model import ImageSource, Node
@@ -26,7 +26,10 @@ def register_images(ctx: VerbContext, *, progress: ImageProgress | None = None) 
     the deploy kernel/ramdisk (driver_info, patched: other driver_info keys stay)."""
     inv = ctx.inventory
     preflight.check_images(inv)       # the refusals `inventory check` reports, located
-    images = resolve_images(inv)
+    try:
+        images = resolve_images(inv)
+    except InventoryError as exc:     # e.g. the lab image not built yet
+        raise preflight.located(inv, exc) from None
     started = time.monotonic()
     outcomes: list[NodeOutcome] = []
     ids: dict[str, str] = {}
@@ -54,6 +57,10 @@ def register_images(ctx: VerbContext, *, progress: ImageProgress | None = None) 
                 row.uuid = reg.id
                 row.action = "unchanged" if reg.reused else "uploaded"
                 row.changes = [reg.checksum]
+        except CloudError as exc:
+            if exc.transient:
+                raise               # Glance unreachable: the command stops, one line, exit 1
+            row.status, row.error = Status.FAILED, str(exc)
         except K1provError as exc:
             row.status, row.error = Status.FAILED, str(exc)
         row.duration = time.monotonic() - t0

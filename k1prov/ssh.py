@@ -168,6 +168,14 @@ def translate(exc: BaseException, host: str) -> TransportError:
         text = str(exc)
         if "not found in known_hosts" in text:
             return TransportError(host, "host key not in the pinned known_hosts")
+        if "protocol banner" in text:
+            return TransportError(host, "no SSH banner within the connect timeout "
+                                        "(the host or its sshd does not answer)", transient=True)
+        if "No existing session" in text:
+            # paramiko's start_client gives up silently at its timeout, then the login
+            # finds no session: the handshake did not finish in time.
+            return TransportError(host, "no SSH handshake within the connect timeout "
+                                        "(the host or its sshd does not answer)", transient=True)
         # sshd drops connections beyond MaxStartups before the banner: too many of us.
         transient = any(s in text for s in ("protocol banner", "reset", "EOF", "timed out"))
         return TransportError(host, f"ssh error: {text}", transient=transient)

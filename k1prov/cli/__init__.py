@@ -12,6 +12,9 @@ from k1prov.cli import bench_cmd
 from k1prov.cli import cluster_cmd, runs_cmd
 from k1prov.cli.common import DEBUG
 
+QUIET_LIBRARIES = ("openstack", "keystoneauth", "keystoneauth1", "paramiko", "urllib3", "requests",
+                   "stevedore", "invoke", "fabric", "os_service_types")
+
 # Locals are never shown: BMC passwords live in them.
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False,
                   help="Bare metal to ZooKeeper / Mesos / Spark through Ironic and Glance.")
@@ -37,9 +40,11 @@ def _global(debug: bool = typer.Option(False, "--debug", help="Tracebacks and de
     level = logging.DEBUG if debug else (logging.INFO if verbose else logging.WARNING)
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if not debug:
-        # The SDK logs request bodies at debug level; keep it quiet unless asked.
-        logging.getLogger("openstack").setLevel(logging.WARNING)
-        logging.getLogger("keystoneauth").setLevel(logging.WARNING)
+        # Library loggers stay quiet unless asked (--debug): the SDK logs request bodies,
+        # keystoneauth a warning per failed discovery, paramiko a traceback per failed
+        # connection. k1prov reports each of those failures itself, in one line.
+        for name in QUIET_LIBRARIES:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def main() -> None:

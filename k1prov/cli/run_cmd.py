@@ -46,6 +46,9 @@ def run(inventory: Path = InventoryOpt,
             help="Stop starting new hosts once this share has failed (default 1: never)."),
         timeout: float = typer.Option(
             DEFAULT_TIMEOUTS.ssh_command, "--timeout", min=0.1, help="Seconds the command may run."),
+        connect_timeout: float = typer.Option(
+            DEFAULT_TIMEOUTS.ssh_connect, "--connect-timeout", min=0.1,
+            help="Seconds for the TCP and SSH handshake with one host (each attempt)."),
         script: Optional[Path] = typer.Option(
             None, "--script", dir_okay=False, help="Upload this script and run it (instead of a command)."),
         known_hosts: Optional[Path] = typer.Option(
@@ -66,7 +69,7 @@ def run(inventory: Path = InventoryOpt,
     call = run_script_on_hosts if script is not None else run_on_hosts
     with _host_key_notes(pinned, inv.cluster):
         report = call(inv, text, nodes=nodes, options=options,
-                      timeouts=replace(DEFAULT_TIMEOUTS, ssh_command=timeout), known_hosts=pinned,
+                      timeouts=replace(DEFAULT_TIMEOUTS, ssh_command=timeout, ssh_connect=connect_timeout), known_hosts=pinned,
                       events=None if as_json else _progress(), profile_path=state_root / "profiles.json")
     _show(report, label, as_json=as_json)
 

@@ -7,6 +7,7 @@ from typing import Iterator, Optional
 import typer
 
 from k1prov.context import RunOptions
+from k1prov.cloud import translate
 from k1prov.inventory.model import Inventory
 from k1prov.provisioner import Provisioner
 from k1prov.report import err
@@ -24,4 +25,12 @@ def make_provisioner(inv: Inventory, *, concurrency: Optional[int] = None,
         from k1prov.fanout.progress import RichProgress
         events = RichProgress(console=err)
     notify = (lambda msg: None) if quiet else (lambda msg: err.print(f"[cyan]>[/] {msg}", highlight=False))
-    yield Provisioner(inv, options=RunOptions(concurrency=concurrency), events=events, notify=notify)
+    try:
+        yield Provisioner(inv, options=RunOptions(concurrency=concurrency), events=events, notify=notify)
+    except Exception as exc:
+        # keystoneauth/requests errors that escaped the adapters (Ironic or Glance down):
+        # one CloudError line naming the service and its URL, exit 1; anything else as is.
+        translated = translate(exc, inv.cloud)
+        if translated is None:
+            raise
+        raise translated from exc
