@@ -299,9 +299,11 @@ class _Run:
                     w.action = ("restarted" if w.service_stopped else "changed") if res.value else "unchanged"
                     continue
                 w.status, w.action = res.status, "failed"
-                # The log's tail is the script's own output; after a transport failure
-                # (no exit code) it only repeats the error, once per attempt.
-                tail = log_tail(self._log_path(w)) if res.exit_code is not None else ""
+                tail = log_tail(self._log_path(w))
+                if all(line.startswith("# k1prov:") for line in tail.splitlines() if line.strip()):
+                    # No script output (it never ran: the host did not answer): the
+                    # log only repeats the error, once per attempt.
+                    tail = ""
                 w.error = f"{w.role}: {res.error}" + (f"\n{tail}" if tail else "")
         else:
             self.notify(f"{step.name}: every host unchanged")
