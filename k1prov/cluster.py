@@ -17,18 +17,20 @@ from typing import Any, Callable, Iterable, Iterator
 
 from k1prov import configure, deploy, enrollment, glance
 from k1prov.context import VerbContext
-from k1prov.errors import K1provError, TransportError
+from k1prov.errors import K1provError
 from k1prov.fanout import Status
 from k1prov.image_registration import register_images
 from k1prov.inventory.model import Inventory, Node
 from k1prov.lock import cluster_lock
 from k1prov.outcome import EXIT_INTERRUPTED, EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, NodeOutcome, VerbReport
 from k1prov.remote import run_on_hosts
-from k1prov.roles import mesos_health, render_all, spark_workers_health, zookeeper_health
+from k1prov.probe import batch_runner
+from k1prov.roles import render_all
 from k1prov.roles.derive import mesos_zk_url, spark_master_url, zk_connect
-from k1prov.roles.settings import mesos_settings, spark_settings, zookeeper_settings
+from k1prov.roles.health import (Check, HealthResult, cluster_checks, cluster_gates, sample,
+                                 wait_until_all_healthy)
+from k1prov.roles.settings import mesos_settings, spark_settings
 from k1prov.runs import RunRecord
-from k1prov.ssh import run_command
 from k1prov.ssh_ready import wait_ssh, write_pinned_known_hosts
 
 log = logging.getLogger("k1prov.cluster")
@@ -83,7 +85,8 @@ class ClusterReport:
         if self.cancelled:
             return EXIT_INTERRUPTED
         failed = len(self.failed_nodes())
-        unhealthy = any(not v.startswith("ok") for v in self.health.values())
+        # A plan reports the health it read; what it is asked is what would be done.
+        unhealthy = not self.dry_run and any(not v.startswith("ok") for v in self.health.values())
         if failed == 0 and not unhealthy:
             return EXIT_OK
         return EXIT_NOTHING if self.rows and failed == len(self.rows) else EXIT_PARTIAL
@@ -206,35 +209,60 @@ def up(ctx: VerbContext, *, dry_run: bool = False) -> ClusterReport:
         for name, fn in steps:
             if not pipe.phase(name, fn):
                 break
+        # configure's gates looked at the health after its last change (on a healthy cluster:
+        # with the hosts' status, a moment ago); the verdict starts from what they saw.
+        configured = next((p.report for p in report.phases if p.name == "configure" and p.report), None)
+        seen = configured.health if configured is not None and not pipe.errors else {}
         # After a Ctrl-C the operator wants the prompt back, not a round of health checks.
-        _summarize(ctx, report, errors=pipe.errors, live=not report.cancelled)
+        _summarize(ctx, report, errors=pipe.errors, live=not report.cancelled, timed=True, seen=seen)
     return report
 
 
 def plan(ctx: VerbContext) -> ClusterReport:
-    """What `cluster up` would do, from the real state; changes nothing."""
+    """What `cluster up` would do, from the real state; changes nothing. Ironic's states
+    say what enroll and deploy would do; for the active nodes, the hosts themselves say
+    what configure would do: the same read and the same decisions as the real run
+    (k1prov.configure.plan: recorded script hashes, service states, one read-only session
+    per host, bounded by the same timeouts), and the cluster's health from that read.
+    A host that cannot be read is reported as unreachable, with the reason."""
     inv = ctx.inventory
     report = ClusterReport(verb="cluster up", dry_run=True)
     current = ctx.ironic().own_nodes()
     rendered = render_all(inv)   # a bad role setting shows here, as it would in the real run
+    active = [n.name for n in inv.nodes
+              if current.get(n.name) is not None and current[n.name].provision_state == "active"]
+    read = configure.plan(inv, {name: rendered[name] for name in active},
+                          checks=cluster_checks(inv) if active else {},
+                          known_hosts=ctx.known_hosts(),
+                          timeouts=ctx.timeouts, options=ctx.options, events=ctx.events,
+                          profile_path=ctx.profile_path)
     for node in inv.nodes:
         ir = current.get(node.name)
         state = ir.provision_state if ir else None
-        steps = []
+        steps: list[str] = []
+        error = None
         if ir is None:
             steps += ["create in Ironic", "manage", "provide"]
         elif state in ("enroll", "clean failed", "inspect failed"):
             steps += ["manage", "provide"]
         elif state == "manageable":
             steps += ["provide"]
+        roles = ", ".join(s.role for s in rendered[node.name])
         if state != "active":
-            steps += ["deploy"]
-        scripts = ", ".join(s.role for s in rendered[node.name])
-        steps += [f"configure {scripts} (scripts whose hash differs from the host's)" if scripts
-                  else "no roles"]
+            steps += ["deploy"] + ([f"configure {roles}"] if roles else [])
+        else:
+            host = read.hosts[node.name]
+            if host.error:
+                error = f"unreachable: {host.error}"
+                steps += [f"{error} (what configure would do is unknown)"]
+            elif host.to_do:
+                steps += ["configure " + ", ".join(f"{d.role} ({d.reason})" for d in host.to_do)]
         report.rows.append({"node": node.name, "provision_state": state or "not enrolled",
                             "address": node.address, "roles": list(node.roles),
-                            "plan": "; ".join(steps), "error": None})
+                            "plan": "; ".join(steps) or "nothing to do", "error": error})
+    if active:
+        for gate, result in read.health().items():
+            report.health[gate] = ("ok: " if result.ok else "unhealthy: ") + result.summary
     report.endpoints = endpoints(inv)
     return report
 
@@ -256,45 +284,64 @@ def endpoints(inv: Inventory) -> dict[str, str]:
     return out
 
 
-def health_snapshot(ctx: VerbContext, *, nodes: Iterable[Node] | None = None) -> dict[str, Any]:
-    """One look at each role's health (no waiting): gate -> HealthResult."""
+def health_snapshot(ctx: VerbContext, *, checks: dict[str, Check] | None = None) -> dict[str, HealthResult]:
+    """One look at each role's health (no waiting): gate -> HealthResult. Every check
+    once, all of them together in one SSH session per host (k1prov.roles.health.sample)."""
     inv = ctx.inventory
-    known = ctx.known_hosts()
-    timeouts = ctx.timeouts
+    run = batch_runner(inv, known_hosts=ctx.known_hosts(),
+                       timeouts=ctx.timeouts, options=ctx.options,
+                       profile_path=ctx.profile_path)
+    return sample(cluster_checks(inv) if checks is None else checks, run)
 
-    def run(node: Node, command: str) -> tuple[int, str]:
-        try:
-            res = run_command(ctx.ssh_target(node, known), command,
-                              connect_timeout=timeouts.ssh_connect, command_timeout=timeouts.ssh_connect * 3)
-        except TransportError as exc:
-            log.info("%s: health: %s", node.name, exc)
-            return 255, ""
-        return res.exit_code, res.stdout
 
-    checks: dict[str, Any] = {}
-    if inv.with_role("zookeeper"):
-        checks["zookeeper"] = zookeeper_health(inv.with_role("zookeeper"), run,
-                                               port=zookeeper_settings(inv)["client_port"])
-    if inv.with_role("mesos-master"):
-        checks["mesos"] = mesos_health(inv.with_role("mesos-master"), run,
-                                       agents=inv.with_role("mesos-agent"),
-                                       port=mesos_settings(inv)["master_port"])
-    spark = spark_settings(inv) if inv.with_role("spark-master") else None
-    if spark and spark["manager"] == "standalone" and inv.with_role("spark-worker"):
-        checks["spark"] = spark_workers_health(inv.with_role("spark-master"), inv.with_role("spark-worker"),
-                                               run, webui_port=spark["master_webui_port"])
-    return checks
+def health_verdict(ctx: VerbContext, *, checks: dict[str, Check] | None = None,
+                   timeout: float | None = None,
+                   seen: dict[str, HealthResult] | None = None) -> dict[str, HealthResult]:
+    """The cluster's health as a verb's exit code states it: looked at again every few
+    seconds while something is unhealthy, until all is well or `timeout` (default
+    timeouts.health_verdict) has passed; one unhealthy sample is not a verdict.
+
+    `seen`: what configure's gates saw after the verb's last change, by gate. When it
+    covers every check of the cluster and all passed, that is the verdict (no new look)."""
+    timeout = ctx.timeouts.health_verdict if timeout is None else timeout
+    gates = cluster_gates(ctx.inventory)
+    if checks is None and seen and all(g in seen and seen[g].ok for g in gates.values()):
+        return {name: seen[gate] for name, gate in gates.items()}
+    first = True
+
+    def look() -> dict[str, HealthResult]:
+        nonlocal first
+        results = health_snapshot(ctx, checks=checks)
+        bad = [f"{gate} ({r.summary})" for gate, r in results.items() if not r.ok]
+        if bad and first and timeout > 0:
+            ctx.notify(f"health: {', '.join(bad)} not healthy yet; looking again for up to {timeout:.0f} s")
+        first = False
+        return results
+
+    return wait_until_all_healthy(look, health_timeout=timeout)
 
 
 def _summarize(ctx: VerbContext, report: ClusterReport, *, errors: dict[str, str],
-               live: bool = True) -> None:
+               live: bool = True, timed: bool = False, seen: dict[str, HealthResult] | None = None) -> None:
+    """The report's rows, endpoints and health. `live`: the health verdict (a bounded
+    wait, see health_verdict; `seen`: what configure's gates saw); `timed`: it shows as
+    the phase "health"."""
     inv = ctx.inventory
     try:
         current = ctx.ironic().own_nodes()
     except K1provError as exc:
         current = {}
         report.health["ironic"] = f"unreachable: {exc}"
-    checks = health_snapshot(ctx) if live and current else {}
+    t0 = time.monotonic()
+    # Waiting helps a cluster whose members all run; one that has members not deployed
+    # will not heal by itself: one look says so.
+    deployed = all(current.get(n.name) is not None and current[n.name].provision_state == "active"
+                   for n in inv.nodes if n.roles)
+    checks = (health_verdict(ctx, seen=seen, timeout=None if deployed else 0.0)
+              if live and current else {})
+    if timed and checks:
+        verdict = "ok" if all(r.ok for r in checks.values()) else "unhealthy"
+        report.phases.append(PhaseResult("health", None, time.monotonic() - t0, verdict))
     states: dict[str, list[str]] = {}
     for gate, result in checks.items():
         report.health[gate] = ("ok: " if result.ok else "unhealthy: ") + result.summary
@@ -382,7 +429,7 @@ def rebuild(ctx: VerbContext, *, image: str | None = None,
                 _rebuild_group(ctx, report, batch, image=image, errors=errors, record=record)
                 if report.cancelled:
                     break
-        _summarize(ctx, report, errors=errors)
+        _summarize(ctx, report, errors=errors, live=not report.cancelled, timed=True)
     return report
 
 
@@ -407,18 +454,14 @@ def _rebuild_group(ctx: VerbContext, report: ClusterReport, names: list[str], *,
 
 
 def _wait_quorum(ctx: VerbContext) -> str:
-    """Wait until every quorum role reports healthy; 'ok: …' or the last problem."""
-    deadline = time.monotonic() + ctx.timeouts.health
-    last = "not checked"
-    while True:
-        checks = health_snapshot(ctx)
-        gates = {g: r for g, r in checks.items() if g in ("zookeeper", "mesos")}
-        if all(r.ok for r in gates.values()):
-            return "ok: " + "; ".join(r.summary for r in gates.values())
-        last = "; ".join(r.summary for r in gates.values() if not r.ok)
-        if time.monotonic() >= deadline:
-            return f"unhealthy after {ctx.timeouts.health:.0f} s: {last}"
-        time.sleep(2.0)
+    """Wait until every quorum role reports healthy (timeouts.health, like configure's
+    gates); 'ok: …' or the last problem."""
+    checks = {g: c for g, c in cluster_checks(ctx.inventory).items() if g in ("zookeeper", "mesos")}
+    gates = health_verdict(ctx, checks=checks, timeout=ctx.timeouts.health)
+    if all(r.ok for r in gates.values()):
+        return "ok: " + "; ".join(r.summary for r in gates.values())
+    last = "; ".join(r.summary for r in gates.values() if not r.ok)
+    return f"unhealthy after {ctx.timeouts.health:.0f} s: {last}"
 
 
 def rejoin(ctx: VerbContext, nodes: Iterable[str], *, image: str | None = None,

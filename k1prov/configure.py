@@ -7,12 +7,16 @@ to register. Every phase goes through the fan-out engine over SSH. When a phase 
 on a host (or its health gate does not pass) the phases after it do not start: their
 rows say which phase failed on which host.
 
-Before the first phase one SSH call per host reads, for each of its roles, the recorded
-script hash (/var/lib/k1prov/roles/<role>.sha256) and whether the role's service runs
-(templates/common/status.sh.j2, the liveness test the scripts use themselves). A role
+Before the first phase ONE SSH session per host (k1prov.probe) reads, for each of its
+roles, the recorded script hash (/var/lib/k1prov/roles/<role>.sha256) and whether the
+role's service runs (templates/common/status.sh.j2, the liveness test the scripts use
+themselves), together with the answers to the health checks of the run's gates. A role
 whose hash equals the rendered script's hash and whose service runs (or that has no
 service) is not touched at all: "unchanged". Same hash but the service stopped: the
-script runs again, which starts the service: "restarted". Each script's full output is kept in
+script runs again, which starts the service: "restarted" (`decide`). As long as no script
+has run, a gate's first look is the answers of that same read: a configure that finds
+nothing to do costs one session per host. `plan` is that read and those decisions
+without the run: what `cluster up --dry-run` shows. Each script's full output is kept in
 STATE/<cluster>/runs/<timestamp>-configure/<host>/<role>.log.
 
     inv = load_inventory("inventories/lab.yaml")
@@ -30,19 +34,20 @@ from pathlib import Path
 from typing import Any
 
 from k1prov.errors import ConfigError, NodeError, TransportError
-from k1prov.fanout import EventSink, Policy, Status, run_fanout
+from k1prov.fanout import EventSink, Policy, Report, Status, run_fanout
 from k1prov.inventory.model import Inventory, Node
 from k1prov.outcome import NodeOutcome, VerbReport
 from k1prov.context import RunOptions, VerbContext, pinned_known_hosts, ssh_target
+from k1prov.probe import batch_runner, probe_hosts
 from k1prov.remote import select_nodes
-from k1prov.roles import (HealthResult, RenderedScript, mesos_health, render_all, spark_workers_health,
-                          wait_until_healthy, write_rendered, zookeeper_health)
+from k1prov.roles import RenderedScript, render_all, wait_until_healthy, write_rendered
+from k1prov.roles.health import (BatchRunner, Check, HealthResult, commands_by_host, gate_checks, replay,
+                                 sample)
 from k1prov.roles.plan import ROLE_PHASES
 from k1prov.roles.render import status_functions
-from k1prov.roles.settings import mesos_settings, spark_settings, zookeeper_settings
 from k1prov.runs import RunRecord
 from k1prov.settings import DEFAULT_TIMEOUTS, SSH_MAX_CONCURRENCY, SSH_RETRIES, Timeouts
-from k1prov.ssh import SshTarget, put_and_run, run_command
+from k1prov.ssh import SshTarget, put_and_run
 
 log = logging.getLogger("k1prov.configure")
 
@@ -90,14 +95,6 @@ class _Work:
     duration: float = 0.0
     # Script unchanged but its service found stopped: run to start it again.
     service_stopped: bool = False
-
-
-@dataclass
-class ConfigurePlan:
-    """What a run will do, decided before any host is touched."""
-
-    run_dir: Path
-    work: list[_Work] = field(default_factory=list)
 
 
 def render(inv: Inventory, out_dir: Path | str) -> dict[str, Any]:
@@ -159,6 +156,101 @@ def script_changed(stdout: str) -> bool | None:
     return found[-1] == "1" if found else None
 
 
+@dataclass(frozen=True)
+class RoleDecision:
+    """What configure does with one role on one host, and why."""
+
+    role: str
+    action: str     # "unchanged", "run" or "restart"
+    reason: str
+
+
+def decide(script: RenderedScript, status: RoleStatus | None) -> RoleDecision:
+    """From the host's recorded status of the role (None: the host reported none)."""
+    if status is None or not status.sha256:
+        return RoleDecision(script.role, "run", "never ran here")
+    if status.sha256 != script.sha256:
+        return RoleDecision(script.role, "run", "script changed")
+    if status.running is False:
+        # Same script, but its service died: running the script starts it again.
+        return RoleDecision(script.role, "restart", "service stopped")
+    return RoleDecision(script.role, "unchanged",
+                        "script unchanged" + (", service running" if status.running else ""))
+
+
+@dataclass
+class HostPlan:
+    """What configure would do on one host: a decision per role, or, when the host could
+    not be read, `error` (the real run then runs every script of the host)."""
+
+    node: Node
+    decisions: list[RoleDecision] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def to_do(self) -> list[RoleDecision]:
+        return [d for d in self.decisions if d.action != "unchanged"]
+
+
+@dataclass
+class ConfigurePlan:
+    """The read before a configure run: per host its plan, and the answers of the health
+    checks of `checks` from the same sessions (`health()` replays them)."""
+
+    hosts: dict[str, HostPlan]
+    checks: dict[str, Check]
+    answers: dict[tuple[str, str], tuple[int, str]]
+    report: Report | None = None
+
+    def replayed(self) -> BatchRunner:
+        return replay(self.answers)
+
+    def health(self) -> dict[str, HealthResult]:
+        """Every check, evaluated over the answers read with the hosts' status."""
+        return sample(self.checks, self.replayed())
+
+
+def plan(inv: Inventory, scripts: dict[str, list[RenderedScript]], *, checks: dict[str, Check],
+         known_hosts: Path | None, timeouts: Timeouts = DEFAULT_TIMEOUTS,
+         options: RunOptions = RunOptions(), events: EventSink | None = None,
+         profile_path: Path | None = None) -> ConfigurePlan:
+    """What configure would do on each host of `scripts` (host name -> the role scripts in
+    play there), read from the hosts (read-only: one session per host, bounded by
+    timeouts.ssh_connect and timeouts.ssh_probe), with the answers to the health checks
+    `checks` in the same sessions. Used by the real run and by `cluster up --dry-run`."""
+    functions = status_functions(inv)
+    wanted = commands_by_host(checks)
+    status_of: dict[str, str] = {}
+    for name, host_scripts in scripts.items():
+        if not host_scripts:
+            continue
+        command = status_command(functions, {s.role: s.service for s in host_scripts})
+        status_of[name] = command
+        node, commands = wanted.get(name) or (inv.node(name), [])
+        wanted[name] = (node, [command, *commands])
+    probed = probe_hosts(inv, wanted, known_hosts=known_hosts, timeouts=timeouts, options=options,
+                         events=events, profile_path=profile_path)
+    answers: dict[tuple[str, str], tuple[int, str]] = {}
+    for name, got in probed.answers.items():
+        answers.update({(name, command): answer for command, answer in zip(wanted[name][1], got)})
+    hosts: dict[str, HostPlan] = {}
+    for name, host_scripts in scripts.items():
+        node = inv.node(name)
+        if not host_scripts:
+            hosts[name] = HostPlan(node)
+            continue
+        if name in probed.errors:
+            hosts[name] = HostPlan(node, error=probed.errors[name])
+            continue
+        code, out = answers.get((name, status_of[name]), (255, ""))
+        if code != 0:
+            hosts[name] = HostPlan(node, error=f"status read exited {code}")
+            continue
+        found = parse_status(out)
+        hosts[name] = HostPlan(node, [decide(s, found.get(s.role)) for s in host_scripts])
+    return ConfigurePlan(hosts=hosts, checks=checks, answers=answers, report=probed.report)
+
+
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -190,6 +282,10 @@ class _Run:
         self.run_dir = self.record.path if self.own_record else self.record.path / "configure"
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.sudo = inv.ssh.user != "root"
+        self.checks = gate_checks(inv)
+        self.plan: ConfigurePlan | None = None
+        # Set once a role script has run: the health read with the status is then stale.
+        self.ran_scripts = False
 
     # ---- SSH ---------------------------------------------------------------------------
 
@@ -202,15 +298,6 @@ class _Run:
                       item_timeout=item_timeout, retries=SSH_RETRIES,
                       failure_budget=self.options.failure_budget,
                       profile_path=self.state_root / "profiles.json")
-
-    def _health_runner(self, node: Node, command: str) -> tuple[int, str]:
-        try:
-            res = run_command(self._target(node), command, connect_timeout=self.timeouts.ssh_connect,
-                              command_timeout=self.timeouts.ssh_connect * 3)
-        except TransportError as exc:
-            log.info("%s: health check: %s", node.name, exc)
-            return 255, ""
-        return res.exit_code, res.stdout
 
     # ---- the run -----------------------------------------------------------------------
 
@@ -230,7 +317,7 @@ class _Run:
             return self.report
         self.notify(f"configure: {len(work)} role script(s) on {len({w.node.name for w in work})} host(s); "
                     f"logs in {self.run_dir}")
-        recorded = self._read_status(sorted({w.node.name for w in work}), work)
+        decisions = self._read_hosts(work)
         stop_reason = ""
         for step in STEPS:
             items = [w for w in work if w.role in step.roles]
@@ -240,7 +327,7 @@ class _Run:
                 for w in items:
                     w.status, w.action, w.error = Status.SKIPPED, "skipped", stop_reason
                 continue
-            stop_reason = self._run_step(step, items, recorded)
+            stop_reason = self._run_step(step, items, decisions)
             if self.report.cancelled:
                 stop_reason = stop_reason or "cancelled"
         self.report.outcomes = [
@@ -248,41 +335,44 @@ class _Run:
                         changes=[w.role], duration=round(w.duration, 3)) for w in work]
         return self.report
 
-    def _read_status(self, hosts: list[str], work: list[_Work]) -> dict[str, dict[str, RoleStatus]]:
-        """Recorded hashes and service states per host, one SSH call each; a host that
-        cannot be read gets its scripts run."""
-        by_host: dict[str, dict[str, str]] = {}
+    def _read_hosts(self, work: list[_Work]) -> dict[tuple[str, str], RoleDecision]:
+        """`plan`: per (host, role) what to do, read in one session per host together with
+        the answers the gates of this run look at first. A host that cannot be read gets
+        its scripts run."""
+        scripts: dict[str, list[RenderedScript]] = {}
         for w in work:
-            by_host.setdefault(w.node.name, {})[w.role] = w.script.service
-        nodes = [self.inv.node(h) for h in hosts]
-        functions = status_functions(self.inv)
+            scripts.setdefault(w.node.name, []).append(w.script)
+        gates = {step.gate for step in STEPS if step.gate and any(w.role in step.roles for w in work)}
+        checks = {g: c for g, c in self.checks.items() if g in gates}
+        self.plan = plan(self.inv, scripts, checks=checks, known_hosts=self.known_hosts,
+                         timeouts=self.timeouts, options=self.options, events=self.events,
+                         profile_path=self.state_root / "profiles.json")
+        if self.plan.report is not None:
+            self.report.phases.append(("recorded hashes", self.plan.report))
+        decisions: dict[tuple[str, str], RoleDecision] = {}
+        for name, host in self.plan.hosts.items():
+            if host.error:
+                log.info("%s: cannot read its status (%s): its scripts run", name, host.error)
+                for script in scripts[name]:
+                    decisions[(name, script.role)] = RoleDecision(script.role, "run", "status unknown")
+            for d in host.decisions:
+                decisions[(name, d.role)] = d
+        return decisions
 
-        def read(node: Node) -> dict[str, RoleStatus]:
-            res = run_command(self._target(node), status_command(functions, by_host[node.name]),
-                              connect_timeout=self.timeouts.ssh_connect,
-                              command_timeout=self.timeouts.ssh_connect * 3)
-            return parse_status(res.stdout) if res.exit_code == 0 else {}
-
-        rep = run_fanout(nodes, read, key=lambda n: n.name, events=self.events,
-                         policy=self._policy(item_timeout=self.timeouts.ssh_connect * 4 * (SSH_RETRIES + 1)))
-        self.report.phases.append(("recorded hashes", rep))
-        return {r.key: (r.value if r.status is Status.OK and isinstance(r.value, dict) else {})
-                for r in rep.results}
-
-    def _run_step(self, step: Step, items: list[_Work], recorded: dict[str, dict[str, RoleStatus]]) -> str:
+    def _run_step(self, step: Step, items: list[_Work], decisions: dict[tuple[str, str], RoleDecision]) -> str:
         """Runs one phase; returns why the later phases must not run ('' when they may)."""
         to_run = []
         for w in items:
-            status = recorded.get(w.node.name, {}).get(w.role)
-            if status is None or status.sha256 != w.script.sha256:
-                to_run.append(w)
-            elif status.running is False:
-                # Same script, but its service died: running the script starts it again.
-                w.service_stopped = True
+            decision = decisions.get((w.node.name, w.role))
+            if decision is None or decision.action != "unchanged":
+                w.service_stopped = decision is not None and decision.action == "restart"
                 to_run.append(w)
             else:
                 w.action = "unchanged"
         if to_run:
+            self.ran_scripts = True
+            # What the gates saw before is from before this change.
+            self.report.health.clear()
             stopped = sum(w.service_stopped for w in to_run)
             self.notify(f"{step.name}: running on {len(to_run)} host(s)"
                         + (f" ({stopped} to restart a stopped service)" if stopped else "")
@@ -316,6 +406,7 @@ class _Run:
                 f"ok={health.ok}\nsummary={health.summary}\nstates={health.states}\n"
                 + "".join(f"problem: {p}\n" for p in health.problems))
             self.notify(f"{step.name}: {'healthy' if health.ok else 'NOT healthy'} ({health.summary})")
+            self.report.health[step.gate] = health
             if not health.ok:
                 why = "; ".join(health.problems) or health.summary
                 for w in items:
@@ -354,25 +445,21 @@ class _Run:
         return changed
 
     def _gate(self, step: Step) -> HealthResult:
-        """The health check after a phase, over every inventory member of the roles (a
-        quorum is a property of the whole ensemble, not of the hosts in --limit)."""
-        inv, run = self.inv, self._health_runner
-        if step.gate == "zookeeper":
-            port = zookeeper_settings(inv)["client_port"]
-            check = lambda: zookeeper_health(inv.with_role("zookeeper"), run, port=port)  # noqa: E731
-        elif step.gate in ("mesos-masters", "mesos-agents"):
-            port = mesos_settings(inv)["master_port"]
-            agents = inv.with_role("mesos-agent") if step.gate == "mesos-agents" else ()
-            check = lambda: mesos_health(inv.with_role("mesos-master"), run, agents=agents,  # noqa: E731
-                                         port=port)
-        else:
-            spark = spark_settings(inv)
-            if spark["manager"] != "standalone" or not inv.with_role("spark-worker"):
-                return HealthResult(ok=True, summary="no standalone workers to check")
-            port = spark["master_webui_port"]
-            check = lambda: spark_workers_health(  # noqa: E731
-                inv.with_role("spark-master"), inv.with_role("spark-worker"), run, webui_port=port)
-        return wait_until_healthy(check, health_timeout=self.timeouts.health)
+        """The health check after a phase (k1prov.roles.health.gate_checks). While no
+        script has run in this run, its first look is the answers read with the hosts'
+        status; after that, or when that look is not healthy, it looks again (one session
+        per host each time) until it passes or timeouts.health has passed."""
+        check = self.checks.get(step.gate)
+        if check is None:
+            return HealthResult(ok=True, summary="nothing to check")
+        gate = {step.gate: check}
+        if not self.ran_scripts and self.plan is not None:
+            first = sample(gate, self.plan.replayed())[step.gate]
+            if first.ok:
+                return first
+        live = batch_runner(self.inv, known_hosts=self.known_hosts, timeouts=self.timeouts,
+                            options=self.options, profile_path=self.state_root / "profiles.json")
+        return wait_until_healthy(lambda: sample(gate, live)[step.gate], health_timeout=self.timeouts.health)
 
 
 def configure(inv: Inventory, *, state_root: Path, roles: Iterable[str] | None = None,

@@ -45,6 +45,9 @@ class VerbReport:
     # The fan-out reports of the phases, in order: (phase name, k1prov.fanout.Report).
     phases: list[tuple[str, Any]] = field(default_factory=list)
     cancelled: bool = False
+    # Health checks the verb looked at after its last change, by name (configure: its gates,
+    # k1prov.roles.health.HealthResult); a later verdict may start from them.
+    health: dict[str, Any] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[NodeOutcome]:

@@ -28,8 +28,16 @@ class Timeouts:
     ssh_command: float = 1800.0
     # Waiting for sshd on a freshly deployed host.
     ssh_ready: float = 600.0
-    # A service's health check (ZooKeeper quorum, Spark workers registered, ...).
+    # A read-only look at one host in one SSH session (recorded script hashes, service
+    # states, the answers of the health checks), after the connection is up.
+    ssh_probe: float = 30.0
+    # A service's health check (ZooKeeper quorum, Spark workers registered, ...): how long a
+    # gate between configure's phases waits for it to pass.
     health: float = 300.0
+    # The final health verdict of a cluster verb (up, rebuild, status): how long an unhealthy
+    # sample is looked at again before it counts (right after a rolling restart a ZooKeeper
+    # election may be under way; under load it takes longer).
+    health_verdict: float = 120.0
     # Starting or stopping one lab service.
     lab_service: float = 60.0
     # Installing the lab's virtualenv (pip downloads ironic, glance and their dependencies).

@@ -3,7 +3,13 @@
 A runner is `run(node, command) -> (exit_code, stdout)`: the caller decides how the
 command reaches the host (SSH, a local shell in tests). Each check runs once and
 returns a HealthResult; `wait_until_healthy` repeats one until it passes or its
-named timeout ends.
+named timeout ends, `wait_until_all_healthy` does the same for several at once.
+
+Batching: a check sends its commands one by one, but none of them depends on the
+answer to an earlier one except that a check may stop early (the Spark check stops at
+the first master that answers). So the commands a check may send are those it sends
+when nothing answers (`commands_of`), and `sample` sends all of them in ONE session per
+host (`batch_command` / `parse_batch`), then evaluates the checks over the answers.
 """
 from __future__ import annotations
 
@@ -14,7 +20,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from k1prov.inventory.model import Node
+from k1prov.inventory.model import Inventory, Node
+from k1prov.roles.settings import mesos_settings, spark_settings, zookeeper_settings
 
 Runner = Callable[[Node, str], tuple[int, str]]
 
@@ -26,6 +33,13 @@ class HealthResult:
     # Per node: what it reported ("leader", "follower", "unreachable", ...).
     states: dict[str, str] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
+
+
+# A check with its nodes and settings bound: run it over a runner.
+Check = Callable[[Runner], HealthResult]
+# Answers of a host to a batch of commands, in order (exit code, stdout); None when the
+# host could not be reached at all.
+BatchRunner = Callable[[dict[str, tuple[Node, list[str]]]], dict[str, list[tuple[int, str]] | None]]
 
 
 def _zk_command(port: int) -> str:
@@ -173,3 +187,143 @@ def wait_until_healthy(check: Callable[[], HealthResult], *, health_timeout: flo
         if result.ok or clock() + interval > deadline:
             return result
         sleep(interval)
+
+
+def wait_until_all_healthy(sample: Callable[[], dict[str, HealthResult]], *, health_timeout: float,
+                           interval: float = 2.0, sleep: Callable[[float], None] = time.sleep,
+                           clock: Callable[[], float] = time.monotonic) -> dict[str, HealthResult]:
+    """`wait_until_healthy` for several checks sampled together: repeats `sample` until
+    every result passes or `health_timeout` seconds have passed; returns the last sample.
+    One unhealthy sample is not a verdict: right after a rolling restart a ZooKeeper
+    ensemble may be in the middle of an election for a few seconds (longer under load)."""
+    deadline = clock() + health_timeout
+    while True:
+        results = sample()
+        if all(r.ok for r in results.values()) or clock() + interval > deadline:
+            return results
+        sleep(interval)
+
+
+# ---------------------------------------------------------------- batched sampling
+
+_PROBE_MARK = "K1PROV-PROBE"
+_PROBE_RE = re.compile(rf"\n{_PROBE_MARK} (\d+) (\d+)\n")
+
+
+def batch_command(commands: Sequence[str]) -> str:
+    """One command that runs `commands` in order (each in its own subshell, stdin from
+    /dev/null) and follows each one's output with a line "K1PROV-PROBE <i> <exit code>"."""
+    body = "".join(f"(\n{cmd}\n) </dev/null\nprintf '\\n{_PROBE_MARK} {i} %d\\n' \"$?\"\n"
+                   for i, cmd in enumerate(commands))
+    return f"bash -c {shlex.quote(body)}"
+
+
+def parse_batch(stdout: str, count: int) -> list[tuple[int, str]]:
+    """The answers to a `batch_command` of `count` commands: (exit code, stdout) each;
+    a command whose end marker is missing (the batch was cut short) counts as failed."""
+    answers: list[tuple[int, str]] = [(255, "")] * count
+    pieces = _PROBE_RE.split(stdout)
+    # pieces: out0, i0, rc0, out1, i1, rc1, ..., rest
+    for k in range(0, len(pieces) - 2, 3):
+        out, index, code = pieces[k], int(pieces[k + 1]), int(pieces[k + 2])
+        if 0 <= index < count:
+            answers[index] = (code, out)
+    return answers
+
+
+def commands_of(check: Check) -> list[tuple[Node, str]]:
+    """Every command `check` may send: those it sends when no host answers (a check
+    stops early only after an answer, see the module docstring)."""
+    sent: list[tuple[Node, str]] = []
+
+    def record(node: Node, command: str) -> tuple[int, str]:
+        sent.append((node, command))
+        return 255, ""
+
+    check(record)
+    return sent
+
+
+def commands_by_host(checks: dict[str, Check]) -> dict[str, tuple[Node, list[str]]]:
+    """Every command `checks` may send, per host name, each once, in order."""
+    wanted: dict[str, tuple[Node, list[str]]] = {}
+    for check in checks.values():
+        for node, command in commands_of(check):
+            cmds = wanted.setdefault(node.name, (node, []))[1]
+            if command not in cmds:
+                cmds.append(command)
+    return wanted
+
+
+def replay(answers: dict[tuple[str, str], tuple[int, str]]) -> BatchRunner:
+    """A BatchRunner that answers from (host name, command) -> answer read earlier; a
+    host with none of the commands asked counts as not answering."""
+    def run(wanted: dict[str, tuple[Node, list[str]]]) -> dict[str, list[tuple[int, str]] | None]:
+        out: dict[str, list[tuple[int, str]] | None] = {}
+        for name, (_node, cmds) in wanted.items():
+            got = [answers.get((name, c)) for c in cmds]
+            out[name] = None if all(a is None for a in got) else [a or (255, "") for a in got]
+        return out
+    return run
+
+
+def sample(checks: dict[str, Check], run_batch: BatchRunner) -> dict[str, HealthResult]:
+    """Run `checks` once with ONE batch per host (`run_batch`: host name -> (node,
+    commands) to the answers of each host, None for a host that did not answer)."""
+    wanted = commands_by_host(checks)
+    answers = run_batch(wanted) if wanted else {}
+    table: dict[tuple[str, str], tuple[int, str]] = {}
+    for name, (_node, cmds) in wanted.items():
+        got = answers.get(name) or [(255, "")] * len(cmds)
+        table.update({(name, command): answer for command, answer in zip(cmds, got)})
+
+    def answered(node: Node, command: str) -> tuple[int, str]:
+        return table.get((node.name, command), (255, ""))
+
+    return {gate: check(answered) for gate, check in checks.items()}
+
+
+# ---------------------------------------------------------------- the checks of an inventory
+
+# configure's gates (k1prov.configure.STEPS), in the order they run.
+GATES = ("zookeeper", "mesos-masters", "mesos-agents", "spark-workers")
+
+
+def gate_checks(inv: Inventory) -> dict[str, Check]:
+    """The check behind each of configure's gates that the inventory's roles have. A
+    gate checks every inventory member of its roles (a quorum is a property of the
+    whole ensemble, not of the hosts in --limit)."""
+    checks: dict[str, Check] = {}
+    if inv.with_role("zookeeper"):
+        zk_nodes, zk_port = inv.with_role("zookeeper"), zookeeper_settings(inv)["client_port"]
+        checks["zookeeper"] = lambda run: zookeeper_health(zk_nodes, run, port=zk_port)
+    masters = inv.with_role("mesos-master")
+    if masters:
+        port = mesos_settings(inv)["master_port"]
+        agents = inv.with_role("mesos-agent")
+        checks["mesos-masters"] = lambda run: mesos_health(masters, run, agents=(), port=port)
+        checks["mesos-agents"] = lambda run: mesos_health(masters, run, agents=agents, port=port)
+    spark = spark_settings(inv) if inv.with_role("spark-master") else None
+    if spark and spark["manager"] == "standalone" and inv.with_role("spark-worker"):
+        spark_masters, workers = inv.with_role("spark-master"), inv.with_role("spark-worker")
+        ui = spark["master_webui_port"]
+        checks["spark-workers"] = lambda run: spark_workers_health(spark_masters, workers, run,
+                                                                   webui_port=ui)
+    return checks
+
+
+def cluster_gates(inv: Inventory) -> dict[str, str]:
+    """What the cluster verbs report as the cluster's health, and the configure gate each
+    one is: zookeeper (quorum), mesos (one leader, every agent registered), spark
+    (standalone workers registered)."""
+    gates = gate_checks(inv)
+    named = {"zookeeper": "zookeeper",
+             "mesos": "mesos-agents" if inv.with_role("mesos-agent") else "mesos-masters",
+             "spark": "spark-workers"}
+    return {name: gate for name, gate in named.items() if gate in gates}
+
+
+def cluster_checks(inv: Inventory) -> dict[str, Check]:
+    """The checks of `cluster_gates`, by the cluster verbs' names."""
+    gates = gate_checks(inv)
+    return {name: gates[gate] for name, gate in cluster_gates(inv).items()}

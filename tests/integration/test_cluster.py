@@ -209,7 +209,7 @@ def test_up_from_nothing_to_healthy(env):
     assert result.exit_code == EXIT_OK, result.output
     data = json.loads(result.stdout)
     _check_healthy(data, NAMES, zk_members=ZK_MEMBERS, spark=True)
-    assert [p["phase"] for p in data["phases"]] == ["enroll", "images", "deploy", "ssh", "configure"]
+    assert [p["phase"] for p in data["phases"]] == ["enroll", "images", "deploy", "ssh", "configure", "health"]
     assert {o["action"] for o in _phase(data, "enroll")["report"]["nodes"]} == {"created"}
     deployed = _phase(data, "deploy")["report"]["nodes"]
     assert {o["action"] for o in deployed} == {"deployed"}
@@ -265,7 +265,8 @@ def test_second_up_is_a_no_op(env):
 
 
 def test_dry_run_shows_the_plan_and_changes_nothing(env):
-    # On the healthy cluster: nothing to enroll or deploy.
+    # On the healthy cluster: the hosts say there is nothing to do (script hashes and
+    # service states read from them, as the real run reads them).
     before = _ironic_states(env, NAMES)
     runs_before = sorted((env["state"] / CLUSTER / "runs").iterdir())
     result = _cli(env, "cluster", "up", "--dry-run")
@@ -273,12 +274,38 @@ def test_dry_run_shows_the_plan_and_changes_nothing(env):
     data = json.loads(result.stdout)
     assert data["dry_run"] is True
     plans = {r["node"]: r["plan"] for r in data["nodes"]}
-    assert set(plans) == set(NAMES)
-    for name in NAMES:
-        assert "deploy" not in plans[name].split("; ") and "create in Ironic" not in plans[name]
-    assert "configure zookeeper, spark-master" in plans[NAMES[0]]
+    assert plans == {name: "nothing to do" for name in NAMES}, plans
+    assert data["health"]["zookeeper"].startswith("ok") and data["health"]["spark"].startswith("ok"), data
     assert _ironic_states(env, NAMES) == before
     assert sorted((env["state"] / CLUSTER / "runs").iterdir()) == runs_before
+
+    # A worker whose service died: the plan names it and why, and the real run does
+    # exactly that (and nothing else).
+    _ssh(env, NAMES[3], "f=$(ls /var/lib/k1prov/run/*worker*.pid); read -r pid _ < \"$f\"; "
+                        "kill -TERM -- -$pid; for _ in $(seq 100); do kill -0 $pid 2>/dev/null || exit 0; "
+                        "sleep 0.1; done; exit 1")
+    data = json.loads(_cli(env, "cluster", "up", "--dry-run").stdout)
+    plans = {r["node"]: r["plan"] for r in data["nodes"]}
+    assert plans.pop(NAMES[3]) == "configure spark-worker (service stopped)"
+    assert set(plans.values()) == {"nothing to do"}, plans
+    up = _cli(env, "cluster", "up")
+    assert up.exit_code == EXIT_OK, up.output
+    configured = {(o["node"], o["changes"][0]): o["action"]
+                  for o in _phase(json.loads(up.stdout), "configure")["report"]["nodes"]}
+    assert configured.pop((NAMES[3], "spark-worker")) == "restarted"
+    assert set(configured.values()) == {"unchanged"}, configured
+
+    # A host that does not answer is reported as unreachable, not guessed: the same cluster
+    # with cup05 at an address where nobody answers.
+    moved = env["dir"] / "moved.yaml"
+    moved.write_text(env["inv"].read_text().replace(_address(NAMES[4]), "10.251.0.254"))
+    data = json.loads(_cli(env, "cluster", "up", "--dry-run", inv=moved).stdout)
+    rows = {r["node"]: r for r in data["nodes"]}
+    assert rows[NAMES[4]]["plan"].startswith("unreachable: "), rows[NAMES[4]]
+    assert rows[NAMES[4]]["error"].startswith("unreachable: ")
+    # (The others answer; what they would do depends on what the new address changes.)
+    assert not [n for n in NAMES[:4] if "unreachable" in rows[n]["plan"]], rows
+    assert data["exit_code"] == 3
 
     # On a cluster that does not exist yet: everything to create, and still nothing created.
     table = _cli(env, "cluster", "up", "--dry-run", inv=env["second"], json_out=False)

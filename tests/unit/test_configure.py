@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import k1prov.configure as cfg
+from k1prov import probe
 from k1prov.errors import ConfigError, InventoryError
 from k1prov.fanout import Status
 from k1prov.inventory import parse_inventory
@@ -237,6 +238,10 @@ class FakeHosts:
         self.leader = "n2"
         # (host, service) pairs whose service is down; a role script run starts it.
         self.stopped: set[tuple[str, str]] = set()
+        # Hosts whose status read fails (a broken shell, say).
+        self.status_broken: set[str] = set()
+        # SSH sessions opened for reads (status and health), per host.
+        self.sessions: list[str] = []
 
     def put_and_run(self, target, text, *, sudo, connect_timeout, command_timeout):
         role = re.search(r"^K1_ROLE=(\S+)$", text, re.MULTILINE).group(1)
@@ -252,6 +257,17 @@ class FakeHosts:
                              "k1prov[x]: wrote things\n")
 
     def run_command(self, target, command, *, connect_timeout, command_timeout):
+        """One session: a batch of commands (k1prov.roles.health.batch_command)."""
+        self.sessions.append(target.host)
+        out = ""
+        for i, cmd in enumerate(batched_commands(command)):
+            res = self.one_command(target, cmd)
+            out += f"{res.stdout}\nK1PROV-PROBE {i} {res.exit_code}\n"
+        return CommandResult(target.host, 0, out, "")
+
+    def one_command(self, target, command):
+        if "k1_status" in command and target.host in self.status_broken:
+            return CommandResult(target.host, 127, "", "bash: not found\n")
         if "k1_status" in command:
             lines = ""
             for role, service in re.findall(r"^k1_status (\S+) (\S+)$", shlex.split(command)[-1],
@@ -269,15 +285,26 @@ class FakeHosts:
         if "/json/" in command:
             workers = ",".join(f'{{"host": "10.0.0.{i}", "state": "ALIVE"}}' for i in (2, 3))
             return CommandResult(target.host, 0, f'{{"status": "ALIVE", "workers": [{workers}]}}', "")
+        if "Registering worker" in command:     # the Spark check's fallback: the master's log
+            return CommandResult(target.host, 1, "", "")
         raise AssertionError(f"unexpected command {command}")
+
+
+def batched_commands(command: str) -> list[str]:
+    body = shlex.split(command)[-1]
+    assert "K1PROV-PROBE" in body, command
+    return re.findall(r"^\(\n(.*?)\n\) </dev/null$", body, re.S | re.M)
+
+
+def use(monkeypatch, hosts: "FakeHosts") -> "FakeHosts":
+    monkeypatch.setattr(cfg, "put_and_run", hosts.put_and_run)
+    monkeypatch.setattr(probe, "run_command", hosts.run_command)
+    return hosts
 
 
 @pytest.fixture
 def fake(monkeypatch):
-    hosts = FakeHosts()
-    monkeypatch.setattr(cfg, "put_and_run", hosts.put_and_run)
-    monkeypatch.setattr(cfg, "run_command", hosts.run_command)
-    return hosts
+    return use(monkeypatch, FakeHosts())
 
 
 def run(tmp_path, **kw):
@@ -300,10 +327,15 @@ def test_phases_run_in_dependency_order_then_skip_unchanged_hosts(tmp_path, fake
     assert "leader n2" in (run_dir / "health-zookeeper.txt").read_text()
 
     fake.ran.clear()
+    fake.sessions.clear()
     again = run(tmp_path)
     assert fake.ran == []
     assert {o.action for o in again.outcomes} == {"unchanged"}
     assert again.exit_code() == 0
+    # Nothing to do costs one session per host: the gates' first look (ZooKeeper's quorum,
+    # the Spark workers) came with the status read, and it was healthy.
+    assert sorted(fake.sessions) == ["n1", "n2", "n3"]
+    assert {g: r.ok for g, r in again.health.items()} == {"zookeeper": True, "spark-workers": True}
 
 
 def test_a_stopped_service_with_an_unchanged_script_is_restarted(tmp_path, fake):
@@ -319,6 +351,8 @@ def test_a_stopped_service_with_an_unchanged_script_is_restarted(tmp_path, fake)
     assert report.exit_code() == 0
     assert [name for name, _ in report.phases] == [
         "recorded hashes", "ZooKeeper ensemble", "Spark workers and clients"]
+    # The health seen after the last change: only the gate after the Spark workers' restart.
+    assert list(report.health) == ["spark-workers"]
     # Everything runs again: the next configure touches nothing.
     fake.ran.clear()
     assert {o.action for o in run(tmp_path).outcomes} == {"unchanged"} and fake.ran == []
@@ -327,14 +361,7 @@ def test_a_stopped_service_with_an_unchanged_script_is_restarted(tmp_path, fake)
 def test_a_host_that_cannot_report_its_status_gets_its_scripts_run(tmp_path, fake, monkeypatch):
     run(tmp_path)
     fake.ran.clear()
-    real = fake.run_command
-
-    def status_broken_on_n1(target, command, **kw):
-        if target.host == "n1" and "k1_status" in command:
-            return CommandResult(target.host, 127, "", "bash: not found\n")
-        return real(target, command, **kw)
-
-    monkeypatch.setattr(cfg, "run_command", status_broken_on_n1)
+    fake.status_broken = {"n1"}
     run(tmp_path)
     assert sorted(fake.ran) == [("n1", "spark-master"), ("n1", "zookeeper")]
 
@@ -346,9 +373,7 @@ def test_limit_and_roles_narrow_the_run(tmp_path, fake):
 
 
 def test_a_failed_host_stops_the_dependent_phases_and_is_named_with_its_log(tmp_path, monkeypatch):
-    hosts = FakeHosts(fail={("n3", "zookeeper")})
-    monkeypatch.setattr(cfg, "put_and_run", hosts.put_and_run)
-    monkeypatch.setattr(cfg, "run_command", hosts.run_command)
+    hosts = use(monkeypatch, FakeHosts(fail={("n3", "zookeeper")}))
     report = run(tmp_path)
     by = {(o.node, o.changes[0]): o for o in report.outcomes}
     failed = by[("n3", "zookeeper")]
@@ -363,9 +388,7 @@ def test_a_failed_host_stops_the_dependent_phases_and_is_named_with_its_log(tmp_
 
 
 def test_no_quorum_stops_the_run(tmp_path, monkeypatch):
-    hosts = FakeHosts(unhealthy=True)
-    monkeypatch.setattr(cfg, "put_and_run", hosts.put_and_run)
-    monkeypatch.setattr(cfg, "run_command", hosts.run_command)
+    hosts = use(monkeypatch, FakeHosts(unhealthy=True))
     report = run(tmp_path)
     by = {(o.node, o.changes[0]): o for o in report.outcomes}
     assert by[("n1", "zookeeper")].status is Status.FAILED
@@ -401,3 +424,41 @@ def test_inside_a_larger_verb_the_logs_go_to_its_run_record(tmp_path, fake):
     # No run of its own: `runs list` shows the enclosing verb only, and the logs are in it.
     assert [r.verb for r in list_runs(tmp_path, "t1")] == ["cluster-up"]
     assert "wrote things" in (record.path / "configure" / "n2" / "zookeeper.log").read_text()
+
+
+def test_decide_from_the_recorded_status():
+    script = render_all(load())["n1"][0]
+    assert cfg.decide(script, None) == cfg.RoleDecision(script.role, "run", "never ran here")
+    assert cfg.decide(script, cfg.RoleStatus("", None)).reason == "never ran here"
+    assert cfg.decide(script, cfg.RoleStatus("0" * 64, True)) == cfg.RoleDecision(script.role, "run",
+                                                                                   "script changed")
+    assert cfg.decide(script, cfg.RoleStatus(script.sha256, False)).action == "restart"
+    assert cfg.decide(script, cfg.RoleStatus(script.sha256, True)) == cfg.RoleDecision(
+        script.role, "unchanged", "script unchanged, service running")
+    assert cfg.decide(script, cfg.RoleStatus(script.sha256, None)).action == "unchanged"
+
+
+def test_plan_reads_the_hosts_like_the_run_and_changes_nothing(tmp_path, fake, monkeypatch):
+    from k1prov.errors import TransportError
+    from k1prov.roles.health import gate_checks
+
+    inv = load()
+    run(tmp_path)
+    fake.ran.clear()
+    fake.stopped = {("n3", "zookeeper")}
+    real = fake.run_command
+
+    def n2_down(target, command, **kw):
+        if target.host == "n2":
+            raise TransportError("n2", "connection refused")
+        return real(target, command, **kw)
+
+    monkeypatch.setattr(probe, "run_command", n2_down)
+    got = cfg.plan(inv, render_all(inv), checks=gate_checks(inv), known_hosts=None)
+    assert fake.ran == []
+    assert got.hosts["n1"].to_do == [] and got.hosts["n1"].error is None
+    assert [(d.role, d.action, d.reason) for d in got.hosts["n3"].to_do] == [
+        ("zookeeper", "restart", "service stopped")]
+    assert got.hosts["n2"].error == "n2: connection refused" and got.hosts["n2"].decisions == []
+    # The health of the same read: n2 did not answer.
+    assert got.health()["zookeeper"].states["n2"] == "unreachable"

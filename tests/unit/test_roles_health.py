@@ -10,7 +10,8 @@ import pytest
 
 from k1prov.inventory.model import Bmc, Node, SecretRef
 from k1prov.roles import mesos_health, spark_workers_health, wait_until_healthy, zookeeper_health
-from k1prov.roles.health import HealthResult, _zk_command
+from k1prov.roles.health import (HealthResult, _zk_command, batch_command, commands_of, parse_batch, replay,
+                                 sample, wait_until_all_healthy)
 
 
 def node(name: str, address: str) -> Node:
@@ -185,3 +186,115 @@ def test_wait_until_healthy_retries_then_gives_up_on_time():
     got = wait_until_healthy(never, health_timeout=5, interval=2,
                              sleep=lambda s: now.__setitem__(0, now[0] + s), clock=lambda: now[0])
     assert not got.ok and calls == [0.0, 2.0, 4.0]
+
+
+# ---- the final verdict: several checks, one bounded wait ---------------------------------
+
+def fake_clock():
+    now = [0.0]
+    return now, (lambda s: now.__setitem__(0, now[0] + s)), (lambda: now[0])
+
+
+def test_wait_until_all_healthy_waits_out_an_election():
+    """A ZooKeeper ensemble in the middle of an election for two samples, then healthy:
+    the verdict is healthy (one unhealthy sample is not a verdict)."""
+    now, sleep, clock = fake_clock()
+    samples = iter([{"zookeeper": HealthResult(False, "no single leader"), "spark": HealthResult(True, "master m1")},
+                    {"zookeeper": HealthResult(False, "no single leader"), "spark": HealthResult(True, "master m1")},
+                    {"zookeeper": HealthResult(True, "leader z2"), "spark": HealthResult(True, "master m1")}])
+    got = wait_until_all_healthy(lambda: next(samples), health_timeout=120, interval=2, sleep=sleep, clock=clock)
+    assert all(r.ok for r in got.values()) and got["zookeeper"].summary == "leader z2"
+    assert now[0] == 4
+
+
+def test_wait_until_all_healthy_gives_up_after_its_timeout():
+    now, sleep, clock = fake_clock()
+    seen: list[float] = []
+
+    def never() -> dict[str, HealthResult]:
+        seen.append(now[0])
+        return {"zookeeper": HealthResult(False, "no single leader"), "spark": HealthResult(True, "master m1")}
+
+    got = wait_until_all_healthy(never, health_timeout=9, interval=2, sleep=sleep, clock=clock)
+    assert not got["zookeeper"].ok and got["zookeeper"].summary == "no single leader"
+    # Bounded: the sample at 8 is the last (another 2 s would pass the 9 s timeout).
+    assert seen == [0.0, 2.0, 4.0, 6.0, 8.0] and now[0] <= 9
+
+
+def test_wait_until_all_healthy_healthy_at_once_takes_one_sample():
+    now, sleep, clock = fake_clock()
+    calls = []
+    got = wait_until_all_healthy(lambda: calls.append(1) or {"zookeeper": HealthResult(True, "leader z1")},
+                                 health_timeout=120, sleep=sleep, clock=clock)
+    assert got["zookeeper"].ok and calls == [1] and now[0] == 0
+
+
+# ---- batched sampling -------------------------------------------------------------------
+
+def test_batch_command_runs_each_command_and_parse_batch_reads_outputs_and_exit_codes():
+    """For real, in bash: outputs with and without a final newline, empty, non-zero exits,
+    a command that reads stdin (gets /dev/null), quotes."""
+    commands = ["printf 'Mode: leader\\nNode count: 5\\n'", "printf 'no newline'; exit 3", "true",
+                "cat; echo \"it's $((6 * 7))\"", "false"]
+    proc = subprocess.run(["sh", "-c", batch_command(commands)], capture_output=True, text=True,
+                          timeout=10, input="must not be read\n")
+    assert proc.returncode == 0, proc.stderr
+    assert parse_batch(proc.stdout, len(commands)) == [
+        (0, "Mode: leader\nNode count: 5\n"), (3, "no newline"), (0, ""), (0, "it's 42\n"), (1, "")]
+
+
+def test_parse_batch_of_a_batch_cut_short_counts_the_missing_as_failed():
+    assert parse_batch("Mode: leader\n\nK1PROV-PROBE 0 0\npartial", 3) == [(0, "Mode: leader\n"), (255, ""),
+                                                                           (255, "")]
+    assert parse_batch("", 2) == [(255, ""), (255, "")]
+
+
+def _scenarios():
+    zk_answers = {"z1": (0, srvr("follower")), "z2": (0, srvr("leader")), "z3": (1, "")}
+    slaves = [{"hostname": "a1", "pid": "slave(1)@10.0.1.1:5051", "active": True}]
+    mesos = {"m1": state("master@10.0.0.1:5050", "master@10.0.0.1:5050", slaves),
+             "m2": state("master@10.0.0.2:5050", "master@10.0.0.1:5050")}
+    spark = {"m1": spark_json("STANDBY", []), "m2": spark_json("ALIVE", ["10.0.1.1"])}
+    return [
+        (lambda run: zookeeper_health(ZK, run), zk_answers),
+        (lambda run: zookeeper_health(ZK, run), {n: (0, srvr("follower")) for n in ("z1", "z2", "z3")}),
+        (lambda run: mesos_health(MASTERS[:2], run, agents=AGENTS), mesos),
+        (lambda run: mesos_health(MASTERS[:2], run, agents=AGENTS), {}),
+        (lambda run: spark_workers_health(MASTERS[:2], AGENTS, run), spark),
+        (lambda run: spark_workers_health(MASTERS[:2], AGENTS, run), {}),
+    ]
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_sample_in_one_batch_per_host_gives_what_the_checks_give_one_command_at_a_time(index):
+    """commands_of (the commands sent when nothing answers) covers every command a check
+    sends whatever the answers: a batched sample equals the check run command by command."""
+    check, answers = _scenarios()[index]
+    by_command = runner(answers)
+    direct = check(by_command)
+    batches: list[str] = []
+
+    def run_batch(wanted):
+        batches.extend(wanted)
+        return {name: [by_command(node, cmd) for cmd in cmds] for name, (node, cmds) in wanted.items()}
+
+    assert sample({"g": check}, run_batch) == {"g": direct}
+    assert len(batches) == len(set(batches))     # one batch per host
+
+
+def test_sample_counts_a_host_that_does_not_answer_as_unreachable():
+    got = sample({"zookeeper": lambda run: zookeeper_health(ZK, run)},
+                 lambda wanted: {"z1": [(0, srvr("leader"))], "z2": [(0, srvr("follower"))], "z3": None})
+    assert got["zookeeper"].states == {"z1": "leader", "z2": "follower", "z3": "unreachable"}
+    assert not got["zookeeper"].ok
+
+
+def test_replay_answers_from_an_earlier_read_and_misses_what_was_not_read():
+    cmd = commands_of(lambda run: zookeeper_health(ZK, run))[0][1]
+    read = {("z1", cmd): (0, srvr("leader")), ("z2", cmd): (0, srvr("follower")),
+            ("z3", cmd): (0, srvr("follower"))}
+    got = sample({"zookeeper": lambda run: zookeeper_health(ZK, run)}, replay(read))
+    assert got["zookeeper"].ok and got["zookeeper"].summary == "leader z1"
+    read.pop(("z3", cmd))
+    got = sample({"zookeeper": lambda run: zookeeper_health(ZK, run)}, replay(read))
+    assert got["zookeeper"].states["z3"] == "unreachable"

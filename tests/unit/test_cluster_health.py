@@ -1,0 +1,134 @@
+"""The final health verdict of the cluster verbs (k1prov.cluster.health_verdict, _summarize):
+a bounded wait over one-session-per-host samples, over a recording stand-in for the hosts
+and Ironic, with a fake clock."""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from k1prov import cluster
+from k1prov.context import VerbContext
+from k1prov.outcome import EXIT_OK, EXIT_PARTIAL
+from k1prov.roles import health
+from k1prov.roles.health import HealthResult
+from k1prov.settings import DEFAULT_TIMEOUTS
+from test_configure import load
+
+
+@dataclass
+class IronicNode:
+    name: str
+    provision_state: str = "active"
+    power_state: str = "power on"
+    last_error: str | None = None
+
+
+class FakeIronic:
+    def __init__(self, nodes: dict[str, IronicNode]):
+        self.nodes = nodes
+
+    def own_nodes(self) -> dict[str, IronicNode]:
+        return self.nodes
+
+
+def FakeProv(tmp_path: Path, *, verdict_timeout: float) -> VerbContext:
+    """A real verb context whose Ironic is a stand-in with every node active."""
+    notes: list[str] = []
+    ctx = VerbContext(load(), timeouts=replace(DEFAULT_TIMEOUTS, health_verdict=verdict_timeout),
+                      state_root=tmp_path, notify=notes.append)
+    ctx.notes = notes
+    ironic = FakeIronic({n.name: IronicNode(n.name) for n in ctx.inventory.nodes})
+    ctx.ironic = lambda: ironic
+    return ctx
+
+
+LEADER = {"zookeeper": HealthResult(True, "leader n2", states={"n2": "leader"}), "spark": HealthResult(True, "master n1")}
+ELECTION = {"zookeeper": HealthResult(False, "no single leader"), "spark": HealthResult(True, "master n1")}
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """Fake time for the wait; `samples` feeds health_snapshot."""
+    now = [0.0]
+    state = {"samples": [], "seen": []}
+
+    def snapshot(ctx, *, checks=None):
+        state["seen"].append(now[0])
+        return state["samples"].pop(0) if len(state["samples"]) > 1 else state["samples"][0]
+
+    monkeypatch.setattr(cluster, "health_snapshot", snapshot)
+    monkeypatch.setattr(cluster, "wait_until_all_healthy", functools.partial(
+        health.wait_until_all_healthy, sleep=lambda s: now.__setitem__(0, now[0] + s), clock=lambda: now[0]))
+    state["now"] = now
+    return state
+
+
+def test_an_election_during_the_verdict_is_waited_out(tmp_path, clock):
+    clock["samples"] = [ELECTION, ELECTION, LEADER]
+    prov = FakeProv(tmp_path, verdict_timeout=120)
+    report = cluster.ClusterReport(verb="cluster rebuild")
+    cluster._summarize(prov, report, errors={}, timed=True)
+    assert report.health == {"zookeeper": "ok: leader n2", "spark": "ok: master n1"}
+    assert report.exit_code() == EXIT_OK
+    assert clock["seen"] == [0.0, 2.0, 4.0]
+    assert [p.name for p in report.phases] == ["health"] and report.phases[0].note == "ok"
+    assert prov.notes == ["health: zookeeper (no single leader) not healthy yet; looking again for up to 120 s"]
+
+
+def test_a_cluster_that_stays_unhealthy_fails_after_the_named_timeout(tmp_path, clock):
+    clock["samples"] = [ELECTION]
+    prov = FakeProv(tmp_path, verdict_timeout=10)
+    report = cluster.ClusterReport(verb="cluster up")
+    cluster._summarize(prov, report, errors={}, timed=True)
+    assert report.health["zookeeper"] == "unhealthy: no single leader"
+    assert report.exit_code() == EXIT_PARTIAL
+    assert clock["seen"] == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0] and clock["now"][0] <= 10
+    assert report.phases[0].note == "unhealthy"
+
+
+def test_status_waits_too_but_a_healthy_cluster_costs_one_sample(tmp_path, clock):
+    clock["samples"] = [LEADER]
+    prov = FakeProv(tmp_path, verdict_timeout=120)
+    report = cluster.status(prov)
+    assert report.exit_code() == EXIT_OK and clock["seen"] == [0.0] and report.phases == []
+    assert {r["node"]: r["health"] for r in report.rows}["n2"] == "zookeeper leader"
+
+
+def test_no_live_look_after_ctrl_c(tmp_path, clock):
+    clock["samples"] = [ELECTION]
+    report = cluster.ClusterReport(verb="cluster up")
+    cluster._summarize(FakeProv(tmp_path, verdict_timeout=120), report, errors={}, live=False)
+    assert clock["seen"] == [] and report.health == {}
+
+
+def test_what_configure_saw_after_its_last_change_is_the_verdict(tmp_path, clock):
+    """cluster up: configure's gates (zookeeper, spark-workers) passed after its last change
+    (on a no-op run: with the hosts' status) -> no new look at the hosts."""
+    clock["samples"] = [ELECTION]
+    seen = {"zookeeper": HealthResult(True, "leader n2"), "spark-workers": HealthResult(True, "master n1")}
+    report = cluster.ClusterReport(verb="cluster up")
+    cluster._summarize(FakeProv(tmp_path, verdict_timeout=120), report, errors={}, timed=True, seen=seen)
+    assert clock["seen"] == [] and report.health == {"zookeeper": "ok: leader n2", "spark": "ok: master n1"}
+
+
+@pytest.mark.parametrize("seen", [
+    {"spark-workers": HealthResult(True, "master n1")},                                   # zookeeper not seen
+    {"zookeeper": HealthResult(False, "no single leader"), "spark-workers": HealthResult(True, "master n1")},
+])
+def test_a_partial_or_unhealthy_view_from_configure_means_looking_again(tmp_path, clock, seen):
+    clock["samples"] = [LEADER]
+    report = cluster.ClusterReport(verb="cluster up")
+    cluster._summarize(FakeProv(tmp_path, verdict_timeout=120), report, errors={}, timed=True, seen=seen)
+    assert clock["seen"] == [0.0] and report.exit_code() == EXIT_OK
+
+
+def test_members_not_deployed_get_one_look_not_a_wait(tmp_path, clock):
+    """A member that is not active will not heal by waiting: status says so at once."""
+    clock["samples"] = [ELECTION]
+    prov = FakeProv(tmp_path, verdict_timeout=120)
+    prov.ironic().nodes["n3"].provision_state = "available"
+    report = cluster.status(prov)
+    assert clock["seen"] == [0.0] and report.exit_code() == EXIT_PARTIAL
