@@ -132,3 +132,39 @@ def test_members_not_deployed_get_one_look_not_a_wait(tmp_path, clock):
     prov.ironic().nodes["n3"].provision_state = "available"
     report = cluster.status(prov)
     assert clock["seen"] == [0.0] and report.exit_code() == EXIT_PARTIAL
+
+
+# ---- cluster up --dry-run: the plan reads the hosts (k1prov.configure.plan) ----------------
+
+def test_dry_run_reads_the_active_hosts_and_says_what_configure_would_do(tmp_path, monkeypatch):
+    from test_configure import FakeHosts, run, use
+
+    from k1prov.errors import TransportError
+    from k1prov import probe
+
+    hosts = use(monkeypatch, FakeHosts())
+    run(tmp_path)                                   # the scripts ran once: hashes recorded
+    ctx = FakeProv(tmp_path, verdict_timeout=120)
+    plan = {r["node"]: r["plan"] for r in cluster.plan(ctx).rows}
+    assert plan == {"n1": "nothing to do", "n2": "nothing to do", "n3": "nothing to do"}
+
+    hosts.ran.clear()
+    hosts.stopped = {("n2", "spark-worker")}
+    ctx.ironic().nodes["n3"].provision_state = "available"
+    real = hosts.run_command
+
+    def n1_down(target, command, **kw):
+        if target.host == "n1":
+            raise TransportError("n1", "connection timed out", transient=False)
+        return real(target, command, **kw)
+
+    monkeypatch.setattr(probe, "run_command", n1_down)
+    report = cluster.plan(ctx)
+    rows = {r["node"]: r for r in report.rows}
+    assert rows["n1"]["plan"] == "unreachable: n1: connection timed out (what configure would do is unknown)"
+    assert rows["n1"]["error"] == "unreachable: n1: connection timed out"
+    assert rows["n2"]["plan"] == "configure spark-worker (service stopped)"
+    assert rows["n3"]["plan"] == "deploy; configure zookeeper, spark-worker"
+    assert hosts.ran == []                           # nothing was run, only read
+    assert report.exit_code() == EXIT_PARTIAL
+    assert report.health["zookeeper"].startswith("unhealthy")    # n1 and n3 did not answer
