@@ -91,14 +91,42 @@ def template_dirs(inv: Inventory) -> list[Path]:
     return dirs
 
 
+# How the role templates are parsed; part of the compiled-template cache's directory name.
+_ENV_OPTIONS = {"autoescape": False, "keep_trailing_newline": True, "trim_blocks": True,
+                "lstrip_blocks": True}
+
+
+class _CompiledTemplates(jinja2.FileSystemBytecodeCache):
+    """Compiled templates kept between runs. Compiling the role templates is most of a
+    render (about 0.15 s of every `cluster up`, `configure` or `--dry-run` on this 2-core
+    machine); jinja finds an entry by the template's path and reuses it only while the
+    source's checksum is the same. A cache that cannot be written is no cache."""
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        try:
+            super().dump_bytecode(bucket)
+        except OSError:
+            pass
+
+
+def _compiled_templates() -> jinja2.BytecodeCache | None:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    tag = hashlib.sha256(json.dumps([jinja2.__version__, sys.version, _ENV_OPTIONS],
+                                    sort_keys=True).encode()).hexdigest()[:12]
+    directory = base / "k1prov" / f"templates-{tag}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return _CompiledTemplates(str(directory))
+
+
 def environment(inv: Inventory) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader([str(d) for d in template_dirs(inv)]),
         undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
+        bytecode_cache=_compiled_templates(),
+        **_ENV_OPTIONS,
     )
     env.filters["shq"] = shq
     return env

@@ -280,3 +280,24 @@ def test_mesos_without_zookeeper_is_an_inventory_error():
         n, roles=tuple(r for r in n.roles if r != "zookeeper")) for n in inv.nodes))
     with pytest.raises(InventoryError, match="no node has the zookeeper role"):
         render_all(inv)
+
+
+def test_compiled_templates_are_reused_between_runs_and_follow_edits(tmp_path, monkeypatch):
+    """The compiled-template cache (XDG_CACHE_HOME/k1prov/templates-*): a second render in a
+    new environment reads it; an edited template renders its new text all the same."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "tpl" / "zookeeper").mkdir(parents=True)
+    site = tmp_path / "tpl" / "zookeeper" / "zoo.cfg.j2"
+    site.write_text("# one\ntickTime={{ zk.tick_time }}\n")
+    inv = cluster(roles={"spark": {"source": "preinstalled"}, "templates_dir": "tpl"}, path=tmp_path / "site.yaml")
+
+    def zoo_cfg() -> str:
+        zk = render_host(inv, inv.node("m1"))[0]
+        return next(f.text for f in zk.files if f.path.endswith("zoo.cfg"))
+
+    assert zoo_cfg() == "# one\ntickTime=2000\n"
+    cached = list((tmp_path / "cache" / "k1prov").glob("templates-*/*"))
+    assert cached, "nothing was cached"
+    assert zoo_cfg() == "# one\ntickTime=2000\n"
+    site.write_text("# two\ntickTime={{ zk.tick_time }}\n")
+    assert zoo_cfg() == "# two\ntickTime=2000\n"
