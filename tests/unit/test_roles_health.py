@@ -40,7 +40,7 @@ def test_zookeeper_one_leader_two_followers():
                                           "z3": (0, srvr("follower"))}, seen))
     assert result.ok and result.summary == "leader z2"
     assert result.states == {"z1": "follower", "z2": "leader", "z3": "follower"}
-    assert all("srvr" in cmd and "127.0.0.1 2181" in cmd for _, cmd in seen)
+    assert all("srvr" in cmd and "/dev/tcp/127.0.0.1/2181" in cmd for _, cmd in seen)
 
 
 @pytest.mark.parametrize("answers,problem", [
