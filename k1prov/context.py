@@ -181,9 +181,11 @@ class VerbContext:
         return reached
 
     def refresh_rows(self, report: VerbReport, outcomes: dict[str, NodeOutcome],
-                     started: float) -> VerbReport:
-        """Fill every row with Ironic's current view (one list call, not one GET per node)."""
-        current = self.ironic().own_nodes()
+                     started: float, *, current: dict[str, Any] | None = None) -> VerbReport:
+        """Fill every row with Ironic's current view (one list call, not one GET per node).
+        `current`: the view (own_nodes()) the verb read before, when it has changed nothing
+        since: a re-run on a healthy cluster then lists the nodes once per verb, not twice."""
+        current = self.ironic().own_nodes() if current is None else current
         elapsed = time.monotonic() - started
         for name, out in outcomes.items():
             node = current.get(name)

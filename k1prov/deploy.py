@@ -109,7 +109,8 @@ def deploy(ctx: VerbContext, *, limit: Iterable[str] | None = None) -> VerbRepor
         else:
             out.status = Status.FAILED
             out.error = f"node is {ir.provision_state}; deploy needs available"
-    return _provision(ctx, "deploy", "active", todo, outcomes, image=image, regenerate_keys=False)
+    return _provision(ctx, "deploy", "active", todo, outcomes, image=image, regenerate_keys=False,
+                      current=current)
 
 
 def reimage(ctx: VerbContext, names: Iterable[str], *, image_name: str | None = None,
@@ -134,17 +135,18 @@ def reimage(ctx: VerbContext, names: Iterable[str], *, image_name: str | None = 
             outcomes[node.name].status = Status.FAILED
             outcomes[node.name].error = f"node is {ir.provision_state}; reimage needs active"
     return _provision(ctx, "reimage", "rebuild", todo, outcomes, image=image,
-                      regenerate_keys=new_host_keys)
+                      regenerate_keys=new_host_keys, current=current)
 
 
 def _provision(ctx: VerbContext, verb: str, action: str, todo: list[tuple[Node, str]],
                outcomes: dict[str, NodeOutcome], *, image: UserImage,
-               regenerate_keys: bool) -> VerbReport:
-    """Fire `action` with a fresh config drive, wait for active, then for SSH."""
+               regenerate_keys: bool, current: dict[str, Any]) -> VerbReport:
+    """Fire `action` with a fresh config drive, wait for active, then for SSH. `current`:
+    Ironic's view the caller decided from (the rows when there is nothing to do)."""
     started = time.monotonic()
     report = VerbReport(verb=verb, outcomes=list(outcomes.values()))
     if not todo:
-        return ctx.refresh_rows(report, outcomes, started)
+        return ctx.refresh_rows(report, outcomes, started, current=current)
     inv = ctx.inventory
     state_dir = ctx.cluster_state_dir
     uuid_of = {node.name: uuid for node, uuid in todo}

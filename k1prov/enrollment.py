@@ -58,12 +58,14 @@ def enroll(ctx: VerbContext, *, limit: Iterable[str] | None = None) -> VerbRepor
         report.cancelled = True
         return ctx.refresh_rows(report, outcomes, started)
 
+    fired_any = False
     for action, from_states, target, timeout in (
             ("manage", NEEDS_MANAGE, "manageable", ctx.timeouts.manage),
             ("provide", {"manageable"}, "available", ctx.timeouts.provide)):
         names = [name for name, st in state.items() if st in from_states]
         if not names:
             continue
+        fired_any = True
         ctx.notify(f"{action}: {len(names)} node(s) -> {target}")
         reached = ctx.fire_and_wait(
             kind=f"ironic.{action}", action=action, names=names,
@@ -76,7 +78,13 @@ def enroll(ctx: VerbContext, *, limit: Iterable[str] | None = None) -> VerbRepor
                 state.pop(name, None)
         if report.cancelled:
             break
-    return ctx.refresh_rows(report, outcomes, started)
+    # Every node found as the inventory has it and nothing fired: the listing read above is
+    # still Ironic's view (a re-run on a healthy cluster lists the nodes once, not twice).
+    untouched = not fired_any and all(o.status is Status.OK and o.action == "unchanged"
+                                      and not o.changes for o in outcomes.values())
+    return ctx.refresh_rows(report, outcomes, started,
+                            current={name: n for name, n in existing.items() if ironic.owned(n)}
+                            if untouched else None)
 
 
 def list_nodes(ctx: VerbContext, *, limit: Iterable[str] | None = None) -> VerbReport:

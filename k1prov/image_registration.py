@@ -100,7 +100,9 @@ def register_images(ctx: VerbContext, *, progress: ImageProgress | None = None) 
             row.changes = ["driver_info.deploy_kernel", "driver_info.deploy_ramdisk"]
         node_rows[res.key] = row
     outcomes.extend(node_rows.values())
-    ctx.refresh_rows(report, node_rows, started)
+    # Nothing patched: the view read above is still Ironic's.
+    unchanged = all(res.status is Status.OK and res.value == "unchanged" for res in fired.results)
+    ctx.refresh_rows(report, node_rows, started, current=current if unchanged else None)
     return report
 
 
