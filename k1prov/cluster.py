@@ -158,9 +158,12 @@ IN_FLIGHT = {"verifying": "manageable", "deploying": "active", "wait call-back":
 
 
 def _settle_then(ctx: VerbContext, names: list[str],
-                 verb: Callable[[list[str]], VerbReport]) -> VerbReport:
-    """Wait for the nodes a previous (interrupted) run left in a transition, then run verb."""
-    current = ctx.ironic().own_nodes()
+                 verb: Callable[[list[str], dict[str, Any] | None], VerbReport]) -> VerbReport:
+    """Wait for the nodes a previous (interrupted) run left in a transition, then run verb;
+    verb(names, listing) gets the node listing read here when nothing had to settle."""
+    ironic = ctx.ironic()
+    listing = ironic.by_name()
+    current = {name: n for name, n in listing.items() if ironic.owned(n)}
     by_target: dict[str, list[str]] = {}
     for name in names:
         ir = current.get(name)
@@ -171,7 +174,7 @@ def _settle_then(ctx: VerbContext, names: list[str],
         timeout = ctx.timeouts.manage if target == "manageable" else ctx.timeouts.deploy
         # Failures show in the verb that follows (it reads the node states again).
         ctx.ironic().wait_state(uuids, target, timeout=timeout)
-    return verb(names)
+    return verb(names, None if by_target else listing)
 
 
 @contextlib.contextmanager
@@ -200,7 +203,8 @@ def up(ctx: VerbContext, *, dry_run: bool = False) -> ClusterReport:
     with _recorded(ctx, report, "cluster up") as record:
         pipe = _Pipeline(ctx, report, list(inv.nodes))
         steps: list[tuple[str, Callable[[list[str]], VerbReport | None]]] = [
-            ("enroll", lambda names: _settle_then(ctx, names, lambda limit: enrollment.enroll(ctx, limit=limit))),
+            ("enroll", lambda names: _settle_then(
+                ctx, names, lambda limit, listing: enrollment.enroll(ctx, limit=limit, existing=listing))),
             ("images", lambda names: register_images(ctx)),
             ("deploy", lambda names: deploy.deploy(ctx, limit=names)),
             ("ssh", lambda names: _ssh_phase(ctx, names)),

@@ -8,7 +8,7 @@ the verb context (k1prov.context.VerbContext) and returns a VerbReport.
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from typing import Any, Iterable
 
 from k1prov.context import VerbContext
 from k1prov.fanout import Status
@@ -16,11 +16,14 @@ from k1prov.ironic import NEEDS_MANAGE
 from k1prov.outcome import NodeOutcome, VerbReport
 
 
-def enroll(ctx: VerbContext, *, limit: Iterable[str] | None = None) -> VerbReport:
+def enroll(ctx: VerbContext, *, limit: Iterable[str] | None = None,
+           existing: dict[str, Any] | None = None) -> VerbReport:
     """Find-or-create each node (ports by MAC) and drive it to `available`.
 
     enroll -> manageable makes Ironic check the BMC credentials over IPMI; a node
     that fails gets its own row with Ironic's last_error and the others go on.
+    `existing`: Ironic's nodes by name (IronicNodes.by_name()) when the caller has just
+    listed them (cluster up does, to find nodes still in a transition).
     """
     nodes = ctx.select(limit)
     for node in nodes:
@@ -33,7 +36,7 @@ def enroll(ctx: VerbContext, *, limit: Iterable[str] | None = None) -> VerbRepor
     report = VerbReport(verb="enroll", outcomes=list(outcomes.values()))
 
     ctx.notify(f"enrolling {len(nodes)} node(s)")
-    existing = ironic.by_name()
+    existing = ironic.by_name() if existing is None else existing
     ensured = ctx.fan_out_ironic("ironic.ensure", nodes,
                                  lambda n: ironic.ensure(n, existing.get(n.name)),
                                  key=lambda n: n.name)
