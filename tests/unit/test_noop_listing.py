@@ -42,7 +42,9 @@ def _ctx(tmp_path, monkeypatch, state: str) -> tuple[VerbContext, Baremetal]:
         existing.append(found)
     baremetal = Baremetal(existing)
     inv = SimpleNamespace(cluster="c", nodes=nodes, path=tmp_path / "inv.yaml",
-                          cloud=SimpleNamespace(ironic_url="http://127.0.0.1:1", cloud=None))
+                          cloud=SimpleNamespace(ironic_url="http://127.0.0.1:1", cloud=None),
+                          images=SimpleNamespace(user=SimpleNamespace(name="i")),
+                          ssh=SimpleNamespace(public_keys=("ssh-ed25519 AAAA k1prov",)))
     conn = SimpleNamespace(baremetal=baremetal)     # the SDK connection, recorded
     monkeypatch.setattr(context, "connect", lambda cloud, api_timeout: conn)
     ctx = VerbContext(inv, state_root=tmp_path)
