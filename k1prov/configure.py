@@ -37,9 +37,8 @@ from k1prov.errors import ConfigError, NodeError, TransportError
 from k1prov.fanout import EventSink, Policy, Report, Status, run_fanout
 from k1prov.inventory.model import Inventory, Node
 from k1prov.outcome import NodeOutcome, VerbReport
-from k1prov.context import RunOptions, VerbContext, pinned_known_hosts, ssh_target
+from k1prov.context import RunOptions, VerbContext, pinned_known_hosts, select_nodes, ssh_target
 from k1prov.probe import batch_runner, probe_hosts
-from k1prov.remote import select_nodes
 from k1prov.roles import RenderedScript, render_all, wait_until_healthy, write_rendered
 from k1prov.roles.health import (BatchRunner, Check, HealthResult, commands_by_host, gate_checks, replay,
                                  sample)
@@ -463,12 +462,13 @@ class _Run:
 
 
 def configure(inv: Inventory, *, state_root: Path, roles: Iterable[str] | None = None,
-              limit: list[str] | None = None, timeouts: Timeouts = DEFAULT_TIMEOUTS,
+              limit: list[str] | None = None, group: str | None = None,
+              timeouts: Timeouts = DEFAULT_TIMEOUTS,
               options: RunOptions = RunOptions(), events: EventSink | None = None,
               known_hosts: Path | None = None,
               notify: Callable[[str], None] | None = None,
               record: RunRecord | None = None) -> VerbReport:
-    """Configure the roles of the inventory's hosts (or of `limit`, for `roles` only).
+    """Configure the roles of the inventory's hosts (or of `limit`/`group`, for `roles` only).
 
     `record`: the run record of an enclosing verb (cluster up, rebuild); without one,
     configure keeps a run record of its own.
@@ -478,7 +478,7 @@ def configure(inv: Inventory, *, state_root: Path, roles: Iterable[str] | None =
     Returns one row per host and role: changed, unchanged, failed or skipped.
     """
     wanted = check_roles(roles)
-    nodes = select_nodes(inv, limit=limit)
+    nodes = select_nodes(inv, limit=limit, group=group)
     pinned = known_hosts or pinned_known_hosts(state_root, inv.cluster)
     run = _Run(inv, roles=wanted, nodes=nodes, state_root=state_root, timeouts=timeouts, options=options,
                events=events, known_hosts=pinned, notify=notify or (lambda msg: log.info("%s", msg)),
@@ -487,8 +487,8 @@ def configure(inv: Inventory, *, state_root: Path, roles: Iterable[str] | None =
 
 
 def apply(ctx: VerbContext, *, roles: Iterable[str] | None = None, limit: Iterable[str] | None = None,
-          record: RunRecord | None = None) -> VerbReport:
+          group: str | None = None, record: RunRecord | None = None) -> VerbReport:
     """`configure` with the verb context's inventory, state, timeouts, options and events."""
     return configure(ctx.inventory, state_root=ctx.state_root, roles=roles,
-                     limit=list(limit) if limit else None, timeouts=ctx.timeouts,
+                     limit=list(limit) if limit else None, group=group, timeouts=ctx.timeouts,
                      options=ctx.options, events=ctx.events, notify=ctx.notify, record=record)

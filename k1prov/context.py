@@ -23,8 +23,8 @@ from typing import Any, Callable, Iterable
 
 from k1prov.cloud import connect, is_transient
 from k1prov.errors import ConfigError
-from k1prov.fanout import EventSink, Policy, Report, Status, run_fanout
-from k1prov.inventory.model import Inventory, Node
+from k1prov.fanout import EventSink, Policy, Report, Status, expand_hosts, run_fanout
+from k1prov.inventory.model import ROLES, Inventory, Node
 from k1prov.ironic import IronicNodes
 from k1prov.outcome import NodeOutcome, VerbReport
 from k1prov.settings import (DEFAULT_FAILURE_BUDGET, DEFAULT_TIMEOUTS, IRONIC_MAX_CONCURRENCY,
@@ -54,6 +54,40 @@ def pinned_known_hosts(state_root: Path, cluster: str) -> Path | None:
     k1prov.hostkeys.write_known_hosts), or None when there are none yet."""
     path = Path(state_root) / cluster / "known_hosts"
     return path if path.is_file() else None
+
+
+def select_nodes(inv: Inventory, *, limit: Iterable[str] | None = None,
+                 group: str | None = None) -> list[Node]:
+    """The nodes a verb targets, in inventory order: the one `--limit`/`--group` grammar.
+
+    `limit`: entries that are each a ClusterShell node set (names, folded patterns like
+    `w[01-10]` or `w[01,03]`, comma lists, and combinations: `w[01-04],zk1`); no entries
+    means every node. `group`: a role (ROLES). Both given: the nodes of the group that
+    are also in the limit. An empty result is not an error here (the caller says there
+    is nothing to do); an unknown role, an unknown node name or a bad pattern is, since a
+    typo must not silently shrink a run: a ConfigError (exit 2) naming the option.
+    """
+    nodes = list(inv.nodes)
+    if group is not None:
+        if group not in ROLES:
+            raise ConfigError(f"--group: unknown role {group!r} (roles: {', '.join(ROLES)})")
+        nodes = [n for n in nodes if n.has_role(group)]
+    items = [item.strip() for item in (limit or ()) if item.strip()]
+    if items:
+        wanted: list[str] = []
+        for item in items:
+            try:
+                wanted.extend(expand_hosts(item))
+            except ValueError as exc:
+                raise ConfigError(f"--limit: bad host pattern {item!r}: {exc}") from None
+        known = {n.name for n in inv.nodes}
+        unknown = [name for name in dict.fromkeys(wanted) if name not in known]
+        if unknown:
+            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+            raise ConfigError(f"--limit: not in {inv.path}: {', '.join(unknown[:10])}{more}")
+        keep = set(wanted)
+        nodes = [n for n in nodes if n.name in keep]
+    return nodes
 
 
 def ssh_target(inv: Inventory, node: Node, *, known_hosts: Path | None) -> SshTarget:
@@ -111,16 +145,9 @@ class VerbContext:
 
     # ---- nodes -------------------------------------------------------------------------
 
-    def select(self, limit: Iterable[str] | None) -> list[Node]:
-        """The inventory's nodes, or those named in `limit` (unknown names are an input error)."""
-        if not limit:
-            return list(self.inventory.nodes)
-        wanted = list(dict.fromkeys(limit))
-        known = {n.name: n for n in self.inventory.nodes}
-        unknown = [name for name in wanted if name not in known]
-        if unknown:
-            raise ConfigError(f"--limit: not in {self.inventory.path}: {', '.join(unknown)}")
-        return [known[name] for name in wanted]
+    def select(self, limit: Iterable[str] | None = None, group: str | None = None) -> list[Node]:
+        """The nodes a verb works on (select_nodes: the one --limit/--group grammar)."""
+        return select_nodes(self.inventory, limit=limit, group=group)
 
     def ssh_target(self, node: Node, known_hosts: Path | None = None) -> SshTarget:
         return ssh_target(self.inventory, node, known_hosts=known_hosts)

@@ -17,7 +17,7 @@ from k1prov.outcome import NodeOutcome, VerbReport
 
 
 def enroll(ctx: VerbContext, *, limit: Iterable[str] | None = None,
-           existing: dict[str, Any] | None = None) -> VerbReport:
+           group: str | None = None, existing: dict[str, Any] | None = None) -> VerbReport:
     """Find-or-create each node (ports by MAC) and drive it to `available`.
 
     enroll -> manageable makes Ironic check the BMC credentials over IPMI; a node
@@ -25,7 +25,7 @@ def enroll(ctx: VerbContext, *, limit: Iterable[str] | None = None,
     `existing`: Ironic's nodes by name (IronicNodes.by_name()) when the caller has just
     listed them (cluster up does, to find nodes still in a transition).
     """
-    nodes = ctx.select(limit)
+    nodes = ctx.select(limit, group)
     for node in nodes:
         # Resolve every secret first: a missing password file stops the run before any change.
         node.bmc.password.reveal()
@@ -90,9 +90,10 @@ def enroll(ctx: VerbContext, *, limit: Iterable[str] | None = None,
                             if untouched else None)
 
 
-def list_nodes(ctx: VerbContext, *, limit: Iterable[str] | None = None) -> VerbReport:
+def list_nodes(ctx: VerbContext, *, limit: Iterable[str] | None = None,
+               group: str | None = None) -> VerbReport:
     """Ironic's view of each inventory node: provision and power state, last error."""
-    nodes = ctx.select(limit)
+    nodes = ctx.select(limit, group)
     current = ctx.ironic().own_nodes()
     outcomes = []
     for node in nodes:
@@ -108,9 +109,10 @@ def list_nodes(ctx: VerbContext, *, limit: Iterable[str] | None = None) -> VerbR
     return VerbReport(verb="list", outcomes=outcomes)
 
 
-def delete_nodes(ctx: VerbContext, *, limit: Iterable[str] | None = None) -> VerbReport:
+def delete_nodes(ctx: VerbContext, *, limit: Iterable[str] | None = None,
+                 group: str | None = None) -> VerbReport:
     """Delete this cluster's nodes from Ironic (never another cluster's or a foreign node)."""
-    nodes = ctx.select(limit)
+    nodes = ctx.select(limit, group)
     ironic = ctx.ironic()
     existing = ironic.by_name()
     deleted = ctx.fan_out_ironic("ironic.delete", nodes,

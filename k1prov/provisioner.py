@@ -48,22 +48,26 @@ class Provisioner:
         """This cluster's host keys and known_hosts: STATE_ROOT/<cluster>."""
         return self.context.cluster_state_dir
 
-    def select(self, limit: Iterable[str] | None) -> list[Node]:
-        return self.context.select(limit)
+    def select(self, limit: Iterable[str] | None = None, group: str | None = None) -> list[Node]:
+        """The nodes a verb works on: the one --limit/--group grammar (context.select_nodes)."""
+        return self.context.select(limit, group)
 
     # ---- nodes enroll / list / delete (k1prov.enrollment) ---------------------------
 
-    def enroll(self, *, limit: Iterable[str] | None = None) -> VerbReport:
+    def enroll(self, *, limit: Iterable[str] | None = None,
+               group: str | None = None) -> VerbReport:
         """Find-or-create each node (ports by MAC) and drive it to `available`."""
-        return enrollment.enroll(self.context, limit=limit)
+        return enrollment.enroll(self.context, limit=limit, group=group)
 
-    def list_nodes(self, *, limit: Iterable[str] | None = None) -> VerbReport:
+    def list_nodes(self, *, limit: Iterable[str] | None = None,
+                   group: str | None = None) -> VerbReport:
         """Ironic's view of each inventory node: provision and power state, last error."""
-        return enrollment.list_nodes(self.context, limit=limit)
+        return enrollment.list_nodes(self.context, limit=limit, group=group)
 
-    def delete_nodes(self, *, limit: Iterable[str] | None = None) -> VerbReport:
+    def delete_nodes(self, *, limit: Iterable[str] | None = None,
+                     group: str | None = None) -> VerbReport:
         """Delete this cluster's nodes from Ironic (never another cluster's or a foreign node)."""
-        return enrollment.delete_nodes(self.context, limit=limit)
+        return enrollment.delete_nodes(self.context, limit=limit, group=group)
 
     # ---- images and instances (k1prov.image_registration, k1prov.deploy) ------------
 
@@ -71,13 +75,15 @@ class Provisioner:
         """Deploy kernel/ramdisk and user image into Glance; driver_info of every node."""
         return register_images(self.context, progress=progress)
 
-    def deploy(self, *, limit: Iterable[str] | None = None) -> VerbReport:
+    def deploy(self, *, limit: Iterable[str] | None = None,
+               group: str | None = None) -> VerbReport:
         """available -> active with a config drive, then wait until SSH answers."""
-        return deploy.deploy(self.context, limit=limit)
+        return deploy.deploy(self.context, limit=limit, group=group)
 
-    def undeploy(self, *, limit: Iterable[str] | None = None) -> VerbReport:
+    def undeploy(self, *, limit: Iterable[str] | None = None,
+                 group: str | None = None) -> VerbReport:
         """active -> available (Ironic `deleted`)."""
-        return deploy.undeploy(self.context, limit=limit)
+        return deploy.undeploy(self.context, limit=limit, group=group)
 
     def reimage(self, nodes: Iterable[str], *, image: str | None = None,
                 new_host_keys: bool = False) -> VerbReport:
@@ -86,11 +92,11 @@ class Provisioner:
 
     # ---- roles (k1prov.configure) ---------------------------------------------------
 
-    def configure(self, *, roles: Iterable[str] | None = None,
-                  limit: Iterable[str] | None = None, record=None) -> VerbReport:
+    def configure(self, *, roles: Iterable[str] | None = None, limit: Iterable[str] | None = None,
+                  group: str | None = None, record=None) -> VerbReport:
         """Role scripts phase by phase: ZooKeeper, Mesos masters, agents, Spark. `record`: the
         run record of an enclosing verb, which then holds the per-host logs."""
-        return configure.apply(self.context, roles=roles, limit=limit, record=record)
+        return configure.apply(self.context, roles=roles, limit=limit, group=group, record=record)
 
     def render(self, out_dir: Path) -> dict:
         """Every host's role scripts and config files under out_dir, and out_dir/plan.json."""

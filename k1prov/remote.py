@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Callable
 
 from k1prov.errors import ConfigError
-from k1prov.fanout import EventSink, Policy, Report, Status, expand_hosts, run_fanout
-from k1prov.inventory.model import ROLES, Inventory, Node
+from k1prov.fanout import EventSink, Policy, Report, Status, run_fanout
+from k1prov.inventory.model import Inventory, Node
 from k1prov.outcome import EXIT_INTERRUPTED, EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL
-from k1prov.context import RunOptions, pinned_known_hosts, ssh_target
+from k1prov.context import RunOptions, pinned_known_hosts, select_nodes, ssh_target
 from k1prov.settings import DEFAULT_TIMEOUTS, SSH_MAX_CONCURRENCY, SSH_RETRIES, Timeouts
 from k1prov.ssh import CommandResult, SshTarget, put_and_run, run_command
 
@@ -27,37 +27,6 @@ __all__ = ["SSH_MAX_CONCURRENCY", "SSH_RETRIES", "pinned_known_hosts", "ssh_targ
 
 POLICY_KIND = "ssh.run"
 POLICY_ENDPOINT = "ssh"
-
-
-def select_nodes(inv: Inventory, *, group: str | None = None,
-                 limit: list[str] | None = None) -> list[Node]:
-    """The nodes a run targets, in inventory order.
-
-    `group` is a role (ROLES); `limit` names nodes, each entry a name or a folded
-    pattern like `worker[01-10]`. Both given: the nodes of the group that are also in
-    the limit. An empty result is not an error here (the caller reports "nothing to
-    run"); an unknown role or node name is, since a typo must not silently shrink a run.
-    """
-    nodes = list(inv.nodes)
-    if group is not None:
-        if group not in ROLES:
-            raise ConfigError(f"--group: unknown role {group!r} (roles: {', '.join(ROLES)})")
-        nodes = [n for n in nodes if n.has_role(group)]
-    if limit:
-        wanted: list[str] = []
-        for item in limit:
-            try:
-                wanted.extend(name.strip() for name in expand_hosts(item) if name.strip())
-            except ValueError as exc:
-                raise ConfigError(f"--limit: bad host pattern {item!r}: {exc}") from None
-        known = {n.name for n in inv.nodes}
-        unknown = [name for name in dict.fromkeys(wanted) if name not in known]
-        if unknown:
-            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
-            raise ConfigError(f"--limit: not in {inv.path}: {', '.join(unknown[:10])}{more}")
-        keep = set(wanted)
-        nodes = [n for n in nodes if n.name in keep]
-    return nodes
 
 
 def ssh_policy(options: RunOptions, *, item_timeout: float, profile_path: Path | None) -> Policy:

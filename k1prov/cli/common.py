@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import typer
 from rich.markup import escape
@@ -21,14 +21,12 @@ DEBUG = {"on": False}
 
 InventoryOpt = typer.Option(..., "--inventory", "-i", help="Inventory file (YAML).",
                             exists=False, dir_okay=False)
-LimitOpt = typer.Option(None, "--limit", "-l", help="Only these nodes (comma-separated or repeated).")
+# The one --limit/--group grammar of every verb (k1prov.context.select_nodes).
+LimitOpt = typer.Option(None, "--limit", "-l",
+                        help="Only these nodes: names or ClusterShell patterns like 'w[01-10]', "
+                             "'w[01,03]' (comma-separated or repeated).")
+GroupOpt = typer.Option(None, "--group", "-g", help="Only nodes with this role.")
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
-
-
-def split_limit(limit: Optional[list[str]]) -> list[str] | None:
-    if not limit:
-        return None
-    return [name.strip() for item in limit for name in item.split(",") if name.strip()]
 
 
 def handles_errors(fn: Callable) -> Callable:

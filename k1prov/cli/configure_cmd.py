@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from k1prov.cli.common import InventoryOpt, JsonOpt, LimitOpt, finish, handles_errors, load, split_limit
+from k1prov.cli.common import GroupOpt, InventoryOpt, JsonOpt, LimitOpt, finish, handles_errors, load
 from k1prov.cli.runtime import ConcurrencyOpt, make_provisioner
 from k1prov.report import err, print_json
 
@@ -32,9 +32,9 @@ def render(inventory: Path = InventoryOpt,
 
 @handles_errors
 def configure(inventory: Path = InventoryOpt, roles: Optional[list[str]] = RolesOpt,
-              limit: Optional[list[str]] = LimitOpt, concurrency: Optional[int] = ConcurrencyOpt,
-              as_json: bool = JsonOpt):
+              limit: Optional[list[str]] = LimitOpt, group: Optional[str] = GroupOpt,
+              concurrency: Optional[int] = ConcurrencyOpt, as_json: bool = JsonOpt):
     """Install and start ZooKeeper, Mesos and Spark on the hosts, phase by phase."""
     with make_provisioner(load(inventory), concurrency=concurrency, quiet=as_json) as prov:
-        report = prov.configure(roles=roles, limit=split_limit(limit))
+        report = prov.configure(roles=roles, limit=limit, group=group)
     finish(report, as_json=as_json)

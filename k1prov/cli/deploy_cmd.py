@@ -6,30 +6,33 @@ from typing import Optional
 
 import typer
 
-from k1prov.cli.common import InventoryOpt, JsonOpt, LimitOpt, finish, handles_errors, load, split_limit
+from k1prov.cli.common import GroupOpt, InventoryOpt, JsonOpt, LimitOpt, finish, handles_errors, load
 from k1prov.cli.runtime import ConcurrencyOpt, make_provisioner
 
 
 @handles_errors
 def deploy(inventory: Path = InventoryOpt, limit: Optional[list[str]] = LimitOpt,
-           concurrency: Optional[int] = ConcurrencyOpt, as_json: bool = JsonOpt):
+           group: Optional[str] = GroupOpt, concurrency: Optional[int] = ConcurrencyOpt,
+           as_json: bool = JsonOpt):
     """Deploy the user image on nodes not yet active, then wait until SSH answers."""
     with make_provisioner(load(inventory), concurrency=concurrency, quiet=as_json) as prov:
-        report = prov.deploy(limit=split_limit(limit))
+        report = prov.deploy(limit=limit, group=group)
     finish(report, as_json=as_json)
 
 
 @handles_errors
 def undeploy(inventory: Path = InventoryOpt, limit: Optional[list[str]] = LimitOpt,
-             concurrency: Optional[int] = ConcurrencyOpt, as_json: bool = JsonOpt):
+             group: Optional[str] = GroupOpt, concurrency: Optional[int] = ConcurrencyOpt,
+             as_json: bool = JsonOpt):
     """Tear the instances down: nodes go back to available."""
     with make_provisioner(load(inventory), concurrency=concurrency, quiet=as_json) as prov:
-        report = prov.undeploy(limit=split_limit(limit))
+        report = prov.undeploy(limit=limit, group=group)
     finish(report, as_json=as_json)
 
 
 @handles_errors
-def reimage(nodes: list[str] = typer.Argument(..., help="Nodes to rebuild."),
+def reimage(nodes: list[str] = typer.Argument(..., help="Nodes to rebuild: names or patterns, "
+                                                       "like --limit."),
             inventory: Path = InventoryOpt,
             image: Optional[str] = typer.Option(None, "--image", help="Glance image name (default: "
                                                 "the inventory's user image)."),
@@ -40,8 +43,7 @@ def reimage(nodes: list[str] = typer.Argument(..., help="Nodes to rebuild."),
             as_json: bool = JsonOpt):
     """Rebuild NODE... with a fresh config drive (host keys kept unless --new-host-keys),
     then configure them back into the cluster."""
-    names = split_limit(nodes) or []
     with make_provisioner(load(inventory), quiet=as_json) as prov:
         verb = prov.rejoin if rejoin else prov.reimage
-        report = verb(names, image=image, new_host_keys=new_host_keys)
+        report = verb(nodes, image=image, new_host_keys=new_host_keys)
     finish(report, as_json=as_json)

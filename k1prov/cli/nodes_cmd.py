@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from k1prov.cli.common import InventoryOpt, JsonOpt, LimitOpt, finish, handles_errors, load, split_limit
+from k1prov.cli.common import GroupOpt, InventoryOpt, JsonOpt, LimitOpt, finish, handles_errors, load
 from k1prov.cli.runtime import ConcurrencyOpt, make_provisioner
 
 app = typer.Typer(no_args_is_help=True, help="Ironic nodes of the inventory.")
@@ -15,27 +15,29 @@ app = typer.Typer(no_args_is_help=True, help="Ironic nodes of the inventory.")
 @app.command("enroll")
 @handles_errors
 def enroll(inventory: Path = InventoryOpt, limit: Optional[list[str]] = LimitOpt,
-           concurrency: Optional[int] = ConcurrencyOpt, as_json: bool = JsonOpt):
+           group: Optional[str] = GroupOpt, concurrency: Optional[int] = ConcurrencyOpt,
+           as_json: bool = JsonOpt):
     """Find-or-create the nodes in Ironic and bring them to `available`."""
     with make_provisioner(load(inventory), concurrency=concurrency, quiet=as_json) as prov:
-        report = prov.enroll(limit=split_limit(limit))
+        report = prov.enroll(limit=limit, group=group)
     finish(report, as_json=as_json)
 
 
 @app.command("list")
 @handles_errors
-def list_(inventory: Path = InventoryOpt, limit: Optional[list[str]] = LimitOpt, as_json: bool = JsonOpt):
+def list_(inventory: Path = InventoryOpt, limit: Optional[list[str]] = LimitOpt,
+          group: Optional[str] = GroupOpt, as_json: bool = JsonOpt):
     """Provision state, power state and last error of each inventory node."""
     with make_provisioner(load(inventory), quiet=True) as prov:
-        report = prov.list_nodes(limit=split_limit(limit))
+        report = prov.list_nodes(limit=limit, group=group)
     finish(report, as_json=as_json)
 
 
 @app.command("delete")
 @handles_errors
 def delete(inventory: Path = InventoryOpt, limit: Optional[list[str]] = LimitOpt,
-           as_json: bool = JsonOpt):
+           group: Optional[str] = GroupOpt, as_json: bool = JsonOpt):
     """Delete this cluster's nodes from Ironic."""
     with make_provisioner(load(inventory), quiet=as_json) as prov:
-        report = prov.delete_nodes(limit=split_limit(limit))
+        report = prov.delete_nodes(limit=limit, group=group)
     finish(report, as_json=as_json)

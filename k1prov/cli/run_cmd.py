@@ -13,7 +13,7 @@ from typing import Iterator, Optional
 
 import typer
 
-from k1prov.cli.common import InventoryOpt, JsonOpt, handles_errors, load
+from k1prov.cli.common import GroupOpt, InventoryOpt, JsonOpt, LimitOpt, handles_errors, load
 from k1prov.cli.runtime import ConcurrencyOpt
 from k1prov.errors import ConfigError
 from k1prov.fanout import Report
@@ -32,10 +32,8 @@ _TITLE_MAX = 60
 
 @handles_errors
 def run(inventory: Path = InventoryOpt,
-        group: Optional[str] = typer.Option(None, "--group", "-g", help="Only nodes with this role."),
-        limit: Optional[list[str]] = typer.Option(
-            None, "--limit", "-l", help="Only these nodes: names or patterns like 'w[01-10]' "
-                                        "(comma-separated or repeated)."),
+        group: Optional[str] = GroupOpt,
+        limit: Optional[list[str]] = LimitOpt,
         concurrency: Optional[int] = ConcurrencyOpt,
         max_concurrency: Optional[int] = typer.Option(
             None, "--max-concurrency", min=1, help="Ceiling of the adaptive concurrency (default 64)."),

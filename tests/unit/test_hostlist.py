@@ -16,7 +16,8 @@ def test_gaps_make_several_ranges_and_order_does_not_matter():
 
 
 def test_padding_is_not_mixed_inside_a_range():
-    assert fold_hosts(["n01", "n02", "n1", "n2"]) == "n[01,1,02,2]"
+    # ClusterShell's NodeSet keeps each padding in a range of its own.
+    assert fold_hosts(["n01", "n02", "n1", "n2"]) == "n[1-2,01-02]"
     assert sorted(expand_hosts(fold_hosts(["n01", "n02", "n1", "n2"]))) == ["n01", "n02", "n1", "n2"]
 
 

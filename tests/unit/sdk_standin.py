@@ -1,0 +1,161 @@
+"""A recording stand-in for the openstacksdk connection (`conn.baremetal`), the way
+metalsmith tests its provisioner against a mocked connection: every call is recorded,
+nodes move through provision states the way Ironic moves them, and a test can make a
+call fail (HTTP 409/503, a timed-out action, a node that never reaches its state).
+
+    conn = RecordingConnection(cluster="unit")
+    conn.baremetal.add("n1", provision_state="available")
+    monkeypatch.setattr("k1prov.context.connect", lambda cloud, api_timeout: conn)
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+from openstack import exceptions as os_exc
+
+from k1prov.ironic import EXTRA_CLUSTER
+
+# Where each provision action takes a node in the stand-in (no intermediate states: the
+# wait's first listing sees the end state).
+ACTION_RESULT = {"manage": "manageable", "provide": "available", "active": "active",
+                 "rebuild": "active", "deleted": "available"}
+# The failure state each action ends in when a test makes it fail.
+ACTION_FAILURE = {"manage": "enroll", "provide": "clean failed", "active": "deploy failed",
+                  "rebuild": "deploy failed", "deleted": "error"}
+
+
+def http_error(status: int, message: str = "") -> os_exc.HttpException:
+    """The SDK exception for an HTTP status (409: ConflictException, like the SDK raises)."""
+    cls = os_exc.ConflictException if status == 409 else os_exc.HttpException
+    return cls(message=message or f"HTTP {status}", http_status=status)
+
+
+@dataclass
+class StandinNode:
+    id: str
+    name: str
+    provision_state: str = "enroll"
+    power_state: str | None = "power off"
+    last_error: str | None = None
+    is_maintenance: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+    driver_info: dict[str, Any] = field(default_factory=dict)
+    instance_info: dict[str, Any] = field(default_factory=dict)
+    properties: dict[str, Any] = field(default_factory=dict)
+
+
+class RecordingBaremetal:
+    def __init__(self, cluster: str):
+        self.cluster = cluster
+        self.by_id: dict[str, StandinNode] = {}
+        self.calls: list[tuple[str, Any]] = []
+        self._ids = (f"uuid-{i:04d}" for i in itertools.count(1))
+        # Test knobs: what goes wrong.
+        self.fail_action: dict[tuple[str, str], Exception] = {}   # (node name, action) -> raised
+        self.action_takes_effect_anyway: set[tuple[str, str]] = set()  # raised, but Ironic acted
+        self.action_fails: dict[tuple[str, str], str] = {}        # ends in failure, last_error
+        self.never_reaches: set[str] = set()                      # node names that stay where they are
+        self.list_errors: list[Exception] = []                    # raised by the next nodes() calls
+
+    # ---- test set-up -------------------------------------------------------------------
+
+    def add(self, name: str, *, provision_state: str = "available", owner: str | None = "",
+            **attrs: Any) -> StandinNode:
+        extra = {} if owner is None else {EXTRA_CLUSTER: owner or self.cluster}
+        node = StandinNode(id=next(self._ids), name=name, provision_state=provision_state,
+                           extra=extra, **attrs)
+        self.by_id[node.id] = node
+        return node
+
+    def node(self, name: str) -> StandinNode:
+        return next(n for n in self.by_id.values() if n.name == name)
+
+    def names_called(self, method: str) -> list[str]:
+        """Names of the nodes `method` was called for, in call order."""
+        return [self._name(args[0]) for m, args in self.calls if m == method]
+
+    def _name(self, ref: Any) -> str:
+        if isinstance(ref, StandinNode):
+            return ref.name
+        return self.by_id[ref].name if ref in self.by_id else str(ref)
+
+    def _get(self, ref: Any) -> StandinNode:
+        uuid = ref.id if isinstance(ref, StandinNode) else ref
+        try:
+            return self.by_id[uuid]
+        except KeyError:
+            raise os_exc.NotFoundException(message=f"node {uuid} not found", http_status=404) from None
+
+    # ---- the SDK's baremetal proxy, as k1prov calls it --------------------------------------
+
+    def nodes(self, details: bool = False, **filters: Any) -> list[StandinNode]:
+        self.calls.append(("nodes", (filters,)))
+        if self.list_errors:
+            raise self.list_errors.pop(0)
+        return list(self.by_id.values())
+
+    def get_node(self, ref: Any, fields: list[str] | None = None) -> StandinNode:
+        self.calls.append(("get_node", (ref,)))
+        return self._get(ref)
+
+    def create_node(self, *, name: str, driver_info: dict, extra: dict, **attrs: Any) -> StandinNode:
+        self.calls.append(("create_node", (name,)))
+        node = StandinNode(id=next(self._ids), name=name, provision_state="enroll",
+                           extra=dict(extra), driver_info=dict(driver_info),
+                           properties=dict(attrs.get("properties") or {}))
+        self.by_id[node.id] = node
+        return node
+
+    def patch_node(self, ref: Any, patch: list[dict[str, Any]]) -> StandinNode:
+        self.calls.append(("patch_node", (ref, patch)))
+        node = self._get(ref)
+        for op in patch:
+            path = op["path"].strip("/").split("/")
+            if op["op"] == "remove":
+                continue
+            if len(path) == 1:
+                setattr(node, path[0], op["value"])
+            else:
+                getattr(node, path[0])[path[1]] = op["value"]
+        return node
+
+    def ports(self, *, node_uuid: str, details: bool = False) -> list:
+        self.calls.append(("ports", (node_uuid,)))
+        return []
+
+    def create_port(self, *, node_uuid: str, address: str, extra: dict) -> SimpleNamespace:
+        self.calls.append(("create_port", (node_uuid, address)))
+        return SimpleNamespace(address=address, extra=extra)
+
+    def delete_port(self, port: Any, ignore_missing: bool = True) -> None:
+        self.calls.append(("delete_port", (port,)))
+
+    def delete_node(self, ref: Any, ignore_missing: bool = True) -> None:
+        self.calls.append(("delete_node", (ref,)))
+        self.by_id.pop(self._get(ref).id, None)
+
+    def set_node_provision_state(self, ref: Any, action: str, *, config_drive: Any = None) -> None:
+        self.calls.append(("set_node_provision_state", (ref, action)))
+        node = self._get(ref)
+        key = (node.name, action)
+        if key in self.fail_action:
+            if key in self.action_takes_effect_anyway:
+                node.provision_state = {"manage": "verifying", "active": "deploying",
+                                        "rebuild": "deploying"}.get(action, ACTION_RESULT[action])
+            raise self.fail_action[key]
+        if key in self.action_fails:
+            node.provision_state, node.last_error = ACTION_FAILURE[action], self.action_fails[key]
+        elif node.name not in self.never_reaches:
+            node.provision_state = ACTION_RESULT[action]
+            if action in ("active", "rebuild"):
+                node.power_state = "power on"
+
+
+class RecordingConnection:
+    """What k1prov.cloud.connect returns, for the Ironic side."""
+
+    def __init__(self, cluster: str):
+        self.baremetal = RecordingBaremetal(cluster)
