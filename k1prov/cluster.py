@@ -22,7 +22,7 @@ from k1prov.fanout import Status
 from k1prov.image_registration import register_images
 from k1prov.inventory.model import Inventory, Node
 from k1prov.lock import cluster_lock
-from k1prov.outcome import EXIT_INTERRUPTED, EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, NodeOutcome, VerbReport
+from k1prov.outcome import EXIT_OK, EXIT_PARTIAL, NodeOutcome, VerbReport, exit_code
 from k1prov.remote import run_on_hosts
 from k1prov.probe import batch_runner
 from k1prov.roles import render_all
@@ -82,14 +82,12 @@ class ClusterReport:
         return [r["node"] for r in self.rows if r.get("error")]
 
     def exit_code(self) -> int:
-        if self.cancelled:
-            return EXIT_INTERRUPTED
         failed = len(self.failed_nodes())
-        # A plan reports the health it read; what it is asked is what would be done.
+        code = exit_code(succeeded=len(self.rows) - failed, failed=failed, cancelled=self.cancelled)
+        # Every node fine but a service unhealthy: the cluster is only partly up. A plan
+        # reports the health it read; what it is asked is what would be done.
         unhealthy = not self.dry_run and any(not v.startswith("ok") for v in self.health.values())
-        if failed == 0 and not unhealthy:
-            return EXIT_OK
-        return EXIT_NOTHING if self.rows and failed == len(self.rows) else EXIT_PARTIAL
+        return EXIT_PARTIAL if code == EXIT_OK and unhealthy else code
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -19,6 +19,18 @@ EXIT_NOTHING = 4        # every node failed, or nothing ran
 EXIT_INTERRUPTED = 130  # Ctrl-C: what was done is reported
 
 
+def exit_code(*, succeeded: int, failed: int, cancelled: bool = False) -> int:
+    """The one rule every command's exit code follows, from its per-item outcomes:
+    INTERRUPTED after Ctrl-C; NOTHING when no item succeeded (every one failed, or there
+    was nothing to run: an empty selection is not a success); OK when none failed;
+    PARTIAL otherwise."""
+    if cancelled:
+        return EXIT_INTERRUPTED
+    if succeeded == 0:
+        return EXIT_NOTHING
+    return EXIT_OK if failed == 0 else EXIT_PARTIAL
+
+
 @dataclass
 class NodeOutcome:
     node: str
@@ -54,14 +66,8 @@ class VerbReport:
         return [o for o in self.outcomes if o.status is not Status.OK]
 
     def exit_code(self) -> int:
-        if self.cancelled:
-            return EXIT_INTERRUPTED
-        if not self.outcomes:
-            return EXIT_OK
         bad = len(self.failed)
-        if bad == 0:
-            return EXIT_OK
-        return EXIT_NOTHING if bad == len(self.outcomes) else EXIT_PARTIAL
+        return exit_code(succeeded=len(self.outcomes) - bad, failed=bad, cancelled=self.cancelled)
 
     def to_dict(self) -> dict[str, Any]:
         return {

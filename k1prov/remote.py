@@ -16,9 +16,9 @@ from typing import Callable
 
 from k1prov.errors import ConfigError
 from k1prov.fanout import EventSink, Policy, Report, Status, run_fanout
-from k1prov.inventory.model import Inventory, Node
-from k1prov.outcome import EXIT_INTERRUPTED, EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL
 from k1prov.context import RunOptions, pinned_known_hosts, select_nodes, ssh_target
+from k1prov.inventory.model import Inventory, Node
+from k1prov.outcome import exit_code as outcome_exit_code
 from k1prov.settings import DEFAULT_TIMEOUTS, SSH_MAX_CONCURRENCY, SSH_RETRIES, Timeouts
 from k1prov.ssh import CommandResult, SshTarget, put_and_run, run_command
 
@@ -84,11 +84,6 @@ def run_script_on_hosts(inv: Inventory, script_text: str, *, nodes: list[Node],
 
 
 def exit_code(report: Report) -> int:
-    """OK when every host succeeded, PARTIAL when some did, NOTHING when none did or
-    there was nothing to run, INTERRUPTED after Ctrl-C."""
-    if report.cancelled:
-        return EXIT_INTERRUPTED
+    """The exit code of a run (k1prov.outcome.exit_code over its hosts)."""
     good = sum(1 for r in report.results if r.status is Status.OK)
-    if not report.results or good == 0:
-        return EXIT_NOTHING
-    return EXIT_OK if good == len(report.results) else EXIT_PARTIAL
+    return outcome_exit_code(succeeded=good, failed=len(report.results) - good, cancelled=report.cancelled)

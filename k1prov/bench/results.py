@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from k1prov.errors import ConfigError
-from k1prov.outcome import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL
+from k1prov.outcome import exit_code
 
 PHASES = ("training", "test")
 # Spark-Perf runs 10 trials and ignores the first 2; shorter runs keep every trial,
@@ -123,9 +123,7 @@ class BenchResult:
     def exit_code(self) -> int:
         """OK when every (mode, scale factor) ran, PARTIAL when some did, NOTHING when none did."""
         ran = {(t.mode, t.scale_factor) for t in self.trials}
-        if not ran:
-            return EXIT_NOTHING
-        return EXIT_PARTIAL if self.failures else EXIT_OK
+        return exit_code(succeeded=len(ran), failed=len(self.failures))
 
     def to_dict(self) -> dict[str, Any]:
         return {
