@@ -221,10 +221,16 @@ def config_drive_files(config_drive: dict[str, Any]) -> dict[str, bytes]:
 
 
 def build_config_drive_iso(config_drive: dict[str, Any]) -> str:
-    """The gzip + base64 ISO 9660 image, as Ironic stores and ships a config drive.
+    """The gzip + base64 ISO 9660 image, as Ironic stores and ships a config drive."""
+    return base64.b64encode(gzip.compress(config_drive_iso_bytes(config_drive), mtime=0)).decode()
+
+
+def config_drive_iso_bytes(config_drive: dict[str, Any]) -> bytes:
+    """The ISO 9660 image of a config drive (the JSON form's files), uncompressed.
 
     Same layout and volume label as Ironic's own build; made with pycdlib so no
-    genisoimage is needed on the operator's machine.
+    genisoimage is needed on the operator's machine. The one ISO builder of k1prov
+    (the lab's hosts read it back with parse_config_drive).
     """
     import pycdlib
 
@@ -247,7 +253,7 @@ def build_config_drive_iso(config_drive: dict[str, Any]) -> str:
     out = io.BytesIO()
     iso.write_fp(out)
     iso.close()
-    return base64.b64encode(gzip.compress(out.getvalue(), mtime=0)).decode()
+    return out.getvalue()
 
 
 def parse_config_drive(data: dict[str, Any] | str | bytes) -> dict[str, bytes]:
@@ -270,14 +276,14 @@ def parse_config_drive(data: dict[str, Any] | str | bytes) -> dict[str, bytes]:
         try:
             raw = base64.b64decode(raw, validate=False)
         except (binascii.Error, ValueError) as exc:
-            raise ConfigDriveError(f"config drive is neither JSON, base64 nor an ISO: {exc}") from None
+            raise ConfigDriveError(f"config drive: neither JSON, base64 nor ISO9660: {exc}") from None
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as exc:
-            raise ConfigDriveError(f"config drive: bad gzip data: {exc}") from None
+            raise ConfigDriveError(f"config drive: bad gzip: {exc}") from None
     if not _is_iso(raw):
-        raise ConfigDriveError("config drive is not an ISO 9660 image")
+        raise ConfigDriveError("config drive: not an ISO9660 image")
     return _iso_files(raw)
 
 
@@ -331,6 +337,6 @@ def _iso_files(raw: bytes) -> dict[str, bytes]:
                 files[clean] = out.getvalue()
         return files
     except PyCdlibException as exc:
-        raise ConfigDriveError(f"config drive: unreadable ISO: {exc}") from None
+        raise ConfigDriveError(f"config drive: unreadable ISO9660: {exc}") from None
     finally:
         iso.close()

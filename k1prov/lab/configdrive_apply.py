@@ -38,14 +38,11 @@ openstack/latest/user_data
 HostConfig: pass them to `openstack.baremetal.configdrive.build(meta_data,
 user_data=..., network_data=...)`, or as Ironic's dict form of a configdrive
 (`{"meta_data": ..., "network_data": ..., "user_data": ...}`).
-`build_config_drive_iso(config)` makes the ISO without external tools (pycdlib).
+`build_config_drive_iso(config)` makes the ISO with k1prov.configdrive's builder (pycdlib, no
+external tools), the same one a deploy sends.
 """
 from __future__ import annotations
 
-import base64
-import binascii
-import gzip
-import io
 import ipaddress
 import json
 import os
@@ -53,17 +50,15 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pycdlib
 import yaml
 
+from k1prov.atomic_file import write_atomic
+from k1prov.configdrive import ConfigDriveError, config_drive_iso_bytes, parse_config_drive
 from k1prov.errors import ConfigError
 
 HOST_KEY_TYPES = ("ed25519", "ecdsa", "rsa")
-ISO_LABEL = "config-2"
 _HOSTNAME = re.compile(r"^(?=.{1,63}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9-]+)*$")
 _DRIVE_FILES = ("meta_data.json", "network_data.json", "user_data")
-_ISO_MAGIC_OFFSET = 0x8001
-_GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(frozen=True)
@@ -120,25 +115,9 @@ def config_drive_parts(config: HostConfig) -> dict:
 
 
 def build_config_drive_iso(config: HostConfig) -> bytes:
-    """The config drive for `config` as ISO9660 bytes (Rock Ridge + Joliet, label config-2)."""
-    parts = config_drive_parts(config)
-    contents = {
-        "meta_data.json": json.dumps(parts["meta_data"]).encode(),
-        "network_data.json": json.dumps(parts["network_data"]).encode(),
-        "user_data": parts["user_data"],
-    }
-    iso = pycdlib.PyCdlib()
-    iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=ISO_LABEL)
-    iso.add_directory("/OPENSTAC", rr_name="openstack", joliet_path="/openstack")
-    iso.add_directory("/OPENSTAC/LATEST", rr_name="latest", joliet_path="/openstack/latest")
-    for index, (name, data) in enumerate(contents.items()):
-        iso_name = f"/OPENSTAC/LATEST/FILE{index}.;1"
-        iso.add_fp(io.BytesIO(data), len(data), iso_name, rr_name=name,
-                   joliet_path=f"/openstack/latest/{name}")
-    out = io.BytesIO()
-    iso.write_fp(out)
-    iso.close()
-    return out.getvalue()
+    """The config drive for `config` as ISO9660 bytes (Rock Ridge + Joliet, label config-2),
+    made by k1prov.configdrive's builder, the one a deploy sends."""
+    return config_drive_iso_bytes(config_drive_parts(config))
 
 
 def host_config_from_config_drive(source: Path | str | bytes) -> HostConfig:
@@ -192,70 +171,26 @@ def apply_host_config(root: Path, config: HostConfig) -> None:
 
 def _write(path: Path, text: str, mode: int) -> None:
     # Replace, never write through: on an overlay the old file may be the image's.
-    tmp = path.with_name(f".{path.name}.k1prov")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    write_atomic(path, text, mode=mode, fsync=False)
 
 
 def _drive_files(source: Path | str | bytes) -> dict[str, bytes]:
+    """The files of openstack/latest, from a drive directory, an ISO file, ISO bytes or
+    Ironic's gzip+base64 (read by k1prov.configdrive.parse_config_drive)."""
     if isinstance(source, Path) or (isinstance(source, str) and os.path.exists(source)):
         path = Path(source)
         if path.is_dir():
             latest = path / "openstack/latest"
             return {name: (latest / name).read_bytes() for name in _DRIVE_FILES if (latest / name).exists()}
-        data = path.read_bytes()
-    elif isinstance(source, str):
-        data = source.encode()
-    else:
-        data = bytes(source)
-    return _iso_files(_as_iso(data))
-
-
-def _as_iso(data: bytes) -> bytes:
-    if data[_ISO_MAGIC_OFFSET:_ISO_MAGIC_OFFSET + 5] == b"CD001":
-        return data
-    if not data.startswith(_GZIP_MAGIC):
-        try:
-            data = base64.b64decode(data, validate=False)
-        except (binascii.Error, ValueError):
-            raise ConfigError("config drive: neither ISO9660, gzip nor base64") from None
-    if data.startswith(_GZIP_MAGIC):
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise ConfigError(f"config drive: bad gzip: {exc}") from None
-    if data[_ISO_MAGIC_OFFSET:_ISO_MAGIC_OFFSET + 5] != b"CD001":
-        raise ConfigError("config drive: not an ISO9660 image")
-    return data
-
-
-def _iso_files(data: bytes) -> dict[str, bytes]:
-    iso = pycdlib.PyCdlib()
+        source = path.read_bytes()
+    if isinstance(source, str):
+        source = source.encode()
     try:
-        iso.open_fp(io.BytesIO(data))
-    except pycdlib.pycdlibexception.PyCdlibException as exc:
-        raise ConfigError(f"config drive: unreadable ISO9660: {exc}") from None
-    files = {}
-    try:
-        for name in _DRIVE_FILES:
-            path = f"/openstack/latest/{name}"
-            out = io.BytesIO()
-            for facet in ("rr_path", "joliet_path"):
-                if (facet == "rr_path" and not iso.has_rock_ridge()) or \
-                        (facet == "joliet_path" and not iso.has_joliet()):
-                    continue
-                try:
-                    iso.get_file_from_iso_fp(out, **{facet: path})
-                    files[name] = out.getvalue()
-                    break
-                except pycdlib.pycdlibexception.PyCdlibException:
-                    continue
-    finally:
-        iso.close()
-    return files
+        files = parse_config_drive(bytes(source))
+    except ConfigDriveError as exc:
+        raise ConfigError(str(exc)) from None
+    return {name: files[f"openstack/latest/{name}"] for name in _DRIVE_FILES
+            if f"openstack/latest/{name}" in files}
 
 
 def _cloud_config(user_data: bytes) -> dict:
