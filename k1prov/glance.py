@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from k1prov.atomic_file import write_atomic
 from k1prov.cloud import describe_http_error, translate as translate_cloud_error
 from k1prov.errors import CloudError, InventoryError
 from k1prov.inventory.model import OWNER_TAG, ImageSource
@@ -254,9 +255,7 @@ def _hash_file(path: Path, algos: Iterable[str]) -> dict[str, str]:
     digests = {algo: h.hexdigest() for algo, h in hashes.items()}
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = entry.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"key": key, "digests": digests}))
-        os.replace(tmp, entry)
+        write_atomic(entry, json.dumps({"key": key, "digests": digests}), fsync=False)
     except OSError as exc:
         log.info("digest cache not written (%s): %s", entry, exc)
     return digests

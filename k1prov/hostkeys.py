@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from k1prov.atomic_file import write_atomic
 from k1prov.errors import ConfigError
 
 KEY_NAME = "ssh_host_ed25519_key"
@@ -65,8 +65,8 @@ def ensure_host_key(state_dir: str | os.PathLike, node: str, *, regenerate: bool
     key = ed25519.Ed25519PrivateKey.generate()
     host_key = _host_key_of(key, node)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _atomic_write(private_path, host_key.private_openssh, mode=0o600)
-    _atomic_write(public_path, host_key.public_line + "\n", mode=0o644)
+    write_atomic(private_path, host_key.private_openssh, mode=0o600)
+    write_atomic(public_path, host_key.public_line + "\n", mode=0o644)
     return host_key
 
 
@@ -88,7 +88,7 @@ def write_known_hosts(state_dir: str | os.PathLike, entries: dict[str, tuple[str
         lines.append(f"{hosts} {parts[0]} {parts[1]}\n")
     path = Path(state_dir) / "known_hosts"
     Path(state_dir).mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, "".join(lines), mode=0o644)
+    write_atomic(path, "".join(lines), mode=0o644)
     return path
 
 
@@ -115,24 +115,9 @@ def _load(private_path: Path, public_path: Path, node: str) -> HostKey:
     except OSError:
         current = []
     if current[:2] != host_key.public_line.split()[:2]:
-        _atomic_write(public_path, host_key.public_line + "\n", mode=0o644)
+        write_atomic(public_path, host_key.public_line + "\n", mode=0o644)
     # Keep the private key exactly as stored (re-serialising would change the
     # random check bytes of the OpenSSH format).
     return HostKey(private_openssh=private_path.read_text(), public_line=host_key.public_line)
 
 
-def _atomic_write(path: Path, text: str, *, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import yaml
 
+from k1prov.atomic_file import write_atomic
 from k1prov.errors import InventoryError
 from k1prov.glance import parse_checksum
 from k1prov.inventory.model import ImageSource, Images, Inventory
@@ -213,10 +214,7 @@ def write_lab_deploy_image(path: Path, kind: str) -> Path:
     if path.is_file() and path.read_bytes() == data:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, data)
 
 
 def _cpio_newc(files: list[tuple[str, bytes]]) -> bytes:

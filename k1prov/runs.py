@@ -10,13 +10,13 @@ Layout: STATE_ROOT/<cluster>/runs/<YYYYmmdd-HHMMSS>-<verb>[-N]/
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from k1prov.atomic_file import write_atomic
 from k1prov.errors import ConfigError
 
 
@@ -29,9 +29,7 @@ def runs_dir(state_root: Path, cluster: str) -> Path:
 
 
 def _atomic_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n", fsync=False)
 
 
 class RunRecord:

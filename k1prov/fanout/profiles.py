@@ -12,11 +12,11 @@ import contextlib
 import fcntl
 import json
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+from k1prov.atomic_file import write_atomic
 
 log = logging.getLogger("k1prov.fanout")
 
@@ -73,15 +73,4 @@ class ProfileStore:
             data["version"] = _VERSION
             data["levels"].setdefault(kind, {})[endpoint_key(endpoint)] = {
                 "level": int(level), "updated": round(time.time(), 3)}
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name + ".")
-            try:
-                with os.fdopen(fd, "w") as out:
-                    json.dump(data, out, indent=2, sort_keys=True)
-                    out.write("\n")
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            write_atomic(self.path, json.dumps(data, indent=2, sort_keys=True) + "\n")

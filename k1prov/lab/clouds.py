@@ -1,11 +1,11 @@
 """The lab's entry in clouds.yaml, merged into whatever entries are already there."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import yaml
 
+from k1prov.atomic_file import write_atomic
 from k1prov.errors import LabError
 from k1prov.lab.config import BAREMETAL_API_VERSION, LabSettings
 
@@ -53,12 +53,7 @@ def write_cloud_entry(s: LabSettings) -> Path:
         return path
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.k1prov.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        write_atomic(path, text, mode=mode)
     except OSError as exc:
         raise LabError(f"cannot write {path}: {exc.strerror}") from None
     return path

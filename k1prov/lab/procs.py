@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from k1prov.atomic_file import write_atomic
 from k1prov.errors import LabError
 
 # SIGTERM -> SIGKILL grace when stopping one service. Ironic is configured to finish its
@@ -165,18 +166,12 @@ def start(spec: ServiceSpec, *, run_dir: Path, log_dir: Path) -> Running:
     rec = Running(proc.pid, st[2] if st else 0, spec.fingerprint)
     meta = json.dumps({"pid": rec.pid, "start_time": rec.start_time,
                        "fingerprint": rec.fingerprint, "argv": list(spec.argv)})
-    _write_atomic(_metafile(run_dir, spec.name), meta + "\n")
-    _write_atomic(pidfile(run_dir, spec.name), f"{rec.pid}\n")
+    write_atomic(_metafile(run_dir, spec.name), meta + "\n")
+    write_atomic(pidfile(run_dir, spec.name), f"{rec.pid}\n")
     # Popen would warn when garbage-collected with the child still running; the child is
     # meant to outlive us, and _reap collects it if we are still its parent at `down`.
     proc.returncode = 0
     return rec
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def stop(run_dir: Path, name: str, *, grace: float) -> bool:
