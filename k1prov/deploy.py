@@ -86,11 +86,11 @@ def user_image(ctx: VerbContext, *, name: str | None = None) -> UserImage:
 
 def deploy(ctx: VerbContext, *, limit: Iterable[str] | None = None,
            group: str | None = None) -> VerbReport:
-    nodes = ctx.select(limit, group)
     # What the inventory lacks for a deploy (a user image; the SSH key the config drive
     # carries, without which every deploy ends in an SSH timeout), before anything is
     # touched: the check `inventory check` runs (k1prov.preflight).
     preflight.check_deploy(ctx.inventory)
+    nodes = ctx.select(limit, group)
     current = ctx.ironic().own_nodes()
     image = user_image(ctx)
     outcomes = {n.name: NodeOutcome(node=n.name, status=Status.OK) for n in nodes}
