@@ -3,7 +3,7 @@ cluster (issue 12 item 4: the second must cost at most 5% of the first), then `-
 
 Each run is the `k1prov` command as an operator starts it (a new process: CLI start-up
 included), timed from outside, with the phases from its --json report. The lab is the
-default one shifted by --port-offset (Ironic 46385, Glance 49292, BMCs 46230…) in its own
+default one shifted by --port-offset (Ironic 47385, Glance 50292, BMCs 47230…) in its own
 directory, but on the default bridge k1plab0 / 10.251.0.0/24: run it under the lab lock.
 
     flock -w 1200 /tmp/k1prov-lab.lock .venv/bin/python benchmarks/second_up.py \
@@ -46,7 +46,8 @@ def phases(stdout: str) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lab-dir", type=Path, default=Path(os.environ.get("K1PROV_LAB_DIR", "/tmp/k1prov-second-up")))
-    ap.add_argument("--port-offset", type=int, default=40000)
+    # +41000: benchmarks/bench_ironic_requests.py runs its lab at +40000, without the lab lock.
+    ap.add_argument("--port-offset", type=int, default=41000)
     ap.add_argument("--seconds", type=int, default=2, help="second (no-op) runs to time")
     ap.add_argument("--keep", action="store_true", help="leave the cluster and the lab running")
     ap.add_argument("--profile", type=Path, help="also run one second `cluster up` under cProfile, "
