@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
 from k1prov import configure, deploy, enrollment, glance
@@ -22,7 +21,7 @@ from k1prov.fanout import Status
 from k1prov.image_registration import register_images
 from k1prov.inventory.model import Inventory, Node
 from k1prov.lock import cluster_lock
-from k1prov.outcome import EXIT_OK, EXIT_PARTIAL, NodeOutcome, VerbReport, exit_code
+from k1prov.outcome import ClusterReport, NodeOutcome, PhaseResult, VerbReport
 from k1prov.remote import run_on_hosts
 from k1prov.probe import batch_runner
 from k1prov.roles import render_all
@@ -56,56 +55,6 @@ done
 rm -f /var/lib/k1prov/roles/*.sha256
 echo stopped
 """
-
-
-@dataclass
-class PhaseResult:
-    name: str
-    report: VerbReport | None
-    seconds: float
-    note: str = ""
-
-
-@dataclass
-class ClusterReport:
-    verb: str
-    phases: list[PhaseResult] = field(default_factory=list)
-    # Per node: name, provision/power state, address, roles, health, error.
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    endpoints: dict[str, str] = field(default_factory=dict)
-    health: dict[str, str] = field(default_factory=dict)
-    cancelled: bool = False
-    dry_run: bool = False
-    run_dir: str | None = None
-
-    def failed_nodes(self) -> list[str]:
-        return [r["node"] for r in self.rows if r.get("error")]
-
-    def exit_code(self) -> int:
-        failed = len(self.failed_nodes())
-        code = exit_code(succeeded=len(self.rows) - failed, failed=failed, cancelled=self.cancelled)
-        # Every node fine but a service unhealthy: the cluster is only partly up. A plan
-        # reports the health it read; what it is asked is what would be done.
-        unhealthy = not self.dry_run and any(not v.startswith("ok") for v in self.health.values())
-        return EXIT_PARTIAL if code == EXIT_OK and unhealthy else code
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "verb": self.verb, "dry_run": self.dry_run, "cancelled": self.cancelled,
-            "exit_code": self.exit_code(), "run_dir": self.run_dir,
-            "phases": [{"phase": p.name, "seconds": round(p.seconds, 2), "note": p.note,
-                        # RunRecord.finish writes these into trace.json: per fan-out of the
-                        # phase, its concurrency samples [t, level, throughput].
-                        "trace": _traces(p.report),
-                        "report": p.report.to_dict() if p.report else None} for p in self.phases],
-            "nodes": self.rows, "endpoints": self.endpoints, "health": self.health,
-        }
-
-
-def _traces(report: VerbReport | None) -> dict[str, list[list[float]]]:
-    if report is None:
-        return {}
-    return {name: [list(sample) for sample in rep.trace] for name, rep in report.phases}
 
 
 class _Pipeline:
@@ -153,6 +102,22 @@ def _ssh_phase(ctx: VerbContext, names: list[str]) -> VerbReport:
 # Transitions an interrupted run may leave in flight, and the state each one ends in.
 # A resumed run waits for them: the verbs refuse a node in the middle of a transition.
 IN_FLIGHT = {"verifying": "manageable", "deploying": "active", "wait call-back": "active"}
+
+
+def ironic_plan(state: str | None) -> tuple[list[str], str]:
+    """What `cluster up` does in Ironic to a node in provision `state` (None: not enrolled)
+    and the state it leaves the node in: the same sets as the real run (IN_FLIGHT, then
+    enroll's NEEDS_MANAGE/PROVIDABLE, then deploy's DEPLOYABLE), so the dry run cannot
+    drift from it."""
+    steps = []
+    if state in IN_FLIGHT:
+        steps.append(f"wait for {IN_FLIGHT[state]} (an earlier run's {state})")
+        state = IN_FLIGHT[state]
+    enrolling, state = enrollment.enroll_plan(state)
+    deploying = deploy.deploy_plan(state)
+    if deploying == ["deploy"]:
+        state = "active"
+    return steps + enrolling + deploying, state
 
 
 def _settle_then(ctx: VerbContext, names: list[str],
@@ -243,15 +208,11 @@ def plan(ctx: VerbContext) -> ClusterReport:
         state = ir.provision_state if ir else None
         steps: list[str] = []
         error = None
-        if ir is None:
-            steps += ["create in Ironic", "manage", "provide"]
-        elif state in ("enroll", "clean failed", "inspect failed"):
-            steps += ["manage", "provide"]
-        elif state == "manageable":
-            steps += ["provide"]
         roles = ", ".join(s.role for s in rendered[node.name])
         if state != "active":
-            steps += ["deploy"] + ([f"configure {roles}"] if roles else [])
+            # Enroll and deploy from the state sets the real run uses (ironic_plan).
+            steps, end = ironic_plan(state)
+            steps += [f"configure {roles}"] if roles and end == "active" else []
         else:
             host = read.hosts[node.name]
             if host.error:

@@ -7,7 +7,7 @@ nodes that made it).
 deploy, per node:
   1. the node's SSH host key (made once, kept in the cluster's state directory);
   2. instance_info: the Glance image's id as image_source (plus root_gb), or for an
-     image that bypasses Glance its URL and checksum fields (glance.direct_image_info);
+     image that bypasses Glance its URL and checksum fields (image_content.direct_image_info);
   3. a config drive: hostname = node name, the operator's public keys, the host key,
      the static address on the node's first MAC;
   4. `active` with that config drive (fanned out: kind ironic.deploy), then ONE
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from k1prov import glance, preflight
+from k1prov.image_content import direct_image_info
 from k1prov.configdrive import StaticNetwork, build_config_drive
 from k1prov.context import VerbContext
 from k1prov.errors import ConfigError, NodeError
@@ -66,7 +67,7 @@ def user_image(ctx: VerbContext, *, name: str | None = None) -> UserImage:
     if name is None and src is None:
         raise ConfigError(f"{inv.path}: no images.user to deploy")
     if name is None and src.bypass_glance:
-        return UserImage(name=src.name, instance_info=glance.direct_image_info(src))
+        return UserImage(name=src.name, instance_info=direct_image_info(src))
     wanted = name or src.name
     candidates = [img for img in glance.list_own_images(ctx.conn, inv.cluster, name=wanted)
                   if img.status == "active"]
@@ -82,6 +83,16 @@ def user_image(ctx: VerbContext, *, name: str | None = None) -> UserImage:
 
 
 # ---------------------------------------------------------------- deploy / reimage
+
+
+def deploy_plan(state: str) -> list[str]:
+    """What deploy does to a node in provision `state`, from the state sets deploy itself
+    uses (for the dry run)."""
+    if state == "active":
+        return []
+    if state in DEPLOYABLE:
+        return ["deploy"]
+    return [f"deploy refused: node is {state}; deploy needs available"]
 
 
 def deploy(ctx: VerbContext, *, limit: Iterable[str] | None = None,

@@ -1,7 +1,9 @@
 """Images in Glance: find-or-create by content, streamed uploads, verified checksums.
 
-The one module that talks to Glance (through openstacksdk's image proxy); it
-raises k1prov errors only (CloudError(service="glance") for Glance's refusals).
+Checksums and formats are k1prov.image_content, the remembered digests of local files
+k1prov.digest_cache, http(s) sources k1prov.http_download. This is the one module that
+talks to Glance (through openstacksdk's image proxy); it raises k1prov errors only
+(CloudError(service="glance") for Glance's refusals).
 
 Identity of an image: k1prov owns the images tagged "k1prov" and
 "k1prov-cluster:<cluster>". Registering a source whose bytes are already in
@@ -15,32 +17,24 @@ its [DEFAULT]hashing_algorithm says otherwise). k1prov compares in whatever
 algorithm an existing image carries, and also records the source's published
 checksum in the property "k1prov_source_checksum", so an http(s) source with a
 known checksum is matched without downloading it.
-
-Formats (unless the source says): qcow2 by its magic "QFI\\xfb", iso by
-"CD001" at byte 32769, a Linux kernel (bzImage "HdrS" at 0x202) as aki/aki and
-an initramfs (gzip, xz, zstd, lz4 or cpio magic) as ari/ari, everything else
-raw/bare. aki/ari is what devstack and Bifrost register IPA with, and Glance
-treats those two as uninspectable, so a kernel's legacy boot-sector header is
-not rejected as a bad MBR (it would be for "raw").
 """
 from __future__ import annotations
 
 import hashlib
 import logging
-import json
-import os
-import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
-from k1prov.atomic_file import write_atomic
 from k1prov.cloud import describe_http_error, translate as translate_cloud_error
+from k1prov.digest_cache import CHUNK_SIZE, file_chunks, hash_file
 from k1prov.errors import CloudError, InventoryError
+from k1prov.http_download import download, fetch_text, open_url, peek
+from k1prov.image_content import (SNIFF_SIZE, checksum_from_sums_file, formats_for, local_path, parse_checksum,
+                                  read_head, source_filename)
 from k1prov.inventory.model import OWNER_TAG, ImageSource
 
 log = logging.getLogger("k1prov.glance")
@@ -52,15 +46,9 @@ PROP_SOURCE_CHECKSUM = "k1prov_source_checksum"
 # Nanoseconds since the epoch when k1prov made the image: Glance's created_at has
 # whole seconds only, and "newest" decides which same-named image is current.
 PROP_REGISTERED_NS = "k1prov_registered_ns"
-CHECKSUM_ALGOS = ("sha256", "sha512")
 # Glance's default [DEFAULT]hashing_algorithm; hashed while uploading so the
 # result can be compared with what Glance reports.
 GLANCE_DEFAULT_ALGO = "sha512"
-CHUNK_SIZE = 1024 * 1024
-# Enough to see every magic number detect_formats looks at (ISO's is at 32769).
-SNIFF_SIZE = 64 * 1024
-# Connect timeout for http(s) sources; the transfer itself is bounded by `timeout`.
-HTTP_CONNECT_TIMEOUT = 30.0
 
 Progress = Callable[[int, int], None]
 
@@ -75,94 +63,20 @@ class RegisteredImage:
     reused: bool
 
 
-# ---------------------------------------------------------------- checksums
-
-
-def parse_checksum(text: str, *, field: str = "checksum") -> tuple[str, str]:
-    """("sha256", "hex...") from "sha256:HEX" / "sha512:HEX" (or bare hex, by its length)."""
-    value = text.strip()
-    if ":" in value:
-        algo, _, digest = value.partition(":")
-        algo = algo.lower()
-    else:
-        algo, digest = {64: "sha256", 128: "sha512"}.get(len(value), ""), value
-    digest = digest.lower()
-    if algo not in CHECKSUM_ALGOS:
-        raise InventoryError(f"unsupported checksum {text[:20]!r}: use sha256:HEX or sha512:HEX",
-                             field=field)
-    expected_len = hashlib.new(algo).digest_size * 2
-    if not re.fullmatch(rf"[0-9a-f]{{{expected_len}}}", digest):
-        raise InventoryError(f"{algo} checksum must be {expected_len} hex digits", field=field)
-    return algo, digest
-
-
-def checksum_from_sums_file(text: str, filename: str) -> tuple[str, str] | None:
-    """The checksum of `filename` in a SHA*SUMS / "<file>.sha256" text, or None.
-
-    Understands GNU lines ("HEX  name", "HEX *name"), BSD lines
-    ("SHA256 (name) = HEX") and a file holding nothing but one digest.
-    """
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    for line in lines:
-        bsd = re.fullmatch(r"(SHA256|SHA512) \((.+)\) = ([0-9a-fA-F]+)", line)
-        if bsd and os.path.basename(bsd.group(2)) == filename:
-            return parse_checksum(f"{bsd.group(1).lower()}:{bsd.group(3)}")
-        parts = line.split()
-        if len(parts) >= 2 and os.path.basename(parts[1].lstrip("*")) == filename:
-            return parse_checksum(parts[0])
-    if len(lines) == 1 and len(lines[0].split()) == 1:
-        return parse_checksum(lines[0])
-    return None
-
-
 def resolve_checksum(src: ImageSource, *, timeout: float) -> tuple[str, str] | None:
     """The expected (algo, hex) of the source: its checksum, or the one in its checksum_url."""
     if src.checksum:
         return parse_checksum(src.checksum, field=f"images.{src.name}.checksum")
     if not src.checksum_url:
         return None
-    import requests
-
-    try:
-        response = requests.get(src.checksum_url, timeout=(min(HTTP_CONNECT_TIMEOUT, timeout), timeout))
-        response.raise_for_status()
-    except requests.RequestException as exc:
-        raise CloudError(f"image {src.name}: cannot read checksum file {src.checksum_url}: {exc}",
-                         service="http") from None
-    filename = _source_filename(src)
-    found = checksum_from_sums_file(response.text, filename)
+    text = fetch_text(src.checksum_url, timeout=timeout,
+                      what=f"image {src.name}: cannot read checksum file {src.checksum_url}")
+    filename = source_filename(src)
+    found = checksum_from_sums_file(text, filename)
     if found is None:
         raise InventoryError(f"{src.checksum_url} lists no checksum for {filename}",
                              field=f"images.{src.name}.checksum_url")
     return found
-
-
-# ---------------------------------------------------------------- formats
-
-
-def detect_formats(head: bytes) -> tuple[str, str]:
-    """(disk_format, container_format) from the first SNIFF_SIZE bytes of an image."""
-    if head[:4] == b"QFI\xfb":
-        return "qcow2", "bare"
-    if head[32769:32774] == b"CD001":
-        return "iso", "bare"
-    if head[0x202:0x206] == b"HdrS":
-        return "aki", "aki"
-    initramfs_magics = (b"\x1f\x8b", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd", b"\x04\x22\x4d\x18",
-                        b"070701", b"070702", b"070707")
-    if any(head.startswith(magic) for magic in initramfs_magics):
-        return "ari", "ari"
-    return "raw", "bare"
-
-
-def _formats_for(src: ImageSource, head: bytes) -> tuple[str, str]:
-    disk, container = detect_formats(head)
-    if src.disk_format:
-        disk = src.disk_format
-        container = src.container_format or (disk if disk in ("aki", "ari", "ami") else "bare")
-    elif src.container_format:
-        container = src.container_format
-    return disk, container
 
 
 # ---------------------------------------------------------------- streaming
@@ -221,62 +135,6 @@ class _HashingReader:
     def hexdigest(self, algo: str) -> str | None:
         h = self.hashes.get(algo)
         return h.hexdigest() if h is not None else None
-
-
-def _file_chunks(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK_SIZE):
-            yield chunk
-
-
-def digest_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return Path(base) / "k1prov" / "digests"
-
-
-def _hash_file(path: Path, algos: Iterable[str]) -> dict[str, str]:
-    """Digests of a local file. Hashing a 1 GB image takes seconds, and a re-run of
-    `cluster up` would spend most of its time on it: the digests are remembered per file,
-    keyed by its size, mtime and inode, so a file changed in any way is hashed again."""
-    wanted = set(algos)
-    st = path.stat()
-    key = {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
-    entry = digest_cache_dir() / (hashlib.sha1(key["path"].encode()).hexdigest() + ".json")
-    try:
-        cached = json.loads(entry.read_text())
-        if cached.get("key") == key and wanted <= set(cached.get("digests", {})):
-            return {algo: cached["digests"][algo] for algo in wanted}
-    except (OSError, ValueError):
-        pass
-    hashes = {algo: hashlib.new(algo) for algo in wanted}
-    for chunk in _file_chunks(path):
-        for h in hashes.values():
-            h.update(chunk)
-    digests = {algo: h.hexdigest() for algo, h in hashes.items()}
-    try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(entry, json.dumps({"key": key, "digests": digests}), fsync=False)
-    except OSError as exc:
-        log.info("digest cache not written (%s): %s", entry, exc)
-    return digests
-
-
-def _read_head(path: Path) -> bytes:
-    with path.open("rb") as f:
-        return f.read(SNIFF_SIZE)
-
-
-def _source_filename(src: ImageSource) -> str:
-    if src.url:
-        return os.path.basename(urlparse(src.url).path)
-    return os.path.basename(src.file or "")
-
-
-def _local_path(src: ImageSource) -> Path:
-    path = Path(os.path.expandvars(os.path.expanduser(src.file or "")))
-    if not path.is_file():
-        raise InventoryError(f"image {src.name}: file {path} not found", field=f"images.{src.name}.file")
-    return path
 
 
 # ---------------------------------------------------------------- Glance
@@ -400,8 +258,8 @@ def register_image(conn, src: ImageSource, *, cluster: str, timeout: float,
 
     if src.url and expected is None:
         with tempfile.TemporaryDirectory(prefix="k1prov-image-") as tmp:
-            path = Path(tmp) / (_source_filename(src) or "image")
-            _download(src, path, deadline=deadline)
+            path = Path(tmp) / (source_filename(src) or "image")
+            download(src.url, path, deadline=deadline, what=f"image {src.name}")
             local = ImageSource(name=src.name, file=str(path), disk_format=src.disk_format,
                                 container_format=src.container_format)
             return _register_file(conn, local, origin=src.url, expected=None, candidates=candidates,
@@ -417,11 +275,11 @@ def register_image(conn, src: ImageSource, *, cluster: str, timeout: float,
 def _register_file(conn, src: ImageSource, *, origin: str, expected: tuple[str, str] | None,
                    candidates: list[Any], cluster: str, deadline: float, progress: Progress | None,
                    visibility: str | None) -> RegisteredImage:
-    path = _local_path(src)
+    path = local_path(src)
     algos = {"sha256", GLANCE_DEFAULT_ALGO} | {c.hash_algo for c in candidates if c.hash_algo}
     if expected:
         algos.add(expected[0])
-    local = _hash_file(path, [a for a in algos if a in hashlib.algorithms_available])
+    local = hash_file(path, [a for a in algos if a in hashlib.algorithms_available])
     if expected and local[expected[0]] != expected[1]:
         raise InventoryError(
             f"image {src.name}: checksum mismatch: {path} has {expected[0]}:{local[expected[0]]}, "
@@ -431,9 +289,9 @@ def _register_file(conn, src: ImageSource, *, origin: str, expected: tuple[str, 
         if _matches(image, local, source_checksum):
             return _registered(image, reused=True)
     size = path.stat().st_size
-    reader = _HashingReader(_file_chunks(path), size=size, algos=algos, progress=progress,
+    reader = _HashingReader(file_chunks(path), size=size, algos=algos, progress=progress,
                             deadline=deadline, what=src.name)
-    disk, container = _formats_for(src, _read_head(path))
+    disk, container = formats_for(src, read_head(path))
     return _create_and_upload(conn, src, reader, origin=origin, source_checksum=source_checksum,
                               expected=expected, disk_format=disk, container_format=container,
                               cluster=cluster, visibility=visibility)
@@ -446,12 +304,12 @@ def _register_url(conn, src: ImageSource, *, expected: tuple[str, str], candidat
     for image in reversed(candidates):
         if _matches(image, {}, source_checksum):
             return _registered(image, reused=True)
-    response = _open_url(src, deadline=deadline)
+    response = open_url(src.url, deadline=deadline, what=f"image {src.name}")
     with response:
         size = int(response.headers["Content-Length"]) if response.headers.get("Content-Length") else None
         chunks = response.iter_content(CHUNK_SIZE)
-        head, chunks = _peek(chunks, SNIFF_SIZE)
-        disk, container = _formats_for(src, head)
+        head, chunks = peek(chunks, SNIFF_SIZE)
+        disk, container = formats_for(src, head)
         reader = _HashingReader(chunks, size=size, algos={expected[0], GLANCE_DEFAULT_ALGO, "sha256"},
                                 progress=progress, deadline=deadline, what=src.name)
         return _create_and_upload(conn, src, reader, origin=src.url or "", source_checksum=source_checksum,
@@ -531,91 +389,3 @@ def _registered(image: Any, *, reused: bool) -> RegisteredImage:
     return RegisteredImage(id=image.id, name=image.name, checksum=checksum, reused=reused)
 
 
-# ---------------------------------------------------------------- http(s) sources
-
-
-def _open_url(src: ImageSource, *, deadline: float):
-    import requests
-
-    remaining = max(1.0, deadline - time.monotonic())
-    try:
-        response = requests.get(src.url, stream=True,
-                                timeout=(min(HTTP_CONNECT_TIMEOUT, remaining), remaining))
-        response.raise_for_status()
-    except requests.RequestException as exc:
-        raise CloudError(f"image {src.name}: cannot download {src.url}: {exc}", service="http") from None
-    return response
-
-
-def _download(src: ImageSource, path: Path, *, deadline: float) -> None:
-    import requests
-
-    with _open_url(src, deadline=deadline) as response, path.open("wb") as out:
-        try:
-            for chunk in response.iter_content(CHUNK_SIZE):
-                if time.monotonic() > deadline:
-                    raise CloudError(f"download of {src.url} did not finish in time", service="http")
-                out.write(chunk)
-        except requests.RequestException as exc:
-            raise CloudError(f"image {src.name}: download of {src.url} failed: {exc}",
-                             service="http") from None
-
-
-def _peek(chunks: Iterator[bytes], size: int) -> tuple[bytes, Iterator[bytes]]:
-    """The first `size` bytes of a chunk stream, and the whole stream again."""
-    taken: list[bytes] = []
-    have = 0
-    for chunk in chunks:
-        taken.append(chunk)
-        have += len(chunk)
-        if have >= size:
-            break
-    head = b"".join(taken)
-
-    def again() -> Iterator[bytes]:
-        if head:
-            yield head
-        yield from chunks
-
-    return head[:size], again()
-
-
-# ---------------------------------------------------------------- bypassing Glance
-
-
-def direct_image_info(src: ImageSource) -> dict[str, str]:
-    """instance_info fields that let standalone Ironic fetch the image itself (no Glance).
-
-    A checksum becomes image_os_hash_algo + image_os_hash_value; a checksum_url
-    is handed to Ironic as image_checksum (Ironic reads checksum files itself);
-    a local file becomes a file:// URL (Ironic's conductor must be allowed to
-    read it: [conductor]file_url_allowed_paths) with its sha256 computed here.
-    """
-    info: dict[str, str] = {}
-    if src.url:
-        info["image_source"] = src.url
-    elif src.file:
-        path = _local_path(src).resolve()
-        info["image_source"] = path.as_uri()
-    else:
-        raise InventoryError(f"image {src.name}: give a file or url", field=f"images.{src.name}")
-    if src.checksum:
-        algo, value = parse_checksum(src.checksum, field=f"images.{src.name}.checksum")
-        info["image_os_hash_algo"], info["image_os_hash_value"] = algo, value
-    elif src.checksum_url:
-        info["image_checksum"] = src.checksum_url
-    elif src.file:
-        info["image_os_hash_algo"] = "sha256"
-        info["image_os_hash_value"] = _hash_file(_local_path(src), ["sha256"])["sha256"]
-    else:
-        raise InventoryError(f"image {src.name}: an image that bypasses Glance needs a checksum "
-                             "or checksum_url", field=f"images.{src.name}.checksum")
-    disk_format = src.disk_format
-    if disk_format is None and src.file:
-        disk_format = detect_formats(_read_head(_local_path(src)))[0]
-    if disk_format is None:
-        suffix = Path(urlparse(src.url or "").path).suffix.lower()
-        disk_format = {".qcow2": "qcow2", ".iso": "iso", ".raw": "raw", ".img": "raw"}.get(suffix)
-    if disk_format:
-        info["image_disk_format"] = disk_format
-    return info

@@ -1,7 +1,7 @@
 """`images register`: the deploy kernel/ramdisk and the user image into Glance, and the
 deploy kernel/ramdisk into every node's driver_info.
 
-An image that bypasses Glance (glance.direct_image_info) is not uploaded; its row says
+An image that bypasses Glance (image_content.direct_image_info) is not uploaded; its row says
 so. Each image is its own row: one that fails does not stop the others.
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ from k1prov import glance, preflight
 from k1prov.context import VerbContext
 from k1prov.errors import CloudError, InventoryError, K1provError, NodeError
 from k1prov.fanout import Status
+from k1prov.image_content import direct_image_info
 from k1prov.imagecatalog import resolve_images
 from k1prov.inventory.model import ImageSource, Node
 from k1prov.outcome import NodeOutcome, VerbReport
@@ -43,7 +44,7 @@ def register_images(ctx: VerbContext, *, progress: ImageProgress | None = None) 
         t0 = time.monotonic()
         try:
             if src.bypass_glance:
-                info = glance.direct_image_info(src)
+                info = direct_image_info(src)
                 ids[slot] = info["image_source"]
                 row.action = "bypasses glance"
                 row.changes = [info["image_source"]]

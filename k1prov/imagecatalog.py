@@ -30,14 +30,12 @@ import yaml
 
 from k1prov.atomic_file import write_atomic
 from k1prov.errors import InventoryError
-from k1prov.glance import parse_checksum
+from k1prov.image_content import CONTAINER_FORMATS, DISK_FORMATS, parse_checksum
 from k1prov.inventory.model import ImageSource, Images, Inventory
 
 DEFAULT_CATALOG = Path(__file__).resolve().parents[1] / "images" / "catalog.yaml"
 ENTRY_KEYS = ("url", "file", "checksum", "checksum_url", "disk_format", "container_format",
               "generate", "description")
-DISK_FORMATS = ("raw", "qcow2", "iso", "aki", "ari", "ami", "vhd", "vhdx", "vmdk", "vdi", "ploop")
-CONTAINER_FORMATS = ("bare", "aki", "ari", "ami", "ovf", "ova", "docker", "compressed")
 GENERATORS = ("lab-deploy-kernel", "lab-deploy-ramdisk")
 
 

@@ -1,4 +1,5 @@
-"""Per-node outcomes of a verb, and the exit code they add up to.
+"""What a verb reports: per-node outcomes (VerbReport), the phases and node rows of a
+cluster workflow (ClusterReport), and the one exit-code rule they add up to.
 
 Outcomes are data, never exceptions: one bad node is a failed row, and the
 other nodes' rows stand beside it.
@@ -85,3 +86,53 @@ class VerbReport:
 def rep_duration(rep: Any) -> float:
     start, end = getattr(rep, "started", 0.0), getattr(rep, "finished", 0.0)
     return max(0.0, (end or 0.0) - (start or 0.0))
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    report: VerbReport | None
+    seconds: float
+    note: str = ""
+
+
+@dataclass
+class ClusterReport:
+    verb: str
+    phases: list[PhaseResult] = field(default_factory=list)
+    # Per node: name, provision/power state, address, roles, health, error.
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    endpoints: dict[str, str] = field(default_factory=dict)
+    health: dict[str, str] = field(default_factory=dict)
+    cancelled: bool = False
+    dry_run: bool = False
+    run_dir: str | None = None
+
+    def failed_nodes(self) -> list[str]:
+        return [r["node"] for r in self.rows if r.get("error")]
+
+    def exit_code(self) -> int:
+        failed = len(self.failed_nodes())
+        code = exit_code(succeeded=len(self.rows) - failed, failed=failed, cancelled=self.cancelled)
+        # Every node fine but a service unhealthy: the cluster is only partly up. A plan
+        # reports the health it read; what it is asked is what would be done.
+        unhealthy = not self.dry_run and any(not v.startswith("ok") for v in self.health.values())
+        return EXIT_PARTIAL if code == EXIT_OK and unhealthy else code
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verb": self.verb, "dry_run": self.dry_run, "cancelled": self.cancelled,
+            "exit_code": self.exit_code(), "run_dir": self.run_dir,
+            "phases": [{"phase": p.name, "seconds": round(p.seconds, 2), "note": p.note,
+                        # RunRecord.finish writes these into trace.json: per fan-out of the
+                        # phase, its concurrency samples [t, level, throughput].
+                        "trace": _traces(p.report),
+                        "report": p.report.to_dict() if p.report else None} for p in self.phases],
+            "nodes": self.rows, "endpoints": self.endpoints, "health": self.health,
+        }
+
+
+def _traces(report: VerbReport | None) -> dict[str, list[list[float]]]:
+    if report is None:
+        return {}
+    return {name: [list(sample) for sample in rep.trace] for name, rep in report.phases}

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from k1prov.errors import InventoryError
-from k1prov.glance import parse_checksum
+from k1prov.image_content import parse_checksum
 from k1prov.imagecatalog import DEFAULT_CATALOG, load_catalog, resolve_images
 from k1prov.inventory.model import ImageSource, Inventory
 from k1prov.roles import render

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from k1prov import cluster, configure, deploy, enrollment
-from k1prov.cluster import ClusterReport
+from k1prov.outcome import ClusterReport
 from k1prov.context import RunOptions, VerbContext, default_state_root
 from k1prov.fanout import EventSink
 from k1prov.image_registration import ImageProgress, register_images

@@ -9,7 +9,7 @@ import typer
 
 from k1prov.cli.common import InventoryOpt, JsonOpt, handles_errors, load
 from k1prov.cli.runtime import ConcurrencyOpt, make_provisioner
-from k1prov.cluster import ClusterReport
+from k1prov.outcome import ClusterReport
 from k1prov.outcome import EXIT_INPUT
 from k1prov.report import err, out, print_json, rows_table
 

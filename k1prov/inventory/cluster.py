@@ -16,6 +16,7 @@ from k1prov.inventory.model import Network, Node
 from k1prov.inventory.nodes import Seen, Where, unique
 # The renderer's table is the one source of truth: the loader accepts exactly its keys.
 from k1prov.roles import settings as role_table
+from k1prov.roles.derive import myids
 
 def zookeeper_ids(nodes: list[Node], where: list[Where]) -> list[Node]:
     """Check explicit ids and give every member its id (default: position + 1)."""
@@ -28,10 +29,11 @@ def zookeeper_ids(nodes: list[Node], where: list[Where]) -> list[Node]:
             f.fail(f"{node.name} has a zookeeper_id but not the zookeeper role")
         unique(explicit, node.zookeeper_id, f, Seen(node.name, node.line),
                f"duplicate zookeeper_id {node.zookeeper_id} on {node.name}")
-    out, position = [], 0
+    defaults = myids([node for node in nodes if node.has_role("zookeeper")])
+    out = []
     for node, w in zip(nodes, where):
         if node.has_role("zookeeper"):
-            position += 1
+            position = defaults[node.name]
             if node.zookeeper_id is None:
                 if position in explicit:
                     first = explicit[position]

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from k1prov.image_content import CONTAINER_FORMATS, DISK_FORMATS
 from k1prov.errors import InventoryError
 from k1prov.inventory import values
 from k1prov.inventory.cluster import network_warnings, role_settings, zookeeper_ids
@@ -22,8 +23,6 @@ from k1prov.inventory.nodes import parse_defaults, parse_nodes
 from k1prov.inventory.yamlpos import Located, YamlError, load_located
 
 TOP_KEYS = ("cluster", "cloud", "ssh", "network", "defaults", "images", "roles", "nodes")
-DISK_FORMATS = ("raw", "qcow2", "aki", "ari", "ami", "vmdk", "vdi", "vhd", "vhdx", "iso", "ploop")
-CONTAINER_FORMATS = ("bare", "ami", "aki", "ari", "ovf", "ova", "docker", "compressed")
 IMAGE_KEYS = ("name", "file", "url", "checksum", "checksum_url", "disk_format", "container_format",
               "bypass_glance")
 # "TYPE BASE64 [comment]", the authorized_keys line format.

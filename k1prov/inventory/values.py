@@ -8,13 +8,13 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from k1prov.image_content import split_checksum
+
 # RFC 1123 host name label: letters, digits, '-', 1-63 characters, no '-' at either end.
 # Node names become host names, Ironic node names and shell arguments, so nothing else.
 _LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _CLUSTER = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}([:-])(?:[0-9a-fA-F]{2}\1){4}[0-9a-fA-F]{2}$")
-_CHECKSUM_LEN = {"sha256": 64, "sha512": 128}
-_HEXSTR = re.compile(r"^[0-9a-fA-F]+$")
 _VERSION = re.compile(r"^[0-9]+(?:\.[0-9]+){0,3}(?:[-+~][0-9A-Za-z.+~-]+)?$")
 _USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 
@@ -66,14 +66,9 @@ def port(value: object) -> int:
 
 
 def checksum(text: str) -> str:
-    algo, sep, digest = text.partition(":")
-    want = _CHECKSUM_LEN.get(algo.lower())
-    if not sep or want is None:
-        raise ValueError("checksum must be 'sha256:HEX' or 'sha512:HEX'")
-    if len(digest) != want or not _HEXSTR.match(digest):
-        raise ValueError(f"{algo.lower()} checksum must be {want} hex digits, got {len(digest)} "
-                         "characters" + ("" if _HEXSTR.match(digest or "x") else " (not hex)"))
-    return f"{algo.lower()}:{digest.lower()}"
+    """'sha256:HEX' / 'sha512:HEX' (the algorithm always written out), normalised."""
+    algo, digest = split_checksum(text, bare_hex=False)
+    return f"{algo}:{digest}"
 
 
 def version(text: str) -> str:

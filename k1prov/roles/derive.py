@@ -5,22 +5,30 @@ URL and each agent's resources/attributes. Pure functions of the inventory.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 from k1prov.errors import InventoryError
 from k1prov.inventory.model import Inventory, Node
 from k1prov.roles.settings import mesos_settings, spark_settings, zookeeper_settings
 
 
+def myids(members: Iterable[Node]) -> dict[str, int]:
+    """The one ZooKeeper id rule: Node.zookeeper_id, else the member's 1-based position
+    among the members (inventory order), so ids stay put when members are added at the
+    end. The loader fills zookeeper_id with it; zookeeper_ids checks the result."""
+    return {node.name: node.zookeeper_id if node.zookeeper_id is not None else position
+            for position, node in enumerate(members, start=1)}
+
+
 def zookeeper_ids(inv: Inventory) -> dict[str, int]:
-    """myid per zookeeper member: Node.zookeeper_id, else its 1-based position
-    among the members (inventory order), so ids stay put when members are added
-    at the end. Two members with one id is an error, never silently renumbered."""
+    """myid per zookeeper member (myids). Two members with one id is an error, never
+    silently renumbered."""
     ids: dict[str, int] = {}
     owner: dict[int, str] = {}
     members = sorted(inv.with_role("zookeeper"), key=lambda n: n.index)
-    for position, node in enumerate(members, start=1):
-        myid = node.zookeeper_id if node.zookeeper_id is not None else position
+    assigned = myids(members)
+    for node in members:
+        myid = assigned[node.name]
         if not 1 <= myid <= 255:
             raise InventoryError(f"zookeeper_id {myid} is outside 1..255", file=str(inv.path),
                                  line=node.line or None, field=f"nodes.{node.name}.zookeeper_id")

@@ -52,6 +52,7 @@ class RecordingBaremetal:
         self.cluster = cluster
         self.by_id: dict[str, StandinNode] = {}
         self.calls: list[tuple[str, Any]] = []
+        self.ports_of: dict[str, list[SimpleNamespace]] = {}      # node uuid -> its ports
         self._ids = (f"uuid-{i:04d}" for i in itertools.count(1))
         # Test knobs: what goes wrong.
         self.fail_action: dict[tuple[str, str], Exception] = {}   # (node name, action) -> raised
@@ -59,6 +60,7 @@ class RecordingBaremetal:
         self.action_fails: dict[tuple[str, str], str] = {}        # ends in failure, last_error
         self.never_reaches: set[str] = set()                      # node names that stay where they are
         self.list_errors: list[Exception] = []                    # raised by the next nodes() calls
+        self.create_errors: dict[str, Exception] = {}            # node name -> raised by create_node
 
     # ---- test set-up -------------------------------------------------------------------
 
@@ -103,9 +105,12 @@ class RecordingBaremetal:
 
     def create_node(self, *, name: str, driver_info: dict, extra: dict, **attrs: Any) -> StandinNode:
         self.calls.append(("create_node", (name,)))
+        if name in self.create_errors:
+            raise self.create_errors[name]
         node = StandinNode(id=next(self._ids), name=name, provision_state="enroll",
-                           extra=dict(extra), driver_info=dict(driver_info),
-                           properties=dict(attrs.get("properties") or {}))
+                           extra=dict(extra), driver_info=dict(driver_info))
+        for attr, value in attrs.items():
+            setattr(node, attr, value)
         self.by_id[node.id] = node
         return node
 
@@ -114,24 +119,28 @@ class RecordingBaremetal:
         node = self._get(ref)
         for op in patch:
             path = op["path"].strip("/").split("/")
-            if op["op"] == "remove":
-                continue
+            value = None if op["op"] == "remove" else op["value"]
             if len(path) == 1:
-                setattr(node, path[0], op["value"])
+                setattr(node, path[0], value)
+            elif op["op"] == "remove":
+                getattr(node, path[0]).pop(path[1], None)
             else:
-                getattr(node, path[0])[path[1]] = op["value"]
+                getattr(node, path[0])[path[1]] = value
         return node
 
     def ports(self, *, node_uuid: str, details: bool = False) -> list:
         self.calls.append(("ports", (node_uuid,)))
-        return []
+        return list(self.ports_of.get(node_uuid, []))
 
     def create_port(self, *, node_uuid: str, address: str, extra: dict) -> SimpleNamespace:
         self.calls.append(("create_port", (node_uuid, address)))
-        return SimpleNamespace(address=address, extra=extra)
+        port = SimpleNamespace(address=address, extra=extra, node_uuid=node_uuid)
+        self.ports_of.setdefault(node_uuid, []).append(port)
+        return port
 
     def delete_port(self, port: Any, ignore_missing: bool = True) -> None:
         self.calls.append(("delete_port", (port,)))
+        self.ports_of[port.node_uuid].remove(port)
 
     def delete_node(self, ref: Any, ignore_missing: bool = True) -> None:
         self.calls.append(("delete_node", (ref,)))
@@ -143,8 +152,7 @@ class RecordingBaremetal:
         key = (node.name, action)
         if key in self.fail_action:
             if key in self.action_takes_effect_anyway:
-                node.provision_state = {"manage": "verifying", "active": "deploying",
-                                        "rebuild": "deploying"}.get(action, ACTION_RESULT[action])
+                node.provision_state = ACTION_RESULT[action]
             raise self.fail_action[key]
         if key in self.action_fails:
             node.provision_state, node.last_error = ACTION_FAILURE[action], self.action_fails[key]

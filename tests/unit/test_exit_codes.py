@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from k1prov.cluster import ClusterReport
+from k1prov.outcome import ClusterReport
 from k1prov.fanout import Report, Result, Status
 from k1prov.outcome import (EXIT_INTERRUPTED, EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, NodeOutcome,
                             VerbReport, exit_code)

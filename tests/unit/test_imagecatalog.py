@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from k1prov import glance
+from k1prov import digest_cache, glance, image_content
 from k1prov.errors import InventoryError
 from k1prov.imagecatalog import (DEFAULT_CATALOG, lab_deploy_image_bytes, load_catalog, resolve_images)
 from k1prov.inventory.model import Cloud, ImageSource, Images, Inventory
@@ -45,8 +45,8 @@ def test_resolve_fills_references_and_generates_lab_stand_ins(tmp_path):
     kernel = Path(images.deploy_kernel.file)
     ramdisk = Path(images.deploy_ramdisk.file)
     assert kernel.read_bytes() == lab_deploy_image_bytes("lab-deploy-kernel")
-    assert glance.detect_formats(kernel.read_bytes()) == ("aki", "aki")
-    assert glance.detect_formats(ramdisk.read_bytes()) == ("ari", "ari")
+    assert image_content.detect_formats(kernel.read_bytes()) == ("aki", "aki")
+    assert image_content.detect_formats(ramdisk.read_bytes()) == ("ari", "ari")
     # Deterministic: a second resolve leaves identical files (same Glance image reused).
     digest = hashlib.sha256(ramdisk.read_bytes()).hexdigest()
     resolve_images(inv, DEFAULT_CATALOG, places=places)
@@ -58,7 +58,7 @@ def test_url_entry_keeps_its_checksum_url(tmp_path):
     user = resolve_images(inv, DEFAULT_CATALOG).user
     assert user.url.endswith("debian-12-genericcloud-amd64.qcow2")
     assert user.checksum_url.endswith("/SHA512SUMS") and user.bypass_glance
-    info = glance.direct_image_info(user)
+    info = image_content.direct_image_info(user)
     assert info == {"image_source": user.url, "image_checksum": user.checksum_url,
                     "image_disk_format": "qcow2"}
 
@@ -101,43 +101,43 @@ def test_relative_files_are_relative_to_the_catalog(tmp_path):
     assert resolve_images(inv, path).user.file == str(tmp_path / "imgs" / "a.raw")
 
 
-# ---- pure helpers of k1prov.glance (its Glance calls are tested in tests/integration)
+# ---- pure helpers of k1prov.image_content and digest_cache (Glance calls: tests/integration)
 
 def test_parse_checksum():
-    assert glance.parse_checksum("SHA256:" + "AB" * 32) == ("sha256", "ab" * 32)
-    assert glance.parse_checksum("cd" * 64) == ("sha512", "cd" * 64)
+    assert image_content.parse_checksum("SHA256:" + "AB" * 32) == ("sha256", "ab" * 32)
+    assert image_content.parse_checksum("cd" * 64) == ("sha512", "cd" * 64)
     for bad in ("md5:" + "a" * 32, "sha256:xyz", "sha512:" + "a" * 64):
         with pytest.raises(InventoryError):
-            glance.parse_checksum(bad)
+            image_content.parse_checksum(bad)
 
 
 def test_checksum_from_sums_files():
     a, b = "1" * 64, "2" * 128
     gnu = f"{'3' * 64}  other.qcow2\n{a} *debian.qcow2\n"
-    assert glance.checksum_from_sums_file(gnu, "debian.qcow2") == ("sha256", a)
-    assert glance.checksum_from_sums_file(f"SHA512 (debian.qcow2) = {b}\n", "debian.qcow2") == ("sha512", b)
-    assert glance.checksum_from_sums_file(f"{a}\n", "ipa.kernel") == ("sha256", a)
-    assert glance.checksum_from_sums_file(gnu, "missing.img") is None
+    assert image_content.checksum_from_sums_file(gnu, "debian.qcow2") == ("sha256", a)
+    assert image_content.checksum_from_sums_file(f"SHA512 (debian.qcow2) = {b}\n", "debian.qcow2") == ("sha512", b)
+    assert image_content.checksum_from_sums_file(f"{a}\n", "ipa.kernel") == ("sha256", a)
+    assert image_content.checksum_from_sums_file(gnu, "missing.img") is None
 
 
 def test_detect_formats():
-    assert glance.detect_formats(b"QFI\xfb" + b"\0" * 100) == ("qcow2", "bare")
+    assert image_content.detect_formats(b"QFI\xfb" + b"\0" * 100) == ("qcow2", "bare")
     iso = bytearray(40000)
     iso[32769:32774] = b"CD001"
-    assert glance.detect_formats(bytes(iso)) == ("iso", "bare")
-    assert glance.detect_formats(b"\0" * 4096) == ("raw", "bare")
-    assert glance.detect_formats(b"\x28\xb5\x2f\xfd rest") == ("ari", "ari")
+    assert image_content.detect_formats(bytes(iso)) == ("iso", "bare")
+    assert image_content.detect_formats(b"\0" * 4096) == ("raw", "bare")
+    assert image_content.detect_formats(b"\x28\xb5\x2f\xfd rest") == ("ari", "ari")
 
 
 def test_direct_image_info_for_a_local_file(tmp_path):
     path = tmp_path / "disk.img"
     path.write_bytes(b"QFI\xfb" + b"\0" * 1000)
-    info = glance.direct_image_info(ImageSource(name="d", file=str(path)))
+    info = image_content.direct_image_info(ImageSource(name="d", file=str(path)))
     assert info == {"image_source": path.as_uri(), "image_os_hash_algo": "sha256",
                     "image_os_hash_value": hashlib.sha256(path.read_bytes()).hexdigest(),
                     "image_disk_format": "qcow2"}
     with pytest.raises(InventoryError):
-        glance.direct_image_info(ImageSource(name="u", url="https://e/x.raw"))   # no checksum
+        image_content.direct_image_info(ImageSource(name="u", url="https://e/x.raw"))   # no checksum
 
 
 def test_register_refuses_a_mismatching_file_before_talking_to_glance(tmp_path):
@@ -159,12 +159,10 @@ def test_file_digests_are_remembered_until_the_file_changes(tmp_path, monkeypatc
     import hashlib
     import os
 
-    from k1prov import glance
-
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     f = tmp_path / "image.raw"
     f.write_bytes(b"a" * 1000)
-    first = glance._hash_file(f, ["sha256"])
+    first = digest_cache.hash_file(f, ["sha256"])
     assert first == {"sha256": hashlib.sha256(b"a" * 1000).hexdigest()}
     assert len(list((tmp_path / "cache/k1prov/digests").iterdir())) == 1
     # Same size and mtime but other bytes (as a cache would wrongly trust): the inode and
@@ -172,13 +170,13 @@ def test_file_digests_are_remembered_until_the_file_changes(tmp_path, monkeypatc
     st = f.stat()
     f.write_bytes(b"b" * 1000)
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
-    assert glance._hash_file(f, ["sha256"]) == {"sha256": hashlib.sha256(b"b" * 1000).hexdigest()}
+    assert digest_cache.hash_file(f, ["sha256"]) == {"sha256": hashlib.sha256(b"b" * 1000).hexdigest()}
     # Unchanged file: the remembered digest is returned (proved by corrupting the file
     # behind the cache's back, keeping size, mtime and inode).
     st = f.stat()
     with f.open("r+b") as h:
         h.write(b"c")
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert glance._hash_file(f, ["sha256"]) == {"sha256": hashlib.sha256(b"b" * 1000).hexdigest()}
+    assert digest_cache.hash_file(f, ["sha256"]) == {"sha256": hashlib.sha256(b"b" * 1000).hexdigest()}
     # Asking for an algorithm it has not computed hashes the file again.
-    assert glance._hash_file(f, ["sha512"]) == {"sha512": hashlib.sha512(b"c" + b"b" * 999).hexdigest()}
+    assert digest_cache.hash_file(f, ["sha512"]) == {"sha512": hashlib.sha512(b"c" + b"b" * 999).hexdigest()}

@@ -1,0 +1,202 @@
+"""Each Ironic verb's decisions against a recording stand-in for the SDK connection
+(tests/unit/sdk_standin.py), the way metalsmith tests its provisioner: every provision
+state, HTTP 409/503 that get past the SDK's own retries, a timed-out action, partial
+failure, --limit/--group. No network, no root; the lab tests keep the real services."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+import k1prov.context
+import k1prov.ssh_ready
+from k1prov.errors import CloudError
+from k1prov.fanout import Status
+from k1prov.inventory import parse_inventory
+from k1prov.provisioner import Provisioner
+from k1prov.settings import DEFAULT_TIMEOUTS
+from k1prov.ssh import CommandResult
+from k1prov.outcome import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL
+
+from sdk_standin import RecordingConnection, http_error
+
+INVENTORY = """\
+cluster: orch
+cloud: {ironic_url: "http://127.0.0.1:9"}
+ssh: {user: root, public_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForOrchestrationTests000000 t"]}
+images:
+  user: {name: u, url: "http://127.0.0.1:9/u.raw", bypass_glance: true,
+         checksum: "sha256:1111111111111111111111111111111111111111111111111111111111111111"}
+defaults:
+  bmc: {address: 127.0.0.1, username: u, password: "pw"}
+roles:
+  spark: {source: preinstalled, manager: standalone}
+nodes:
+  - {name: n1, bmc: {port: 7001}, macs: ["52:54:00:00:00:01"], address: 10.0.0.1, roles: [spark-master]}
+  - {name: n2, bmc: {port: 7002}, macs: ["52:54:00:00:00:02"], address: 10.0.0.2, roles: [spark-client]}
+  - {name: n3, bmc: {port: 7003}, macs: ["52:54:00:00:00:03"], address: 10.0.0.3, roles: [spark-client]}
+  - {name: n4, bmc: {port: 7004}, macs: ["52:54:00:00:00:04"], address: 10.0.0.4, roles: [spark-client]}
+"""
+IMAGE = "http://127.0.0.1:9/u.raw"
+
+
+@pytest.fixture
+def ironic(monkeypatch):
+    conn = RecordingConnection(cluster="orch")
+    monkeypatch.setattr(k1prov.context, "connect", lambda cloud, api_timeout: conn)
+    return conn.baremetal
+
+
+@pytest.fixture
+def ssh(monkeypatch):
+    answered: list[str] = []
+
+    def run_command(target, command, *, connect_timeout, command_timeout):
+        answered.append(target.host)
+        return CommandResult(target.host, 0, "1.0 0 100\n", "")   # booted a second ago
+
+    monkeypatch.setattr(k1prov.ssh_ready, "run_command", run_command)
+    return answered
+
+
+def prov(tmp_path, **timeouts) -> Provisioner:
+    inv = parse_inventory(INVENTORY, path=str(tmp_path / "inv.yaml"))
+    return Provisioner(inv, timeouts=replace(DEFAULT_TIMEOUTS, **timeouts), state_root=tmp_path / "state")
+
+
+def rows(report) -> dict[str, tuple[Status, str]]:
+    return {o.node: (o.status, o.action) for o in report.outcomes}
+
+
+def actions(ironic) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for method, args in ironic.calls:
+        if method == "set_node_provision_state":
+            out.setdefault(ironic.by_id[args[0]].name, []).append(args[1])
+    return out
+
+
+# ---- enroll ---------------------------------------------------------------------------
+
+def test_enroll_drives_each_state_to_available_with_the_fewest_actions(tmp_path, ironic):
+    ironic.add("n2", provision_state="enroll")
+    ironic.add("n3", provision_state="adopt failed")
+    ironic.add("n4", provision_state="manageable")
+    report = prov(tmp_path).enroll()
+    assert report.exit_code() == EXIT_OK
+    assert ironic.names_called("create_node") == ["n1"]
+    assert actions(ironic) == {"n1": ["manage", "provide"], "n2": ["manage", "provide"],
+                               "n3": ["manage", "provide"], "n4": ["provide"]}
+    assert {o.node: o.provision_state for o in report.outcomes} == {f"n{i}": "available" for i in range(1, 5)}
+    again = prov(tmp_path).enroll()
+    assert actions(ironic) == {"n1": ["manage", "provide"], "n2": ["manage", "provide"],
+                               "n3": ["manage", "provide"], "n4": ["provide"]}   # nothing new
+    assert {action for _, action in rows(again).values()} == {"unchanged"}
+
+
+def test_a_failed_bmc_check_fails_that_node_alone(tmp_path, ironic):
+    ironic.action_fails[("n2", "manage")] = "IPMI: wrong password"
+    report = prov(tmp_path).enroll()
+    assert report.exit_code() == EXIT_PARTIAL
+    bad = {o.node: o for o in report.failed}
+    assert list(bad) == ["n2"] and "IPMI: wrong password" in bad["n2"].error
+    assert "provide" not in actions(ironic)["n2"]
+    assert all(actions(ironic)[n] == ["manage", "provide"] for n in ("n1", "n3", "n4"))
+
+
+def test_409_after_the_sdks_retries_fails_the_node_unless_ironic_took_the_action(tmp_path, ironic):
+    for i in range(1, 5):
+        ironic.add(f"n{i}", provision_state="enroll")
+    ironic.fail_action[("n1", "manage")] = http_error(409, "Node n1 is locked by host c1")
+    ironic.fail_action[("n2", "manage")] = http_error(409, "Node n2 is locked by host c1")
+    ironic.action_takes_effect_anyway.add(("n2", "manage"))
+    report = prov(tmp_path).enroll()
+    status = rows(report)
+    assert status["n1"][0] is Status.FAILED and "409" in next(o.error for o in report.outcomes if o.node == "n1")
+    # n2's request answered 409, but Ironic had started verifying: it counts as started
+    # and is waited for like the others (a provision action is never simply sent again).
+    assert status["n2"][0] is Status.OK
+    assert actions(ironic)["n2"] == ["manage", "provide"]
+    assert status["n3"][0] is Status.OK and status["n4"][0] is Status.OK
+
+
+def test_503_on_one_create_fails_that_node_and_the_others_go_on(tmp_path, ironic):
+    ironic.create_errors["n3"] = http_error(503, "No free conductor workers")
+    report = prov(tmp_path).enroll()
+    assert report.exit_code() == EXIT_PARTIAL
+    assert [o.node for o in report.failed] == ["n3"]
+    assert "503" in report.failed[0].error
+    assert sorted(actions(ironic)) == ["n1", "n2", "n4"]
+
+
+def test_503_on_the_listing_stops_the_verb_with_one_cloud_error(tmp_path, ironic):
+    ironic.list_errors.append(http_error(503, "No free conductor workers"))
+    with pytest.raises(CloudError, match="503"):
+        prov(tmp_path).enroll()
+    assert ironic.names_called("create_node") == []
+
+
+def test_enroll_group_and_limit(tmp_path, ironic):
+    p = prov(tmp_path)
+    assert sorted(rows(p.enroll(group="spark-client", limit=["n[1-3]"]))) == ["n2", "n3"]
+    assert ironic.names_called("create_node") == ["n2", "n3"]
+
+
+# ---- deploy / undeploy ------------------------------------------------------------------
+
+def test_deploy_acts_on_deployable_states_only(tmp_path, ironic, ssh):
+    ironic.add("n1", provision_state="available")
+    ironic.add("n2", provision_state="deploy failed")
+    ironic.add("n3", provision_state="active", instance_info={"image_source": IMAGE})
+    ironic.add("n4", provision_state="manageable")
+    report = prov(tmp_path).deploy()
+    assert rows(report) == {"n1": (Status.OK, "deployed"), "n2": (Status.OK, "deployed"),
+                            "n3": (Status.OK, "unchanged"), "n4": (Status.FAILED, "")}
+    assert next(o.error for o in report.outcomes if o.node == "n4") == \
+        "node is manageable; deploy needs available"
+    assert actions(ironic) == {"n1": ["active"], "n2": ["active"]}
+    assert sorted(ssh) == ["n1", "n2"]
+    # instance_info was written before the deploy request, with the image's checksum.
+    assert ironic.node("n1").instance_info["image_source"] == IMAGE
+    assert report.exit_code() == EXIT_PARTIAL
+
+
+def test_a_node_that_never_gets_active_times_out_alone(tmp_path, ironic, ssh):
+    for i in range(1, 4):
+        ironic.add(f"n{i}", provision_state="available")
+    ironic.never_reaches.add("n2")
+    report = prov(tmp_path, deploy=0.2).deploy(limit=["n[1-3]"])
+    status = rows(report)
+    assert status["n2"][0] is Status.TIMEOUT
+    assert "not active after" in next(o.error for o in report.outcomes if o.node == "n2")
+    assert status["n1"] == (Status.OK, "deployed") and status["n3"] == (Status.OK, "deployed")
+    assert sorted(ssh) == ["n1", "n3"]          # no SSH wait for the node that is not active
+
+
+def test_undeploy_per_state(tmp_path, ironic):
+    ironic.add("n1", provision_state="active")
+    ironic.add("n2", provision_state="available")
+    ironic.add("n3", provision_state="deploying")
+    report = prov(tmp_path).undeploy()
+    assert rows(report) == {"n1": (Status.OK, "undeployed"), "n2": (Status.OK, "unchanged"),
+                            "n3": (Status.FAILED, ""), "n4": (Status.OK, "not enrolled")}
+    assert actions(ironic) == {"n1": ["deleted"]}
+
+
+# ---- delete / list ----------------------------------------------------------------------
+
+def test_delete_leaves_foreign_and_deployed_nodes_alone(tmp_path, ironic):
+    ironic.add("n1", provision_state="available")
+    ironic.add("n2", provision_state="available", owner="other-cluster")
+    ironic.add("n3", provision_state="active")
+    report = prov(tmp_path).delete_nodes()
+    assert rows(report) == {"n1": (Status.OK, "deleted"), "n2": (Status.FAILED, ""),
+                            "n3": (Status.FAILED, ""), "n4": (Status.OK, "absent")}
+    assert ironic.names_called("delete_node") == ["n1"]
+    assert "cluster 'other-cluster'" in next(o.error for o in report.outcomes if o.node == "n2")
+    assert "undeploy it first" in next(o.error for o in report.outcomes if o.node == "n3")
+
+
+def test_list_with_an_empty_selection_exits_nothing(tmp_path, ironic):
+    report = prov(tmp_path).list_nodes(group="mesos-agent")
+    assert report.outcomes == [] and report.exit_code() == EXIT_NOTHING
