@@ -21,15 +21,15 @@ from k1prov.fanout import Status
 from k1prov.image_registration import register_images
 from k1prov.inventory.model import Inventory, Node
 from k1prov.lock import cluster_lock
-from k1prov.outcome import ClusterReport, NodeOutcome, PhaseResult, VerbReport
-from k1prov.remote import run_on_hosts
+from k1prov.verb_report import ClusterReport, NodeOutcome, PhaseResult, VerbReport
+from k1prov.ad_hoc import run_on_hosts
 from k1prov.probe import batch_runner
 from k1prov.roles import render_all
 from k1prov.roles.derive import mesos_zk_url, spark_master_url, zk_connect
 from k1prov.roles.health import (Check, HealthResult, cluster_checks, cluster_gates, sample,
                                  wait_until_all_healthy)
-from k1prov.roles.settings import mesos_settings, spark_settings
-from k1prov.runs import RunRecord
+from k1prov.roles.role_settings import mesos_settings, spark_settings
+from k1prov.run_records import RunRecord
 from k1prov.ssh_ready import wait_ssh, write_pinned_known_hosts
 
 log = logging.getLogger("k1prov.cluster")

@@ -36,7 +36,7 @@ from typing import Any
 from k1prov.errors import ConfigError, NodeError, TransportError
 from k1prov.fanout import EventSink, Policy, Report, Status, run_fanout
 from k1prov.inventory.model import Inventory, Node
-from k1prov.outcome import NodeOutcome, VerbReport
+from k1prov.verb_report import NodeOutcome, VerbReport
 from k1prov.context import RunOptions, VerbContext, pinned_known_hosts, select_nodes, ssh_target
 from k1prov.probe import batch_runner, probe_hosts
 from k1prov.roles import RenderedScript, render_all, wait_until_healthy, write_rendered
@@ -44,7 +44,7 @@ from k1prov.roles.health import (BatchRunner, Check, HealthResult, commands_by_h
                                  sample)
 from k1prov.roles.plan import ROLE_PHASES
 from k1prov.roles.render import status_functions
-from k1prov.runs import RunRecord
+from k1prov.run_records import RunRecord
 from k1prov.settings import DEFAULT_TIMEOUTS, SSH_MAX_CONCURRENCY, SSH_RETRIES, Timeouts
 from k1prov.ssh import SshTarget, put_and_run
 

@@ -2,7 +2,7 @@
 
 A verb is a module with functions that take a `VerbContext` as their first argument
 (k1prov.enrollment, k1prov.image_registration, k1prov.deploy, k1prov.configure,
-k1prov.cluster, k1prov.remote). The context holds the inventory, the lazily opened
+k1prov.cluster, k1prov.ad_hoc). The context holds the inventory, the lazily opened
 cloud connection and the Ironic adapter, the timeouts and run options, the events
 sink and notifications, the state paths, the one node selection (`select`), one
 fan-out policy per transport, `ssh_target`, a fire-and-wait for Ironic provision
@@ -26,7 +26,7 @@ from k1prov.errors import ConfigError
 from k1prov.fanout import EventSink, Policy, Report, Status, expand_hosts, run_fanout
 from k1prov.inventory.model import ROLES, Inventory, Node
 from k1prov.ironic import IronicNodes
-from k1prov.outcome import NodeOutcome, VerbReport
+from k1prov.verb_report import NodeOutcome, VerbReport
 from k1prov.settings import (DEFAULT_FAILURE_BUDGET, DEFAULT_TIMEOUTS, IRONIC_MAX_CONCURRENCY,
                              SSH_MAX_CONCURRENCY, SSH_RETRIES, Timeouts)
 from k1prov.ssh import SshTarget

@@ -33,7 +33,7 @@ from k1prov.fanout import Status
 from k1prov.hostkeys import ensure_host_key
 from k1prov.imagecatalog import resolve_images
 from k1prov.inventory.model import Node
-from k1prov.outcome import NodeOutcome, VerbReport
+from k1prov.verb_report import NodeOutcome, VerbReport
 from k1prov.ssh_ready import wait_ssh, write_pinned_known_hosts
 
 # States from which `active` (a deploy) is the way forward.

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 from k1prov.context import VerbContext
 from k1prov.fanout import Status
 from k1prov.ironic import NEEDS_MANAGE
-from k1prov.outcome import NodeOutcome, VerbReport
+from k1prov.verb_report import NodeOutcome, VerbReport
 
 # States from which `provide` is the way forward (NEEDS_MANAGE: those that need `manage`).
 PROVIDABLE = frozenset({"manageable"})

@@ -16,7 +16,7 @@ from k1prov.fanout import Status
 from k1prov.image_content import direct_image_info
 from k1prov.imagecatalog import resolve_images
 from k1prov.inventory.model import ImageSource, Node
-from k1prov.outcome import NodeOutcome, VerbReport
+from k1prov.verb_report import NodeOutcome, VerbReport
 
 # progress(image name, bytes done, bytes total) while an image uploads.
 ImageProgress = Callable[[str, int, int], None]

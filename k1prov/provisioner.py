@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from k1prov import cluster, configure, deploy, enrollment
-from k1prov.outcome import ClusterReport
+from k1prov.verb_report import ClusterReport
 from k1prov.context import RunOptions, VerbContext, default_state_root
 from k1prov.fanout import EventSink
 from k1prov.image_registration import ImageProgress, register_images
 from k1prov.inventory.model import Inventory, Node
-from k1prov.outcome import VerbReport
+from k1prov.verb_report import VerbReport
 from k1prov.settings import DEFAULT_TIMEOUTS, Timeouts
 
 __all__ = ["Provisioner", "RunOptions", "VerbContext", "default_state_root"]

@@ -15,7 +15,7 @@ the standalone manager the job runs once per scale factor as mode "standalone" a
 Mesos modes asked for are reported as skipped. A failed (mode, scale factor) is a
 Failure beside the others' results, never the end of the run.
 
-Files, in the run record STATE/<cluster>/runs/<timestamp>-bench-kmeans/ (k1prov.runs):
+Files, in the run record STATE/<cluster>/runs/<timestamp>-bench-kmeans/ (k1prov.run_records):
 results.json, trials.csv, summary.csv, kmeans.png, hosts/<driver>/<mode>-s<scale>.{out,err}.log
 (spark-submit's output), and the record's meta.json and report.json.
 """
@@ -34,10 +34,10 @@ from k1prov.bench.results import (BenchResult, Failure, Skipped, Trial, check_tr
                                   write_json, write_summary_csv, write_trials_csv)
 from k1prov.errors import ConfigError, InventoryError, TransportError
 from k1prov.inventory.model import Inventory, Node
-from k1prov.remote import pinned_known_hosts, ssh_target
+from k1prov.ad_hoc import pinned_known_hosts, ssh_target
 from k1prov.roles.derive import spark_master_url
-from k1prov.roles.settings import SPARK_MODES, spark_settings
-from k1prov.runs import RunRecord
+from k1prov.roles.role_settings import SPARK_MODES, spark_settings
+from k1prov.run_records import RunRecord
 from k1prov.settings import DEFAULT_TIMEOUTS, Timeouts
 from k1prov.ssh import put_and_run
 

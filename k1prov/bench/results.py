@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from k1prov.errors import ConfigError
-from k1prov.outcome import exit_code
+from k1prov.verb_report import exit_code
 
 PHASES = ("training", "test")
 # Spark-Perf runs 10 trials and ignores the first 2; shorter runs keep every trial,

@@ -10,7 +10,7 @@ from k1prov.bench.kmeans import KmeansOptions, parse_modes, parse_scale_factors,
 from k1prov.bench.results import BenchResult
 from k1prov.cli.common import InventoryOpt, JsonOpt, handles_errors, load
 from k1prov.context import default_state_root
-from k1prov.report import err, out, print_json, rows_table
+from k1prov.presentation import err, out, print_json, rows_table
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Benchmarks on the cluster k1prov built.")

@@ -9,9 +9,9 @@ import typer
 
 from k1prov.cli.common import InventoryOpt, JsonOpt, handles_errors, load
 from k1prov.cli.runtime import ConcurrencyOpt, make_provisioner
-from k1prov.outcome import ClusterReport
-from k1prov.outcome import EXIT_INPUT
-from k1prov.report import err, out, print_json, rows_table
+from k1prov.verb_report import ClusterReport
+from k1prov.verb_report import EXIT_INPUT
+from k1prov.presentation import err, out, print_json, rows_table
 
 app = typer.Typer(no_args_is_help=True, help="The whole cluster: up, status, down, rebuild.")
 

@@ -11,8 +11,8 @@ from rich.markup import escape
 
 from k1prov.errors import K1provError
 from k1prov.inventory import load_inventory
-from k1prov.outcome import EXIT_INTERRUPTED, VerbReport
-from k1prov.report import err, out, print_json, summary_line, verb_table
+from k1prov.verb_report import EXIT_INTERRUPTED, VerbReport
+from k1prov.presentation import err, out, print_json, summary_line, verb_table
 
 log = logging.getLogger("k1prov")
 

@@ -8,7 +8,7 @@ import typer
 
 from k1prov.cli.common import GroupOpt, InventoryOpt, JsonOpt, LimitOpt, finish, handles_errors, load
 from k1prov.cli.runtime import ConcurrencyOpt, make_provisioner
-from k1prov.report import err, print_json
+from k1prov.presentation import err, print_json
 
 RolesOpt = typer.Option(None, "--roles", "-r",
                         help="Only these roles (comma-separated or repeated), e.g. spark-worker.")

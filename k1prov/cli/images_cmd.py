@@ -9,7 +9,7 @@ import typer
 
 from k1prov.cli.common import InventoryOpt, JsonOpt, finish, handles_errors, load
 from k1prov.cli.runtime import make_provisioner
-from k1prov.report import err
+from k1prov.presentation import err
 
 app = typer.Typer(no_args_is_help=True, help="Images in Glance (deploy kernel/ramdisk, user image).")
 

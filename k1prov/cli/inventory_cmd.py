@@ -9,7 +9,7 @@ from rich.markup import escape
 from k1prov.cli.common import JsonOpt, handles_errors, load
 from k1prov.inventory import plan_rows
 from k1prov.preflight import check_all
-from k1prov.report import err, out, print_json, rows_table
+from k1prov.presentation import err, out, print_json, rows_table
 
 app = typer.Typer(no_args_is_help=True, help="Inspect inventory files.")
 

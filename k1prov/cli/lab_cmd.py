@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from k1prov.cli.common import JsonOpt, handles_errors
-from k1prov.report import err, out, print_json, rows_table
+from k1prov.presentation import err, out, print_json, rows_table
 
 app = typer.Typer(no_args_is_help=True, help="The lab: Ironic, Glance and BMC simulators on this machine.")
 

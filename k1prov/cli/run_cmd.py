@@ -17,11 +17,11 @@ from k1prov.cli.common import GroupOpt, InventoryOpt, JsonOpt, LimitOpt, handles
 from k1prov.cli.runtime import ConcurrencyOpt
 from k1prov.errors import ConfigError
 from k1prov.fanout import Report
-from k1prov.outcome import EXIT_NOTHING
+from k1prov.verb_report import EXIT_NOTHING
 from k1prov.context import RunOptions, default_state_root
-from k1prov.remote import (POLICY_ENDPOINT, POLICY_KIND, exit_code, pinned_known_hosts,
+from k1prov.ad_hoc import (POLICY_ENDPOINT, POLICY_KIND, exit_code, pinned_known_hosts,
                            run_on_hosts, run_script_on_hosts, select_nodes)
-from k1prov.report import err, out, print_json
+from k1prov.presentation import err, out, print_json
 from k1prov.settings import DEFAULT_TIMEOUTS
 
 # `k1prov run -i F uname -a`: options after the command belong to the command.

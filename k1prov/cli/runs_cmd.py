@@ -7,8 +7,8 @@ import typer
 
 from k1prov.cli.common import InventoryOpt, JsonOpt, handles_errors, load
 from k1prov.context import default_state_root
-from k1prov.report import out, print_json, rows_table
-from k1prov.runs import list_runs, load_run
+from k1prov.presentation import out, print_json, rows_table
+from k1prov.run_records import list_runs, load_run
 
 app = typer.Typer(no_args_is_help=True, help="Records of earlier runs.")
 

@@ -10,7 +10,7 @@ from k1prov.context import RunOptions
 from k1prov.cloud import translate
 from k1prov.inventory.model import Inventory
 from k1prov.provisioner import Provisioner
-from k1prov.report import err
+from k1prov.presentation import err
 
 ConcurrencyOpt = typer.Option(None, "--concurrency", "-c", min=1,
                               help="Fix the number of parallel operations (default: adaptive).")

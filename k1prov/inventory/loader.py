@@ -16,7 +16,7 @@ from typing import Any
 from k1prov.image_content import CONTAINER_FORMATS, DISK_FORMATS
 from k1prov.errors import InventoryError
 from k1prov.inventory import values
-from k1prov.inventory.cluster import network_warnings, role_settings, zookeeper_ids
+from k1prov.inventory.cross_checks import network_warnings, role_settings, zookeeper_ids
 from k1prov.inventory.fields import Field, Source
 from k1prov.inventory.model import Cloud, ImageSource, Images, Inventory, Network, Ssh
 from k1prov.inventory.nodes import parse_defaults, parse_nodes

@@ -9,7 +9,7 @@ from typing import Any, Iterable
 
 from k1prov.errors import InventoryError
 from k1prov.inventory.model import Inventory, Node
-from k1prov.roles.settings import mesos_settings, spark_settings, zookeeper_settings
+from k1prov.roles.role_settings import mesos_settings, spark_settings, zookeeper_settings
 
 
 def myids(members: Iterable[Node]) -> dict[str, int]:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from k1prov.inventory.model import Inventory, Node
-from k1prov.roles.settings import mesos_settings, spark_settings, zookeeper_settings
+from k1prov.roles.role_settings import mesos_settings, spark_settings, zookeeper_settings
 
 Runner = Callable[[Node, str], tuple[int, str]]
 

@@ -22,7 +22,7 @@ from k1prov.errors import ConfigError
 from k1prov.inventory.model import Inventory, Node
 from k1prov.roles import derive
 from k1prov.roles.plan import ROLE_PHASES, phases, roles_in_order
-from k1prov.roles.settings import (AVENTER_DEBIAN, AVENTER_RPM, AVENTER_UBUNTU, common_settings,
+from k1prov.roles.role_settings import (AVENTER_DEBIAN, AVENTER_RPM, AVENTER_UBUNTU, common_settings,
                                    mesos_settings, spark_settings, zookeeper_settings)
 
 # Where the service launchers go on the host (also in templates/common/base.sh.j2).

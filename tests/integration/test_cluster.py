@@ -36,7 +36,7 @@ from k1prov.cli import app
 from k1prov.inventory import load_inventory
 from k1prov.lab.netns import netns_exists, netns_name
 from k1prov.lock import cluster_lock
-from k1prov.outcome import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK
+from k1prov.verb_report import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK
 from k1prov.provisioner import Provisioner
 
 pytestmark = pytest.mark.lab

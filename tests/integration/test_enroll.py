@@ -14,7 +14,7 @@ from k1prov.cli import app
 from k1prov.fanout import Status
 from k1prov.inventory import load_inventory
 from k1prov.ironic import IronicNodes
-from k1prov.outcome import EXIT_OK, EXIT_PARTIAL
+from k1prov.verb_report import EXIT_OK, EXIT_PARTIAL
 from k1prov.provisioner import Provisioner
 
 pytestmark = pytest.mark.lab

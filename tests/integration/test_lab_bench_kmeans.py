@@ -25,7 +25,7 @@ from k1prov.cli import app
 from k1prov.configure import configure
 from k1prov.fanout import Status
 from k1prov.inventory import load_inventory
-from k1prov.outcome import EXIT_NOTHING, EXIT_OK
+from k1prov.verb_report import EXIT_NOTHING, EXIT_OK
 from k1prov.settings import DEFAULT_TIMEOUTS
 
 pytestmark = [

@@ -21,7 +21,7 @@ from k1prov.fanout import Status
 from k1prov.hostkeys import KEY_NAME
 from k1prov.inventory import load_inventory
 from k1prov.lab.netns import netns_exists, netns_name
-from k1prov.outcome import EXIT_OK
+from k1prov.verb_report import EXIT_OK
 from k1prov.provisioner import Provisioner
 
 pytestmark = pytest.mark.lab

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from k1prov.cli import app
-from k1prov.outcome import EXIT_INPUT, EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL
+from k1prov.verb_report import EXIT_INPUT, EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL
 from test_ssh_run import SSHD, _ensure_sshd, _keygen, hostile_home  # noqa: F401 - autouse fixture
 
 pytestmark = pytest.mark.lab

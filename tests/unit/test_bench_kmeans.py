@@ -16,8 +16,8 @@ from k1prov.bench.results import (BenchResult, Failure, Skipped, Trial, check_tr
                                   mark_ignored, summarize)
 from k1prov.errors import ConfigError, InventoryError, TransportError
 from k1prov.inventory import parse_inventory
-from k1prov.outcome import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL
-from k1prov.runs import list_runs
+from k1prov.verb_report import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL
+from k1prov.run_records import list_runs
 from k1prov.ssh import CommandResult
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import k1prov.configure
 import k1prov.context
 import k1prov.deploy
-import k1prov.remote
+import k1prov.ad_hoc
 import k1prov.ssh_ready
 from k1prov.cli import app
 from k1prov.ssh import CommandResult
@@ -95,7 +95,7 @@ class Ssh:
 @pytest.fixture
 def ssh(monkeypatch):
     rec = Ssh()
-    for module in (k1prov.configure, k1prov.remote, k1prov.ssh_ready):
+    for module in (k1prov.configure, k1prov.ad_hoc, k1prov.ssh_ready):
         if hasattr(module, "run_command"):
             monkeypatch.setattr(module, "run_command", rec.run_command)
         if hasattr(module, "put_and_run"):

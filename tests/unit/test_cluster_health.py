@@ -11,7 +11,7 @@ import pytest
 
 from k1prov import cluster
 from k1prov.context import VerbContext
-from k1prov.outcome import EXIT_OK, EXIT_PARTIAL
+from k1prov.verb_report import EXIT_OK, EXIT_PARTIAL
 from k1prov.roles import health
 from k1prov.roles.health import HealthResult
 from k1prov.settings import DEFAULT_TIMEOUTS

@@ -15,7 +15,7 @@ from k1prov.errors import ConfigError, InventoryError
 from k1prov.fanout import Status
 from k1prov.inventory import parse_inventory
 from k1prov.roles import render_all
-from k1prov.roles import settings as role_table
+from k1prov.roles import role_settings as role_table
 from k1prov.ssh import CommandResult
 
 REPO = Path(__file__).resolve().parents[2]
@@ -416,7 +416,7 @@ def test_render_and_configure_commands(tmp_path, monkeypatch, lab_operator_key):
 
 
 def test_inside_a_larger_verb_the_logs_go_to_its_run_record(tmp_path, fake):
-    from k1prov.runs import RunRecord, list_runs
+    from k1prov.run_records import RunRecord, list_runs
 
     record = RunRecord(tmp_path, "t1", "cluster-up")
     report = run(tmp_path, record=record)

@@ -1,13 +1,13 @@
-"""One exit-code rule (k1prov.outcome.exit_code) for every command's report."""
+"""One exit-code rule (k1prov.verb_report.exit_code) for every command's report."""
 from __future__ import annotations
 
 import pytest
 
-from k1prov.outcome import ClusterReport
+from k1prov.verb_report import ClusterReport
 from k1prov.fanout import Report, Result, Status
-from k1prov.outcome import (EXIT_INTERRUPTED, EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, NodeOutcome,
+from k1prov.verb_report import (EXIT_INTERRUPTED, EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, NodeOutcome,
                             VerbReport, exit_code)
-from k1prov.remote import exit_code as run_exit_code
+from k1prov.ad_hoc import exit_code as run_exit_code
 
 
 @pytest.mark.parametrize("succeeded, failed, cancelled, code", [

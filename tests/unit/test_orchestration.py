@@ -16,7 +16,7 @@ from k1prov.inventory import parse_inventory
 from k1prov.provisioner import Provisioner
 from k1prov.settings import DEFAULT_TIMEOUTS
 from k1prov.ssh import CommandResult
-from k1prov.outcome import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL
+from k1prov.verb_report import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL
 
 from sdk_standin import RecordingConnection, http_error
 

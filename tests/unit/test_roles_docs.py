@@ -5,7 +5,8 @@ import json
 import re
 from pathlib import Path
 
-from k1prov.roles import docs, settings
+from k1prov.roles import docs
+from k1prov.roles import role_settings as settings
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "inventory.md"
 
@@ -49,7 +50,7 @@ def test_every_key_has_a_description_in_settings_py():
     comments = docs.key_comments()
     missing = [f"{section}.{key}" for section, defaults in settings.DEFAULTS.items() for key in defaults
                if key != "source" and not comments[section].get(key)]
-    assert not missing, f"add a comment next to these keys in k1prov/roles/settings.py: {missing}"
+    assert not missing, f"add a comment next to these keys in k1prov/roles/role_settings.py: {missing}"
 
 
 def test_spark_and_zookeeper_default_versions_reach_the_document():

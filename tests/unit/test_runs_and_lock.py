@@ -10,7 +10,7 @@ import pytest
 
 from k1prov.errors import ConfigError, LockError
 from k1prov.lock import cluster_lock
-from k1prov.runs import RunRecord, list_runs, load_run
+from k1prov.run_records import RunRecord, list_runs, load_run
 
 
 def test_run_record_writes_report_trace_and_logs(tmp_path):

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from k1prov.fanout import Status
-from k1prov.outcome import VerbReport
+from k1prov.verb_report import VerbReport
 
 STATUS_STYLE = {Status.OK: "green", Status.FAILED: "red", Status.TIMEOUT: "yellow", Status.SKIPPED: "dim"}
 

@@ -15,7 +15,7 @@ from k1prov.inventory.fields import Field
 from k1prov.inventory.model import Network, Node
 from k1prov.inventory.nodes import Seen, Where, unique
 # The renderer's table is the one source of truth: the loader accepts exactly its keys.
-from k1prov.roles import settings as role_table
+from k1prov.roles import role_settings as role_table
 from k1prov.roles.derive import myids
 
 def zookeeper_ids(nodes: list[Node], where: list[Where]) -> list[Node]:
@@ -48,7 +48,7 @@ def zookeeper_ids(nodes: list[Node], where: list[Where]) -> list[Node]:
 
 def role_settings(f: Field | None, cluster: str, nodes: list[Node],
                   where: list[Where], root: Field) -> dict[str, Any]:
-    """The `roles:` settings (k1prov.roles.settings: keys, defaults, checks) with defaults
+    """The `roles:` settings (k1prov.roles.role_settings: keys, defaults, checks) with defaults
     filled in, after checking that the nodes' roles can work together."""
     given = f.mapping(role_table.ROLE_KEYS) if f is not None else {}
 

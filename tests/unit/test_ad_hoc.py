@@ -1,4 +1,4 @@
-"""k1prov.remote without a network: node selection, SSH targets, policy, exit codes."""
+"""k1prov.ad_hoc without a network: node selection, SSH targets, policy, exit codes."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,9 +8,9 @@ import pytest
 from k1prov.errors import ConfigError
 from k1prov.fanout import Report, Result, Status
 from k1prov.inventory import load_inventory
-from k1prov.outcome import EXIT_INTERRUPTED, EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL
+from k1prov.verb_report import EXIT_INTERRUPTED, EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL
 from k1prov.context import RunOptions
-from k1prov.remote import (SSH_MAX_CONCURRENCY, exit_code, pinned_known_hosts, run_on_hosts,
+from k1prov.ad_hoc import (SSH_MAX_CONCURRENCY, exit_code, pinned_known_hosts, run_on_hosts,
                            select_nodes, ssh_policy, ssh_target)
 
 INVENTORY = """\

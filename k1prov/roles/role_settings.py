@@ -1,6 +1,6 @@
 """Role settings: the one table of what `roles:` may hold, its defaults and its checks.
 
-Both readers use this module: the inventory loader (k1prov.inventory.cluster) checks a
+Both readers use this module: the inventory loader (k1prov.inventory.cross_checks) checks a
 file at load time and places each problem at its line, and the renderer resolves the
 same settings again from `Inventory.roles` (so an Inventory built in Python gets the
 same checks). A problem is reported through a `fail(key, reason)` callback: the loader's

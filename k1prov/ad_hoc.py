@@ -18,7 +18,7 @@ from k1prov.errors import ConfigError
 from k1prov.fanout import EventSink, Policy, Report, Status, run_fanout
 from k1prov.context import RunOptions, pinned_known_hosts, select_nodes, ssh_target
 from k1prov.inventory.model import Inventory, Node
-from k1prov.outcome import exit_code as outcome_exit_code
+from k1prov.verb_report import exit_code as outcome_exit_code
 from k1prov.settings import DEFAULT_TIMEOUTS, SSH_MAX_CONCURRENCY, SSH_RETRIES, Timeouts
 from k1prov.ssh import CommandResult, SshTarget, put_and_run, run_command
 
@@ -84,6 +84,6 @@ def run_script_on_hosts(inv: Inventory, script_text: str, *, nodes: list[Node],
 
 
 def exit_code(report: Report) -> int:
-    """The exit code of a run (k1prov.outcome.exit_code over its hosts)."""
+    """The exit code of a run (k1prov.verb_report.exit_code over its hosts)."""
     good = sum(1 for r in report.results if r.status is Status.OK)
     return outcome_exit_code(succeeded=good, failed=len(report.results) - good, cancelled=report.cancelled)
