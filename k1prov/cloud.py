@@ -9,6 +9,7 @@ import logging
 import re
 
 from k1prov.errors import CloudError, ConfigError, K1provError
+from k1prov.fanout.engine import default_is_transient
 from k1prov.inventory.model import Cloud
 
 log = logging.getLogger("k1prov.cloud")
@@ -59,14 +60,12 @@ def is_transient(exc: BaseException) -> bool:
     from keystoneauth1.exceptions import connection as ka_conn
     from openstack import exceptions as os_exc
 
-    if isinstance(exc, (ConnectionError, TimeoutError, ka_conn.ConnectionError)):
+    if default_is_transient(exc):   # the engine's rule: k1prov errors, sockets, HTTP 502-504
+        return True
+    if isinstance(exc, ka_conn.ConnectionError):
         # keystoneauth's ConnectFailure, ConnectTimeout and ReadTimeout derive from this one.
         return True
-    if isinstance(exc, CloudError):
-        return exc.transient
-    if isinstance(exc, os_exc.HttpException):
-        return exc.status_code in (502, 503, 504)
-    if isinstance(exc, os_exc.SDKException):
+    if isinstance(exc, os_exc.SDKException) and not isinstance(exc, os_exc.HttpException):
         text = str(exc)
         return "Connection aborted" in text or "Connection reset" in text or "Max retries" in text
     return False

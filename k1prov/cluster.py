@@ -340,9 +340,7 @@ def down(ctx: VerbContext, *, unenroll: bool) -> ClusterReport:
                   and current[n.name].provision_state == "active"]
         t0 = time.monotonic()
         if active:
-            stopped = run_on_hosts(inv, STOP_SERVICES, nodes=active, options=ctx.options,
-                                   timeouts=ctx.timeouts, events=ctx.events,
-                                   known_hosts=ctx.known_hosts(), profile_path=ctx.profile_path)
+            stopped = run_on_hosts(ctx, STOP_SERVICES, nodes=active, known_hosts=ctx.known_hosts())
             bad = [r.key for r in stopped.results if r.status is not Status.OK]
             note = f"stopped services on {len(active) - len(bad)} node(s)"
             # A host that does not answer is undeployed all the same: its disk is wiped.

@@ -37,7 +37,7 @@ from k1prov.errors import ConfigError, NodeError, TransportError
 from k1prov.fanout import EventSink, Policy, Report, Status, run_fanout
 from k1prov.inventory.model import Inventory, Node
 from k1prov.verb_report import NodeOutcome, VerbReport
-from k1prov.context import RunOptions, VerbContext, pinned_known_hosts, select_nodes, ssh_target
+from k1prov.context import RunOptions, VerbContext, pinned_known_hosts, select_nodes, ssh_policy, ssh_target
 from k1prov.probe import batch_runner, probe_hosts
 from k1prov.roles import RenderedScript, render_all, wait_until_healthy, write_rendered
 from k1prov.roles.health import (BatchRunner, Check, HealthResult, commands_by_host, gate_checks, replay,
@@ -45,7 +45,7 @@ from k1prov.roles.health import (BatchRunner, Check, HealthResult, commands_by_h
 from k1prov.roles.plan import ROLE_PHASES
 from k1prov.roles.render import status_functions
 from k1prov.run_records import RunRecord
-from k1prov.settings import DEFAULT_TIMEOUTS, SSH_MAX_CONCURRENCY, SSH_RETRIES, Timeouts
+from k1prov.settings import DEFAULT_TIMEOUTS, SSH_RETRIES, Timeouts
 from k1prov.ssh import SshTarget, put_and_run
 
 log = logging.getLogger("k1prov.configure")
@@ -292,11 +292,8 @@ class _Run:
         return ssh_target(self.inv, node, known_hosts=self.known_hosts)
 
     def _policy(self, *, item_timeout: float) -> Policy:
-        return Policy(kind=POLICY_KIND, endpoint="ssh", concurrency=self.options.concurrency,
-                      max_concurrency=self.options.max_concurrency or SSH_MAX_CONCURRENCY,
-                      item_timeout=item_timeout, retries=SSH_RETRIES,
-                      failure_budget=self.options.failure_budget,
-                      profile_path=self.state_root / "profiles.json")
+        return ssh_policy(self.options, POLICY_KIND, item_timeout=item_timeout,
+                          profile_path=self.state_root / "profiles.json")
 
     # ---- the run -----------------------------------------------------------------------
 

@@ -97,6 +97,17 @@ def ssh_target(inv: Inventory, node: Node, *, known_hosts: Path | None) -> SshTa
                      gateway=node.gateway or inv.ssh.gateway)
 
 
+def ssh_policy(options: RunOptions, kind: str, *, item_timeout: float, profile_path: Path | None,
+               retries: int = SSH_RETRIES, failure_budget: float | None = None) -> Policy:
+    """The one SSH fan-out policy (endpoint "ssh", ceiling SSH_MAX_CONCURRENCY unless the
+    operator sets one); VerbContext.ssh_policy for verbs, this for code without a context."""
+    return Policy(kind=kind, endpoint="ssh", concurrency=options.concurrency,
+                  max_concurrency=options.max_concurrency or SSH_MAX_CONCURRENCY,
+                  item_timeout=item_timeout, retries=retries,
+                  failure_budget=options.failure_budget if failure_budget is None else failure_budget,
+                  profile_path=profile_path)
+
+
 class VerbContext:
     def __init__(self, inventory: Inventory, *, timeouts: Timeouts = DEFAULT_TIMEOUTS,
                  options: RunOptions = RunOptions(), events: EventSink | None = None,
@@ -162,12 +173,8 @@ class VerbContext:
 
     def ssh_policy(self, kind: str, *, item_timeout: float, retries: int = SSH_RETRIES,
                    failure_budget: float | None = None) -> Policy:
-        return Policy(kind=kind, endpoint="ssh", concurrency=self.options.concurrency,
-                      max_concurrency=self.options.max_concurrency or SSH_MAX_CONCURRENCY,
-                      item_timeout=item_timeout, retries=retries,
-                      failure_budget=self.options.failure_budget if failure_budget is None
-                      else failure_budget,
-                      profile_path=self.profile_path)
+        return ssh_policy(self.options, kind, item_timeout=item_timeout, profile_path=self.profile_path,
+                          retries=retries, failure_budget=failure_budget)
 
     def fan_out_ironic(self, kind: str, items: list, fn: Callable[[Any], Any], *,
                        key: Callable[[Any], str], item_timeout: float | None = None) -> Report:

@@ -14,11 +14,11 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from k1prov.context import RunOptions, ssh_target
-from k1prov.fanout import EventSink, Policy, Report, Status, run_fanout
+from k1prov.context import RunOptions, ssh_policy, ssh_target
+from k1prov.fanout import EventSink, Report, Status, run_fanout
 from k1prov.inventory.model import Inventory, Node
 from k1prov.roles.health import BatchRunner, batch_command, parse_batch
-from k1prov.settings import DEFAULT_TIMEOUTS, SSH_MAX_CONCURRENCY, SSH_RETRIES, Timeouts
+from k1prov.settings import DEFAULT_TIMEOUTS, SSH_RETRIES, Timeouts
 from k1prov.ssh import run_command
 
 log = logging.getLogger("k1prov.probe")
@@ -52,10 +52,8 @@ def probe_hosts(inv: Inventory, wanted: dict[str, tuple[Node, list[str]]], *,
                           connect_timeout=timeouts.ssh_connect, command_timeout=timeouts.ssh_probe)
         return parse_batch(res.stdout, len(commands))
 
-    policy = Policy(kind=POLICY_KIND, endpoint="ssh", concurrency=options.concurrency,
-                    max_concurrency=options.max_concurrency or SSH_MAX_CONCURRENCY,
-                    item_timeout=timeouts.ssh_connect * (SSH_RETRIES + 1) + timeouts.ssh_probe,
-                    retries=SSH_RETRIES, failure_budget=1.0, profile_path=profile_path)
+    policy = ssh_policy(options, POLICY_KIND, profile_path=profile_path, failure_budget=1.0,
+                        item_timeout=timeouts.ssh_connect * (SSH_RETRIES + 1) + timeouts.ssh_probe)
     probed.report = run_fanout(list(wanted), read, key=lambda name: name, policy=policy, events=events)
     for res in probed.report.results:
         if res.status is Status.OK:

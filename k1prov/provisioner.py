@@ -16,10 +16,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Iterable
 
-from k1prov import cluster, configure, deploy, enrollment
+from k1prov import ad_hoc, cluster, configure, deploy, enrollment
+from k1prov.bench.kmeans import KmeansOptions, run_kmeans
+from k1prov.bench.results import BenchResult
 from k1prov.verb_report import ClusterReport
 from k1prov.context import RunOptions, VerbContext, default_state_root
-from k1prov.fanout import EventSink
+from k1prov.fanout import EventSink, Report
 from k1prov.image_registration import ImageProgress, register_images
 from k1prov.inventory.model import Inventory, Node
 from k1prov.verb_report import VerbReport
@@ -101,6 +103,19 @@ class Provisioner:
     def render(self, out_dir: Path) -> dict:
         """Every host's role scripts and config files under out_dir, and out_dir/plan.json."""
         return configure.render(self.inventory, out_dir)
+
+    # ---- commands on the hosts (k1prov.ad_hoc) and benchmarks (k1prov.bench) ----------
+
+    def run(self, command: str, *, limit: Iterable[str] | None = None, group: str | None = None,
+            known_hosts: Path | None = None, script: bool = False) -> Report:
+        """A command (or, with script, a script's text) on the selected hosts over SSH."""
+        return ad_hoc.run(self.context, command, limit=limit, group=group, known_hosts=known_hosts,
+                          script=script)
+
+    def bench_kmeans(self, options: KmeansOptions = KmeansOptions()) -> BenchResult:
+        """The Spark-Perf K-means experiment on the configured cluster."""
+        return run_kmeans(self.inventory, state_root=self.state_root, options=options,
+                          timeouts=self.context.timeouts, notify=self.context.notify)
 
     # ---- the operator's workflow (k1prov.cluster) -----------------------------------
 

@@ -34,7 +34,7 @@ from k1prov.bench.results import (BenchResult, Failure, Skipped, Trial, check_tr
                                   write_json, write_summary_csv, write_trials_csv)
 from k1prov.errors import ConfigError, InventoryError, TransportError
 from k1prov.inventory.model import Inventory, Node
-from k1prov.ad_hoc import pinned_known_hosts, ssh_target
+from k1prov.context import pinned_known_hosts, ssh_target
 from k1prov.roles.derive import spark_master_url
 from k1prov.roles.role_settings import SPARK_MODES, spark_settings
 from k1prov.run_records import RunRecord

@@ -6,10 +6,10 @@ from typing import Optional
 
 import typer
 
-from k1prov.bench.kmeans import KmeansOptions, parse_modes, parse_scale_factors, run_kmeans
+from k1prov.bench.kmeans import KmeansOptions, parse_modes, parse_scale_factors
 from k1prov.bench.results import BenchResult
 from k1prov.cli.common import InventoryOpt, JsonOpt, handles_errors, load
-from k1prov.context import default_state_root
+from k1prov.cli.runtime import make_provisioner
 from k1prov.presentation import err, out, print_json, rows_table
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False,
@@ -39,8 +39,8 @@ def kmeans(inventory: Path = InventoryOpt,
                             trials=trials, ignore_first=ignore_first, executor_memory=executor_memory,
                             driver_memory=driver_memory, total_executor_cores=total_executor_cores,
                             python=python)
-    notify = (lambda msg: None) if as_json else (lambda msg: err.print(f"[cyan]>[/] {msg}", highlight=False))
-    result = run_kmeans(load(inventory), state_root=default_state_root(), options=options, notify=notify)
+    with make_provisioner(load(inventory), quiet=as_json) as prov:
+        result = prov.bench_kmeans(options)
     if as_json:
         print_json(result.to_dict())
     else:

@@ -14,13 +14,12 @@ from typing import Iterator, Optional
 import typer
 
 from k1prov.cli.common import GroupOpt, InventoryOpt, JsonOpt, LimitOpt, handles_errors, load
-from k1prov.cli.runtime import ConcurrencyOpt
+from k1prov.cli.runtime import ConcurrencyOpt, make_provisioner
 from k1prov.errors import ConfigError
 from k1prov.fanout import Report
 from k1prov.verb_report import EXIT_NOTHING
-from k1prov.context import RunOptions, default_state_root
-from k1prov.ad_hoc import (POLICY_ENDPOINT, POLICY_KIND, exit_code, pinned_known_hosts,
-                           run_on_hosts, run_script_on_hosts, select_nodes)
+from k1prov.context import RunOptions
+from k1prov.ad_hoc import POLICY_ENDPOINT, POLICY_KIND, exit_code
 from k1prov.presentation import err, out, print_json
 from k1prov.settings import DEFAULT_TIMEOUTS
 
@@ -57,18 +56,15 @@ def run(inventory: Path = InventoryOpt,
     """Run a command (or upload and run a script) on the inventory's hosts over SSH."""
     text, label = _what_to_run(command, script)
     inv = load(inventory)
-    nodes = select_nodes(inv, group=group, limit=limit)
-    if not nodes:
-        _nothing_to_run(as_json)
     options = RunOptions(concurrency=concurrency, max_concurrency=max_concurrency,
                          failure_budget=failure_budget)
-    state_root = default_state_root()
-    pinned = known_hosts or pinned_known_hosts(state_root, inv.cluster)
-    call = run_script_on_hosts if script is not None else run_on_hosts
-    with _host_key_notes(pinned, inv.cluster):
-        report = call(inv, text, nodes=nodes, options=options,
-                      timeouts=replace(DEFAULT_TIMEOUTS, ssh_command=timeout, ssh_connect=connect_timeout), known_hosts=pinned,
-                      events=None if as_json else _progress(), profile_path=state_root / "profiles.json")
+    timeouts = replace(DEFAULT_TIMEOUTS, ssh_command=timeout, ssh_connect=connect_timeout)
+    with make_provisioner(inv, options=options, timeouts=timeouts, quiet=as_json, progress="run") as prov:
+        if not prov.select(limit, group):
+            _nothing_to_run(as_json)
+        pinned = known_hosts or prov.context.known_hosts()
+        with _host_key_notes(pinned, inv.cluster):
+            report = prov.run(text, limit=limit, group=group, known_hosts=pinned, script=script is not None)
     _show(report, label, as_json=as_json)
 
 
@@ -87,11 +83,6 @@ def _what_to_run(command: Optional[list[str]], script: Optional[Path]) -> tuple[
         raise ConfigError("no command given (k1prov run -i FILE -- COMMAND...)")
     text = " ".join(words)
     return text, text if len(text) <= _TITLE_MAX else text[:_TITLE_MAX - 3] + "..."
-
-
-def _progress():
-    from k1prov.fanout.progress import RichProgress
-    return RichProgress("run", console=err)
 
 
 @contextlib.contextmanager

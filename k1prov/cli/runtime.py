@@ -7,6 +7,7 @@ from typing import Iterator, Optional
 import typer
 
 from k1prov.context import RunOptions
+from k1prov.settings import DEFAULT_TIMEOUTS, Timeouts
 from k1prov.cloud import translate
 from k1prov.inventory.model import Inventory
 from k1prov.provisioner import Provisioner
@@ -17,16 +18,19 @@ ConcurrencyOpt = typer.Option(None, "--concurrency", "-c", min=1,
 
 
 @contextlib.contextmanager
-def make_provisioner(inv: Inventory, *, concurrency: Optional[int] = None,
-                     quiet: bool = False) -> Iterator[Provisioner]:
-    """A Provisioner with a live progress display on stderr (none when quiet)."""
+def make_provisioner(inv: Inventory, *, concurrency: Optional[int] = None, quiet: bool = False,
+                     options: Optional[RunOptions] = None, timeouts: Timeouts = DEFAULT_TIMEOUTS,
+                     progress: str = "") -> Iterator[Provisioner]:
+    """A Provisioner with a live progress display on stderr (none when quiet), labelled
+    `progress`. `options` (all the fan-out options) wins over `concurrency` alone."""
     events = None
     if not quiet:
         from k1prov.fanout.progress import RichProgress
-        events = RichProgress(console=err)
+        events = RichProgress(progress, console=err)
     notify = (lambda msg: None) if quiet else (lambda msg: err.print(f"[cyan]>[/] {msg}", highlight=False))
     try:
-        yield Provisioner(inv, options=RunOptions(concurrency=concurrency), events=events, notify=notify)
+        yield Provisioner(inv, options=options or RunOptions(concurrency=concurrency), timeouts=timeouts,
+                          events=events, notify=notify)
     except Exception as exc:
         # keystoneauth/requests errors that escaped the adapters (Ironic or Glance down):
         # one CloudError line naming the service and its URL, exit 1; anything else as is.

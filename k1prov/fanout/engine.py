@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import tenacity
 
 from k1prov import settings
-from k1prov.errors import K1provError, TransportError
+from k1prov.errors import K1provError
 from k1prov.fanout.climber import Climber, Window
 from k1prov.fanout.events import EventSink, NullSink
 from k1prov.fanout.policy import Policy
@@ -50,11 +50,13 @@ CANCELLED_IN_FLIGHT = "cancelled while running (outcome unknown)"
 
 
 def default_is_transient(exc: BaseException) -> bool:
-    """Failures worth another attempt, and a sign of too many in flight."""
-    if isinstance(exc, TransportError):
-        return exc.transient
-    if isinstance(exc, (ConnectionRefusedError, ConnectionResetError, ConnectionAbortedError,
-                        TimeoutError)):
+    """Failures worth another attempt, and a sign of too many in flight: a k1prov error
+    that says so (TransportError, CloudError with transient=True), a dropped or refused
+    connection, a timeout, an HTTP 502/503/504. The one classifier; k1prov.cloud adds only
+    what needs the SDK's own exception types."""
+    if isinstance(exc, K1provError):
+        return bool(getattr(exc, "transient", False))
+    if isinstance(exc, (ConnectionError, TimeoutError)):
         return True
     # openstack.exceptions.HttpException, without importing openstack here.
     if any(cls.__name__ == "HttpException" for cls in type(exc).__mro__):

@@ -10,8 +10,9 @@ from k1prov.fanout import Report, Result, Status
 from k1prov.inventory import load_inventory
 from k1prov.verb_report import EXIT_INTERRUPTED, EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL
 from k1prov.context import RunOptions
-from k1prov.ad_hoc import (SSH_MAX_CONCURRENCY, exit_code, pinned_known_hosts, run_on_hosts,
-                           select_nodes, ssh_policy, ssh_target)
+from k1prov.ad_hoc import exit_code, run_on_hosts
+from k1prov.context import VerbContext, pinned_known_hosts, select_nodes, ssh_target
+from k1prov.settings import SSH_MAX_CONCURRENCY
 
 INVENTORY = """\
 cluster: unit
@@ -113,18 +114,19 @@ def test_pinned_known_hosts_only_when_deploy_wrote_them(tmp_path):
     assert pinned_known_hosts(tmp_path, "other") is None
 
 
-def test_policy_from_run_options():
-    adaptive = ssh_policy(RunOptions(), item_timeout=5.0, profile_path=Path("/p.json"))
+def test_policy_from_run_options(inv):
+    adaptive = VerbContext(inv, state_root=Path("/p")).ssh_policy("ssh.run", item_timeout=5.0)
     assert (adaptive.kind, adaptive.endpoint, adaptive.concurrency) == ("ssh.run", "ssh", None)
     assert adaptive.max_concurrency == SSH_MAX_CONCURRENCY and adaptive.item_timeout == 5.0
-    fixed = ssh_policy(RunOptions(concurrency=8, max_concurrency=16, failure_budget=1.0),
-                       item_timeout=5.0, profile_path=None)
+    assert adaptive.profile_path == Path("/p/profiles.json")
+    fixed = VerbContext(inv, options=RunOptions(concurrency=8, max_concurrency=16, failure_budget=1.0)
+                        ).ssh_policy("ssh.run", item_timeout=5.0)
     assert (fixed.concurrency, fixed.max_concurrency, fixed.failure_budget) == (8, 16, 1.0)
 
 
 def test_empty_command_is_refused_before_any_connection(inv):
     with pytest.raises(ConfigError):
-        run_on_hosts(inv, "  ", nodes=list(inv.nodes))
+        run_on_hosts(VerbContext(inv), "  ", nodes=list(inv.nodes))
 
 
 def report(*statuses: Status, cancelled: bool = False) -> Report:
