@@ -24,7 +24,7 @@ from labhosts import ROLE_SETTINGS, booted_hosts, host_inventory_text
 from k1prov.configure import configure
 from k1prov.fanout import Status
 from k1prov.inventory import load_inventory
-from k1prov.ad_hoc import ssh_target
+from k1prov.context import ssh_target
 from k1prov.roles import render_host
 from k1prov.settings import DEFAULT_TIMEOUTS
 from k1prov.ssh import put_and_run, run_command
