@@ -90,49 +90,96 @@ def _pid_ip(pid: str) -> str:
     return pid.rpartition("@")[2].rpartition(":")[0]
 
 
+# After the body, curl prints the status and where a redirect points: a standby master
+# answers /state with 307 to the leader (following it would make every master look
+# like the leader), and 503 while no leader is elected.
+_CURL_TRAILER = "\nK1PROV-HTTP %{http_code} %{redirect_url}"
+_TRAILER_RE = re.compile(r"\nK1PROV-HTTP (\d{3}) ?(\S*)\s*$")
+
+
+def _mesos_state_command(url: str) -> str:
+    return f"curl -s --max-time 5 -w {shlex.quote(_CURL_TRAILER)} {shlex.quote(url)}"
+
+
+def _format_resources(resources: dict) -> str:
+    """{'cpus': 2.0, 'mem': 1536.0, 'disk': 2048.0, 'gpus': 0, ...} -> 'cpus:2;mem:1536;disk:2048'."""
+    parts = []
+    for name in ("cpus", "mem", "disk"):
+        value = resources.get(name)
+        if isinstance(value, (int, float)):
+            parts.append(f"{name}:{value:g}")
+    return ";".join(parts)
+
+
 def mesos_health(masters: Sequence[Node], run: Runner, *, agents: Iterable[Node] = (),
                  port: int = 5050) -> HealthResult:
-    """All answering masters agree on one leader, which is one of the masters, and
-    every given agent is registered with it."""
+    """Exactly one master is the elected leader (it answers /state; the others redirect
+    to it), it is one of the inventory's masters, and every given agent is registered
+    and active with it. Agents' states carry their registered resources."""
     states: dict[str, str] = {}
     problems: list[str] = []
-    leaders: set[str] = set()
-    leader_state: dict | None = None
+    leading: list[tuple[Node, dict]] = []
+    pointed: set[str] = set()
     addresses = {m.address: m.name for m in masters}
     for master in masters:
         url = f"http://{master.address}:{port}/state"
-        state = _json(*run(master, f"curl -sfL --max-time 5 {shlex.quote(url)}"))
-        if state is None:
+        code, out = run(master, _mesos_state_command(url))
+        match = _TRAILER_RE.search(out or "")
+        if code != 0 or not match:
             states[master.name] = "unreachable"
             problems.append(f"{master.name}: no /state on port {port}")
             continue
+        status, location = match.group(1), match.group(2)
+        if status in ("301", "302", "307"):
+            states[master.name] = "standby"
+            pointed.add(location.split("//", 1)[-1].split("/", 1)[0])
+            continue
+        state = _json(0, out[:match.start()]) if status == "200" else None
+        if state is None:
+            states[master.name] = "no leader" if status == "503" else f"HTTP {status}"
+            continue
         leader = str(state.get("leader") or "")
-        if leader:
-            leaders.add(leader)
-        is_leader = bool(leader) and leader == state.get("pid")
-        states[master.name] = "leader" if is_leader else ("standby" if leader else "no leader")
-        if is_leader:
-            leader_state = state
-    if len(leaders) != 1:
-        problems.append(f"masters report {len(leaders)} leaders: {sorted(leaders)}")
-    elif _pid_ip(next(iter(leaders))) not in addresses:
-        problems.append(f"leader {next(iter(leaders))} is not one of the inventory's masters")
+        if leader and leader == state.get("pid"):
+            states[master.name] = "leader"
+            leading.append((master, state))
+        else:
+            states[master.name] = "standby" if leader else "no leader"
+    leader_state: dict | None = None
+    summary = "no single leader"
+    if len(leading) != 1:
+        problems.append(f"{len(leading)} masters answer as leader"
+                        + (f" ({', '.join(m.name for m, _ in leading)})" if leading else ""))
+    else:
+        master, leader_state = leading[0]
+        pid = str(leader_state.get("pid"))
+        if _pid_ip(pid) not in addresses:
+            problems.append(f"leader {pid} is not one of the inventory's masters")
+        summary = f"leader {master.name} ({pid})"
     wanted = list(agents)
     if wanted:
         if leader_state is None:
             problems.append("cannot check agents: no master answered as leader")
         else:
-            registered: set[str] = set()
+            registered: dict[str, dict] = {}
             for agent in leader_state.get("slaves") or []:
                 if agent.get("active", True):
-                    registered.add(str(agent.get("hostname", "")))
-                    registered.add(_pid_ip(str(agent.get("pid", ""))))
+                    registered[str(agent.get("hostname", ""))] = agent
+                    registered[_pid_ip(str(agent.get("pid", "")))] = agent
+            total: dict[str, float] = {}
             for node in wanted:
-                seen = node.name in registered or node.address in registered
-                states[node.name] = "registered" if seen else "missing"
-                if not seen:
+                agent = registered.get(node.name) or registered.get(node.address)
+                if agent is None:
+                    states[node.name] = "missing"
                     problems.append(f"{node.name}: agent not registered with the leading master")
-    summary = f"leader {next(iter(leaders))}" if len(leaders) == 1 else "no single leader"
+                    continue
+                resources = agent.get("resources") or {}
+                states[node.name] = "registered" + (f" {_format_resources(resources)}"
+                                                    if _format_resources(resources) else "")
+                for key in ("cpus", "mem", "disk"):
+                    if isinstance(resources.get(key), (int, float)):
+                        total[key] = total.get(key, 0.0) + resources[key]
+            found = sum(1 for n in wanted if states[n.name] != "missing")
+            summary += f", {found}/{len(wanted)} agents" + (f" ({_format_resources(total)})" if total else "")
     return HealthResult(ok=not problems, summary=summary, states=states, problems=tuple(problems))
 
 

@@ -95,11 +95,15 @@ AGENTS = [node("a1", "10.0.1.1"), node("a2", "10.0.1.2")]
 
 
 def state(pid: str, leader: str, slaves=()) -> tuple[int, str]:
-    return 0, json.dumps({"pid": pid, "leader": leader, "slaves": list(slaves)})
+    """A master's answer to /state: the leader's JSON, or a standby's redirect to it."""
+    if pid != leader:
+        return 0, f"\nK1PROV-HTTP 307 http://{leader.partition('@')[2]}/master/state"
+    return 0, json.dumps({"pid": pid, "leader": leader, "slaves": list(slaves)}) + "\nK1PROV-HTTP 200 "
 
 
 def test_mesos_leader_and_agents():
-    slaves = [{"hostname": "a1", "pid": "slave(1)@10.0.1.1:5051", "active": True},
+    slaves = [{"hostname": "a1", "pid": "slave(1)@10.0.1.1:5051", "active": True,
+               "resources": {"cpus": 2.0, "mem": 1536.0, "disk": 2048.0, "gpus": 0.0, "ports": "[31000-32000]"}},
               {"hostname": "10.0.1.2", "pid": "slave(1)@10.0.1.2:5051", "active": True}]
     answers = {"m1": state("master@10.0.0.1:5050", "master@10.0.0.2:5050"),
                "m2": state("master@10.0.0.2:5050", "master@10.0.0.2:5050", slaves),
@@ -107,9 +111,12 @@ def test_mesos_leader_and_agents():
     seen: list = []
     result = mesos_health(MASTERS, runner(answers, seen), agents=AGENTS)
     assert result.ok, result.problems
-    assert result.states == {"m1": "standby", "m2": "leader", "m3": "standby", "a1": "registered",
-                             "a2": "registered"}
-    assert ("m2", "curl -sfL --max-time 5 http://10.0.0.2:5050/state") in seen
+    assert result.states == {"m1": "standby", "m2": "leader", "m3": "standby",
+                             "a1": "registered cpus:2;mem:1536;disk:2048", "a2": "registered"}
+    assert result.summary == "leader m2 (master@10.0.0.2:5050), 2/2 agents (cpus:2;mem:1536;disk:2048)"
+    # Redirects are not followed: a standby would otherwise answer with the leader's state.
+    command = next(c for n, c in seen if n == "m2")
+    assert "http://10.0.0.2:5050/state" in command and "-L" not in command.split()
 
 
 def test_mesos_split_brain_and_missing_agent():
@@ -119,13 +126,31 @@ def test_mesos_split_brain_and_missing_agent():
                "m3": (7, "")}
     result = mesos_health(MASTERS, runner(answers), agents=AGENTS)
     assert not result.ok
-    assert any(p.startswith("masters report 2 leaders") for p in result.problems)
+    assert "2 masters answer as leader (m1, m2)" in result.problems
     assert "m3: no /state on port 5050" in result.problems
 
 
+def test_mesos_no_leader_elected_yet():
+    answers = {m.name: (0, "No leader elected\nK1PROV-HTTP 503 ") for m in MASTERS}
+    result = mesos_health(MASTERS, runner(answers), agents=AGENTS)
+    assert not result.ok and result.summary == "no single leader"
+    assert set(result.states.values()) == {"no leader"}
+    assert "cannot check agents: no master answered as leader" in result.problems
+
+
+def test_mesos_agent_registered_with_a_standby_only_is_missing():
+    answers = {"m1": state("master@10.0.0.1:5050", "master@10.0.0.1:5050",
+                           [{"hostname": "a1", "pid": "slave(1)@10.0.1.1:5051", "active": False}]),
+               "m2": state("master@10.0.0.2:5050", "master@10.0.0.1:5050"),
+               "m3": state("master@10.0.0.3:5050", "master@10.0.0.1:5050")}
+    result = mesos_health(MASTERS, runner(answers), agents=AGENTS[:1])
+    assert result.problems == ("a1: agent not registered with the leading master",)
+
+
 def test_mesos_leader_outside_inventory():
-    answers = {m.name: state(f"master@{m.address}:5050", "master@10.9.9.9:5050") for m in MASTERS}
-    result = mesos_health(MASTERS, runner(answers))
+    answers = {m.name: (0, json.dumps({"pid": "master@10.9.9.9:5050", "leader": "master@10.9.9.9:5050"})
+                        + "\nK1PROV-HTTP 200 ") for m in MASTERS[:1]}
+    result = mesos_health(MASTERS[:1], runner(answers))
     assert result.problems == ("leader master@10.9.9.9:5050 is not one of the inventory's masters",)
 
 
