@@ -1,4 +1,4 @@
-"""`k1prov bench kmeans`: the Spark-Perf K-means experiment on the configured cluster."""
+"""`k1prov bench kmeans` (the Spark-Perf K-means experiment) and `k1prov bench drf` (weighted DRF on Mesos)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -61,3 +61,36 @@ def show(result: BenchResult) -> None:
         err.print(f"[red]failed[/] {failure.mode} s={failure.scale_factor:g}: {failure.reason}",
                   highlight=False, soft_wrap=True)
     err.print(f"results: {result.run_dir} (plot: {result.files.get('plot')})", highlight=False)
+
+
+@app.command("drf")
+@handles_errors
+def drf(inventory: Path = InventoryOpt,
+        duration: float = typer.Option(90.0, "--duration", min=10.0, help="Seconds of sampling."),
+        frameworks: str = typer.Option("drf1:0.5:128,drf2:0.2:256", "--frameworks",
+                                       help="Two ROLE:CPUS:MEM (per task); the roles' weights are "
+                                            "the masters' (roles.mesos.weights)."),
+        task_seconds: float = typer.Option(5.0, "--task-seconds", min=0.5, help="Length of each task."),
+        as_json: bool = JsonOpt):
+    """Two frameworks in two weighted roles, both asking for more than the cluster has: their
+    dominant shares over time from the leading master, a CSV and a PNG plot in the run directory."""
+    from k1prov.bench.drf import DrfOptions, parse_frameworks, run_drf
+
+    options = DrfOptions(duration=duration, task_seconds=task_seconds, frameworks=parse_frameworks(frameworks))
+    notify = (lambda msg: None) if as_json else (lambda msg: err.print(f"[cyan]>[/] {msg}", highlight=False))
+    result = run_drf(load(inventory), state_root=default_state_root(), options=options, notify=notify)
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        roles = [f.role for f in options.frameworks]
+        step = max(1, len(result.samples) // 12)
+        rows = [{"t s": f"{r['t']:.0f}", **{f"{role} share": f"{r[f'{role}_share']:.3f}" for role in roles}}
+                for r in result.samples[::step]]
+        out.print(rows_table(rows, ["t s"] + [f"{role} share" for role in roles],
+                             title=f"Dominant shares on {result.cluster} (leader {result.leader or '?'})"))
+        err.print(f"weights {result.weights}; converged shares (median of the last third) {result.converged}; "
+                  f"share ratio {result.share_ratio} against weight ratio {result.weight_ratio}", highlight=False)
+        for problem in result.errors:
+            err.print(f"[red]error[/] {problem}", highlight=False, soft_wrap=True)
+        err.print(f"results: {result.run_dir} (plot: {result.files.get('plot')})", highlight=False)
+    raise typer.Exit(result.exit_code())

@@ -1,0 +1,81 @@
+"""The lab's Apache Mesos: an operator's own build (a tarball and its SHA512SUMS), found
+through a setting, served to the lab hosts over HTTP and installed by the role scripts'
+`source: tarball` path like any site's build.
+
+No Mesos package is reachable from the lab machine; the build in ../shared/mesos/
+(relative to the repository root) is what the tests and CI use. Without a build the lab
+says that Mesos is off and why; nothing pretends to run it.
+
+    build = find_mesos_build()          # None: Mesos is off (mesos_off_reason() says why)
+    build.role_settings(url_base)       # the inventory's roles.mesos for that build
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+# Setting: a directory holding one Mesos build tarball (*.tar.xz / *.tar.gz / *.tgz)
+# and SHA512SUMS; "off" switches Mesos off explicitly.
+MESOS_DIR_ENV = "K1PROV_LAB_MESOS"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_MESOS_DIR = REPO_ROOT.parent / "shared" / "mesos"
+_ARCHIVES = ("*.tar.xz", "*.tar.gz", "*.tgz")
+_SUM_RE = re.compile(r"^([0-9a-fA-F]{128})\s+\*?(\S+)$")
+
+
+@dataclass(frozen=True)
+class MesosBuild:
+    directory: Path
+    tarball: Path
+    sha512: str
+
+    def url(self, base: str) -> str:
+        return base.rstrip("/") + "/" + self.tarball.name
+
+    def role_settings(self, base: str) -> dict:
+        """roles.mesos for lab hosts: the build over HTTP with its checksum; the posix
+        launcher and isolators (lab hosts have no cgroup hierarchy of their own)."""
+        return {"source": "tarball", "url": self.url(base), "sha512": self.sha512,
+                "isolation": "posix/cpu,posix/mem", "agent_flags": {"launcher": "posix"}}
+
+
+def mesos_dir_setting() -> str:
+    return os.environ.get(MESOS_DIR_ENV, "") or str(DEFAULT_MESOS_DIR)
+
+
+def _find(directory: Path) -> MesosBuild | str:
+    if not directory.is_dir():
+        return f"no Mesos build at {directory} (set {MESOS_DIR_ENV} to a directory with one)"
+    archives = sorted(p for pattern in _ARCHIVES for p in directory.glob(pattern))
+    if len(archives) != 1:
+        return f"{directory}: expected one Mesos build tarball, found {len(archives)}"
+    sums = directory / "SHA512SUMS"
+    if not sums.is_file():
+        return f"{directory}: no SHA512SUMS beside {archives[0].name}"
+    for line in sums.read_text().splitlines():
+        match = _SUM_RE.match(line.strip())
+        if match and match.group(2) == archives[0].name:
+            return MesosBuild(directory=directory, tarball=archives[0], sha512=match.group(1).lower())
+    return f"{sums}: no sha512 for {archives[0].name}"
+
+
+def find_mesos_build(setting: str | None = None) -> MesosBuild | None:
+    """The build the setting names (default: ../shared/mesos beside the repository), or
+    None when there is none (or the setting is "off")."""
+    found = _find_or_reason(setting)
+    return found if isinstance(found, MesosBuild) else None
+
+
+def mesos_off_reason(setting: str | None = None) -> str:
+    """'' when a build is found, else one line saying why Mesos is off in the lab."""
+    found = _find_or_reason(setting)
+    return "" if isinstance(found, MesosBuild) else f"Mesos is off in the lab: {found}"
+
+
+def _find_or_reason(setting: str | None) -> MesosBuild | str:
+    value = setting if setting is not None else mesos_dir_setting()
+    if value.strip().lower() == "off":
+        return f"{MESOS_DIR_ENV}=off"
+    return _find(Path(value).expanduser())
