@@ -12,6 +12,7 @@ says that Mesos is off and why; nothing pretends to run it.
 from __future__ import annotations
 
 import os
+import shutil
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,3 +80,24 @@ def _find_or_reason(setting: str | None) -> MesosBuild | str:
     if value.strip().lower() == "off":
         return f"{MESOS_DIR_ENV}=off"
     return _find(Path(value).expanduser())
+
+
+def publish(http_dir: Path, setting: str | None = None) -> tuple[MesosBuild | None, str]:
+    """Put the build where the lab's HTTP server serves it (http_dir/mesos/<tarball>, a hard
+    link when the file system allows, else a copy; the checksum is the build's own).
+    Returns (build, path under http_dir) or (None, the reason Mesos is off)."""
+    found = _find_or_reason(setting)
+    if not isinstance(found, MesosBuild):
+        return None, f"Mesos is off in the lab: {found}"
+    target = Path(http_dir) / "mesos" / found.tarball.name
+    if not (target.is_file() and target.stat().st_size == found.tarball.stat().st_size
+            and target.stat().st_mtime_ns >= found.tarball.stat().st_mtime_ns):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        partial.unlink(missing_ok=True)
+        try:
+            os.link(found.tarball, partial)
+        except OSError:
+            shutil.copyfile(found.tarball, partial)
+        os.replace(partial, target)
+    return found, f"mesos/{target.name}"

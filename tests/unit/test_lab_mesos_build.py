@@ -29,3 +29,18 @@ def test_mesos_is_off_with_a_reason(tmp_path, monkeypatch):
     assert mesos_off_reason(str(tmp_path)).endswith("no sha512 for m.tar.xz")
     monkeypatch.setenv(MESOS_DIR_ENV, "off")
     assert mesos_off_reason() == f"Mesos is off in the lab: {MESOS_DIR_ENV}=off"
+
+
+def test_publish_puts_the_build_under_the_http_directory(tmp_path):
+    from k1prov.lab.mesos import publish
+
+    build_dir = tmp_path / "build"
+    build_dir.mkdir()
+    (build_dir / "m.tar.xz").write_bytes(b"build bytes")
+    (build_dir / "SHA512SUMS").write_text(f"{hashlib.sha512(b'build bytes').hexdigest()}  m.tar.xz\n")
+    build, where = publish(tmp_path / "http", str(build_dir))
+    assert build is not None and where == "mesos/m.tar.xz"
+    assert (tmp_path / "http" / where).read_bytes() == b"build bytes"
+    assert publish(tmp_path / "http", str(build_dir))[1] == where   # again: nothing to do
+    off, reason = publish(tmp_path / "http", "off")
+    assert off is None and reason == f"Mesos is off in the lab: {MESOS_DIR_ENV}=off"
