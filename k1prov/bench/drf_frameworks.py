@@ -2,9 +2,9 @@
 
 Shipped by `k1prov bench drf` to a cluster host and run there with the host's python3
 (standard library only). Each framework subscribes through Mesos' v1 scheduler HTTP API
-in its own role, launches one short task per offer it gets (and declines the rest of the
-offer at once, so that the allocator, not the framework, decides who gets what next), and
-never stops asking. A sampler reads the leading master's /roles and /metrics/snapshot
+in its own role, launches as many short tasks as each offer holds (declining nothing for
+longer than an allocation), and never stops asking: who gets the resources freed as tasks
+end is the allocator's (weighted DRF) choice. A sampler reads the leading master's /roles and /metrics/snapshot
 every second and prints one JSON line per sample:
 
     {"event": "sample", "t": 12.0, "total": {"cpus": 4, "mem": 3072},
@@ -71,6 +71,8 @@ class Framework(threading.Thread):
         try:
             self.subscribe()
         except Exception as exc:  # reported, the sampler goes on
+            if self.stop.is_set():
+                return  # the stream ends with the teardown
             self.error = f"{self.role}: {exc}"
             print(json.dumps({"event": "error", "role": self.role, "error": str(exc)}), flush=True)
 
@@ -92,7 +94,6 @@ class Framework(threading.Thread):
             if event is None:
                 raise RuntimeError("the master closed the event stream")
             self.handle(event)
-        self.call({"framework_id": {"value": self.framework_id}, "type": "TEARDOWN"})
 
     @staticmethod
     def read_record(resp):
@@ -131,20 +132,24 @@ class Framework(threading.Thread):
             raise RuntimeError(event.get("error", {}).get("message", "framework error"))
 
     def offer(self, offer):
+        """Launch as many tasks as the offer holds (a framework that always wants more);
+        who gets the resources as tasks end is the allocator's weighted DRF choice."""
         have = {r["name"]: r.get("scalar", {}).get("value", 0.0) for r in offer.get("resources", [])
                 if r.get("type") == "SCALAR"}
-        operations = []
-        if have.get("cpus", 0) >= self.cpus and have.get("mem", 0) >= self.mem:
+        cpus, mem = have.get("cpus", 0.0), have.get("mem", 0.0)
+        tasks = []
+        while cpus >= self.cpus - 1e-9 and mem >= self.mem - 1e-9:
+            cpus, mem = cpus - self.cpus, mem - self.mem
             self.launched += 1
-            operations.append({"type": "LAUNCH", "launch": {"task_infos": [{
+            tasks.append({
                 "name": f"drf-{self.role}-{self.launched}",
                 "task_id": {"value": f"{self.role}-{uuid.uuid4()}"},
                 "agent_id": offer["agent_id"],
                 "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": self.cpus}},
                               {"name": "mem", "type": "SCALAR", "scalar": {"value": self.mem}}],
-                "command": {"value": f"sleep {self.task_seconds}"}}]}})
-        # One task per offer; the rest goes back at once (no filter), so every launch is
-        # the allocator's choice of who is furthest below its weighted fair share.
+                "command": {"value": f"sleep {self.task_seconds}"}})
+        operations = [{"type": "LAUNCH", "launch": {"task_infos": tasks}}] if tasks else []
+        # What is left goes back at once (no filter): the next offer is the allocator's choice.
         self.call({"framework_id": {"value": self.framework_id}, "type": "ACCEPT",
                    "accept": {"offer_ids": [offer["id"]], "operations": operations,
                               "filters": {"refuse_seconds": 0.0}}})
