@@ -254,8 +254,8 @@ def test_drf_shares_follow_the_weights(cluster, configured):
     on purpose (a loaded machine delays launches); the measured ratio is printed."""
     started = time.monotonic()
     result = run_drf(cluster["inv"], state_root=cluster["state_root"],
-                     options=DrfOptions(duration=45, task_seconds=3), timeouts=TIMEOUTS)
-    print(f"\nbench drf, 45 s: weights {result.weights}, converged {result.converged}, share ratio "
+                     options=DrfOptions(duration=60, task_seconds=5), timeouts=TIMEOUTS)
+    print(f"\nbench drf, 60 s: weights {result.weights}, converged {result.converged}, share ratio "
           f"{result.share_ratio} (weight ratio {result.weight_ratio}), launched {result.launched}, "
           f"{time.monotonic() - started:.1f} s; plot {result.files.get('plot')}")
     assert not result.errors, result.errors
