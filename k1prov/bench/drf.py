@@ -53,13 +53,14 @@ class FrameworkSpec:
 
 # Different dominant resources on purpose: the first framework's tasks are
 # cpu-heavy, the second's memory-heavy (DRF compares each role on its own dominant one).
-DEFAULT_FRAMEWORKS = (FrameworkSpec("drf1", 0.5, 128.0), FrameworkSpec("drf2", 0.2, 256.0))
+# Small tasks: a role's share moves in small steps, so it can settle near its fair point.
+DEFAULT_FRAMEWORKS = (FrameworkSpec("drf1", 0.25, 64.0), FrameworkSpec("drf2", 0.1, 128.0))
 
 
 @dataclass(frozen=True)
 class DrfOptions:
-    duration: float = 90.0          # seconds of sampling
-    task_seconds: float = 5.0       # each task's length (sleep)
+    duration: float = 120.0         # seconds of sampling
+    task_seconds: float = 6.0       # each task's length (sleep)
     frameworks: tuple[FrameworkSpec, ...] = DEFAULT_FRAMEWORKS
 
 

@@ -66,11 +66,11 @@ def show(result: BenchResult) -> None:
 @app.command("drf")
 @handles_errors
 def drf(inventory: Path = InventoryOpt,
-        duration: float = typer.Option(90.0, "--duration", min=10.0, help="Seconds of sampling."),
-        frameworks: str = typer.Option("drf1:0.5:128,drf2:0.2:256", "--frameworks",
+        duration: float = typer.Option(120.0, "--duration", min=10.0, help="Seconds of sampling."),
+        frameworks: str = typer.Option("drf1:0.25:64,drf2:0.1:128", "--frameworks",
                                        help="Two ROLE:CPUS:MEM (per task); the roles' weights are "
                                             "the masters' (roles.mesos.weights)."),
-        task_seconds: float = typer.Option(5.0, "--task-seconds", min=0.5, help="Length of each task."),
+        task_seconds: float = typer.Option(6.0, "--task-seconds", min=0.5, help="Length of each task."),
         as_json: bool = JsonOpt):
     """Two frameworks in two weighted roles, both asking for more than the cluster has: their
     dominant shares over time from the leading master, a CSV and a PNG plot in the run directory."""

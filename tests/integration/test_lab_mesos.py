@@ -254,7 +254,7 @@ def test_drf_shares_follow_the_weights(cluster, configured):
     on purpose (a loaded machine delays launches); the measured ratio is printed."""
     started = time.monotonic()
     result = run_drf(cluster["inv"], state_root=cluster["state_root"],
-                     options=DrfOptions(duration=60, task_seconds=5), timeouts=TIMEOUTS)
+                     options=DrfOptions(duration=60), timeouts=TIMEOUTS)
     print(f"\nbench drf, 60 s: weights {result.weights}, converged {result.converged}, share ratio "
           f"{result.share_ratio} (weight ratio {result.weight_ratio}), launched {result.launched}, "
           f"{time.monotonic() - started:.1f} s; plot {result.files.get('plot')}")

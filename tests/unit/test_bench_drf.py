@@ -35,7 +35,7 @@ def test_parse_frameworks():
 def test_the_script_names_every_master_and_framework():
     text = command(inventory(), DrfOptions(duration=30, task_seconds=2))
     assert "--masters 10.0.0.1:5050,10.0.0.2:5050,10.0.0.3:5050" in text
-    assert "--framework drf1:0.5:128 --framework drf2:0.2:256" in text and "--duration 30" in text
+    assert "--framework drf1:0.25:64 --framework drf2:0.1:128" in text and "--duration 30" in text
     proc = subprocess.run(["bash", "-n"], input=text, text=True, capture_output=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     with pytest.raises(InventoryError, match="no node has the mesos-master role"):
