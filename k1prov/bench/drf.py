@@ -27,12 +27,12 @@ from typing import Any, Callable
 
 from k1prov.errors import ConfigError, InventoryError, TransportError
 from k1prov.inventory.model import Inventory, Node
-from k1prov.outcome import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL
-from k1prov.remote import pinned_known_hosts, ssh_target
-from k1prov.roles.settings import mesos_settings
-from k1prov.runs import RunRecord
+from k1prov.ad_hoc import pinned_known_hosts, ssh_target
+from k1prov.roles.role_settings import mesos_settings
+from k1prov.run_records import RunRecord
 from k1prov.settings import DEFAULT_TIMEOUTS, Timeouts
 from k1prov.ssh import put_and_run
+from k1prov.verb_report import exit_code
 
 log = logging.getLogger("k1prov.bench")
 
@@ -99,9 +99,10 @@ class DrfResult:
     files: dict[str, str] = field(default_factory=dict)
 
     def exit_code(self) -> int:
-        if not self.samples or self.share_ratio is None:
-            return EXIT_NOTHING
-        return EXIT_PARTIAL if self.errors else EXIT_OK
+        """The one rule (k1prov.verb_report): nothing measured is NOTHING; a measurement
+        with errors beside it is PARTIAL."""
+        measured = 1 if self.samples and self.share_ratio is not None else 0
+        return exit_code(succeeded=measured, failed=len(self.errors))
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
