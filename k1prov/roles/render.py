@@ -190,8 +190,7 @@ def _spark_context(inv: Inventory, node: Node, role: str) -> dict[str, Any]:
             "spark_defaults": defaults, "daemon_java_opts": java_opts}
 
 
-def _role_files(env: jinja2.Environment, inv: Inventory, node: Node, role: str,
-                ctx: dict[str, Any]) -> dict[str, RenderedFile]:
+def _role_files(env: jinja2.Environment, role: str, ctx: dict[str, Any]) -> dict[str, RenderedFile]:
     """The config files one role script embeds, keyed by their name in the template."""
     files: dict[str, RenderedFile] = {}
     if role == "zookeeper":
@@ -246,7 +245,7 @@ def status_functions(inv: Inventory, *, env: jinja2.Environment | None = None) -
 def _render_role(env: jinja2.Environment, inv: Inventory, node: Node, role: str) -> RenderedScript:
     order, template, _name = ROLE_PHASES[role]
     ctx = _context(inv, node, role)
-    files = _role_files(env, inv, node, role, ctx)
+    files = _role_files(env, role, ctx)
     ctx["files"] = {key: f.text for key, f in files.items()}
     # The script records its own hash, so hash it with that field empty, then fill it in.
     draft = _render(env, template, {**ctx, "content_sha256": ""})
