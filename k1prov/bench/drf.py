@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from k1prov.errors import ConfigError, InventoryError, TransportError
 from k1prov.inventory.model import Inventory, Node
-from k1prov.ad_hoc import pinned_known_hosts, ssh_target
+from k1prov.context import pinned_known_hosts, ssh_target
 from k1prov.roles.role_settings import mesos_settings
 from k1prov.run_records import RunRecord
 from k1prov.settings import DEFAULT_TIMEOUTS, Timeouts

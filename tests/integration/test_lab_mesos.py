@@ -28,7 +28,7 @@ from k1prov.configure import configure
 from k1prov.fanout import Status
 from k1prov.inventory import load_inventory
 from k1prov.lab.mesos import find_mesos_build, mesos_off_reason
-from k1prov.ad_hoc import ssh_target
+from k1prov.context import ssh_target
 from k1prov.roles import render_host
 from k1prov.settings import DEFAULT_TIMEOUTS
 from k1prov.ssh import put_and_run, run_command
