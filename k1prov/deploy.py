@@ -38,6 +38,9 @@ from k1prov.ssh_ready import wait_ssh, write_pinned_known_hosts
 
 # States from which `active` (a deploy) is the way forward.
 DEPLOYABLE = {"available", "deploy failed"}
+# A deploy still under way (an interrupted run's, a real agent writes the disk for a
+# while): a re-run waits for it with the others instead of firing it again.
+IN_FLIGHT = {"deploying", "wait call-back"}
 # States from which `rebuild` is accepted.
 REBUILDABLE = {"active", "deploy failed", "error"}
 # States from which `deleted` (undeploy) is accepted.
@@ -106,6 +109,7 @@ def deploy(ctx: VerbContext, *, limit: Iterable[str] | None = None,
     image = user_image(ctx)
     outcomes = {n.name: NodeOutcome(node=n.name, status=Status.OK) for n in nodes}
     todo: list[tuple[Node, str]] = []
+    resume: set[str] = set()
     for node in nodes:
         ir = current.get(node.name)
         out = outcomes[node.name]
@@ -118,11 +122,14 @@ def deploy(ctx: VerbContext, *, limit: Iterable[str] | None = None,
                 out.changes = [f"runs image {have}, not {image.name}: `k1prov reimage` to change"]
         elif ir.provision_state in DEPLOYABLE:
             todo.append((node, ir.id))
+        elif ir.provision_state in IN_FLIGHT:
+            todo.append((node, ir.id))
+            resume.add(node.name)
         else:
             out.status = Status.FAILED
             out.error = f"node is {ir.provision_state}; deploy needs available"
     return _provision(ctx, "deploy", "active", todo, outcomes, image=image, regenerate_keys=False,
-                      current=current)
+                      current=current, resume=resume)
 
 
 def reimage(ctx: VerbContext, names: Iterable[str], *, image_name: str | None = None,
@@ -152,9 +159,11 @@ def reimage(ctx: VerbContext, names: Iterable[str], *, image_name: str | None = 
 
 def _provision(ctx: VerbContext, verb: str, action: str, todo: list[tuple[Node, str]],
                outcomes: dict[str, NodeOutcome], *, image: UserImage,
-               regenerate_keys: bool, current: dict[str, Any]) -> VerbReport:
+               regenerate_keys: bool, current: dict[str, Any],
+               resume: set[str] = frozenset()) -> VerbReport:
     """Fire `action` with a fresh config drive, wait for active, then for SSH. `current`:
-    Ironic's view the caller decided from (the rows when there is nothing to do)."""
+    Ironic's view the caller decided from (the rows when there is nothing to do). Nodes in
+    `resume` are already on their way (an earlier run fired them): only waited for."""
     started = time.monotonic()
     report = VerbReport(verb=verb, outcomes=list(outcomes.values()))
     if not todo:
@@ -167,6 +176,8 @@ def _provision(ctx: VerbContext, verb: str, action: str, todo: list[tuple[Node, 
     ironic = ctx.ironic()
 
     def fire(name: str) -> None:
+        if name in resume:
+            return
         node, uuid = by_name[name], uuid_of[name]
         if not node.macs:
             raise NodeError(node.name, "no MAC address: the config drive's network needs one")

@@ -9,7 +9,10 @@ BMC i listens on 127.0.0.1:(P+i) (UDP, IPMI 2.0 lanplus). Each BMC keeps its pow
 and boot device in D/<port>.json, written atomically, so other parts of the lab (the
 host that "boots" when its machine is powered on) can read it:
 
-    {"power": "on" | "off", "boot_device": "network", "changed": 1700000000.0}
+    {"power": "on" | "off", "boot_device": "network", "boots": 3, "changed": 1700000000.0}
+
+`boots` counts power-ons, resets and cycles: a change of it is a (re)boot of the machine,
+while a boot device change alone is not (k1prov/lab/machine.py).
 
 Authentication (RAKP, wrong user or password refused) is pyghmi's own server code.
 """
@@ -51,10 +54,11 @@ def read_state(path: Path) -> dict:
     try:
         state = json.loads(path.read_text())
     except (OSError, ValueError):
-        return {"power": "off", "boot_device": "default", "changed": time.time()}
+        return {"power": "off", "boot_device": "default", "boots": 0, "changed": time.time()}
     if state.get("power") not in ("on", "off"):
         state["power"] = "off"
     state.setdefault("boot_device", "default")
+    state.setdefault("boots", 0)
     state.setdefault("changed", time.time())
     return state
 
@@ -77,7 +81,8 @@ class LabBmc(bmc.Bmc):
         return self.state["power"]
 
     def power_on(self):
-        self._update(power="on")
+        if self.state["power"] != "on":
+            self._update(power="on", boots=self.state["boots"] + 1)
 
     def power_off(self):
         self._update(power="off")
@@ -89,11 +94,11 @@ class LabBmc(bmc.Bmc):
     def power_reset(self):
         # Reset of a machine that is off does nothing, as on real hardware.
         if self.state["power"] == "on":
-            self._update(power="on")
+            self._update(power="on", boots=self.state["boots"] + 1)
 
     def power_cycle(self):
         # Off then on: the "changed" time moves, so a host watcher sees the reboot.
-        self._update(power="on")
+        self._update(power="on", boots=self.state["boots"] + 1)
 
     def get_boot_device(self):
         return self.state["boot_device"]

@@ -6,6 +6,7 @@ need were found by hand and are recorded in /work/shared/LAB-NOTES.md.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import textwrap
 from dataclasses import dataclass
@@ -28,10 +29,9 @@ BAREMETAL_API_VERSION = "1.x"
 # on 127.0.0.1 only); publicize_image lets images be public.
 GLANCE_POLICY = '"context_is_admin": ""\n"publicize_image": ""\n'
 
-# Ironic masks instance_info.configdrive ("******") on every GET unless this rule passes.
-# The lab reconciler (k1prov.lab.reconciler) reads the config drive from the node, as
-# the deploy ramdisk of a real deploy receives it, so the lab shows instance secrets.
-IRONIC_POLICY = '"show_instance_secrets": "@"\n'
+# Ironic's default policy: the lab machines never read Ironic's API (the agent gets the
+# config drive with its deploy step, as on real hardware), so no secret is opened up.
+IRONIC_POLICY = "{}\n"
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,15 @@ class LabSettings:
     # Where the clouds.yaml entry goes; None means ~/.config/openstack/clouds.yaml.
     clouds_yaml: Path | None = None
     cloud_name: str = "k1prov-lab"
+    # The lab's network: one bridge on this machine, its address (this machine's, where
+    # Ironic and the image HTTP server listen so that the machines' agents reach them)
+    # with the subnet's prefix. Machines that network-boot lease addresses from the top
+    # quarter of the subnet (k1prov.lab.machine.Dhcp); instances get theirs from their
+    # config drive.
+    bridge: str = "k1plab0"
+    cidr: str = "10.251.0.1/24"
+    # Size of each machine's disk (a sparse file: only what the agent writes takes room).
+    disk_gb: int = 4
 
     @classmethod
     def default(cls) -> "LabSettings":
@@ -75,6 +84,17 @@ class LabSettings:
             raise ConfigError(f"lab settings: ironic, glance and http ports must differ, got {tcp}")
         if not self.bmc_username or ":" in self.bmc_username:
             raise ConfigError(f"lab setting bmc_username: {self.bmc_username!r} is not usable")
+        if not self.bridge or len(self.bridge) > 15 or "/" in self.bridge:
+            raise ConfigError(f"lab setting bridge: {self.bridge!r} is not an interface name")
+        try:
+            iface = ipaddress.IPv4Interface(self.cidr)
+        except ValueError as exc:
+            raise ConfigError(f"lab setting cidr: {exc}") from None
+        if iface.ip in (iface.network.network_address, iface.network.broadcast_address) \
+                or iface.network.prefixlen > 26:
+            raise ConfigError(f"lab setting cidr: {self.cidr} must be a host address in a /26 or larger")
+        if self.disk_gb < 1:
+            raise ConfigError(f"lab setting disk_gb: {self.disk_gb} (need at least 1)")
 
     # Paths inside the state directory; one place so that nothing guesses them.
     @property
@@ -116,8 +136,22 @@ class LabSettings:
         return Path("~/.config/openstack/clouds.yaml").expanduser()
 
     @property
+    def gateway(self) -> str:
+        """This machine's address on the lab bridge."""
+        return str(ipaddress.IPv4Interface(self.cidr).ip)
+
+    @property
+    def tftp_root(self) -> Path:
+        return self.root / "ironic" / "tftpboot"
+
+    @property
+    def machines_dir(self) -> Path:
+        return self.root / "machines"
+
+    @property
     def ironic_url(self) -> str:
-        return f"http://127.0.0.1:{self.ironic_port}"
+        # On the bridge: the agents in the machines call back here (lookup, heartbeat).
+        return f"http://{self.gateway}:{self.ironic_port}"
 
     @property
     def glance_url(self) -> str:
@@ -125,7 +159,8 @@ class LabSettings:
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        # On the bridge: the agents download the images Ironic stages here.
+        return f"http://{self.gateway}:{self.http_port}"
 
     @property
     def bmc_ports(self) -> range:
@@ -141,13 +176,14 @@ def render_ironic_conf(s: LabSettings) -> str:
         # API and conductor in one process; no message bus.
         rpc_transport = none
         host = k1prov-lab
+        my_ip = {s.gateway}
         state_path = {state}
         log_dir =
         use_stderr = true
         debug = false
         enabled_hardware_types = ipmi,fake-hardware
-        enabled_deploy_interfaces = fake,direct,ramdisk
-        enabled_boot_interfaces = fake,pxe,ipxe
+        enabled_deploy_interfaces = direct,fake,ramdisk
+        enabled_boot_interfaces = pxe,fake,ipxe
         enabled_power_interfaces = fake,ipmitool
         enabled_management_interfaces = fake,ipmitool,noop
         enabled_inspect_interfaces = fake,no-inspect
@@ -162,7 +198,8 @@ def render_ironic_conf(s: LabSettings) -> str:
         enabled_firmware_interfaces = fake,no-firmware
 
         [api]
-        host_ip = 127.0.0.1
+        # The bridge address: the machines' agents call back here; k1prov too.
+        host_ip = {s.gateway}
         port = {s.ironic_port}
         api_workers = 1
 
@@ -178,6 +215,9 @@ def render_ironic_conf(s: LabSettings) -> str:
         sync_power_state_interval = -1
         # `k1prov lab down` should not wait a minute for the conductor.
         graceful_shutdown_timeout = 5
+        # An agent that never calls back fails the deploy after this (k1prov's own
+        # deploy timeout, settings.Timeouts.deploy, is the one operators see first).
+        deploy_callback_timeout = 1800
 
         [ipmi]
         # 0 divides by zero inside Ironic; the default 5 makes one power action take ~15 s.
@@ -189,15 +229,36 @@ def render_ironic_conf(s: LabSettings) -> str:
 
         [service_catalog]
         auth_type = none
+        # What Ironic writes as ipa-api-url into the PXE config: the agents' way back.
         endpoint_override = {s.ironic_url}
 
         [deploy]
         http_root = {s.http_dir}
         http_url = {s.http_url}
+        default_boot_mode = bios
+        fast_track = false
 
         [pxe]
-        tftp_root = {state / "tftpboot"}
-        tftp_master_path = {state / "tftpboot" / "master_images"}
+        tftp_server = {s.gateway}
+        tftp_root = {s.tftp_root}
+        tftp_master_path = {s.tftp_root / "master_images"}
+        images_path = {state / "images"}
+        instance_master_path = {state / "master_images"}
+
+        [agent]
+        # The agent downloads the image from Ironic's HTTP server, not from Glance.
+        image_download_source = http
+        # Every deploy's agent log (Ironic asks the agent for it): k1prov's run records
+        # and `cluster status` point at these files.
+        deploy_logs_collect = always
+        deploy_logs_storage_backend = local
+        deploy_logs_local_path = {s.root / "deploy-logs"}
+        certificates_path = {state / "agent-certificates"}
+        # After the agent's own poweroff, Ironic polls the BMC until it reads "off" (the
+        # lab presses the machine's power button within a second): poll every second
+        # rather than every 5 s, for as long as the default (30 s) before a hard off.
+        post_deploy_get_power_state_retries = 30
+        post_deploy_get_power_state_retry_interval = 1
 
         [oslo_concurrency]
         lock_path = {state / "locks"}
@@ -256,7 +317,9 @@ def rendered_files(s: LabSettings) -> dict[Path, str]:
 def write_configs(s: LabSettings) -> None:
     """Write the configuration files and the directories they name (only what changed)."""
     for d in (s.etc_dir, s.glance_conf_dir, s.log_dir, s.run_dir, s.http_dir, s.bmc_state_dir,
-              s.root / "ironic" / "tftpboot" / "master_images", s.root / "ironic" / "locks",
+              s.tftp_root / "master_images", s.root / "ironic" / "locks", s.root / "deploy-logs",
+              s.root / "ironic" / "images", s.root / "ironic" / "master_images",
+              s.root / "ironic" / "agent-certificates", s.machines_dir,
               s.root / "glance-images" / "local", s.root / "glance-images" / "staging",
               s.root / "glance-images" / "tasks", s.root / "glance-locks"):
         d.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import threading
 import time
@@ -40,6 +41,7 @@ from pathlib import Path
 from k1prov.errors import LabError
 from k1prov.lab.command import run
 from k1prov.lab.configdrive_apply import HostConfig, apply_host_config
+from k1prov.lab.disk import root_partition
 from k1prov.lab.netns import LabNetwork, attach_host, detach_host, netns_exists, netns_name
 from k1prov.settings import DEFAULT_TIMEOUTS
 
@@ -113,11 +115,15 @@ class HostBooter:
     # -- verbs -------------------------------------------------------------------
 
     def boot(self, name: str, image: Path, config: HostConfig, *,
-             timeout: float = DEFAULT_TIMEOUTS.lab_service) -> HostInfo:
-        """Boot host `name` from `image` with `config`; a running host is left as it is."""
+             timeout: float = DEFAULT_TIMEOUTS.lab_service, mac: str | None = None) -> HostInfo:
+        """Boot host `name` from `image` with `config`; a running host is left as it is.
+
+        `image` is a root filesystem: a whole-disk image file (its partition 1), a bare
+        filesystem image, or a block device (a lab machine's root partition). `mac` is the
+        NIC's MAC (default: one derived from the name)."""
         _check_name(name)
         image = Path(image).resolve()
-        if not image.is_file():
+        if not (image.is_file() or image.is_block_device()):
             raise LabError(f"{name}: image {image} does not exist")
         deadline = time.monotonic() + timeout
         # The bridge is shared by every lab on the machine, and the last lab to go down
@@ -145,7 +151,7 @@ class HostBooter:
                 apply_host_config(upper, config)
                 attach_host(name, bridge=self.network.bridge, address=config.address,
                             prefix=config.prefix, gateway=config.gateway,
-                            timeout=_remaining(deadline, name, "network"))
+                            timeout=_remaining(deadline, name, "network"), mac=mac)
                 pid, start_time = self._start(name, merged, lower, upper, work, config.hostname,
                                               deadline=deadline)
             except BaseException:
@@ -327,7 +333,7 @@ class HostBooter:
         with self._global_lock():
             if not os.path.ismount(lower):
                 lower.mkdir(parents=True, exist_ok=True)
-                _run(["mount", "-o", "ro,loop", str(image), str(lower)], deadline=deadline)
+                _run(["mount", "-o", _mount_options(image), str(image), str(lower)], deadline=deadline)
         return lower
 
     def _release_lower(self, lower: Path, *, deadline: float) -> None:
@@ -436,6 +442,17 @@ def _first_child(pid: int) -> int | None:
     except OSError:
         return None
     return int(children[0]) if children else None
+
+
+def _mount_options(image: Path) -> str:
+    """Read-only mount options for a root filesystem: a block device (a machine's root
+    partition), a whole-disk image (its partition 1) or a bare filesystem image."""
+    if stat.S_ISBLK(image.stat().st_mode):
+        return "ro"
+    part = root_partition(image)
+    if part is None:
+        return "ro,loop"
+    return f"ro,loop,offset={part.start},sizelimit={part.size}"
 
 
 def _umount(target: Path, *, deadline: float) -> None:

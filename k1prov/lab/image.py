@@ -1,12 +1,17 @@
-"""The lab's user image: a raw ext4 filesystem with Debian bookworm, sshd, Java 17,
-ZooKeeper 3.8 and Spark 3.5 (pyspark), built from the recipe in images/lab/.
+"""The lab's user image: a raw whole-disk image (an MBR partition table and one ext4
+root partition) with Debian bookworm, sshd, Java 17, ZooKeeper 3.8 and Spark 3.5
+(pyspark), built from the recipe in images/lab/.
 
 Build: `debootstrap --variant=minbase bookworm`, then `apt-get install
 --no-install-recommends` of images/lab/packages.txt inside the rootfs (services are
 never started: /usr/sbin/policy-rc.d exits 101), pyspark from
 images/lab/requirements-spark.txt into /opt/spark-venv (wheels built on the build
 host, installed offline), images/lab/files/ copied over the rootfs, caches, docs and
-build-time secrets (SSH host keys, machine-id) removed, and `mkfs.ext4 -d`.
+build-time secrets (SSH host keys, machine-id) removed, `mkfs.ext4 -d`, and the
+filesystem placed as partition 1 (from sector 2048, type 83, bootable) of a disk
+image with an MBR partition table: what Ironic calls a whole-disk image. The agent
+streams it onto a lab machine's disk and adds the config-drive partition after it;
+the machine boots its root filesystem from partition 1 (k1prov/lab/machine.py).
 
 Inside the image:
   JAVA_HOME  = /usr/lib/jvm/java-17-openjdk-amd64
@@ -37,7 +42,7 @@ from pathlib import Path
 from k1prov.lab.command import run
 
 # Bump when the build procedure in this module changes in a way that changes the image.
-BUILD_FORMAT = "1"
+BUILD_FORMAT = "2"  # 2: whole-disk image (MBR + partition 1)
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
@@ -47,6 +52,8 @@ SPARK_VENV = "/opt/spark-venv"
 # hosts never write to it (their writes go to the overlay's upper layer).
 SIZE_SLACK = 1.10
 SIZE_EXTRA_MIB = 64
+# Partition 1 starts at 1 MiB (sector 2048), as parted and sfdisk align it.
+PARTITION_START_MIB = 1
 
 Progress = Callable[[str], None]
 
@@ -118,7 +125,7 @@ def _build(cache_dir: Path, key: str, recipe_dir: Path, deadline: float, say: Pr
         wheels = _spark_wheels(cache_dir, recipe_dir, deadline, say)
         _install_recipe(rootfs, recipe_dir, mirror, security, wheels, deadline, say)
         _strip(rootfs)
-        image = _make_filesystem(rootfs, cache_dir / f"k1prov-lab-{key}.raw", deadline, say)
+        image = _make_disk(rootfs, cache_dir / f"k1prov-lab-{key}.raw", deadline, say)
     finally:
         _remove_tree(work)
     _remove_stale_images(cache_dir, keep=image)
@@ -258,16 +265,31 @@ def _strip(rootfs: Path) -> None:
         path.write_text("")
 
 
-def _make_filesystem(rootfs: Path, image: Path, deadline: float, say: Progress) -> Path:
+def _make_disk(rootfs: Path, image: Path, deadline: float, say: Progress) -> Path:
     used = int(subprocess.run(["du", "-sb", "--apparent-size", str(rootfs)], capture_output=True,
                               text=True, check=True).stdout.split()[0])
     size_mib = int(used * SIZE_SLACK / 2**20) + SIZE_EXTRA_MIB
     say(f"mkfs.ext4 -d rootfs ({used / 2**20:.0f} MiB) -> {size_mib} MiB image")
     partial = image.with_name(image.name + ".partial")
+    fs = image.with_name(image.name + ".fs.partial")
     partial.unlink(missing_ok=True)
-    # No journal and no reserved blocks: hosts mount it read-only under an overlay.
-    _run(["mkfs.ext4", "-q", "-F", "-L", "k1prov-lab", "-O", "^has_journal", "-m", "0",
-          "-d", str(rootfs), str(partial), f"{size_mib}M"], deadline=deadline)
+    fs.unlink(missing_ok=True)
+    try:
+        # No journal and no reserved blocks: hosts mount it read-only under an overlay.
+        _run(["mkfs.ext4", "-q", "-F", "-L", "k1prov-lab", "-O", "^has_journal", "-m", "0",
+              "-d", str(rootfs), str(fs), f"{size_mib}M"], deadline=deadline)
+        disk_mib = size_mib + PARTITION_START_MIB
+        with open(partial, "wb") as f:
+            f.truncate(disk_mib * 2**20)
+        _run_stdin(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(partial)],
+                   f"label: dos\nstart={PARTITION_START_MIB * 2048}, type=83, bootable\n",
+                   deadline=deadline)
+        # conv=sparse: the filesystem's free blocks stay holes in the cached file.
+        _run(["dd", f"if={fs}", f"of={partial}", "bs=1M", f"seek={PARTITION_START_MIB}",
+              "conv=sparse,notrunc", "status=none"], deadline=deadline)
+    finally:
+        fs.unlink(missing_ok=True)
+    say(f"whole-disk image: MBR + partition 1 of {size_mib} MiB")
     digest = _file_sha256(partial)
     os.replace(partial, image)
     sidecar = _sidecar(image)
@@ -304,3 +326,7 @@ def _remove_tree(path: Path) -> None:
 
 def _run(argv: list[str], *, deadline: float) -> None:
     run(argv, deadline=deadline, what="lab image build: " + " ".join(argv[:3]))
+
+
+def _run_stdin(argv: list[str], stdin: str, *, deadline: float) -> None:
+    run(argv, deadline=deadline, stdin=stdin, what="lab image build: " + " ".join(argv[:3]))

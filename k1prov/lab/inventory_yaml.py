@@ -11,22 +11,18 @@ import ipaddress
 
 from k1prov.errors import ConfigError
 from k1prov.lab.config import LabSettings
+from k1prov.lab.machine import machine_mac
 
-FIRST_MAC = "52:54:00:6b:00:01"
-FIRST_ADDRESS = "10.251.0.11"
-PREFIX_LENGTH = 24
+# Host number of the first node's address in the lab subnet (10.251.0.11 by default).
+FIRST_HOST = 11
 # How many nodes are ZooKeeper members (an odd quorum once the lab has three nodes).
 ZOOKEEPER_MEMBERS = 3
 
 
-def _mac_plus(mac: str, offset: int) -> str:
-    value = int(mac.replace(":", ""), 16) + offset
-    raw = f"{value:012x}"
-    return ":".join(raw[i:i + 2] for i in range(0, 12, 2))
-
-
-def _ip_plus(address: str, offset: int) -> str:
-    return str(ipaddress.IPv4Address(address) + offset)
+def lab_address(s: LabSettings, index: int) -> str:
+    """The instance address of the index-th (0-based) node of a lab inventory."""
+    network = ipaddress.IPv4Interface(s.cidr).network
+    return str(network.network_address + FIRST_HOST + index)
 
 
 def _groups(count: int) -> list[tuple[int, int, list[str]]]:
@@ -79,7 +75,7 @@ def render_inventory(s: LabSettings, *, nodes: int | None = None, cluster: str =
         f"  ironic_url: {s.ironic_url}",
         f"  glance_url: {s.glance_url}",
         "network:",
-        f"  prefix_length: {PREFIX_LENGTH}",
+        f"  prefix_length: {ipaddress.IPv4Interface(s.cidr).network.prefixlen}",
         *_ssh_lines(s),
         "images:",
         "  deploy_kernel: {name: k1prov-lab-deploy-kernel}",
@@ -87,8 +83,8 @@ def render_inventory(s: LabSettings, *, nodes: int | None = None, cluster: str =
         "  user: {name: k1prov-lab}",
         *ROLE_SETTINGS_LINES,
         "defaults:",
-        "  driver: fake-hardware",
-        "  interfaces: {power: ipmitool, management: ipmitool, deploy: fake, boot: fake}",
+        "  driver: ipmi",
+        "  interfaces: {power: ipmitool, management: ipmitool, deploy: direct, boot: pxe}",
         "  bmc:",
         "    address: 127.0.0.1",
         f"    username: {s.bmc_username}",
@@ -103,7 +99,7 @@ def render_inventory(s: LabSettings, *, nodes: int | None = None, cluster: str =
             f"  - name: {name}",
             f"    roles: [{', '.join(roles)}]",
             f"    bmc: {{port: {{start: {s.bmc_base_port + offset}}}}}",
-            f'    macs: [{{start: "{_mac_plus(FIRST_MAC, offset)}"}}]',
-            f'    address: {{start: "{_ip_plus(FIRST_ADDRESS, offset)}"}}',
+            f'    macs: [{{start: "{machine_mac(s.bmc_base_port + offset)}"}}]',
+            f'    address: {{start: "{lab_address(s, offset)}"}}',
         ]
     return "\n".join(lines) + "\n"

@@ -21,12 +21,13 @@ from k1prov.lab import checks, procs
 from k1prov.lab.clouds import write_cloud_entry
 from k1prov.lab.config import BMCSIM_SCRIPT, REQUIREMENTS_FILE, LabSettings, write_configs
 from k1prov.lab.inventory_yaml import render_inventory
+from k1prov.lab.netns import LabNetwork
 from k1prov.lab.venv import ensure_venv
 from k1prov.settings import DEFAULT_TIMEOUTS, Timeouts
 
 # Order of start; `down` stops in the reverse order (the BMCs outlive Ironic's last call).
-# The reconciler boots lab hosts for deployed nodes: it starts last and stops first, and
-# stops every host when it stops.
+# The reconciler is the machines' hardware (k1prov.lab.machine): it starts last and stops
+# first, and powers every machine down when it stops.
 SERVICES = ("bmcsim", "http", "glance", "ironic", "reconciler")
 # Run as `python -m`; imported lazily so that the package does not load it before runpy.
 RECONCILER_MODULE = "k1prov.lab.reconciler"
@@ -39,6 +40,39 @@ START_POLL = 0.2
 _DROPPED_ENV_PREFIXES = ("OS_",)
 _DROPPED_ENV = {"VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "http_proxy", "https_proxy",
                 "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"}
+
+
+AGENT_PLUGIN = Path(__file__).with_name("ipa_hwm.py")
+AGENT_PLUGIN_MODULE = "k1prov_lab_ipa"
+
+
+def install_agent_plugin(venv: Path) -> None:
+    """The lab machines' hardware manager (k1prov/lab/ipa_hwm.py) as module k1prov_lab_ipa
+    with its ironic_python_agent.hardware_managers entry point, in the lab venv."""
+    sites = sorted(venv.glob("lib/python3*/site-packages"))
+    if not sites:
+        raise LabError(f"lab virtualenv {venv} has no site-packages")
+    site = sites[0]
+    dist = site / f"{AGENT_PLUGIN_MODULE}-1.0.dist-info"
+    files = {
+        site / f"{AGENT_PLUGIN_MODULE}.py": AGENT_PLUGIN.read_text(),
+        dist / "METADATA": f"Metadata-Version: 2.1\nName: {AGENT_PLUGIN_MODULE}\nVersion: 1.0\n",
+        dist / "entry_points.txt": ("[ironic_python_agent.hardware_managers]\n"
+                                    f"k1prov_lab = {AGENT_PLUGIN_MODULE}:LabMachineHardwareManager\n"),
+        dist / "top_level.txt": AGENT_PLUGIN_MODULE + "\n",
+    }
+    files[dist / "RECORD"] = "".join(f"{p.relative_to(site)},,\n" for p in files) + \
+        f"{(dist / 'RECORD').relative_to(site)},,\n"
+    dist.mkdir(exist_ok=True)
+    for path, text in files.items():
+        try:
+            if path.read_text() == text:
+                continue
+        except OSError:
+            pass
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -91,6 +125,9 @@ class Lab:
         to_start = [name for name in SERVICES if running[name] is None]
         # Check every port before starting anything: no half-started lab on a conflict.
         self._check_ports_free([specs[n] for n in to_start])
+        install_agent_plugin(s.venv)
+        # Ironic and the image server listen on the bridge's address: it must exist first.
+        LabNetwork(bridge=s.bridge, cidr=s.cidr).ensure(timeout=self.timeouts.lab_service)
         self._sync_databases(say)
         started = {}
         for name in to_start:
@@ -106,10 +143,17 @@ class Lab:
     def down(self) -> None:
         s = self.settings
         grace = self._stop_grace()
+        was_up = any(procs.read_running(s.run_dir, name) is not None for name in SERVICES)
         for name in reversed(SERVICES):
             procs.stop(s.run_dir, name, grace=grace)
         ports = tuple(p for name in SERVICES for p in self._ports(name))
         busy = procs.wait_ports_free(ports, timeout=self.timeouts.lab_service)
+        # The bridge goes with the lab that ran on it, unless machines of another lab are
+        # still attached (labs on other ports may share a bridge).
+        network = LabNetwork(bridge=s.bridge, cidr=s.cidr)
+        attached = Path(f"/sys/class/net/{s.bridge}/brif")
+        if was_up and network.exists() and not (attached.is_dir() and any(attached.iterdir())):
+            network.remove(timeout=self.timeouts.lab_service)
         if busy:
             listing = ", ".join(f"{proto} {port}" for proto, port in busy)
             raise LabError(f"lab stopped but ports are still in use: {listing}")
@@ -229,15 +273,17 @@ class Lab:
             watched = sorted(s.glance_conf_dir.iterdir())
         elif name == "http":
             # -I: isolated, so nothing from the environment or the cwd is imported.
-            argv = [py, "-I", "-m", "http.server", "--bind", "127.0.0.1",
+            argv = [py, "-I", "-m", "http.server", "--bind", s.gateway,
                     "--directory", str(s.http_dir), str(s.http_port)]
         elif name == "reconciler":
             # k1prov's own python (it imports k1prov), not the lab venv's.
             argv = [sys.executable, "-m", RECONCILER_MODULE, "--root", str(s.root),
-                    "--ironic-url", s.ironic_url, "--glance-url", s.glance_url,
                     "--bmc-state-dir", str(s.bmc_state_dir), "--bmc-base-port", str(s.bmc_base_port),
-                    "--count", str(s.nodes)]
-            watched = [Path(__file__).with_name("reconciler.py")]
+                    "--count", str(s.nodes), "--venv", str(s.venv), "--tftp-root", str(s.tftp_root),
+                    "--bridge", s.bridge, "--cidr", s.cidr, "--disk-gb", str(s.disk_gb),
+                    "--bmc-username", s.bmc_username, "--bmc-password-file", str(s.bmc_password_file)]
+            watched = [Path(__file__).with_name(n) for n in ("reconciler.py", "machine.py", "hosts.py",
+                                                              "disk.py", "netns.py")]
         else:
             # -I also keeps k1prov/lab (the script's directory) off sys.path, where its
             # modules would shadow the standard library's.
@@ -309,7 +355,8 @@ class Lab:
             url = f"ipmi://127.0.0.1:{s.bmc_base_port}"
             detail = f"{s.nodes} BMCs on udp 127.0.0.1:{s.bmc_base_port}-{last}"
         elif name == "reconciler":
-            url, detail = "", f"boots lab hosts of active nodes; log {s.log_dir / 'reconciler.log'}"
+            url, detail = "", (f"the {s.nodes} machines (agent or disk boot); "
+                               f"log {s.log_dir / 'reconciler.log'}")
         else:
             url = {"ironic": s.ironic_url, "glance": s.glance_url, "http": s.http_url}[name]
             detail = ""

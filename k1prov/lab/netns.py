@@ -84,8 +84,9 @@ def netns_exists(name: str) -> bool:
 
 
 def attach_host(host: str, *, bridge: str, address: str, prefix: int, gateway: str | None,
-                timeout: float) -> str:
-    """Create the host's namespace and wire it into the bridge; returns the namespace name."""
+                timeout: float, mac: str | None = None) -> str:
+    """Create the host's namespace and wire it into the bridge; returns the namespace name.
+    The NIC's MAC is `mac` (a lab machine's) or one derived from the host name."""
     deadline = time.monotonic() + timeout
     ns, veth = netns_name(host), veth_name(host)
     ip("netns", "add", ns, deadline=deadline)
@@ -94,7 +95,7 @@ def attach_host(host: str, *, bridge: str, address: str, prefix: int, gateway: s
         # cache still points at the right address. Flush it anyway for a host that takes
         # over the address of another one.
         ip("-batch", "-", deadline=deadline, stdin=(
-            f"link add {veth} type veth peer name {HOST_IFNAME} address {mac_address(host)} netns {ns}\n"
+            f"link add {veth} type veth peer name {HOST_IFNAME} address {mac or mac_address(host)} netns {ns}\n"
             f"link set {veth} master {bridge} up\n"
             f"neigh flush to {address} dev {bridge}\n"))
         route = f"route add default via {gateway}\n" if gateway else ""

@@ -6,6 +6,7 @@ Ports are offset from the defaults so that a lab an operator runs on this machin
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,11 @@ def lab(tmp_path_factory):
     the_lab.up()
     yield the_lab
     the_lab.down()
+    # Powered down, every machine has released its loop device; its disk file (a GB or so
+    # once an image is on it) goes with the session, which pytest's tmp_path keeps.
+    from k1prov.lab.disk import loops_of
+
+    disks = sorted(settings.machines_dir.glob("*/disk.img"))
+    left = [loop for disk in disks for loop in loops_of(disk)]
+    shutil.rmtree(settings.machines_dir, ignore_errors=True)
+    assert not left, f"lab machines left loop devices attached: {left}"

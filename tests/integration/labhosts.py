@@ -27,6 +27,7 @@ import openstack
 from k1prov.imagecatalog import write_lab_deploy_image
 from k1prov.lab import LabSettings
 from k1prov.lab.hosts import HostBooter, HostConfig
+from k1prov.lab.machine import machine_mac
 from k1prov.lab.netns import LabNetwork
 
 KEYGEN_TIMEOUT = 30.0
@@ -181,22 +182,26 @@ images:
 def lab_inventory_text(s: LabSettings, *, cluster: str, nodes: str, deploy: str = "",
                        role_settings: str = "") -> str:
     """An inventory of nodes enrolled in the lab's Ironic, powered through its BMC
-    simulators over IPMI; deploy and role_settings are optional sections, nodes the
-    entries under `nodes:`."""
+    simulators over IPMI and deployed like real machines (ipmi, pxe boot, direct deploy:
+    the lab machine's ironic-python-agent writes its disk); deploy and role_settings are
+    optional sections, nodes the entries under `nodes:` (their MACs must be the lab
+    machines', machine_mac(bmc port))."""
     return f"""\
 cluster: {cluster}
 cloud: {{ironic_url: "{s.ironic_url}", glance_url: "{s.glance_url}"}}
 {deploy}defaults:
-  driver: fake-hardware
-  interfaces: {{power: ipmitool, management: ipmitool, deploy: fake, boot: fake}}
+  driver: ipmi
+  interfaces: {{power: ipmitool, management: ipmitool, deploy: direct, boot: pxe}}
   bmc: {{address: 127.0.0.1, username: {s.bmc_username}, password: {{file: "{s.bmc_password_file}"}}}}
 {role_settings}nodes:
 {nodes}"""
 
 
-def node_range_text(names: str, *, first_bmc_port: int, first_mac: str, first_address: str) -> str:
+def node_range_text(names: str, *, first_bmc_port: int, first_address: str,
+                    first_mac: str | None = None) -> str:
     """One `nodes:` entry for a range of nodes (`enr[01-10]`): BMC ports, MACs and
-    addresses count up from the first."""
+    addresses count up from the first. The MACs are the lab machines' own unless given."""
+    first_mac = first_mac or machine_mac(first_bmc_port)
     return (f"  - name: {names}\n"
             f"    bmc: {{port: {{start: {first_bmc_port}}}}}\n"
             f"    macs: [{{start: \"{first_mac}\"}}]\n"

@@ -34,6 +34,7 @@ from typer.testing import CliRunner
 from k1prov import glance
 from k1prov.cli import app
 from k1prov.inventory import load_inventory
+from k1prov.lab.machine import machine_mac, machine_name
 from k1prov.lab.netns import netns_exists, netns_name
 from k1prov.lock import cluster_lock
 from k1prov.verb_report import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK
@@ -66,7 +67,7 @@ def _node(name: str, index: int, roles: list[str], s) -> str:
     return (f"  - name: {name}\n"
             + (f"    roles: [{', '.join(roles)}]\n" if roles else "")
             + f"    bmc: {{port: {s.bmc_base_port + BMC_OFFSET + index}}}\n"
-            f"    macs: [\"52:54:00:c1:00:{index + 1:02x}\"]\n"
+            f"    macs: [\"{machine_mac(s.bmc_base_port + BMC_OFFSET + index)}\"]\n"
             f"    address: 10.251.0.{FIRST_ADDRESS + index}\n")
 
 
@@ -103,7 +104,8 @@ def env(lab, tmp_path_factory):
                         nodes=_node(SECOND_NAMES[0], 5, ["zookeeper"], s) + _node(SECOND_NAMES[1], 6, [], s))
     state = d / "state"
     conn = lab_connection(s)
-    env = {"dir": d, "inv": inv, "second": second, "state": state, "conn": conn, "times": {}}
+    env = {"dir": d, "inv": inv, "second": second, "state": state, "conn": conn, "times": {},
+           "bmc_base": s.bmc_base_port + BMC_OFFSET}
     try:
         yield env
     finally:
@@ -168,11 +170,14 @@ def _ironic_states(env, names: list[str]) -> dict[str, str | None]:
     return out
 
 
-def _wait_hosts_gone(names: list[str]) -> None:
+def _wait_hosts_gone(env, names: list[str]) -> None:
+    """The lab machines of `names` run nothing (their namespaces are gone)."""
+    base = env["bmc_base"]
+    machines = [machine_name(base + NAMES.index(n)) for n in names]
     deadline = time.monotonic() + HOST_GONE_TIMEOUT
-    while any(netns_exists(netns_name(n)) for n in names) and time.monotonic() < deadline:
+    while any(netns_exists(netns_name(m)) for m in machines) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not [n for n in names if netns_exists(netns_name(n))]
+    assert not [m for m in machines if netns_exists(netns_name(m))]
 
 
 def _check_healthy(data: dict, names: list[str], *, zk_members: list[str], spark: bool) -> None:
@@ -424,7 +429,7 @@ def test_down_needs_yes_without_a_terminal_then_undeploys(env):
     data = json.loads(result.stdout)
     assert _phase(data, "stop services")["note"] == f"stopped services on {len(NAMES)} node(s)"
     assert {o["action"] for o in _phase(data, "undeploy")["report"]["nodes"]} == {"undeployed"}
-    _wait_hosts_gone(NAMES)
+    _wait_hosts_gone(env, NAMES)
     # Undeployed, not deleted: the nodes and the images stay for the next `cluster up`.
     assert set(_ironic_states(env, NAMES).values()) == {"available"}
     assert len(glance.list_own_images(env["conn"], CLUSTER)) == 3
@@ -497,7 +502,7 @@ def test_down_unenroll_leaves_nothing(env):
     assert {o["action"] for o in _phase(data, "undeploy")["report"]["nodes"]} == {"undeployed"}
     assert {o["action"] for o in _phase(data, "delete nodes")["report"]["nodes"]} == {"deleted"}
     assert _phase(data, "delete images")["note"] == "3 image(s) deleted"
-    _wait_hosts_gone(NAMES)
+    _wait_hosts_gone(env, NAMES)
     assert set(_ironic_states(env, NAMES).values()) == {None}
     assert glance.list_own_images(env["conn"], CLUSTER) == []
 

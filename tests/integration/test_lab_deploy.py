@@ -1,6 +1,8 @@
 """images register, deploy, reimage, undeploy against the lab: real Ironic and Glance, the
-BMC simulators over IPMI, and lab hosts booted by the lab's reconciler from the bytes in
-Glance, reached with OpenSSH and the pinned known_hosts (StrictHostKeyChecking=yes)."""
+BMC simulators over IPMI, the `direct` deploy by the real ironic-python-agent in each lab
+machine (PXE config -> agent -> image and config drive on the machine's loop disk ->
+power off -> disk boot), reached with OpenSSH and the pinned known_hosts
+(StrictHostKeyChecking=yes)."""
 from __future__ import annotations
 
 import json
@@ -20,6 +22,7 @@ from k1prov.cli import app
 from k1prov.fanout import Status
 from k1prov.hostkeys import KEY_NAME
 from k1prov.inventory import load_inventory
+from k1prov.lab.machine import machine_name
 from k1prov.lab.netns import netns_exists, netns_name
 from k1prov.verb_report import EXIT_OK
 from k1prov.provisioner import Provisioner
@@ -28,9 +31,10 @@ pytestmark = pytest.mark.lab
 
 CLUSTER = "deploytest"
 NAMES = ["dpl01", "dpl02", "dpl03"]
-# BMC ports lab base + 30.. and addresses .231..: no other test uses them.
+# BMC ports lab base + 30.. and addresses .131..: no other test uses them (the lab's DHCP
+# pool for network-booting machines is .191 and up).
 BMC_OFFSET = 30
-FIRST_ADDRESS = 231
+FIRST_ADDRESS = 131
 SSH_TIMEOUT = 30.0
 # How long Ironic may take to record a power action the host already shows.
 POWER_STATE_TIMEOUT = 30.0
@@ -40,7 +44,7 @@ HOST_GONE_TIMEOUT = 20.0
 def _inventory(s, d: Path, *, user_image: str, user_extra: str = "", name: str = "deploy.yaml") -> Path:
     inv = d / name
     nodes = node_range_text("dpl[01-03]", first_bmc_port=s.bmc_base_port + BMC_OFFSET,
-                            first_mac="52:54:00:d1:00:01", first_address=f"10.251.0.{FIRST_ADDRESS}")
+                            first_address=f"10.251.0.{FIRST_ADDRESS}")
     inv.write_text(lab_inventory_text(
         s, cluster=CLUSTER, nodes=nodes,
         deploy=deploy_settings_text(d, image_prefix="dpl", user_image=user_image, user_extra=user_extra)))
@@ -75,6 +79,12 @@ def _ssh(env, name: str, command: str, *, check: bool = True) -> subprocess.Comp
     if check:
         assert result.returncode == 0, (name, result.stderr)
     return result
+
+
+def _machines(env) -> list[str]:
+    """The lab machines behind NAMES (a machine is named after its BMC port)."""
+    base = env["lab"].settings.bmc_base_port + BMC_OFFSET
+    return [machine_name(base + i) for i in range(len(NAMES))]
 
 
 def _cli(env, *args: str):
@@ -131,8 +141,8 @@ def test_deploy_three_nodes_ssh_with_pinned_keys(env):
         assert rows[name].status is Status.OK, (name, rows[name].error)
         assert rows[name].action == "deployed"
         assert rows[name].provision_state == "active"
-    # Powered on through Ironic's IPMI: the reconciler asks Ironic, and a host can answer SSH
-    # a moment before Ironic has recorded the result of its power action (seen under load).
+    # Ironic powers the machine on (boot device disk) after the agent's disk write; a host
+    # can answer SSH a moment before Ironic has recorded that power action (seen under load).
     deadline = time.monotonic() + POWER_STATE_TIMEOUT
     while True:
         power = {n.name: n.power_state for n in env["conn"].baremetal.nodes(details=True)
@@ -186,10 +196,11 @@ def test_undeploy_removes_hosts_and_nodes_become_available(env):
     for name in NAMES:
         assert rows[name]["action"] == "undeployed"
         assert rows[name]["provision_state"] == "available"
+    machines = _machines(env)
     deadline = time.monotonic() + HOST_GONE_TIMEOUT
-    while any(netns_exists(netns_name(n)) for n in NAMES) and time.monotonic() < deadline:
+    while any(netns_exists(netns_name(m)) for m in machines) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not any(netns_exists(netns_name(n)) for n in NAMES)
+    assert not any(netns_exists(netns_name(m)) for m in machines)
     first = env["prov"].inventory.node(NAMES[0])
     with pytest.raises(OSError):
         socket.create_connection((first.address, 22), timeout=2).close()

@@ -1,75 +1,19 @@
-"""k1prov.deploy's pure parts and the lab reconciler's decision table (no network)."""
+"""k1prov.deploy's pure parts, and the config drive as a lab machine reads it (no network)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from k1prov.configdrive import StaticNetwork, build_config_drive
+from k1prov.configdrive import StaticNetwork, build_config_drive, build_config_drive_iso
 from k1prov.image_registration import image_visibility
 from k1prov.hostkeys import ensure_host_key
 from k1prov.inventory.model import Bmc, Cloud, Inventory, Node, SecretRef
-from k1prov.lab.reconciler import (BOOT, POWER_OFF, POWER_ON, STOP, WIPE, NodeRecord, NodeView, decide,
-                                   host_config_of)
+from k1prov.lab.configdrive_apply import host_config_from_config_drive
 from k1prov.provisioner import Provisioner
 from k1prov.ssh_ready import BOOT_AGE_COMMAND, boot_age, write_pinned_known_hosts
 
-
-def view(state="active", gen="g1", bmc_on=False, running=False, disk=None) -> NodeView:
-    return NodeView(name="n1", uuid="u1", provision_state=state, generation=gen, bmc_on=bmc_on,
-                    host_running=running, host_has_disk=running if disk is None else disk)
-
-
-# ---- the reconciler's decisions
-
-
-def test_new_active_node_is_powered_on_first_and_booted_when_the_bmc_says_on():
-    rec = NodeRecord()
-    assert decide(view(bmc_on=False), rec) == [POWER_ON]
-    rec.powered_for = "g1"
-    assert decide(view(bmc_on=False), rec) == []          # waiting for the BMC
-    assert decide(view(bmc_on=True), rec) == [BOOT]
-
-
-def test_running_host_of_the_current_deploy_is_left_alone():
-    rec = NodeRecord(powered_for="g1", booted_for="g1")
-    assert decide(view(bmc_on=True, running=True), rec) == []
-
-
-def test_power_off_stops_the_host_and_keeps_its_disk():
-    rec = NodeRecord(powered_for="g1", booted_for="g1")
-    assert decide(view(bmc_on=False, running=True), rec) == [STOP]
-    # Operator powers it on again: same deploy, boot from the kept disk (no wipe).
-    assert decide(view(bmc_on=True, running=False, disk=True), rec) == [BOOT]
-
-
-def test_rebuild_seen_only_as_a_new_generation_wipes_and_boots_again():
-    rec = NodeRecord(powered_for="g1", booted_for="g1")
-    assert decide(view(gen="g2", bmc_on=True, running=True), rec) == [STOP, WIPE, BOOT]
-
-
-def test_rebuild_seen_in_deploying_stops_and_wipes_then_boots_at_active():
-    rec = NodeRecord(powered_for="g1", booted_for="g1")
-    assert decide(view(state="deploying", gen="g2", bmc_on=True, running=True), rec) == [STOP, WIPE]
-    rec.booted_for = None
-    # The BMC is still on from the first deploy: no second power-on is needed.
-    assert decide(view(gen="g3", bmc_on=True), rec) == [BOOT]
-
-
-def test_undeploy_stops_wipes_and_powers_off_once_available():
-    rec = NodeRecord(powered_for="g1", booted_for="g1")
-    assert decide(view(state="deleting", gen="g2", bmc_on=True, running=True), rec) == [STOP, WIPE]
-    rec.booted_for = None
-    assert decide(view(state="available", gen="g3", bmc_on=True), rec) == [POWER_OFF]
-    rec.powered_for = None
-    assert decide(view(state="available", gen="g3", bmc_on=True), rec) == []
-
-
-def test_node_we_never_powered_is_not_powered_off():
-    assert decide(view(state="available", bmc_on=True), NodeRecord()) == []
-
-
-# ---- the config drive as the reconciler reads it from instance_info
+# ---- the config drive: k1prov's dict -> Ironic's ISO -> what the machine reads from it
 
 
 def _drive(tmp_path: Path) -> tuple[dict, object]:
@@ -83,18 +27,11 @@ def _drive(tmp_path: Path) -> tuple[dict, object]:
 
 def test_host_config_from_the_json_config_drive(tmp_path):
     drive, key = _drive(tmp_path)
-    config = host_config_of({"configdrive": drive})
+    config = host_config_from_config_drive(build_config_drive_iso(drive))
     assert config.hostname == "dpl01"
     assert (config.address, config.prefix, config.gateway) == ("10.251.0.31", 24, "10.251.0.1")
     assert config.authorized_keys == ("ssh-ed25519 AAAAC3Nz op@x",)
     assert config.ssh_host_keys["ed25519"][1].split()[:2] == key.public_line.split()[:2]
-
-
-def test_masked_config_drive_is_an_error_that_names_the_policy():
-    from k1prov.errors import LabError
-
-    with pytest.raises(LabError, match="show_instance_secrets"):
-        host_config_of({"configdrive": "******"})
 
 
 # ---- deploy helpers

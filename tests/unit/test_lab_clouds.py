@@ -24,7 +24,7 @@ def test_new_file_is_private_and_has_the_entry(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o600
     entry = yaml.safe_load(path.read_text())["clouds"]["k1prov-lab"]
     assert entry["auth_type"] == "none"
-    assert entry["baremetal_endpoint_override"] == "http://127.0.0.1:16385"
+    assert entry["baremetal_endpoint_override"] == "http://10.251.0.1:16385"
     assert entry["image_endpoint_override"] == "http://127.0.0.1:19292"
 
 
@@ -60,5 +60,5 @@ def test_openstacksdk_reads_the_entry(tmp_path):
         .get_one(cloud="k1prov-lab")
     assert region.get_auth_args() == {}
     assert region.config["auth_type"] == "none"
-    assert region.get_endpoint("baremetal") == "http://127.0.0.1:16385"
+    assert region.get_endpoint("baremetal") == "http://10.251.0.1:16385"
     assert region.get_endpoint("image") == "http://127.0.0.1:19292"

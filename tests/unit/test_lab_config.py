@@ -57,7 +57,10 @@ def test_ironic_conf_has_the_lab_settings(tmp_path):
     assert cp["DEFAULT"]["enabled_hardware_types"] == "ipmi,fake-hardware"
     assert "ipmitool" in cp["DEFAULT"]["enabled_power_interfaces"].split(",")
     assert set(cp["DEFAULT"]["enabled_deploy_interfaces"].split(",")) == {"fake", "direct", "ramdisk"}
-    assert cp["api"]["host_ip"] == "127.0.0.1"
+    assert "pxe" in cp["DEFAULT"]["enabled_boot_interfaces"].split(",")
+    # On the bridge: the machines' agents call back to it.
+    assert cp["api"]["host_ip"] == "10.251.0.1"
+    assert cp["DEFAULT"]["my_ip"] == "10.251.0.1"
     assert cp["api"]["port"] == "16385"
     assert cp["database"]["connection"] == f"sqlite:///{s.root}/ironic.sqlite"
     assert cp["dhcp"]["dhcp_provider"] == "none"
@@ -66,9 +69,24 @@ def test_ironic_conf_has_the_lab_settings(tmp_path):
     assert cp["ipmi"]["min_command_interval"] == "1"
     assert cp["glance"]["auth_type"] == "none"
     assert cp["glance"]["endpoint_override"] == "http://127.0.0.1:19292"
-    assert cp["service_catalog"]["endpoint_override"] == "http://127.0.0.1:16385"
+    assert cp["service_catalog"]["endpoint_override"] == "http://10.251.0.1:16385"
     assert cp["deploy"]["http_root"] == str(s.root / "http")
-    assert cp["deploy"]["http_url"] == "http://127.0.0.1:18088"
+    assert cp["deploy"]["http_url"] == "http://10.251.0.1:18088"
+    assert cp["pxe"]["tftp_root"] == str(s.tftp_root)
+    assert cp["pxe"]["tftp_server"] == "10.251.0.1"
+    assert cp["agent"]["image_download_source"] == "http"
+    assert cp["agent"]["deploy_logs_collect"] == "always"
+    assert cp["agent"]["deploy_logs_local_path"] == str(s.root / "deploy-logs")
+
+
+def test_bridge_and_subnet_are_settings(tmp_path):
+    s = settings(tmp_path, bridge="k1pipa0", cidr="10.253.0.1/24", ironic_port=36385)
+    assert s.ironic_url == "http://10.253.0.1:36385"
+    assert parse(render_ironic_conf(s))["api"]["host_ip"] == "10.253.0.1"
+    for bad in ({"bridge": "x" * 16}, {"cidr": "10.253.0.0/24"}, {"cidr": "10.253.0.1/30"},
+                {"cidr": "nonsense"}, {"disk_gb": 0}):
+        with pytest.raises(ConfigError):
+            settings(tmp_path, **bad)
 
 
 def test_every_enabled_interface_family_has_a_fake_or_noop(tmp_path):

@@ -18,22 +18,23 @@ def test_five_node_lab_matches_its_bmcs(tmp_path):
     lb = lab(tmp_path, ironic_port=16385, glance_port=19292, bmc_base_port=16230)
     inv = parse_inventory(lb.inventory_yaml(), path=tmp_path / "lab.yaml")
     assert inv.cluster == "lab"
-    assert inv.cloud.ironic_url == "http://127.0.0.1:16385"
+    assert inv.cloud.ironic_url == "http://10.251.0.1:16385"
     assert inv.cloud.glance_url == "http://127.0.0.1:19292"
     assert inv.cloud.cloud is None                      # hermetic: no clouds.yaml lookup
     assert [n.name for n in inv.nodes] == ["lab01", "lab02", "lab03", "lab04", "lab05"]
     assert [n.bmc.port for n in inv.nodes] == [16230, 16231, 16232, 16233, 16234]
     assert {n.bmc.address for n in inv.nodes} == {"127.0.0.1"}
-    assert [n.macs for n in inv.nodes] == [(f"52:54:00:6b:00:0{i}",) for i in range(1, 6)]
+    # The machines' own NICs: 02:6b:70:00 + the BMC port.
+    assert [n.macs for n in inv.nodes] == [(f"02:6b:70:00:3f:{0x66 + i:02x}",) for i in range(5)]
     assert [n.address for n in inv.nodes] == [f"10.251.0.{i}" for i in range(11, 16)]
     assert inv.network.prefix_length == 24
     assert inv.nodes[0].roles == ("zookeeper", "spark-master")
     assert [n.roles for n in inv.nodes[1:3]] == [("zookeeper",)] * 2
     assert [n.roles for n in inv.nodes[3:]] == [("spark-worker",)] * 2
     for n in inv.nodes:
-        assert n.driver == "fake-hardware"
+        assert n.driver == "ipmi"
         assert n.interfaces == {"power": "ipmitool", "management": "ipmitool",
-                                "deploy": "fake", "boot": "fake"}
+                                "deploy": "direct", "boot": "pxe"}
         assert n.bmc.username == "admin"
         assert n.bmc.password.file == str(tmp_path / "lab" / "bmc-password")
     assert inv.warnings == ()
@@ -64,7 +65,7 @@ def test_subset_and_wide_names(tmp_path):
     big = parse_inventory(lb.inventory_yaml(), path=tmp_path / "y.yaml")
     assert big.nodes[-1].name == "lab120" and big.nodes[0].name == "lab001"
     assert big.nodes[-1].bmc.port == 6230 + 119
-    assert big.nodes[-1].macs == ("52:54:00:6b:00:78",)
+    assert big.nodes[-1].macs == ("02:6b:70:00:18:cd",)
     assert big.nodes[-1].address == "10.251.0.130"
 
 

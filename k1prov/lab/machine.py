@@ -1,0 +1,642 @@
+"""A lab machine: a BMC, a NIC, a disk and a power switch, and what it boots.
+
+Machine `m<port>` belongs to the BMC simulator on UDP port <port> and sees only what
+a real machine sees: its BMC's power state, boot device and boot counter (the
+simulator's state file), the PXE configuration on the "network" (Ironic's TFTP root,
+by the NIC's MAC), and its own disk. It never reads Ironic's API or database.
+
+- **NIC**: a veth in the machine's network namespace `k1p-m<port>`, with the MAC
+  `machine_mac(port)`, on the lab bridge. The inventory gives that MAC as the node's
+  port, as an operator copies a real NIC's MAC.
+- **Disk**: `ROOT/machines/m<port>/disk.img`, a sparse file of `disk_gb` GiB, attached
+  as a loop device with partition scanning when the machine is powered on and detached
+  when it is powered off (so a lab of 40 machines holds loop devices only for the ones
+  that run).
+- **Power on, boot device network**: DHCP is simulated (an address from the lab's
+  pool, `Dhcp`); the PXE config Ironic wrote for the MAC
+  (`tftpboot/pxelinux.cfg/01-<mac>`) is read and its default label's kernel and
+  initrd must be files in the TFTP root that are a kernel (bzImage signature) and an
+  initramfs (gzip'd cpio): a missing or wrong config does not boot, like a PXE ROM
+  that finds nothing to load. The TFTP transfer and the kernel boot are simulated:
+  the real ironic-python-agent starts in the machine's own mount, pid and uts
+  namespaces with the config's kernel command line as /proc/cmdline (AGENT_SCRIPT).
+- **Power on, boot device disk**: partition 1 of the disk is the root filesystem
+  (mounted read-only under a writable layer that lives until the disk is next
+  written); hostname, address and SSH keys come from the disk's `config-2`
+  partition (read as cloud-init or glean would, with pycdlib: this kernel has no
+  iso9660), then sshd (k1prov.lab.hosts.HostBooter does the booting).
+- **Power off**: whatever runs stops; the agent's `poweroff` presses the power
+  button: the lab turns the BMC off over IPMI, as the machine's ACPI would.
+
+The agent's sandbox (AGENT_SCRIPT): a devices cgroup that allows only this machine's
+loop device (7:N) and loop partitions (259:*) besides /dev/null & co; every other
+block device node under /dev masked with /dev/null; a read-only /usr, sysfs and
+/proc/sys; /proc/sysrq-trigger masked; tmpfs /run, /tmp, /var; an overlay on /etc;
+shims for systemctl (poweroff/reboot/halt/shutdown), udevadm and modprobe; setpriv
+drops CAP_SYS_BOOT, CAP_SYS_MODULE, CAP_SYS_TIME, CAP_SYS_RAWIO and CAP_SYS_PTRACE
+from the bounding set. A memory cgroup per machine measures what a deploy uses.
+"""
+from __future__ import annotations
+
+import fcntl
+import gzip
+import hashlib
+import ipaddress
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from k1prov.errors import LabError
+from k1prov.lab import disk as disks
+from k1prov.lab.netns import attach_host, detach_host, netns_name
+
+log = logging.getLogger("k1prov.lab.machine")
+
+GIB = 2**30
+# The agent's own port in its namespace (IPA's default).
+AGENT_PORT = 9999
+# Capabilities the agent never gets (setpriv --bounding-set).
+DROPPED_CAPS = ("sys_boot", "sys_module", "sys_time", "sys_rawio", "sys_ptrace")
+# Character devices the agent may open (devices cgroup): null, zero, full, random,
+# urandom, tty, ptmx and the pty slaves.
+ALLOWED_CHAR_DEVICES = ("1:3", "1:5", "1:7", "1:8", "1:9", "5:0", "5:2", "136:*")
+LOOP_MAJOR = 7
+# Partitions of loop devices get dynamic numbers under the "blkext" major.
+BLKEXT_MAJOR = 259
+# Stopping one agent (SIGKILL of its namespace, then the kernel's reaping).
+STOP_TIMEOUT = 30.0
+# losetup, ip, mount: each is quick; a stuck one is an error.
+COMMAND_TIMEOUT = 30.0
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+NETWORK, DISK = "network", "disk"
+
+
+def machine_name(port: int) -> str:
+    return f"m{port}"
+
+
+def machine_mac(port: int) -> str:
+    """The MAC of machine `port`'s NIC: locally administered, fixed like a real NIC's."""
+    return f"02:6b:70:00:{port >> 8 & 0xff:02x}:{port & 0xff:02x}"
+
+
+# ---------------------------------------------------------------- PXE
+
+
+@dataclass(frozen=True)
+class PxeBoot:
+    config: Path
+    kernel: Path
+    initrd: Path
+    cmdline: str          # the append line (plus BOOTIF), what the kernel would get
+
+
+def pxe_config_path(tftp_root: Path, mac: str) -> Path:
+    return Path(tftp_root) / "pxelinux.cfg" / ("01-" + mac.lower().replace(":", "-"))
+
+
+def read_pxe_config(tftp_root: Path, mac: str) -> PxeBoot:
+    """What a PXE ROM + pxelinux would boot for `mac`, checked; LabError when nothing.
+
+    The default label's `kernel` and `initrd=` must name files under the TFTP root that
+    are a Linux kernel (bzImage "HdrS" signature) and an initramfs (gzip'd cpio).
+    """
+    path = pxe_config_path(tftp_root, mac)
+    try:
+        text = path.read_text()
+    except OSError:
+        raise LabError(f"PXE: no config for {mac} ({path.name} not in the TFTP root)") from None
+    labels: dict[str, dict[str, str]] = {}
+    default, current = None, None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        word, _, rest = line.partition(" ")
+        word, rest = word.lower(), rest.strip()
+        if word == "default":
+            default = rest
+        elif word == "label":
+            current = labels.setdefault(rest, {})
+        elif current is not None and word in ("kernel", "append", "ipappend"):
+            current[word] = rest
+    label = labels.get(default or "")
+    if not label or "kernel" not in label:
+        raise LabError(f"PXE: {path.name}: no kernel in the default label {default!r}")
+    append = label.get("append", "")
+    initrd_match = re.search(r"(?:^|\s)initrd=(\S+)", append)
+    if not initrd_match:
+        raise LabError(f"PXE: {path.name}: no initrd= in the default label")
+    kernel = _tftp_file(tftp_root, label["kernel"])
+    initrd = _tftp_file(tftp_root, initrd_match.group(1))
+    _check_kernel(kernel)
+    _check_initramfs(initrd)
+    cmdline = append
+    if label.get("ipappend", "").strip() in ("2", "3"):
+        cmdline += " BOOTIF=01-" + mac.lower().replace(":", "-")
+    return PxeBoot(config=path, kernel=kernel, initrd=initrd, cmdline=cmdline.strip())
+
+
+def _tftp_file(tftp_root: Path, name: str) -> Path:
+    root = Path(tftp_root).resolve()
+    path = Path(name)
+    if path.is_absolute() and str(path).startswith(str(root) + "/"):
+        candidate = path
+    else:
+        candidate = root / name.lstrip("/")
+    candidate = candidate.resolve()
+    if not str(candidate).startswith(str(root) + "/") or not candidate.is_file():
+        raise LabError(f"PXE: TFTP has no file {name}")
+    return candidate
+
+
+def _check_kernel(path: Path) -> None:
+    with open(path, "rb") as f:
+        head = f.read(0x210)
+    if len(head) < 0x206 or head[0x202:0x206] != b"HdrS":
+        raise LabError(f"PXE: {path.name} is not a Linux kernel (no bzImage header)")
+
+
+def _check_initramfs(path: Path) -> None:
+    try:
+        with gzip.open(path, "rb") as f:
+            magic = f.read(6)
+    except (OSError, EOFError):
+        magic = b""
+    if magic not in (b"070701", b"070702"):
+        raise LabError(f"PXE: {path.name} is not an initramfs (gzip'd cpio)")
+
+
+def deploy_ramdisk_cmdline_ok(cmdline: str) -> bool:
+    return "ipa-api-url=" in cmdline
+
+
+# ---------------------------------------------------------------- DHCP (simulated)
+
+
+class Dhcp:
+    """Addresses for machines that network-boot: the top quarter of the lab subnet,
+    leased by MAC in a file shared by every lab on the bridge (flock)."""
+
+    def __init__(self, lease_file: Path, network: ipaddress.IPv4Network, gateway: str):
+        self.lease_file = Path(lease_file)
+        self.network = network
+        hosts = list(network.hosts())
+        first = hosts[len(hosts) * 3 // 4]
+        self.pool = [a for a in hosts if a >= first and str(a) != gateway]
+
+    def lease(self, mac: str) -> str:
+        with self._locked() as leases:
+            if mac in leases:
+                return leases[mac]
+            used = set(leases.values())
+            for address in self.pool:
+                if str(address) not in used:
+                    leases[mac] = str(address)
+                    return str(address)
+        raise LabError(f"DHCP: no free address in the pool of {self.network}")
+
+    def release(self, mac: str) -> None:
+        with self._locked() as leases:
+            leases.pop(mac, None)
+
+    def _locked(self):
+        lease_file = self.lease_file
+
+        class _Ctx:
+            def __enter__(self_inner):
+                lease_file.parent.mkdir(parents=True, exist_ok=True)
+                self_inner.f = open(lease_file.with_suffix(".lock"), "w")
+                fcntl.flock(self_inner.f, fcntl.LOCK_EX)
+                try:
+                    self_inner.leases = json.loads(lease_file.read_text())
+                except (OSError, ValueError):
+                    self_inner.leases = {}
+                return self_inner.leases
+
+            def __exit__(self_inner, *exc):
+                tmp = lease_file.with_suffix(".tmp")
+                tmp.write_text(json.dumps(self_inner.leases))
+                os.replace(tmp, lease_file)
+                self_inner.f.close()
+
+        return _Ctx()
+
+
+# ---------------------------------------------------------------- the agent's sandbox
+
+# Runs as PID 1 of the machine's new pid namespace (in its network, mount and uts
+# namespaces). Arguments: new-root machine-dir venv disk loop-number cgroup-procs...
+AGENT_SCRIPT = r"""
+set -eu
+new=$1 mdir=$2 venv=$3 disk=$4 loopn=$5 name=$6 pyhome=$7
+hostname "$name"
+mount --make-rslave /
+mount -t tmpfs -o mode=755,size=64m tmpfs "$new"
+cd "$new"
+mkdir -p usr proc sys dev run tmp var/log var/lib var/tmp etc .rw/etc .rw/work k1prov/bin root .$venv
+ln -s usr/bin bin; ln -s usr/sbin sbin; ln -s usr/lib lib; ln -s usr/lib64 lib64
+mount --bind /usr usr; mount -o remount,bind,ro usr
+mount --bind "$venv" ".$venv"; mount -o remount,bind,ro ".$venv"
+# The Python installation the venv was made from, when it is not the system's.
+case "$pyhome" in
+  /usr|/usr/*|"") ;;
+  *) mkdir -p ".$pyhome"; mount --bind "$pyhome" ".$pyhome"; mount -o remount,bind,ro ".$pyhome" ;;
+esac
+mount -t overlay overlay -o "lowerdir=/etc,upperdir=.rw/etc,workdir=.rw/work" etc
+cp "$mdir/ipa.conf" etc/k1prov-ipa.conf
+rm -f etc/resolv.conf; : > etc/resolv.conf
+mount -t proc proc proc
+mount --bind "$mdir/cmdline" proc/cmdline
+# (this kernel may have no magic SysRq at all; where it has, the agent's fallback
+# `echo o > /proc/sysrq-trigger` must not reach it)
+if [ -e proc/sysrq-trigger ]; then mount --bind /dev/null proc/sysrq-trigger; fi
+mount --bind proc/sys proc/sys; mount -o remount,bind,ro proc/sys
+mount -t sysfs -o ro sysfs sys
+mount --rbind /dev dev
+mount -t tmpfs -o mode=1777,size=64m tmpfs dev/shm
+# Every block device node but this machine's disk and its partitions shows /dev/null;
+# the devices cgroup refuses any other one anyway, whatever its name.
+for node in dev/* dev/*/*; do
+  [ -L "$node" ] && continue
+  [ -b "$node" ] || [ "$node" = dev/loop-control ] || [ "$node" = dev/mem ] || [ "$node" = dev/kmem ] \
+    || [ "$node" = dev/port ] || continue
+  case "${node#dev/}" in loop$loopn|loop${loopn}p*) continue ;; esac
+  mount --bind /dev/null "$node"
+done
+for t in run tmp var; do mount -t tmpfs -o mode=755,size=256m tmpfs $t; done
+chmod 1777 tmp
+mkdir -p var/log var/lib var/tmp run/k1prov
+mount --bind "$mdir/button" run/k1prov
+for shim in "$mdir"/shims/*; do
+  cp "$shim" k1prov/bin/; chmod 755 "k1prov/bin/${shim##*/}"
+done
+mount --bind k1prov/bin/systemctl usr/bin/systemctl
+chroot . setpriv --bounding-set "$K1PROV_DROP_CAPS" -- \
+  env -i PATH=/k1prov/bin:/usr/sbin:/usr/bin HOME=/root LANG=C.UTF-8 \
+  K1PROV_MACHINE_DISK="$disk" K1PROV_MACHINE_NIC=eth0 \
+  "$venv/bin/ironic-python-agent" --config-file /etc/k1prov-ipa.conf &
+wait $!
+"""
+
+# The power button: poweroff/reboot/halt/shutdown (all systemctl on Debian) record the
+# request; the lab turns the BMC off (poweroff) or resets it (reboot).
+SHIM_SYSTEMCTL = r"""#!/bin/sh
+verb=$(basename "$0")
+[ "$verb" = systemctl ] && verb=${1:-}
+case "$verb" in
+  poweroff|halt|shutdown) echo poweroff > /run/k1prov/request ;;
+  reboot) echo reboot > /run/k1prov/request ;;
+  *) echo "systemctl $*: not on a lab machine" >&2; exit 1 ;;
+esac
+exit 0
+"""
+SHIM_NOOP = "#!/bin/sh\nexit 0\n"
+SHIMS = {"systemctl": SHIM_SYSTEMCTL, "poweroff": SHIM_SYSTEMCTL, "reboot": SHIM_SYSTEMCTL,
+         "halt": SHIM_SYSTEMCTL, "shutdown": SHIM_SYSTEMCTL, "udevadm": SHIM_NOOP,
+         "modprobe": SHIM_NOOP}
+
+
+def ipa_conf(address: str) -> str:
+    return (
+        "[DEFAULT]\n"
+        f"listen_host = {address}\n"
+        f"advertise_host = {address}\n"
+        f"listen_port = {AGENT_PORT}\n"
+        "lookup_interval = 2\n"
+        "hardware_initialization_delay = 0\n"
+        "disk_wait_attempts = 2\n"
+        "collect_lldp = false\n"
+        "use_stderr = true\n"
+        "debug = false\n")
+
+
+# ---------------------------------------------------------------- one machine
+
+
+class Machine:
+    """Boots, runs and stops what machine `port` runs. Not thread-safe: one worker at a time."""
+
+    def __init__(self, port: int, *, root: Path, lab_id: str, venv: Path, tftp_root: Path,
+                 bridge: str, dhcp: Dhcp, booter, disk_gb: int):
+        self.port = port
+        self.name = machine_name(port)
+        self.mac = machine_mac(port)
+        self.dir = Path(root) / self.name
+        self.lab_id = lab_id
+        self.venv = Path(venv)
+        self.tftp_root = Path(tftp_root)
+        self.bridge = bridge
+        self.dhcp = dhcp
+        self.booter = booter
+        self.disk_size = disk_gb * GIB
+        self.agent: subprocess.Popen | None = None
+        self.agent_pid1: int | None = None
+        self.loop: str | None = None
+
+    # -- state kept on disk (survives a reconciler restart) -------------------------
+
+    @property
+    def disk_file(self) -> Path:
+        return self.dir / "disk.img"
+
+    def state(self) -> dict:
+        try:
+            return json.loads((self.dir / "state.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _save(self, **changes) -> None:
+        state = {**self.state(), **changes}
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / "state.json.tmp"
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.dir / "state.json")
+
+    def running(self) -> str | None:
+        """"agent", "host" or None: what runs on the machine now."""
+        st = self.state()
+        if st.get("running") == "agent" and self.agent_alive():
+            return "agent"
+        if st.get("running") == "host" and self.booter.status(self.name).state == "running":
+            return "host"
+        return None
+
+    def agent_alive(self) -> bool:
+        st = self.state()
+        pid, start = st.get("agent_pid"), st.get("agent_start")
+        return pid is not None and _start_time(pid) == start
+
+    def button(self) -> str | None:
+        try:
+            return (self.dir / "button" / "request").read_text().strip() or None
+        except OSError:
+            return None
+
+    # -- verbs ------------------------------------------------------------------------
+
+    def power_off(self) -> None:
+        """Stop whatever runs, release the NIC, the lease and the loop device."""
+        self._stop_agent()
+        self.booter.stop(self.name, timeout=STOP_TIMEOUT)
+        detach_host(self.name, timeout=COMMAND_TIMEOUT)
+        self.dhcp.release(self.mac)
+        self._detach_disk()
+        self._remove_cgroups()
+        self._save(running=None)
+
+    def boot(self, device: str, boots: int) -> str:
+        """Boot from `device` (the BMC's boot device); returns what it booted or raises."""
+        self.power_off()
+        self._save(boots=boots, running=None, boot_error=None, button_pressed=None)
+        if device in ("network", "net", "pxe"):
+            return self._boot_network(boots)
+        return self._boot_disk(boots)
+
+    # -- network boot: the agent --------------------------------------------------------
+
+    def _boot_network(self, boots: int) -> str:
+        pxe = read_pxe_config(self.tftp_root, self.mac)
+        if not deploy_ramdisk_cmdline_ok(pxe.cmdline):
+            raise LabError(f"PXE: {pxe.config.name}: no ipa-api-url on the kernel command line")
+        address = self.dhcp.lease(self.mac)
+        network = self.dhcp.network
+        # The disk is about to be written: the writable layer of its last instance goes.
+        self.booter.wipe(self.name)
+        loop = self._attach_disk()
+        loopn = disks.loop_number(loop)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "cmdline").write_text(pxe.cmdline + "\n")
+        (self.dir / "ipa.conf").write_text(ipa_conf(address))
+        button = self.dir / "button"
+        shutil.rmtree(button, ignore_errors=True)
+        button.mkdir()
+        shims = self.dir / "shims"
+        shims.mkdir(exist_ok=True)
+        for name, text in SHIMS.items():
+            (shims / name).write_text(text)
+        procs = self._make_cgroups(loopn)
+        (self.dir / "root").mkdir(exist_ok=True)
+        attach_host(self.name, bridge=self.bridge, address=address, prefix=network.prefixlen,
+                    gateway=None, timeout=COMMAND_TIMEOUT, mac=self.mac)
+        log_path = self.dir / "agent.log"
+        with open(log_path, "ab") as console:
+            console.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} boot {boots}: network, "
+                          f"{pxe.config.name}, address {address}, disk {loop}\n"
+                          f"==== cmdline: {pxe.cmdline}\n".encode())
+            console.flush()
+            env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+                   "K1PROV_DROP_CAPS": ",".join("-" + c for c in DROPPED_CAPS)}
+            # Into the cgroups first (`ip netns exec` mounts a sysfs of the namespace's own,
+            # without /sys/fs/cgroup): everything the agent starts inherits them.
+            join = "".join(f'echo $$ > "{p}"; ' for p in procs)
+            self.agent = subprocess.Popen(
+                ["sh", "-c", join + 'exec "$@"', "k1p-cgroup",
+                 "ip", "netns", "exec", netns_name(self.name),
+                 "unshare", "--mount", "--pid", "--uts", "--fork", "--kill-child",
+                 "sh", "-c", AGENT_SCRIPT, "k1p-agent", str(self.dir / "root"), str(self.dir),
+                 str(self.venv), loop, str(loopn), self.name, python_home(self.venv)],
+                stdin=subprocess.DEVNULL, stdout=console, stderr=console, env=env,
+                start_new_session=True)
+        pid1 = self._wait_pid1(self.agent)
+        self._save(running="agent", agent_pid=pid1, agent_start=_start_time(pid1), address=address,
+                   loop=loop, agent_started=time.time())
+        log.info("%s: network boot %d: agent on %s (%s), disk %s", self.name, boots, address,
+                 pxe.config.name, loop)
+        return "agent"
+
+    def _wait_pid1(self, child: subprocess.Popen) -> int:
+        deadline = time.monotonic() + COMMAND_TIMEOUT
+        while time.monotonic() < deadline:
+            pid = _descendant(child.pid, "unshare")
+            if pid is not None:
+                return pid
+            if child.poll() is not None:
+                raise LabError(f"{self.name}: the agent's namespace did not start "
+                               f"(exit {child.returncode}); see {self.dir / 'agent.log'}")
+            time.sleep(0.01)
+        raise LabError(f"{self.name}: the agent's namespace did not start in {COMMAND_TIMEOUT:.0f} s")
+
+    def _stop_agent(self) -> None:
+        st = self.state()
+        pid, start = st.get("agent_pid"), st.get("agent_start")
+        if pid is not None and _start_time(pid) == start:
+            self._record_memory()
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + STOP_TIMEOUT
+            while _start_time(pid) == start:
+                if time.monotonic() >= deadline:
+                    raise LabError(f"{self.name}: agent (pid {pid}) did not exit")
+                time.sleep(0.01)
+        if self.agent is not None:
+            if self.agent.poll() is None:
+                self.agent.kill()
+            try:
+                self.agent.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                raise LabError(f"{self.name}: agent did not exit") from None
+            self.agent = None
+        if st.get("agent_pid") is not None:
+            self._save(agent_pid=None, agent_start=None)
+
+    # -- disk boot ------------------------------------------------------------------------
+
+    def _boot_disk(self, boots: int) -> str:
+        from k1prov.lab.configdrive_apply import host_config_from_config_drive
+
+        if not self.disk_file.exists():
+            raise LabError("no bootable device (the disk is empty)")
+        loop = self._attach_disk()
+        root = disks.root_partition(loop)
+        part_dev = f"{loop}p1"
+        if root is None or not Path(part_dev).exists():
+            raise LabError("no bootable device (no partition table on the disk)")
+        drive = disks.read_config_drive(loop)
+        if drive is None:
+            raise LabError("boot: no config-2 partition on the disk: no hostname, keys or network")
+        config = host_config_from_config_drive(drive[1])
+        self.booter.boot(self.name, Path(part_dev), config, mac=self.mac, timeout=COMMAND_TIMEOUT * 2)
+        self._save(running="host", address=config.address, hostname=config.hostname)
+        log.info("%s: disk boot %d: %s on %s", self.name, boots, config.hostname, config.address)
+        return "host"
+
+    # -- disk ------------------------------------------------------------------------------
+
+    def _attach_disk(self) -> str:
+        disks.create_sparse(self.disk_file, self.disk_size)
+        self.loop = disks.attach_loop(self.disk_file, timeout=COMMAND_TIMEOUT)
+        deadline = time.monotonic() + COMMAND_TIMEOUT
+        want = disks.mbr_partitions(self.loop)
+        if want:
+            # Like a kernel scanning the disk at boot; partx reads the table itself (this
+            # machine's kernel may have no partition table parsers), devtmpfs then makes
+            # the loopNpM nodes.
+            disks.update_partitions(self.loop, timeout=COMMAND_TIMEOUT)
+        while time.monotonic() < deadline:
+            parts = disks.partition_devices(self.loop)
+            if len(parts) >= len(want) and all(Path("/dev", n).exists() for n in parts):
+                break
+            time.sleep(0.02)
+        return self.loop
+
+    def _detach_disk(self) -> None:
+        for loop in disks.loops_of(self.disk_file) if self.disk_file.exists() else []:
+            disks.detach_loop(loop, timeout=COMMAND_TIMEOUT)
+        self.loop = None
+
+    # -- cgroups ---------------------------------------------------------------------------
+
+    def _cgroup(self, controller: str) -> Path:
+        return CGROUP_ROOT / controller / f"k1prov-{self.lab_id}" / self.name
+
+    def _make_cgroups(self, loopn: int) -> list[str]:
+        procs = []
+        devices = self._cgroup("devices")
+        if (CGROUP_ROOT / "devices").is_dir():
+            devices.mkdir(parents=True, exist_ok=True)
+            (devices / "devices.deny").write_text("a\n")
+            rules = [f"c {d} rwm" for d in ALLOWED_CHAR_DEVICES]
+            rules += [f"b {LOOP_MAJOR}:{loopn} rwm", f"b {BLKEXT_MAJOR}:* rwm"]
+            for rule in rules:
+                (devices / "devices.allow").write_text(rule + "\n")
+            procs.append(str(devices / "cgroup.procs"))
+        else:
+            raise LabError("the lab needs the cgroup v1 devices controller to fence the agent's disks")
+        memory = self._cgroup("memory")
+        if (CGROUP_ROOT / "memory").is_dir():
+            memory.mkdir(parents=True, exist_ok=True)
+            try:
+                (memory / "memory.max_usage_in_bytes").write_text("0\n")
+            except OSError:
+                pass
+            procs.append(str(memory / "cgroup.procs"))
+        return procs
+
+    def _record_memory(self) -> None:
+        path = self._cgroup("memory") / "memory.max_usage_in_bytes"
+        try:
+            peak = int(path.read_text())
+        except (OSError, ValueError):
+            return
+        stat = {}
+        try:
+            for line in (self._cgroup("memory") / "memory.stat").read_text().splitlines():
+                k, v = line.split()
+                stat[k] = int(v)
+        except (OSError, ValueError):
+            pass
+        with open(self.dir / "memory.jsonl", "a") as f:
+            f.write(json.dumps({"time": time.time(), "peak_bytes": peak,
+                                "rss_bytes": stat.get("total_rss", stat.get("rss")),
+                                "cache_bytes": stat.get("total_cache", stat.get("cache"))}) + "\n")
+
+    def _remove_cgroups(self) -> None:
+        for controller in ("devices", "memory"):
+            path = self._cgroup(controller)
+            if path.is_dir():
+                try:
+                    path.rmdir()
+                except OSError as exc:
+                    log.warning("%s: cgroup %s: %s", self.name, path, exc)
+
+
+def _start_time(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
+def _descendant(pid: int, parent_comm: str) -> int | None:
+    """The child of the first `parent_comm` process below pid (unshare's forked PID 1)."""
+    queue = [pid]
+    while queue:
+        p = queue.pop(0)
+        try:
+            comm = Path(f"/proc/{p}/comm").read_text().strip()
+        except OSError:
+            comm = ""
+        kids = _children(p)
+        if comm == parent_comm and kids:
+            return kids[0]
+        queue.extend(kids)
+    return None
+
+
+def python_home(venv: Path) -> str:
+    """The installation prefix of the Python a venv was made from (pyvenv.cfg `home`)."""
+    try:
+        for line in (Path(venv) / "pyvenv.cfg").read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "home":
+                return str(Path(value.strip()).resolve().parent)
+    except OSError:
+        pass
+    return ""
+
+
+def lab_id(root: Path) -> str:
+    return hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:10]
