@@ -188,7 +188,7 @@ class VerbContext:
 
     def fire_and_wait(self, *, kind: str, action: str, names: list[str], fire: Callable[[str], None],
                       uuid_of: dict[str, str], target: str, timeout: float, report: VerbReport,
-                      outcomes: dict[str, NodeOutcome]) -> list[str]:
+                      outcomes: dict[str, NodeOutcome], timeout_name: str = "") -> list[str]:
         """Fan `fire` (one provision request per node) out over `names`, then ONE batched
         wait for `target`. Failures and timeouts go to their nodes' rows; returns the names
         that reached `target` (none when the run was interrupted)."""
@@ -211,7 +211,9 @@ class VerbContext:
                 reached.append(name)
             else:
                 outcomes[name].status = Status.TIMEOUT if result == "timeout" else Status.FAILED
-                outcomes[name].error = f"{action}: {error}"
+                # The timeout's name in settings.Timeouts, so the operator knows which to raise.
+                named = f" (the {timeout_name} timeout)" if result == "timeout" and timeout_name else ""
+                outcomes[name].error = f"{action}: {error}{named}"
         return reached
 
     def refresh_rows(self, report: VerbReport, outcomes: dict[str, NodeOutcome],

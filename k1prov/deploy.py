@@ -196,7 +196,8 @@ def _provision(ctx: VerbContext, verb: str, action: str, todo: list[tuple[Node, 
     t_fire = time.monotonic()
     reached = ctx.fire_and_wait(kind=f"ironic.{verb}", action=action, names=list(by_name), fire=fire,
                                 uuid_of=uuid_of, target="active", timeout=ctx.timeouts.deploy,
-                                report=report, outcomes=outcomes)
+                                report=report, outcomes=outcomes,
+                                timeout_name="deploy")
     if report.cancelled:
         return ctx.refresh_rows(report, outcomes, started)
     ctx.notify(f"{verb}: Ironic reached active in {time.monotonic() - t_fire:.1f} s")
@@ -249,7 +250,8 @@ def undeploy(ctx: VerbContext, *, limit: Iterable[str] | None = None,
     reached = ctx.fire_and_wait(kind="ironic.undeploy", action="deleted", names=todo,
                                 fire=lambda name: ironic.start_action(uuid_of[name], "deleted"),
                                 uuid_of=uuid_of, target="available", timeout=ctx.timeouts.undeploy,
-                                report=report, outcomes=outcomes)
+                                report=report, outcomes=outcomes,
+                                timeout_name="undeploy")
     for name in reached:
         outcomes[name].action = "undeployed"
     return ctx.refresh_rows(report, outcomes, started)

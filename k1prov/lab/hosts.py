@@ -55,10 +55,13 @@ RUNNING, STOPPED, ABSENT = "running", "stopped", "absent"
 _CONFIG_DIRS = ("etc", "etc/ssh", "root", "root/.ssh")
 
 # Runs as PID 1 of the new pid namespace, in the host's network, mount and uts
-# namespaces, before the chroot. Arguments: merged lower upper work hostname lowers-dir.
+# namespaces, before the chroot. Arguments: merged lower upper work hostname lowers-dir
+# lower-device (a lab machine's root partition, mounted in this namespace only; empty
+# when the lower is an image mounted on this machine).
 _BOOT_SCRIPT = r"""
 set -eu
-merged=$1 lower=$2 upper=$3 work=$4 name=$5 lowers=$6
+merged=$1 lower=$2 upper=$3 work=$4 name=$5 lowers=$6 lowerdev=$7
+mount --make-rprivate /
 # This namespace began as a copy of the machine's mounts: drop the copies that would
 # pin other hosts' network namespaces and other images' loop devices.
 findmnt -rn -o TARGET | sort -r | while read -r target; do
@@ -66,6 +69,7 @@ findmnt -rn -o TARGET | sort -r | while read -r target; do
     /run/netns/*|"$lowers"/*) [ "$target" = "$lower" ] || umount -l "$target" ;;
   esac
 done
+if [ -n "$lowerdev" ]; then mount -o ro "$lowerdev" "$lower"; fi
 mount -t overlay overlay -o "lowerdir=$lower,upperdir=$upper,workdir=$work" "$merged"
 mount -t proc proc "$merged/proc"
 mount -t sysfs -o ro sysfs "$merged/sys"
@@ -86,7 +90,12 @@ ln -s pts/ptmx "$merged/dev/ptmx"
 mount -t tmpfs -o mode=1777,size=256m tmpfs "$merged/dev/shm"
 mount -t tmpfs -o mode=755,size=64m tmpfs "$merged/run"
 hostname "$name"
-exec chroot "$merged" /usr/local/sbin/k1p-init
+# Into the host's root for good: the copies of this machine's other mounts (other labs'
+# images and disks included) are dropped with the old root, so this host pins none.
+cd "$merged"
+pivot_root . mnt
+umount -l /mnt
+exec chroot . /usr/local/sbin/k1p-init
 """
 
 
@@ -145,14 +154,15 @@ class HostBooter:
                 path.mkdir(parents=True, exist_ok=True)
             try:
                 lower = self._acquire_lower(image, deadline=deadline)
+                lower_dev = str(image) if image.is_block_device() else ""
                 self._write_state(name, {"image": str(image), "lower": str(lower),
                                          "address": config.address, "booting": True})
-                self._prepare_upper(lower, upper)
+                self._prepare_upper(lower, upper, image_mounted=not lower_dev)
                 apply_host_config(upper, config)
                 attach_host(name, bridge=self.network.bridge, address=config.address,
                             prefix=config.prefix, gateway=config.gateway,
                             timeout=_remaining(deadline, name, "network"), mac=mac)
-                pid, start_time = self._start(name, merged, lower, upper, work, config.hostname,
+                pid, start_time = self._start(name, merged, lower, upper, work, config.hostname, lower_dev,
                                               deadline=deadline)
             except BaseException:
                 self._teardown(name, deadline=time.monotonic() + DEFAULT_TIMEOUTS.lab_service)
@@ -262,15 +272,16 @@ class HostBooter:
 
     # -- boot and teardown ---------------------------------------------------------
 
-    def _start(self, name: str, merged: Path, lower: Path, upper: Path, work: Path, hostname: str, *,
-               deadline: float) -> tuple[int, int]:
+    def _start(self, name: str, merged: Path, lower: Path, upper: Path, work: Path, hostname: str,
+               lower_dev: str, *, deadline: float) -> tuple[int, int]:
         console = open(self._hosts_dir / name / "console.log", "ab")
         try:
             child = subprocess.Popen(
                 ["ip", "netns", "exec", netns_name(name),
                  "unshare", "--mount", "--pid", "--uts", "--fork", "--kill-child", "--propagation", "slave",
                  "sh", "-c", _BOOT_SCRIPT, "k1p-boot",
-                 str(merged), str(lower), str(upper), str(work), hostname, str(self._lowers_dir)],
+                 str(merged), str(lower), str(upper), str(work), hostname, str(self._lowers_dir),
+                 lower_dev],
                 stdin=subprocess.DEVNULL, stdout=console, stderr=console, start_new_session=True)
         finally:
             console.close()
@@ -330,6 +341,11 @@ class HostBooter:
         key = hashlib.sha256(f"{image}\0{st.st_dev}\0{st.st_ino}\0{st.st_mtime_ns}\0{st.st_size}"
                              .encode()).hexdigest()[:16]
         lower = self._lowers_dir / key
+        if stat.S_ISBLK(st.st_mode):
+            # A machine's own root partition: mounted inside the host's mount namespace only
+            # (_BOOT_SCRIPT), so no copy of this machine's mounts made meanwhile can pin it.
+            lower.mkdir(parents=True, exist_ok=True)
+            return lower
         with self._global_lock():
             if not os.path.ismount(lower):
                 lower.mkdir(parents=True, exist_ok=True)
@@ -350,13 +366,16 @@ class HostBooter:
         return [p for p in self._lowers_dir.iterdir() if os.path.ismount(p)]
 
     @staticmethod
-    def _prepare_upper(lower: Path, upper: Path) -> None:
+    def _prepare_upper(lower: Path, upper: Path, *, image_mounted: bool = True) -> None:
         for rel in _CONFIG_DIRS:
             source, target = lower / rel, upper / rel
             if target.is_dir():
                 continue
             target.mkdir(mode=0o700)
-            if source.is_dir():
+            if not image_mounted:
+                # The root partition is not mounted here: Debian's modes for these.
+                os.chmod(target, 0o700 if rel.startswith("root") else 0o755)
+            elif source.is_dir():
                 st = source.stat()
                 os.chown(target, st.st_uid, st.st_gid)
                 os.chmod(target, st.st_mode & 0o7777)

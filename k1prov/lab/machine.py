@@ -239,7 +239,7 @@ AGENT_SCRIPT = r"""
 set -eu
 new=$1 mdir=$2 venv=$3 disk=$4 loopn=$5 name=$6 pyhome=$7
 hostname "$name"
-mount --make-rslave /
+mount --make-rprivate /
 mount -t tmpfs -o mode=755,size=64m tmpfs "$new"
 cd "$new"
 mkdir -p usr proc sys dev run tmp var/log var/lib var/tmp etc .rw/etc .rw/work k1prov/bin root .$venv
@@ -280,7 +280,14 @@ for shim in "$mdir"/shims/*; do
   cp "$shim" k1prov/bin/; chmod 755 "k1prov/bin/${shim##*/}"
 done
 mount --bind k1prov/bin/systemctl usr/bin/systemctl
-chroot . setpriv --bounding-set "$K1PROV_DROP_CAPS" -- \
+# Into the new root for good: the copies of this machine's mounts (other labs' disks and
+# images included) go with the old root, so the agent can neither see nor pin them.
+mkdir .old
+pivot_root . .old
+umount -l /.old
+rmdir /.old
+cd /
+setpriv --bounding-set "$K1PROV_DROP_CAPS" -- \
   env -i PATH=/k1prov/bin:/usr/sbin:/usr/bin HOME=/root LANG=C.UTF-8 \
   K1PROV_MACHINE_DISK="$disk" K1PROV_MACHINE_NIC=eth0 \
   "$venv/bin/ironic-python-agent" --config-file /etc/k1prov-ipa.conf &
@@ -317,6 +324,46 @@ def ipa_conf(address: str) -> str:
         "collect_lldp = false\n"
         "use_stderr = true\n"
         "debug = false\n")
+
+
+# ---------------------------------------------------------------- faults and probes
+
+
+def cable_unplugged(machine_dir: Path) -> bool:
+    """A lab fault: the machine's network cable is out (its NIC is not on the bridge), so
+    its agent never reaches Ironic. Set with unplug_cable(); read at every boot."""
+    return (Path(machine_dir) / "cable-unplugged").exists()
+
+
+def unplug_cable(machines_dir: Path, port: int, *, unplugged: bool = True) -> None:
+    flag = Path(machines_dir) / machine_name(port) / "cable-unplugged"
+    if unplugged:
+        flag.parent.mkdir(parents=True, exist_ok=True)
+        flag.write_text("")
+    else:
+        flag.unlink(missing_ok=True)
+
+
+def sandbox_command(machines_dir: Path, port: int, lab_root: Path, argv: list[str]) -> list[str]:
+    """argv run the way machine `port`'s agent runs: its cgroups, its network, mount, uts
+    and pid namespaces, its root, its capability bounding set and its environment.
+    For probes of the sandbox (tests) and for looking around in a running agent."""
+    mdir = Path(machines_dir) / machine_name(port)
+    state = json.loads((mdir / "state.json").read_text())
+    pid1 = state.get("agent_pid")
+    if state.get("running") != "agent" or pid1 is None or _start_time(pid1) != state.get("agent_start"):
+        raise LabError(f"{machine_name(port)}: no agent running")
+    agent = next(iter(_children(pid1)), None)
+    if agent is None:
+        raise LabError(f"{machine_name(port)}: the agent has not started yet")
+    ident = lab_id(lab_root)
+    join = "".join(f'echo $$ > "{CGROUP_ROOT / c / f"k1prov-{ident}" / machine_name(port) / "cgroup.procs"}"; '
+                   for c in ("devices", "memory"))
+    return ["sh", "-c", join + 'exec "$@"', "k1p-probe",
+            "nsenter", f"--target={agent}", "--mount", "--uts", "--net", "--pid", "--root", "--wd",
+            "setpriv", "--bounding-set", ",".join("-" + c for c in DROPPED_CAPS), "--",
+            "env", "-i", "PATH=/k1prov/bin:/usr/sbin:/usr/bin", "HOME=/root",
+            f"K1PROV_MACHINE_DISK={state.get('loop')}", "K1PROV_MACHINE_NIC=eth0", *argv]
 
 
 # ---------------------------------------------------------------- one machine
@@ -426,7 +473,8 @@ class Machine:
         procs = self._make_cgroups(loopn)
         (self.dir / "root").mkdir(exist_ok=True)
         attach_host(self.name, bridge=self.bridge, address=address, prefix=network.prefixlen,
-                    gateway=None, timeout=COMMAND_TIMEOUT, mac=self.mac)
+                    gateway=None, timeout=COMMAND_TIMEOUT, mac=self.mac,
+                    plugged=not cable_unplugged(self.dir))
         log_path = self.dir / "agent.log"
         with open(log_path, "ab") as console:
             console.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} boot {boots}: network, "

@@ -84,9 +84,10 @@ def netns_exists(name: str) -> bool:
 
 
 def attach_host(host: str, *, bridge: str, address: str, prefix: int, gateway: str | None,
-                timeout: float, mac: str | None = None) -> str:
+                timeout: float, mac: str | None = None, plugged: bool = True) -> str:
     """Create the host's namespace and wire it into the bridge; returns the namespace name.
-    The NIC's MAC is `mac` (a lab machine's) or one derived from the host name."""
+    The NIC's MAC is `mac` (a lab machine's) or one derived from the host name;
+    `plugged=False` leaves the bridge end out of the bridge (a cable pulled out)."""
     deadline = time.monotonic() + timeout
     ns, veth = netns_name(host), veth_name(host)
     ip("netns", "add", ns, deadline=deadline)
@@ -96,7 +97,7 @@ def attach_host(host: str, *, bridge: str, address: str, prefix: int, gateway: s
         # over the address of another one.
         ip("-batch", "-", deadline=deadline, stdin=(
             f"link add {veth} type veth peer name {HOST_IFNAME} address {mac or mac_address(host)} netns {ns}\n"
-            f"link set {veth} master {bridge} up\n"
+            + (f"link set {veth} master {bridge} up\n" if plugged else f"link set {veth} up\n") +
             f"neigh flush to {address} dev {bridge}\n"))
         route = f"route add default via {gateway}\n" if gateway else ""
         ip("-n", ns, "-batch", "-", deadline=deadline, stdin=(

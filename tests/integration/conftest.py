@@ -1,7 +1,11 @@
 """The lab, started once per test session on its own ports and directory.
 
 Ports are offset from the defaults so that a lab an operator runs on this machine
-(`k1prov lab up`) is never touched by the tests.
+(`k1prov lab up`) is never touched by the tests. K1PROV_TEST_LAB_PORT_OFFSET,
+K1PROV_TEST_LAB_BRIDGE and K1PROV_TEST_LAB_CIDR move the session's lab elsewhere
+(e.g. to run the lab's own test files next to another session: offset 30000, bridge
+k1pipa0, 10.253.0.1/24); the tests that deploy through it take their addresses from
+its subnet.
 """
 from __future__ import annotations
 
@@ -22,10 +26,13 @@ def lab(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("the lab needs root (network namespaces, mounts)")
     root = tmp_path_factory.mktemp("lab")
+    offset = int(os.environ.get("K1PROV_TEST_LAB_PORT_OFFSET", "10000"))
     settings = LabSettings(root=root, venv=Path(os.environ["K1PROV_LAB_VENV"]),
-                           ironic_port=16385, glance_port=19292, http_port=18088,
-                           bmc_base_port=16230, nodes=TEST_LAB_NODES,
-                           clouds_yaml=root / "clouds.yaml")
+                           ironic_port=6385 + offset, glance_port=9292 + offset,
+                           http_port=8088 + offset, bmc_base_port=6230 + offset,
+                           nodes=TEST_LAB_NODES, clouds_yaml=root / "clouds.yaml",
+                           bridge=os.environ.get("K1PROV_TEST_LAB_BRIDGE", "k1plab0"),
+                           cidr=os.environ.get("K1PROV_TEST_LAB_CIDR", "10.251.0.1/24"))
     the_lab = Lab(settings)
     the_lab.up()
     yield the_lab

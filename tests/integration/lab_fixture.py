@@ -4,7 +4,8 @@
     try: ... finally: lab.down()
 
 or `with running_lab(tmp_root, nodes=3) as lab: ...`. Every port is the default plus
-`port_offset`, so a test lab never meets a lab the user runs on the default ports; the
+`port_offset`, and the bridge and subnet are their own, so a test lab never meets a lab
+the user runs on the default ports or the test session's lab; the
 clouds.yaml entry goes to tmp_root/clouds.yaml, never the user's. The virtualenv is the
 shared one (K1PROV_LAB_VENV, default ~/.cache/k1prov/lab-venv): installed once (about
 a minute), reused by every session.
@@ -20,6 +21,7 @@ from typing import Iterator
 from k1prov.lab import Lab, LabSettings
 
 DEFAULT_PORT_OFFSET = 20000
+FIXTURE_BRIDGE, FIXTURE_CIDR = "k1plabfix0", "10.252.200.1/24"
 
 
 def lab_settings(tmp_root: Path, *, nodes: int = 3,
@@ -30,7 +32,9 @@ def lab_settings(tmp_root: Path, *, nodes: int = 3,
                        glance_port=base.glance_port + port_offset,
                        http_port=base.http_port + port_offset,
                        bmc_base_port=base.bmc_base_port + port_offset,
-                       nodes=nodes, clouds_yaml=Path(tmp_root) / "clouds.yaml")
+                       nodes=nodes, clouds_yaml=Path(tmp_root) / "clouds.yaml",
+                       # A bridge and subnet of its own: a lab takes its bridge down with it.
+                       bridge=FIXTURE_BRIDGE, cidr=FIXTURE_CIDR)
 
 
 def start_lab(tmp_root: Path, *, nodes: int = 3, port_offset: int = DEFAULT_PORT_OFFSET) -> Lab:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import ipaddress
 import subprocess
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -195,6 +196,11 @@ cloud: {{ironic_url: "{s.ironic_url}", glance_url: "{s.glance_url}"}}
   bmc: {{address: 127.0.0.1, username: {s.bmc_username}, password: {{file: "{s.bmc_password_file}"}}}}
 {role_settings}nodes:
 {nodes}"""
+
+
+def lab_ip(s: LabSettings, host: int) -> str:
+    """The host-th address of the lab's subnet (10.251.0.<host> for the default lab)."""
+    return str(ipaddress.IPv4Interface(s.cidr).network.network_address + host)
 
 
 def node_range_text(names: str, *, first_bmc_port: int, first_address: str,

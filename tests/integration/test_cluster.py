@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 from image_fixture import lab_image_path
-from labhosts import (ROLE_SETTINGS, deploy_settings_text, lab_connection, lab_inventory_text, openssh,
-                      write_deploy_inputs)
+from labhosts import (ROLE_SETTINGS, deploy_settings_text, lab_connection, lab_inventory_text, lab_ip,
+                      openssh, write_deploy_inputs)
 from typer.testing import CliRunner
 
 from k1prov import glance
@@ -62,13 +62,15 @@ REBUILD_TIMEOUT = 600.0
 # Longest a leader election may take in the lab (seen well under 1 s; failover ~5 s).
 ELECTION_MAX_SECONDS = 10.0
 LOCK_HOLDER_TIMEOUT = 20.0
+# The session lab's settings (its subnet gives the nodes' addresses), set by `env`.
+_SETTINGS: list = []
 
 def _node(name: str, index: int, roles: list[str], s) -> str:
     return (f"  - name: {name}\n"
             + (f"    roles: [{', '.join(roles)}]\n" if roles else "")
             + f"    bmc: {{port: {s.bmc_base_port + BMC_OFFSET + index}}}\n"
             f"    macs: [\"{machine_mac(s.bmc_base_port + BMC_OFFSET + index)}\"]\n"
-            f"    address: 10.251.0.{FIRST_ADDRESS + index}\n")
+            f"    address: {lab_ip(s, FIRST_ADDRESS + index)}\n")
 
 
 def _inventory(s, d: Path, *, cluster: str, nodes: str, user_image: str) -> Path:
@@ -95,6 +97,7 @@ def env(lab, tmp_path_factory):
     write_deploy_inputs(d, key_comment=CLUSTER)
     image = str(lab_image_path())
     s = lab.settings
+    _SETTINGS[:] = [s]
     roles = {NAMES[0]: ["zookeeper", "spark-master"], NAMES[1]: ["zookeeper"], NAMES[2]: ["zookeeper"],
              NAMES[3]: ["spark-worker"], NAMES[4]: ["spark-worker"]}
     inv = _inventory(s, d, cluster=CLUSTER, user_image=image,
@@ -121,7 +124,7 @@ def _cli(env, *args: str, inv: Path | None = None, json_out: bool = True):
 
 def _address(name: str) -> str:
     index = int(name[3:]) - 1
-    return f"10.251.0.{FIRST_ADDRESS + index}"
+    return lab_ip(_SETTINGS[0], FIRST_ADDRESS + index)
 
 
 def _ssh(env, name: str, command: str, *, cluster: str = CLUSTER, check: bool = True):

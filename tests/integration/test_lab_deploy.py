@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from image_fixture import lab_image_path
-from labhosts import (deploy_settings_text, lab_connection, lab_inventory_text, node_range_text, openssh,
-                      write_deploy_inputs)
+from labhosts import (deploy_settings_text, lab_connection, lab_inventory_text, lab_ip, node_range_text,
+                      openssh, write_deploy_inputs)
 from typer.testing import CliRunner
 
 from k1prov import glance
@@ -44,7 +44,7 @@ HOST_GONE_TIMEOUT = 20.0
 def _inventory(s, d: Path, *, user_image: str, user_extra: str = "", name: str = "deploy.yaml") -> Path:
     inv = d / name
     nodes = node_range_text("dpl[01-03]", first_bmc_port=s.bmc_base_port + BMC_OFFSET,
-                            first_address=f"10.251.0.{FIRST_ADDRESS}")
+                            first_address=lab_ip(s, FIRST_ADDRESS))
     inv.write_text(lab_inventory_text(
         s, cluster=CLUSTER, nodes=nodes,
         deploy=deploy_settings_text(d, image_prefix="dpl", user_image=user_image, user_extra=user_extra)))
