@@ -27,14 +27,16 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from k1prov.imagecatalog import write_lab_deploy_image
 from k1prov.inventory import load_inventory
 from k1prov.lab import Lab, LabSettings
 from k1prov.lab.image import build_lab_image
-from k1prov.lab.machine import machine_mac, machine_name
+from k1prov.lab.machine import machine_mac
 from k1prov.provisioner import Provisioner
+from k1prov.settings import DEFAULT_TIMEOUTS
 
 BENCH = dict(ironic_port=46385, glance_port=49292, http_port=48088, bmc_base_port=46230,
              bridge="k1pipab0", cidr="10.253.128.1/24")
@@ -80,7 +82,9 @@ def run_path(lab: Lab, d: Path, *, cluster: str, count: int, first_port: int, fi
     inv = inventory(lab, d, cluster=cluster, count=count, first_port=first_port,
                     first_host=first_host, real=real)
     messages: list[tuple[float, str]] = []
-    prov = Provisioner(load_inventory(inv), state_root=d / "state",
+    # The fake path boots nothing: its SSH wait would only time out, so it is cut short.
+    timeouts = DEFAULT_TIMEOUTS if real else replace(DEFAULT_TIMEOUTS, ssh_ready=1.0, ssh_connect=1.0)
+    prov = Provisioner(load_inventory(inv), state_root=d / "state", timeouts=timeouts,
                        notify=lambda m: messages.append((time.monotonic(), m)))
     out: dict = {"path": "agent" if real else "fake", "nodes": count}
     t0 = time.monotonic()
@@ -92,12 +96,12 @@ def run_path(lab: Lab, d: Path, *, cluster: str, count: int, first_port: int, fi
     out["images_s"] = time.monotonic() - t0
     assert rep.exit_code() == 0, [o.error for o in rep.outcomes if o.error]
     t0 = time.monotonic()
-    if real:
-        rep = prov.deploy()
-    else:
-        rep = _fake_deploy(prov)
+    rep = prov.deploy()
     total = time.monotonic() - t0
-    assert rep.exit_code() == 0, [(o.node, o.error) for o in rep.outcomes if o.error]
+    if real:
+        assert rep.exit_code() == 0, [(o.node, o.error) for o in rep.outcomes if o.error]
+    else:
+        assert {o.provision_state for o in rep.outcomes} == {"active"}
     active = next((float(m.split(" in ")[1].split()[0]) for _, m in messages
                    if "reached active in" in m), total)
     out["ironic_deploy_s"] = active
@@ -108,24 +112,6 @@ def run_path(lab: Lab, d: Path, *, cluster: str, count: int, first_port: int, fi
     out["undeploy_s"] = time.monotonic() - t0
     prov.delete_nodes()
     return out
-
-
-def _fake_deploy(prov: Provisioner):
-    """deploy through the fake interface: Ironic's states only (no SSH: nothing boots)."""
-    from k1prov import deploy as deploy_mod
-
-    original = deploy_mod.wait_ssh
-
-    def no_ssh(prov_, nodes, **kw):
-        from k1prov.fanout import Policy, run_fanout
-        return run_fanout(nodes, lambda n: 0.0, key=lambda n: n.name,
-                          policy=Policy(kind="noop", endpoint="none", concurrency=1))
-
-    deploy_mod.wait_ssh = no_ssh
-    try:
-        return prov.deploy()
-    finally:
-        deploy_mod.wait_ssh = original
 
 
 def memory(lab: Lab) -> dict:

@@ -261,6 +261,10 @@ mount --bind "$mdir/cmdline" proc/cmdline
 if [ -e proc/sysrq-trigger ]; then mount --bind /dev/null proc/sysrq-trigger; fi
 mount --bind proc/sys proc/sys; mount -o remount,bind,ro proc/sys
 mount -t sysfs -o ro sysfs sys
+# lsblk (and with it the generic hardware manager) lists /sys/block: only this disk there.
+mount -t tmpfs -o mode=755,size=1m tmpfs sys/block
+ln -s ../devices/virtual/block/loop$loopn sys/block/loop$loopn
+mount -o remount,ro sys/block
 mount --rbind /dev dev
 mount -t tmpfs -o mode=1777,size=64m tmpfs dev/shm
 # Every block device node but this machine's disk and its partitions shows /dev/null;
@@ -321,7 +325,14 @@ def ipa_conf(address: str) -> str:
         "lookup_interval = 2\n"
         "hardware_initialization_delay = 0\n"
         "disk_wait_attempts = 2\n"
+        # The generic manager looks for a disk it can use and finds none (it skips loop
+        # devices): wait one second for it, not three.
+        "disk_wait_delay = 1\n"
         "collect_lldp = false\n"
+        # The image server is on the same bridge: a failed download (or a checksum that
+        # does not match) is retried twice, a second apart, not 9 times 10 s apart.
+        "image_download_connection_retries = 2\n"
+        "image_download_connection_retry_interval = 1\n"
         "use_stderr = true\n"
         "debug = false\n")
 
@@ -353,7 +364,8 @@ def sandbox_command(machines_dir: Path, port: int, lab_root: Path, argv: list[st
     pid1 = state.get("agent_pid")
     if state.get("running") != "agent" or pid1 is None or _start_time(pid1) != state.get("agent_start"):
         raise LabError(f"{machine_name(port)}: no agent running")
-    agent = next(iter(_children(pid1)), None)
+    # The agent itself, not a forked copy of the set-up shell (whose command line quotes it).
+    agent = next((c for c in _children(pid1) if _comm(c) == "ironic-python-a"), None)
     if agent is None:
         raise LabError(f"{machine_name(port)}: the agent has not started yet")
     ident = lab_id(lab_root)
@@ -648,6 +660,13 @@ def _start_time(pid: int) -> int | None:
     if fields[0] in ("Z", "X"):
         return None
     return int(fields[19])
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _children(pid: int) -> list[int]:
