@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from k1prov import configure, deploy, enrollment, glance
 from k1prov.context import VerbContext
+from k1prov.deploy_logs import keep, newest_logs
 from k1prov.errors import K1provError
 from k1prov.fanout import Status
 from k1prov.image_registration import register_images
@@ -154,6 +156,7 @@ def _recorded(ctx: VerbContext, report: ClusterReport, verb: str) -> Iterator[Ru
             report.cancelled = True
             _summarize(ctx, report, errors={}, live=False)
         finally:
+            _keep_deploy_logs(report, record)
             record.finish(report.to_dict(), exit_code=report.exit_code())
 
 
@@ -310,8 +313,10 @@ def _summarize(ctx: VerbContext, report: ClusterReport, *, errors: dict[str, str
         report.health[gate] = ("ok: " if result.ok else "unhealthy: ") + result.summary
         for node_name, state in result.states.items():
             states.setdefault(node_name, []).append(f"{gate} {state}")
+    logs = newest_logs(inv.cloud.deploy_logs, [ir.id for ir in current.values()])
     for node in inv.nodes:
         ir = current.get(node.name)
+        log = logs.get(ir.id) if ir else None
         report.rows.append({
             "node": node.name,
             "provision_state": ir.provision_state if ir else "not enrolled",
@@ -319,8 +324,22 @@ def _summarize(ctx: VerbContext, report: ClusterReport, *, errors: dict[str, str
             "address": node.address, "roles": list(node.roles),
             "health": "; ".join(states.get(node.name, [])) or None,
             "error": errors.get(node.name) or ((ir.last_error or None) if ir else None),
+            # The agent's log of the node's last deploy (cloud.deploy_logs), if k1prov sees it.
+            "deploy_log": str(log) if log else None,
         })
     report.endpoints = endpoints(inv)
+
+
+def _keep_deploy_logs(report: ClusterReport, record: RunRecord) -> None:
+    """Copy into the run record the agent logs of the deploys this run made (newer than
+    its start); the row then names the copy."""
+    for row in report.rows:
+        log = row.get("deploy_log")
+        try:
+            if log and Path(log).stat().st_mtime >= record.started:
+                row["deploy_log"] = str(keep(Path(log), record.host_dir(row["node"])))
+        except OSError:
+            continue
 
 
 def status(ctx: VerbContext) -> ClusterReport:

@@ -117,7 +117,7 @@ def key_lines(root: Located) -> dict[str, int]:
 def _cloud(f: Field) -> Cloud:
     if isinstance(f.value, str):   # "cloud: NAME" is short for {cloud: NAME}
         return Cloud(cloud=f.string())
-    m = f.mapping(("cloud", "ironic_url", "glance_url", "ironic_api_version"))
+    m = f.mapping(("cloud", "ironic_url", "glance_url", "ironic_api_version", "deploy_logs"))
     if "cloud" not in m and "ironic_url" not in m:
         f.fail("give a clouds.yaml entry (cloud: NAME) or ironic_url")
     if "cloud" in m and "ironic_url" in m:
@@ -135,6 +135,8 @@ def _cloud(f: Field) -> Cloud:
         if not re.match(r"^1\.[0-9]+$", v.value):
             v.fail(f"{v.value!r} is not an Ironic API version (like \"1.78\")")
         kw["ironic_api_version"] = v.value
+    if "deploy_logs" in m:
+        kw["deploy_logs"] = str(f.src.local_path(m["deploy_logs"].string()))
     return Cloud(**kw)
 
 

@@ -108,6 +108,9 @@ class Cloud:
     glance_url: str | None = None
     # Ironic API microversion k1prov asks for.
     ironic_api_version: str = "1.78"
+    # Where Ironic's conductor keeps the agents' deploy logs ([agent]
+    # deploy_logs_local_path), when k1prov runs on the conductor's host (k1prov.deploy_logs).
+    deploy_logs: str | None = None
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,7 @@ def render_inventory(s: LabSettings, *, nodes: int | None = None, cluster: str =
         "cloud:",
         f"  ironic_url: {s.ironic_url}",
         f"  glance_url: {s.glance_url}",
+        f'  deploy_logs: "{s.root / "deploy-logs"}"',
         "network:",
         f"  prefix_length: {ipaddress.IPv4Interface(s.cidr).network.prefixlen}",
         *_ssh_lines(s),

@@ -189,7 +189,7 @@ def lab_inventory_text(s: LabSettings, *, cluster: str, nodes: str, deploy: str 
     machines', machine_mac(bmc port))."""
     return f"""\
 cluster: {cluster}
-cloud: {{ironic_url: "{s.ironic_url}", glance_url: "{s.glance_url}"}}
+cloud: {{ironic_url: "{s.ironic_url}", glance_url: "{s.glance_url}", deploy_logs: "{s.root / 'deploy-logs'}"}}
 {deploy}defaults:
   driver: ipmi
   interfaces: {{power: ipmitool, management: ipmitool, deploy: direct, boot: pxe}}

@@ -247,6 +247,13 @@ def test_up_from_nothing_to_healthy(env):
     status = _cli(env, "cluster", "status")
     assert status.exit_code == EXIT_OK, status.output
     _check_healthy(json.loads(status.stdout), NAMES, zk_members=ZK_MEMBERS, spark=True)
+    # Each node's agent deploy log: Ironic collected it, the run record keeps a copy, and
+    # `cluster status` names the newest one.
+    for row in data["nodes"]:
+        kept = Path(row["deploy_log"] or "")
+        assert kept.parent == run_dir / "hosts" / row["node"] and kept.stat().st_size > 0, row
+    for row in json.loads(status.stdout)["nodes"]:
+        assert (row["deploy_log"] or "").endswith(".tar.gz"), row
 
 
 def test_second_up_is_a_no_op(env):
