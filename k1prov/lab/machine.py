@@ -651,6 +651,18 @@ class Machine:
                     log.warning("%s: cgroup %s: %s", self.name, path, exc)
 
 
+def remove_lab_cgroups(ident: str) -> None:
+    """The lab's parent cgroups, once its machines' are gone (at the hardware's stop)."""
+    for controller in ("devices", "memory"):
+        parent = CGROUP_ROOT / controller / f"k1prov-{ident}"
+        try:
+            parent.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("cgroup %s: %s", parent, exc)
+
+
 def _start_time(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/stat") as f:

@@ -175,7 +175,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     from k1prov.lab.hosts import HostBooter
-    from k1prov.lab.machine import Dhcp, Machine, lab_id
+    from k1prov.lab.machine import Dhcp, Machine, lab_id, remove_lab_cgroups
     from k1prov.lab.netns import LabNetwork
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -232,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             booter.stop_all(timeout=60.0)
         except Exception as exc:  # noqa: BLE001
             log.error("stopping hosts: %s", exc)
+        remove_lab_cgroups(ident)
         beat.unlink(missing_ok=True)
         log.info("hardware: stopped")
     return 0
