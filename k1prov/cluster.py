@@ -313,10 +313,11 @@ def _summarize(ctx: VerbContext, report: ClusterReport, *, errors: dict[str, str
         report.health[gate] = ("ok: " if result.ok else "unhealthy: ") + result.summary
         for node_name, state in result.states.items():
             states.setdefault(node_name, []).append(f"{gate} {state}")
-    logs = newest_logs(inv.cloud.deploy_logs, [ir.id for ir in current.values()])
+    logs = (newest_logs(inv.cloud.deploy_logs, [ir.id for ir in current.values()])
+            if inv.cloud.deploy_logs else {})
     for node in inv.nodes:
         ir = current.get(node.name)
-        log = logs.get(ir.id) if ir else None
+        log = logs.get(ir.id) if ir and logs else None
         report.rows.append({
             "node": node.name,
             "provision_state": ir.provision_state if ir else "not enrolled",
