@@ -38,7 +38,7 @@ from k1prov.lab.machine import machine_mac
 from k1prov.provisioner import Provisioner
 from k1prov.settings import DEFAULT_TIMEOUTS
 
-BENCH = dict(ironic_port=46385, glance_port=49292, http_port=48088, bmc_base_port=46230,
+BENCH = dict(ironic_port=49385, glance_port=52292, http_port=51088, bmc_base_port=49230,
              bridge="k1pipab0", cidr="10.253.128.1/24")
 IMAGE_BUILD_TIMEOUT = 1800.0
 
