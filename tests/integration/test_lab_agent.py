@@ -30,7 +30,7 @@ from k1prov.errors import LabError
 from k1prov.fanout import Status
 from k1prov.inventory import load_inventory
 from k1prov.lab.machine import machine_name, sandbox_command, unplug_cable
-from k1prov.outcome import EXIT_PARTIAL
+from k1prov.verb_report import EXIT_PARTIAL
 from k1prov.provisioner import Provisioner
 from k1prov.settings import DEFAULT_TIMEOUTS
 
