@@ -67,7 +67,9 @@ def up(inventory: Path = InventoryOpt, dry_run: bool = typer.Option(False, "--dr
 @handles_errors
 def status(inventory: Path = InventoryOpt, as_json: bool = JsonOpt):
     """Ironic state, address, roles and live service health of every node."""
-    with make_provisioner(load(inventory), quiet=True) as prov:
+    # Not quiet (unless --json): an unhealthy look is looked at again for up to
+    # timeouts.health_verdict, and the operator is told so on stderr meanwhile.
+    with make_provisioner(load(inventory), quiet=as_json) as prov:
         report = prov.cluster_status()
     show(report, as_json=as_json)
 
