@@ -38,10 +38,16 @@ def _lab(nodes: Optional[int] = None, *, remember: bool = False):
 
 def _show(status, *, as_json: bool) -> None:
     data = status.to_dict()
+    # Whether the lab has a Mesos build to give its hosts, or plainly why not (k1prov.lab.mesos).
+    from k1prov.lab.mesos import find_mesos_build, mesos_off_reason
+    build = find_mesos_build()
+    data["mesos"] = ({"on": True, "tarball": str(build.tarball), "sha512": build.sha512} if build
+                     else {"on": False, "reason": mesos_off_reason()})
     if as_json:
         print_json(data)
         return
     out.print(rows_table(data["services"], ["name", "url", "pid", "running", "answers"], title="lab"))
+    err.print(f"Mesos: build {build.tarball}" if build else data["mesos"]["reason"], highlight=False)
 
 
 @app.command("up")
@@ -55,6 +61,10 @@ def up(nodes: Optional[int] = NodesOpt, as_json: bool = JsonOpt,
     status = lab.up(progress=say)
     if image and status.ok:
         lab.prepare_hosts(progress=say)
+    if status.ok:
+        from k1prov.lab.mesos import publish
+        build, where = publish(lab.settings.http_dir)
+        say(f"Mesos: {build.tarball.name} served as {lab.settings.http_url}/{where}" if build else where)
     _show(status, as_json=as_json)
     raise typer.Exit(0 if status.ok else 1)
 
