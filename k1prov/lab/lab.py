@@ -42,6 +42,25 @@ _DROPPED_ENV = {"VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "http_proxy", "https_
                 "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"}
 
 
+def _listening_on(address: str) -> bool:
+    """Whether a TCP socket listens on `address` (another lab's Ironic on a shared bridge)."""
+    import ipaddress
+    import socket
+    import struct
+
+    want = struct.unpack("<I", socket.inet_aton(str(ipaddress.IPv4Address(address))))[0]
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    for line in lines:
+        fields = line.split()
+        local, state = fields[1], fields[3]
+        if state == "0A" and int(local.split(":")[0], 16) == want:
+            return True
+    return False
+
+
 AGENT_PLUGIN = Path(__file__).with_name("ipa_hwm.py")
 AGENT_PLUGIN_MODULE = "k1prov_lab_ipa"
 
@@ -152,7 +171,8 @@ class Lab:
         # still attached (labs on other ports may share a bridge).
         network = LabNetwork(bridge=s.bridge, cidr=s.cidr)
         attached = Path(f"/sys/class/net/{s.bridge}/brif")
-        if was_up and network.exists() and not (attached.is_dir() and any(attached.iterdir())):
+        if (was_up and network.exists() and not (attached.is_dir() and any(attached.iterdir()))
+                and not _listening_on(s.gateway)):
             network.remove(timeout=self.timeouts.lab_service)
         if busy:
             listing = ", ".join(f"{proto} {port}" for proto, port in busy)

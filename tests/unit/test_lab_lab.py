@@ -87,3 +87,14 @@ def test_bmc_password_is_generated_once_and_private(tmp_path):
 def test_bmc_password_before_up_is_a_lab_error(tmp_path):
     with pytest.raises(LabError, match="lab up"):
         Lab(LabSettings(root=tmp_path / "lab", venv=tmp_path / "v")).bmc_password()
+
+
+def test_a_listener_on_the_bridge_address_keeps_the_bridge(tmp_path):
+    """`down` leaves a shared bridge alone while another lab's Ironic listens on its address."""
+    from k1prov.lab.lab import _listening_on
+
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        assert _listening_on("127.0.0.1")
+    assert not _listening_on("10.255.255.254")
