@@ -56,6 +56,11 @@ def pinned_known_hosts(state_root: Path, cluster: str) -> Path | None:
     return path if path.is_file() else None
 
 
+# Characters that make a --limit entry a node set rather than one name (ClusterShell's
+# ranges, lists and operators; @groups are not resolved, so '@' is an unknown name).
+_NODESET_SYNTAX = frozenset("[],!&^@ ")
+
+
 def select_nodes(inv: Inventory, *, limit: Iterable[str] | None = None,
                  group: str | None = None) -> list[Node]:
     """The nodes a verb targets, in inventory order: the one `--limit`/`--group` grammar.
@@ -76,6 +81,9 @@ def select_nodes(inv: Inventory, *, limit: Iterable[str] | None = None,
     if items:
         wanted: list[str] = []
         for item in items:
+            if not _NODESET_SYNTAX.intersection(item):
+                wanted.append(item)          # a plain name (the verbs of cluster up pass many)
+                continue
             try:
                 wanted.extend(expand_hosts(item))
             except ValueError as exc:

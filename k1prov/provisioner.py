@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from k1prov import ad_hoc, cluster, configure, deploy, enrollment
+from k1prov.bench.drf import DrfOptions, DrfResult, run_drf
 from k1prov.bench.kmeans import KmeansOptions, run_kmeans
 from k1prov.bench.results import BenchResult
 from k1prov.verb_report import ClusterReport
@@ -116,6 +117,11 @@ class Provisioner:
         """The Spark-Perf K-means experiment on the configured cluster."""
         return run_kmeans(self.inventory, state_root=self.state_root, options=options,
                           timeouts=self.context.timeouts, notify=self.context.notify)
+
+    def bench_drf(self, options: DrfOptions | None = None) -> DrfResult:
+        """Weighted DRF on Mesos: two frameworks' dominant shares over time."""
+        return run_drf(self.inventory, state_root=self.state_root, options=options or DrfOptions(),
+                       timeouts=self.context.timeouts, notify=self.context.notify)
 
     # ---- the operator's workflow (k1prov.cluster) -----------------------------------
 

@@ -74,11 +74,11 @@ def drf(inventory: Path = InventoryOpt,
         as_json: bool = JsonOpt):
     """Two frameworks in two weighted roles, both asking for more than the cluster has: their
     dominant shares over time from the leading master, a CSV and a PNG plot in the run directory."""
-    from k1prov.bench.drf import DrfOptions, parse_frameworks, run_drf
+    from k1prov.bench.drf import DrfOptions, parse_frameworks
 
     options = DrfOptions(duration=duration, task_seconds=task_seconds, frameworks=parse_frameworks(frameworks))
-    notify = (lambda msg: None) if as_json else (lambda msg: err.print(f"[cyan]>[/] {msg}", highlight=False))
-    result = run_drf(load(inventory), state_root=default_state_root(), options=options, notify=notify)
+    with make_provisioner(load(inventory), quiet=as_json) as prov:
+        result = prov.bench_drf(options)
     if as_json:
         print_json(result.to_dict())
     else:

@@ -9,17 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ClusterShell.NodeSet import RESOLVER_NOGROUP, NodeSet, NodeSetException
+# ClusterShell is imported where it is used: `k1prov --help` and the verbs that never fold or
+# expand host names do not pay for it at start-up.
 
 
 def fold_hosts(names: Iterable[str]) -> str:
     """Fold names into one comma-separated node set string, sorted by name pattern."""
+    from ClusterShell.NodeSet import RESOLVER_NOGROUP, NodeSet
+
     return str(NodeSet.fromlist(list(names), resolver=RESOLVER_NOGROUP))
 
 
 def expand_hosts(pattern: str) -> list[str]:
     """Expand "db1,worker[001-003]" (a ClusterShell node set: names, folded ranges, commas,
     several bracket groups) into names, sorted. A bad pattern raises ValueError."""
+    from ClusterShell.NodeSet import RESOLVER_NOGROUP, NodeSet, NodeSetException
+
     try:
         return list(NodeSet(pattern, resolver=RESOLVER_NOGROUP))
     except NodeSetException as exc:
