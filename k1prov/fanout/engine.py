@@ -113,7 +113,7 @@ class _Pool:
     """Reusable daemon worker threads, grown on demand (like ThreadPoolExecutor, but an
     abandoned worker never blocks a new item: a busy pool simply grows)."""
 
-    def __init__(self, target: Callable[[Any], None]):
+    def __init__(self, target: Callable[[Any], Callable[[], None]]):
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._idle = threading.Semaphore(0)
         self._target = target
@@ -132,8 +132,12 @@ class _Pool:
             job = self._jobs.get()
             if job is None:
                 return
-            self._target(job)
+            report = self._target(job)
+            # Idle before the result is seen: the main thread submits the next item as soon
+            # as it reads a result and must find this worker free; released after the
+            # result, a loaded machine let the pool grow past the concurrency level.
             self._idle.release()
+            report()
 
     def shutdown(self) -> None:
         # Idle workers exit now, abandoned ones when their fn returns; nobody waits.
@@ -184,7 +188,8 @@ class _Run:
         return self.store.get(self.policy.kind, self.policy.endpoint)
 
     # ---- worker side --------------------------------------------------------------------
-    def _work(self, job: tuple[_Flight, Any]) -> None:
+    def _work(self, job: tuple[_Flight, Any]) -> Callable[[], None]:
+        """Run one item; return how to report it (the pool calls that once it is idle)."""
         flight, item = job
         try:
             result, congested = self._attempts(flight, item)
@@ -192,7 +197,7 @@ class _Run:
             result = Result(self.keys[flight.index], Status.FAILED, error=one_line(exc))
             congested = False
         result.duration = time.monotonic() - flight.started
-        self.done_q.put(("done", flight.index, result, congested))
+        return lambda: self.done_q.put(("done", flight.index, result, congested))
 
     def _attempts(self, flight: _Flight, item: Any) -> tuple[Result, bool]:
         p, key = self.policy, self.keys[flight.index]
