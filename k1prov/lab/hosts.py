@@ -66,7 +66,9 @@ mount --make-rprivate /
 # pin other hosts' network namespaces and other images' loop devices.
 findmnt -rn -o TARGET | sort -r | while read -r target; do
   case "$target" in
-    /run/netns/*|"$lowers"/*) [ "$target" = "$lower" ] || umount -l "$target" ;;
+    # A mount listed here may be gone by now (another host's namespace was deleted
+    # meanwhile): that is what this loop wants, not an error.
+    /run/netns/*|"$lowers"/*) [ "$target" = "$lower" ] || umount -l "$target" 2>/dev/null || true ;;
   esac
 done
 if [ -n "$lowerdev" ]; then mount -o ro "$lowerdev" "$lower"; fi
