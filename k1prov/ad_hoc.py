@@ -11,6 +11,7 @@ the engine's Report (one Result per host, identical outputs grouped by the calle
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -55,28 +56,32 @@ def run_on_hosts(ctx: VerbContext, command: str, *, nodes: list[Node],
 
 
 def run_script_on_hosts(ctx: VerbContext, script_text: str, *, nodes: list[Node],
-                        known_hosts: Path | None = None, sudo: bool = False) -> Report:
-    """Upload `script_text` into a private temporary directory on every node, run it
-    (through `sudo -n` when `sudo` and the SSH user is not root) and remove it."""
+                        known_hosts: Path | None = None, sudo: bool = False,
+                        args: Sequence[str] = ()) -> Report:
+    """Upload `script_text` into a private temporary directory on every node, run it with
+    `args` (each one argument, as Ansible's `script` passes them; through `sudo -n` when
+    `sudo` and the SSH user is not root) and remove it."""
     if not script_text.strip():
         raise ConfigError("the script is empty")
     timeouts = ctx.timeouts
 
     def call(target: SshTarget) -> CommandResult:
-        return put_and_run(target, script_text, sudo=sudo, connect_timeout=timeouts.ssh_connect,
+        return put_and_run(target, script_text, sudo=sudo, args=args,
+                           connect_timeout=timeouts.ssh_connect,
                            command_timeout=timeouts.ssh_command)
 
     return _fan_out(ctx, call, nodes=nodes, known_hosts=known_hosts)
 
 
 def run(ctx: VerbContext, command: str, *, limit: Iterable[str] | None = None, group: str | None = None,
-        known_hosts: Path | None = None, script: bool = False) -> Report:
-    """`k1prov run`: `command` (with `script`, a script's text to upload and run) on the
-    selected nodes, with the cluster's pinned host keys unless `known_hosts` is given."""
+        known_hosts: Path | None = None, script: bool = False, args: Sequence[str] = ()) -> Report:
+    """`k1prov run`: `command` (with `script`, a script's text to upload and run with
+    `args`) on the selected nodes, with the cluster's pinned host keys unless
+    `known_hosts` is given."""
     nodes = ctx.select(limit, group)
     pinned = known_hosts or ctx.known_hosts()
     if script:
-        return run_script_on_hosts(ctx, command, nodes=nodes, known_hosts=pinned)
+        return run_script_on_hosts(ctx, command, nodes=nodes, known_hosts=pinned, args=args)
     return run_on_hosts(ctx, command, nodes=nodes, known_hosts=pinned)
 
 

@@ -28,7 +28,7 @@ from k1prov.inventory.model import ROLES, Inventory, Node
 from k1prov.ironic import IronicNodes
 from k1prov.verb_report import NodeOutcome, VerbReport
 from k1prov.settings import (DEFAULT_FAILURE_BUDGET, DEFAULT_TIMEOUTS, IRONIC_MAX_CONCURRENCY,
-                             SSH_MAX_CONCURRENCY, SSH_RETRIES, Timeouts)
+                             SSH_GIVE_UP_WAIT, SSH_MAX_CONCURRENCY, SSH_RETRIES, Timeouts)
 from k1prov.ssh import SshTarget
 
 log = logging.getLogger("k1prov")
@@ -113,7 +113,10 @@ def ssh_policy(options: RunOptions, kind: str, *, item_timeout: float, profile_p
                   max_concurrency=options.max_concurrency or SSH_MAX_CONCURRENCY,
                   item_timeout=item_timeout, retries=retries,
                   failure_budget=options.failure_budget if failure_budget is None else failure_budget,
-                  profile_path=profile_path)
+                  profile_path=profile_path,
+                  # Given up (timeout, deadline, Ctrl-C): time for k1prov.ssh to end the
+                  # command on the host and say so in its row.
+                  cancel_wait=SSH_GIVE_UP_WAIT, cancel_grace=SSH_GIVE_UP_WAIT)
 
 
 class VerbContext:

@@ -14,6 +14,7 @@ none of them imports the facade.
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Callable, Iterable
 
 from k1prov import ad_hoc, cluster, configure, deploy, enrollment
@@ -108,10 +109,12 @@ class Provisioner:
     # ---- commands on the hosts (k1prov.ad_hoc) and benchmarks (k1prov.bench) ----------
 
     def run(self, command: str, *, limit: Iterable[str] | None = None, group: str | None = None,
-            known_hosts: Path | None = None, script: bool = False) -> Report:
-        """A command (or, with script, a script's text) on the selected hosts over SSH."""
+            known_hosts: Path | None = None, script: bool = False,
+            args: Sequence[str] = ()) -> Report:
+        """A command (or, with script, a script's text run with `args`) on the selected
+        hosts over SSH."""
         return ad_hoc.run(self.context, command, limit=limit, group=group, known_hosts=known_hosts,
-                          script=script)
+                          script=script, args=args)
 
     def bench_kmeans(self, options: KmeansOptions = KmeansOptions()) -> BenchResult:
         """The Spark-Perf K-means experiment on the configured cluster."""

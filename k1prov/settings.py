@@ -26,6 +26,9 @@ class Timeouts:
     ssh_connect: float = 10.0
     # One remote command or script.
     ssh_command: float = 1800.0
+    # A remote command k1prov gives up on (its timeout, the run's deadline, Ctrl-C) gets
+    # SIGTERM; what is still running this long after gets SIGKILL (k1prov.ssh).
+    ssh_kill_grace: float = 2.0
     # Waiting for sshd on a freshly deployed host.
     ssh_ready: float = 600.0
     # A read-only look at one host in one SSH session (recorded script hashes, service
@@ -65,3 +68,7 @@ DEFAULT_FAILURE_BUDGET = 0.5
 SSH_MAX_CONCURRENCY = 64
 # Connection attempts per host for transient failures (refused, reset, banner timeout).
 SSH_RETRIES = 2
+# How long the fan-out engine waits for an SSH item it gave up on (timeout, deadline,
+# Ctrl-C) to end its remote command and report how that went: the kill grace plus a
+# round trip on a loaded machine (k1prov.ssh, Policy.cancel_wait/cancel_grace).
+SSH_GIVE_UP_WAIT = DEFAULT_TIMEOUTS.ssh_kill_grace + 5.0

@@ -13,19 +13,22 @@ agent and no ~/.ssh keys are tried.
 from __future__ import annotations
 
 import errno
-import io
 import logging
+import select
 import shlex
 import socket
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
 from fabric import Config, Connection
-from invoke.exceptions import CommandTimedOut
 from paramiko.config import SSHConfig
 
 from k1prov.errors import TransportError
+from k1prov.fanout.cancel import CancelToken, current_cancel
+from k1prov.settings import DEFAULT_TIMEOUTS
 
 log = logging.getLogger("k1prov.ssh")
 
@@ -147,8 +150,6 @@ def translate(exc: BaseException, host: str) -> TransportError:
                                     f"{exc.key.get_fingerprint().hex()}, pinned key differs)")
     if isinstance(exc, paramiko.AuthenticationException):
         return TransportError(host, f"authentication failed: {exc}")
-    if isinstance(exc, CommandTimedOut):
-        return TransportError(host, f"command timed out after {exc.timeout:g}s")
     if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
         codes = {getattr(e, "errno", None) for e in exc.errors.values()}
         if codes == {errno.ECONNREFUSED}:
@@ -186,33 +187,196 @@ def translate(exc: BaseException, host: str) -> TransportError:
 
 
 def run_command(target: SshTarget, command: str, *, connect_timeout: float,
-                command_timeout: float) -> CommandResult:
-    """Run one command; a non-zero exit is a result, not an error."""
+                command_timeout: float, cancel: CancelToken | None = None,
+                kill_grace: float = DEFAULT_TIMEOUTS.ssh_kill_grace) -> CommandResult:
+    """Run one command; a non-zero exit is a result, not an error.
+
+    The command runs in a session of its own on the host (`session_command`). When
+    k1prov gives up on it (`command_timeout`; `cancel`, by default the token of the
+    fan-out item this thread runs; Ctrl-C) the whole session is ended on the host and
+    the error says how it went."""
+    cancel = cancel if cancel is not None else current_cancel()
     conn = _connection(target, connect_timeout=connect_timeout)
     try:
         conn.open()
-        res = conn.run(command, hide=True, warn=True, in_stream=False, pty=False,
-                       timeout=command_timeout)
-        return CommandResult(target.host, res.exited, res.stdout, res.stderr)
+        return _execute(conn, target, command, stdin_text=None, connect_timeout=connect_timeout,
+                        command_timeout=command_timeout, cancel=cancel, kill_grace=kill_grace,
+                        as_root=False)
+    except KeyboardInterrupt:
+        raise
     except Exception as exc:  # noqa: BLE001 - translated at the boundary
         raise translate(exc, target.host) from exc
     finally:
         _close(conn)
 
 
-class _ScriptStream(io.StringIO):
-    """The script as the remote command's stdin, handed over in large pieces.
+# ---------------------------------------------------------------- ending what we give up on
 
-    invoke reads an in_stream that is not a terminal one character per call, with a
-    10 ms pause after each (Runner.input_sleep): about 100 bytes/s, minutes for a
-    role script. This stream ignores the size asked for and returns up to CHUNK
-    characters; an empty read then makes invoke close the channel's write side (the
-    remote `cat` sees EOF). Fabric keeps its own stdout/stderr readers and timeout."""
+# First stderr line of a session_command: the id of the command's session on the host.
+_SID_MARKER = "K1PROV-SID"
 
-    CHUNK = 1 << 16
+# POSIX sh, run as `sh -c WRAPPER k1prov PAYLOAD` (PAYLOAD is "$1"). The payload runs in a
+# new session (setsid: its own process group too) whose id it announces on stderr before
+# anything else, so that k1prov can end it with everything it started: over a second
+# channel when it gives up (_end_remote), and through the watchdog below when the SSH
+# session itself goes away (k1prov killed, network lost). The watchdog polls once a second
+# whether sshd's session process (the wrapper's parent) is still there (kill -0; /proc
+# when a non-root user may not signal it); it never holds the
+# channel's output open, and it is stopped as soon as the payload ends by itself. Without
+# setsid (not Linux) the payload runs as a plain child and only the watchdog can end it.
+_WRAPPER = r"""
+k1_lead='echo "K1PROV-SID $$" >&2; eval "$1"'
+exec 3<&0
+if command -v setsid >/dev/null 2>&1; then
+  setsid sh -c "$k1_lead" k1prov "$1" <&3 3<&- &
+else
+  sh -c "$k1_lead" k1prov "$1" <&3 3<&- &
+fi
+k1_sid=$!
+exec 3<&-
+k1_parent=$PPID
+k1_alive() { kill -0 "$1" 2>/dev/null || { [ -d /proc/1 ] && [ -d "/proc/$1" ]; }; }
+(
+  while k1_alive "$k1_parent" && k1_alive "$k1_sid"; do sleep 1; done
+  if k1_alive "$k1_sid"; then
+    kill -TERM -- "-$k1_sid" 2>/dev/null || kill -TERM "$k1_sid"
+    pkill -TERM -s "$k1_sid" 2>/dev/null
+    sleep GRACE
+    kill -KILL -- "-$k1_sid" 2>/dev/null
+    pkill -KILL -s "$k1_sid" 2>/dev/null
+  fi
+) </dev/null >/dev/null 2>&1 &
+k1_watch=$!
+wait "$k1_sid"
+k1_rc=$?
+kill "$k1_watch" 2>/dev/null
+exit "$k1_rc"
+"""
 
-    def read(self, size: int | None = -1) -> str:
-        return super().read(self.CHUNK)
+# Run over a second channel: SIGTERM to the session's process group and every process of
+# the session, up to GRACE seconds for them to go, then SIGKILL; says which it took.
+_KILL = r"""
+s=SID; n=STEPS
+k1_any() { kill -0 -- "-$s" 2>/dev/null || pgrep -s "$s" >/dev/null 2>&1; }
+k1_any || { echo gone; exit 0; }
+kill -TERM -- "-$s" 2>/dev/null; pkill -TERM -s "$s" 2>/dev/null
+while [ "$n" -gt 0 ] && k1_any; do sleep 0.1; n=$((n - 1)); done
+if k1_any; then
+  kill -KILL -- "-$s" 2>/dev/null; pkill -KILL -s "$s" 2>/dev/null; echo killed
+else
+  echo ended
+fi
+"""
+
+
+def session_command(payload: str, *, kill_grace: float = DEFAULT_TIMEOUTS.ssh_kill_grace) -> str:
+    """The remote command that runs `payload` (a shell command line) in a session of its
+    own on the host, announced on stderr, watched while the SSH session lasts."""
+    wrapper = _WRAPPER.replace("GRACE", f"{max(kill_grace, 0.1):g}")
+    return f"exec sh -c {shlex.quote(wrapper)} k1prov {shlex.quote(payload)}"
+
+
+def kill_command(sid: int, *, kill_grace: float, as_root: bool) -> str:
+    """The remote command that ends session `sid` (see _KILL)."""
+    script = _KILL.replace("SID", str(int(sid))).replace(
+        "STEPS", str(max(1, int(kill_grace * 10))))
+    return f"{'sudo -n ' if as_root else ''}sh -c {shlex.quote(script)}"
+
+
+class _Output:
+    """stdout and stderr of a channel, read as they come; the session id taken off the
+    front of stderr."""
+
+    def __init__(self) -> None:
+        self.out, self.err = bytearray(), bytearray()
+        self.sid: int | None = None
+        self._head = True          # still looking for the marker at the start of stderr
+
+    def drain(self, chan: paramiko.Channel) -> None:
+        while chan.recv_ready():
+            self.out += chan.recv(1 << 16)
+        while chan.recv_stderr_ready():
+            self.err += chan.recv_stderr(1 << 16)
+        if self._head and b"\n" in self.err:
+            first, _, rest = bytes(self.err).partition(b"\n")
+            words = first.split()
+            if len(words) == 2 and words[0] == _SID_MARKER.encode() and words[1].isdigit():
+                self.sid = int(words[1])
+                self.err = bytearray(rest)
+            self._head = False
+
+    def text(self) -> tuple[str, str]:
+        return (bytes(self.out).decode("utf-8", "replace"),
+                bytes(self.err).decode("utf-8", "replace"))
+
+
+# How often the wait for a command looks at its deadline and its cancel token.
+_POLL = 0.2
+
+
+def _execute(conn: Connection, target: SshTarget, payload: str, *, stdin_text: str | None,
+             connect_timeout: float, command_timeout: float, cancel: CancelToken | None,
+             kill_grace: float, as_root: bool) -> CommandResult:
+    transport = conn.client.get_transport()
+    chan = transport.open_session(timeout=connect_timeout)
+    output = _Output()
+    deadline = time.monotonic() + command_timeout
+    why: str | None = None
+    interrupted = False
+    try:
+        chan.exec_command(session_command(payload, kill_grace=kill_grace))
+        if stdin_text:
+            chan.settimeout(command_timeout)
+            chan.sendall(stdin_text.encode())
+            chan.settimeout(None)
+        chan.shutdown_write()          # the payload's stdin ends here (like ssh -n)
+        while True:
+            output.drain(chan)
+            if chan.exit_status_ready() and chan.eof_received:
+                output.drain(chan)
+                break
+            if cancel is not None and cancel.is_set():
+                why = cancel.reason or "cancelled"
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                why = f"command timed out after {command_timeout:g}s"
+                break
+            select.select([chan], [], [], min(_POLL, left))
+    except KeyboardInterrupt:
+        why, interrupted = "interrupted", True
+    except socket.timeout:
+        why = f"command timed out after {command_timeout:g}s"
+    if why is None:
+        stdout, stderr = output.text()
+        return CommandResult(target.host, chan.recv_exit_status(), stdout, stderr)
+    ended = _end_remote(transport, output.sid, connect_timeout=connect_timeout,
+                        kill_grace=kill_grace, as_root=as_root)
+    log.info("%s: %s; %s", target.host, why, ended)
+    if interrupted:
+        log.warning("%s: interrupted; %s", target.host, ended)
+        raise KeyboardInterrupt
+    raise TransportError(target.host, f"{why}; {ended}")
+
+
+def _end_remote(transport: paramiko.Transport, sid: int | None, *, connect_timeout: float,
+                kill_grace: float, as_root: bool) -> str:
+    """End session `sid` on the host over a second channel; says how it went."""
+    fallback = "its watchdog ends it when the SSH session closes"
+    if sid is None:
+        return f"it had not started yet; {fallback}"
+    try:
+        chan = transport.open_session(timeout=connect_timeout)
+        chan.settimeout(kill_grace + connect_timeout)
+        chan.exec_command(kill_command(sid, kill_grace=kill_grace, as_root=as_root))
+        chan.shutdown_write()
+        answer = chan.makefile("rb").read().decode("utf-8", "replace").strip()
+    except Exception as exc:  # noqa: BLE001 - the report says what happened instead
+        return f"could not end it on the host ({type(exc).__name__}: {exc}); {fallback}"
+    return {"ended": "ended on the host (SIGTERM to its session)",
+            "killed": f"killed on the host (SIGKILL: still running {kill_grace:g}s after SIGTERM)",
+            "gone": "it had already ended on the host"}.get(
+        answer.split()[-1] if answer else "", f"ending it on the host said {answer[:80]!r}; {fallback}")
 
 
 # Exit code and stderr marker of the wrapper when it cannot stage the script (the
@@ -225,12 +389,15 @@ def _stage_failed(what: str) -> str:
     return f"{{ echo {_STAGE_MARKER} {what} >&2; exit {_STAGE_FAILED}; }}"
 
 
-def push_command(remote_dir_prefix: str, *, as_root: bool) -> str:
+def push_command(remote_dir_prefix: str, *, as_root: bool, args: Sequence[str] = ()) -> str:
     """The one remote command of put_and_run: reads the script from stdin into a
-    private directory, runs it with stdin from /dev/null, removes the directory and
-    exits with the script's exit code."""
+    private directory, runs it with `args` (each quoted: the script gets them as
+    they were given, as with Ansible's `script` module) and stdin from /dev/null,
+    removes the directory and exits with the script's exit code."""
     template = shlex.quote(f"{remote_dir_prefix}XXXXXXXX")
     run = 'sudo -n "$d/script"' if as_root else '"$d/script"'
+    if args:
+        run += " " + " ".join(shlex.quote(arg) for arg in args)
     return "; ".join([
         f"d=$(mktemp -d {template}) || " + _stage_failed("cannot create a remote temporary directory"),
         # EXIT covers the normal end; the signals become an exit so that EXIT runs too.
@@ -255,23 +422,29 @@ def _stage_error(stderr: str) -> str | None:
 
 
 def put_and_run(target: SshTarget, script_text: str, *, remote_dir_prefix: str = "/tmp/k1prov.",
-                sudo: bool = False, connect_timeout: float,
-                command_timeout: float) -> CommandResult:
+                sudo: bool = False, args: Sequence[str] = (), connect_timeout: float,
+                command_timeout: float, cancel: CancelToken | None = None,
+                kill_grace: float = DEFAULT_TIMEOUTS.ssh_kill_grace) -> CommandResult:
     """Run a script from a private mktemp -d directory (mode 700), then remove it.
 
     One SSH session: the script travels on the stdin of a small wrapper
     (`push_command`), so a push costs one channel instead of four (mktemp, SFTP,
     run, rm); each session costs sshd a fork and a login."""
     as_root = sudo and target.user != "root"
+    cancel = cancel if cancel is not None else current_cancel()
     conn = _connection(target, connect_timeout=connect_timeout)
     try:
         conn.open()
-        res = conn.run(push_command(remote_dir_prefix, as_root=as_root), hide=True, warn=True,
-                       in_stream=_ScriptStream(script_text), pty=False, timeout=command_timeout)
-        staging = _stage_error(res.stderr) if res.exited == _STAGE_FAILED else None
+        res = _execute(conn, target, push_command(remote_dir_prefix, as_root=as_root, args=args),
+                       stdin_text=script_text, connect_timeout=connect_timeout,
+                       command_timeout=command_timeout, cancel=cancel, kill_grace=kill_grace,
+                       as_root=as_root)
+        staging = _stage_error(res.stderr) if res.exit_code == _STAGE_FAILED else None
         if staging:
             raise TransportError(target.host, staging)
-        return CommandResult(target.host, res.exited, res.stdout, res.stderr)
+        return res
+    except KeyboardInterrupt:
+        raise
     except Exception as exc:  # noqa: BLE001 - translated at the boundary
         raise translate(exc, target.host) from exc
     finally:

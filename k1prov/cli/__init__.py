@@ -16,7 +16,7 @@ QUIET_LIBRARIES = ("openstack", "keystoneauth", "keystoneauth1", "paramiko", "ur
                    "stevedore", "invoke", "fabric", "os_service_types")
 
 # Locals are never shown: BMC passwords live in them.
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False,
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=True,
                   help="Bare metal to ZooKeeper / Mesos / Spark through Ironic and Glance.")
 app.add_typer(inventory_cmd.app, name="inventory")
 app.add_typer(nodes_cmd.app, name="nodes")

@@ -9,6 +9,7 @@ from typing import Callable
 import typer
 from rich.markup import escape
 
+from k1prov.cli.completion import node_names, role_names
 from k1prov.errors import K1provError
 from k1prov.inventory import load_inventory
 from k1prov.verb_report import EXIT_INTERRUPTED, VerbReport
@@ -21,11 +22,13 @@ DEBUG = {"on": False}
 
 InventoryOpt = typer.Option(..., "--inventory", "-i", help="Inventory file (YAML).",
                             exists=False, dir_okay=False)
-# The one --limit/--group grammar of every verb (k1prov.context.select_nodes).
+# The one --limit/--group grammar of every verb (k1prov.context.select_nodes); TAB completes
+# node names from the -i inventory and role names (k1prov.cli.completion).
 LimitOpt = typer.Option(None, "--limit", "-l",
                         help="Only these nodes: names or ClusterShell patterns like 'w[01-10]', "
-                             "'w[01,03]' (comma-separated or repeated).")
-GroupOpt = typer.Option(None, "--group", "-g", help="Only nodes with this role.")
+                             "'w[01,03]' (comma-separated or repeated).", autocompletion=node_names)
+GroupOpt = typer.Option(None, "--group", "-g", help="Only nodes with this role.",
+                        autocompletion=role_names)
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
 
 

@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from k1prov.cli.common import GroupOpt, InventoryOpt, JsonOpt, LimitOpt, finish, handles_errors, load
+from k1prov.cli.completion import node_names
 from k1prov.cli.runtime import ConcurrencyOpt, make_provisioner
 
 
@@ -32,7 +33,7 @@ def undeploy(inventory: Path = InventoryOpt, limit: Optional[list[str]] = LimitO
 
 @handles_errors
 def reimage(nodes: list[str] = typer.Argument(..., help="Nodes to rebuild: names or patterns, "
-                                                       "like --limit."),
+                                                       "like --limit.", autocompletion=node_names),
             inventory: Path = InventoryOpt,
             image: Optional[str] = typer.Option(None, "--image", help="Glance image name (default: "
                                                 "the inventory's user image)."),

@@ -1,4 +1,5 @@
 """`k1prov run -i INVENTORY [--group ROLE] [--limit NODES] -- COMMAND...`
+   `k1prov run -i INVENTORY --script FILE [-- ARG...]`
 
 Runs one command (or, with --script, one uploaded script) on the inventory's hosts over
 SSH and prints identical outputs once with their host names folded (`node[01-40]`).
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shlex
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterator, Optional
@@ -52,9 +54,10 @@ def run(inventory: Path = InventoryOpt,
             None, "--known-hosts", dir_okay=False,
             help="Pinned host keys (default: the cluster's, written by deploy)."),
         as_json: bool = JsonOpt,
-        command: Optional[list[str]] = typer.Argument(None, help="The command, after `--`.")):
+        command: Optional[list[str]] = typer.Argument(
+            None, help="The command, after `--` (with --script: the script's arguments).")):
     """Run a command (or upload and run a script) on the inventory's hosts over SSH."""
-    text, label = _what_to_run(command, script)
+    text, label, args = _what_to_run(command, script)
     inv = load(inventory)
     options = RunOptions(concurrency=concurrency, max_concurrency=max_concurrency,
                          failure_budget=failure_budget)
@@ -64,25 +67,33 @@ def run(inventory: Path = InventoryOpt,
             _nothing_to_run(as_json)
         pinned = known_hosts or prov.context.known_hosts()
         with _host_key_notes(pinned, inv.cluster):
-            report = prov.run(text, limit=limit, group=group, known_hosts=pinned, script=script is not None)
+            report = prov.run(text, limit=limit, group=group, known_hosts=pinned, script=script is not None,
+                             args=args)
     _show(report, label, as_json=as_json)
 
 
-def _what_to_run(command: Optional[list[str]], script: Optional[Path]) -> tuple[str, str]:
-    """(text to send, label for the report). Words are joined with spaces, as ssh does."""
+def _what_to_run(command: Optional[list[str]],
+                 script: Optional[Path]) -> tuple[str, str, list[str]]:
+    """(text to send, label for the report, the script's arguments). A command's words
+    are joined with spaces, as ssh does; with --script the words after `--` are the
+    script's arguments, each passed as one argument (as clush and Ansible's `script` do)."""
     words = list(command or [])
     if script is not None:
-        if words:
-            raise ConfigError("give either --script or a command, not both")
         try:
-            return script.read_text(), f"script {script.name}"
+            text = script.read_text()
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"--script: cannot read {script}: "
                               f"{getattr(exc, 'strerror', None) or exc}") from None
+        label = " ".join([f"script {script.name}", *(shlex.quote(w) for w in words)])
+        return text, _title(label), words
     if not words:
         raise ConfigError("no command given (k1prov run -i FILE -- COMMAND...)")
     text = " ".join(words)
-    return text, text if len(text) <= _TITLE_MAX else text[:_TITLE_MAX - 3] + "..."
+    return text, _title(text), []
+
+
+def _title(text: str) -> str:
+    return text if len(text) <= _TITLE_MAX else text[:_TITLE_MAX - 3] + "..."
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
 """Transport-agnostic fan-out with adaptive concurrency (see DESIGN.md)."""
+from k1prov.fanout.cancel import CancelToken, current_cancel
 from k1prov.fanout.engine import default_is_transient, run_fanout
 from k1prov.fanout.events import EventSink, NullSink
 from k1prov.fanout.hostlist import expand_hosts, fold_hosts
@@ -6,4 +7,4 @@ from k1prov.fanout.policy import Policy
 from k1prov.fanout.results import Report, Result, Status
 
 __all__ = ["run_fanout", "Policy", "Result", "Report", "Status", "EventSink", "NullSink",
-           "fold_hosts", "expand_hosts", "default_is_transient"]
+           "fold_hosts", "expand_hosts", "default_is_transient", "CancelToken", "current_cancel"]

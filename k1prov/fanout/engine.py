@@ -24,6 +24,8 @@ import tenacity
 
 from k1prov import settings
 from k1prov.errors import K1provError
+from k1prov.fanout.cancel import CancelToken
+from k1prov.fanout.cancel import set_current as set_current_cancel
 from k1prov.fanout.climber import Climber, Window
 from k1prov.fanout.events import EventSink, NullSink
 from k1prov.fanout.policy import Policy
@@ -101,12 +103,15 @@ def effective_ceiling(requested: int) -> int:
 class _Flight:
     """One started item, as the main thread sees it."""
 
-    __slots__ = ("index", "started", "deadline", "abandoned", "by_run_deadline")
+    __slots__ = ("index", "started", "deadline", "abandoned", "by_run_deadline", "token",
+                 "given_up")
 
     def __init__(self, index: int, started: float, deadline: float, by_run_deadline: bool):
         self.index, self.started, self.deadline = index, started, deadline
         self.by_run_deadline = by_run_deadline
         self.abandoned = False     # set by the main thread; read by the worker between attempts
+        self.token = CancelToken()  # set when the engine gives up on the item (fn may watch it)
+        self.given_up: str | None = None  # why, while waiting `cancel_wait` for its report
 
 
 class _Pool:
@@ -191,11 +196,14 @@ class _Run:
     def _work(self, job: tuple[_Flight, Any]) -> Callable[[], None]:
         """Run one item; return how to report it (the pool calls that once it is idle)."""
         flight, item = job
+        set_current_cancel(flight.token)
         try:
             result, congested = self._attempts(flight, item)
         except BaseException as exc:  # noqa: BLE001 - a worker must always report back
             result = Result(self.keys[flight.index], Status.FAILED, error=one_line(exc))
             congested = False
+        finally:
+            set_current_cancel(None)
         result.duration = time.monotonic() - flight.started
         return lambda: self.done_q.put(("done", flight.index, result, congested))
 
@@ -344,7 +352,13 @@ class _Run:
         if kind == "congestion":
             self._observe(self.climber.congestion(self._now()))
             return
-        del self.inflight[index]
+        flight = self.inflight.pop(index)
+        if flight.given_up is not None and result.status is not Status.OK:
+            # It reported within cancel_wait after the engine gave up: a timeout, with the
+            # fn's own account of how the work ended (e.g. "...; ended on the host").
+            result.status = Status.TIMEOUT
+            result.error = result.error or flight.given_up
+            congested = not flight.by_run_deadline
         self._finish(index, result, congested)
 
     def _finish(self, index: int, result: Result, congested: bool) -> None:
@@ -360,15 +374,21 @@ class _Run:
     def _expire(self) -> None:
         now = time.monotonic()
         for flight in [f for f in self.inflight.values() if now >= f.deadline]:
-            del self.inflight[flight.index]
-            flight.abandoned = True
             if flight.by_run_deadline:
                 self.deadline_hit = True
                 error = DEADLINE_REACHED
             else:
                 error = f"timed out after {self.policy.item_timeout:g}s"
+            flight.token.cancel(error)
+            if flight.given_up is None and self.policy.cancel_wait > 0:
+                # Asked to stop: give it cancel_wait to say how its work ended.
+                flight.given_up = error
+                flight.deadline = now + self.policy.cancel_wait
+                continue
+            del self.inflight[flight.index]
+            flight.abandoned = True
             result = Result(self.keys[flight.index], Status.TIMEOUT,
-                            duration=now - flight.started, error=error)
+                            duration=now - flight.started, error=flight.given_up or error)
             self._finish(flight.index, result, congested=not flight.by_run_deadline)
         if self.run_deadline is not None and now >= self.run_deadline and self.next < self.total:
             self.deadline_hit = True
@@ -389,6 +409,8 @@ class _Run:
         self._stop(CANCELLED)
         log.warning("%s: interrupted; waiting up to %gs for %d running item(s)",
                     self.policy.kind, self.policy.cancel_grace, len(self.inflight))
+        for flight in self.inflight.values():
+            flight.token.cancel("interrupted")
         until = time.monotonic() + self.policy.cancel_grace
         try:
             while self.inflight and time.monotonic() < until:
@@ -409,6 +431,7 @@ class _Run:
             flight = self.inflight.pop(index, None)
             if flight is not None:
                 flight.abandoned = True
+                flight.token.cancel(CANCELLED_IN_FLIGHT)
                 error, duration = CANCELLED_IN_FLIGHT, time.monotonic() - flight.started
             else:
                 error, duration = reason, 0.0

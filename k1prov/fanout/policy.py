@@ -28,3 +28,6 @@ class Policy:
     output_limit: int = 2048            # characters of output kept per item (the tail)
     window: float = 0.2                 # shortest measurement window of the climber, seconds
     cancel_grace: float = 5.0           # after Ctrl-C, how long in-flight items may finish
+    cancel_wait: float = 0.0            # after giving up on an item (its timeout, the run's
+                                        # deadline), how long it may take to report how it
+                                        # ended (k1prov.fanout.cancel); 0: record it at once

@@ -424,3 +424,77 @@ def test_level_path_lists_each_level_change_once():
     trace = [(0.5, 4, 3.0), (1.0, 4, 3.5), (1.6, 8, 7.0), (2.0, 6, 6.0), (2.4, 6, 6.1), (3.0, 8, 7.2)]
     assert level_path(trace) == "4>8>6>8"
     assert level_path([]) == ""
+
+
+# ---- giving up on an item: its cancel token (k1prov.fanout.cancel) -------------------------
+
+def _watching(reports: dict, tail: str):
+    """An fn that holds 'remote work' until the engine gives up, then reports how it ended."""
+    from k1prov.fanout import current_cancel
+
+    def fn(i):
+        token = current_cancel()
+        assert token is not None
+        if not token.wait(10):
+            return "finished"
+        reports[i] = token.reason
+        raise TransportError(f"h{i}", f"{token.reason}; {tail}")
+    return fn
+
+
+def test_an_item_past_its_timeout_is_asked_to_stop_and_its_account_is_kept():
+    reports: dict = {}
+    report = run_fanout(range(2), _watching(reports, "ended on the host"), key=str,
+                        policy=policy(item_timeout=0.3, cancel_wait=5.0, retries=0))
+    assert reports == {0: "timed out after 0.3s", 1: "timed out after 0.3s"}
+    assert [r.status for r in report.results] == [Status.TIMEOUT] * 2
+    assert all(r.error == f"h{r.key}: timed out after 0.3s; ended on the host" for r in report.results)
+
+
+def test_the_run_deadline_asks_running_items_to_stop():
+    reports: dict = {}
+    report = run_fanout(range(3), _watching(reports, "ended"), key=str,
+                        policy=policy(concurrency=2, deadline=0.3, cancel_wait=5.0, retries=0))
+    assert set(reports.values()) == {DEADLINE_REACHED}
+    assert [r.status for r in report.results[:2]] == [Status.TIMEOUT] * 2
+    assert report.results[0].error.endswith(f"{DEADLINE_REACHED}; ended")
+    assert report.results[2].status is Status.SKIPPED and report.deadline_hit
+
+
+def test_without_cancel_wait_the_timeout_is_recorded_at_once_and_the_token_still_set():
+    seen = threading.Event()
+    from k1prov.fanout import current_cancel
+
+    def fn(i):
+        if current_cancel().wait(10):
+            seen.set()
+        return "late"
+
+    started = time.monotonic()
+    report = run_fanout([0], fn, key=str, policy=policy(item_timeout=0.2, retries=0))
+    assert report.results[0].status is Status.TIMEOUT
+    assert report.results[0].error == "timed out after 0.2s"
+    assert time.monotonic() - started < 5
+    assert seen.wait(5)
+
+
+def test_ctrl_c_asks_running_items_to_stop():
+    class Interrupting(NullSink):
+        def on_item_start(self, key):
+            if key == "1":
+                raise KeyboardInterrupt
+
+    reports: dict = {}
+    report = run_fanout(range(4), _watching(reports, "ended on the host"), key=str,
+                        policy=policy(concurrency=2, cancel_grace=5.0, retries=0),
+                        events=Interrupting())
+    assert report.cancelled
+    # Items 0 and 1 were running (the hook runs after an item starts), 2 and 3 never started.
+    assert reports == {0: "interrupted", 1: "interrupted"}
+    assert [r.status for r in report.results] == [Status.FAILED] * 2 + [Status.SKIPPED] * 2
+    assert report.results[1].error == "h1: interrupted; ended on the host"
+
+
+def test_current_cancel_is_none_outside_the_engine():
+    from k1prov.fanout import current_cancel
+    assert current_cancel() is None
