@@ -312,6 +312,8 @@ class _Output:
 
 # How often the wait for a command looks at its deadline and its cancel token.
 _POLL = 0.2
+# Given up before the host announced the command's session: how long to wait for it.
+_SID_WAIT = 2.0
 
 
 def _execute(conn: Connection, target: SshTarget, payload: str, *, stdin_text: str | None,
@@ -350,6 +352,7 @@ def _execute(conn: Connection, target: SshTarget, payload: str, *, stdin_text: s
     if why is None:
         stdout, stderr = output.text()
         return CommandResult(target.host, chan.recv_exit_status(), stdout, stderr)
+    _await_sid(chan, output)
     ended = _end_remote(transport, output.sid, connect_timeout=connect_timeout,
                         kill_grace=kill_grace, as_root=as_root)
     log.info("%s: %s; %s", target.host, why, ended)
@@ -359,12 +362,23 @@ def _execute(conn: Connection, target: SshTarget, payload: str, *, stdin_text: s
     raise TransportError(target.host, f"{why}; {ended}")
 
 
+def _await_sid(chan: paramiko.Channel, output: _Output) -> None:
+    """Given up right after the start: the session id may still be on its way."""
+    until = time.monotonic() + _SID_WAIT
+    try:
+        while output.sid is None and not chan.closed and time.monotonic() < until:
+            select.select([chan], [], [], _POLL)
+            output.drain(chan)
+    except (OSError, EOFError, paramiko.SSHException):
+        pass
+
+
 def _end_remote(transport: paramiko.Transport, sid: int | None, *, connect_timeout: float,
                 kill_grace: float, as_root: bool) -> str:
     """End session `sid` on the host over a second channel; says how it went."""
     fallback = "its watchdog ends it when the SSH session closes"
     if sid is None:
-        return f"it had not started yet; {fallback}"
+        return f"its session id never arrived; {fallback}"
     try:
         chan = transport.open_session(timeout=connect_timeout)
         chan.settimeout(kill_grace + connect_timeout)

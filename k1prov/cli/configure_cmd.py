@@ -7,11 +7,13 @@ from typing import Optional
 import typer
 
 from k1prov.cli.common import GroupOpt, InventoryOpt, JsonOpt, LimitOpt, finish, handles_errors, load
+from k1prov.cli.completion import role_names
 from k1prov.cli.runtime import ConcurrencyOpt, make_provisioner
 from k1prov.presentation import err, print_json
 
 RolesOpt = typer.Option(None, "--roles", "-r",
-                        help="Only these roles (comma-separated or repeated), e.g. spark-worker.")
+                        help="Only these roles (comma-separated or repeated), e.g. spark-worker.",
+                        autocompletion=role_names)
 
 
 @handles_errors

@@ -56,6 +56,9 @@ def _env(**extra: str) -> dict[str, str]:
                                                       "lab01,lab04", "lab01,lab05"]),
     ("k1prov configure -i {inv} -l lab04", 5, ["lab04"]),
     ("k1prov reimage -i {inv} lab0", 4, ["lab01", "lab02", "lab03", "lab04", "lab05"]),
+    ("k1prov run -i {inv} --group spark-w", 5, ["spark-worker"]),
+    ("k1prov configure -i {inv} --roles zookeeper,mesos", 5,
+     ["zookeeper,mesos-master", "zookeeper,mesos-agent"]),
 ])
 def test_typer_completion_protocol(lab_operator_key, words, cword, expected):
     result = subprocess.run([str(K1PROV)], capture_output=True, text=True, timeout=60,
