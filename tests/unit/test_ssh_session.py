@@ -1,0 +1,85 @@
+"""The remote side of ending a command (k1prov.ssh.session_command / kill_command), run by a
+local `sh` exactly as sshd would run it: the payload's output and exit code pass through, its
+session is announced, and it is ended with everything it started by the kill command or by
+the watchdog when the parent (sshd's session process) goes away. No network."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+from k1prov.ssh import kill_command, session_command
+
+GONE_TIMEOUT = 15.0
+
+
+def _pids(cmdline: str) -> list[str]:
+    res = subprocess.run(["pgrep", "-fx", cmdline], capture_output=True, text=True)
+    return res.stdout.split()
+
+
+def _wait(predicate, what: str, timeout: float = GONE_TIMEOUT) -> None:
+    until = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < until, what
+        time.sleep(0.1)
+
+
+def _start(payload: str, **kw) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen(["sh", "-c", session_command(payload, **kw)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stderr.readline().split()
+    assert first[0] == "K1PROV-SID"
+    return proc, int(first[1])
+
+
+def test_output_exit_code_and_stdin_pass_through():
+    proc = subprocess.run(["sh", "-c", session_command("cat; echo err >&2; exit 7")],
+                          input="from stdin\n", capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 7
+    assert proc.stdout == "from stdin\n"
+    marker, _, rest = proc.stderr.partition("\n")
+    assert marker.startswith("K1PROV-SID ") and rest == "err\n"
+
+
+def test_kill_command_ends_the_session_and_its_children():
+    proc, sid = _start("sleep 88101 & sh -c 'sleep 88102'; echo never")
+    _wait(lambda: _pids("sleep 88102"), "the payload never started")
+    out = subprocess.run(["sh", "-c", kill_command(sid, kill_grace=2, as_root=False)],
+                         capture_output=True, text=True, timeout=30).stdout
+    assert out.strip() == "ended"
+    proc.wait(10)
+    assert "never" not in proc.stdout.read()
+    _wait(lambda: not _pids("sleep 88101") and not _pids("sleep 88102"), "left behind")
+
+
+def test_kill_command_escalates_to_sigkill():
+    proc, sid = _start("trap '' TERM; sleep 88103; sleep 88103")
+    _wait(lambda: _pids("sleep 88103"), "the payload never started")
+    out = subprocess.run(["sh", "-c", kill_command(sid, kill_grace=0.5, as_root=False)],
+                         capture_output=True, text=True, timeout=30).stdout
+    # sleep itself does not ignore TERM, but the shell does and starts the second sleep.
+    assert out.strip() in ("killed", "ended")
+    proc.wait(10)
+    _wait(lambda: not _pids("sleep 88103"), "left behind")
+
+
+def test_kill_command_on_a_finished_session_says_gone():
+    proc, sid = _start("true")
+    proc.wait(10)
+    out = subprocess.run(["sh", "-c", kill_command(sid, kill_grace=1, as_root=False)],
+                         capture_output=True, text=True, timeout=30).stdout
+    assert out.strip() == "gone"
+
+
+def test_the_watchdog_ends_the_command_when_its_parent_goes_away():
+    """sshd's session process exits when the client vanishes (k1prov killed): here the
+    parent is a shell that the test kills with SIGKILL."""
+    parent = subprocess.Popen(["sh", "-c", session_command("sleep 88104", kill_grace=1) + " & wait"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    _wait(lambda: _pids("sleep 88104"), "the payload never started")
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait(10)
+    _wait(lambda: not _pids("sleep 88104"), "the watchdog did not end the command")
