@@ -334,9 +334,13 @@ def _execute(conn: Connection, target: SshTarget, payload: str, *, stdin_text: s
         chan.shutdown_write()          # the payload's stdin ends here (like ssh -n)
         while True:
             output.drain(chan)
-            if chan.exit_status_ready() and chan.eof_received:
+            if chan.exit_status_ready() and (chan.eof_received or chan.closed):
                 output.drain(chan)
                 break
+            if chan.closed:
+                # The connection dropped under a running command: not transient (a retry
+                # could run it twice); the watchdog on the host ends what is left.
+                raise TransportError(target.host, "connection lost while the command ran")
             if cancel is not None and cancel.is_set():
                 why = cancel.reason or "cancelled"
                 break
