@@ -21,7 +21,7 @@ from labhosts import booted_hosts, host_inventory_text
 
 from k1prov.fanout import Policy, Status, run_fanout
 from k1prov.inventory import load_inventory
-from k1prov.remote import ssh_target
+from k1prov.context import ssh_target
 from k1prov.ssh import put_and_run, run_command
 
 pytestmark = pytest.mark.lab
