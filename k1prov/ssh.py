@@ -215,7 +215,8 @@ def run_command(target: SshTarget, command: str, *, connect_timeout: float,
 # First stderr line of a session_command: the id of the command's session on the host.
 _SID_MARKER = "K1PROV-SID"
 
-# POSIX sh, run as `sh -c WRAPPER k1prov PAYLOAD` (PAYLOAD is "$1"). The payload runs in a
+# POSIX sh, run as `sh -c WRAPPER k1prov PAYLOAD` (PAYLOAD is "$1"). The payload runs with
+# the user's login shell ($SHELL, set by sshd: what sshd itself would have used) in a
 # new session (setsid: its own process group too) whose id it announces on stderr before
 # anything else, so that k1prov can end it with everything it started: over a second
 # channel when it gives up (_end_remote), and through the watchdog below when the SSH
@@ -225,7 +226,7 @@ _SID_MARKER = "K1PROV-SID"
 # channel's output open, and it is stopped as soon as the payload ends by itself. Without
 # setsid (not Linux) the payload runs as a plain child and only the watchdog can end it.
 _WRAPPER = r"""
-k1_lead='echo "K1PROV-SID $$" >&2; eval "$1"'
+k1_lead='echo "K1PROV-SID $$" >&2; exec "${SHELL:-/bin/sh}" -c "$1"'
 exec 3<&0
 if command -v setsid >/dev/null 2>&1; then
   setsid sh -c "$k1_lead" k1prov "$1" <&3 3<&- &

@@ -83,3 +83,10 @@ def test_the_watchdog_ends_the_command_when_its_parent_goes_away():
     os.kill(parent.pid, signal.SIGKILL)
     parent.wait(10)
     _wait(lambda: not _pids("sleep 88104"), "the watchdog did not end the command")
+
+
+def test_the_payload_runs_in_the_login_shell():
+    """sshd runs a command with the user's shell; the wrapper keeps that ($SHELL)."""
+    proc = subprocess.run(["sh", "-c", session_command("echo {1..3}")], capture_output=True,
+                          text=True, timeout=30, env={**os.environ, "SHELL": "/bin/bash"})
+    assert proc.stdout == "1 2 3\n"
