@@ -159,6 +159,11 @@ def spark_conf(mode: str, *, options: KmeansOptions, driver: Node, spark: dict) 
             "spark.ui.enabled": "false"}
     if options.total_executor_cores:
         conf["spark.cores.max"] = str(options.total_executor_cores)
+    if options.python:
+        # The rendered spark-defaults may name a Python (roles.spark.python): the conf
+        # beats the PYSPARK_PYTHON the script exports, so --python must be a conf too.
+        conf["spark.pyspark.python"] = options.python
+        conf["spark.executorEnv.PYSPARK_PYTHON"] = options.python
     if mode in SPARK_MODES:
         conf["spark.mesos.coarse"] = "true" if mode == "coarse" else "false"
         if spark["executor_uri"]:

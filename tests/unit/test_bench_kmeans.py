@@ -336,3 +336,15 @@ def test_job_file_checks_its_arguments_before_starting_spark():
                           "--centers", "1", "--iterations", "1", "--num-partitions", "1", "--seed", "5",
                           "--trials", "1"], capture_output=True, text=True, timeout=30)
     assert res.returncode == 2 and "--num-points must be at least 1" in res.stderr
+
+
+def test_python_option_beats_the_rendered_defaults():
+    """roles.spark.python puts spark.pyspark.python in spark-defaults, which beats an
+    exported PYSPARK_PYTHON: --python has to travel as --conf to take effect."""
+    from k1prov.inventory.model import Bmc, Node, SecretRef
+    node = Node(name="d", index=0, bmc=Bmc("127.0.0.1", 6230, "admin", SecretRef(env="X")),
+                macs=("52:54:00:00:00:01",), address="10.0.0.9", roles=("spark-client",))
+    spark = {"executor_uri": ""}
+    conf = km.spark_conf("coarse", options=km.KmeansOptions(python="/opt/py/bin/python"), driver=node, spark=spark)
+    assert conf["spark.pyspark.python"] == conf["spark.executorEnv.PYSPARK_PYTHON"] == "/opt/py/bin/python"
+    assert "spark.pyspark.python" not in km.spark_conf("coarse", options=km.KmeansOptions(), driver=node, spark=spark)
