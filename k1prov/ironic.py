@@ -40,6 +40,9 @@ ACTION_TAKEN = {
 }
 # driver_info keys that hold the BMC's address and login, for the ipmi family.
 IPMI_KEYS = ("ipmi_address", "ipmi_port", "ipmi_username")
+# HTTP statuses openstacksdk retries on baremetal requests: 409 (node locked), 503 (no
+# free conductor); its own list, baremetal.v1._common.RETRIABLE_STATUS_CODES.
+RETRIABLE_STATUS_CODES = (409, 503)
 # What a wait reads of each node (Ironic's field names).
 WAIT_FIELDS = ("uuid", "provision_state", "last_error")
 
@@ -285,9 +288,23 @@ class IronicNodes:
         again: under load Ironic's API can take longer than the client waits (68 s for one
         `manage` was seen in the lab) and still carry the action out. After any failure the
         node is read back, and an action Ironic has taken counts as started.
+
+        The request is the one openstacksdk's set_node_provision_state sends (PUT
+        .../states/provision, the connection's microversion, 409 and 503 retried), without
+        the GET of the whole node the SDK sends after it: nothing reads that node, and it
+        was one request per node per action.
         """
+        from openstack import exceptions as os_exc
+
+        body: dict[str, Any] = {"target": action}
+        if config_drive is not None:
+            body["configdrive"] = config_drive   # Ironic's spelling
         try:
-            self.conn.baremetal.set_node_provision_state(uuid, action, config_drive=config_drive)
+            response = self.conn.baremetal.put(f"/nodes/{uuid}/states/provision", json=body,
+                                               retriable_status_codes=RETRIABLE_STATUS_CODES)
+            os_exc.raise_from_response(
+                response, error_message=f"Failed to set provision state for bare metal node "
+                                        f"{uuid} to {action}")
         except Exception as exc:  # SDK, keystoneauth (timeouts) and socket errors alike
             reason = describe_http_error(exc)
             try:

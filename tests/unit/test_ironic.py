@@ -11,15 +11,15 @@ from k1prov.ironic import IronicNodes, bmc_fingerprint
 
 
 class SlowIronic:
-    """Answers set_node_provision_state with a client-side timeout, like a loaded Ironic
+    """Answers the provision-state PUT with a client-side timeout, like a loaded Ironic
     that still carries the action out; get_node reports the state it then has."""
 
     def __init__(self, state_after: str):
         self.state_after = state_after
         self.calls = []
 
-    def set_node_provision_state(self, uuid, action, config_drive=None):
-        self.calls.append(action)
+    def put(self, url, json=None, **kwargs):
+        self.calls.append(json["target"])
         raise TimeoutError("read timed out after 60 s")
 
     def get_node(self, uuid):

@@ -241,6 +241,21 @@ class StubIronic(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def do_PUT(self):
+        srv = self.server
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        srv.seen.append(f"PUT {self.path} {self.headers.get('OpenStack-API-Version')}")
+        srv.bodies.append(body)
+        if srv.refusals:
+            status = srv.refusals.pop(0)
+            return self._send(status, {"error_message": json.dumps({"faultstring": "Node is locked"})})
+        if body["target"] == "bogus":
+            return self._send(400, {"error_message": json.dumps(
+                {"faultstring": "The requested action \"bogus\" is not valid"})})
+        self.send_response(202)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
     def do_GET(self):
         srv = self.server
         srv.seen.append(self.path)
@@ -273,7 +288,7 @@ class StubIronic(BaseHTTPRequestHandler):
 @pytest.fixture
 def stub_ironic():
     srv = ThreadingHTTPServer(("127.0.0.1", 0), StubIronic)
-    srv.seen, srv.refusals, srv.max_limit = [], [], 2
+    srv.seen, srv.refusals, srv.max_limit, srv.bodies = [], [], 2, []
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     yield srv
@@ -299,3 +314,21 @@ def test_409_and_503_are_retried_by_the_sdk_and_pages_follow_next_links(stub_iro
     assert len(lists) == 2 + 3
     assert all("fields=uuid%2Cprovision_state%2Clast_error" in p or
                "fields=uuid,provision_state,last_error" in p for p in lists)
+
+
+def test_a_provision_action_is_one_put_retried_on_409_and_not_followed_by_a_get(stub_ironic):
+    stub_ironic.refusals = [409]
+    ironic = IronicNodes(sdk_connection(stub_ironic.server_port), cluster="c")
+    ironic.start_action(UUIDS[0], "active", config_drive={"meta_data": {"hostname": "n1"}})
+    after_discovery = [p for p in stub_ironic.seen if "/nodes" in p]
+    # The SDK's set_node_provision_state would have fetched the whole node afterwards.
+    assert after_discovery == [f"PUT /v1/nodes/{UUIDS[0]}/states/provision baremetal 1.78"] * 2
+    assert stub_ironic.bodies[-1] == {"target": "active", "configdrive": {"meta_data": {"hostname": "n1"}}}
+
+
+def test_a_refused_provision_action_is_a_node_error_with_ironics_reason(stub_ironic):
+    from k1prov.errors import NodeError
+
+    ironic = IronicNodes(sdk_connection(stub_ironic.server_port), cluster="c")
+    with pytest.raises(NodeError, match='bogus: HTTP 400: .*"bogus" is not valid'):
+        ironic.start_action(UUIDS[0], "bogus")
