@@ -15,11 +15,11 @@ Ironic's API logged during each phase:
           conductor powers the node on itself);
   agent   /v1/lookup and /v1/heartbeat (ironic-python-agent; none with the fake deploy).
 
-Waits:
-  sdk   openstacksdk's wait_for_nodes_provision_state (one GET /v1/nodes/<id> per node per
-        poll): the code on main before the list-based wait (commit ddc00b1), put back by
-        replacing IronicNodes.wait_for_provision_state for the run;
-  list  k1prov's list-based wait (IronicNodes.wait_for_provision_state).
+Waits (--waits):
+  sdk   the code on main before this work (commit ddc00b1), put back for the run:
+        openstacksdk's wait_for_nodes_provision_state (one GET /v1/nodes/<id> per node per
+        poll) and its set_node_provision_state (which GETs the whole node after each action);
+  list  k1prov's list-based wait and provision actions without that GET (main now).
 
 `--phases enroll` stops after enrollment. `--no-hosts` stops the reconciler: Ironic's fake
 deploy still goes to active, no host boots, and the SSH wait is cut to --ssh-ready seconds
@@ -92,6 +92,16 @@ def sdk_wait(self: IronicNodes, uuids, state, *, timeout, abort_on_failed_state=
     return WaitResult(list(res.success), list(res.failure), list(res.timeout))
 
 
+def sdk_start_action(self: IronicNodes, uuid: str, action: str, *, config_drive=None) -> None:
+    """The provision request before: the SDK's, followed by a GET of the whole node."""
+    from k1prov.errors import NodeError
+
+    try:
+        self.conn.baremetal.set_node_provision_state(uuid, action, config_drive=config_drive)
+    except Exception as exc:
+        raise NodeError(uuid, f"{action}: {exc}") from None
+
+
 def inventory_text(lab: Lab, count: int) -> str:
     text = lab.inventory_yaml(nodes=count, cluster=CLUSTER)
     # The fake deploy interface, whatever the lab inventory uses (see the docstring).
@@ -107,9 +117,10 @@ def run_one(wait: str, args, workdir: Path) -> dict:
     settings = replace(LabSettings.default(), root=root, nodes=args.nodes,
                        clouds_yaml=workdir / "clouds.yaml", **BENCH_PORTS)
     lab = Lab(settings)
-    original = IronicNodes.wait_for_provision_state
+    originals = IronicNodes.wait_for_provision_state, IronicNodes.start_action
     if wait == "sdk":
         IronicNodes.wait_for_provision_state = sdk_wait
+        IronicNodes.start_action = sdk_start_action
     result: dict = {"wait": wait, "nodes": args.nodes, "phases": []}
     try:
         lab.up(progress=lambda m: print(f"lab: {m}", file=sys.stderr))
@@ -155,7 +166,7 @@ def run_one(wait: str, args, workdir: Path) -> dict:
         result["k1prov_total"] = total
         result["k1prov_per_node"] = round(total / args.nodes, 2)
     finally:
-        IronicNodes.wait_for_provision_state = original
+        IronicNodes.wait_for_provision_state, IronicNodes.start_action = originals
         lab.down()
     return result
 
