@@ -22,9 +22,10 @@ Waits (--waits):
   list  k1prov's list-based wait and provision actions without that GET (main now).
 
 `--phases enroll` stops after enrollment. `--no-hosts` stops the reconciler: Ironic's fake
-deploy still goes to active, no host boots, and the SSH wait is cut to --ssh-ready seconds
-(it sends nothing to Ironic either way): the Ironic side of a deploy, for sizes whose hosts
-do not fit in memory. The deploy interface is Ironic's `fake` (the lab's reconciler writes
+deploy still goes to active, no host boots, and the deploy's SSH wait is skipped (it sends
+nothing to Ironic either way): the Ironic side of a deploy, for sizes whose hosts do not
+fit in memory. The lab then runs without its reconciler (which would take the lab bridge),
+so it uses only its own ports and directory and needs no lab lock. The deploy interface is Ironic's `fake` (the lab's reconciler writes
 no disk) whatever inventories/lab.yaml uses.
 """
 from __future__ import annotations
@@ -43,6 +44,8 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
+import k1prov.deploy
+import k1prov.lab.lab
 from k1prov.inventory import load_inventory
 from k1prov.ironic import IronicNodes, WaitResult
 from k1prov.lab import Lab, LabSettings
@@ -93,13 +96,28 @@ def sdk_wait(self: IronicNodes, uuids, state, *, timeout, abort_on_failed_state=
 
 
 def sdk_start_action(self: IronicNodes, uuid: str, action: str, *, config_drive=None) -> None:
-    """The provision request before: the SDK's, followed by a GET of the whole node."""
+    """The provision request before (commit ddc00b1): the SDK's, which GETs the whole node
+    afterwards; after a failure the node is read back as now."""
     from k1prov.errors import NodeError
+    from k1prov.ironic import ACTION_TAKEN
 
     try:
         self.conn.baremetal.set_node_provision_state(uuid, action, config_drive=config_drive)
     except Exception as exc:
-        raise NodeError(uuid, f"{action}: {exc}") from None
+        try:
+            node = self.conn.baremetal.get_node(uuid)
+        except Exception:
+            raise NodeError(uuid, f"{action}: {exc}") from None
+        if node.provision_state not in ACTION_TAKEN.get(action, ()):
+            raise NodeError(uuid, f"{action}: {exc}") from None
+
+
+def no_ssh_wait(ctx, nodes, **_):
+    """--no-hosts: no host boots, so SSH is not tried (no connection to any address on
+    the lab bridge, where other labs' hosts may answer); every node counts as ready."""
+    from k1prov.fanout import Policy, run_fanout
+
+    return run_fanout(nodes, lambda n: 0.0, key=lambda n: n.name, policy=Policy(kind="ssh.skipped"))
 
 
 def inventory_text(lab: Lab, count: int) -> str:
@@ -118,20 +136,24 @@ def run_one(wait: str, args, workdir: Path) -> dict:
                        clouds_yaml=workdir / "clouds.yaml", **BENCH_PORTS)
     lab = Lab(settings)
     originals = IronicNodes.wait_for_provision_state, IronicNodes.start_action
+    ssh_wait = k1prov.deploy.wait_ssh
     if wait == "sdk":
         IronicNodes.wait_for_provision_state = sdk_wait
         IronicNodes.start_action = sdk_start_action
     result: dict = {"wait": wait, "nodes": args.nodes, "phases": []}
+    services = k1prov.lab.lab.SERVICES
+    if args.no_hosts:
+        # The lab without its reconciler: it would take the lab bridge (shared with the
+        # lab-lock holder's lab) even with no host to boot.
+        k1prov.lab.lab.SERVICES = tuple(n for n in services if n != "reconciler")
     try:
         lab.up(progress=lambda m: print(f"lab: {m}", file=sys.stderr))
         lab.prepare_hosts(progress=lambda m: print(f"lab: {m}", file=sys.stderr))
         if args.no_hosts:
-            from k1prov.lab import procs
-
-            procs.stop(settings.run_dir, "reconciler", grace=10)
+            k1prov.deploy.wait_ssh = no_ssh_wait
         inv_path = workdir / f"inventory-{wait}.yaml"
         inv_path.write_text(inventory_text(lab, args.nodes))
-        timeouts = DEFAULT_TIMEOUTS if not args.no_hosts else replace(DEFAULT_TIMEOUTS, ssh_ready=args.ssh_ready)
+        timeouts = DEFAULT_TIMEOUTS
         log = settings.log_dir / "ironic.log"
         offset = log.stat().st_size
 
@@ -167,7 +189,11 @@ def run_one(wait: str, args, workdir: Path) -> dict:
         result["k1prov_per_node"] = round(total / args.nodes, 2)
     finally:
         IronicNodes.wait_for_provision_state, IronicNodes.start_action = originals
-        lab.down()
+        k1prov.deploy.wait_ssh = ssh_wait
+        try:
+            lab.down()
+        finally:
+            k1prov.lab.lab.SERVICES = services
     return result
 
 
@@ -178,7 +204,6 @@ def main(argv=None) -> int:
     ap.add_argument("--phases", choices=["enroll", "deploy"], default="deploy",
                     help="enroll only, or enroll + images register + deploy")
     ap.add_argument("--no-hosts", action="store_true", help="stop the reconciler: no host boots")
-    ap.add_argument("--ssh-ready", type=float, default=5.0, help="with --no-hosts: SSH wait cut to this")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args(argv)
 
