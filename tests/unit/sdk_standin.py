@@ -146,8 +146,16 @@ class RecordingBaremetal:
         self.calls.append(("delete_node", (ref,)))
         self.by_id.pop(self._get(ref).id, None)
 
-    def set_node_provision_state(self, ref: Any, action: str, *, config_drive: Any = None) -> None:
-        self.calls.append(("set_node_provision_state", (ref, action)))
+    def put(self, url: str, json: dict | None = None, **kwargs: Any) -> SimpleNamespace:
+        """The provision request as k1prov sends it (IronicNodes.start_action): PUT
+        /nodes/<id>/states/provision through the proxy; recorded as "provision"."""
+        parts = url.strip("/").split("/")
+        assert parts[0] == "nodes" and parts[2:] == ["states", "provision"], url
+        self._provision(parts[1], json["target"])
+        return SimpleNamespace(status_code=202, headers={}, text="", content=b"")
+
+    def _provision(self, ref: Any, action: str) -> None:
+        self.calls.append(("provision", (ref, action)))
         node = self._get(ref)
         key = (node.name, action)
         if key in self.fail_action:

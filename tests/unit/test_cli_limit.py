@@ -179,12 +179,12 @@ def test_delete_touches_only_the_selected_nodes(inv, cloud):
 def test_deploy_and_undeploy_touch_only_the_selected_nodes(inv, cloud, ssh):
     result = invoke(inv, "deploy", "--limit", "n[1,4]", "--json")
     assert result.exit_code == 0, result.output
-    assert sorted(cloud.names_called("set_node_provision_state")) == ["n1", "n4"]
+    assert sorted(cloud.names_called("provision")) == ["n1", "n4"]
     assert sorted(ssh.hosts) == ["n1", "n4"]
     cloud.calls.clear()
     result = invoke(inv, "undeploy", "--group", "spark-client", "--limit", "n[3-4]", "--json")
     assert result.exit_code == 0, result.output
-    assert cloud.names_called("set_node_provision_state") == ["n4"]   # n3 is not active
+    assert cloud.names_called("provision") == ["n4"]   # n3 is not active
 
 
 def test_reimage_takes_patterns(inv, cloud, ssh):
@@ -192,7 +192,7 @@ def test_reimage_takes_patterns(inv, cloud, ssh):
         cloud.node(name).provision_state = "active"
     result = runner.invoke(app, ["reimage", "n[1,3]", "--no-rejoin", "-i", str(inv), "--json"])
     assert result.exit_code == 0, result.output
-    assert sorted(cloud.names_called("set_node_provision_state")) == ["n1", "n3"]
+    assert sorted(cloud.names_called("provision")) == ["n1", "n3"]
 
 
 def test_configure_pattern_with_comma_and_group(inv, ssh):
