@@ -93,6 +93,10 @@ def one_size(count: int, args, log) -> dict:
             result["error"] = f"no JSON report; stdout starts {res.stdout[:200]!r}"
             return result
         result["phases"] = {p["phase"]: p["seconds"] for p in report["phases"]}
+        # Inside each phase: its fan-outs' durations (deploy: the provision requests, then
+        # ssh.ready; the rest of the phase is the wait for `active`).
+        result["fanouts"] = {p["phase"]: {f["phase"]: f["duration"] for f in (p.get("report") or {}).get("phases", [])}
+                             for p in report["phases"]}
         result["health"] = report.get("health")
         result["failed_nodes"] = [r["node"] for r in report.get("nodes", []) if r.get("error")]
         result["first_errors"] = [f"{r['node']}: {r['error']}" for r in report.get("nodes", [])
