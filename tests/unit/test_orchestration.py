@@ -71,7 +71,7 @@ def rows(report) -> dict[str, tuple[Status, str]]:
 def actions(ironic) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for method, args in ironic.calls:
-        if method == "set_node_provision_state":
+        if method == "provision":          # the provision PUT (IronicNodes.start_action)
             out.setdefault(ironic.by_id[args[0]].name, []).append(args[1])
     return out
 
