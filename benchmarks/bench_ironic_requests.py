@@ -25,7 +25,9 @@ Waits (--waits):
 deploy still goes to active, no host boots, and the deploy's SSH wait is skipped (it sends
 nothing to Ironic either way): the Ironic side of a deploy, for sizes whose hosts do not
 fit in memory. The lab then runs without its reconciler (which would take the lab bridge),
-so it uses only its own ports and directory and needs no lab lock. The nodes are `fake-hardware` with the `fake` deploy and boot interfaces (IPMI power and
+so it uses only its own ports and directory and needs no lab lock.
+
+The nodes are `fake-hardware` with the `fake` deploy and boot interfaces (IPMI power and
 management), whatever the lab inventory uses (the lab deploys with ironic-python-agent now):
 the reconciler boots the hosts and no agent runs.
 """
