@@ -34,7 +34,13 @@ def lab(tmp_path_factory):
                            bridge=os.environ.get("K1PROV_TEST_LAB_BRIDGE", "k1plab0"),
                            cidr=os.environ.get("K1PROV_TEST_LAB_CIDR", "10.251.0.1/24"))
     the_lab = Lab(settings)
-    the_lab.up()
+    try:
+        the_lab.up()
+    except BaseException:
+        # A lab that failed half-way (a port taken, a service that never answered) must not
+        # leave its started services holding the test ports for the next session.
+        the_lab.down()
+        raise
     yield the_lab
     the_lab.down()
     # Powered down, every machine has released its loop device; its disk file (a GB or so

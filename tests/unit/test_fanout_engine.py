@@ -82,10 +82,15 @@ def test_fixed_concurrency_bound_is_respected_and_reached():
 def test_a_fixed_level_above_the_adaptive_ceiling_is_honoured():
     # `--concurrency 32` against Ironic (adaptive ceiling 24) means 32: the operator asked.
     counter = InFlight()
+    all_in = threading.Event()
 
     def fn(i):
-        with counter:
-            time.sleep(0.1)
+        # Each call holds its slot until 32 run at once (bounded): a fixed sleep let a loaded
+        # machine finish early calls before the last of the 32 had started.
+        with counter as now:
+            if now >= 32:
+                all_in.set()
+            all_in.wait(timeout=10)
 
     report = run_fanout(range(64), fn, key=str, policy=policy(concurrency=32, max_concurrency=24))
     assert counter.max == 32 and report.final_concurrency == 32
