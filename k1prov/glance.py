@@ -9,8 +9,8 @@ Identity of an image: k1prov owns the images tagged "k1prov" and
 "k1prov-cluster:<cluster>". Registering a source whose bytes are already in
 one of those images (same name, same content hash) reuses it without an
 upload; changed bytes make a new image with the same name, and the old one
-stays until `prune_unused` finds no node using it (a rebuild must not lose the
-image a running node came from).
+stays (a rebuild must not lose the image a running node came from) until
+`cluster down --unenroll` deletes the cluster's images.
 
 Content hash: Glance computes os_hash_algo/os_hash_value itself (sha512 unless
 its [DEFAULT]hashing_algorithm says otherwise). k1prov compares in whatever
@@ -190,28 +190,6 @@ def delete_own_images(conn, cluster: str) -> list[str]:
     for image in list_own_images(conn, cluster):
         _delete(conn, image.id)
         deleted.append(image.id)
-    return deleted
-
-
-def prune_unused(conn, cluster: str, in_use_ids: Iterable[str], *, keep_latest: bool = True) -> list[str]:
-    """Delete the cluster's images that no node uses; the deleted ids.
-
-    `keep_latest` keeps the newest active image of each name even when unused:
-    it is the one the next deploy will take.
-    """
-    keep = set(in_use_ids)
-    images = list_own_images(conn, cluster)
-    if keep_latest:
-        newest: dict[str, Any] = {}
-        for image in images:
-            if image.status == "active":
-                newest[image.name] = image      # sorted oldest first: the last one wins
-        keep |= {image.id for image in newest.values()}
-    deleted = []
-    for image in images:
-        if image.id not in keep:
-            _delete(conn, image.id)
-            deleted.append(image.id)
     return deleted
 
 
