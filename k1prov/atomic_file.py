@@ -31,3 +31,19 @@ def write_atomic(path: Path | str, data: str | bytes, *, mode: int = 0o644, fsyn
             os.unlink(tmp)
         raise
     return path
+
+
+def write_if_changed(path: Path | str, text: str) -> bool:
+    """Write `text` to `path` (atomically) unless the file already holds it; True if written.
+
+    Lab configs and the agent plugin are rewritten on every `lab up`: an unchanged file keeps
+    its mtime, so nothing that watches it restarts for nothing.
+    """
+    path = Path(path)
+    try:
+        if path.read_text() == text:
+            return False
+    except OSError:
+        pass
+    write_atomic(path, text, fsync=False)
+    return True

@@ -12,6 +12,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+from k1prov.atomic_file import write_if_changed
 from k1prov.errors import ConfigError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -324,11 +325,4 @@ def write_configs(s: LabSettings) -> None:
               s.root / "glance-images" / "tasks", s.root / "glance-locks"):
         d.mkdir(parents=True, exist_ok=True)
     for path, text in rendered_files(s).items():
-        try:
-            if path.read_text() == text:
-                continue
-        except FileNotFoundError:
-            pass
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_if_changed(path, text)

@@ -43,6 +43,7 @@ from k1prov.lab.command import run
 from k1prov.lab.configdrive_apply import HostConfig, apply_host_config
 from k1prov.lab.disk import root_partition
 from k1prov.lab.netns import LabNetwork, attach_host, detach_host, netns_exists, netns_name
+from k1prov.lab import pids
 from k1prov.settings import DEFAULT_TIMEOUTS
 
 __all__ = ["HostBooter", "HostConfig", "HostInfo"]
@@ -200,7 +201,7 @@ class HostBooter:
             return HostInfo(name=name, state=ABSENT)
         state = self._read_state(name)
         pid = state.get("pid")
-        alive = pid is not None and _process_start_time(pid) == state.get("start_time")
+        alive = pid is not None and pids.start_time(pid) == state.get("start_time")
         image = Path(state["image"]) if state.get("image") else None
         if not alive:
             exists = (host_dir / "upper").is_dir()
@@ -292,8 +293,8 @@ class HostBooter:
         # PID 1 of the host is unshare's child; the boot is done once it is k1p-init.
         while True:
             pid = _first_child(child.pid)
-            if pid is not None and _comm(pid) == "k1p-init":
-                start_time = _process_start_time(pid)
+            if pid is not None and pids.comm(pid) == "k1p-init":
+                start_time = pids.start_time(pid)
                 if start_time is not None:
                     return pid, start_time
             if child.poll() is not None:
@@ -310,14 +311,14 @@ class HostBooter:
         if pid is None and child is not None:
             # Boot failed before PID 1 was recorded: find it through unshare.
             pid = _first_child(child.pid)
-            start_time = _process_start_time(pid) if pid is not None else None
-        if pid is not None and start_time is not None and _process_start_time(pid) == start_time:
+            start_time = pids.start_time(pid) if pid is not None else None
+        if pid is not None and start_time is not None and pids.start_time(pid) == start_time:
             try:
                 os.kill(pid, signal.SIGKILL)  # PID 1 of its namespace: every process dies with it
             except ProcessLookupError:
                 pass
             # PID 1 is gone (or a zombie) only once the kernel has reaped the whole namespace.
-            while _process_start_time(pid) == start_time:
+            while pids.start_time(pid) == start_time:
                 if time.monotonic() >= deadline:
                     raise LabError(f"{name}: host did not exit (pid {pid})")
                 time.sleep(0.002)
@@ -434,26 +435,6 @@ def _remaining(deadline: float, name: str, what: str) -> float:
     if remaining <= 0:
         raise LabError(f"{name}: timed out before {what}")
     return remaining
-
-
-def _process_start_time(pid: int) -> int | None:
-    """Start time of a live (not zombie) process, which tells a pid from a reused one."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
-
-
-def _comm(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return None
 
 
 def _first_child(pid: int) -> int | None:

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from k1prov.atomic_file import write_if_changed
 from k1prov.errors import LabError
 from k1prov.lab import checks, procs
 from k1prov.lab.clouds import write_cloud_entry
@@ -84,14 +85,7 @@ def install_agent_plugin(venv: Path) -> None:
         f"{(dist / 'RECORD').relative_to(site)},,\n"
     dist.mkdir(exist_ok=True)
     for path, text in files.items():
-        try:
-            if path.read_text() == text:
-                continue
-        except OSError:
-            pass
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_if_changed(path, text)
 
 
 @dataclass(frozen=True)

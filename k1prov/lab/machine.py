@@ -56,6 +56,7 @@ from pathlib import Path
 from k1prov.errors import LabError
 from k1prov.lab import disk as disks
 from k1prov.lab.netns import attach_host, detach_host, netns_name
+from k1prov.lab import pids
 
 log = logging.getLogger("k1prov.lab.machine")
 
@@ -362,10 +363,10 @@ def sandbox_command(machines_dir: Path, port: int, lab_root: Path, argv: list[st
     mdir = Path(machines_dir) / machine_name(port)
     state = json.loads((mdir / "state.json").read_text())
     pid1 = state.get("agent_pid")
-    if state.get("running") != "agent" or pid1 is None or _start_time(pid1) != state.get("agent_start"):
+    if state.get("running") != "agent" or pid1 is None or pids.start_time(pid1) != state.get("agent_start"):
         raise LabError(f"{machine_name(port)}: no agent running")
     # The agent itself, not a forked copy of the set-up shell (whose command line quotes it).
-    agent = next((c for c in _children(pid1) if _comm(c) == "ironic-python-a"), None)
+    agent = next((c for c in _children(pid1) if pids.comm(c) == "ironic-python-a"), None)
     if agent is None:
         raise LabError(f"{machine_name(port)}: the agent has not started yet")
     ident = lab_id(lab_root)
@@ -432,7 +433,7 @@ class Machine:
     def agent_alive(self) -> bool:
         st = self.state()
         pid, start = st.get("agent_pid"), st.get("agent_start")
-        return pid is not None and _start_time(pid) == start
+        return pid is not None and pids.start_time(pid) == start
 
     def button(self) -> str | None:
         try:
@@ -507,7 +508,7 @@ class Machine:
                 stdin=subprocess.DEVNULL, stdout=console, stderr=console, env=env,
                 start_new_session=True)
         pid1 = self._wait_pid1(self.agent)
-        self._save(running="agent", agent_pid=pid1, agent_start=_start_time(pid1), address=address,
+        self._save(running="agent", agent_pid=pid1, agent_start=pids.start_time(pid1), address=address,
                    loop=loop, agent_started=time.time())
         log.info("%s: network boot %d: agent on %s (%s), disk %s", self.name, boots, address,
                  pxe.config.name, loop)
@@ -528,14 +529,14 @@ class Machine:
     def _stop_agent(self) -> None:
         st = self.state()
         pid, start = st.get("agent_pid"), st.get("agent_start")
-        if pid is not None and _start_time(pid) == start:
+        if pid is not None and pids.start_time(pid) == start:
             self._record_memory()
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
             deadline = time.monotonic() + STOP_TIMEOUT
-            while _start_time(pid) == start:
+            while pids.start_time(pid) == start:
                 if time.monotonic() >= deadline:
                     raise LabError(f"{self.name}: agent (pid {pid}) did not exit")
                 time.sleep(0.01)
@@ -661,24 +662,6 @@ def remove_lab_cgroups(ident: str) -> None:
             pass
         except OSError as exc:
             log.warning("cgroup %s: %s", parent, exc)
-
-
-def _start_time(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
-
-
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
 
 
 def _children(pid: int) -> list[int]:
