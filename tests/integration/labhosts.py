@@ -3,6 +3,9 @@
 Each test module keeps its own bridge, subnet, node names, BMC ports, MAC addresses and
 cluster name: the tests share one machine (and one lab), so these must never meet.
 
+`beside_other_sessions` moves a module's own bridge, subnet, port and node names when
+K1PROV_TEST_LAB_PORT_OFFSET says another session of the suite may run on this machine.
+
 Hosts reached over SSH only (configure, bench), booted straight from the lab image:
 
     with booted_hosts(tmp, image, bridge=..., cidr=..., cluster=..., names=..., first_host=20) as hosts:
@@ -19,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import ipaddress
+import os
 import subprocess
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -61,6 +65,31 @@ def keygen(path: Path, *, comment: str | None = None) -> str:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment or path.name,
                     "-f", str(path)], check=True, timeout=KEYGEN_TIMEOUT)
     return path.with_suffix(".pub").read_text().strip()
+
+
+@dataclasses.dataclass(frozen=True)
+class ModuleNetwork:
+    bridge: str
+    cidr: str
+    port: int
+    suffix: str    # appended to the module's node names ("" when not moved)
+
+
+def beside_other_sessions(bridge: str, cidr: str, port: int) -> ModuleNetwork:
+    """A test module's own bridge, subnet, HTTP port and node-name suffix. With
+    K1PROV_TEST_LAB_PORT_OFFSET set (several sessions of the suite on one machine, each with
+    its own offset, see conftest.py) they move by the offset's thousands (28000: bridge
+    k1pmesos28, subnet 10.228.x.0/24, port + 28000, names mz1-28): the host namespaces are
+    named after the nodes (k1p-<name>), so two sessions booting the same names would take
+    each other's hosts. Unchanged without it."""
+    offset = int(os.environ.get("K1PROV_TEST_LAB_PORT_OFFSET", "0") or 0)
+    tag = offset // 1000
+    if not tag:
+        return ModuleNetwork(bridge, cidr, port, "")
+    net = ipaddress.IPv4Interface(cidr)
+    third = net.ip.packed[2]
+    moved = f"10.{200 + tag % 50}.{third}.1/24"
+    return ModuleNetwork(f"{bridge.rstrip('0123456789')[:12]}{tag}", moved, port + offset, f"-{tag}")
 
 
 # ---------------------------------------------------------------- hosts without Ironic

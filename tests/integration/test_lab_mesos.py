@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from image_fixture import lab_image_path
-from labhosts import ZOOKEEPER_ROLE, booted_hosts, host_inventory_text
+from labhosts import ZOOKEEPER_ROLE, beside_other_sessions, booted_hosts, host_inventory_text
 
 from k1prov.bench.drf import DrfOptions, run_drf
 from k1prov.configure import configure
@@ -38,11 +38,11 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="lab hosts need root"),
 ]
 
-BRIDGE, CIDR = "k1pmesos0", "10.252.14.1/24"
-HTTP_PORT = 18791
+NET = beside_other_sessions("k1pmesos0", "10.252.14.1/24", 18791)
+BRIDGE, CIDR, HTTP_PORT = NET.bridge, NET.cidr, NET.port
 CLUSTER = "mesostest"
-MASTERS = ("mz1", "mz2", "mz3")
-AGENTS = ("ma1", "ma2")
+MASTERS = tuple(f"mz{i}{NET.suffix}" for i in (1, 2, 3))
+AGENTS = tuple(f"ma{i}{NET.suffix}" for i in (1, 2))
 AGENT_RESOURCES = {"cpus": 2.0, "mem": 1536.0, "disk": 2048.0}
 # Unpacking 287 MB of build on a loaded 2-core machine, three hosts at once.
 TIMEOUTS = dataclasses.replace(DEFAULT_TIMEOUTS, health=120.0, ssh_command=600.0)
