@@ -28,8 +28,9 @@ from k1prov.ad_hoc import run_on_hosts
 from k1prov.probe import batch_runner
 from k1prov.roles import render_all
 from k1prov.roles.derive import mesos_zk_url, spark_master_url, zk_connect
-from k1prov.roles.health import (Check, HealthResult, cluster_checks, cluster_gates, sample,
+from k1prov.roles.health import (Check, HealthResult, cluster_checks, cluster_gates, leaders_last, sample,
                                  wait_until_all_healthy)
+from k1prov.roles.plan import QUORUM_ROLES
 from k1prov.roles.role_settings import mesos_settings, spark_settings
 from k1prov.run_records import RunRecord
 from k1prov.ssh_ready import wait_ssh, write_pinned_known_hosts
@@ -38,8 +39,8 @@ log = logging.getLogger("k1prov.cluster")
 
 # The phases of `cluster up`, in order.
 UP_PHASES = ("enroll", "images", "deploy", "ssh", "configure")
-# Roles whose members go one at a time in a rebuild, so that their quorum holds.
-QUORUM_ROLES = ("zookeeper", "mesos-master")
+# The cluster checks of the ensembles whose quorum a rebuild keeps (QUORUM_ROLES' members).
+QUORUM_CHECKS = ("zookeeper", "mesos")
 # Share of the other nodes rebuilt together in one batch of a rebuild.
 REBUILD_BATCH_SHARE = 0.25
 
@@ -382,22 +383,28 @@ def down(ctx: VerbContext, *, unenroll: bool) -> ClusterReport:
 def rebuild(ctx: VerbContext, *, image: str | None = None,
             on_step: Callable[[str], None] | None = None) -> ClusterReport:
     """Reimage and reconfigure every node. Quorum members (ZooKeeper, Mesos masters) go one
-    at a time and the ensemble must be healthy again before the next; the other nodes go
-    in parallel batches. A failed node stops the rebuild of the quorum members (losing a
-    second one would break the quorum) but not of the batches."""
+    at a time, followers first and the leaders last (k1prov.roles.health.leaders_last, the
+    leaders read again before each member's turn: the look that saw the ensemble healthy
+    after the previous member), and the ensemble must be healthy again before the next;
+    the other nodes go in parallel batches. A failed node stops the rebuild of the quorum
+    members (losing a second one would break the quorum) but not of the batches."""
     inv = ctx.inventory
     report = ClusterReport(verb="cluster rebuild")
     step = on_step or (lambda msg: None)
     with _recorded(ctx, report, "cluster rebuild") as record:
         errors: dict[str, str] = {}
-        members = _leaders_last([n for n in inv.nodes if any(r in n.roles for r in QUORUM_ROLES)],
-                                health_snapshot(ctx))
-        others = [n for n in inv.nodes if n not in members]
-        for node in members:
+        remaining = [n for n in inv.nodes if any(r in n.roles for r in QUORUM_ROLES)]
+        others = [n for n in inv.nodes if n not in remaining]
+        ensembles = health_snapshot(ctx, checks=_quorum_checks(inv)) if remaining else {}
+        while remaining:
+            # The leadership may have moved during the last member's rebuild: a member
+            # that leads now waits for the end.
+            node = leaders_last(remaining, ensembles.values())[0]
+            remaining.remove(node)
             step(f"rebuild {node.name}")
             if not _rebuild_group(ctx, report, [node.name], image=image, errors=errors, record=record):
                 break
-            healthy = _wait_quorum(ctx)
+            healthy, ensembles = _wait_quorum(ctx)
             report.phases.append(PhaseResult(f"quorum after {node.name}", None, 0.0, healthy))
             if not healthy.startswith("ok"):
                 errors.setdefault(node.name, f"quorum not back after rebuild: {healthy}")
@@ -414,15 +421,6 @@ def rebuild(ctx: VerbContext, *, image: str | None = None,
     return report
 
 
-def _leaders_last(members: list[Node], checks: dict[str, Any]) -> list[Node]:
-    """Followers first, the current leaders last: losing a leader costs an election (no
-    member serves until it ends), so a rebuild in this order holds only one per ensemble
-    instead of one per member it happens to pick up the leadership."""
-    leaders = {name for gate, result in checks.items() if gate in ("zookeeper", "mesos")
-               for name, state in result.states.items() if state in ("leader", "standalone")}
-    return sorted(members, key=lambda n: n.name in leaders)
-
-
 def _rebuild_group(ctx: VerbContext, report: ClusterReport, names: list[str], *,
                    image: str | None, errors: dict[str, str], record: RunRecord) -> bool:
     """reimage + configure (rejoin) of a group of nodes; False when one of them failed."""
@@ -434,15 +432,18 @@ def _rebuild_group(ctx: VerbContext, report: ClusterReport, names: list[str], *,
     return not pipe.errors and not report.cancelled
 
 
-def _wait_quorum(ctx: VerbContext) -> str:
+def _quorum_checks(inv: Inventory) -> dict[str, Check]:
+    return {g: c for g, c in cluster_checks(inv).items() if g in QUORUM_CHECKS}
+
+
+def _wait_quorum(ctx: VerbContext) -> tuple[str, dict[str, HealthResult]]:
     """Wait until every quorum role reports healthy (timeouts.health, like configure's
-    gates); 'ok: …' or the last problem."""
-    checks = {g: c for g, c in cluster_checks(ctx.inventory).items() if g in ("zookeeper", "mesos")}
-    gates = health_verdict(ctx, checks=checks, timeout=ctx.timeouts.health)
+    gates); 'ok: …' or the last problem, and the last look at the ensembles."""
+    gates = health_verdict(ctx, checks=_quorum_checks(ctx.inventory), timeout=ctx.timeouts.health)
     if all(r.ok for r in gates.values()):
-        return "ok: " + "; ".join(r.summary for r in gates.values())
+        return "ok: " + "; ".join(r.summary for r in gates.values()), gates
     last = "; ".join(r.summary for r in gates.values() if not r.ok)
-    return f"unhealthy after {ctx.timeouts.health:.0f} s: {last}"
+    return f"unhealthy after {ctx.timeouts.health:.0f} s: {last}", gates
 
 
 def rejoin(ctx: VerbContext, nodes: Iterable[str], *, image: str | None = None,

@@ -19,11 +19,22 @@ nothing to do costs one session per host. `plan` is that read and those decision
 without the run: what `cluster up --dry-run` shows. Each script's full output is kept in
 STATE/<cluster>/runs/<timestamp>-configure/<host>/<role>.log.
 
+Ensembles roll. A changed script restarts its service (new flags, a new member's
+address), and restarting every member of an ensemble at once loses its quorum and its
+leader. So in the phases of the quorum roles (k1prov.roles.plan.QUORUM_ROLES: ZooKeeper,
+the Mesos masters) the members whose service runs and whose script changed go one at a
+time: followers first and the leader last, the leader read again before each turn, each
+one back in its ensemble with a leader elected (timeouts.rolling_restart) before the
+next. Members whose service does not run (a first start, a stopped service) have no part
+in the quorum: they go first, together. An ensemble that has no leader to begin with has
+nothing to keep: its members go together too.
+
     inv = load_inventory("inventories/lab.yaml")
     report = configure(inv, state_root=default_state_root())
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import shlex
@@ -40,9 +51,9 @@ from k1prov.verb_report import NodeOutcome, VerbReport
 from k1prov.context import RunOptions, VerbContext, pinned_known_hosts, select_nodes, ssh_policy, ssh_target
 from k1prov.probe import batch_runner, probe_hosts
 from k1prov.roles import RenderedScript, render_all, wait_until_healthy, write_rendered
-from k1prov.roles.health import (BatchRunner, Check, HealthResult, commands_by_host, gate_checks, replay,
-                                 sample)
-from k1prov.roles.plan import ROLE_PHASES
+from k1prov.roles.health import (BatchRunner, Check, HealthResult, back_in_ensemble, commands_by_host,
+                                 gate_checks, leaders, leaders_last, replay, sample)
+from k1prov.roles.plan import QUORUM_ROLES, ROLE_PHASES
 from k1prov.roles.render import status_functions
 from k1prov.run_records import RunRecord
 from k1prov.settings import DEFAULT_TIMEOUTS, SSH_RETRIES, Timeouts
@@ -162,19 +173,24 @@ class RoleDecision:
     role: str
     action: str     # "unchanged", "run" or "restart"
     reason: str
+    # Whether the role's service ran when read (None: no service, or not known).
+    running: bool | None = None
 
 
 def decide(script: RenderedScript, status: RoleStatus | None) -> RoleDecision:
     """From the host's recorded status of the role (None: the host reported none)."""
-    if status is None or not status.sha256:
+    if status is None:
         return RoleDecision(script.role, "run", "never ran here")
+    if not status.sha256:
+        return RoleDecision(script.role, "run", "never ran here", running=status.running)
     if status.sha256 != script.sha256:
-        return RoleDecision(script.role, "run", "script changed")
+        return RoleDecision(script.role, "run", "script changed", running=status.running)
     if status.running is False:
         # Same script, but its service died: running the script starts it again.
-        return RoleDecision(script.role, "restart", "service stopped")
+        return RoleDecision(script.role, "restart", "service stopped", running=False)
     return RoleDecision(script.role, "unchanged",
-                        "script unchanged" + (", service running" if status.running else ""))
+                        "script unchanged" + (", service running" if status.running else ""),
+                        running=status.running)
 
 
 @dataclass
@@ -370,32 +386,27 @@ class _Run:
             # What the gates saw before is from before this change.
             self.report.health.clear()
             stopped = sum(w.service_stopped for w in to_run)
+            rolling = self._rolling(step, to_run, decisions)
             self.notify(f"{step.name}: running on {len(to_run)} host(s)"
                         + (f" ({stopped} to restart a stopped service)" if stopped else "")
+                        + (f" ({len(rolling)} running member(s) one at a time, leader last)" if rolling else "")
                         + f", {len(items) - len(to_run)} unchanged")
-            rep = run_fanout(to_run, self._push, key=lambda w: f"{w.node.name}/{w.role}",
-                             policy=self._policy(item_timeout=self.timeouts.ssh_connect * (SSH_RETRIES + 1)
-                                                 + self.timeouts.ssh_command),
-                             events=self.events)
-            self.report.phases.append((step.name, rep))
-            self.report.cancelled = self.report.cancelled or rep.cancelled
-            for w, res in zip(to_run, rep.results):
-                w.duration = res.duration
-                if res.status is Status.OK:
-                    w.action = ("restarted" if w.service_stopped else "changed") if res.value else "unchanged"
-                    continue
-                w.status, w.action = res.status, "failed"
-                tail = log_tail(self._log_path(w))
-                if all(line.startswith("# k1prov:") for line in tail.splitlines() if line.strip()):
-                    # No script output (it never ran: the host did not answer): the
-                    # log only repeats the error, once per attempt.
-                    tail = ""
-                w.error = f"{w.role}: {res.error}" + (f"\n{tail}" if tail else "")
+            together = [w for w in to_run if w not in rolling]
+            if together:
+                self._fan_out(step.name, together)
+            if rolling:
+                broken = [w.node.name for w in together if w.status is not Status.OK]
+                if broken or self.report.cancelled:
+                    why = f"{step.name} failed on {', '.join(broken)}" if broken else "cancelled"
+                    self._skip(rolling, f"not restarted: {why}")
+                else:
+                    self._roll(step, rolling)
         else:
             self.notify(f"{step.name}: every host unchanged")
         failed = [w for w in items if w.status is not Status.OK]
         if failed:
-            return f"{step.name} failed on {', '.join(w.node.name for w in failed)}"
+            named = [w for w in failed if w.status is not Status.SKIPPED] or failed
+            return f"{step.name} failed on {', '.join(w.node.name for w in named)}"
         if step.gate:
             health = self._gate(step)
             (self.run_dir / f"health-{step.gate}.txt").write_text(
@@ -409,6 +420,85 @@ class _Run:
                     w.status, w.error = Status.FAILED, f"{step.name} not healthy: {why}"
                 return f"{step.name} not healthy: {why}"
         return ""
+
+    def _fan_out(self, name: str, items: list[_Work]) -> None:
+        """Runs the scripts of `items` together (the fan-out engine); their rows say how it went."""
+        rep = run_fanout(items, self._push, key=lambda w: f"{w.node.name}/{w.role}",
+                         policy=self._policy(item_timeout=self.timeouts.ssh_connect * (SSH_RETRIES + 1)
+                                             + self.timeouts.ssh_command),
+                         events=self.events)
+        self.report.phases.append((name, rep))
+        self.report.cancelled = self.report.cancelled or rep.cancelled
+        for w, res in zip(items, rep.results):
+            w.duration = res.duration
+            if res.status is Status.OK:
+                w.action = ("restarted" if w.service_stopped else "changed") if res.value else "unchanged"
+                continue
+            w.status, w.action = res.status, "failed"
+            tail = log_tail(self._log_path(w))
+            if all(line.startswith("# k1prov:") for line in tail.splitlines() if line.strip()):
+                # No script output (it never ran: the host did not answer): the
+                # log only repeats the error, once per attempt.
+                tail = ""
+            w.error = f"{w.role}: {res.error}" + (f"\n{tail}" if tail else "")
+
+    @staticmethod
+    def _skip(items: Iterable[_Work], why: str) -> None:
+        for w in items:
+            w.status, w.action, w.error = Status.SKIPPED, "skipped", why
+
+    def _rolling(self, step: Step, to_run: list[_Work],
+                 decisions: dict[tuple[str, str], RoleDecision]) -> list[_Work]:
+        """The members of an ensemble in `to_run` whose service runs and whose script
+        changed: running the script restarts them, so they go one at a time (`_roll`)."""
+        if step.gate not in self.checks or not any(role in QUORUM_ROLES for role in step.roles):
+            return []
+        return [w for w in to_run if w.role in QUORUM_ROLES
+                and (d := decisions.get((w.node.name, w.role))) is not None
+                and d.action == "run" and d.running is True]
+
+    def _roll(self, step: Step, items: list[_Work]) -> None:
+        """Runs the scripts of `items` (running members of one ensemble) one at a time:
+        before each turn the ensemble is read (its gate's check, one session per member)
+        and the next member is a follower while one is left (k1prov.roles.health.leaders_last);
+        after it, the wait until that member is back in the ensemble and a leader is elected
+        (timeouts.rolling_restart). A member that fails or does not come back stops the
+        roll: the members after it are left as they were (skipped), the quorum intact."""
+        gate = {step.gate: self.checks[step.gate]}
+        live = batch_runner(self.inv, known_hosts=self.known_hosts, timeouts=self.timeouts,
+                            options=self.options, profile_path=self.state_root / "profiles.json")
+
+        def look() -> HealthResult:
+            return sample(gate, live)[step.gate]
+
+        ensemble = look()
+        if not leaders([ensemble]):
+            self.notify(f"{step.name}: no leader now ({ensemble.summary}), no quorum to keep: "
+                        f"{len(items)} member(s) together")
+            self._fan_out(step.name, items)
+            return
+        remaining = list(items)
+        while remaining:
+            node = leaders_last([w.node for w in remaining], [ensemble])[0]
+            w = next(w for w in remaining if w.node is node)
+            remaining.remove(w)
+            what = "the leader" if node.name in leaders([ensemble]) else ensemble.states.get(node.name, "member")
+            self.notify(f"{step.name}: {node.name} ({what}), {len(remaining)} after it")
+            self._fan_out(f"{step.name}: {node.name}", [w])
+            if w.status is not Status.OK or self.report.cancelled:
+                self._skip(remaining, f"not restarted: {step.name} failed on {node.name}"
+                           if w.status is not Status.OK else "cancelled")
+                return
+            ensemble = wait_until_healthy(
+                lambda: (lambda r: dataclasses.replace(r, ok=back_in_ensemble(r, node.name)))(look()),
+                health_timeout=self.timeouts.rolling_restart)
+            if not ensemble.ok:
+                w.status, w.action = Status.FAILED, "failed"
+                w.error = (f"{w.role}: not back in its ensemble {self.timeouts.rolling_restart:.0f} s after "
+                           f"its restart ({node.name} {ensemble.states.get(node.name, 'unknown')}; "
+                           f"{ensemble.summary})")
+                self._skip(remaining, f"not restarted: {node.name} did not come back")
+                return
 
     def _log_path(self, w: _Work) -> Path:
         return self.run_dir / w.node.name / f"{w.role}.log"

@@ -41,6 +41,10 @@ class Timeouts:
     # sample is looked at again before it counts (right after a rolling restart a ZooKeeper
     # election may be under way; under load it takes longer).
     health_verdict: float = 120.0
+    # configure restarting the running members of an ensemble one at a time (ZooKeeper,
+    # Mesos masters, when their script changed): how long it waits for the restarted
+    # member to be back in its ensemble, with a leader elected, before the next one.
+    rolling_restart: float = 300.0
     # Starting or stopping one lab service.
     lab_service: float = 60.0
     # Installing the lab's virtualenv (pip downloads ironic, glance and their dependencies).

@@ -223,6 +223,36 @@ def spark_workers_health(masters: Sequence[Node], workers: Iterable[Node], run: 
     return HealthResult(ok=not problems, summary=summary, states=states, problems=tuple(problems))
 
 
+# What a member of an ensemble reports when it is in it: ZooKeeper's modes, a Mesos
+# master's role (a standby redirects to the leader it follows). Anything else
+# ("unreachable", "no leader", "HTTP 500") is a member out of its ensemble.
+LEADING = ("leader", "standalone")
+IN_ENSEMBLE = LEADING + ("follower", "observer", "standby")
+
+
+def leaders(results: Iterable[HealthResult]) -> set[str]:
+    """The nodes that lead an ensemble, in any of `results` (ZooKeeper's, the Mesos masters')."""
+    return {name for result in results for name, state in result.states.items() if state in LEADING}
+
+
+def leaders_last(members: Sequence[Node], results: Iterable[HealthResult]) -> list[Node]:
+    """`members` with the followers first and the leaders last (stable otherwise); a node
+    leading two ensembles (ZooKeeper and Mesos) after one leading one. Taking a leader out
+    costs an election (nothing is served until it ends), a follower costs none: in this
+    order a rolling restart or rebuild holds one election per ensemble, where another
+    order holds one each time it happens to take out the member the leadership moved to.
+    Read the leaders again before each member's turn: they move (k1prov.configure,
+    k1prov.cluster.rebuild)."""
+    results = list(results)
+    return sorted(members, key=lambda m: sum(1 for r in results if r.states.get(m.name) in LEADING))
+
+
+def back_in_ensemble(result: HealthResult, name: str) -> bool:
+    """`name` is in its ensemble again (answers as leader, follower or standby) and the
+    ensemble has a leader: the state in which the next member may be taken out."""
+    return result.states.get(name) in IN_ENSEMBLE and bool(leaders([result]))
+
+
 def wait_until_healthy(check: Callable[[], HealthResult], *, health_timeout: float,
                        interval: float = 2.0, sleep: Callable[[float], None] = time.sleep,
                        clock: Callable[[], float] = time.monotonic) -> HealthResult:

@@ -20,6 +20,12 @@ ROLE_PHASES: dict[str, tuple[int, str, str]] = {
     "spark-client": (5, "spark/client.sh.j2", "Spark clients"),
 }
 
+# Roles whose members form an ensemble with a quorum and one leader. A member whose
+# service runs is taken out one at a time, followers first and the leader last
+# (k1prov.roles.health.leaders_last): configure restarts them that way when their
+# script changed, `cluster rebuild` reimages them that way.
+QUORUM_ROLES = ("zookeeper", "mesos-master")
+
 
 @dataclass(frozen=True)
 class Phase:

@@ -10,12 +10,14 @@ path, checksum checked. Measurements are printed (pytest -s).
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import json
 import os
 import re
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -264,3 +266,128 @@ def test_drf_shares_follow_the_weights(cluster, configured):
     assert min(result.launched.values()) > 0, result.launched
     assert result.share_ratio is not None and 1.0 < result.share_ratio <= 3.0, result.converged
     assert Path(result.files["plot"]).is_file() and Path(result.files["samples_csv"]).is_file()
+
+
+# ---------------------------------------------------------------- rolling restart of the masters
+
+# One look at every master while configure restarts them; a master that takes longer than
+# this to answer counts as down for that round.
+POLL_HTTP_TIMEOUT = 5.0
+POLL_INTERVAL = 0.5
+
+
+def master_metrics(address: str) -> dict | None:
+    """A master's own /metrics/snapshot (every master serves it, elected or not), straight
+    from this machine over the test's bridge; None when it does not answer."""
+    conn = http.client.HTTPConnection(address, 5050, timeout=POLL_HTTP_TIMEOUT)
+    try:
+        conn.request("GET", "/metrics/snapshot")
+        res = conn.getresponse()
+        body = res.read()
+        return json.loads(body) if res.status == 200 else None
+    except (OSError, ValueError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+class MasterPoller:
+    """Every POLL_INTERVAL s, each master's answer: (time, {name: (elected, uptime) or None})."""
+
+    def __init__(self, cluster):
+        self.addresses = {n: cluster["addresses"][n] for n in MASTERS}
+        self.samples: list[tuple[float, dict[str, tuple[bool, float] | None]]] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            seen = {}
+            for name, address in self.addresses.items():
+                m = master_metrics(address)
+                seen[name] = None if m is None else (m.get("master/elected") == 1.0,
+                                                     float(m.get("master/uptime_secs", 0.0)))
+            self.samples.append((time.monotonic(), seen))
+            self.stop.wait(POLL_INTERVAL)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(timeout=POLL_HTTP_TIMEOUT * len(MASTERS) + 5)
+
+    def leaderless_gaps(self) -> list[tuple[float, float]]:
+        """(start, end) of each run of samples in which no master was elected: from the last
+        sample with a leader before it to the first one after it."""
+        gaps, last_led, start = [], None, None
+        for t, seen in self.samples:
+            led = any(s and s[0] for s in seen.values())
+            if led:
+                if start is not None:
+                    gaps.append((start, t))
+                    start = None
+                last_led = t
+            elif start is None:
+                start = last_led if last_led is not None else t
+        if start is not None:
+            gaps.append((start, self.samples[-1][0]))
+        return gaps
+
+
+def changed_master_flag_inventory(cluster, tmp_path):
+    """The test's inventory with one more master flag: every master's launcher changes."""
+    text = Path(cluster["inv"].path).read_text()
+    marker = "    agent_flags: {launcher: posix}\n"
+    assert marker in text
+    path = tmp_path / "inventory-flag.yaml"
+    path.write_text(text.replace(marker, marker + "    master_flags: {max_completed_frameworks: 60}\n"))
+    return load_inventory(path)
+
+
+def test_a_changed_master_flag_restarts_the_masters_one_at_a_time_leader_last(cluster, configured, tmp_path):
+    """configure with a new master flag: the masters restart one at a time, the leader last,
+    each back in the ensemble before the next, so at least two masters answer at every look
+    and the cluster is without a leader for one election at most. Polled every 0.5 s from
+    this machine; a second configure restarts nothing."""
+    inv = changed_master_flag_inventory(cluster, tmp_path)
+    first_leader = wait_for("a leading master", lambda: leader_of(cluster), FAILOVER_TIMEOUT)[0]
+    with MasterPoller(cluster) as poller:
+        wait_for("a first look at the masters", lambda: len(poller.samples) >= 2, 30, 0.2)
+        started = time.monotonic()
+        report = configure(inv, state_root=cluster["state_root"], timeouts=TIMEOUTS)
+        elapsed = time.monotonic() - started
+        # The last master's restart, seen through to a leader again.
+        wait_for("a leader after configure", lambda: leader_of(cluster), FAILOVER_TIMEOUT)
+    failed = [(o.node, o.changes, o.error) for o in report.outcomes if o.status is not Status.OK]
+    assert not failed, failed
+    actions = {(o.node, o.changes[0]): o.action for o in report.outcomes}
+    assert {n for (n, role), a in actions.items() if a == "changed"} == set(MASTERS), actions
+    samples = poller.samples
+    gaps = poller.leaderless_gaps()
+    up = [sum(s is not None for s in seen.values()) for _, seen in samples]
+    # When each master came back: the end of the last look minus its uptime then.
+    t_end, last = samples[-1]
+    restarted_at = {n: t_end - last[n][1] for n in MASTERS if last[n] is not None}
+    order = sorted(restarted_at, key=restarted_at.get)
+    print(f"\nconfigure with a changed master flag: {elapsed:.1f} s; {len(samples)} looks at the masters; "
+          f"fewest masters answering {min(up)}; without a leader: "
+          + (", ".join(f"{b - a:.1f} s" for a, b in gaps) or "never")
+          + f"; leader before {first_leader}; restart order {order}; phases "
+          + ", ".join(f"{name} {rep.finished - rep.started:.1f} s" for name, rep in report.phases))
+    assert all(n in restarted_at and restarted_at[n] > started for n in MASTERS), (restarted_at, started)
+    assert min(up) >= 2, [(round(t - started, 1), seen) for t, seen in samples if sum(
+        s is not None for s in seen.values()) < 2]
+    assert len(gaps) <= 1, gaps
+    assert order[-1] == first_leader, (order, first_leader)
+    # One at a time, in that order (each waited for until back in the ensemble).
+    assert [name for name, _ in report.phases] == ["recorded hashes"] + [f"Mesos masters: {n}" for n in order]
+
+    # Nothing changed since: a second configure restarts nothing.
+    again_started = time.monotonic()
+    again = configure(inv, state_root=cluster["state_root"], timeouts=TIMEOUTS)
+    assert {o.action for o in again.outcomes} == {"unchanged"}, [(o.node, o.changes, o.action) for o in again.outcomes]
+    for name in MASTERS:
+        metrics = master_metrics(cluster["addresses"][name])
+        assert metrics is not None and metrics["master/uptime_secs"] > time.monotonic() - again_started, name

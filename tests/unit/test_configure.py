@@ -431,10 +431,10 @@ def test_decide_from_the_recorded_status():
     assert cfg.decide(script, None) == cfg.RoleDecision(script.role, "run", "never ran here")
     assert cfg.decide(script, cfg.RoleStatus("", None)).reason == "never ran here"
     assert cfg.decide(script, cfg.RoleStatus("0" * 64, True)) == cfg.RoleDecision(script.role, "run",
-                                                                                   "script changed")
+                                                                                   "script changed", running=True)
     assert cfg.decide(script, cfg.RoleStatus(script.sha256, False)).action == "restart"
     assert cfg.decide(script, cfg.RoleStatus(script.sha256, True)) == cfg.RoleDecision(
-        script.role, "unchanged", "script unchanged, service running")
+        script.role, "unchanged", "script unchanged, service running", running=True)
     assert cfg.decide(script, cfg.RoleStatus(script.sha256, None)).action == "unchanged"
 
 
