@@ -280,6 +280,9 @@ class Lab:
         elif name == "glance":
             argv = [str(s.venv / "bin" / "gunicorn"), "--bind", f"127.0.0.1:{s.glance_port}",
                     "--workers", "1", "--threads", "4", "--graceful-timeout", "5",
+                    # No keep-alive: the conductor's and k1prov's pooled connections would
+                    # race gunicorn closing them after 2 idle seconds.
+                    "--keep-alive", "0",
                     # gunicorn 27's control socket defaults to one path in $HOME that
                     # every gunicorn of the user would share.
                     "--no-control-socket", "glance.wsgi.api:application"]
