@@ -14,6 +14,7 @@ import http.client
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -291,35 +292,65 @@ def master_metrics(address: str) -> dict | None:
         conn.close()
 
 
-class MasterPoller:
-    """Every POLL_INTERVAL s, each master's answer: (time, {name: (elected, uptime) or None})."""
+def zookeeper_mode(address: str) -> str | None:
+    """A ZooKeeper member's mode from its answer to `srvr` ("leader", "follower"), straight
+    from this machine; None when it does not serve (down, or not in a quorum)."""
+    try:
+        with socket.create_connection((address, 2181), timeout=POLL_HTTP_TIMEOUT) as conn:
+            conn.sendall(b"srvr")
+            data = b""
+            while chunk := conn.recv(4096):
+                data += chunk
+    except OSError:
+        return None
+    match = re.search(rb"^Mode:\s*(\w+)", data, re.MULTILINE)
+    return match.group(1).decode() if match else None
 
-    def __init__(self, cluster):
-        self.addresses = {n: cluster["addresses"][n] for n in MASTERS}
+
+def mesos_look(address: str) -> tuple[bool, float] | None:
+    """A master as (elected, uptime in s), None when it does not answer."""
+    m = master_metrics(address)
+    return None if m is None else (m.get("master/elected") == 1.0, float(m.get("master/uptime_secs", 0.0)))
+
+
+def zookeeper_look(address: str) -> tuple[bool, float] | None:
+    mode = zookeeper_mode(address)
+    return None if mode is None else (mode == "leader", 0.0)
+
+
+class Poller:
+    """Every POLL_INTERVAL s, each member's answer to `look` (its address -> (leads,
+    uptime), None when it does not answer): samples of (time, {name: answer})."""
+
+    def __init__(self, cluster, look, names=MASTERS):
+        self.look = look
+        self.addresses = {n: cluster["addresses"][n] for n in names}
         self.samples: list[tuple[float, dict[str, tuple[bool, float] | None]]] = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self.stop.is_set():
-            seen = {}
-            for name, address in self.addresses.items():
-                m = master_metrics(address)
-                seen[name] = None if m is None else (m.get("master/elected") == 1.0,
-                                                     float(m.get("master/uptime_secs", 0.0)))
+            seen = {name: self.look(address) for name, address in self.addresses.items()}
             self.samples.append((time.monotonic(), seen))
             self.stop.wait(POLL_INTERVAL)
 
     def __enter__(self):
         self.thread.start()
+        wait_for("a first look", lambda: len(self.samples) >= 2, 30, 0.2)
         return self
 
     def __exit__(self, *exc):
         self.stop.set()
-        self.thread.join(timeout=POLL_HTTP_TIMEOUT * len(MASTERS) + 5)
+        self.thread.join(timeout=POLL_HTTP_TIMEOUT * len(self.addresses) + 5)
+
+    def fewest_answering(self, *, led: bool = False) -> int:
+        """The fewest members that answered in one look (`led`: of the looks that saw a leader)."""
+        return min(sum(s is not None for s in seen.values()) for _, seen in self.samples
+                   if not led or any(s and s[0] for s in seen.values()))
 
     def leaderless_gaps(self) -> list[tuple[float, float]]:
-        """(start, end) of each run of samples in which no master was elected: from the last
+        """(start, end) of each run of samples in which no member led: from the last
         sample with a leader before it to the first one after it."""
         gaps, last_led, start = [], None, None
         for t, seen in self.samples:
@@ -336,13 +367,24 @@ class MasterPoller:
         return gaps
 
 
-def changed_master_flag_inventory(cluster, tmp_path):
-    """The test's inventory with one more master flag: every master's launcher changes."""
+def gaps_text(gaps) -> str:
+    return ", ".join(f"{b - a:.1f} s" for a, b in gaps) or "never"
+
+
+# What the roll tests changed in the module's inventory so far: each one's inventory keeps
+# the others' changes, so that it restarts only what it changes itself.
+ROLLED: dict[str, str] = {}
+
+
+def rolled_inventory(cluster, tmp_path, old: str, new: str):
+    """The module's inventory with `old` replaced by `new`, on top of the earlier roll tests'."""
+    ROLLED[old] = new
     text = Path(cluster["inv"].path).read_text()
-    marker = "    agent_flags: {launcher: posix}\n"
-    assert marker in text
-    path = tmp_path / "inventory-flag.yaml"
-    path.write_text(text.replace(marker, marker + "    master_flags: {max_completed_frameworks: 60}\n"))
+    for before, after in ROLLED.items():
+        assert before in text, before
+        text = text.replace(before, after)
+    path = tmp_path / "inventory-rolled.yaml"
+    path.write_text(text)
     return load_inventory(path)
 
 
@@ -351,10 +393,10 @@ def test_a_changed_master_flag_restarts_the_masters_one_at_a_time_leader_last(cl
     each back in the ensemble before the next, so at least two masters answer at every look
     and the cluster is without a leader for one election at most. Polled every 0.5 s from
     this machine; a second configure restarts nothing."""
-    inv = changed_master_flag_inventory(cluster, tmp_path)
+    marker = "    agent_flags: {launcher: posix}\n"
+    inv = rolled_inventory(cluster, tmp_path, marker, marker + "    master_flags: {max_completed_frameworks: 60}\n")
     first_leader = wait_for("a leading master", lambda: leader_of(cluster), FAILOVER_TIMEOUT)[0]
-    with MasterPoller(cluster) as poller:
-        wait_for("a first look at the masters", lambda: len(poller.samples) >= 2, 30, 0.2)
+    with Poller(cluster, mesos_look) as poller:
         started = time.monotonic()
         report = configure(inv, state_root=cluster["state_root"], timeouts=TIMEOUTS)
         elapsed = time.monotonic() - started
@@ -366,18 +408,16 @@ def test_a_changed_master_flag_restarts_the_masters_one_at_a_time_leader_last(cl
     assert {n for (n, role), a in actions.items() if a == "changed"} == set(MASTERS), actions
     samples = poller.samples
     gaps = poller.leaderless_gaps()
-    up = [sum(s is not None for s in seen.values()) for _, seen in samples]
     # When each master came back: the end of the last look minus its uptime then.
     t_end, last = samples[-1]
     restarted_at = {n: t_end - last[n][1] for n in MASTERS if last[n] is not None}
     order = sorted(restarted_at, key=restarted_at.get)
     print(f"\nconfigure with a changed master flag: {elapsed:.1f} s; {len(samples)} looks at the masters; "
-          f"fewest masters answering {min(up)}; without a leader: "
-          + (", ".join(f"{b - a:.1f} s" for a, b in gaps) or "never")
+          f"fewest masters answering {poller.fewest_answering()}; without a leader: {gaps_text(gaps)}"
           + f"; leader before {first_leader}; restart order {order}; phases "
           + ", ".join(f"{name} {rep.finished - rep.started:.1f} s" for name, rep in report.phases))
     assert all(n in restarted_at and restarted_at[n] > started for n in MASTERS), (restarted_at, started)
-    assert min(up) >= 2, [(round(t - started, 1), seen) for t, seen in samples if sum(
+    assert poller.fewest_answering() >= 2, [(round(t - started, 1), seen) for t, seen in samples if sum(
         s is not None for s in seen.values()) < 2]
     assert len(gaps) <= 1, gaps
     assert order[-1] == first_leader, (order, first_leader)
@@ -391,3 +431,35 @@ def test_a_changed_master_flag_restarts_the_masters_one_at_a_time_leader_last(cl
     for name in MASTERS:
         metrics = master_metrics(cluster["addresses"][name])
         assert metrics is not None and metrics["master/uptime_secs"] > time.monotonic() - again_started, name
+
+
+def test_a_changed_zookeeper_setting_restarts_the_members_one_at_a_time_leader_last(cluster, configured,
+                                                                                    tmp_path):
+    """The same roll for ZooKeeper (one mechanism): a new heap size restarts the members one
+    at a time, the leader last, each serving again before the next, so at least two serve
+    at every look that sees a leader, and the ensemble is without a leader for one election
+    at most (while it elects, no member serves: that is ZooKeeper). The Mesos masters,
+    whose sessions move to the members left, are looked at too (printed)."""
+    inv = rolled_inventory(cluster, tmp_path, "heap_mb: 256}", "heap_mb: 320}")
+    first_leader = wait_for("a ZooKeeper leader", lambda: next(
+        (n for n in MASTERS if zookeeper_mode(cluster["addresses"][n]) == "leader"), None), FAILOVER_TIMEOUT)
+    with Poller(cluster, zookeeper_look) as zk, Poller(cluster, mesos_look) as mesos:
+        started = time.monotonic()
+        report = configure(inv, state_root=cluster["state_root"], timeouts=TIMEOUTS)
+        elapsed = time.monotonic() - started
+    failed = [(o.node, o.changes, o.error) for o in report.outcomes if o.status is not Status.OK]
+    assert not failed, failed
+    actions = {(o.node, o.changes[0]): o.action for o in report.outcomes}
+    assert {n for (n, role), a in actions.items() if a == "changed"} == set(MASTERS), actions
+    rolled = [name.rpartition(": ")[2] for name, _ in report.phases if name.startswith("ZooKeeper ensemble: ")]
+    print(f"\nconfigure with a changed ZooKeeper setting: {elapsed:.1f} s; {len(zk.samples)} looks; fewest "
+          f"members serving {zk.fewest_answering()} ({zk.fewest_answering(led=True)} with a leader); ZooKeeper without a leader: {gaps_text(zk.leaderless_gaps())}; "
+          f"Mesos without a leader: {gaps_text(mesos.leaderless_gaps())}, fewest masters answering "
+          f"{mesos.fewest_answering()}; leader before {first_leader}; order {rolled}; phases "
+          + ", ".join(f"{name} {rep.finished - rep.started:.1f} s" for name, rep in report.phases))
+    assert sorted(rolled) == sorted(MASTERS) and rolled[-1] == first_leader, (rolled, first_leader)
+    assert zk.fewest_answering(led=True) >= 2, [(round(t - started, 1), seen) for t, seen in zk.samples]
+    assert {o.action for o in report.outcomes if o.changes != ["zookeeper"]} == {"unchanged"}
+    assert len(zk.leaderless_gaps()) <= 1, zk.leaderless_gaps()
+    again = configure(inv, state_root=cluster["state_root"], timeouts=TIMEOUTS)
+    assert {o.action for o in again.outcomes} == {"unchanged"}, [(o.node, o.changes, o.action) for o in again.outcomes]
