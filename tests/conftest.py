@@ -39,6 +39,10 @@ def isolated_home(tmp_path_factory):
             os.environ[key] = value
 
 
+# The sha512 the lab_operator_key fixture's stand-in SHA512SUMS gives the lab's Mesos build.
+LAB_BUILD_SHA512 = "ab" * 64
+
+
 @pytest.fixture
 def lab_operator_key(isolated_home):
     """inventories/lab.yaml reads the public key `k1prov lab up` makes; tests that load it
@@ -46,4 +50,9 @@ def lab_operator_key(isolated_home):
     pub = Path("~/.local/share/k1prov/lab/ssh/id_ed25519.pub").expanduser()
     pub.parent.mkdir(parents=True, exist_ok=True)
     pub.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTheInventoryCheckOnly0000000 k1prov-lab\n")
+    # And the checksum file `lab up` writes beside the Mesos build it publishes (lab.yaml
+    # reads roles.mesos.sha512 from it when rendering).
+    sums = Path("~/.local/share/k1prov/lab/http/mesos/SHA512SUMS").expanduser()
+    sums.parent.mkdir(parents=True, exist_ok=True)
+    sums.write_text(f"{LAB_BUILD_SHA512}  mesos-test.tar.xz\n{LAB_BUILD_SHA512}  lab-build\n")
     return pub

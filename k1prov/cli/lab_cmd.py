@@ -64,7 +64,9 @@ def up(nodes: Optional[int] = NodesOpt, as_json: bool = JsonOpt,
     if status.ok:
         from k1prov.lab.mesos import publish
         build, where = publish(lab.settings.http_dir)
-        say(f"Mesos: {build.tarball.name} served as {lab.settings.http_url}/{where}" if build else where)
+        say(f"Mesos: {build.tarball.name} served as {lab.settings.http_url}/{where}" if build else
+            f"{where}; inventories/lab.yaml needs it: use inventories/lab-standalone.yaml "
+            "(ZooKeeper, standalone Spark), or `k1prov lab inventory`, which leaves Mesos out")
     _show(status, as_json=as_json)
     raise typer.Exit(0 if status.ok else 1)
 
@@ -89,9 +91,22 @@ def status(as_json: bool = JsonOpt):
 @app.command("inventory")
 @handles_errors
 def inventory(nodes: Optional[int] = NodesOpt,
-              output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here, not stdout.")):
+              output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here, not stdout."),
+              mesos: Optional[bool] = typer.Option(
+                  None, "--mesos/--no-mesos",
+                  help="Mesos masters and agents, Spark on Mesos (default when the lab has a Mesos "
+                       "build), or ZooKeeper and standalone Spark only.")):
     """Print an inventory that matches the lab (all its simulated machines, or --nodes of them)."""
-    text = _lab().inventory_yaml(nodes=nodes)
+    from k1prov.errors import ConfigError
+    from k1prov.lab.mesos import find_mesos_build, mesos_off_reason
+
+    off = "" if find_mesos_build() else mesos_off_reason()
+    if mesos and off:
+        raise ConfigError(f"--mesos: {off}")
+    if mesos is None and off:
+        # Said on stderr, so that the operator knows this inventory has no Mesos and why.
+        err.print(f"{off}; this inventory runs ZooKeeper and standalone Spark", highlight=False)
+    text = _lab().inventory_yaml(nodes=nodes, mesos=not off if mesos is None else mesos)
     if output:
         output.write_text(text)
         err.print(f"wrote {output}")

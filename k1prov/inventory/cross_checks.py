@@ -79,6 +79,10 @@ def role_settings(f: Field | None, cluster: str, nodes: list[Node],
             fail=_located_fail(section, fields, section_f or f or root),
             install=False)   # checked by `render`/`configure`: enroll needs no sha512
         settings[section] = role_table.stored(section, resolved)
+    checksum_file = settings["mesos"]["sha512_file"]
+    if checksum_file:
+        # A path on this machine: ~ expanded, a relative one from the file's directory.
+        settings["mesos"]["sha512_file"] = str(root.src.local_path(checksum_file))
     if role_table.TEMPLATES_DIR in given:
         settings[role_table.TEMPLATES_DIR] = given[role_table.TEMPLATES_DIR].string()
 

@@ -200,8 +200,8 @@ class Lab:
         image = build_lab_image(cache, timeout=self.timeouts.lab_image_build, progress=say)
         return image, key
 
-    def inventory_yaml(self, *, nodes: int | None = None, cluster: str = "lab") -> str:
-        return render_inventory(self.settings, nodes=nodes, cluster=cluster)
+    def inventory_yaml(self, *, nodes: int | None = None, cluster: str = "lab", mesos: bool = False) -> str:
+        return render_inventory(self.settings, nodes=nodes, cluster=cluster, mesos=mesos)
 
     # ---- setup steps ----------------------------------------------------------------
 

@@ -8,6 +8,14 @@ says that Mesos is off and why; nothing pretends to run it.
 
     build = find_mesos_build()          # None: Mesos is off (mesos_off_reason() says why)
     build.role_settings(url_base)       # the inventory's roles.mesos for that build
+    publish(http_dir)                   # `lab up`: the build at fixed places under http_dir
+
+`lab up` publishes the build at a fixed URL, {http_url}/mesos/lab-build, with a SHA512SUMS
+beside it (http_dir/mesos/SHA512SUMS, also served), so that a static lab inventory
+(inventories/lab.yaml) names the build without knowing it: `roles.mesos.url` is that URL
+and `roles.mesos.sha512_file` that file, read on this machine when the role scripts are
+rendered. Without a build both are removed, and such an inventory is refused with the
+missing file named, never served a stale build.
 """
 from __future__ import annotations
 
@@ -16,6 +24,8 @@ import shutil
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from k1prov.atomic_file import write_if_changed
 
 # Setting: a directory holding one Mesos build tarball (*.tar.xz / *.tar.gz / *.tgz)
 # and SHA512SUMS; "off" switches Mesos off explicitly.
@@ -82,22 +92,53 @@ def _find_or_reason(setting: str | None) -> MesosBuild | str:
     return _find(Path(value).expanduser())
 
 
+# Where `lab up` publishes the build under the lab's HTTP directory (and URL).
+PUBLISHED_DIR = "mesos"
+PUBLISHED_NAME = "lab-build"
+PUBLISHED_SUMS = "SHA512SUMS"
+
+
+def published_url(http_url: str) -> str:
+    """The fixed URL of the lab's published build (what lab inventories name)."""
+    return f"{http_url.rstrip('/')}/{PUBLISHED_DIR}/{PUBLISHED_NAME}"
+
+
+def published_sums(http_dir: Path) -> Path:
+    """The checksum file `lab up` writes beside the published build."""
+    return Path(http_dir) / PUBLISHED_DIR / PUBLISHED_SUMS
+
+
+def _link(source: Path, target: Path) -> None:
+    """target = source's bytes (a hard link when the file system allows, else a copy),
+    replaced atomically; nothing done when it is already there."""
+    if (target.is_file() and target.stat().st_size == source.stat().st_size
+            and target.stat().st_mtime_ns >= source.stat().st_mtime_ns):
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    partial.unlink(missing_ok=True)
+    try:
+        os.link(source, partial)
+    except OSError:
+        shutil.copyfile(source, partial)
+    os.replace(partial, target)
+
+
 def publish(http_dir: Path, setting: str | None = None) -> tuple[MesosBuild | None, str]:
-    """Put the build where the lab's HTTP server serves it (http_dir/mesos/<tarball>, a hard
-    link when the file system allows, else a copy; the checksum is the build's own).
-    Returns (build, path under http_dir) or (None, the reason Mesos is off)."""
+    """Put the build where the lab's HTTP server serves it: http_dir/mesos/<tarball> and
+    the fixed http_dir/mesos/lab-build, with SHA512SUMS listing both (the build's own
+    digest). Returns (build, "mesos/lab-build") or (None, the reason Mesos is off); when
+    off, whatever an earlier `lab up` published is removed."""
     found = _find_or_reason(setting)
+    where = Path(http_dir) / PUBLISHED_DIR
     if not isinstance(found, MesosBuild):
+        shutil.rmtree(where, ignore_errors=True)
         return None, f"Mesos is off in the lab: {found}"
-    target = Path(http_dir) / "mesos" / found.tarball.name
-    if not (target.is_file() and target.stat().st_size == found.tarball.stat().st_size
-            and target.stat().st_mtime_ns >= found.tarball.stat().st_mtime_ns):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".partial")
-        partial.unlink(missing_ok=True)
-        try:
-            os.link(found.tarball, partial)
-        except OSError:
-            shutil.copyfile(found.tarball, partial)
-        os.replace(partial, target)
-    return found, f"mesos/{target.name}"
+    for name in (found.tarball.name, PUBLISHED_NAME):
+        _link(found.tarball, where / name)
+    for old in where.iterdir():
+        if old.name not in (found.tarball.name, PUBLISHED_NAME, PUBLISHED_SUMS):
+            old.unlink()        # an earlier build, or a .partial of an interrupted copy
+    write_if_changed(published_sums(http_dir), "".join(
+        f"{found.sha512}  {name}\n" for name in (found.tarball.name, PUBLISHED_NAME)))
+    return found, f"{PUBLISHED_DIR}/{PUBLISHED_NAME}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, NoReturn
 
 from k1prov.errors import InventoryError
@@ -59,7 +60,8 @@ MESOS_DEFAULTS: dict[str, Any] = {
     "source": "aventer",             # aventer | mirror | distro | tarball | preinstalled
     "version": "",                   # when set, the installed binary must report this version
     "url": "",                       # tarball: URL of an operator's own build (unpacks to sbin/ lib/ libexec/ share/)
-    "sha512": "",                    # tarball: the archive's sha512 (required)
+    "sha512": "",                    # tarball: the archive's sha512 (this or sha512_file)
+    "sha512_file": "",               # tarball: a SHA512SUMS file here, read at render (the url's file name)
     "install_dir": "/opt/mesos",     # tarball: where it is unpacked
     "package": "",                   # default: aventer-mesos (deb) / mesos (rpm)
     "repo_url": "",                  # mirror: the repository base URL (required)
@@ -226,6 +228,26 @@ def _check_mesos_value(key: str, value: Any, fail: Fail) -> None:
                           f"({', '.join(MESOS_CONTAINERIZERS)})")
 
 
+def sha512_from_file(path: str, url: str, fail: Callable[[str], NoReturn]) -> str:
+    """The sha512 that a checksum file on this machine gives the archive of `url`: a
+    SHA512SUMS file ("HEX  NAME" lines; the line of the URL's file name), or one bare
+    digest. Read when rendering, so that the rendered script carries the digest: a new
+    build changes the script, and configure installs it."""
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    where = Path(path).expanduser()
+    try:
+        text = where.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"cannot read {where}: {getattr(exc, 'strerror', None) or exc}")
+    lines = [line.split() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    if len(lines) == 1 and len(lines[0]) == 1 and _HEX_RE.match(lines[0][0]):
+        return lines[0][0].lower()
+    for parts in lines:
+        if len(parts) == 2 and _HEX_RE.match(parts[0]) and parts[1].lstrip("*") == name:
+            return parts[0].lower()
+    fail(f"{where} lists no sha512 for {name or url!r} (lines \"HEX  NAME\", or one bare digest)")
+
+
 def _tarball(cfg: dict[str, Any], archive_path: str, fail: Fail, install: bool) -> str:
     """URL of the release tarball for tarball/mirror sources ('' otherwise)."""
     if cfg["source"] not in ("tarball", "mirror") or not install:
@@ -272,8 +294,14 @@ def resolve(section: str, given: Mapping[str, Any], *, cluster: str, mesos_maste
         if cfg["source"] == "tarball":
             if install and not cfg["url"]:
                 fail("url", "source tarball needs the URL of the Mesos build's archive")
+            if install and cfg["sha512_file"]:
+                listed = sha512_from_file(cfg["sha512_file"], cfg["url"], lambda reason: fail("sha512_file", reason))
+                if cfg["sha512"] and cfg["sha512"].lower() != listed:
+                    fail("sha512", f"differs from the sha512 {cfg['sha512_file']} lists")
+                cfg["sha512"] = listed
             if install and not cfg["sha512"]:
-                fail("sha512", "source tarball needs the archive's sha512 (128 hex digits)")
+                fail("sha512", "source tarball needs the archive's sha512 (128 hex digits) "
+                               "or a sha512_file that lists it")
             cfg["tarball_url"] = cfg["url"]
             # A build unpacked away from its build prefix: binaries by path, and the
             # helpers and web UI it would look for under the compiled-in prefix.

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from k1prov.cli import app
@@ -75,7 +76,7 @@ def test_lab_yaml_needs_the_lab_key_and_says_which_file(lab_operator_key):
 
 
 def test_examples_check_clean(lab_operator_key):
-    for name in ("lab.yaml", "devtower.yaml", "large.yaml"):
+    for name in ("lab.yaml", "lab-standalone.yaml", "devtower.yaml", "large.yaml"):
         result = runner.invoke(app, ["inventory", "check", str(REPO / "inventories" / name), "--json"])
         assert result.exit_code == 0, (name, result.output)
     large = json.loads(runner.invoke(app, ["inventory", "check", str(REPO / "inventories/large.yaml"),
@@ -83,15 +84,30 @@ def test_examples_check_clean(lab_operator_key):
     assert len(large["nodes"]) == 503
 
 
-def test_lab_yaml_matches_the_default_lab(tmp_path, lab_operator_key):
-    """inventories/lab.yaml describes exactly the machines a default `lab up` serves."""
+def test_lab_yaml_without_the_published_mesos_build_is_refused_with_the_file_named(lab_operator_key):
+    sums = Path("~/.local/share/k1prov/lab/http/mesos/SHA512SUMS").expanduser()
+    sums.unlink()
+    result = runner.invoke(app, ["inventory", "check", str(REPO / "inventories/lab.yaml")])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {REPO / 'inventories/lab.yaml'}:"), lines
+    assert f"roles.mesos.sha512_file: cannot read {sums}" in lines[0]
+    # The standalone inventory needs no build.
+    ok = runner.invoke(app, ["inventory", "check", str(REPO / "inventories/lab-standalone.yaml")])
+    assert ok.exit_code == 0, ok.output
+
+
+@pytest.mark.parametrize("name,mesos", [("lab.yaml", True), ("lab-standalone.yaml", False)])
+def test_lab_yaml_matches_the_default_lab(tmp_path, lab_operator_key, name, mesos):
+    """inventories/lab.yaml (lab-standalone.yaml) describes exactly the machines a default
+    `lab up` serves, with Mesos (without), as `lab inventory` writes them."""
     from k1prov.inventory import parse_inventory
     from k1prov.lab import LabSettings
 
     settings = LabSettings(root=Path("~/.local/share/k1prov/lab").expanduser(), venv=tmp_path)
     from k1prov.lab import Lab
-    generated = parse_inventory(Lab(settings).inventory_yaml(), path=tmp_path / "gen.yaml")
-    committed = load_inventory(REPO / "inventories" / "lab.yaml")
+    generated = parse_inventory(Lab(settings).inventory_yaml(mesos=mesos), path=tmp_path / "gen.yaml")
+    committed = load_inventory(REPO / "inventories" / name)
 
     def shape(inv):
         return [(n.name, n.bmc.address, n.bmc.port, n.bmc.username, n.macs, n.address, n.roles,
@@ -105,6 +121,8 @@ def test_lab_yaml_matches_the_default_lab(tmp_path, lab_operator_key):
     assert Path(committed.ssh.private_key).expanduser() == Path(generated.ssh.private_key)
     assert committed.cloud.ironic_url == generated.cloud.ironic_url
     assert committed.cloud.glance_url == generated.cloud.glance_url
+    assert committed.cluster == generated.cluster
+    assert bool(committed.with_role("mesos-master")) is mesos
 
 
 def test_limit_unknown_node_is_an_input_error(tmp_path, lab_operator_key):

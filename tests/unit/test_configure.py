@@ -143,12 +143,74 @@ def test_install_checks_wait_for_render_not_for_load():
 
 
 def test_lab_inventory_loads_and_renders_preinstalled_roles(lab_operator_key):
-    inv = parse_inventory((REPO / "inventories" / "lab.yaml").read_text(), path=REPO / "inventories/lab.yaml")
+    path = REPO / "inventories" / "lab-standalone.yaml"
+    inv = parse_inventory(path.read_text(), path=path)
     assert inv.roles["zookeeper"]["source"] == "preinstalled"
     assert inv.roles["spark"]["spark_home"] == "/opt/spark"
     assert inv.roles["spark"]["manager"] == "standalone"
     scripts = render_all(inv)
     assert [s.role for s in scripts["lab01"]] == ["zookeeper", "spark-master"]
+
+
+def test_lab_inventory_with_mesos_renders_the_published_build_with_its_listed_sha512(lab_operator_key):
+    from conftest import LAB_BUILD_SHA512
+
+    path = REPO / "inventories" / "lab.yaml"
+    inv = parse_inventory(path.read_text(), path=path)
+    # Kept as a path of this machine (~ expanded), read only when rendering.
+    assert inv.roles["mesos"]["sha512_file"] == str(Path("~/.local/share/k1prov/lab/http/mesos/SHA512SUMS").expanduser())
+    assert inv.roles["mesos"]["sha512"] == ""
+    scripts = render_all(inv)
+    assert [s.role for s in scripts["lab01"]] == ["zookeeper", "mesos-master", "spark-client"]
+    assert [s.role for s in scripts["lab04"]] == ["mesos-agent", "spark-worker"]
+    agent = scripts["lab04"][0].text
+    assert "CFG_TARBALL_URL=http://10.251.0.1:8088/mesos/lab-build" in agent
+    assert f"CFG_TARBALL_SHA512={LAB_BUILD_SHA512}" in agent
+    assert "spark.master mesos://zk://" in next(s for s in scripts["lab01"] if s.role == "spark-client").text
+
+
+
+MESOS_NODES = """\
+nodes:
+  - {name: m1, bmc: {port: 7001}, macs: ["52:54:00:00:00:01"], address: 10.0.0.1, roles: [zookeeper, mesos-master]}
+  - {name: a1, bmc: {port: 7002}, macs: ["52:54:00:00:00:02"], address: 10.0.0.2, roles: [mesos-agent]}
+"""
+
+
+def _mesos_inventory(d: Path, extra: str):
+    text = HEAD + ("roles:\n  zookeeper: {source: preinstalled}\n"
+                   "  mesos: {source: tarball, url: http://10.0.0.9/b/m.tar.xz, " + extra + "}\n") + MESOS_NODES
+    return parse_inventory(text, path=d / "inv.yaml"), text
+
+
+def test_mesos_sha512_file_is_read_when_rendering_and_refused_plainly(tmp_path):
+    good, other = "1f" * 64, "2e" * 64
+    (tmp_path / "sums").write_text(f"{other}  x.tar.xz\n{good} *m.tar.xz\n")
+    # Relative to the inventory's directory; kept as that path, read only when rendering.
+    inv, _ = _mesos_inventory(tmp_path, "sha512_file: sums")
+    assert inv.roles["mesos"]["sha512_file"] == str(tmp_path / "sums")
+    agent = render_all(inv)["a1"][0].text
+    assert f"CFG_TARBALL_SHA512={good}" in agent
+    # A new build listed: the script changes (configure installs it).
+    (tmp_path / "sums").write_text(f"{other}  m.tar.xz\n")
+    assert f"CFG_TARBALL_SHA512={other}" in render_all(inv)["a1"][0].text
+    # One bare digest.
+    (tmp_path / "one").write_text(good.upper() + "\n")
+    assert f"CFG_TARBALL_SHA512={good}" in render_all(_mesos_inventory(tmp_path, "sha512_file: one")[0])["a1"][0].text
+    # Refusals name the field at its line: no file, no line for the URL's file name, a
+    # sha512 written beside it that differs.
+    for extra, reason in ((f"sha512_file: {tmp_path / 'none'}", f"cannot read {tmp_path / 'none'}: No such file"),
+                          ("sha512_file: sums", ""),
+                          (f"sha512_file: one, sha512: {other}", "differs from the sha512")):
+        if not reason:
+            (tmp_path / "sums").write_text(f"{good}  x.tar.xz\n")
+            reason = f"{tmp_path / 'sums'} lists no sha512 for 'm.tar.xz'"
+        inv, text = _mesos_inventory(tmp_path, extra)
+        with pytest.raises(InventoryError) as info:
+            render_all(inv)
+        assert reason in str(info.value), str(info.value)
+        assert info.value.field in ("roles.mesos.sha512_file", "roles.mesos.sha512")
+        assert info.value.line == line_of(text, "mesos:")
 
 
 # ---- small pieces of configure ---------------------------------------------------------

@@ -50,12 +50,27 @@ def test_password_comes_from_the_lab_file(tmp_path):
     assert inv.nodes[0].bmc.password.reveal() == "s3cret-pw"
 
 
+def test_with_mesos_masters_are_the_zookeeper_members_and_agents_the_rest(tmp_path):
+    lb = lab(tmp_path, nodes=6, http_port=18088, cidr="10.252.20.1/24")
+    inv = parse_inventory(lb.inventory_yaml(mesos=True), path=tmp_path / "lab.yaml")
+    assert [n.roles for n in inv.nodes] == [("zookeeper", "mesos-master", "spark-client")] + \
+        [("zookeeper", "mesos-master")] * 2 + [("mesos-agent", "spark-worker")] * 3
+    mesos = inv.roles["mesos"]
+    # The build `lab up` publishes at a fixed URL, its sha512 from the file beside it.
+    assert mesos["source"] == "tarball" and mesos["url"] == "http://10.252.20.1:18088/mesos/lab-build"
+    assert mesos["sha512_file"] == str(tmp_path / "lab" / "http" / "mesos" / "SHA512SUMS")
+    assert mesos["agent_flags"]["launcher"] == "posix" and mesos["isolation"] == "posix/cpu,posix/mem"
+    assert inv.roles["spark"]["manager"] == "mesos"
+    assert inv.warnings == ()
+
+
+@pytest.mark.parametrize("mesos", [False, True])
 @pytest.mark.parametrize("count", [1, 2, 3, 4])
-def test_small_labs(tmp_path, count):
-    inv = parse_inventory(lab(tmp_path, nodes=count).inventory_yaml(),
+def test_small_labs(tmp_path, count, mesos):
+    inv = parse_inventory(lab(tmp_path, nodes=count).inventory_yaml(mesos=mesos),
                           path=tmp_path / "lab.yaml")
     assert len(inv.nodes) == count
-    assert inv.nodes[0].has_role("spark-master")
+    assert inv.nodes[0].has_role("mesos-master" if mesos else "spark-master")
 
 
 def test_subset_and_wide_names(tmp_path):

@@ -31,16 +31,31 @@ def test_mesos_is_off_with_a_reason(tmp_path, monkeypatch):
     assert mesos_off_reason() == f"Mesos is off in the lab: {MESOS_DIR_ENV}=off"
 
 
-def test_publish_puts_the_build_under_the_http_directory(tmp_path):
-    from k1prov.lab.mesos import publish
+def test_publish_puts_the_build_at_its_own_name_and_the_fixed_one_with_sums(tmp_path):
+    from k1prov.lab.mesos import published_sums, published_url, publish
+    from k1prov.roles.role_settings import sha512_from_file
 
     build_dir = tmp_path / "build"
     build_dir.mkdir()
     (build_dir / "m.tar.xz").write_bytes(b"build bytes")
-    (build_dir / "SHA512SUMS").write_text(f"{hashlib.sha512(b'build bytes').hexdigest()}  m.tar.xz\n")
-    build, where = publish(tmp_path / "http", str(build_dir))
-    assert build is not None and where == "mesos/m.tar.xz"
-    assert (tmp_path / "http" / where).read_bytes() == b"build bytes"
-    assert publish(tmp_path / "http", str(build_dir))[1] == where   # again: nothing to do
-    off, reason = publish(tmp_path / "http", "off")
+    sha = hashlib.sha512(b"build bytes").hexdigest()
+    (build_dir / "SHA512SUMS").write_text(f"{sha}  m.tar.xz\n")
+    http = tmp_path / "http"
+    (http / "mesos").mkdir(parents=True)
+    (http / "mesos" / "old-build.tar.xz").write_bytes(b"an earlier build")
+    build, where = publish(http, str(build_dir))
+    assert build is not None and where == "mesos/lab-build"
+    assert (http / "mesos" / "m.tar.xz").read_bytes() == b"build bytes"
+    assert (http / "mesos" / "lab-build").read_bytes() == b"build bytes"
+    assert not (http / "mesos" / "old-build.tar.xz").exists()
+    assert published_sums(http).read_text() == f"{sha}  m.tar.xz\n{sha}  lab-build\n"
+    # What a lab inventory's roles.mesos.sha512_file gives for roles.mesos.url.
+    url = published_url("http://10.0.0.1:8088")
+    assert url == "http://10.0.0.1:8088/mesos/lab-build"
+    never = lambda reason: (_ for _ in ()).throw(AssertionError(reason))  # noqa: E731
+    assert sha512_from_file(str(published_sums(http)), url, never) == sha
+    assert publish(http, str(build_dir))[1] == where   # again: nothing to do
+    # Off: nothing of it is served any more (an inventory naming it is refused, not served a stale build).
+    off, reason = publish(http, "off")
     assert off is None and reason == f"Mesos is off in the lab: {MESOS_DIR_ENV}=off"
+    assert not (http / "mesos").exists()
