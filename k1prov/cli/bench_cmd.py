@@ -66,30 +66,49 @@ def show(result: BenchResult) -> None:
 @app.command("drf")
 @handles_errors
 def drf(inventory: Path = InventoryOpt,
-        duration: float = typer.Option(120.0, "--duration", min=10.0, help="Seconds of sampling."),
-        frameworks: str = typer.Option("drf1:0.25:64,drf2:0.1:128", "--frameworks",
+        duration: float = typer.Option(90.0, "--duration", min=10.0, help="Seconds of sampling, each phase."),
+        frameworks: str = typer.Option("drf1:0.2:76.8,drf2:0.1:102.4", "--frameworks",
                                        help="Two ROLE:CPUS:MEM (per task); the roles' weights are "
                                             "the masters' (roles.mesos.weights)."),
-        task_seconds: float = typer.Option(6.0, "--task-seconds", min=0.5, help="Length of each task."),
+        task_seconds: float = typer.Option(20.0, "--task-seconds", min=0.5,
+                                           help="Mean length of each task (spread over ±50%)."),
+        tasks_per_offer: int = typer.Option(1, "--tasks-per-offer", min=1,
+                                            help="Tasks a framework launches from one offer."),
+        control: bool = typer.Option(True, "--control/--no-control",
+                                     help="Then the same frameworks in two roles without a weight "
+                                          "(ROLE-control): the ratio there should be near 1."),
         as_json: bool = JsonOpt):
     """Two frameworks in two weighted roles, both asking for more than the cluster has: their
-    dominant shares over time from the leading master, a CSV and a PNG plot in the run directory."""
+    dominant shares over time from the leading master, the steady-state ratio against the
+    weights' (and a control run without weights), a CSV and a PNG plot in the run directory."""
     from k1prov.bench.drf import DrfOptions, parse_frameworks
 
-    options = DrfOptions(duration=duration, task_seconds=task_seconds, frameworks=parse_frameworks(frameworks))
+    options = DrfOptions(duration=duration, task_seconds=task_seconds, tasks_per_offer=tasks_per_offer,
+                         control=control, frameworks=parse_frameworks(frameworks))
     with make_provisioner(load(inventory), quiet=as_json) as prov:
         result = prov.bench_drf(options)
     if as_json:
         print_json(result.to_dict())
     else:
-        roles = [f.role for f in options.frameworks]
-        step = max(1, len(result.samples) // 12)
-        rows = [{"t s": f"{r['t']:.0f}", **{f"{role} share": f"{r[f'{role}_share']:.3f}" for role in roles}}
-                for r in result.samples[::step]]
-        out.print(rows_table(rows, ["t s"] + [f"{role} share" for role in roles],
-                             title=f"Dominant shares on {result.cluster} (leader {result.leader or '?'})"))
-        err.print(f"weights {result.weights}; converged shares (median of the last third) {result.converged}; "
-                  f"share ratio {result.share_ratio} against weight ratio {result.weight_ratio}", highlight=False)
+        for phase in result.runs:
+            step = max(1, len(phase.samples) // 12)
+            rows = [{"t s": f"{r['t']:.0f}", **{f"{role} share": f"{r[f'{role}_share']:.3f}" for role in phase.roles}}
+                    for r in phase.samples[::step]]
+            out.print(rows_table(rows, ["t s"] + [f"{role} share" for role in phase.roles],
+                                 title=f"Dominant shares, {phase.name} (leader {result.leader or '?'})"))
+        rows = [{"phase": p.name, "weights": ", ".join(f"{r} {p.weights.get(r, 1.0):g}" for r in p.roles),
+                 "steady from s": "-" if p.steady_from is None else f"{p.steady_from:.0f}",
+                 "converged shares": ", ".join(f"{p.converged[r]:.3f}" for r in p.roles if r in p.converged) or "-",
+                 "share ratio": "-" if p.share_ratio is None else f"{p.share_ratio:g}",
+                 "weight ratio": "-" if p.weight_ratio is None else f"{p.weight_ratio:g}",
+                 "reachable ratio": "-" if p.expected_ratio is None else f"{p.expected_ratio:g}",
+                 "tasks": ", ".join(f"{p.launched.get(r, 0)}" for r in p.roles)}
+                for p in result.runs]
+        out.print(rows_table(rows, ["phase", "weights", "steady from s", "converged shares", "share ratio",
+                                    "weight ratio", "reachable ratio", "tasks"],
+                             title="Steady state (mean dominant share once the cluster is full)"))
+        err.print(f"leading master's allocation interval: {result.allocation_interval or '?'} (the ratio is "
+                  "closest to the weights' with a short one, e.g. 100ms: see k1prov.bench.drf)", highlight=False)
         for problem in result.errors:
             err.print(f"[red]error[/] {problem}", highlight=False, soft_wrap=True)
         err.print(f"results: {result.run_dir} (plot: {result.files.get('plot')})", highlight=False)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from k1prov.bench.drf import (DrfOptions, DrfResult, FrameworkSpec, analyse, command, dominant,
-                              parse_frameworks, write_outputs)
+from k1prov.bench.drf import (DEFAULT_FRAMEWORKS, DrfOptions, DrfResult, FrameworkSpec, analyse, command,
+                              dominant, fair_point, parse_frameworks, write_outputs)
 from k1prov.errors import ConfigError, InventoryError
 from k1prov.inventory.model import Bmc, Cloud, Inventory, Node, SecretRef
 
@@ -35,7 +35,9 @@ def test_parse_frameworks():
 def test_the_script_names_every_master_and_framework():
     text = command(inventory(), DrfOptions(duration=30, task_seconds=2))
     assert "--masters 10.0.0.1:5050,10.0.0.2:5050,10.0.0.3:5050" in text
-    assert "--framework drf1:0.25:64 --framework drf2:0.1:128" in text and "--duration 30" in text
+    assert "--framework drf1:0.2:76.8 --framework drf2:0.1:102.4" in text and "--duration 30" in text
+    assert "--tasks-per-offer 1" in text and "--control drf1-control,drf2-control" in text
+    assert "--control drf1" not in command(inventory(), DrfOptions(control=False))
     proc = subprocess.run(["bash", "-n"], input=text, text=True, capture_output=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     with pytest.raises(InventoryError, match="no node has the mesos-master role"):
@@ -45,13 +47,27 @@ def test_the_script_names_every_master_and_framework():
 def test_the_frameworks_file_is_plain_python3():
     source = Path(__file__).resolve().parents[2] / "k1prov" / "bench" / "drf_frameworks.py"
     proc = subprocess.run([sys.executable, str(source), "--help"], capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 0 and "--framework" in proc.stdout
+    assert proc.returncode == 0 and "--framework" in proc.stdout and "--control" in proc.stdout
 
 
-def sample(t, a, b, total=(4.0, 3072.0), weights=(1.0, 2.0)):
-    return {"event": "sample", "t": t, "total": {"cpus": total[0], "mem": total[1]},
-            "roles": {"drf1": {"cpus": a[0], "mem": a[1], "weight": weights[0]},
-                      "drf2": {"cpus": b[0], "mem": b[1], "weight": weights[1]}}}
+LAB_AGENTS = [{"cpus": 2.0, "mem": 1536.0}, {"cpus": 2.0, "mem": 1536.0}]
+
+
+def test_the_default_shapes_reach_the_weights_split_exactly_on_the_lab_agents():
+    # 4 drf1 + 12 drf2 tasks fill each agent's cpus and memory: shares 0.4 and 0.8.
+    assert fair_point(LAB_AGENTS, DEFAULT_FRAMEWORKS, {"drf1": 1.0, "drf2": 2.0}) == {"drf1": 0.4, "drf2": 0.8}
+    # Equal weights: near 1 (tasks are indivisible: 11 and 18 tasks).
+    assert fair_point(LAB_AGENTS, DEFAULT_FRAMEWORKS, {}) == {"drf1": 0.55, "drf2": 0.6}
+    # The previous default shapes could not reach 2 (the leftovers go to whoever still fits).
+    old = (FrameworkSpec("drf1", 0.25, 64.0), FrameworkSpec("drf2", 0.1, 128.0))
+    assert fair_point(LAB_AGENTS, old, {"drf1": 1.0, "drf2": 2.0}) == {"drf1": 0.5, "drf2": 0.8333}
+    assert fair_point([], DEFAULT_FRAMEWORKS, {}) == {}
+
+
+def sample(t, a, b, total=(4.0, 3072.0), weights=(1.0, 2.0), roles=("drf1", "drf2"), phase="weighted"):
+    return {"event": "sample", "phase": phase, "t": t, "total": {"cpus": total[0], "mem": total[1]},
+            "roles": {roles[0]: {"cpus": a[0], "mem": a[1], "weight": weights[0]},
+                      roles[1]: {"cpus": b[0], "mem": b[1], "weight": weights[1]}}}
 
 
 def test_dominant_share_is_the_larger_of_cpus_and_mem():
@@ -60,29 +76,60 @@ def test_dominant_share_is_the_larger_of_cpus_and_mem():
     assert dominant(1.0, 1.0, {}) == 0.0
 
 
-def test_analysis_converges_on_the_last_third_and_files_are_written(tmp_path):
-    # First one role has everything, then they settle at 0.375 / 0.75 (ratio 2).
-    lines = [{"event": "leader", "master": "10.0.0.1:5050"}]
-    lines += [sample(t, (2.0, 512.0), (0.0, 0.0)) for t in range(0, 6)]
-    lines += [sample(t, (1.5, 384.0), (1.2, 2304.0)) for t in range(6, 18)]
-    lines += [{"event": "done", "launched": {"drf1": 20, "drf2": 40}, "errors": []}]
-    result = analyse(DrfResult(cluster="lab", run_dir=tmp_path, host="m0"), lines, ["drf1", "drf2"])
-    assert result.leader == "10.0.0.1:5050" and result.weights == {"drf1": 1.0, "drf2": 2.0}
-    assert result.samples[0]["drf1_share"] == 0.5 and result.samples[-1]["drf2_share"] == 0.75
-    assert result.converged == {"drf1": 0.375, "drf2": 0.75}
-    assert result.share_ratio == 2.0 and result.weight_ratio == 2.0
-    assert result.launched == {"drf1": 20, "drf2": 40}
-    assert result.exit_code() == 0
-    write_outputs(result, ["drf1", "drf2"])
+def test_the_steady_state_starts_once_the_cluster_is_full(tmp_path):
+    # Filling (ratio anything), then full at 0.4 / 0.8 (ratio 2); the control at 0.55 / 0.6.
+    lines = [{"event": "leader", "master": "10.0.0.1:5050"}, {"event": "flags", "allocation_interval": "100ms"},
+             {"event": "agents", "phase": "weighted", "agents": LAB_AGENTS}]
+    lines += [sample(t, (0.2 * t, 76.8 * t), (0.1 * t, 102.4 * t)) for t in range(1, 6)]
+    lines += [sample(t, (1.6, 614.4), (2.4, 2457.6)) for t in range(6, 20)]
+    lines += [{"event": "done", "phase": "weighted", "launched": {"drf1": 20, "drf2": 40},
+               "failed": {"drf1": 0, "drf2": 0}, "errors": []}]
+    control = ("drf1-control", "drf2-control")
+    lines += [{"event": "agents", "phase": "control", "agents": LAB_AGENTS}]
+    lines += [sample(t, (2.2, 844.8), (1.8, 1843.2), weights=(1.0, 1.0), roles=control, phase="control")
+              for t in range(0, 15)]
+    result = analyse(DrfResult(cluster="lab", run_dir=tmp_path, host="m0"), lines, DrfOptions())
+    weighted, ctl = result.weighted, result.control
+    assert result.leader == "10.0.0.1:5050" and result.allocation_interval == "100ms"
+    assert weighted.weights == {"drf1": 1.0, "drf2": 2.0} and weighted.weight_ratio == 2.0
+    assert weighted.samples[0]["drf1_share"] == 0.05 and weighted.samples[-1]["drf2_share"] == 0.8
+    assert weighted.steady_from == 6.0 and weighted.steady_samples == 14
+    assert weighted.converged == {"drf1": 0.4, "drf2": 0.8} and weighted.share_ratio == 2.0
+    assert weighted.expected == {"drf1": 0.4, "drf2": 0.8} and weighted.expected_ratio == 2.0
+    assert weighted.launched == {"drf1": 20, "drf2": 40}
+    assert ctl.roles == list(control) and ctl.weight_ratio == 1.0 and ctl.share_ratio == 1.091
+    assert ctl.expected_ratio == 1.091 and ctl.steady_from == 0.0
+    assert result.exit_code() == 0 and not result.errors
+    write_outputs(result)
     assert Path(result.files["plot"]).read_bytes().startswith(PNG_MAGIC)
     rows = (tmp_path / "samples.csv").read_text().splitlines()
-    assert rows[0] == "t,drf1_cpus,drf1_mem,drf1_share,drf2_cpus,drf2_mem,drf2_share" and len(rows) == 19
-    assert json.loads((tmp_path / "results.json").read_text())["share_ratio"] == 2.0
+    assert rows[0] == "phase,t,role,weight,cpus,mem,share" and len(rows) == 1 + 2 * (19 + 15)
+    assert rows[-1].startswith("control,14.0,drf2-control,1.0,")
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert [r["name"] for r in data["runs"]] == ["weighted", "control"]
+    assert data["runs"][0]["expected_ratio"] == 2.0
+
+
+def test_too_short_a_run_has_no_ratio_and_says_so(tmp_path):
+    lines = [sample(t, (0.2 * t, 76.8 * t), (0.1 * t, 102.4 * t)) for t in range(1, 8)]
+    result = analyse(DrfResult(cluster="lab", run_dir=tmp_path, host="m0"), lines, DrfOptions(control=False))
+    assert result.weighted.share_ratio is None and result.exit_code() == 4
+    assert "no steady state to measure" in result.errors[0]
+
+
+def test_failed_tasks_are_errors(tmp_path):
+    lines = [sample(t, (1.6, 614.4), (2.4, 2457.6)) for t in range(0, 12)]
+    lines += [{"event": "task_failed", "phase": "weighted", "role": "drf2", "state": "TASK_FAILED",
+               "message": "Failed to launch container"}]
+    result = analyse(DrfResult(cluster="lab", run_dir=tmp_path, host="m0"), lines, DrfOptions())
+    assert result.weighted.share_ratio == 2.0 and result.exit_code() == 3    # PARTIAL
+    assert result.errors == ["weighted: drf2: a task ended TASK_FAILED: Failed to launch container"]
 
 
 def test_no_samples_is_nothing_measured(tmp_path):
     result = analyse(DrfResult(cluster="lab", run_dir=tmp_path, host="m0"),
-                     [{"event": "error", "role": "drf1", "error": "SUBSCRIBE: HTTP 403"}], ["drf1", "drf2"])
-    assert result.exit_code() == 4 and result.errors == ["SUBSCRIBE: HTTP 403"]
-    write_outputs(result, ["drf1", "drf2"])
+                     [{"event": "error", "phase": "weighted", "role": "drf1", "error": "SUBSCRIBE: HTTP 403"}],
+                     DrfOptions())
+    assert result.exit_code() == 4 and result.errors == ["weighted: SUBSCRIBE: HTTP 403"]
+    write_outputs(result)
     assert Path(result.files["plot"]).read_bytes().startswith(PNG_MAGIC)
