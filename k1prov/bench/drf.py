@@ -13,13 +13,18 @@ first phase is the weights' doing.
     result = run_drf(inv, state_root=default_state_root(), options=DrfOptions(duration=90))
 
 What the ratio depends on (measured: notes in the README's DRF section):
-- Task shapes against the agents' resources. A share moves in whole tasks, and the
-  allocator fills agent by agent, so the weights' split is reachable only if the tasks
-  pack the agents at that split. The defaults do it on the lab's agents (2 cpus,
-  1536 MB): per agent 4 cpu-heavy drf1 tasks (0.2 cpus, 76.8 MB) and 12 memory-heavy
-  drf2 tasks (0.1 cpus, 102.4 MB) fill both cpus and memory exactly, shares 0.4 and 0.8.
-  `fair_point` computes the split these shapes can reach on the agents the master
-  reports (progressive filling, a task at a time), printed as the expected ratio.
+- Task shapes against the agents' resources. A share moves in whole tasks, and a task
+  fits only where one agent has room for all of it, so the weights' split is reachable
+  only if the shapes pack at that split. The defaults do it on the lab's agents (2 cpus,
+  1536 MB each): every task takes 128 MB, so memory, the one resource that runs out,
+  comes in 24 slots any task fits (a slot either role frees fits the other's task: no
+  agent is left with room that neither can use); drf1's tasks are cpu-heavy (0.25 cpus,
+  dominant share 1/16 each), drf2's light (0.05 cpus, dominant share the memory's 1/24),
+  so DRF compares different resources, and weights 1:2 fall on 6 + 18 tasks: 0.375 and
+  0.75 exactly. (Shapes that exhaust cpus on some agents and memory on others, as the
+  earlier defaults did, leave room only one role fits and settle below 2.)
+  `fair_point` computes the split the shapes can reach on the agents the master reports
+  (progressive filling, a task at a time), printed as the reachable ratio.
 - How the frameworks ask (k1prov.bench.drf_frameworks): one task per offer, offer
   filters of one task, a common start, long jittered tasks, kept-alive connections.
 - The masters' --allocation_interval (printed; the lab's inventory sets 100ms). In one
@@ -64,7 +69,7 @@ _EOF = "K1PROV_DRF_EOF"
 # between phases, teardown of the frameworks (per phase).
 PHASE_SLACK_SECONDS = 90.0
 # The steady state starts where the cluster is this full (of the phase's peak).
-STEADY_UTILISATION = 0.9
+STEADY_UTILISATION = 0.95
 # Fewer steady samples than this: no converged share (the run was too short to tell).
 MIN_STEADY_SAMPLES = 10
 # The control phase's roles: the weighted roles' names with this suffix (no weight of their own).
@@ -80,9 +85,9 @@ class FrameworkSpec:
 
 
 # Different dominant resources on purpose (drf1 cpu-heavy, drf2 memory-heavy: DRF compares
-# each role on its own dominant one), sized so that weights 1:2 are reachable exactly on
-# the lab's agents (see the module's docstring).
-DEFAULT_FRAMEWORKS = (FrameworkSpec("drf1", 0.2, 76.8), FrameworkSpec("drf2", 0.1, 102.4))
+# each role on its own dominant one), one memory size for both so that weights 1:2 are
+# reachable exactly on the lab's agents, whatever the placement (see the module's docstring).
+DEFAULT_FRAMEWORKS = (FrameworkSpec("drf1", 0.25, 128.0), FrameworkSpec("drf2", 0.05, 128.0))
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from k1prov.bench.drf import DEFAULT_FRAMEWORKS, DrfOptions, parse_frameworks
 from k1prov.bench.kmeans import KmeansOptions, parse_modes, parse_scale_factors
 from k1prov.bench.results import BenchResult
 from k1prov.cli.common import InventoryOpt, JsonOpt, handles_errors, load
@@ -67,7 +68,8 @@ def show(result: BenchResult) -> None:
 @handles_errors
 def drf(inventory: Path = InventoryOpt,
         duration: float = typer.Option(90.0, "--duration", min=10.0, help="Seconds of sampling, each phase."),
-        frameworks: str = typer.Option("drf1:0.2:76.8,drf2:0.1:102.4", "--frameworks",
+        frameworks: str = typer.Option(",".join(f"{f.role}:{f.cpus:g}:{f.mem:g}" for f in DEFAULT_FRAMEWORKS),
+                                       "--frameworks",
                                        help="Two ROLE:CPUS:MEM (per task); the roles' weights are "
                                             "the masters' (roles.mesos.weights)."),
         task_seconds: float = typer.Option(20.0, "--task-seconds", min=0.5,
@@ -81,8 +83,6 @@ def drf(inventory: Path = InventoryOpt,
     """Two frameworks in two weighted roles, both asking for more than the cluster has: their
     dominant shares over time from the leading master, the steady-state ratio against the
     weights' (and a control run without weights), a CSV and a PNG plot in the run directory."""
-    from k1prov.bench.drf import DrfOptions, parse_frameworks
-
     options = DrfOptions(duration=duration, task_seconds=task_seconds, tasks_per_offer=tasks_per_offer,
                          control=control, frameworks=parse_frameworks(frameworks))
     with make_provisioner(load(inventory), quiet=as_json) as prov:

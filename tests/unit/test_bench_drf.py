@@ -35,7 +35,7 @@ def test_parse_frameworks():
 def test_the_script_names_every_master_and_framework():
     text = command(inventory(), DrfOptions(duration=30, task_seconds=2))
     assert "--masters 10.0.0.1:5050,10.0.0.2:5050,10.0.0.3:5050" in text
-    assert "--framework drf1:0.2:76.8 --framework drf2:0.1:102.4" in text and "--duration 30" in text
+    assert "--framework drf1:0.25:128 --framework drf2:0.05:128" in text and "--duration 30" in text
     assert "--tasks-per-offer 1" in text and "--control drf1-control,drf2-control" in text
     assert "--control drf1" not in command(inventory(), DrfOptions(control=False))
     proc = subprocess.run(["bash", "-n"], input=text, text=True, capture_output=True, timeout=30)
@@ -54,11 +54,11 @@ LAB_AGENTS = [{"cpus": 2.0, "mem": 1536.0}, {"cpus": 2.0, "mem": 1536.0}]
 
 
 def test_the_default_shapes_reach_the_weights_split_exactly_on_the_lab_agents():
-    # 4 drf1 + 12 drf2 tasks fill each agent's cpus and memory: shares 0.4 and 0.8.
-    assert fair_point(LAB_AGENTS, DEFAULT_FRAMEWORKS, {"drf1": 1.0, "drf2": 2.0}) == {"drf1": 0.4, "drf2": 0.8}
-    # Equal weights: near 1 (tasks are indivisible: 11 and 18 tasks).
-    assert fair_point(LAB_AGENTS, DEFAULT_FRAMEWORKS, {}) == {"drf1": 0.55, "drf2": 0.6}
-    # The previous default shapes could not reach 2 (the leftovers go to whoever still fits).
+    # 6 drf1 + 18 drf2 tasks fill the 24 memory slots: shares 0.375 (cpus) and 0.75 (memory).
+    assert fair_point(LAB_AGENTS, DEFAULT_FRAMEWORKS, {"drf1": 1.0, "drf2": 2.0}) == {"drf1": 0.375, "drf2": 0.75}
+    # Equal weights: near 1 (tasks are indivisible: 10 and 14 tasks).
+    assert fair_point(LAB_AGENTS, DEFAULT_FRAMEWORKS, {}) == {"drf1": 0.625, "drf2": 0.5833}
+    # The earlier default shapes could not reach 2 (the leftovers go to whoever still fits).
     old = (FrameworkSpec("drf1", 0.25, 64.0), FrameworkSpec("drf2", 0.1, 128.0))
     assert fair_point(LAB_AGENTS, old, {"drf1": 1.0, "drf2": 2.0}) == {"drf1": 0.5, "drf2": 0.8333}
     assert fair_point([], DEFAULT_FRAMEWORKS, {}) == {}
@@ -80,25 +80,25 @@ def test_the_steady_state_starts_once_the_cluster_is_full(tmp_path):
     # Filling (ratio anything), then full at 0.4 / 0.8 (ratio 2); the control at 0.55 / 0.6.
     lines = [{"event": "leader", "master": "10.0.0.1:5050"}, {"event": "flags", "allocation_interval": "100ms"},
              {"event": "agents", "phase": "weighted", "agents": LAB_AGENTS}]
-    lines += [sample(t, (0.2 * t, 76.8 * t), (0.1 * t, 102.4 * t)) for t in range(1, 6)]
-    lines += [sample(t, (1.6, 614.4), (2.4, 2457.6)) for t in range(6, 20)]
+    lines += [sample(t, (0.25 * t, 128.0 * t), (0.05 * 3 * t, 128.0 * 3 * t)) for t in range(1, 6)]
+    lines += [sample(t, (1.5, 768.0), (0.9, 2304.0)) for t in range(6, 20)]
     lines += [{"event": "done", "phase": "weighted", "launched": {"drf1": 20, "drf2": 40},
                "failed": {"drf1": 0, "drf2": 0}, "errors": []}]
     control = ("drf1-control", "drf2-control")
     lines += [{"event": "agents", "phase": "control", "agents": LAB_AGENTS}]
-    lines += [sample(t, (2.2, 844.8), (1.8, 1843.2), weights=(1.0, 1.0), roles=control, phase="control")
+    lines += [sample(t, (2.5, 1280.0), (0.7, 1792.0), weights=(1.0, 1.0), roles=control, phase="control")
               for t in range(0, 15)]
     result = analyse(DrfResult(cluster="lab", run_dir=tmp_path, host="m0"), lines, DrfOptions())
     weighted, ctl = result.weighted, result.control
     assert result.leader == "10.0.0.1:5050" and result.allocation_interval == "100ms"
     assert weighted.weights == {"drf1": 1.0, "drf2": 2.0} and weighted.weight_ratio == 2.0
-    assert weighted.samples[0]["drf1_share"] == 0.05 and weighted.samples[-1]["drf2_share"] == 0.8
+    assert weighted.samples[0]["drf1_share"] == 0.0625 and weighted.samples[-1]["drf2_share"] == 0.75
     assert weighted.steady_from == 6.0 and weighted.steady_samples == 14
-    assert weighted.converged == {"drf1": 0.4, "drf2": 0.8} and weighted.share_ratio == 2.0
-    assert weighted.expected == {"drf1": 0.4, "drf2": 0.8} and weighted.expected_ratio == 2.0
+    assert weighted.converged == {"drf1": 0.375, "drf2": 0.75} and weighted.share_ratio == 2.0
+    assert weighted.expected == {"drf1": 0.375, "drf2": 0.75} and weighted.expected_ratio == 2.0
     assert weighted.launched == {"drf1": 20, "drf2": 40}
-    assert ctl.roles == list(control) and ctl.weight_ratio == 1.0 and ctl.share_ratio == 1.091
-    assert ctl.expected_ratio == 1.091 and ctl.steady_from == 0.0
+    assert ctl.roles == list(control) and ctl.weight_ratio == 1.0 and ctl.share_ratio == 0.933
+    assert ctl.expected_ratio == 0.933 and ctl.steady_from == 0.0
     assert result.exit_code() == 0 and not result.errors
     write_outputs(result)
     assert Path(result.files["plot"]).read_bytes().startswith(PNG_MAGIC)
@@ -111,14 +111,14 @@ def test_the_steady_state_starts_once_the_cluster_is_full(tmp_path):
 
 
 def test_too_short_a_run_has_no_ratio_and_says_so(tmp_path):
-    lines = [sample(t, (0.2 * t, 76.8 * t), (0.1 * t, 102.4 * t)) for t in range(1, 8)]
+    lines = [sample(t, (0.25 * t, 128.0 * t), (0.15 * t, 384.0 * t)) for t in range(1, 8)]
     result = analyse(DrfResult(cluster="lab", run_dir=tmp_path, host="m0"), lines, DrfOptions(control=False))
     assert result.weighted.share_ratio is None and result.exit_code() == 4
     assert "no steady state to measure" in result.errors[0]
 
 
 def test_failed_tasks_are_errors(tmp_path):
-    lines = [sample(t, (1.6, 614.4), (2.4, 2457.6)) for t in range(0, 12)]
+    lines = [sample(t, (1.5, 768.0), (0.9, 2304.0)) for t in range(0, 12)]
     lines += [{"event": "task_failed", "phase": "weighted", "role": "drf2", "state": "TASK_FAILED",
                "message": "Failed to launch container"}]
     result = analyse(DrfResult(cluster="lab", run_dir=tmp_path, host="m0"), lines, DrfOptions())
