@@ -93,7 +93,7 @@ DEFAULT_FRAMEWORKS = (FrameworkSpec("drf1", 0.25, 128.0), FrameworkSpec("drf2", 
 @dataclass(frozen=True)
 class DrfOptions:
     duration: float = 90.0          # seconds of sampling, each phase
-    task_seconds: float = 20.0      # each task's mean length (sleep), spread over ±50%
+    task_seconds: float = 30.0      # each task's mean length (sleep), spread over ±50%
     tasks_per_offer: int = 1
     control: bool = True            # a second phase in unweighted roles
     frameworks: tuple[FrameworkSpec, ...] = DEFAULT_FRAMEWORKS

@@ -18,9 +18,11 @@ measured ratio; see k1prov.bench.drf):
   the first to subscribe does not take the whole cluster before the other exists.
 - Tasks last task_seconds on average, spread over ±50% (seeded), so that tasks launched
   together do not all end in the same allocation cycle.
-- Calls go over one kept-alive connection per framework: a framework that opens a
-  connection per acknowledgement falls behind on a loaded machine, holds its offers
-  longer, and those count as its share in the allocator (it then gets less).
+- Offers are answered at once, over a kept-alive connection; status updates are
+  acknowledged by a thread of their own, over another. A framework that opens a
+  connection per call, or acknowledges in line, falls behind on a loaded machine (the
+  one with more, smaller tasks first: it has more updates), holds its offers longer, and
+  the allocator counts an outstanding offer as the role's share: it then gets less.
 
 Phases: the weighted run in the given roles, then (--control) the same frameworks in two
 roles with no weight of their own (the control: the ratio should be near 1). Before each
@@ -41,6 +43,7 @@ Usage: python3 drf_frameworks.py --masters IP:PORT,... --duration S
 """
 import argparse
 import json
+import queue
 import random
 import sys
 import threading
@@ -115,13 +118,17 @@ class Caller:
 
 
 class Framework(threading.Thread):
-    def __init__(self, master, role, cpus, mem, task_seconds, tasks_per_offer, seed, go, stop):
+    def __init__(self, phase, master, role, cpus, mem, task_seconds, tasks_per_offer, seed, go, stop):
         super().__init__(daemon=True)
+        self.phase = phase
         self.master, self.role, self.cpus, self.mem = master, role, cpus, mem
         self.task_seconds, self.tasks_per_offer = task_seconds, tasks_per_offer
         self.random = random.Random(f"{seed}-{role}")
         self.go, self.stop = go, stop
         self.caller = Caller(master)
+        self.acks = queue.Queue()
+        self.ack_caller = Caller(master)
+        self.acker = threading.Thread(target=self.acknowledge, daemon=True)
         self.subscribed = threading.Event()
         self.framework_id = None
         self.launched = 0
@@ -139,7 +146,7 @@ class Framework(threading.Thread):
             if self.stop.is_set():
                 return  # the stream ends with the teardown
             self.error = f"{self.role}: {exc}"
-            say({"event": "error", "role": self.role, "error": str(exc)})
+            say({"event": "error", "phase": self.phase, "role": self.role, "error": str(exc)})
         finally:
             self.subscribed.set()   # never leave the start waiting on a framework that failed
 
@@ -160,7 +167,8 @@ class Framework(threading.Thread):
         resp = conn.getresponse()
         if resp.status != 200:
             raise RuntimeError(f"SUBSCRIBE: HTTP {resp.status} {resp.read()[:200]!r}")
-        self.caller.stream_id = resp.getheader("Mesos-Stream-Id")
+        self.caller.stream_id = self.ack_caller.stream_id = resp.getheader("Mesos-Stream-Id")
+        self.acker.start()
         while not self.stop.is_set():
             event = self.read_record(resp)
             if event is None:
@@ -206,14 +214,27 @@ class Framework(threading.Thread):
                                        "TASK_GONE", "TASK_UNREACHABLE") and not self.stop.is_set():
                 self.failed += 1
                 if self.failed == 1:
-                    say({"event": "task_failed", "role": self.role, "state": status.get("state"),
+                    say({"event": "task_failed", "phase": self.phase, "role": self.role, "state": status.get("state"),
                          "message": status.get("message", "")})
             if status.get("uuid"):
-                self.call({"framework_id": {"value": self.framework_id}, "type": "ACKNOWLEDGE",
-                           "acknowledge": {"agent_id": status["agent_id"], "task_id": status["task_id"],
-                                           "uuid": status["uuid"]}})
+                self.acks.put({"framework_id": {"value": self.framework_id}, "type": "ACKNOWLEDGE",
+                               "acknowledge": {"agent_id": status["agent_id"], "task_id": status["task_id"],
+                                               "uuid": status["uuid"]}})
         elif kind == "ERROR":
             raise RuntimeError(event.get("error", {}).get("message", "framework error"))
+
+    def acknowledge(self):
+        """Send the queued acknowledgements, in order, until None."""
+        while True:
+            body = self.acks.get()
+            if body is None:
+                return
+            try:
+                self.ack_caller.call(body)
+            except Exception as exc:
+                if not self.stop.is_set() and self.error is None:
+                    self.error = f"{self.role}: ACKNOWLEDGE: {exc}"
+                    say({"event": "error", "phase": self.phase, "role": self.role, "error": f"ACKNOWLEDGE: {exc}"})
 
     def offer(self, offer):
         """Launch up to tasks_per_offer tasks from the offer; the rest goes back at once."""
@@ -244,7 +265,11 @@ class Framework(threading.Thread):
                 self.call({"framework_id": {"value": self.framework_id}, "type": "TEARDOWN"})
             except Exception:
                 pass
+        self.acks.put(None)
+        if self.acker.is_alive():
+            self.acker.join(TEARDOWN_TIMEOUT)
         self.caller.close()
+        self.ack_caller.close()
 
 
 def sample(master, roles, started, phase):
@@ -305,8 +330,8 @@ def run_phase(phase, master, shapes, args):
     except (OSError, ValueError) as exc:
         say({"event": "error", "phase": phase, "role": "", "error": f"agents: {exc}"})
     go, stop = threading.Event(), threading.Event()
-    frameworks = [Framework(master, role, cpus, mem, args.task_seconds, args.tasks_per_offer, args.seed, go, stop)
-                  for role, cpus, mem in shapes]
+    frameworks = [Framework(phase, master, role, cpus, mem, args.task_seconds, args.tasks_per_offer, args.seed,
+                            go, stop) for role, cpus, mem in shapes]
     roles = [f.role for f in frameworks]
     for f in frameworks:
         f.start()
@@ -345,7 +370,7 @@ def main(argv=None):
     parser.add_argument("--duration", type=float, required=True, help="seconds of sampling, each phase")
     parser.add_argument("--framework", action="append", required=True, help="ROLE:CPUS:MEM")
     parser.add_argument("--control", default="", help="ROLE,ROLE: a second phase in these roles")
-    parser.add_argument("--task-seconds", type=float, default=20.0)
+    parser.add_argument("--task-seconds", type=float, default=30.0)
     parser.add_argument("--tasks-per-offer", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--interval", type=float, default=1.0)

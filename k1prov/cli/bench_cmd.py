@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from k1prov.bench.drf import DEFAULT_FRAMEWORKS, DrfOptions, parse_frameworks
+from k1prov.bench.drf import DEFAULT_FRAMEWORKS, DrfOptions, DrfResult, parse_frameworks
 from k1prov.bench.kmeans import KmeansOptions, parse_modes, parse_scale_factors
 from k1prov.bench.results import BenchResult
 from k1prov.cli.common import InventoryOpt, JsonOpt, handles_errors, load
@@ -72,7 +72,7 @@ def drf(inventory: Path = InventoryOpt,
                                        "--frameworks",
                                        help="Two ROLE:CPUS:MEM (per task); the roles' weights are "
                                             "the masters' (roles.mesos.weights)."),
-        task_seconds: float = typer.Option(20.0, "--task-seconds", min=0.5,
+        task_seconds: float = typer.Option(30.0, "--task-seconds", min=0.5,
                                            help="Mean length of each task (spread over ±50%)."),
         tasks_per_offer: int = typer.Option(1, "--tasks-per-offer", min=1,
                                             help="Tasks a framework launches from one offer."),
@@ -90,26 +90,31 @@ def drf(inventory: Path = InventoryOpt,
     if as_json:
         print_json(result.to_dict())
     else:
-        for phase in result.runs:
-            step = max(1, len(phase.samples) // 12)
-            rows = [{"t s": f"{r['t']:.0f}", **{f"{role} share": f"{r[f'{role}_share']:.3f}" for role in phase.roles}}
-                    for r in phase.samples[::step]]
-            out.print(rows_table(rows, ["t s"] + [f"{role} share" for role in phase.roles],
-                                 title=f"Dominant shares, {phase.name} (leader {result.leader or '?'})"))
-        rows = [{"phase": p.name, "weights": ", ".join(f"{r} {p.weights.get(r, 1.0):g}" for r in p.roles),
-                 "steady from s": "-" if p.steady_from is None else f"{p.steady_from:.0f}",
-                 "converged shares": ", ".join(f"{p.converged[r]:.3f}" for r in p.roles if r in p.converged) or "-",
-                 "share ratio": "-" if p.share_ratio is None else f"{p.share_ratio:g}",
-                 "weight ratio": "-" if p.weight_ratio is None else f"{p.weight_ratio:g}",
-                 "reachable ratio": "-" if p.expected_ratio is None else f"{p.expected_ratio:g}",
-                 "tasks": ", ".join(f"{p.launched.get(r, 0)}" for r in p.roles)}
-                for p in result.runs]
-        out.print(rows_table(rows, ["phase", "weights", "steady from s", "converged shares", "share ratio",
-                                    "weight ratio", "reachable ratio", "tasks"],
-                             title="Steady state (mean dominant share once the cluster is full)"))
-        err.print(f"leading master's allocation interval: {result.allocation_interval or '?'} (the ratio is "
-                  "closest to the weights' with a short one, e.g. 100ms: see k1prov.bench.drf)", highlight=False)
-        for problem in result.errors:
-            err.print(f"[red]error[/] {problem}", highlight=False, soft_wrap=True)
-        err.print(f"results: {result.run_dir} (plot: {result.files.get('plot')})", highlight=False)
+        show_drf(result)
     raise typer.Exit(result.exit_code())
+
+
+def show_drf(result: DrfResult) -> None:
+    for run in result.runs:
+        step = max(1, len(run.samples) // 12)
+        rows = [{"t s": f"{r['t']:.0f}", **{f"{role} share": f"{r[f'{role}_share']:.3f}" for role in run.roles}}
+                for r in run.samples[::step]]
+        out.print(rows_table(rows, ["t s"] + [f"{role} share" for role in run.roles],
+                             title=f"Dominant shares, {run.name} (leader {result.leader or '?'})"))
+    rows = [{"run": r.name, "weights": ", ".join(f"{role} {r.weights.get(role, 1.0):g}" for role in r.roles),
+             "steady from s": "-" if r.steady_from is None else f"{r.steady_from:.0f}",
+             "converged shares": ", ".join(f"{r.converged[role]:.3f}" for role in r.roles
+                                           if role in r.converged) or "-",
+             "share ratio": "-" if r.share_ratio is None else f"{r.share_ratio:g}",
+             "weight ratio": "-" if r.weight_ratio is None else f"{r.weight_ratio:g}",
+             "reachable ratio": "-" if r.expected_ratio is None else f"{r.expected_ratio:g}",
+             "tasks": ", ".join(f"{r.launched.get(role, 0)}" for role in r.roles)}
+            for r in result.runs]
+    out.print(rows_table(rows, ["run", "weights", "steady from s", "converged shares", "share ratio",
+                                "weight ratio", "reachable ratio", "tasks"],
+                         title="Steady state (mean dominant share once the cluster is full)"))
+    err.print(f"leading master's allocation interval: {result.allocation_interval or '?'} (the ratio is "
+              "closest to the weights' with a short one, e.g. 100ms: see k1prov.bench.drf)", highlight=False)
+    for problem in result.errors:
+        err.print(f"[red]error[/] {problem}", highlight=False, soft_wrap=True)
+    err.print(f"results: {result.run_dir} (plot: {result.files.get('plot')})", highlight=False)
