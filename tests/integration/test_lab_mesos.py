@@ -57,7 +57,9 @@ SPARK_JOB_TIMEOUT = 300.0
 # ~5-20 s in (the frameworks fill the cluster a task per offer).
 DRF_PHASE_SECONDS = 60.0
 # The steady-state share ratio each run must show. Reachable exactly: 2.0 weighted, 0.933
-# control (10 and 14 tasks). BANDS_SEEN_NOTE
+# control (10 and 14 tasks). Seen on this 2-core machine at load averages 19-45 (other
+# sessions' suites, and two nice busy loops beside the test): weighted 1.95-2.06, control
+# 0.92-0.93. Weights ignored would put the weighted run where the control is, far below.
 DRF_BAND = {"weighted": (1.7, 2.3), "control": (0.75, 1.25)}
 
 
