@@ -150,11 +150,11 @@ def loop_number(device: str) -> int:
     return int(match.group(1))
 
 
-def partition_devices(device: str) -> dict[str, tuple[int, int]]:
+def partition_devices(device: str, *, sys_block: Path = Path("/sys/block")) -> dict[str, tuple[int, int]]:
     """The kernel's partitions of a disk: name (loopNpM) -> (major, minor)."""
     name = Path(device).name
     out = {}
-    for part in sorted(Path(f"/sys/block/{name}").glob(f"{name}p*")):
+    for part in sorted((Path(sys_block) / name).glob(f"{name}p*")):
         try:
             major, minor = (part / "dev").read_text().strip().split(":")
         except (OSError, ValueError):

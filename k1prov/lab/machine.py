@@ -28,16 +28,37 @@ by the NIC's MAC), and its own disk. It never reads Ironic's API or database.
 - **Power off**: whatever runs stops; the agent's `poweroff` presses the power
   button: the lab turns the BMC off over IPMI, as the machine's ACPI would.
 
-The agent's sandbox (AGENT_SCRIPT): a devices cgroup that allows only this machine's
-loop device (7:N) and loop partitions (259:*) besides /dev/null & co; every other
-block device node under /dev masked with /dev/null; a read-only /usr, sysfs and
-/proc/sys; /proc/sysrq-trigger masked; tmpfs /run, /tmp, /var; an overlay on /etc;
-shims for systemctl (poweroff/reboot/halt/shutdown), udevadm and modprobe; setpriv
-drops CAP_SYS_BOOT, CAP_SYS_MODULE, CAP_SYS_TIME, CAP_SYS_RAWIO and CAP_SYS_PTRACE
-from the bounding set. A memory cgroup per machine measures what a deploy uses.
+The agent's sandbox (AGENT_SCRIPT). The agent runs as root and keeps CAP_SYS_ADMIN
+(parted and partprobe need it for BLKPG on its disk), so the fence does not rest on
+capabilities:
+- a devices cgroup that allows only this machine's loop device (7:N) and, by number, the
+  partitions that device has now, besides /dev/null & co. Partition numbers (major 259)
+  are handed out machine-wide as partitions appear, so the lab's PartitionFence follows
+  the disk (kernel uevents, and a look every FENCE_POLL_INTERVAL): it allows each new
+  partition of this disk and takes a gone one's number back. The agent's `udevadm
+  settle` (a shim; the agent runs it after partprobe and parted) waits, at most
+  PARTITION_ALLOW_TIMEOUT, until every partition of its disk opens;
+- every block device node under /dev at start masked with /dev/null, the host's /dev
+  read-only (nothing made or removed there), ptys of its own (a new devpts);
+- a root of its own (pivot_root): read-only /usr, sysfs and /proc/sys; /proc/sysrq-trigger
+  masked; tmpfs /run, /tmp, /var; an overlay on /etc; /sys/block shows only its disk;
+- its own mount, pid, uts, network and cgroup namespaces;
+- a seccomp filter (k1prov/lab/agent_seccomp.py, loaded just before the agent is
+  exec'd) that refuses mount and umount (old and new mount API), pivot_root, chroot,
+  setns, unshare and clone's namespace flags, kexec, modules, swap, reboot, the clock,
+  BPF, perf, ptrace and TIOCSTI, so the agent cannot undo any of the above;
+- shims for systemctl (poweroff/reboot/halt/shutdown), udevadm and modprobe; setpriv
+  drops CAP_SYS_BOOT, CAP_SYS_MODULE, CAP_SYS_TIME, CAP_SYS_RAWIO and CAP_SYS_PTRACE
+  from the bounding set.
+Left open: when the agent removes one of its own partitions, the kernel may give that
+number to another machine's new partition before the fence has taken it back (a
+fraction of a second); an agent that opens it in that instant keeps it open. Static
+partition numbers (the loop module's max_part, fixed at boot: 0 here) would close it.
+A memory cgroup per machine measures what a deploy uses.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import gzip
 import hashlib
@@ -46,14 +67,18 @@ import json
 import logging
 import os
 import re
+import select
 import shutil
 import signal
+import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from k1prov.errors import LabError
+from k1prov.lab import agent_seccomp
 from k1prov.lab import disk as disks
 from k1prov.lab.netns import attach_host, detach_host, netns_name
 from k1prov.lab import pids
@@ -69,8 +94,18 @@ DROPPED_CAPS = ("sys_boot", "sys_module", "sys_time", "sys_rawio", "sys_ptrace")
 # urandom, tty, ptmx and the pty slaves.
 ALLOWED_CHAR_DEVICES = ("1:3", "1:5", "1:7", "1:8", "1:9", "5:0", "5:2", "136:*")
 LOOP_MAJOR = 7
-# Partitions of loop devices get dynamic numbers under the "blkext" major.
-BLKEXT_MAJOR = 259
+# Partitions of loop devices get dynamic numbers under the "blkext" major (259), handed
+# out lowest-free first across the whole machine: a number says nothing about whose
+# disk it is, so the devices cgroup allows each of the agent's own partitions by number
+# as it appears (PartitionFence) and takes the number back when the partition goes.
+# Seconds between two looks of the partition fence at the running agents' disks when no
+# uevent woke it first.
+FENCE_POLL_INTERVAL = 0.05
+# The agent's `udevadm settle` waits at most this long for the lab to allow every
+# partition its disk has (the fence normally does it within FENCE_POLL_INTERVAL).
+PARTITION_ALLOW_TIMEOUT = 20.0
+# Where the seccomp launcher (k1prov/lab/agent_seccomp.py) is inside the sandbox.
+SECCOMP_EXEC = "/k1prov/bin/k1prov-seccomp-exec"
 # Stopping one agent (SIGKILL of its namespace, then the kernel's reaping).
 STOP_TIMEOUT = 30.0
 # losetup, ip, mount: each is quick; a stuck one is an error.
@@ -268,6 +303,9 @@ ln -s ../devices/virtual/block/loop$loopn sys/block/loop$loopn
 mount -o remount,ro sys/block
 mount --rbind /dev dev
 mount -t tmpfs -o mode=1777,size=64m tmpfs dev/shm
+# Ptys of its own: the host's /dev/pts holds the lab's and everyone's terminals.
+mount -t devpts -o newinstance,ptmxmode=0666,mode=620 devpts dev/pts
+mount --bind dev/pts/ptmx dev/ptmx
 # Every block device node but this machine's disk and its partitions shows /dev/null;
 # the devices cgroup refuses any other one anyway, whatever its name.
 for node in dev/* dev/*/*; do
@@ -277,6 +315,9 @@ for node in dev/* dev/*/*; do
   case "${node#dev/}" in loop$loopn|loop${loopn}p*) continue ;; esac
   mount --bind /dev/null "$node"
 done
+# The host's /dev, read-only: no node made or removed there (devtmpfs still adds the
+# kernel's new nodes, which the devices cgroup refuses unless they are this disk's).
+mount -o remount,bind,ro dev
 for t in run tmp var; do mount -t tmpfs -o mode=755,size=256m tmpfs $t; done
 chmod 1777 tmp
 mkdir -p var/log var/lib var/tmp run/k1prov
@@ -292,9 +333,11 @@ pivot_root . .old
 umount -l /.old
 rmdir /.old
 cd /
+# The seccomp filter (agent_seccomp.py) goes on last, just before the agent runs.
 setpriv --bounding-set "$K1PROV_DROP_CAPS" -- \
   env -i PATH=/k1prov/bin:/usr/sbin:/usr/bin HOME=/root LANG=C.UTF-8 \
   K1PROV_MACHINE_DISK="$disk" K1PROV_MACHINE_NIC=eth0 \
+  /usr/bin/python3 -I "$K1PROV_SECCOMP_EXEC" \
   "$venv/bin/ironic-python-agent" --config-file /etc/k1prov-ipa.conf &
 wait $!
 """
@@ -312,8 +355,32 @@ esac
 exit 0
 """
 SHIM_NOOP = "#!/bin/sh\nexit 0\n"
+# `udevadm settle` (the agent runs it after partprobe and parted): there is no udev, but
+# a new partition is usable only once the lab's fence has allowed it in the devices
+# cgroup, so settle means "every partition sysfs lists for this disk opens".
+SHIM_UDEVADM = r"""#!/bin/sh
+[ "${1:-}" = settle ] || exit 0
+read -r up _ < /proc/uptime
+deadline=$(( ${up%.*} + @TIMEOUT@ ))
+while :; do
+  waiting=
+  for dev in /sys/block/loop*/loop*p*/dev; do
+    [ -e "$dev" ] || continue
+    part=${dev%/dev}
+    part=/dev/${part##*/}
+    ( : < "$part" ) 2>/dev/null || waiting="$waiting $part"
+  done
+  [ -z "$waiting" ] && exit 0
+  read -r up _ < /proc/uptime
+  if [ "${up%.*}" -ge "$deadline" ]; then
+    echo "udevadm settle: not usable after @TIMEOUT@ s (the lab's partition fence):$waiting" >&2
+    exit 1
+  fi
+  sleep @INTERVAL@
+done
+""".replace("@TIMEOUT@", str(int(PARTITION_ALLOW_TIMEOUT))).replace("@INTERVAL@", f"{FENCE_POLL_INTERVAL:g}")
 SHIMS = {"systemctl": SHIM_SYSTEMCTL, "poweroff": SHIM_SYSTEMCTL, "reboot": SHIM_SYSTEMCTL,
-         "halt": SHIM_SYSTEMCTL, "shutdown": SHIM_SYSTEMCTL, "udevadm": SHIM_NOOP,
+         "halt": SHIM_SYSTEMCTL, "shutdown": SHIM_SYSTEMCTL, "udevadm": SHIM_UDEVADM,
          "modprobe": SHIM_NOOP}
 
 
@@ -360,23 +427,160 @@ def sandbox_command(machines_dir: Path, port: int, lab_root: Path, argv: list[st
     """argv run the way machine `port`'s agent runs: its cgroups, its network, mount, uts
     and pid namespaces, its root, its capability bounding set and its environment.
     For probes of the sandbox (tests) and for looking around in a running agent."""
-    mdir = Path(machines_dir) / machine_name(port)
-    state = json.loads((mdir / "state.json").read_text())
-    pid1 = state.get("agent_pid")
-    if state.get("running") != "agent" or pid1 is None or pids.start_time(pid1) != state.get("agent_start"):
-        raise LabError(f"{machine_name(port)}: no agent running")
-    # The agent itself, not a forked copy of the set-up shell (whose command line quotes it).
-    agent = next((c for c in _children(pid1) if pids.comm(c) == "ironic-python-a"), None)
-    if agent is None:
-        raise LabError(f"{machine_name(port)}: the agent has not started yet")
+    state = json.loads((Path(machines_dir) / machine_name(port) / "state.json").read_text())
+    agent = agent_pid(machines_dir, port)
     ident = lab_id(lab_root)
     join = "".join(f'echo $$ > "{CGROUP_ROOT / c / f"k1prov-{ident}" / machine_name(port) / "cgroup.procs"}"; '
                    for c in ("devices", "memory"))
     return ["sh", "-c", join + 'exec "$@"', "k1p-probe",
-            "nsenter", f"--target={agent}", "--mount", "--uts", "--net", "--pid", "--root", "--wd",
-            "setpriv", "--bounding-set", ",".join("-" + c for c in DROPPED_CAPS), "--",
+            "nsenter", f"--target={agent}", "--mount", "--uts", "--net", "--pid", "--cgroup", "--root",
+            "--wd", "setpriv", "--bounding-set", ",".join("-" + c for c in DROPPED_CAPS), "--",
             "env", "-i", "PATH=/k1prov/bin:/usr/sbin:/usr/bin", "HOME=/root",
-            f"K1PROV_MACHINE_DISK={state.get('loop')}", "K1PROV_MACHINE_NIC=eth0", *argv]
+            f"K1PROV_MACHINE_DISK={state.get('loop')}", "K1PROV_MACHINE_NIC=eth0",
+            "/usr/bin/python3", "-I", SECCOMP_EXEC, *argv]
+
+
+def agent_pid(machines_dir: Path, port: int) -> int:
+    """The pid (host's view) of machine `port`'s running ironic-python-agent; LabError
+    when none runs or it has not started yet."""
+    state = json.loads((Path(machines_dir) / machine_name(port) / "state.json").read_text())
+    pid1 = state.get("agent_pid")
+    if state.get("running") != "agent" or pid1 is None or pids.start_time(pid1) != state.get("agent_start"):
+        raise LabError(f"{machine_name(port)}: no agent running")
+    # The agent itself, not a forked copy of the set-up shell (whose command line quotes
+    # it) nor the seccomp launcher about to exec it.
+    agent = next((c for c in _children(pid1) if pids.comm(c) == "ironic-python-a"), None)
+    if agent is None:
+        raise LabError(f"{machine_name(port)}: the agent has not started yet")
+    return agent
+
+
+# ---------------------------------------------------------------- the partition fence
+
+
+class PartitionFence:
+    """Keeps each running agent's devices cgroup allowing exactly the partitions its own
+    loop device has now: `b MAJOR:MINOR rwm` allowed for each new one, denied again when
+    it is gone (its number may go to another machine's partition next).
+
+    One thread for every agent of the process; it wakes on the kernel's uevents (a
+    partition added or removed anywhere) and at least every FENCE_POLL_INTERVAL, and
+    stops when nothing is watched. The agent's `udevadm settle` shim waits for it.
+    """
+
+    def __init__(self, *, sys_block: Path = Path("/sys/block"), interval: float = FENCE_POLL_INTERVAL):
+        self.sys_block = Path(sys_block)
+        self.interval = interval
+        self._lock = threading.Lock()
+        # devices cgroup directory -> [loop device name, the partitions allowed now]
+        self._watched: dict[Path, tuple[str, set[tuple[int, int]]]] = {}
+        self._thread: threading.Thread | None = None
+
+    def watch(self, cgroup: Path, loop_name: str) -> None:
+        """Allow the partitions `loop_name` has, and from now on follow them."""
+        with self._lock:
+            self._watched[Path(cgroup)] = (loop_name, set())
+            self._sync_one(Path(cgroup))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="partition-fence", daemon=True)
+                self._thread.start()
+
+    def unwatch(self, cgroup: Path) -> None:
+        with self._lock:
+            self._watched.pop(Path(cgroup), None)
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the thread to stop (it does once nothing is watched); True when it has."""
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
+    def allowed(self, cgroup: Path) -> set[tuple[int, int]]:
+        with self._lock:
+            entry = self._watched.get(Path(cgroup))
+            return set(entry[1]) if entry else set()
+
+    def sync(self) -> None:
+        with self._lock:
+            for cgroup in list(self._watched):
+                self._sync_one(cgroup)
+
+    def _sync_one(self, cgroup: Path) -> None:
+        loop_name, allowed = self._watched[cgroup]
+        now = set(disks.partition_devices(loop_name, sys_block=self.sys_block).values())
+        # Taken back first: a number that left this disk may be another machine's already.
+        for major, minor in sorted(allowed - now):
+            try:
+                (cgroup / "devices.deny").write_text(f"b {major}:{minor} rwm\n")
+            except FileNotFoundError:
+                pass      # the cgroup is gone with its machine
+            except OSError as exc:
+                log.error("%s: cannot deny partition %d:%d: %s", cgroup.name, major, minor, exc)
+                continue
+            allowed.discard((major, minor))
+            log.info("%s: partition %d:%d gone from %s: denied", cgroup.name, major, minor, loop_name)
+        for major, minor in sorted(now - allowed):
+            try:
+                (cgroup / "devices.allow").write_text(f"b {major}:{minor} rwm\n")
+            except OSError as exc:
+                log.warning("%s: cannot allow partition %d:%d: %s", cgroup.name, major, minor, exc)
+                continue
+            allowed.add((major, minor))
+            log.info("%s: partition %d:%d of %s allowed", cgroup.name, major, minor, loop_name)
+
+    def _run(self) -> None:
+        uevents = _uevent_socket()
+        try:
+            while True:
+                with self._lock:
+                    if not self._watched:
+                        self._thread = None
+                        return
+                if uevents is None:
+                    time.sleep(self.interval)
+                else:
+                    ready, _, _ = select.select([uevents], [], [], self.interval)
+                    if ready:
+                        _drain(uevents)
+                try:
+                    self.sync()
+                except Exception as exc:  # noqa: BLE001 - logged; the next pass tries again
+                    log.error("partition fence: %s", exc)
+        finally:
+            if uevents is not None:
+                uevents.close()
+
+
+def _uevent_socket() -> socket.socket | None:
+    """The kernel's uevents (a partition added or removed wakes the fence at once); None
+    when they cannot be had (the fence then only polls)."""
+    try:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_KOBJECT_UEVENT)
+        sock.bind((0, 1))
+        sock.setblocking(False)
+        return sock
+    except OSError as exc:
+        log.info("partition fence: no uevents (%s): polling every %.2f s", exc, FENCE_POLL_INTERVAL)
+        return None
+
+
+def _drain(sock: socket.socket) -> None:
+    while True:
+        try:
+            sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            # ENOBUFS: events were lost; the sync that follows reads sysfs anyway.
+            if exc.errno != errno.ENOBUFS:
+                return
+
+
+NETLINK_KOBJECT_UEVENT = 15
+FENCE = PartitionFence()
 
 
 # ---------------------------------------------------------------- one machine
@@ -483,6 +687,7 @@ class Machine:
         shims.mkdir(exist_ok=True)
         for name, text in SHIMS.items():
             (shims / name).write_text(text)
+        (shims / Path(SECCOMP_EXEC).name).write_text(Path(agent_seccomp.__file__).read_text())
         procs = self._make_cgroups(loopn)
         (self.dir / "root").mkdir(exist_ok=True)
         attach_host(self.name, bridge=self.bridge, address=address, prefix=network.prefixlen,
@@ -495,14 +700,16 @@ class Machine:
                           f"==== cmdline: {pxe.cmdline}\n".encode())
             console.flush()
             env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-                   "K1PROV_DROP_CAPS": ",".join("-" + c for c in DROPPED_CAPS)}
+                   "K1PROV_DROP_CAPS": ",".join("-" + c for c in DROPPED_CAPS),
+                   "K1PROV_SECCOMP_EXEC": SECCOMP_EXEC}
             # Into the cgroups first (`ip netns exec` mounts a sysfs of the namespace's own,
-            # without /sys/fs/cgroup): everything the agent starts inherits them.
+            # without /sys/fs/cgroup): everything the agent starts inherits them, and its
+            # cgroup namespace has them as its root.
             join = "".join(f'echo $$ > "{p}"; ' for p in procs)
             self.agent = subprocess.Popen(
                 ["sh", "-c", join + 'exec "$@"', "k1p-cgroup",
                  "ip", "netns", "exec", netns_name(self.name),
-                 "unshare", "--mount", "--pid", "--uts", "--fork", "--kill-child",
+                 "unshare", "--mount", "--pid", "--uts", "--cgroup", "--fork", "--kill-child",
                  "sh", "-c", AGENT_SCRIPT, "k1p-agent", str(self.dir / "root"), str(self.dir),
                  str(self.venv), loop, str(loopn), self.name, python_home(self.venv)],
                 stdin=subprocess.DEVNULL, stdout=console, stderr=console, env=env,
@@ -527,6 +734,7 @@ class Machine:
         raise LabError(f"{self.name}: the agent's namespace did not start in {COMMAND_TIMEOUT:.0f} s")
 
     def _stop_agent(self) -> None:
+        FENCE.unwatch(self._cgroup("devices"))
         st = self.state()
         pid, start = st.get("agent_pid"), st.get("agent_start")
         if pid is not None and pids.start_time(pid) == start:
@@ -608,9 +816,11 @@ class Machine:
             devices.mkdir(parents=True, exist_ok=True)
             (devices / "devices.deny").write_text("a\n")
             rules = [f"c {d} rwm" for d in ALLOWED_CHAR_DEVICES]
-            rules += [f"b {LOOP_MAJOR}:{loopn} rwm", f"b {BLKEXT_MAJOR}:* rwm"]
+            rules += [f"b {LOOP_MAJOR}:{loopn} rwm"]
             for rule in rules:
                 (devices / "devices.allow").write_text(rule + "\n")
+            # The disk's partitions: those it has now, then each as it comes and goes.
+            FENCE.watch(devices, f"loop{loopn}")
             procs.append(str(devices / "cgroup.procs"))
         else:
             raise LabError("the lab needs the cgroup v1 devices controller to fence the agent's disks")
@@ -643,6 +853,7 @@ class Machine:
                                 "cache_bytes": stat.get("total_cache", stat.get("cache"))}) + "\n")
 
     def _remove_cgroups(self) -> None:
+        FENCE.unwatch(self._cgroup("devices"))
         for controller in ("devices", "memory"):
             path = self._cgroup(controller)
             if path.is_dir():

@@ -6,9 +6,17 @@
 - An agent that never calls back (the machine's cable is unplugged: a lab fault): the
   deploy ends with k1prov's named `deploy` timeout in that node's row.
 - While that agent runs, its sandbox is probed from inside, with its own cgroups,
-  namespaces, root and capability bounding set: the agent's hardware manager lists exactly
-  one disk (the machine's), another block device cannot be opened or created, and it
-  cannot reboot, set the clock or load modules on this machine.
+  namespaces, root, capability bounding set and seccomp filter: the agent's hardware
+  manager lists exactly one disk (the machine's), another block device cannot be opened or
+  created, and it cannot reboot, set the clock or load modules on this machine.
+  - A partition made on the agent's own disk after it started opens once `udevadm settle`
+    returns (the lab's partition fence allowed its number); when it is removed again the
+    fence takes the number back, and a partition of another loop device made after that
+    (the kernel hands out the lowest free number, likely the same one) cannot be opened,
+    by its /dev name or by a node made for its number.
+  - Undoing the sandbox fails with EPERM: mounting a cgroupfs (new and old mount API),
+    remounting /sys read-write, unmounting a /dev/null mask, a new mount namespace. The
+    agent process itself runs under the seccomp filter and in a cgroup namespace of its own.
 """
 from __future__ import annotations
 
@@ -29,7 +37,7 @@ from k1prov import glance
 from k1prov.errors import LabError
 from k1prov.fanout import Status
 from k1prov.inventory import load_inventory
-from k1prov.lab.machine import machine_name, sandbox_command, unplug_cable
+from k1prov.lab.machine import CGROUP_ROOT, agent_pid, lab_id, machine_name, sandbox_command, unplug_cable
 from k1prov.verb_report import EXIT_PARTIAL
 from k1prov.provisioner import Provisioner
 from k1prov.settings import DEFAULT_TIMEOUTS
@@ -46,7 +54,14 @@ SSH_TIMEOUT = 30.0
 # loaded machine to boot the agent and for the probes to run, short for the suite.
 NO_CALLBACK_DEPLOY_TIMEOUT = 90.0
 AGENT_UP_TIMEOUT = 60.0
-PROBE_TIMEOUT = 60.0
+# One probe: importing the agent's modules alone takes tens of seconds on a loaded machine.
+PROBE_TIMEOUT = 180.0
+# The partition fence takes back the number of a partition that is gone.
+FENCE_TIMEOUT = 30.0
+# A partition added (BLKPG, like parted does) to the agent's own disk: number, first
+# sector and length in 512-byte sectors (at 2 GiB of its 4 GiB, clear of the image's
+# partition 1 and the config drive at the end).
+OWN_PART = (9, 4 * 2**20, 2048)
 
 # Runs inside the agent's sandbox with the lab venv's python (the agent's own).
 PROBE = r"""
@@ -75,8 +90,18 @@ def open_dev(major, minor):
         return "mknod " + r
     return "open " + attempt(lambda: os.close(os.open(path, os.O_RDONLY)))
 
+import subprocess
+args = json.loads(sys.argv[1])
 out["own_disk"] = attempt(lambda: os.close(os.open(os.environ["K1PROV_MACHINE_DISK"], os.O_RDONLY)))
-out["other"] = {arg: open_dev(*map(int, arg.split(":"))) for arg in sys.argv[1:]}
+# `udevadm settle` (the shim) returns once the fence allowed every partition of the disk.
+settle = subprocess.run(["udevadm", "settle"], capture_output=True, text=True)
+out["settle"] = [settle.returncode, settle.stderr.strip()]
+disk = os.path.basename(os.environ["K1PROV_MACHINE_DISK"])
+out["own_parts"] = {p: attempt(lambda: os.close(os.open(f"/dev/{p}", os.O_RDONLY)))
+                    for p in sorted(os.listdir(f"/sys/block/{disk}")) if p.startswith(disk + "p")}
+out["other"] = {arg: open_dev(*map(int, arg.split(":"))) for arg in args["other"]}
+out["other_nodes"] = {path: attempt(lambda: os.close(os.open(path, os.O_RDONLY)))
+                      for path in args["other_nodes"]}
 # /dev nodes of other disks are /dev/null in the sandbox
 def is_block(path):
     try:
@@ -99,6 +124,27 @@ def delete_module():
     if libc.delete_module(b"k1prov_none", 0) != 0:
         raise OSError(ctypes.get_errno(), "delete_module")
 out["module"] = attempt(delete_module)
+MS_REMOUNT, MS_BIND, MS_RDONLY, MNT_DETACH = 32, 4096, 1, 2
+CLONE_NEWNS, CLONE_NEWCGROUP = 0x20000, 0x2000000
+def call(name, *a):
+    def fn():
+        if getattr(libc, name)(*a) != 0:
+            raise OSError(ctypes.get_errno(), name)
+    return attempt(fn)
+os.makedirs("/tmp/cg", exist_ok=True)
+out["mount_cgroupfs"] = call("mount", b"cgroup", b"/tmp/cg", b"cgroup", 0, b"devices")
+def fsopen():
+    # fsopen(2), x86_64 number 430: the new mount API's first step
+    fd = libc.syscall(430, b"cgroup", 0)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "fsopen")
+    os.close(fd)
+out["fsopen_cgroup"] = attempt(fsopen)
+out["remount_sys_rw"] = call("mount", None, b"/sys", None, MS_REMOUNT | MS_BIND, None)
+out["umount_mask"] = call("umount2", b"/dev/loop-control", MNT_DETACH)
+out["unshare"] = call("unshare", CLONE_NEWNS | CLONE_NEWCGROUP)
+out["seccomp"] = [l.split()[1] for l in open("/proc/self/status") if l.startswith("Seccomp:")][0]
+out["cgroup_ns_root"] = [l.strip().split(":", 2)[2] for l in open("/proc/self/cgroup") if ":devices:" in l]
 out["poweroff_is_shim"] = "k1prov" in open("/usr/bin/systemctl", "rb").read(4096).decode("latin1")
 out["sysrq"] = (os.path.exists("/proc/sysrq-trigger")
                 and os.major(os.stat("/proc/sysrq-trigger").st_rdev) == 1) or \
@@ -194,63 +240,118 @@ def test_an_agent_that_never_calls_back_times_out_by_name_and_its_sandbox_holds(
     assert row.status is Status.TIMEOUT, row
     assert "deploy timeout" in row.error and row.provision_state == "wait call-back", row
 
-    # The sandbox, seen from inside.
+    # The sandbox, seen from inside (printed for the record: pytest -rP shows it).
+    print(json.dumps({k: v for k, v in probe.items() if k != "agent_status"}, indent=1))
     loop = json.loads((s.machines_dir / machine_name(port) / "state.json").read_text())["loop"]
-    assert probe["devices"] == [loop], probe
-    assert probe["own_disk"] == "ok"
-    for dev, outcome in probe["other"].items():
+    assert probe["same_agent"], "the agent was restarted during the probes"
+    first, second = probe["first"], probe["second"]
+    for p in (first, second):
+        assert p["devices"] == [loop], p
+        assert p["own_disk"] == "ok"
+        assert p["settle"] == [0, ""], p["settle"]
+        # Every block device node the agent can see is its own disk or one of its
+        # partitions, or one made after it started (the other loop device of the second
+        # probe, refused below); the nodes at its start (/dev/vda, other loops) show /dev/null.
+        own = Path(loop).name
+        later = {Path(n).name for n in p["other_nodes"]}
+        assert all(n == own or n.startswith(own + "p") or n in later for n in p["block_nodes"]), \
+            p["block_nodes"]
+    # Its own partition made after it started opens (the fence allowed it by then) ...
+    assert first["own_parts"].get(probe["own_part"]) == "ok", (probe["own_part"], first["own_parts"])
+    assert all(v == "ok" for v in first["own_parts"].values()), first["own_parts"]
+    # ... and another disk's partition made after that does not, by its /dev name (not
+    # masked: it did not exist when the sandbox was made) nor by a node for its number.
+    for dev, outcome in second["other"].items():
         assert outcome in ("mknod EPERM", "open EPERM"), (dev, outcome)
-    # Every block device node the agent can see is its own disk or one of its partitions;
-    # the other disks' nodes (/dev/vda, other loops) show /dev/null.
-    own = Path(loop).name
-    assert all(n == own or n.startswith(own + "p") for n in probe["block_nodes"]), probe["block_nodes"]
-    assert probe["reboot"] == "EPERM" and probe["settime"] == "EPERM"
+    for node, outcome in second["other_nodes"].items():
+        assert outcome == "EPERM", (node, outcome)
+    # Undoing the sandbox: refused by the seccomp filter.
+    for key in ("mount_cgroupfs", "fsopen_cgroup", "remount_sys_rw", "umount_mask", "unshare"):
+        assert second[key] == "EPERM", (key, second[key])
+    assert second["seccomp"] == "2"                 # SECCOMP_MODE_FILTER
+    assert second["cgroup_ns_root"] == ["/"], second["cgroup_ns_root"]
+    assert "Seccomp:\t2" in probe["agent_status"]    # the agent itself, not only the probe
+    assert probe["agent_cgroup_ns"] != os.readlink("/proc/self/ns/cgroup")
+    assert second["reboot"] == "EPERM" and second["settime"] == "EPERM"
     # ENOSYS: a kernel built without module support refuses before any capability check.
-    assert probe["module"] in ("EPERM", "ENOSYS")
-    assert probe["poweroff_is_shim"] and probe["sysrq"]
+    assert second["module"] in ("EPERM", "ENOSYS")
+    assert second["poweroff_is_shim"] and second["sysrq"]
 
 
 def _probe_running_agent(s, port: int) -> dict:
-    """Wait for the machine's agent, then run PROBE inside its sandbox."""
-    state_file = s.machines_dir / machine_name(port) / "state.json"
+    """Wait for the machine's agent; then PROBE runs inside its sandbox twice: after a
+    partition was added to the agent's own disk, and after that partition went and
+    another loop device with a partition was made."""
+    mdir = s.machines_dir / machine_name(port)
     deadline = time.monotonic() + AGENT_UP_TIMEOUT
     while True:
+        # The agent's namespace runs its set-up script first: wait for the agent itself.
         try:
-            if json.loads(state_file.read_text()).get("running") == "agent":
-                break
-        except (OSError, ValueError):
-            pass
-        assert time.monotonic() < deadline, "the machine never booted its agent"
-        time.sleep(0.2)
-    # Another machine's disk: a loop device made now, after the agent started.
+            agent = agent_pid(s.machines_dir, port)
+            break
+        except (LabError, OSError, ValueError) as exc:
+            assert time.monotonic() < deadline, f"the machine never started its agent: {exc}"
+            time.sleep(0.2)
+    loop = json.loads((mdir / "state.json").read_text())["loop"]
+    devices_list = CGROUP_ROOT / "devices" / f"k1prov-{lab_id(s.root)}" / machine_name(port) / "devices.list"
+    out = {"agent_status": Path(f"/proc/{agent}/status").read_text(),
+           "agent_cgroup_ns": os.readlink(f"/proc/{agent}/ns/cgroup")}
     other = s.root / "probe-other.img"
-    with open(other, "wb") as f:
-        f.truncate(2**20)
-    other_loop = subprocess.run(["losetup", "--find", "--show", str(other)], capture_output=True,
-                                text=True, check=True, timeout=30).stdout.strip()
+    other_loop = None
+    number, first, length = OWN_PART
+    own_part = f"{Path(loop).name}p{number}"
     try:
+        # A partition of its own disk appears after the agent started (BLKPG, like parted).
+        subprocess.run(["addpart", loop, str(number), str(first), str(length)], check=True, timeout=30)
+        own_dev = _dev_of(Path("/sys/block") / Path(loop).name / own_part)
+        out["first"] = _run_probe(s, port, {"other": [], "other_nodes": []})
+        out["own_part"] = own_part
+        # It goes: the fence takes its number back (seen in the cgroup's own list).
+        subprocess.run(["delpart", loop, str(number)], check=True, timeout=30)
+        deadline = time.monotonic() + FENCE_TIMEOUT
+        while f"b {own_dev} rwm" in devices_list.read_text().split("\n"):
+            assert time.monotonic() < deadline, f"the fence never took {own_dev} back"
+            time.sleep(0.1)
+        # Another machine's disk with a partition: made now, after the agent started.
+        # (--partscan: its detach drops the partition, which a loop device without it keeps.)
+        with open(other, "wb") as f:
+            f.truncate(4 * 2**20)
+        other_loop = subprocess.run(["losetup", "--find", "--show", "--partscan", str(other)],
+                                    capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+        subprocess.run(["addpart", other_loop, "1", "2048", "2048"], check=True, timeout=30)
+        other_part = f"{other_loop}p1"
+        other_dev = _dev_of(Path("/sys/block") / Path(other_loop).name / Path(other_part).name)
+        out["reused_number"] = other_dev == own_dev
         rdev = os.stat(other_loop).st_rdev
-        targets = [f"{os.major(rdev)}:{os.minor(rdev)}"]
         root_dev = os.stat("/").st_dev
-        targets.append(f"{os.major(root_dev)}:{os.minor(root_dev)}")
-        deadline = time.monotonic() + PROBE_TIMEOUT
-        while True:
-            # The agent's namespace runs its set-up script first: wait for the agent itself.
-            try:
-                argv = sandbox_command(s.machines_dir, port, s.root,
-                                       [str(s.venv / "bin" / "python"), "-c", PROBE, *targets])
-            except LabError as exc:
-                assert time.monotonic() < deadline, str(exc)
-                time.sleep(0.5)
-                continue
-            res = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT)
-            # nsenter fails when the agent it was given is gone: the machine was rebooted
-            # meanwhile (Ironic powers it off and on while it prepares the deploy).
-            if res.returncode == 0 or "nsenter:" not in res.stderr or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        assert res.returncode == 0, res.stderr
-        return json.loads(res.stdout.strip().splitlines()[-1])
+        targets = [f"{os.major(rdev)}:{os.minor(rdev)}", other_dev,
+                   f"{os.major(root_dev)}:{os.minor(root_dev)}"]
+        out["second"] = _run_probe(s, port, {"other": targets, "other_nodes": [other_part, other_loop]})
+        out["same_agent"] = agent_pid(s.machines_dir, port) == agent
+        return out
     finally:
-        subprocess.run(["losetup", "--detach", other_loop], timeout=30)
+        subprocess.run(["delpart", loop, str(number)], capture_output=True, timeout=30)
+        if other_loop:
+            subprocess.run(["delpart", other_loop, "1"], capture_output=True, timeout=30)
+            subprocess.run(["losetup", "--detach", other_loop], timeout=30)
         other.unlink(missing_ok=True)
+
+
+def _run_probe(s, port: int, args: dict) -> dict:
+    deadline = time.monotonic() + PROBE_TIMEOUT
+    while True:
+        argv = sandbox_command(s.machines_dir, port, s.root,
+                               [str(s.venv / "bin" / "python"), "-c", PROBE, json.dumps(args)])
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT)
+        # nsenter fails when the agent it was given is gone meanwhile.
+        if res.returncode == 0 or "nsenter:" not in res.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _dev_of(sys_dir: Path) -> str:
+    """MAJOR:MINOR of a block device, from sysfs."""
+    return (sys_dir / "dev").read_text().strip()
+
