@@ -100,8 +100,16 @@ disk = os.path.basename(os.environ["K1PROV_MACHINE_DISK"])
 out["own_parts"] = {p: attempt(lambda: os.close(os.open(f"/dev/{p}", os.O_RDONLY)))
                     for p in sorted(os.listdir(f"/sys/block/{disk}")) if p.startswith(disk + "p")}
 out["other"] = {arg: open_dev(*map(int, arg.split(":"))) for arg in args["other"]}
-out["other_nodes"] = {path: attempt(lambda: os.close(os.open(path, os.O_RDONLY)))
-                      for path in args["other_nodes"]}
+def open_node(path):
+    # "null": a node masked with /dev/null when the sandbox was made; "ok": a real device
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno, str(exc.errno))
+    rdev = os.fstat(fd).st_rdev
+    os.close(fd)
+    return "null" if (os.major(rdev), os.minor(rdev)) == (1, 3) else "ok"
+out["other_nodes"] = {path: open_node(path) for path in args["other_nodes"]}
 # /dev nodes of other disks are /dev/null in the sandbox
 def is_block(path):
     try:
@@ -110,6 +118,10 @@ def is_block(path):
         return False
 blocks = [f"/dev/{n}" for n in os.listdir("/dev") if is_block(f"/dev/{n}")]
 out["block_nodes"] = sorted(os.path.basename(p) for p in blocks)
+# Every block node that is not its disk's: other labs' machines make partitions all the
+# time on a shared machine, and each new node shows up here unmasked.
+out["foreign_nodes"] = {p: open_node(p) for p in blocks
+                        if os.path.basename(p) != disk and not os.path.basename(p).startswith(disk + "p")}
 def reboot():
     # LINUX_REBOOT_CMD_CAD_OFF: harmless even if it were allowed; needs CAP_SYS_BOOT.
     if libc.reboot(0) != 0:
@@ -249,13 +261,10 @@ def test_an_agent_that_never_calls_back_times_out_by_name_and_its_sandbox_holds(
         assert p["devices"] == [loop], p
         assert p["own_disk"] == "ok"
         assert p["settle"] == [0, ""], p["settle"]
-        # Every block device node the agent can see is its own disk or one of its
-        # partitions, or one made after it started (the other loop device of the second
-        # probe, refused below); the nodes at its start (/dev/vda, other loops) show /dev/null.
-        own = Path(loop).name
-        later = {Path(n).name for n in p["other_nodes"]}
-        assert all(n == own or n.startswith(own + "p") or n in later for n in p["block_nodes"]), \
-            p["block_nodes"]
+        # Every block device node the agent can see but its own disk's: the ones there at
+        # its start (/dev/vda, other loops) show /dev/null; the ones made since (the other
+        # loop device's partition below, other labs' machines' partitions) are refused.
+        assert all(v in ("null", "EPERM") for v in p["foreign_nodes"].values()), p["foreign_nodes"]
     # Its own partition made after it started opens (the fence allowed it by then) ...
     assert first["own_parts"].get(probe["own_part"]) == "ok", (probe["own_part"], first["own_parts"])
     assert all(v == "ok" for v in first["own_parts"].values()), first["own_parts"]
@@ -263,8 +272,8 @@ def test_an_agent_that_never_calls_back_times_out_by_name_and_its_sandbox_holds(
     # masked: it did not exist when the sandbox was made) nor by a node for its number.
     for dev, outcome in second["other"].items():
         assert outcome in ("mknod EPERM", "open EPERM"), (dev, outcome)
-    for node, outcome in second["other_nodes"].items():
-        assert outcome == "EPERM", (node, outcome)
+    assert second["other_nodes"][probe["other_part"]] == "EPERM", second["other_nodes"]
+    assert second["other_nodes"][probe["other_loop"]] in ("null", "EPERM"), second["other_nodes"]
     # Undoing the sandbox: refused by the seccomp filter.
     for key in ("mount_cgroupfs", "fsopen_cgroup", "remount_sys_rw", "umount_mask", "unshare"):
         assert second[key] == "EPERM", (key, second[key])
@@ -322,6 +331,7 @@ def _probe_running_agent(s, port: int) -> dict:
         other_part = f"{other_loop}p1"
         other_dev = _dev_of(Path("/sys/block") / Path(other_loop).name / Path(other_part).name)
         out["reused_number"] = other_dev == own_dev
+        out["other_part"], out["other_loop"] = other_part, other_loop
         rdev = os.stat(other_loop).st_rdev
         root_dev = os.stat("/").st_dev
         targets = [f"{os.major(rdev)}:{os.minor(rdev)}", other_dev,
