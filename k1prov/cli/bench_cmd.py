@@ -113,6 +113,11 @@ def show_drf(result: DrfResult) -> None:
     out.print(rows_table(rows, ["run", "weights", "steady from s", "converged shares", "share ratio",
                                 "weight ratio", "reachable ratio", "tasks"],
                          title="Steady state (mean dominant share once the cluster is full)"))
+    weighted = result.weighted
+    if weighted is not None and weighted.weight_ratio == 1.0:
+        err.print(f"the roles {' and '.join(weighted.roles)} have equal weights on this master: give them "
+                  "different ones in roles.mesos.weights (e.g. {drf1: 1, drf2: 2}) to see weighted DRF",
+                  highlight=False)
     err.print(f"leading master's allocation interval: {result.allocation_interval or '?'} (the ratio is "
               "closest to the weights' with a short one, e.g. 100ms: see k1prov.bench.drf)", highlight=False)
     for problem in result.errors:

@@ -133,3 +133,14 @@ def test_no_samples_is_nothing_measured(tmp_path):
     assert result.exit_code() == 4 and result.errors == ["weighted: SUBSCRIBE: HTTP 403"]
     write_outputs(result)
     assert Path(result.files["plot"]).read_bytes().startswith(PNG_MAGIC)
+
+
+def test_the_summary_shows_both_runs_and_says_when_the_weights_are_equal(tmp_path, capsys):
+    from k1prov.cli.bench_cmd import show_drf
+
+    lines = [sample(t, (1.5, 768.0), (0.9, 2304.0), weights=(1.0, 1.0)) for t in range(0, 12)]
+    result = analyse(DrfResult(cluster="lab", run_dir=tmp_path, host="m0"), lines, DrfOptions())
+    show_drf(result)
+    captured = capsys.readouterr()
+    assert "weighted" in captured.out and "drf1 1, drf2 1" in captured.out
+    assert "have equal weights on this master" in " ".join(captured.err.split())
