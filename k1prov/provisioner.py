@@ -17,7 +17,7 @@ from pathlib import Path
 from collections.abc import Sequence
 from typing import Callable, Iterable
 
-from k1prov import ad_hoc, cluster, configure, deploy, enrollment
+from k1prov import ad_hoc, cluster, configure, deploy, enrollment, preflight
 from k1prov.bench.drf import DrfOptions, DrfResult, run_drf
 from k1prov.bench.kmeans import KmeansOptions, run_kmeans
 from k1prov.bench.results import BenchResult
@@ -130,6 +130,9 @@ class Provisioner:
 
     def cluster_up(self, *, dry_run: bool = False) -> ClusterReport:
         """enroll -> images -> deploy -> SSH -> configure, resumable."""
+        # What configure would refuse in the role settings (a tarball without its sha512, a
+        # sha512_file that is not there) is refused before anything is enrolled or deployed.
+        preflight.check_roles(self.inventory)
         return cluster.up(self.context, dry_run=dry_run)
 
     def cluster_status(self) -> ClusterReport:
@@ -142,9 +145,11 @@ class Provisioner:
 
     def cluster_rebuild(self, *, image: str | None = None) -> ClusterReport:
         """Reimage and reconfigure every node, quorum members one at a time."""
+        preflight.check_roles(self.inventory)     # before a node is wiped, as cluster_up
         return cluster.rebuild(self.context, image=image, on_step=self.context.notify)
 
     def rejoin(self, nodes: Iterable[str], *, image: str | None = None,
                new_host_keys: bool = False) -> VerbReport:
         """Reimage nodes and configure them back into the cluster."""
+        preflight.check_roles(self.inventory)     # before a node is wiped, as cluster_up
         return cluster.rejoin(self.context, nodes, image=image, new_host_keys=new_host_keys)

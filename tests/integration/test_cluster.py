@@ -3,8 +3,12 @@ the cluster lock and Ctrl-C, through the CLI, against real Ironic and Glance, th
 simulators over IPMI and lab hosts running real ZooKeeper and Spark.
 
 The tests run in order on one cluster, `cuptest` (cup01-05: three ZooKeeper members,
-cup01 also the Spark master, two Spark workers): up, a no-op up, --dry-run, the lock,
-rebuild, down, Ctrl-C during the deploy of a new up and its re-run, down --unenroll.
+which are also Mesos masters (quorum 2), cup01 also the standalone Spark master, two
+workers that are Mesos agents and Spark workers): up, a no-op up, --dry-run, the lock,
+rebuild (ZooKeeper's and Mesos' quorums polled throughout), down, Ctrl-C during the deploy
+of a new up and its re-run, down --unenroll. Mesos is the lab's build (k1prov.lab.mesos),
+published on the session lab's HTTP server as `lab up` does; without one the cluster has no
+Mesos roles and the Mesos checks are left out (the reason is printed).
 The Ctrl-C test starts from `cluster down` (nodes enrolled, images in Glance) rather than
 from nothing: a fresh cluster would upload the 1 GB lab image to Glance once more.
 A second inventory, `cupint` (cup06-07), is only ever planned (--dry-run), never built.
@@ -12,6 +16,7 @@ Timings are printed (pytest -s).
 """
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -27,14 +32,15 @@ from pathlib import Path
 
 import pytest
 from image_fixture import lab_image_path
-from labhosts import (ROLE_SETTINGS, deploy_settings_text, lab_connection, lab_inventory_text, lab_ip,
-                      openssh, write_deploy_inputs)
+from labhosts import (ROLE_SETTINGS, SPARK_ROLE, ZOOKEEPER_ROLE, deploy_settings_text, lab_connection,
+                      lab_inventory_text, lab_ip, openssh, write_deploy_inputs)
 from typer.testing import CliRunner
 
 from k1prov import glance
 from k1prov.cli import app
 from k1prov.inventory import load_inventory
 from k1prov.lab.machine import machine_mac, machine_name
+from k1prov.lab.mesos import publish, published_sums, published_url
 from k1prov.lab.netns import netns_exists, netns_name
 from k1prov.lock import cluster_lock
 from k1prov.verb_report import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK
@@ -45,6 +51,12 @@ pytestmark = pytest.mark.lab
 CLUSTER = "cuptest"
 NAMES = [f"cup{i:02d}" for i in range(1, 6)]
 ZK_MEMBERS = NAMES[:3]
+# With the lab's Mesos build: masters on the ZooKeeper members, agents on the workers.
+MESOS_MASTERS = ZK_MEMBERS
+MESOS_AGENTS = NAMES[3:]
+MESOS_MASTER_PORT = 5050
+MESOS_CONNECT_TIMEOUT = 1.0
+MESOS_ANSWER_TIMEOUT = 10.0
 SECOND = "cupint"
 SECOND_NAMES = ["cup06", "cup07"]
 # BMC ports lab base + 15.. and addresses .161..: no other test uses them.
@@ -58,12 +70,30 @@ INTERRUPT_EXIT_TIMEOUT = 60.0
 ZK_PORT = 2181
 ZK_POLL_INTERVAL = 0.5
 ZK_CONNECT_TIMEOUT = 1.0
-REBUILD_TIMEOUT = 600.0
+# Three quorum members one at a time, then the workers, each through the real agent (and
+# with Mesos a 287 MB build unpacked on each): seen 330-440 s without Mesos on a loaded machine.
+REBUILD_TIMEOUT = 900.0
 # Longest a leader election may take in the lab (seen well under 1 s; failover ~5 s).
 ELECTION_MAX_SECONDS = 10.0
 LOCK_HOLDER_TIMEOUT = 20.0
 # The session lab's settings (its subnet gives the nodes' addresses), set by `env`.
 _SETTINGS: list = []
+# Whether the cluster has Mesos (the lab has a build), set by `env`.
+_MESOS: list[bool] = []
+
+
+def _mesos_role_settings(s) -> str:
+    """roles: with Mesos from the build the session lab publishes (url and SHA512SUMS as
+    inventories/lab.yaml names them); Spark stays standalone, as the other checks expect."""
+    return "roles:\n" + ZOOKEEPER_ROLE + f"""\
+  mesos:
+    source: tarball
+    url: {published_url(s.http_url)}
+    sha512_file: "{published_sums(s.http_dir)}"
+    isolation: posix/cpu,posix/mem
+    agent_flags: {{launcher: posix}}
+    resources: "cpus:2;mem:1536;disk:2048"
+""" + SPARK_ROLE
 
 def _node(name: str, index: int, roles: list[str], s) -> str:
     return (f"  - name: {name}\n"
@@ -73,10 +103,11 @@ def _node(name: str, index: int, roles: list[str], s) -> str:
             f"    address: {lab_ip(s, FIRST_ADDRESS + index)}\n")
 
 
-def _inventory(s, d: Path, *, cluster: str, nodes: str, user_image: str) -> Path:
+def _inventory(s, d: Path, *, cluster: str, nodes: str, user_image: str,
+               role_settings: str = ROLE_SETTINGS) -> Path:
     inv = d / f"{cluster}.yaml"
     inv.write_text(lab_inventory_text(
-        s, cluster=cluster, nodes=nodes, role_settings=ROLE_SETTINGS,
+        s, cluster=cluster, nodes=nodes, role_settings=role_settings,
         deploy=deploy_settings_text(d, image_prefix="cup", user_image=user_image)))
     return inv
 
@@ -98,10 +129,20 @@ def env(lab, tmp_path_factory):
     image = str(lab_image_path())
     s = lab.settings
     _SETTINGS[:] = [s]
+    build, where = publish(s.http_dir)      # what `k1prov lab up` does
+    _MESOS[:] = [build is not None]
+    if build is None:
+        print(f"\n{where}: cluster {CLUSTER} runs without Mesos")
     roles = {NAMES[0]: ["zookeeper", "spark-master"], NAMES[1]: ["zookeeper"], NAMES[2]: ["zookeeper"],
              NAMES[3]: ["spark-worker"], NAMES[4]: ["spark-worker"]}
+    if _MESOS[0]:
+        for name in MESOS_MASTERS:
+            roles[name].insert(1, "mesos-master")
+        for name in MESOS_AGENTS:
+            roles[name].insert(0, "mesos-agent")
     inv = _inventory(s, d, cluster=CLUSTER, user_image=image,
-                     nodes="".join(_node(n, i, roles[n], s) for i, n in enumerate(NAMES)))
+                     nodes="".join(_node(n, i, roles[n], s) for i, n in enumerate(NAMES)),
+                     role_settings=_mesos_role_settings(s) if _MESOS[0] else ROLE_SETTINGS)
     # The second cluster: a one-member ZooKeeper and a node without roles.
     second = _inventory(s, d, cluster=SECOND, user_image=image,
                         nodes=_node(SECOND_NAMES[0], 5, ["zookeeper"], s) + _node(SECOND_NAMES[1], 6, [], s))
@@ -155,6 +196,52 @@ def _zk_mode(address: str) -> str:
     return match.group(1).decode() if match else "not serving"
 
 
+def _mesos_mode(address: str) -> str:
+    """One look at a Mesos master's /metrics/snapshot (standbys answer it too, without
+    redirecting): leader, standby, or down (no connection within MESOS_CONNECT_TIMEOUT:
+    a host being reimaged, or no master process). An answer may take longer on a loaded
+    machine (MESOS_ANSWER_TIMEOUT): slow is not down."""
+    conn = http.client.HTTPConnection(address, MESOS_MASTER_PORT, timeout=MESOS_CONNECT_TIMEOUT)
+    try:
+        conn.connect()
+        conn.sock.settimeout(MESOS_ANSWER_TIMEOUT)
+        conn.request("GET", "/metrics/snapshot")
+        response = conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            return f"HTTP {response.status}"
+        return "leader" if json.loads(body).get("master/elected") == 1 else "standby"
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        return f"down ({exc.__class__.__name__})"
+    finally:
+        conn.close()
+
+
+def _poll_mesos(masters: dict[str, str], done: threading.Event, t0: float,
+                polls: list[tuple[float, dict[str, str]]]) -> None:
+    """Every master's mode, every ZK_POLL_INTERVAL, until `done` (or REBUILD_TIMEOUT)."""
+    with ThreadPoolExecutor(len(masters)) as pool:
+        while not done.is_set() and time.monotonic() - t0 < REBUILD_TIMEOUT:
+            started = time.monotonic()
+            polls.append((started - t0, dict(zip(masters, pool.map(_mesos_mode, masters.values())))))
+            time.sleep(max(0.0, ZK_POLL_INTERVAL - (time.monotonic() - started)))
+
+
+def _mesos_agents(address: str) -> dict[str, dict]:
+    """The active agents the leading master at `address` has registered, by host name (an
+    agent that went away may still be listed, inactive, until the master gives up on it)."""
+    conn = http.client.HTTPConnection(address, MESOS_MASTER_PORT, timeout=SSH_TIMEOUT)
+    try:
+        conn.request("GET", "/state")
+        response = conn.getresponse()
+        assert response.status == 200, (address, response.status)
+        active = [a for a in json.loads(response.read())["slaves"] if a.get("active")]
+        assert len({a["hostname"] for a in active}) == len(active), active
+        return {a["hostname"]: a for a in active}
+    finally:
+        conn.close()
+
+
 def _dump_zookeeper(env) -> None:
     """What the members say and log, printed when a test finds the ensemble unhealthy."""
     for name in ZK_MEMBERS:
@@ -185,6 +272,15 @@ def _wait_hosts_gone(env, names: list[str]) -> None:
 
 def _check_healthy(data: dict, names: list[str], *, zk_members: list[str], spark: bool) -> None:
     rows = {r["node"]: r for r in data["nodes"]}
+    if _MESOS[0] and zk_members == ZK_MEMBERS:
+        # One leading master (the others standbys) and both agents registered with the
+        # resources the inventory gives them, as `cluster status` reads them.
+        assert data["health"]["mesos"].startswith("ok: leader "), data["health"]
+        assert "2/2 agents (cpus:4;mem:3072;disk:4096)" in data["health"]["mesos"], data["health"]
+        masters = sorted((rows[n]["health"] or "").rpartition("mesos ")[2] for n in MESOS_MASTERS)
+        assert masters == ["leader", "standby", "standby"], {n: rows[n]["health"] for n in MESOS_MASTERS}
+        for name in MESOS_AGENTS:
+            assert "mesos registered cpus:2;mem:1536;disk:2048" in (rows[name]["health"] or ""), rows[name]
     assert set(rows) == set(names)
     for name in names:
         assert rows[name]["provision_state"] == "active", rows[name]
@@ -271,7 +367,8 @@ def test_second_up_is_a_no_op(env):
     images = _phase(data, "images")["report"]["nodes"]
     assert {o["action"] for o in images} == {"unchanged"}
     configured = _phase(data, "configure")["report"]["nodes"]
-    assert len(configured) == 6   # one row per host and role: 3 zookeeper, 1 master, 2 workers
+    # One row per host and role: 3 zookeeper, 1 master, 2 workers (+ 3 Mesos masters, 2 agents).
+    assert len(configured) == 6 + (5 if _MESOS[0] else 0)
     assert {o["action"] for o in configured} == {"unchanged"}
     assert _zk_pids(env) == pids
     first = env["times"]["first up"]
@@ -366,6 +463,13 @@ def test_rebuild_keeps_the_zookeeper_quorum(env):
         _ssh(env, name, "echo before-rebuild > /root/marker")
     addresses = {name: _address(name) for name in ZK_MEMBERS}
     assert all(m in ("leader", "follower") for m in map(_zk_mode, addresses.values()))
+    mesos = _MESOS[0]
+    if mesos:
+        masters = {name: _address(name) for name in MESOS_MASTERS}
+        leader = [n for n, a in masters.items() if _mesos_mode(a) == "leader"]
+        assert len(leader) == 1, leader
+        agents_before = _mesos_agents(masters[leader[0]])
+        assert sorted(agents_before) == sorted(MESOS_AGENTS), agents_before
     done = threading.Event()
     outcome: dict = {}
 
@@ -379,9 +483,15 @@ def test_rebuild_keeps_the_zookeeper_quorum(env):
             done.set()
 
     polls: list[tuple[float, dict[str, str]]] = []
+    mesos_polls: list[tuple[float, dict[str, str]]] = []
     t0 = time.monotonic()
     worker = threading.Thread(target=rebuild, name="rebuild", daemon=True)
     worker.start()
+    if mesos:
+        # The Mesos masters on a loop of their own: a slow answer must not slow the ZooKeeper polls.
+        mesos_poller = threading.Thread(target=_poll_mesos, args=(masters, done, t0, mesos_polls),
+                                        name="mesos-poll", daemon=True)
+        mesos_poller.start()
     with ThreadPoolExecutor(len(addresses)) as pool:
         while not done.is_set() and time.monotonic() - t0 < REBUILD_TIMEOUT:
             started = time.monotonic()
@@ -390,6 +500,8 @@ def test_rebuild_keeps_the_zookeeper_quorum(env):
             time.sleep(max(0.0, ZK_POLL_INTERVAL - (time.monotonic() - started)))
     worker.join(timeout=REBUILD_TIMEOUT)
     env["times"]["rebuild"] = elapsed = time.monotonic() - t0
+    if mesos:
+        mesos_poller.join(timeout=REBUILD_TIMEOUT)
     assert "error" not in outcome, outcome.get("error")
     report = outcome["report"]
     data = report.to_dict()
@@ -418,12 +530,39 @@ def test_rebuild_keeps_the_zookeeper_quorum(env):
     assert not lost or lost[-1] - lost[0] <= ELECTION_MAX_SECONDS, lost
     print(f"polls without a serving majority (the one election): {len(lost)}")
 
+    if mesos:
+        _check_mesos_rebuild(mesos_polls, masters, agents_before)
+
     for name in NAMES:
         gone = _ssh(env, name, "test -e /root/marker", check=False)
         assert gone.returncode == 1, (name, gone.stderr)
     status = _cli(env, "cluster", "status")
     assert status.exit_code == EXIT_OK, status.output
     _check_healthy(json.loads(status.stdout), NAMES, zk_members=ZK_MEMBERS, spark=True)
+
+
+def _check_mesos_rebuild(polls: list[tuple[float, dict[str, str]]], masters: dict[str, str],
+                         agents_before: dict[str, dict]) -> None:
+    """The Mesos masters during the rebuild: each was down at some point (it was reimaged),
+    never two at once (the replicated log's quorum of 2 kept); afterwards one leader, and
+    both reimaged agents registered again (as new agents: their work directories are gone)."""
+    changes = [f"{t:6.1f}s " + " ".join(f"{n}={m}" for n, m in modes.items())
+               for i, (t, modes) in enumerate(polls) if i == 0 or modes != polls[i - 1][1]]
+    leaderless = [t for t, modes in polls if "leader" not in modes.values()]
+    windows = [t for i, t in enumerate(leaderless) if i == 0 or t - leaderless[i - 1] > 2 * ZK_POLL_INTERVAL + 2]
+    print(f"\nMesos masters: {len(polls)} polls; mode changes:\n  " + "\n  ".join(changes))
+    print(f"polls without a leading master: {len(leaderless)}, in {len(windows)} window(s) starting at "
+          + ", ".join(f"{t:.1f} s" for t in windows))
+    for name in masters:
+        assert any(modes[name].startswith("down") for _, modes in polls), name
+    two_down = [(t, modes) for t, modes in polls if sum(m.startswith("down") for m in modes.values()) > 1]
+    assert not two_down, two_down
+    leader = [n for n, a in masters.items() if _mesos_mode(a) == "leader"]
+    assert len(leader) == 1, leader
+    agents = _mesos_agents(masters[leader[0]])
+    assert sorted(agents) == sorted(MESOS_AGENTS), agents
+    for name, agent in agents.items():
+        assert agent["id"] != agents_before[name]["id"], (name, "the reimaged agent registered anew")
 
 
 def test_down_needs_yes_without_a_terminal_then_undeploys(env):

@@ -130,3 +130,21 @@ def test_limit_unknown_node_is_an_input_error(tmp_path, lab_operator_key):
                                  "--limit", "lab01,nosuch"])
     assert result.exit_code == 2
     assert "nosuch" in result.output
+
+
+@pytest.mark.parametrize("verb", [["cluster", "up"], ["cluster", "rebuild"], ["reimage", "lab04"]])
+def test_role_settings_configure_would_refuse_are_refused_before_ironic_is_contacted(
+        tmp_path, lab_operator_key, monkeypatch, verb):
+    """The lab's inventory with Mesos on a lab without a published build: refused at once
+    (exit 2, one line naming the file), not after enrolling and deploying every node."""
+    monkeypatch.setenv("K1PROV_STATE_DIR", str(tmp_path / "state"))
+    Path("~/.local/share/k1prov/lab/http/mesos/SHA512SUMS").expanduser().unlink()
+    inv = tmp_path / "lab.yaml"
+    # Ironic where nothing answers: reaching it would be another error (exit 1).
+    inv.write_text((REPO / "inventories/lab.yaml").read_text().replace(
+        "ironic_url: http://10.251.0.1:6385", "ironic_url: http://127.0.0.1:9"))
+    result = runner.invoke(app, [*verb, "-i", str(inv)])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1].startswith(f"error: {inv}:"), result.output
+    assert "roles.mesos.sha512_file: cannot read" in result.output
+    assert not (tmp_path / "state" / "lab" / "runs").exists()
