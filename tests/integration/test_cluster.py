@@ -277,7 +277,8 @@ def _check_healthy(data: dict, names: list[str], *, zk_members: list[str], spark
         # resources the inventory gives them, as `cluster status` reads them.
         assert data["health"]["mesos"].startswith("ok: leader "), data["health"]
         assert "2/2 agents (cpus:4;mem:3072;disk:4096)" in data["health"]["mesos"], data["health"]
-        masters = sorted((rows[n]["health"] or "").rpartition("mesos ")[2] for n in MESOS_MASTERS)
+        masters = sorted(next((part[len("mesos "):] for part in (rows[n]["health"] or "").split("; ")
+                               if part.startswith("mesos ")), "") for n in MESOS_MASTERS)
         assert masters == ["leader", "standby", "standby"], {n: rows[n]["health"] for n in MESOS_MASTERS}
         for name in MESOS_AGENTS:
             assert "mesos registered cpus:2;mem:1536;disk:2048" in (rows[name]["health"] or ""), rows[name]
