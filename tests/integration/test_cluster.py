@@ -71,8 +71,11 @@ ZK_PORT = 2181
 ZK_POLL_INTERVAL = 0.5
 ZK_CONNECT_TIMEOUT = 1.0
 # Three quorum members one at a time, then the workers, each through the real agent (and
-# with Mesos a 287 MB build unpacked on each): seen 330-440 s without Mesos on a loaded machine.
+# with Mesos a 287 MB build unpacked on each): seen 330-440 s without Mesos on a loaded
+# machine, 546 s with Mesos at load average 20. The test's own limit (pytest-timeout, 900 s
+# for every test) is raised to match: the polls and the checks after the rebuild need time too.
 REBUILD_TIMEOUT = 900.0
+REBUILD_TEST_TIMEOUT = REBUILD_TIMEOUT + 300
 # Longest a leader election may take in the lab (seen well under 1 s; failover ~5 s).
 ELECTION_MAX_SECONDS = 10.0
 LOCK_HOLDER_TIMEOUT = 20.0
@@ -459,6 +462,7 @@ def test_second_run_waits_for_no_one_and_names_the_lock_holder(env):
         holder.wait(timeout=LOCK_HOLDER_TIMEOUT)
 
 
+@pytest.mark.timeout(REBUILD_TEST_TIMEOUT)
 def test_rebuild_keeps_the_zookeeper_quorum(env):
     for name in NAMES:
         _ssh(env, name, "echo before-rebuild > /root/marker")
@@ -547,8 +551,10 @@ def _check_mesos_rebuild(polls: list[tuple[float, dict[str, str]]], masters: dic
     """The Mesos masters during the rebuild: each was down at some point (it was reimaged),
     never two at once (the replicated log's quorum of 2 kept); afterwards one leader, and
     both reimaged agents registered again (as new agents: their work directories are gone)."""
+    # The changes of mode (why a master was down is left out: it varies from poll to poll).
+    shown = [(t, {n: m.split(" (")[0] for n, m in modes.items()}) for t, modes in polls]
     changes = [f"{t:6.1f}s " + " ".join(f"{n}={m}" for n, m in modes.items())
-               for i, (t, modes) in enumerate(polls) if i == 0 or modes != polls[i - 1][1]]
+               for i, (t, modes) in enumerate(shown) if i == 0 or modes != shown[i - 1][1]]
     leaderless = [t for t, modes in polls if "leader" not in modes.values()]
     windows = [t for i, t in enumerate(leaderless) if i == 0 or t - leaderless[i - 1] > 2 * ZK_POLL_INTERVAL + 2]
     print(f"\nMesos masters: {len(polls)} polls; mode changes:\n  " + "\n  ".join(changes))
