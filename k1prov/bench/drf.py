@@ -146,6 +146,7 @@ class DrfResult:
     host: str
     leader: str = ""
     allocation_interval: str = ""          # the leading master's --allocation_interval
+    torn_down: list[str] = field(default_factory=list)   # an earlier run's frameworks, left behind
     frameworks: list[dict[str, Any]] = field(default_factory=list)
     runs: list[DrfRun] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -317,6 +318,8 @@ def analyse(result: DrfResult, lines: list[dict[str, Any]], options: DrfOptions)
             result.leader = str(record.get("master", ""))
         elif record.get("event") == "flags":
             result.allocation_interval = str(record.get("allocation_interval", ""))
+        elif record.get("event") == "leftovers":
+            result.torn_down = [str(name) for name in record.get("frameworks") or []]
         elif record.get("phase") in names:
             by_phase.setdefault(record["phase"], []).append(record)
         elif record.get("event") == "error":

@@ -55,6 +55,7 @@ from http.client import HTTPConnection, HTTPException
 HTTP_TIMEOUT = 10.0
 SUBSCRIBE_TIMEOUT = 60.0     # both frameworks subscribed
 TEARDOWN_TIMEOUT = 10.0
+FRAMEWORK_PREFIX = "k1prov-bench-drf-"
 
 
 def say(record):
@@ -154,7 +155,7 @@ class Framework(threading.Thread):
         host, port = self.master.split(":")
         conn = HTTPConnection(host, int(port), timeout=HTTP_TIMEOUT * 6)
         quantities = {"cpus": {"value": self.cpus}, "mem": {"value": self.mem}}
-        info = {"user": "root", "name": f"k1prov-bench-drf-{self.role}", "role": self.role,
+        info = {"user": "root", "name": FRAMEWORK_PREFIX + self.role, "role": self.role,
                 "failover_timeout": 0,
                 # Offer this role only what holds one of its tasks (see the module's docstring).
                 "offer_filters": {self.role: {"min_allocatable_resources": {"quantities": [
@@ -304,6 +305,21 @@ def agents(master):
     return found
 
 
+def teardown_leftovers(master):
+    """Tear down this bench's frameworks that a run before left behind (disconnected: the
+    run was cut off, or the masters failed over under it); their tasks would count as the
+    roles' shares. Connected ones belong to a bench running now and are left alone."""
+    gone = []
+    for framework in get_json(f"http://{master}/frameworks").get("frameworks", []):
+        if framework.get("name", "").startswith(FRAMEWORK_PREFIX) and not framework.get("connected", True):
+            request = urllib.request.Request(f"http://{master}/teardown", method="POST",
+                                             data=f"frameworkId={framework['id']}".encode())
+            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT):
+                pass
+            gone.append(framework["name"])
+    return gone
+
+
 def wait_idle(master, timeout):
     """Until no resources are in use on the cluster (the previous phase's tasks are gone)."""
     deadline = time.monotonic() + timeout
@@ -383,6 +399,12 @@ def main(argv=None):
         say({"event": "flags", "allocation_interval": flags.get("allocation_interval", "")})
     except (OSError, ValueError) as exc:
         say({"event": "error", "role": "", "error": f"flags: {exc}"})
+    try:
+        gone = teardown_leftovers(master)
+        if gone:
+            say({"event": "leftovers", "frameworks": gone})
+    except (OSError, ValueError) as exc:
+        say({"event": "error", "role": "", "error": f"leftover frameworks: {exc}"})
     shapes = []
     for spec in args.framework:
         role, cpus, mem = spec.split(":")

@@ -113,6 +113,8 @@ def show_drf(result: DrfResult) -> None:
     out.print(rows_table(rows, ["run", "weights", "steady from s", "converged shares", "share ratio",
                                 "weight ratio", "reachable ratio", "tasks"],
                          title="Steady state (mean dominant share once the cluster is full)"))
+    if result.torn_down:
+        err.print(f"torn down first (an earlier run's, left behind): {', '.join(result.torn_down)}", highlight=False)
     weighted = result.weighted
     if weighted is not None and weighted.weight_ratio == 1.0:
         err.print(f"the roles {' and '.join(weighted.roles)} have equal weights on this master: give them "

@@ -79,6 +79,7 @@ def test_dominant_share_is_the_larger_of_cpus_and_mem():
 def test_the_steady_state_starts_once_the_cluster_is_full(tmp_path):
     # Filling (ratio anything), then full at 0.4 / 0.8 (ratio 2); the control at 0.55 / 0.6.
     lines = [{"event": "leader", "master": "10.0.0.1:5050"}, {"event": "flags", "allocation_interval": "100ms"},
+             {"event": "leftovers", "frameworks": ["k1prov-bench-drf-drf1"]},
              {"event": "agents", "phase": "weighted", "agents": LAB_AGENTS}]
     lines += [sample(t, (0.25 * t, 128.0 * t), (0.05 * 3 * t, 128.0 * 3 * t)) for t in range(1, 6)]
     lines += [sample(t, (1.5, 768.0), (0.9, 2304.0)) for t in range(6, 20)]
@@ -91,6 +92,7 @@ def test_the_steady_state_starts_once_the_cluster_is_full(tmp_path):
     result = analyse(DrfResult(cluster="lab", run_dir=tmp_path, host="m0"), lines, DrfOptions())
     weighted, ctl = result.weighted, result.control
     assert result.leader == "10.0.0.1:5050" and result.allocation_interval == "100ms"
+    assert result.torn_down == ["k1prov-bench-drf-drf1"]
     assert weighted.weights == {"drf1": 1.0, "drf2": 2.0} and weighted.weight_ratio == 2.0
     assert weighted.samples[0]["drf1_share"] == 0.0625 and weighted.samples[-1]["drf2_share"] == 0.75
     assert weighted.steady_from == 6.0 and weighted.steady_samples == 14
