@@ -68,7 +68,8 @@ def mesos_role_lines(url: str, sha512_file: str) -> list[str]:
     (k1prov.lab.mesos), checksum from the SHA512SUMS beside it; the posix launcher and
     isolators (lab hosts have no cgroup hierarchy of their own); agents offer 2 cpus and
     1.5 GB, an executor takes 512 MB + 384 MB overhead (the -O0 Mesos daemons take about
-    240 MB each already)."""
+    240 MB each already). The roles `bench drf` runs in are weighted 1 and 2, and the masters
+    allocate every 100ms, with which its share ratio comes out at the weights' (k1prov.bench.drf)."""
     return [
         "  mesos:",
         "    source: tarball",
@@ -77,6 +78,8 @@ def mesos_role_lines(url: str, sha512_file: str) -> list[str]:
         "    isolation: posix/cpu,posix/mem",
         "    agent_flags: {launcher: posix}",
         '    resources: "cpus:2;mem:1536;disk:2048"',
+        "    weights: {drf1: 1, drf2: 2}",
+        "    master_flags: {allocation_interval: 100ms}",
         "  spark:",
         "    source: preinstalled",
         "    spark_home: /opt/spark",
