@@ -323,3 +323,26 @@ def test_replay_answers_from_an_earlier_read_and_misses_what_was_not_read():
     read.pop(("z3", cmd))
     got = sample({"zookeeper": lambda run: zookeeper_health(ZK, run)}, replay(read))
     assert got["zookeeper"].states["z3"] == "unreachable"
+
+
+def test_mesos_master_whose_log_has_not_caught_up_is_not_healthy_yet():
+    """A reimaged master answers (a standby) before its empty replica has caught up; the
+    gates wait for it (another master down before then leaves the log without a quorum)."""
+    def metrics(recovered: float) -> tuple[int, str]:
+        return 0, json.dumps({"master/elected": 0.0, "registrar/log/recovered": recovered})
+
+    answers = {"m1": state("master@10.0.0.1:5050", "master@10.0.0.2:5050"),
+               "m2": state("master@10.0.0.2:5050", "master@10.0.0.2:5050"),
+               "m3": state("master@10.0.0.3:5050", "master@10.0.0.2:5050")}
+    recovered = {"m1": 0.0, "m2": 1.0, "m3": 1.0}
+
+    def run(n: Node, command: str) -> tuple[int, str]:
+        return metrics(recovered[n.name]) if "/metrics/snapshot" in command else answers[n.name]
+
+    result = mesos_health(MASTERS, run)
+    assert not result.ok
+    assert result.problems == ("m1: its replicated log has not caught up with the other masters yet "
+                               "(registrar/log/recovered 0)",)
+    assert result.states == {"m1": "standby (log catching up)", "m2": "leader", "m3": "standby"}
+    recovered["m1"] = 1.0
+    assert mesos_health(MASTERS, run).ok
