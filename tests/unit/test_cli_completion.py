@@ -71,8 +71,11 @@ def test_typer_completion_protocol(lab_operator_key, words, cword, expected):
 def test_install_completion_then_a_real_bash_completes_node_names(lab_operator_key):
     # The test session's HOME (tests/conftest.py): lab.yaml reads the stand-in key there.
     home = Path(os.environ["HOME"])
-    installed = subprocess.run([str(K1PROV), "--install-completion", "bash"], capture_output=True,
-                               text=True, timeout=60, env=_env(HOME=str(home)))
+    # Typer finds the shell to install for in the process tree (shellingham), as it does for
+    # an operator typing this in bash; pytest may run under no shell at all (CI, nohup), so
+    # the command runs from a bash (`; true`: so that bash does not exec it in its place).
+    installed = subprocess.run(["bash", "--norc", "--noprofile", "-c", f"'{K1PROV}' --install-completion; true"],
+                               capture_output=True, text=True, timeout=60, env=_env(HOME=str(home)))
     assert installed.returncode == 0, installed.stderr
     script = home / ".bash_completions" / "k1prov.sh"
     assert script.is_file()
