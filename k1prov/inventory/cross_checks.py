@@ -12,11 +12,10 @@ from typing import Any, NoReturn
 
 from k1prov.inventory import values
 from k1prov.inventory.fields import Field
-from k1prov.inventory.model import Network, Node
+from k1prov.inventory.model import Network, Node, myids
 from k1prov.inventory.nodes import Seen, Where, unique
 # The renderer's table is the one source of truth: the loader accepts exactly its keys.
 from k1prov.roles import role_settings as role_table
-from k1prov.roles.derive import myids
 
 def zookeeper_ids(nodes: list[Node], where: list[Where]) -> list[Node]:
     """Check explicit ids and give every member its id (default: position + 1)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from k1prov.errors import InventoryError, SecretError
 
@@ -195,3 +195,14 @@ class Inventory:
 
     def with_role(self, role: str) -> tuple[Node, ...]:
         return tuple(n for n in self.nodes if role in n.roles)
+
+
+# Here, beside Node, and not in k1prov.roles.derive: the loader's checks use it, and an
+# import of k1prov.roles from the package side would otherwise cycle back into a
+# half-initialised roles.derive (python -m k1prov.roles.docs did).
+def myids(members: Iterable[Node]) -> dict[str, int]:
+    """The one ZooKeeper id rule: Node.zookeeper_id, else the member's 1-based position
+    among the members (inventory order), so ids stay put when members are added at the
+    end. The loader fills zookeeper_id with it; zookeeper_ids checks the result."""
+    return {node.name: node.zookeeper_id if node.zookeeper_id is not None else position
+            for position, node in enumerate(members, start=1)}

@@ -8,16 +8,8 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from k1prov.errors import InventoryError
-from k1prov.inventory.model import Inventory, Node
+from k1prov.inventory.model import Inventory, Node, myids
 from k1prov.roles.role_settings import mesos_settings, spark_settings, zookeeper_settings
-
-
-def myids(members: Iterable[Node]) -> dict[str, int]:
-    """The one ZooKeeper id rule: Node.zookeeper_id, else the member's 1-based position
-    among the members (inventory order), so ids stay put when members are added at the
-    end. The loader fills zookeeper_id with it; zookeeper_ids checks the result."""
-    return {node.name: node.zookeeper_id if node.zookeeper_id is not None else position
-            for position, node in enumerate(members, start=1)}
 
 
 def zookeeper_ids(inv: Inventory) -> dict[str, int]:
