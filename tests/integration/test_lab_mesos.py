@@ -367,9 +367,15 @@ class Poller:
         self.thread.join(timeout=POLL_HTTP_TIMEOUT * len(self.addresses) + 5)
 
     def fewest_answering(self, *, led: bool = False) -> int:
-        """The fewest members that answered in one look (`led`: of the looks that saw a leader)."""
-        return min(sum(s is not None for s in seen.values()) for _, seen in self.samples
-                   if not led or any(s and s[0] for s in seen.values()))
+        """The fewest members that answered in one look (`led`: of the looks that saw a
+        leader, and whose look before saw one too: a ZooKeeper leader answers "leader" as
+        soon as a quorum has synced with it, a moment before that follower serves, which a
+        loaded machine's look once caught right after the election)."""
+        def has_leader(seen):
+            return any(s and s[0] for s in seen.values())
+        looks = [seen for i, (_, seen) in enumerate(self.samples)
+                 if not led or (has_leader(seen) and i > 0 and has_leader(self.samples[i - 1][1]))]
+        return min(sum(s is not None for s in seen.values()) for seen in looks)
 
     def leaderless_gaps(self) -> list[tuple[float, float]]:
         """(start, end) of each run of samples in which no member led: from the last
