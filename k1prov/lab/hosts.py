@@ -11,8 +11,25 @@ A host named N is:
   - machine: `ip netns exec k1p-N unshare --mount --pid --uts --fork`, then a
     small shell script mounts the overlay, /proc, /sys, a private /dev (device
     nodes + a new devpts instance) and /run, sets the hostname and execs
-    `chroot MERGED /usr/local/sbin/k1p-init`: PID 1 of the host, which runs
-    sshd and reaps orphans (daemons are started with k1p-service; no systemd).
+    `unshare --cgroup setpriv ... chroot MERGED /usr/local/sbin/k1p-init`: PID 1
+    of the host, which runs sshd and reaps orphans (daemons are started with
+    k1p-service; no systemd).
+
+The fence: whatever runs as root on a host (sshd's sessions, so every role script, and
+the daemons they start) cannot touch this machine's disks, power, clock or kernel:
+  - devices cgroup (v1) DEVICES/k1prov-hosts-<lab id>/N, joined by the boot script
+    right after it mounted the host's root device: no block device at all (not even
+    the machine's own disk), character devices ALLOWED_CHAR_DEVICES only (null, zero,
+    full, random, urandom, tty, ptmx, the pty slaves); removed when the host stops,
+    and the lab's parent with stop_all (lab down);
+  - capability bounding set without HOST_DROPPED_CAPS (boot, module, time, rawio,
+    ptrace, mknod, sys_admin, ...), dropped at PID 1 so nothing on the host regains
+    them: no reboot(2)/kexec, no clock_settime, no mknod, no mount or remount;
+  - /sys mounted read-only, /proc/sys, /proc/irq, /proc/bus and /proc/fs bound
+    read-only, /proc/sysrq-trigger (where the kernel has one) masked with /dev/null,
+    /proc/acpi and /proc/scsi hidden: the /proc and /sys files that check only uid 0;
+  - a cgroup namespace, so the host sees its own cgroups as its root.
+tests/integration/test_lab_hosts.py and test_lab_deploy.py probe it over SSH as root.
 
 The config drive's content (HostConfig) is written into the writable layer before
 the overlay is mounted. stop() SIGKILLs the host's PID 1, which kills every process
@@ -42,6 +59,7 @@ from k1prov.errors import LabError
 from k1prov.lab.command import run
 from k1prov.lab.configdrive_apply import HostConfig, apply_host_config
 from k1prov.lab.disk import root_partition
+from k1prov.lab.machine import ALLOWED_CHAR_DEVICES, CGROUP_ROOT, DROPPED_CAPS, lab_id
 from k1prov.lab.netns import LabNetwork, attach_host, detach_host, netns_exists, netns_name
 from k1prov.lab import pids
 from k1prov.settings import DEFAULT_TIMEOUTS
@@ -54,14 +72,26 @@ RUNNING, STOPPED, ABSENT = "running", "stopped", "absent"
 # Paths in the image that the writable layer shadows with the config drive's files;
 # their directories are created in the upper layer with the image's owner and mode.
 _CONFIG_DIRS = ("etc", "etc/ssh", "root", "root/.ssh")
+# Capabilities no process of a host ever gets (setpriv --bounding-set at PID 1): the
+# agent's (boot, modules, clock, raw I/O, ptrace) and, since nothing a host runs needs
+# them (sshd, runuser, ZooKeeper, Spark, the Mesos agent with its posix launcher):
+# mknod; sys_admin (mount and remount, swapon, setns, ...: /sys, /proc and the root stay
+# as the booter mounted them); dac_read_search (open_by_handle_at); syslog; bpf and
+# perfmon (kernel-wide programs); wake_alarm and block_suspend (power).
+HOST_DROPPED_CAPS = tuple(dict.fromkeys(DROPPED_CAPS + (
+    "mknod", "sys_admin", "dac_read_search", "syslog", "bpf", "perfmon", "wake_alarm", "block_suspend")))
+# Waiting for the kernel to take the last process of a stopped host out of its cgroup.
+_CGROUP_EMPTY_POLL = 0.01
 
 # Runs as PID 1 of the new pid namespace, in the host's network, mount and uts
 # namespaces, before the chroot. Arguments: merged lower upper work hostname lowers-dir
 # lower-device (a lab machine's root partition, mounted in this namespace only; empty
-# when the lower is an image mounted on this machine).
+# when the lower is an image mounted on this machine) and the capabilities to drop
+# (setpriv --bounding-set syntax). Its stdin is the host's devices cgroup's cgroup.procs,
+# open for writing.
 _BOOT_SCRIPT = r"""
 set -eu
-merged=$1 lower=$2 upper=$3 work=$4 name=$5 lowers=$6 lowerdev=$7
+merged=$1 lower=$2 upper=$3 work=$4 name=$5 lowers=$6 lowerdev=$7 dropcaps=$8
 mount --make-rprivate /
 # This namespace began as a copy of the machine's mounts: drop the copies that would
 # pin other hosts' network namespaces and other images' loop devices.
@@ -73,6 +103,13 @@ findmnt -rn -o TARGET | sort -r | while read -r target; do
   esac
 done
 if [ -n "$lowerdev" ]; then mount -o ro "$lowerdev" "$lower"; fi
+# The last block device this host opens (the mount keeps it): from here on it is in its
+# devices cgroup, which allows no block device at all and only ALLOWED_CHAR_DEVICES, for
+# this script's mknods as for everything the host runs. (`ip netns exec` left no
+# /sys/fs/cgroup in this namespace: the booter opened cgroup.procs as our stdin, a fixed
+# descriptor that dash can name; 0 written = this process.)
+echo 0 >&0
+exec </dev/null
 mount -t overlay overlay -o "lowerdir=$lower,upperdir=$upper,workdir=$work" "$merged"
 mount -t proc proc "$merged/proc"
 mount -t sysfs -o ro sysfs "$merged/sys"
@@ -92,13 +129,32 @@ mount -t devpts -o newinstance,ptmxmode=0666,mode=620,gid=5 devpts "$merged/dev/
 ln -s pts/ptmx "$merged/dev/ptmx"
 mount -t tmpfs -o mode=1777,size=256m tmpfs "$merged/dev/shm"
 mount -t tmpfs -o mode=755,size=64m tmpfs "$merged/run"
+# What of this machine root could still change through /proc with no capability at all
+# (sysctls and sysrq-trigger check uid 0 only; IRQ affinity, ACPI, SCSI): read-only or
+# masked, as container runtimes do. Without CAP_SYS_ADMIN (dropped below) the host can
+# neither unmount nor remount these. (This machine's kernel may have no sysrq at all.)
+for p in sys irq bus fs; do
+  if [ -d "$merged/proc/$p" ]; then
+    mount --bind "$merged/proc/$p" "$merged/proc/$p"; mount -o remount,bind,ro "$merged/proc/$p"
+  fi
+done
+if [ -e "$merged/proc/sysrq-trigger" ]; then mount --bind "$merged/dev/null" "$merged/proc/sysrq-trigger"; fi
+for p in acpi scsi; do
+  if [ -d "$merged/proc/$p" ]; then mount -t tmpfs -o ro,mode=555,size=4k tmpfs "$merged/proc/$p"; fi
+done
 hostname "$name"
 # Into the host's root for good: the copies of this machine's other mounts (other labs'
 # images and disks included) are dropped with the old root, so this host pins none.
 cd "$merged"
 pivot_root . mnt
 umount -l /mnt
-exec chroot . /usr/local/sbin/k1p-init
+# PID 1 and everything it starts: a cgroup namespace rooted at the host's cgroups, and a
+# capability bounding set without what reaches this machine's disks, power, clock and
+# kernel (HOST_DROPPED_CAPS). Root on the host keeps the rest (sshd needs sys_chroot,
+# setuid, setgid, audit_write; k1p-service runuser). unshare, setpriv and chroot are the
+# image's own (util-linux, coreutils): this machine's root is gone.
+exec unshare --cgroup setpriv --inh-caps=-all --bounding-set="$dropcaps" -- \
+  chroot . /usr/local/sbin/k1p-init
 """
 
 
@@ -121,6 +177,9 @@ class HostBooter:
         self.network = network or LabNetwork()
         self._hosts_dir = self.root / "hosts"
         self._lowers_dir = self.root / "lower"
+        # One devices cgroup per host, under one per booter root: two labs' hosts of the
+        # same name never share one (and never meet the machines' k1prov-<id> cgroups).
+        self.cgroup_parent = CGROUP_ROOT / "devices" / f"k1prov-hosts-{lab_id(self.root)}"
         self._children: dict[str, subprocess.Popen] = {}
         self._children_lock = threading.Lock()
 
@@ -233,6 +292,12 @@ class HostBooter:
                     _umount(lower, deadline=max(deadline, time.monotonic() + 5.0))
                 except LabError as exc:
                     failures.append(str(exc))
+            try:
+                self.cgroup_parent.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:  # a host still running: its cgroup is below
+                failures.append(f"devices cgroup {self.cgroup_parent}: {exc.strerror}")
         if failures:
             raise LabError("lab hosts not stopped cleanly: " + "; ".join(failures))
 
@@ -275,8 +340,14 @@ class HostBooter:
 
     # -- boot and teardown ---------------------------------------------------------
 
+    def cgroup(self, name: str) -> Path:
+        """The host's devices cgroup (cgroup v1), there while the host runs."""
+        _check_name(name)
+        return self.cgroup_parent / name
+
     def _start(self, name: str, merged: Path, lower: Path, upper: Path, work: Path, hostname: str,
                lower_dev: str, *, deadline: float) -> tuple[int, int]:
+        procs = self._make_cgroup(name)
         console = open(self._hosts_dir / name / "console.log", "ab")
         try:
             child = subprocess.Popen(
@@ -284,10 +355,11 @@ class HostBooter:
                  "unshare", "--mount", "--pid", "--uts", "--fork", "--kill-child", "--propagation", "slave",
                  "sh", "-c", _BOOT_SCRIPT, "k1p-boot",
                  str(merged), str(lower), str(upper), str(work), hostname, str(self._lowers_dir),
-                 lower_dev],
-                stdin=subprocess.DEVNULL, stdout=console, stderr=console, start_new_session=True)
+                 lower_dev, ",".join("-" + cap for cap in HOST_DROPPED_CAPS)],
+                stdin=procs, stdout=console, stderr=console, start_new_session=True)
         finally:
             console.close()
+            os.close(procs)
         with self._children_lock:
             self._children[name] = child
         # PID 1 of the host is unshare's child; the boot is done once it is k1p-init.
@@ -329,12 +401,42 @@ class HostBooter:
                 child.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 raise LabError(f"{name}: host did not exit") from None
+        self._remove_cgroup(name, deadline=deadline)
         if state:  # only what this booter made: never another lab's namespace of the same name
             detach_host(name, timeout=_remaining(deadline, name, "network teardown"))
         if state.get("lower"):
             self._write_state(name, {k: v for k, v in state.items() if k not in ("pid", "start_time",
                                                                                   "lower", "booting")})
             self._release_lower(Path(state["lower"]), deadline=deadline)
+
+    # -- the host's devices cgroup -----------------------------------------------------
+
+    def _make_cgroup(self, name: str) -> int:
+        """Create the host's devices cgroup (no block device, ALLOWED_CHAR_DEVICES only)
+        and return a write descriptor of its cgroup.procs for the boot script."""
+        if not (CGROUP_ROOT / "devices").is_dir():
+            raise LabError("the lab needs the cgroup v1 devices controller to fence its hosts' devices")
+        path = self.cgroup(name)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "devices.deny").write_text("a\n")
+        for device in ALLOWED_CHAR_DEVICES:
+            (path / "devices.allow").write_text(f"c {device} rwm\n")
+        return os.open(path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+
+    def _remove_cgroup(self, name: str, *, deadline: float) -> None:
+        path = self.cgroup(name)
+        while True:
+            try:
+                path.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                # The host's processes are dead (its PID 1 was reaped); the kernel may not
+                # have taken the last one out of the cgroup yet.
+                if time.monotonic() >= deadline:
+                    raise LabError(f"{name}: devices cgroup {path} not removed: {exc.strerror}") from None
+            time.sleep(_CGROUP_EMPTY_POLL)
 
     # -- image mounts ----------------------------------------------------------------
 

@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import ipaddress
 import os
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -241,3 +242,117 @@ def node_range_text(names: str, *, first_bmc_port: int, first_address: str,
             f"    bmc: {{port: {{start: {first_bmc_port}}}}}\n"
             f"    macs: [{{start: \"{first_mac}\"}}]\n"
             f"    address: {{start: {first_address}}}\n")
+
+
+# ---------------------------------------------------------------- the hosts' fence
+
+# Runs as root on a lab host (python3 -c): what root there can do to this machine's disks,
+# power, clock and kernel. Every call is safe whatever the outcome: a power or clock call
+# has arguments no kernel accepts (bad reboot magic, a 1000-segment kexec, a time zone 1667
+# hours off), so it fails with EPERM when the capability check refuses it and with EINVAL
+# when it got past that check, and never does anything; files that could power the machine
+# off are opened, never written. The two calls that would change something if they were
+# allowed (mount, clock_settime) are only made once the harmless probes showed that the
+# capability is gone. Arguments: paths of device nodes to open read-only; b:MAJ:MIN or
+# c:MAJ:MIN nodes to create and open; "--syscalls-only" (for the control run on this machine).
+HOST_FENCE_PROBE = r"""
+import ctypes, errno, json, os, platform, re, stat, subprocess, sys
+libc = ctypes.CDLL(None, use_errno=True)
+# reboot, kexec_load (x86_64, aarch64)
+SYSCALLS = {"x86_64": (169, 246), "aarch64": (142, 104)}.get(platform.machine())
+SYS_ADMIN, SYS_BOOT, SYS_TIME = 21, 22, 25
+args = sys.argv[1:]
+out = {}
+status = open("/proc/self/status").read()
+caps = {k: int(v, 16) for k, v in re.findall(r"^(Cap\w+):\s*([0-9a-f]+)$", status, re.M)}
+out["caps"] = caps
+def has(cap):
+    return bool(caps["CapEff"] >> cap & 1)
+def attempt(fn):
+    try:
+        fn()
+        return "ok"
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno, str(exc.errno))
+def call(fn, *a):
+    def run():
+        if fn(*a) == -1:
+            raise OSError(ctypes.get_errno(), "")
+    return attempt(run)
+if SYSCALLS:
+    # reboot(2) with a wrong second magic number: the capability is checked first.
+    out["reboot"] = call(libc.syscall, ctypes.c_long(SYSCALLS[0]), ctypes.c_int(0xfee1dead - 2**32),
+                         ctypes.c_int(0), ctypes.c_uint(0), None)
+    out["kexec_load"] = call(libc.syscall, ctypes.c_long(SYSCALLS[1]), ctypes.c_ulong(0),
+                             ctypes.c_ulong(1000), None, ctypes.c_ulong(0))
+class Timezone(ctypes.Structure):
+    _fields_ = [("minuteswest", ctypes.c_int), ("dsttime", ctypes.c_int)]
+out["settimeofday"] = call(libc.settimeofday, None, ctypes.byref(Timezone(100000, 0)))
+out["delete_module"] = call(libc.delete_module, b"k1prov_none", 0)
+out["swapon"] = call(libc.swapon, b"/k1prov-no-such-swap", 0)
+if "--syscalls-only" not in args:
+    if not has(SYS_TIME) and out["settimeofday"] == "EPERM":
+        class Timespec(ctypes.Structure):
+            _fields_ = [("sec", ctypes.c_long), ("nsec", ctypes.c_long)]
+        now = Timespec()
+        libc.clock_gettime(0, ctypes.byref(now))
+        out["clock_settime"] = call(libc.clock_settime, 0, ctypes.byref(now))
+    if not has(SYS_ADMIN):
+        r = subprocess.run(["mount", "-o", "remount,rw", "/sys"], capture_output=True, text=True)
+        out["remount_sys"] = r.returncode
+        out["mount_tmpfs"] = call(libc.mount, b"k1prov", b"/mnt", b"tmpfs", ctypes.c_ulong(0), None)
+    out["sys_mount"] = [line.split()[3].split(",")[0] for line in open("/proc/mounts") if line.split()[1] == "/sys"]
+    def open_write(path):
+        return attempt(lambda: os.close(os.open(path, os.O_WRONLY)))
+    out["sys_power_state"] = open_write("/sys/power/state") if os.path.exists("/sys/power/state") else "absent"
+    out["core_pattern"] = open_write("/proc/sys/kernel/core_pattern")
+    if os.path.exists("/proc/sysrq-trigger"):
+        st = os.stat("/proc/sysrq-trigger")
+        out["sysrq_trigger"] = "masked" if stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) == 1 else "open"
+    else:
+        out["sysrq_trigger"] = "absent"
+    out["cgroup"] = open("/proc/self/cgroup").read().split()
+    out["open"], out["mknod"] = {}, {}
+    for arg in args:
+        if arg.startswith(("b:", "c:")):
+            kind, major, minor = arg.split(":")
+            path = f"/root/k1prov-probe-{kind}-{major}-{minor}"
+            mode = (stat.S_IFBLK if kind == "b" else stat.S_IFCHR) | 0o600
+            made = attempt(lambda: os.mknod(path, mode, os.makedev(int(major), int(minor))))
+            if made == "ok":
+                made = "ok, open " + attempt(lambda: os.close(os.open(path, os.O_RDONLY)))
+                os.unlink(path)
+            out["mknod"][arg] = made
+        elif not arg.startswith("--"):
+            out["open"][arg] = attempt(lambda: os.close(os.open(arg, os.O_RDONLY)))
+print(json.dumps(out))
+"""
+
+# Capabilities (number: name) that root on a lab host must not have.
+HOST_FENCED_CAPS = {16: "sys_module", 17: "sys_rawio", 19: "sys_ptrace", 21: "sys_admin", 22: "sys_boot",
+                    25: "sys_time", 27: "mknod"}
+
+
+def host_fence_command(*args: str) -> str:
+    """The shell command that runs HOST_FENCE_PROBE with args on a host (as root)."""
+    return "python3 -c " + shlex.quote(HOST_FENCE_PROBE) + "".join(" " + shlex.quote(a) for a in args)
+
+
+def this_machine_disk() -> tuple[int, int]:
+    """(major, minor) of this machine's root disk: the block device behind / or, when /
+    is not on one (an overlay in a container), the first disk in /sys/block."""
+    dev = os.stat("/").st_dev
+    if os.major(dev) != 0 and Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}").exists():
+        return os.major(dev), os.minor(dev)
+    for entry in sorted(Path("/sys/block").iterdir()):
+        if not entry.name.startswith(("loop", "ram", "zram", "nbd", "dm-")):
+            major, minor = (entry / "dev").read_text().split(":")
+            return int(major), int(minor)
+    raise AssertionError("this machine has no disk in /sys/block")
+
+
+def fenced_caps_left(probe: dict) -> list[str]:
+    """The fenced capabilities still in the probe's bounding, permitted or effective set."""
+    caps = probe["caps"]
+    return sorted({name for bit, name in HOST_FENCED_CAPS.items()
+                   for key in ("CapBnd", "CapPrm", "CapEff") if caps[key] >> bit & 1})

@@ -6,6 +6,7 @@ power off -> disk boot), reached with OpenSSH and the pinned known_hosts
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import time
@@ -13,8 +14,9 @@ from pathlib import Path
 
 import pytest
 from image_fixture import lab_image_path
-from labhosts import (deploy_settings_text, lab_connection, lab_inventory_text, lab_ip, node_range_text,
-                      openssh, write_deploy_inputs)
+from labhosts import (deploy_settings_text, fenced_caps_left, host_fence_command, lab_connection,
+                      lab_inventory_text, lab_ip, node_range_text, openssh, this_machine_disk,
+                      write_deploy_inputs)
 from typer.testing import CliRunner
 
 from k1prov import glance
@@ -22,6 +24,7 @@ from k1prov.cli import app
 from k1prov.fanout import Status
 from k1prov.hostkeys import KEY_NAME
 from k1prov.inventory import load_inventory
+from k1prov.lab import disk as disks
 from k1prov.lab.machine import machine_name
 from k1prov.lab.netns import netns_exists, netns_name
 from k1prov.verb_report import EXIT_OK
@@ -172,6 +175,27 @@ def test_deploy_three_nodes_ssh_with_pinned_keys(env):
     again = env["prov"].deploy()
     assert {o.action for o in again.outcomes} == {"unchanged"}
     assert again.exit_code() == EXIT_OK
+
+
+def test_a_deployed_host_cannot_reach_its_own_disk_this_machines_or_power(env):
+    """Root on a host booted from its lab machine's disk (the role scripts' view): no
+    capability over disks, power, clock or mounts, and no block device, not even the
+    machine's own disk and root partition (the boot mounted that before the fence)."""
+    s = env["lab"].settings
+    machine = _machines(env)[0]
+    (loop,) = disks.loops_of(s.machines_dir / machine / "disk.img")
+    parts = disks.partition_devices(loop)
+    state = json.loads((s.root / "boot" / "hosts" / machine / "state.json").read_text())
+    assert "devices:/k1prov-hosts-" in Path(f"/proc/{state['pid']}/cgroup").read_text()
+    major, minor = this_machine_disk()
+    rdev = os.stat(loop).st_rdev
+    targets = [f"b:{major}:{minor}", f"b:{os.major(rdev)}:{os.minor(rdev)}"]
+    targets += [f"b:{a}:{b}" for a, b in parts.values()]
+    probe = json.loads(_ssh(env, NAMES[0], host_fence_command(*targets)).stdout)
+    assert fenced_caps_left(probe) == []
+    assert probe["mknod"] == {target: "EPERM" for target in targets}
+    assert probe["reboot"] == "EPERM" and probe["settimeofday"] == "EPERM" and probe["clock_settime"] == "EPERM"
+    assert probe["remount_sys"] != 0 and probe["sys_mount"] == ["ro"] and probe["core_pattern"] == "EROFS"
 
 
 def test_reimage_one_node_wipes_it_and_keeps_the_others(env):

@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import base64
 import gzip
+import json
 import os
+import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 from image_fixture import lab_image_path
+from labhosts import (HOST_FENCE_PROBE, beside_other_sessions, fenced_caps_left, host_fence_command,
+                      this_machine_disk)
 
 from k1prov.errors import LabError
 from k1prov.lab.configdrive_apply import build_config_drive_iso, host_config_from_config_drive
@@ -25,8 +30,12 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="lab hosts need root"),
 ]
 
-BRIDGE, CIDR = "k1phtest0", "10.252.7.1/24"
-NAMES = ("zk1", "zk2", "spark1")
+# Host names are machine-wide (network namespaces k1p-<name>): moved with the bridge and
+# subnet when another session of the suite may run beside this one.
+_MOVED = beside_other_sessions("k1phtest0", "10.252.7.1/24", 0)
+BRIDGE, CIDR = _MOVED.bridge, _MOVED.cidr
+ZK1, ZK2, SPARK1, FENCE = (name + _MOVED.suffix for name in ("zk1", "zk2", "spark1", "fence"))
+NAMES = (ZK1, ZK2, SPARK1)
 SSH_TIMEOUT = 30.0
 SSH_READY_TIMEOUT = 20.0
 
@@ -55,7 +64,7 @@ def network():
 def keys(tmp_path_factory):
     d = tmp_path_factory.mktemp("keys")
     _, user_public = keygen(d / "user")
-    host_keys = {name: keygen(d / f"host-{name}") for name in NAMES}
+    host_keys = {name: keygen(d / f"host-{name}") for name in NAMES + (FENCE,)}
     return {"dir": d, "user": d / "user", "user_public": user_public, "hosts": host_keys}
 
 
@@ -85,7 +94,7 @@ def lab(lab_image, network, keys, tmp_path_factory):
     try:
         for index, name in enumerate(NAMES):
             config = host_config(network, keys, index, name)
-            if name == "spark1":
+            if name == SPARK1:
                 # One host takes its config the way a deployed node does: from the drive
                 # as Ironic stores it (gzip + base64 of the ISO).
                 drive = base64.b64encode(gzip.compress(build_config_drive_iso(config))).decode()
@@ -107,14 +116,14 @@ def test_ssh_reaches_each_host_with_its_name_and_pinned_host_key(lab, keys):
         result = ssh(keys, config.address, keys["hosts"][name][1], "hostname; cat /etc/hostname")
         assert result.stdout.split() == [name, name]
     # The pin is real: the same host checked against another host's key is refused.
-    wrong = ssh(keys, configs["zk1"].address, keys["hosts"]["zk2"][1], "true", check=False)
+    wrong = ssh(keys, configs[ZK1].address, keys["hosts"][ZK2][1], "true", check=False)
     assert wrong.returncode != 0
     assert "host key" in wrong.stderr.lower()
 
 
 def test_image_has_java_zookeeper_and_spark(lab, keys):
     _, configs = lab
-    address, pinned = configs["spark1"].address, keys["hosts"]["spark1"][1]
+    address, pinned = configs[SPARK1].address, keys["hosts"][SPARK1][1]
     java = ssh(keys, address, pinned, "java -version 2>&1")
     assert 'version "17.' in java.stdout
     zk = ssh(keys, address, pinned, "dpkg-query -W -f '${Version}' zookeeper; "
@@ -127,7 +136,7 @@ def test_image_has_java_zookeeper_and_spark(lab, keys):
 
 def test_daemon_started_over_ssh_outlives_the_session(lab, keys):
     booter, configs = lab
-    address, pinned = configs["zk2"].address, keys["hosts"]["zk2"][1]
+    address, pinned = configs[ZK2].address, keys["hosts"][ZK2][1]
     ssh(keys, address, pinned, "k1p-service start sleeper -- sleep 600")
     status = ssh(keys, address, pinned, "k1p-service status sleeper; ps -o ppid= -C sleep")
     assert "running" in status.stdout
@@ -138,42 +147,104 @@ def test_daemon_started_over_ssh_outlives_the_session(lab, keys):
 
 def test_boot_of_a_running_host_is_a_no_op(lab, lab_image, network, keys):
     booter, configs = lab
-    before = booter.status("zk1")
+    before = booter.status(ZK1)
     started = time.monotonic()
-    again = booter.boot("zk1", lab_image, configs["zk1"])
+    again = booter.boot(ZK1, lab_image, configs[ZK1])
     assert again.pid == before.pid and again.state == "running"
     assert time.monotonic() - started < 0.5
-    with pytest.raises(LabError, match="in use by host zk1"):
-        booter.boot("zk9", lab_image, HostConfig(hostname="zk9", address=configs["zk1"].address,
-                                                 prefix=network.prefix))
-    booter.wipe("zk9")
+    zk9 = "zk9" + _MOVED.suffix
+    with pytest.raises(LabError, match=f"in use by host {ZK1}"):
+        booter.boot(zk9, lab_image, HostConfig(hostname=zk9, address=configs[ZK1].address,
+                                               prefix=network.prefix))
+    booter.wipe(zk9)
 
 
 def test_rebuild_wipes_only_that_host(lab, lab_image, keys):
     booter, configs = lab
     pinned = {name: keys["hosts"][name][1] for name in configs}
-    for name in ("zk1", "zk2"):
+    for name in (ZK1, ZK2):
         ssh(keys, configs[name].address, pinned[name], f"echo {name} > /root/data")
-    zk2_pid = booter.status("zk2").pid
+    zk2_pid = booter.status(ZK2).pid
     with pytest.raises(LabError, match="running"):
-        booter.wipe("zk1")
-    booter.stop("zk1")
-    assert booter.status("zk1").state == "stopped"
-    assert not Path("/run/netns/k1p-zk1").exists()
+        booter.wipe(ZK1)
+    booter.stop(ZK1)
+    assert booter.status(ZK1).state == "stopped"
+    assert not Path(f"/run/netns/k1p-{ZK1}").exists()
+    assert not booter.cgroup(ZK1).exists() and booter.cgroup(ZK2).is_dir()
     # Power cycle without wipe keeps the disk ...
-    booter.boot("zk1", lab_image, configs["zk1"])
-    booter.wait_ssh("zk1", timeout=SSH_READY_TIMEOUT)
-    assert ssh(keys, configs["zk1"].address, pinned["zk1"], "cat /root/data").stdout == "zk1\n"
+    booter.boot(ZK1, lab_image, configs[ZK1])
+    booter.wait_ssh(ZK1, timeout=SSH_READY_TIMEOUT)
+    assert ssh(keys, configs[ZK1].address, pinned[ZK1], "cat /root/data").stdout == f"{ZK1}\n"
     # ... a rebuild does not.
-    booter.stop("zk1")
-    booter.wipe("zk1")
-    booter.boot("zk1", lab_image, configs["zk1"])
-    booter.wait_ssh("zk1", timeout=SSH_READY_TIMEOUT)
-    gone = ssh(keys, configs["zk1"].address, pinned["zk1"], "test -e /root/data", check=False)
+    booter.stop(ZK1)
+    booter.wipe(ZK1)
+    booter.boot(ZK1, lab_image, configs[ZK1])
+    booter.wait_ssh(ZK1, timeout=SSH_READY_TIMEOUT)
+    gone = ssh(keys, configs[ZK1].address, pinned[ZK1], "test -e /root/data", check=False)
     assert gone.returncode == 1
-    assert ssh(keys, configs["zk1"].address, pinned["zk1"], "hostname").stdout.strip() == "zk1"
-    assert ssh(keys, configs["zk2"].address, pinned["zk2"], "cat /root/data").stdout == "zk2\n"
-    assert booter.status("zk2").pid == zk2_pid
+    assert ssh(keys, configs[ZK1].address, pinned[ZK1], "hostname").stdout.strip() == ZK1
+    assert ssh(keys, configs[ZK2].address, pinned[ZK2], "cat /root/data").stdout == f"{ZK2}\n"
+    assert booter.status(ZK2).pid == zk2_pid
+
+
+def test_root_on_a_host_cannot_reach_this_machines_disks_power_clock_or_kernel(lab, lab_image, network, keys):
+    """A root shell on a host (what role scripts are) against the fence: the capability
+    bounding set, the devices cgroup and the read-only /sys and /proc/sys. Every call the
+    probe makes is harmless whatever its outcome (labhosts.HOST_FENCE_PROBE); the same
+    calls on this machine show that they do tell a refusal from a pass."""
+    booter, _ = lab
+    control = subprocess.run([sys.executable, "-c", HOST_FENCE_PROBE, "--syscalls-only"],
+                             capture_output=True, text=True, timeout=SSH_TIMEOUT, check=True)
+    here = json.loads(control.stdout)
+    # Root on this machine gets past every capability check the host must fail.
+    assert fenced_caps_left(here), here["caps"]
+    assert here["reboot"] == "EINVAL" and here["settimeofday"] == "EINVAL" and here["swapon"] == "ENOENT", here
+    config = HostConfig(hostname=FENCE, address=network.host_address(30), prefix=network.prefix,
+                        gateway=network.gateway, authorized_keys=(keys["user_public"],),
+                        ssh_host_keys={"ed25519": keys["hosts"][FENCE]})
+    disk = this_machine_disk()
+    # The loop device under this host's own root (the image, mounted once for all hosts).
+    loop = os.stat(next(p for p in _loops_of(lab_image))).st_rdev
+    nodes = {"disk": (stat.S_IFBLK, os.makedev(*disk)), "loop": (stat.S_IFBLK, loop),
+             "mem": (stat.S_IFCHR, os.makedev(1, 1))}
+    try:
+        booter.boot(FENCE, lab_image, config)
+        # Device nodes already on the host's disk (made here while it is off) cannot be
+        # opened either: the devices cgroup refuses them whatever the capabilities.
+        booter.stop(FENCE)
+        made = booter.status(FENCE).root / "upper" / "root" / "fence"
+        made.mkdir()
+        for node, (kind, dev) in nodes.items():
+            os.mknod(made / node, kind | 0o600, dev)
+        info = booter.boot(FENCE, lab_image, config)
+        booter.wait_ssh(FENCE, timeout=SSH_READY_TIMEOUT)
+        cgroup = booter.cgroup(FENCE)
+        assert f"devices:/{cgroup.relative_to(cgroup.parents[1])}" in Path(f"/proc/{info.pid}/cgroup").read_text()
+        rules = (cgroup / "devices.list").read_text().split("\n")
+        assert not any(rule.startswith(("a ", "b ")) for rule in rules), rules
+        result = ssh(keys, config.address, keys["hosts"][FENCE][1], host_fence_command(
+            *(f"/root/fence/{node}" for node in nodes),
+            f"b:{disk[0]}:{disk[1]}", f"b:{os.major(loop)}:{os.minor(loop)}", "c:1:1"))
+        probe = json.loads(result.stdout)
+        print(f"\nhost probe: {json.dumps({k: v for k, v in probe.items() if k != 'caps'})}")
+        assert fenced_caps_left(probe) == []
+        assert probe["open"] == {f"/root/fence/{node}": "EPERM" for node in nodes}
+        assert set(probe["mknod"].values()) == {"EPERM"}
+        assert probe["reboot"] == "EPERM" and probe["settimeofday"] == "EPERM" and probe["swapon"] == "EPERM"
+        assert probe["clock_settime"] == "EPERM"
+        assert probe["kexec_load"] in ("EPERM", "ENOSYS") and probe["delete_module"] in ("EPERM", "ENOSYS")
+        assert probe["remount_sys"] != 0 and probe["mount_tmpfs"] == "EPERM" and probe["sys_mount"] == ["ro"]
+        assert probe["sys_power_state"] in ("EROFS", "absent") and probe["core_pattern"] == "EROFS"
+        assert probe["sysrq_trigger"] in ("masked", "absent")
+        # The host's cgroup namespace: its own cgroups are its root.
+        assert all(line.endswith(":/") for line in probe["cgroup"]), probe["cgroup"]
+        # The host still works: a role-like daemon as another user, started over SSH.
+        ssh(keys, config.address, keys["hosts"][FENCE][1],
+            "k1p-service start fenced -- runuser -u nobody -- sleep 600 && k1p-service status fenced")
+    finally:
+        booter.stop(FENCE)
+        booter.wipe(FENCE)
+    assert not booter.cgroup(FENCE).exists()
 
 
 def test_memory_per_host(lab):
@@ -193,31 +264,36 @@ def test_stop_all_leaves_nothing(lab, lab_image, network, keys, tmp_path):
     loops_before = set(_loops_of(lab_image))
     # Namespace names are machine-wide: a second lab cannot take over a running host's.
     with pytest.raises(LabError, match="belongs to another lab"):
-        booter.boot("zk1", lab_image, host_config(network, keys, 20, "zk1"))
-    names = ("st1", "st2")
+        booter.boot(ZK1, lab_image, host_config(network, keys, 20, ZK1))
+    names = tuple(n + _MOVED.suffix for n in ("st1", "st2"))
     pids = []
-    for index, name in enumerate(names):
-        config = host_config(network, keys, 20 + index, "zk1")
-        booter.boot(name, lab_image, HostConfig(hostname=name, address=config.address, prefix=config.prefix,
-                                                authorized_keys=config.authorized_keys))
-        booter.wait_ssh(name, timeout=SSH_READY_TIMEOUT)
-        # (a short-lived sshd child may already be gone: keep what is alive now)
-        pids += [(pid, start) for pid in booter.processes(name) if (start := _start_time(pid)) is not None]
-    assert len(pids) >= 4  # init + sshd on each
-    # The overlays live only in the hosts' own mount namespaces.
-    assert str(tmp_path) not in _run("findmnt -rn -t overlay -o TARGET,OPTIONS")
-    assert str(tmp_path) in Path(f"/proc/{booter.status('st1').pid}/mounts").read_text()
-    booter.stop_all()
+    try:
+        for index, name in enumerate(names):
+            config = host_config(network, keys, 20 + index, ZK1)
+            booter.boot(name, lab_image, HostConfig(hostname=name, address=config.address, prefix=config.prefix,
+                                                    authorized_keys=config.authorized_keys))
+            booter.wait_ssh(name, timeout=SSH_READY_TIMEOUT)
+            # (a short-lived sshd child may already be gone: keep what is alive now)
+            pids += [(pid, start) for pid in booter.processes(name) if (start := _start_time(pid)) is not None]
+        assert len(pids) >= 4  # init + sshd on each
+        # The overlays live only in the hosts' own mount namespaces.
+        assert str(tmp_path) not in _run("findmnt -rn -t overlay -o TARGET,OPTIONS")
+        assert str(tmp_path) in Path(f"/proc/{booter.status(names[0]).pid}/mounts").read_text()
+    finally:
+        # (a failed check above must not leave these hosts running)
+        booter.stop_all()
     assert [i.state for i in booter.list()] == ["stopped", "stopped"]
-    assert lab[0].status("zk1").state == "running"
+    assert lab[0].status(ZK1).state == "running"
     netns = _run("ip netns list")
     assert not any(f"k1p-{name}" in netns.split() for name in names)
     assert str(tmp_path) not in _run("findmnt -rn -o TARGET,OPTIONS")
+    assert not booter.cgroup_parent.exists()  # the lab's devices cgroups
+    assert lab[0].cgroup(ZK1).is_dir()
     assert set(_loops_of(lab_image)) <= loops_before
     assert all(_start_time(pid) != start for pid, start in pids)
     bridge_ports = _run(f"ip -o link show master {BRIDGE}")
     assert not any(veth_name(name) in bridge_ports for name in names)
-    assert veth_name("zk1") in bridge_ports  # the other lab's hosts were left alone
+    assert veth_name(ZK1) in bridge_ports  # the other lab's hosts were left alone
     booter.stop_all()  # a second time is harmless
 
 
@@ -241,7 +317,7 @@ def test_concurrent_boots_from_threads(lab_image, network, keys, tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
     booter = HostBooter(tmp_path / "lab", network=network)
-    names = [f"c{i}" for i in range(8)]
+    names = [f"c{i}{_MOVED.suffix}" for i in range(8)]
     configs = {name: HostConfig(hostname=name, address=network.host_address(100 + i), prefix=network.prefix,
                                 authorized_keys=(keys["user_public"],))
                for i, name in enumerate(names)}
