@@ -11,7 +11,10 @@ filter refuses (EPERM) every call that changes mounts or namespaces, and the one
 touch the machine as a whole (kexec, modules, swap, reboot, the clock, BPF, perf, other
 processes' memory, input pushed into a terminal). `clone3` gets ENOSYS (its flags are
 in memory the filter cannot read; glibc then falls back to `clone`, whose namespace
-flags are refused).
+flags are refused). BLKPG and BLKRRPART (telling the kernel a disk's partitions) return
+success and do nothing: the lab does that for the agent, in an order that never lets a
+partition number reach it once it may belong to another machine (see
+k1prov.lab.machine.PartitionFence).
 
 ironic-python-agent's whole-disk deploy with a config drive needs none of them: the
 only one it tries is `mount`, to check the config drive it has just written (and then to
@@ -54,6 +57,12 @@ DENIED_SYSCALL_NUMBERS_X86_64 = {"open_tree_attr": 467}
 # ioctl(2) requests refused: TIOCSTI pushes input into a terminal (a shell's, with
 # CAP_SYS_ADMIN even one that is not the caller's).
 DENIED_IOCTLS = {"TIOCSTI": 0x5412}
+# ioctl(2) requests that return success and do nothing: the kernel's partitions of the
+# machine's disk are the lab's to change (its partition fence scans the disk when the
+# agent's `udevadm settle` asks), so that a partition's number is refused to the agent
+# before the kernel frees it for another machine's partition. parted, partprobe, partx,
+# sgdisk and wipefs tell the kernel through these.
+FAKED_IOCTLS = {"BLKRRPART": 0x125F, "BLKPG": 0x1269}
 # clone(2) flags that make a namespace.
 NAMESPACE_CLONE_FLAGS = {
     "CLONE_NEWTIME": 0x00000080, "CLONE_NEWNS": 0x00020000, "CLONE_NEWCGROUP": 0x02000000,
@@ -75,6 +84,8 @@ def build_filter(seccomp):
             f.add_rule(seccomp.ERRNO(errno.EPERM), name if known else number)
     for request in DENIED_IOCTLS.values():
         f.add_rule(seccomp.ERRNO(errno.EPERM), "ioctl", seccomp.Arg(1, seccomp.EQ, request))
+    for request in FAKED_IOCTLS.values():
+        f.add_rule(seccomp.ERRNO(0), "ioctl", seccomp.Arg(1, seccomp.EQ, request))
     f.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
     for flag in NAMESPACE_CLONE_FLAGS.values():
         f.add_rule(seccomp.ERRNO(errno.EPERM), "clone", seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))

@@ -129,6 +129,22 @@ def update_partitions(device: str, *, timeout: float) -> None:
         what=f"partx --update {device}", needs="util-linux")
 
 
+def add_partitions(device: str, *, timeout: float) -> None:
+    """Tell the kernel the partitions of the disk's table (LabError without a table)."""
+    run(["partx", "--add", device], deadline=time.monotonic() + timeout,
+        what=f"partx --add {device}", needs="util-linux")
+
+
+def delete_partitions(device: str, *, timeout: float) -> None:
+    """Remove every partition the kernel has for the disk (none left is no error)."""
+    try:
+        run(["partx", "--delete", device], deadline=time.monotonic() + timeout,
+            what=f"partx --delete {device}", needs="util-linux")
+    except LabError:
+        if partition_devices(device):
+            raise
+
+
 def loops_of(path: Path) -> list[str]:
     """Loop devices (/dev/loopN) whose backing file is `path`."""
     path = Path(path).resolve()

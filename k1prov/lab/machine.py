@@ -35,8 +35,11 @@ capabilities:
   partitions that device has now, besides /dev/null & co. Partition numbers (major 259)
   are handed out machine-wide as partitions appear, so the lab's PartitionFence follows
   the disk (kernel uevents, and a look every FENCE_POLL_INTERVAL): it allows each new
-  partition of this disk and takes a gone one's number back. The agent's `udevadm
-  settle` (a shim; the agent runs it after partprobe and parted) waits, at most
+  partition of this disk and takes a gone one's number back. The agent cannot change the
+  kernel's partitions itself (BLKPG and BLKRRPART do nothing for it); its `udevadm
+  settle` (a shim; the agent runs it after partprobe and parted) asks the fence to scan
+  the disk, which refuses every number of the disk to the agent before any partition
+  goes, so no number the kernel frees is still open to it; the shim then waits, at most
   PARTITION_ALLOW_TIMEOUT, until every partition of its disk opens;
 - every block device node under /dev at start masked with /dev/null, the host's /dev
   read-only (nothing made or removed there), ptys of its own (a new devpts);
@@ -46,14 +49,11 @@ capabilities:
 - a seccomp filter (k1prov/lab/agent_seccomp.py, loaded just before the agent is
   exec'd) that refuses mount and umount (old and new mount API), pivot_root, chroot,
   setns, unshare and clone's namespace flags, kexec, modules, swap, reboot, the clock,
-  BPF, perf, ptrace and TIOCSTI, so the agent cannot undo any of the above;
+  BPF, perf, ptrace and TIOCSTI, so the agent cannot undo any of the above, and makes
+  BLKPG/BLKRRPART succeed without doing anything;
 - shims for systemctl (poweroff/reboot/halt/shutdown), udevadm and modprobe; setpriv
   drops CAP_SYS_BOOT, CAP_SYS_MODULE, CAP_SYS_TIME, CAP_SYS_RAWIO and CAP_SYS_PTRACE
   from the bounding set.
-Left open: when the agent removes one of its own partitions, the kernel may give that
-number to another machine's new partition before the fence has taken it back (a
-fraction of a second); an agent that opens it in that instant keeps it open. Static
-partition numbers (the loop module's max_part, fixed at boot: 0 here) would close it.
 A memory cgroup per machine measures what a deploy uses.
 """
 from __future__ import annotations
@@ -355,22 +355,33 @@ esac
 exit 0
 """
 SHIM_NOOP = "#!/bin/sh\nexit 0\n"
-# `udevadm settle` (the agent runs it after partprobe and parted): there is no udev, but
-# a new partition is usable only once the lab's fence has allowed it in the devices
-# cgroup, so settle means "every partition sysfs lists for this disk opens".
+# `udevadm settle` (the agent runs it after partprobe and parted): there is no udev, and
+# the kernel's partitions are the lab's to change (BLKPG/BLKRRPART do nothing for the
+# agent: agent_seccomp.py). So settle asks the lab's partition fence to scan the disk
+# (a token in /run/k1prov/partscan), waits for its answer and then until every partition
+# sysfs lists for this disk opens; at most PARTITION_ALLOW_TIMEOUT.
 SHIM_UDEVADM = r"""#!/bin/sh
 [ "${1:-}" = settle ] || exit 0
 read -r up _ < /proc/uptime
 deadline=$(( ${up%.*} + @TIMEOUT@ ))
+token="$$-$up"
+echo "$token" > /run/k1prov/partscan.new
+mv -f /run/k1prov/partscan.new /run/k1prov/partscan
 while :; do
-  waiting=
-  for dev in /sys/block/loop*/loop*p*/dev; do
-    [ -e "$dev" ] || continue
-    part=${dev%/dev}
-    part=/dev/${part##*/}
-    ( : < "$part" ) 2>/dev/null || waiting="$waiting $part"
-  done
-  [ -z "$waiting" ] && exit 0
+  answer=
+  [ -e /run/k1prov/partscan.done ] && read -r answer < /run/k1prov/partscan.done
+  if [ "$answer" = "$token" ]; then
+    waiting=
+    for dev in /sys/block/loop*/loop*p*/dev; do
+      [ -e "$dev" ] || continue
+      part=${dev%/dev}
+      part=/dev/${part##*/}
+      ( : < "$part" ) 2>/dev/null || waiting="$waiting $part"
+    done
+    [ -z "$waiting" ] && exit 0
+  else
+    waiting=" (no answer to the scan)"
+  fi
   read -r up _ < /proc/uptime
   if [ "${up%.*}" -ge "$deadline" ]; then
     echo "udevadm settle: not usable after @TIMEOUT@ s (the lab's partition fence):$waiting" >&2
@@ -458,28 +469,45 @@ def agent_pid(machines_dir: Path, port: int) -> int:
 # ---------------------------------------------------------------- the partition fence
 
 
+@dataclass
+class _Watched:
+    loop: str                          # the disk: loopN
+    requests: Path | None              # where its `udevadm settle` asks for a scan
+    allowed: set = None                # the (major, minor) allowed now
+    scanned: str | None = None         # the last request token answered
+
+    def __post_init__(self):
+        self.allowed = set() if self.allowed is None else self.allowed
+
+
 class PartitionFence:
     """Keeps each running agent's devices cgroup allowing exactly the partitions its own
     loop device has now: `b MAJOR:MINOR rwm` allowed for each new one, denied again when
     it is gone (its number may go to another machine's partition next).
 
-    One thread for every agent of the process; it wakes on the kernel's uevents (a
-    partition added or removed anywhere) and at least every FENCE_POLL_INTERVAL, and
-    stops when nothing is watched. The agent's `udevadm settle` shim waits for it.
+    The agent cannot change the kernel's partitions itself (its seccomp filter makes
+    BLKPG and BLKRRPART succeed without doing anything). Its `udevadm settle` asks for a
+    scan instead (a token in `requests/partscan`); the fence then denies every number of
+    the disk, lets `partx --update` make the kernel's partitions match the disk's table,
+    allows what is there now and answers (`requests/partscan.done`). A number is thus
+    refused to the agent before the kernel can free it for anyone else.
+
+    One thread for every agent of the process; it wakes on the kernel's uevents and at
+    least every FENCE_POLL_INTERVAL, and stops when nothing is watched.
     """
 
     def __init__(self, *, sys_block: Path = Path("/sys/block"), interval: float = FENCE_POLL_INTERVAL):
         self.sys_block = Path(sys_block)
         self.interval = interval
         self._lock = threading.Lock()
-        # devices cgroup directory -> [loop device name, the partitions allowed now]
-        self._watched: dict[Path, tuple[str, set[tuple[int, int]]]] = {}
+        self._watched: dict[Path, _Watched] = {}
         self._thread: threading.Thread | None = None
 
-    def watch(self, cgroup: Path, loop_name: str) -> None:
-        """Allow the partitions `loop_name` has, and from now on follow them."""
+    def watch(self, cgroup: Path, loop_name: str, requests: Path | None = None) -> None:
+        """Allow the partitions `loop_name` has, and from now on follow them (and answer
+        the scan requests written into `requests`)."""
         with self._lock:
-            self._watched[Path(cgroup)] = (loop_name, set())
+            self._watched[Path(cgroup)] = _Watched(loop_name, Path(requests) if requests else None)
             self._sync_one(Path(cgroup))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="partition-fence", daemon=True)
@@ -501,7 +529,7 @@ class PartitionFence:
     def allowed(self, cgroup: Path) -> set[tuple[int, int]]:
         with self._lock:
             entry = self._watched.get(Path(cgroup))
-            return set(entry[1]) if entry else set()
+            return set(entry.allowed) if entry else set()
 
     def sync(self) -> None:
         with self._lock:
@@ -509,10 +537,30 @@ class PartitionFence:
                 self._sync_one(cgroup)
 
     def _sync_one(self, cgroup: Path) -> None:
-        loop_name, allowed = self._watched[cgroup]
-        now = set(disks.partition_devices(loop_name, sys_block=self.sys_block).values())
+        w = self._watched[cgroup]
+        token = _read_token(w.requests / "partscan") if w.requests else None
+        scanning = token is not None and token != w.scanned
+        if scanning:
+            self._scan(cgroup, w)
+        now = set(disks.partition_devices(w.loop, sys_block=self.sys_block).values())
         # Taken back first: a number that left this disk may be another machine's already.
-        for major, minor in sorted(allowed - now):
+        self._deny(cgroup, w, w.allowed - now)
+        for major, minor in sorted(now - w.allowed):
+            try:
+                (cgroup / "devices.allow").write_text(f"b {major}:{minor} rwm\n")
+            except OSError as exc:
+                log.warning("%s: cannot allow partition %d:%d: %s", cgroup.name, major, minor, exc)
+                continue
+            w.allowed.add((major, minor))
+            log.debug("%s: partition %d:%d of %s allowed", cgroup.name, major, minor, w.loop)
+        if scanning:
+            w.scanned = token
+            _write_token(w.requests / "partscan.done", token)
+            log.info("%s: %s scanned for its agent: partitions %s", cgroup.name, w.loop,
+                     " ".join(f"{a}:{b}" for a, b in sorted(w.allowed)) or "none")
+
+    def _deny(self, cgroup: Path, w: _Watched, numbers: set) -> None:
+        for major, minor in sorted(numbers):
             try:
                 (cgroup / "devices.deny").write_text(f"b {major}:{minor} rwm\n")
             except FileNotFoundError:
@@ -520,16 +568,22 @@ class PartitionFence:
             except OSError as exc:
                 log.error("%s: cannot deny partition %d:%d: %s", cgroup.name, major, minor, exc)
                 continue
-            allowed.discard((major, minor))
-            log.info("%s: partition %d:%d gone from %s: denied", cgroup.name, major, minor, loop_name)
-        for major, minor in sorted(now - allowed):
-            try:
-                (cgroup / "devices.allow").write_text(f"b {major}:{minor} rwm\n")
-            except OSError as exc:
-                log.warning("%s: cannot allow partition %d:%d: %s", cgroup.name, major, minor, exc)
-                continue
-            allowed.add((major, minor))
-            log.info("%s: partition %d:%d of %s allowed", cgroup.name, major, minor, loop_name)
+            w.allowed.discard((major, minor))
+            log.debug("%s: partition %d:%d of %s denied", cgroup.name, major, minor, w.loop)
+
+    def _scan(self, cgroup: Path, w: _Watched) -> None:
+        """What a kernel does when asked to re-read a disk's partition table, with every
+        number of the disk refused to its agent while partitions go and come."""
+        self._deny(cgroup, w, set(w.allowed))
+        # All of them go and what the table says comes (`partx --update` keeps partitions
+        # numbered above the new table's last one).
+        device = f"/dev/{w.loop}"
+        disks.delete_partitions(device, timeout=COMMAND_TIMEOUT)
+        try:
+            disks.add_partitions(device, timeout=COMMAND_TIMEOUT)
+        except LabError as exc:
+            # No partition table (a wiped disk, or not written yet): no partitions.
+            log.debug("%s: %s", cgroup.name, exc)
 
     def _run(self) -> None:
         uevents = _uevent_socket()
@@ -552,6 +606,22 @@ class PartitionFence:
         finally:
             if uevents is not None:
                 uevents.close()
+
+
+def _read_token(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _write_token(path: Path, token: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(token + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("partition fence: cannot answer %s: %s", path, exc)
 
 
 def _uevent_socket() -> socket.socket | None:
@@ -820,7 +890,7 @@ class Machine:
             for rule in rules:
                 (devices / "devices.allow").write_text(rule + "\n")
             # The disk's partitions: those it has now, then each as it comes and goes.
-            FENCE.watch(devices, f"loop{loopn}")
+            FENCE.watch(devices, f"loop{loopn}", self.dir / "button")
             procs.append(str(devices / "cgroup.procs"))
         else:
             raise LabError("the lab needs the cgroup v1 devices controller to fence the agent's disks")

@@ -9,11 +9,13 @@
   namespaces, root, capability bounding set and seccomp filter: the agent's hardware
   manager lists exactly one disk (the machine's), another block device cannot be opened or
   created, and it cannot reboot, set the clock or load modules on this machine.
-  - A partition made on the agent's own disk after it started opens once `udevadm settle`
-    returns (the lab's partition fence allowed its number); when it is removed again the
-    fence takes the number back, and a partition of another loop device made after that
-    (the kernel hands out the lowest free number, likely the same one) cannot be opened,
-    by its /dev name or by a node made for its number.
+  - The agent adds a partition to its own disk's table and runs `udevadm settle` (as
+    after parted): the lab scans the disk and the partition opens. It removes it and
+    settles: the partition is gone and its number already refused to the agent (refused
+    before the kernel freed it). A partition of another loop device made after that (the
+    kernel hands out the lowest free number, often the same one) cannot be opened, by its
+    /dev name or by a node made for its number, nor can any other block node it sees;
+    BLKPG from inside changes nothing.
   - Undoing the sandbox fails with EPERM: mounting a cgroupfs (new and old mount API),
     remounting /sys read-write, unmounting a /dev/null mask, a new mount namespace. The
     agent process itself runs under the seccomp filter and in a cgroup namespace of its own.
@@ -56,12 +58,30 @@ NO_CALLBACK_DEPLOY_TIMEOUT = 90.0
 AGENT_UP_TIMEOUT = 60.0
 # One probe: importing the agent's modules alone takes tens of seconds on a loaded machine.
 PROBE_TIMEOUT = 180.0
-# The partition fence takes back the number of a partition that is gone.
-FENCE_TIMEOUT = 30.0
-# A partition added (BLKPG, like parted does) to the agent's own disk: number, first
-# sector and length in 512-byte sectors (at 2 GiB of its 4 GiB, clear of the image's
-# partition 1 and the config drive at the end).
-OWN_PART = (9, 4 * 2**20, 2048)
+# A partition the agent adds to its own disk's table (MBR entry 3): first sector and
+# length in 512-byte sectors (at 2 GiB of its 4 GiB, clear of the image's partition 1
+# and of the config drive at the end).
+OWN_PART = (3, 4 * 2**20, 2048)
+
+# Runs inside the agent's sandbox: sets (or clears) MBR entry 3 of the agent's own disk,
+# then `udevadm settle`, as the agent does after parted.
+SET_ENTRY = r"""
+import json, os, subprocess, sys
+number, first, length = json.loads(sys.argv[1])
+entry = bytearray(16)
+if length:
+    entry[4] = 0x83
+    entry[8:16] = first.to_bytes(4, "little") + length.to_bytes(4, "little")
+with open(os.environ["K1PROV_MACHINE_DISK"], "r+b") as f:
+    f.seek(446 + 16 * (number - 1))
+    f.write(entry)
+    f.seek(510)
+    f.write(b"\x55\xaa")
+    f.flush()
+    os.fsync(f.fileno())
+settle = subprocess.run(["udevadm", "settle"], capture_output=True, text=True)
+print(json.dumps([settle.returncode, settle.stderr.strip()]))
+"""
 
 # Runs inside the agent's sandbox with the lab venv's python (the agent's own).
 PROBE = r"""
@@ -93,6 +113,11 @@ def open_dev(major, minor):
 import subprocess
 args = json.loads(sys.argv[1])
 out["own_disk"] = attempt(lambda: os.close(os.open(os.environ["K1PROV_MACHINE_DISK"], os.O_RDONLY)))
+# Telling the kernel about partitions (BLKPG) does nothing for the agent: the lab does it.
+disk_name = os.path.basename(os.environ["K1PROV_MACHINE_DISK"])
+before = sorted(os.listdir(f"/sys/block/{disk_name}"))
+rc = subprocess.run(["delpart", os.environ["K1PROV_MACHINE_DISK"], "1"], capture_output=True).returncode
+out["blkpg_is_a_no_op"] = [rc, sorted(os.listdir(f"/sys/block/{disk_name}")) == before]
 # `udevadm settle` (the shim) returns once the fence allowed every partition of the disk.
 settle = subprocess.run(["udevadm", "settle"], capture_output=True, text=True)
 out["settle"] = [settle.returncode, settle.stderr.strip()]
@@ -265,9 +290,15 @@ def test_an_agent_that_never_calls_back_times_out_by_name_and_its_sandbox_holds(
         # its start (/dev/vda, other loops) show /dev/null; the ones made since (the other
         # loop device's partition below, other labs' machines' partitions) are refused.
         assert all(v in ("null", "EPERM") for v in p["foreign_nodes"].values()), p["foreign_nodes"]
-    # Its own partition made after it started opens (the fence allowed it by then) ...
+    # Its own partition made after it started opens once settle returns ...
+    assert probe["add_settle"] == [0, ""], probe["add_settle"]
     assert first["own_parts"].get(probe["own_part"]) == "ok", (probe["own_part"], first["own_parts"])
     assert all(v == "ok" for v in first["own_parts"].values()), first["own_parts"]
+    # ... is refused to it before the kernel lets the number go when it is removed ...
+    assert probe["remove_settle"] == [0, ""], probe["remove_settle"]
+    assert probe["own_part_gone"] and probe["own_dev_refused"], probe
+    # ... and it cannot change the kernel's partitions itself (BLKPG is a no-op for it).
+    assert second["blkpg_is_a_no_op"] == [0, True], second["blkpg_is_a_no_op"]
     # ... and another disk's partition made after that does not, by its /dev name (not
     # masked: it did not exist when the sandbox was made) nor by a node for its number.
     for dev, outcome in second["other"].items():
@@ -310,17 +341,16 @@ def _probe_running_agent(s, port: int) -> dict:
     number, first, length = OWN_PART
     own_part = f"{Path(loop).name}p{number}"
     try:
-        # A partition of its own disk appears after the agent started (BLKPG, like parted).
-        subprocess.run(["addpart", loop, str(number), str(first), str(length)], check=True, timeout=30)
+        # The agent adds a partition to its disk's table and settles (as after parted):
+        # the lab scans the disk and allows the new partition.
+        out["add_settle"] = _run_probe(s, port, [number, first, length], code=SET_ENTRY)
         own_dev = _dev_of(Path("/sys/block") / Path(loop).name / own_part)
         out["first"] = _run_probe(s, port, {"other": [], "other_nodes": []})
         out["own_part"] = own_part
-        # It goes: the fence takes its number back (seen in the cgroup's own list).
-        subprocess.run(["delpart", loop, str(number)], check=True, timeout=30)
-        deadline = time.monotonic() + FENCE_TIMEOUT
-        while f"b {own_dev} rwm" in devices_list.read_text().split("\n"):
-            assert time.monotonic() < deadline, f"the fence never took {own_dev} back"
-            time.sleep(0.1)
+        # It removes it again: by the time its settle returns, the number is refused.
+        out["remove_settle"] = _run_probe(s, port, [number, 0, 0], code=SET_ENTRY)
+        out["own_part_gone"] = not (Path("/sys/block") / Path(loop).name / own_part).exists()
+        out["own_dev_refused"] = f"b {own_dev} rwm" not in devices_list.read_text().split("\n")
         # Another machine's disk with a partition: made now, after the agent started.
         # (--partscan: its detach drops the partition, which a loop device without it keeps.)
         with open(other, "wb") as f:
@@ -340,18 +370,17 @@ def _probe_running_agent(s, port: int) -> dict:
         out["same_agent"] = agent_pid(s.machines_dir, port) == agent
         return out
     finally:
-        subprocess.run(["delpart", loop, str(number)], capture_output=True, timeout=30)
         if other_loop:
             subprocess.run(["delpart", other_loop, "1"], capture_output=True, timeout=30)
             subprocess.run(["losetup", "--detach", other_loop], timeout=30)
         other.unlink(missing_ok=True)
 
 
-def _run_probe(s, port: int, args: dict) -> dict:
+def _run_probe(s, port: int, args, *, code: str = PROBE):
     deadline = time.monotonic() + PROBE_TIMEOUT
     while True:
         argv = sandbox_command(s.machines_dir, port, s.root,
-                               [str(s.venv / "bin" / "python"), "-c", PROBE, json.dumps(args)])
+                               [str(s.venv / "bin" / "python"), "-c", code, json.dumps(args)])
         res = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT)
         # nsenter fails when the agent it was given is gone meanwhile.
         if res.returncode == 0 or "nsenter:" not in res.stderr or time.monotonic() > deadline:

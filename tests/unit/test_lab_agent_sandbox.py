@@ -5,8 +5,9 @@
   another disk's never;
 - the seccomp launcher (k1prov/lab/agent_seccomp.py, under Debian's python3 with
   python3-seccomp, as in the sandbox) refuses mount, umount, namespaces and the like to the
-  command it runs and to that command's children, and the command otherwise runs normally
-  (threads, fork, subprocesses). Run as root inside a throw-away mount namespace, so the
+  command it runs and to that command's children, makes BLKRRPART/BLKPG succeed without
+  reaching the kernel, and the command otherwise runs normally (threads, fork,
+  subprocesses). Run as root inside a throw-away mount namespace, so the
   refusals are the filter's, not a missing privilege.
 """
 from __future__ import annotations
@@ -120,6 +121,9 @@ out["chroot"] = call("chroot", b"/")
 out["swapoff"] = call("swapoff", b"/nonexistent")
 out["fsopen"] = "ok" if libc.syscall(430, b"tmpfs", 0) >= 0 else errno.errorcode.get(ctypes.get_errno())
 out["open_tree_attr"] = "ok" if libc.syscall(467, -100, b"/", 1, None, 0) >= 0 else errno.errorcode.get(ctypes.get_errno())
+fd = os.open("/dev/null", os.O_RDONLY)
+# BLKRRPART on /dev/null: ENOTTY from the kernel; 0 from the filter, which never lets it through
+out["blkrrpart"] = "ok" if libc.ioctl(fd, 0x125F) == 0 else errno.errorcode.get(ctypes.get_errno())
 child = subprocess.run(["unshare", "--mount", "true"], capture_output=True, text=True)
 out["child_unshare"] = child.returncode
 t = threading.Thread(target=lambda: out.__setitem__("thread", "ok")); t.start(); t.join()
@@ -141,6 +145,7 @@ def test_the_seccomp_launcher_refuses_mounts_and_namespaces_to_the_agent_and_its
     for call in ("mount", "umount2", "unshare", "setns", "chroot", "swapoff", "fsopen", "open_tree_attr"):
         assert out[call] == "EPERM", (call, out[call])
     assert out["child_unshare"] != 0
+    assert out["blkrrpart"] == "ok"            # told the kernel nothing, said it did
     assert out["thread"] == "ok" and out["seccomp"] == "2"
 
 
