@@ -129,6 +129,35 @@ def update_partitions(device: str, *, timeout: float) -> None:
         what=f"partx --update {device}", needs="util-linux")
 
 
+def table_partitions(device: str, *, timeout: float) -> dict[int, tuple[int, int]] | None:
+    """The disk's partition table as partx reads it (MBR or GPT): number -> (first sector,
+    sectors); None when the disk has no table."""
+    try:
+        out = run(["partx", "--raw", "--noheadings", "-o", "NR,START,SECTORS", device],
+                  deadline=time.monotonic() + timeout, what=f"partx --show {device}", needs="util-linux")
+    except LabError:
+        return None
+    table = {}
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) == 3 and all(f.isdigit() for f in fields):
+            table[int(fields[0])] = (int(fields[1]), int(fields[2]))
+    return table
+
+
+def kernel_partitions(device: str, *, sys_block: Path = Path("/sys/block")) -> dict[int, tuple[int, int]]:
+    """The kernel's partitions of the disk: number -> (first sector, sectors)."""
+    name = Path(device).name
+    out = {}
+    for part in (Path(sys_block) / name).glob(f"{name}p*"):
+        try:
+            out[int(part.name[len(name) + 1:])] = (int((part / "start").read_text()),
+                                                   int((part / "size").read_text()))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
 def add_partitions(device: str, *, timeout: float) -> None:
     """Tell the kernel the partitions of the disk's table (LabError without a table)."""
     run(["partx", "--add", device], deadline=time.monotonic() + timeout,

@@ -574,11 +574,16 @@ class PartitionFence:
     def _scan(self, cgroup: Path, w: _Watched) -> None:
         """What a kernel does when asked to re-read a disk's partition table, with every
         number of the disk refused to its agent while partitions go and come."""
+        device = f"/dev/{w.loop}"
+        table = disks.table_partitions(device, timeout=COMMAND_TIMEOUT)
+        if (table or {}) == disks.kernel_partitions(device, sys_block=self.sys_block):
+            return        # the kernel has what the table says: nothing goes, nothing comes
         self._deny(cgroup, w, set(w.allowed))
         # All of them go and what the table says comes (`partx --update` keeps partitions
         # numbered above the new table's last one).
-        device = f"/dev/{w.loop}"
         disks.delete_partitions(device, timeout=COMMAND_TIMEOUT)
+        if table is None:
+            return
         try:
             disks.add_partitions(device, timeout=COMMAND_TIMEOUT)
         except LabError as exc:
