@@ -43,12 +43,16 @@ def test_output_exit_code_and_stdin_pass_through():
     assert marker.startswith("K1PROV-SID ") and rest == "err\n"
 
 
+def _run_kill_command(sid, *, kill_grace: float) -> str:
+    """What kill_command prints when run here ("ended" or "killed")."""
+    return subprocess.run(["sh", "-c", kill_command(sid, kill_grace=kill_grace, as_root=False)],
+                          capture_output=True, text=True, timeout=30).stdout.strip()
+
+
 def test_kill_command_ends_the_session_and_its_children():
     proc, sid = _start("sleep 88101 & sh -c 'sleep 88102'; echo never")
     _wait(lambda: _pids("sleep 88102"), "the payload never started")
-    out = subprocess.run(["sh", "-c", kill_command(sid, kill_grace=2, as_root=False)],
-                         capture_output=True, text=True, timeout=30).stdout
-    assert out.strip() == "ended"
+    assert _run_kill_command(sid, kill_grace=2) == "ended"
     proc.wait(10)
     assert "never" not in proc.stdout.read()
     _wait(lambda: not _pids("sleep 88101") and not _pids("sleep 88102"), "left behind")
@@ -57,10 +61,9 @@ def test_kill_command_ends_the_session_and_its_children():
 def test_kill_command_escalates_to_sigkill():
     proc, sid = _start("trap '' TERM; sleep 88103; sleep 88103")
     _wait(lambda: _pids("sleep 88103"), "the payload never started")
-    out = subprocess.run(["sh", "-c", kill_command(sid, kill_grace=0.5, as_root=False)],
-                         capture_output=True, text=True, timeout=30).stdout
+    out = _run_kill_command(sid, kill_grace=0.5)
     # An ignored signal stays ignored across exec: the sleeps ignore TERM too.
-    assert out.strip() == "killed"
+    assert out == "killed"
     proc.wait(10)
     _wait(lambda: not _pids("sleep 88103"), "left behind")
 
