@@ -225,8 +225,15 @@ _SID_MARKER = "K1PROV-SID"
 # when a non-root user may not signal it); it never holds the
 # channel's output open, and it is stopped as soon as the payload ends by itself. Without
 # setsid (not Linux) the payload runs as a plain child and only the watchdog can end it.
+#
+# SHLVL=1 tells the payload's shell that it is not the first: bash re-reads ~/.bashrc when
+# its stdin is a socket ("run by sshd") and it thinks itself the top-level shell, and sshd's
+# own shell (which has read the rc files once, its exported settings reach the payload)
+# passes SHLVL=0 on as it execs the wrapper. That second read doubled the host's CPU per
+# command where the rc files are heavy (pyenv's init: ~100 ms a shell), and with sshd on
+# the same cores every command of a fan-out cost twice (benchmarks/README.md, 2026-12-07).
 _WRAPPER = r"""
-k1_lead='echo "K1PROV-SID $$" >&2; exec "${SHELL:-/bin/sh}" -c "$1"'
+k1_lead='echo "K1PROV-SID $$" >&2; SHLVL=1; export SHLVL; exec "${SHELL:-/bin/sh}" -c "$1"'
 exec 3<&0
 if command -v setsid >/dev/null 2>&1; then
   setsid sh -c "$k1_lead" k1prov "$1" <&3 3<&- &

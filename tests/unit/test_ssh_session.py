@@ -93,3 +93,21 @@ def test_the_payload_runs_in_the_login_shell():
     proc = subprocess.run(["sh", "-c", session_command("echo {1..3}")], capture_output=True,
                           text=True, timeout=30, env={**os.environ, "SHELL": "/bin/bash"})
     assert proc.stdout == "1 2 3\n"
+
+
+def test_the_login_shell_reads_its_rc_file_once(tmp_path):
+    """As sshd runs it: the user's bash with the channel's socket as stdin, `-c COMMAND`.
+    That bash reads ~/.bashrc (stdin is a socket); the payload's shell must not read it a
+    second time (it did: twice the host's CPU per command where the rc file is heavy)."""
+    import socket
+
+    (tmp_path / ".bashrc").write_text(f"echo read >> {tmp_path}/reads\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("SHLVL", "BASH_ENV", "ENV")}
+    env.update(HOME=str(tmp_path), SHELL="/bin/bash")
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.shutdown(socket.SHUT_WR)          # the channel's stdin ends, as k1prov's does
+        proc = subprocess.run(["bash", "-c", session_command("echo payload ran")],
+                              stdin=theirs, capture_output=True, text=True, timeout=30, env=env)
+    assert proc.returncode == 0 and proc.stdout == "payload ran\n"
+    assert (tmp_path / "reads").read_text() == "read\n"
