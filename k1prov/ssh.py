@@ -13,7 +13,9 @@ agent and no ~/.ssh keys are tried.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
+import os
 import select
 import shlex
 import socket
@@ -88,13 +90,63 @@ def _parse_gateway(spec: str, default_user: str) -> tuple[str, str, int]:
     return user or default_user, host, int(port)
 
 
+@dataclass(frozen=True)
+class _PinnedKeys:
+    """A known_hosts file read once: plain names indexed, hashed entries kept apart.
+
+    paramiko's HostKeys does a linear scan per lookup, and its load() checks each new
+    line against every earlier one, so reading the pinned file for each connection made
+    a fan-out's client CPU grow with the square of its hosts (200 hosts: ~8 ms a
+    connection; 1,000: ~200 ms)."""
+    by_name: dict[str, dict[str, paramiko.PKey]]
+    hashed: tuple[tuple[str, str, paramiko.PKey], ...]    # (|1|salt|hash entry, type, key)
+
+    def lookup(self, name: str) -> dict[str, paramiko.PKey]:
+        found = dict(self.by_name.get(name, {}))
+        for entry, key_type, key in self.hashed:
+            salt = entry.split("|")[2]
+            if paramiko.HostKeys.hash_host(name, salt) == entry:
+                found.setdefault(key_type, key)
+        return found
+
+
+@functools.lru_cache(maxsize=8)
+def _read_pinned(path: str, identity: tuple[int, int, int, int]) -> _PinnedKeys:
+    # Keyed by the file's identity (device, inode, size, mtime): a file rewritten between
+    # two connections (deploy pins a new key) is read again. The value is never changed
+    # after it is made, so threads can share it.
+    del identity
+    by_name: dict[str, dict[str, paramiko.PKey]] = {}
+    hashed: list[tuple[str, str, paramiko.PKey]] = []
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            try:
+                entry = paramiko.hostkeys.HostKeyEntry.from_line(line, lineno)
+            except paramiko.SSHException:
+                continue
+            if entry is None:
+                continue
+            key_type = entry.key.get_name()
+            for name in entry.hostnames:
+                if name.startswith("|1|"):
+                    hashed.append((name, key_type, entry.key))
+                else:
+                    # The first line for a (name, type) wins, as in OpenSSH.
+                    by_name.setdefault(name, {}).setdefault(key_type, entry.key)
+    return _PinnedKeys(by_name, tuple(hashed))
+
+
 def _pin_host_keys(client: paramiko.SSHClient, known_hosts: Path | None, host: str,
                    address: str, port: int) -> None:
     if known_hosts is None:
         client.set_missing_host_key_policy(_LoggedAutoAdd())
         return
     try:
-        pinned = paramiko.HostKeys(str(known_hosts))
+        st = os.stat(known_hosts)
+        pinned = _read_pinned(str(known_hosts), (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
     except OSError as exc:
         raise TransportError(host, f"cannot read pinned host keys {known_hosts}: "
                                    f"{exc.strerror or exc}") from exc
