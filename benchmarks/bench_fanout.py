@@ -347,6 +347,13 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--background-load", type=int, default=0, metavar="N",
                     help="N busy-looping processes for the whole run: a shared, loaded machine")
+    ap.add_argument("--login-rc", choices=("stock", "machine"), default="stock",
+                    help="the farm hosts' login rc files: Debian's stock root dot files "
+                         "(default), or this machine's own /root (sshd_farm.py says why)")
+    ap.add_argument("--max-ratios", metavar="WALL,CPU",
+                    help="the check before a change to the remote-command path or the pinned "
+                         "versions: exit 1 unless k1prov's median wall time and client CPU are "
+                         "at most these fractions of clush's, for every job and size")
     # Internal modes: a peer's client program, and the local-transport RSS probe.
     ap.add_argument("--peer", help=argparse.SUPPRESS)
     ap.add_argument("--peer-hosts", help=argparse.SUPPRESS)
@@ -380,7 +387,7 @@ def main(argv=None) -> int:
     runs: list[Run] = []
     levels: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="k1prov-bench-") as tmp, \
-            SshdFarm(max(sizes), workdir=Path(tmp) / "farm") as farm, \
+            SshdFarm(max(sizes), workdir=Path(tmp) / "farm", login_rc=args.login_rc) as farm, \
             busy_loops(args.background_load):
         bench = Bench(farm, args.bench_venv, Path(tmp))
         for n in sizes:
@@ -418,11 +425,45 @@ def main(argv=None) -> int:
     path.write_text(json.dumps({
         "command": " ".join(shlex.quote(a) for a in sys.argv),
         "machine": {"cpus": os.cpu_count(), "uname": " ".join(os.uname())},
-        "background_load": args.background_load,
+        "background_load": args.background_load, "login_rc": args.login_rc,
+        "versions": versions(),
         "summary": rows, "levels": level_rows, "local_rss": rss,
         "runs": [asdict(r) for r in runs], "level_runs": [asdict(r) for r in levels]}, indent=2))
     print(f"\nwritten {path}")
-    return 0
+    return check(rows, args.max_ratios) if args.max_ratios else 0
+
+
+def versions() -> dict:
+    """What the figures are for: the interpreter and the transport's libraries of k1prov's venv."""
+    probe = ("import sys, importlib.metadata as m; print(sys.version.split()[0]); "
+             "[print(n, m.version(n)) for n in ('paramiko', 'cryptography', 'bcrypt', 'PyNaCl', "
+             "'fabric', 'invoke')]")
+    out = subprocess.run([str(K1PROV.parent / "python"), "-c", probe], capture_output=True,
+                         text=True, timeout=60).stdout.split("\n")
+    return {"python": out[0], **dict(line.split() for line in out[1:] if line.strip()),
+            "openssh": subprocess.run(["ssh", "-V"], capture_output=True, text=True,
+                                      timeout=10).stderr.strip()}
+
+
+def check(rows: list[dict], limits: str) -> int:
+    """k1prov against clush in the same run: 0 when within `limits` ("WALL,CPU"), else 1."""
+    max_wall, max_cpu = (float(x) for x in limits.split(","))
+    failed = False
+    for job, n in sorted({(r["job"], r["hosts"]) for r in rows}):
+        mine = {r["tool"]: r for r in rows if (r["job"], r["hosts"]) == (job, n)}
+        if "k1prov" not in mine or "clush" not in mine:
+            print(f"check {job} N={n}: needs a k1prov and a clush run")
+            failed = True
+            continue
+        k1, clush = mine["k1prov"], mine["clush"]
+        wall = k1["wall_median"] / clush["wall_median"]
+        cpu = k1["cpu_median"] / clush["cpu_median"]
+        ok = wall <= max_wall and cpu <= max_cpu and not k1["failed_runs"]
+        failed |= not ok
+        print(f"check {job} N={n}: k1prov/clush wall {wall:.2f} (at most {max_wall}), "
+              f"client CPU {cpu:.2f} (at most {max_cpu}), failed runs {k1['failed_runs']}: "
+              f"{'ok' if ok else 'FAILED'}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

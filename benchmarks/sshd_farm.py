@@ -10,6 +10,12 @@ on the standard port (no per-host ports, which not every peer tool supports). On
 key and one authorized key are shared: generating 200 host keys would cost time and
 prove nothing. Needs root (port 22, /run/sshd). Only loopback addresses are used:
 127.0.1.1 upward (all of 127.0.0.0/8 is routed to lo on Linux, no setup needed).
+
+Logins are root's, and by default with a home of the farm's own holding Debian's stock
+root dot files (`login_rc="stock"`, sshd's SetEnv HOME): every SSH command runs the login
+shell's rc file, and this machine's /root/.bashrc (pyenv's init here: ~100 ms of CPU a
+shell) would make each farm "host" several times dearer than a real host and the figures
+depend on whoever set up the machine. `login_rc="machine"` keeps root's own home.
 """
 from __future__ import annotations
 
@@ -25,6 +31,10 @@ FIRST_ADDRESS = "127.0.1.1"
 # How long one sshd may take to listen, and to exit after SIGTERM.
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
+# Debian's root dot files (package base-files), as a freshly installed host has them.
+STOCK_DOT_FILES = {".bashrc": Path("/usr/share/base-files/dot.bashrc"),
+                   ".profile": Path("/usr/share/base-files/dot.profile")}
+LOGIN_RCS = ("stock", "machine")
 
 
 def farm_address(index: int, first: str = FIRST_ADDRESS) -> str:
@@ -51,9 +61,12 @@ def _listening(address: str, port: int) -> bool:
 
 class SshdFarm:
     def __init__(self, count: int, *, workdir: Path, port: int = 22, first: str = FIRST_ADDRESS,
-                 max_startups: int = 1000, max_sessions: int = 64):
+                 max_startups: int = 1000, max_sessions: int = 64, login_rc: str = "stock"):
         if count < 1:
             raise ValueError("a farm needs at least one host")
+        if login_rc not in LOGIN_RCS:
+            raise ValueError(f"login_rc must be one of {LOGIN_RCS}, not {login_rc!r}")
+        self.login_rc = login_rc
         self.count, self.workdir, self.port = count, Path(workdir), port
         self.addresses = [farm_address(i, first) for i in range(count)]
         self.max_startups, self.max_sessions = max_startups, max_sessions
@@ -76,7 +89,14 @@ class SshdFarm:
             f"{a if self.port == 22 else f'[{a}]:{self.port}'} {key_type} {blob}\n"
             for a in self.addresses))
         (self.workdir / "hosts").write_text("\n".join(self.addresses) + "\n")
-        self.config.write_text("\n".join([
+        login = []
+        if self.login_rc == "stock":
+            home = self.workdir / "home"
+            home.mkdir(exist_ok=True)
+            for name, source in STOCK_DOT_FILES.items():
+                (home / name).write_bytes(source.read_bytes())
+            login = [f"SetEnv HOME={home}"]
+        self.config.write_text("\n".join(login + [
             f"Port {self.port}", f"HostKey {host_key}",
             f"AuthorizedKeysFile {self.workdir}/authorized_keys",
             "PidFile none", "UsePAM no", "UseDNS no", "StrictModes no",

@@ -161,7 +161,9 @@ def _pin_host_keys(client: paramiko.SSHClient, known_hosts: Path | None, host: s
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
 
 
-def _connection(target: SshTarget, *, connect_timeout: float) -> Connection:
+def connection(target: SshTarget, *, connect_timeout: float) -> Connection:
+    """An unopened Fabric connection to `target` with k1prov's settings: no ssh_config, the
+    key file alone, the pinned host keys (or trust on first use, logged), the gateway."""
     connect_kwargs: dict = {"timeout": connect_timeout, "banner_timeout": connect_timeout,
                             "auth_timeout": connect_timeout, "channel_timeout": connect_timeout}
     if target.key_filename:
@@ -248,7 +250,7 @@ def run_command(target: SshTarget, command: str, *, connect_timeout: float,
     fan-out item this thread runs; Ctrl-C) the whole session is ended on the host and
     the error says how it went."""
     cancel = cancel if cancel is not None else current_cancel()
-    conn = _connection(target, connect_timeout=connect_timeout)
+    conn = connection(target, connect_timeout=connect_timeout)
     try:
         conn.open()
         return _execute(conn, target, command, stdin_text=None, connect_timeout=connect_timeout,
@@ -510,7 +512,7 @@ def put_and_run(target: SshTarget, script_text: str, *, remote_dir_prefix: str =
     run, rm); each session costs sshd a fork and a login."""
     as_root = sudo and target.user != "root"
     cancel = cancel if cancel is not None else current_cancel()
-    conn = _connection(target, connect_timeout=connect_timeout)
+    conn = connection(target, connect_timeout=connect_timeout)
     try:
         conn.open()
         res = _execute(conn, target, push_command(remote_dir_prefix, as_root=as_root, args=args),
