@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what k1prov, its tests and its lab need on a fresh Debian 12 machine (as root):
-# the Debian packages listed in scripts/apt-packages.txt and k1prov's own virtualenv (.venv).
+# the Debian packages listed in scripts/apt-packages.txt and k1prov's own virtualenv (.venv),
+# from Debian's python3 with the versions pinned in constraints.txt.
 # The lab's own virtualenv (Ironic, Glance, pyghmi) is created by `k1prov lab up` itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,9 +18,19 @@ if ((${#missing[@]})); then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Debian's python3, not whichever comes first in PATH (pyenv's, on some machines): the
+# interpreter is part of what the benchmarks measured (benchmarks/README.md). A .venv made
+# from another interpreter is made again.
+python=${K1PROV_PYTHON:-/usr/bin/python3}
+home=$(dirname "$(readlink -f "$python")")
+if [[ -x .venv/bin/python ]] && ! grep -qx "home = $home" .venv/pyvenv.cfg; then
+    echo "install.sh: .venv was made from another interpreter; making it again from $python" >&2
+    rm -rf .venv
+fi
 if [[ ! -x .venv/bin/python ]]; then
-    python3 -m venv .venv
+    "$python" -m venv .venv
     .venv/bin/pip install -q --upgrade pip
 fi
-.venv/bin/pip install -q -e '.[test]'
+# constraints.txt: the versions the benchmarks were measured with (scripts/refresh-constraints.sh).
+.venv/bin/pip install -q -c constraints.txt -e '.[test]'
 echo "install.sh: ok (.venv/bin/k1prov)" >&2
