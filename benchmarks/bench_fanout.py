@@ -168,8 +168,10 @@ def peer_main(tool: str, hosts: list[str], key: str, known_hosts: str, command: 
 # ---- the benchmark ---------------------------------------------------------------------
 
 class Bench:
-    def __init__(self, farm, venv: Path, workdir: Path):
+    def __init__(self, farm, venv: Path, workdir: Path, other_k1provs: dict[str, Path] | None = None):
         self.farm, self.venv, self.work = farm, venv, workdir
+        # name -> another k1prov's executable (e.g. an older checkout's), run like k1prov.
+        self.k1provs = {"k1prov": K1PROV, **(other_k1provs or {})}
         self.home = workdir / "home"           # empty: no tool reads the user's ssh config
         self.home.mkdir(exist_ok=True)
         self.state = workdir / "k1prov-state"
@@ -215,9 +217,9 @@ nodes:
         hosts = self.hosts(n)
         py = str(self.venv / "bin" / "python")
         command = "true" if job == "true" else inline_script_command(SCRIPT)
-        if tool == "k1prov":
+        if tool in self.k1provs:
             # --json: the report carries the concurrency trace (no progress bar either).
-            argv = [str(K1PROV), "run", "-i", str(self.inventory(n)), "--json",
+            argv = [str(self.k1provs[tool]), "run", "-i", str(self.inventory(n)), "--json",
                     "--known-hosts", str(self.farm.known_hosts)]
             if concurrency:
                 argv += ["-c", str(concurrency)]
@@ -245,7 +247,7 @@ nodes:
         label = tool if concurrency is None else f"k1prov -c {concurrency}"
         note = "" if code == 0 else f"exit {code}: {text.strip()[-300:]}"
         run = Run(label, job, n, round(wall, 3), round(cpu, 3), rss, code == 0, note)
-        if tool == "k1prov":
+        if tool in self.k1provs:
             run.trace, run.final_level = k1prov_trace(text)
         return run
 
@@ -350,6 +352,9 @@ def main(argv=None) -> int:
     ap.add_argument("--login-rc", choices=("stock", "machine"), default="stock",
                     help="the farm hosts' login rc files: Debian's stock root dot files "
                          "(default), or this machine's own /root (sshd_farm.py says why)")
+    ap.add_argument("--other-k1prov", action="append", default=[], metavar="NAME=PATH",
+                    help="another k1prov executable (an older checkout's .venv/bin/k1prov) run "
+                         "as tool NAME in the same run; name it in --tools too")
     ap.add_argument("--max-ratios", metavar="WALL,CPU",
                     help="the check before a change to the remote-command path or the pinned "
                          "versions: exit 1 unless k1prov's median wall time and client CPU are "
@@ -389,7 +394,9 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="k1prov-bench-") as tmp, \
             SshdFarm(max(sizes), workdir=Path(tmp) / "farm", login_rc=args.login_rc) as farm, \
             busy_loops(args.background_load):
-        bench = Bench(farm, args.bench_venv, Path(tmp))
+        others = {name: Path(path) for name, _, path in
+                  (spec.partition("=") for spec in args.other_k1prov)}
+        bench = Bench(farm, args.bench_venv, Path(tmp), others)
         for n in sizes:
             for rep in range(args.repeat):
                 order = tools[rep % len(tools):] + tools[:rep % len(tools)]

@@ -37,6 +37,8 @@ log = logging.getLogger("k1prov.ssh")
 
 @dataclass(frozen=True)
 class SshTarget:
+    """One host as the transport sees it: where to connect, as whom, with which key, and
+    which host keys to accept. Built by the verb context from an inventory node."""
     host: str                        # inventory name (used in messages and results)
     address: str                     # where to connect
     user: str = "root"
