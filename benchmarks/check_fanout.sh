@@ -8,4 +8,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 exec .venv/bin/python benchmarks/bench_fanout.py --sizes "${K1PROV_CHECK_N:-50}" --repeat 3 \
     --jobs true,script --tools k1prov,clush --fixed '' --rss '' \
-    --max-ratios "${K1PROV_CHECK_MAX_RATIOS:-0.8,0.25}" "$@"
+    --max-ratios "${K1PROV_CHECK_MAX_RATIOS:-0.8,0.3}" "$@"
