@@ -22,6 +22,7 @@ from k1prov.errors import K1provError
 from k1prov.fanout import Status
 from k1prov.image_registration import register_images
 from k1prov.inventory.model import Inventory, Node
+from k1prov.ironic_states import IN_FLIGHT, ironic_plan
 from k1prov.lock import cluster_lock
 from k1prov.verb_report import ClusterReport, NodeOutcome, PhaseResult, VerbReport
 from k1prov.ad_hoc import run_on_hosts
@@ -100,27 +101,6 @@ def _ssh_phase(ctx: VerbContext, names: list[str]) -> VerbReport:
                             error=r.error) for r in ready.results]
     return VerbReport(verb="ssh", outcomes=outcomes, phases=[("ssh.ready", ready)],
                       cancelled=ready.cancelled)
-
-
-# Transitions an interrupted run may leave in flight, and the state each one ends in.
-# A resumed run waits for them: the verbs refuse a node in the middle of a transition.
-IN_FLIGHT = {"verifying": "manageable", "deploying": "active", "wait call-back": "active"}
-
-
-def ironic_plan(state: str | None) -> tuple[list[str], str]:
-    """What `cluster up` does in Ironic to a node in provision `state` (None: not enrolled)
-    and the state it leaves the node in: the same sets as the real run (IN_FLIGHT, then
-    enroll's NEEDS_MANAGE/PROVIDABLE, then deploy's DEPLOYABLE), so the dry run cannot
-    drift from it."""
-    steps = []
-    if state in IN_FLIGHT:
-        steps.append(f"wait for {IN_FLIGHT[state]} (an earlier run's {state})")
-        state = IN_FLIGHT[state]
-    enrolling, state = enrollment.enroll_plan(state)
-    deploying = deploy.deploy_plan(state)
-    if deploying == ["deploy"]:
-        state = "active"
-    return steps + enrolling + deploying, state
 
 
 def _settle_then(ctx: VerbContext, names: list[str],

@@ -33,19 +33,14 @@ from k1prov.fanout import Status
 from k1prov.hostkeys import ensure_host_key
 from k1prov.imagecatalog import resolve_images
 from k1prov.inventory.model import Node
+from k1prov.ironic_states import (ACTIVE, DEPLOYABLE, NOT_DEPLOYED, REBUILDABLE, UNDEPLOYABLE,
+                                  in_flight_to)
 from k1prov.verb_report import NodeOutcome, VerbReport
 from k1prov.ssh_ready import wait_ssh, write_pinned_known_hosts
 
-# States from which `active` (a deploy) is the way forward.
-DEPLOYABLE = {"available", "deploy failed"}
 # A deploy still under way (an interrupted run's, a real agent writes the disk for a
 # while): a re-run waits for it with the others instead of firing it again.
-IN_FLIGHT = {"deploying", "wait call-back"}
-# States from which `rebuild` is accepted.
-REBUILDABLE = {"active", "deploy failed", "error"}
-# States from which `deleted` (undeploy) is accepted.
-UNDEPLOYABLE = {"active", "deploy failed", "error", "wait call-back", "rescue", "rescue failed",
-                "rescue wait", "service failed"}
+DEPLOYING = in_flight_to(ACTIVE)
 
 
 @dataclass(frozen=True)
@@ -88,16 +83,6 @@ def user_image(ctx: VerbContext, *, name: str | None = None) -> UserImage:
 # ---------------------------------------------------------------- deploy / reimage
 
 
-def deploy_plan(state: str) -> list[str]:
-    """What deploy does to a node in provision `state`, from the state sets deploy itself
-    uses (for the dry run)."""
-    if state == "active":
-        return []
-    if state in DEPLOYABLE:
-        return ["deploy"]
-    return [f"deploy refused: node is {state}; deploy needs available"]
-
-
 def deploy(ctx: VerbContext, *, limit: Iterable[str] | None = None,
            group: str | None = None) -> VerbReport:
     # What the inventory lacks for a deploy (a user image; the SSH key the config drive
@@ -122,7 +107,7 @@ def deploy(ctx: VerbContext, *, limit: Iterable[str] | None = None,
                 out.changes = [f"runs image {have}, not {image.name}: `k1prov reimage` to change"]
         elif ir.provision_state in DEPLOYABLE:
             todo.append((node, ir.id))
-        elif ir.provision_state in IN_FLIGHT:
+        elif ir.provision_state in DEPLOYING:
             todo.append((node, ir.id))
             resume.add(node.name)
         else:
@@ -238,7 +223,7 @@ def undeploy(ctx: VerbContext, *, limit: Iterable[str] | None = None,
             out.action = "not enrolled"
         elif ir.provision_state in UNDEPLOYABLE:
             todo.append(node.name)
-        elif ir.provision_state in ("available", "manageable", "enroll"):
+        elif ir.provision_state in NOT_DEPLOYED:
             out.action = "unchanged"
         else:
             out.status, out.error = Status.FAILED, f"node is {ir.provision_state}"

@@ -12,11 +12,8 @@ from typing import Any, Iterable
 
 from k1prov.context import VerbContext
 from k1prov.fanout import Status
-from k1prov.ironic import NEEDS_MANAGE
+from k1prov.ironic_states import AVAILABLE, MANAGEABLE, NEEDS_MANAGE, PROVIDABLE
 from k1prov.verb_report import NodeOutcome, VerbReport
-
-# States from which `provide` is the way forward (NEEDS_MANAGE: those that need `manage`).
-PROVIDABLE = frozenset({"manageable"})
 
 
 def enroll(ctx: VerbContext, *, limit: Iterable[str] | None = None,
@@ -66,8 +63,8 @@ def enroll(ctx: VerbContext, *, limit: Iterable[str] | None = None,
 
     fired_any = False
     for action, from_states, target, timeout in (
-            ("manage", NEEDS_MANAGE, "manageable", ctx.timeouts.manage),
-            ("provide", PROVIDABLE, "available", ctx.timeouts.provide)):
+            ("manage", NEEDS_MANAGE, MANAGEABLE, ctx.timeouts.manage),
+            ("provide", PROVIDABLE, AVAILABLE, ctx.timeouts.provide)):
         names = [name for name, st in state.items() if st in from_states]
         if not names:
             continue
@@ -91,22 +88,6 @@ def enroll(ctx: VerbContext, *, limit: Iterable[str] | None = None,
     return ctx.refresh_rows(report, outcomes, started,
                             current={name: n for name, n in existing.items() if ironic.owned(n)}
                             if untouched else None)
-
-
-def enroll_plan(state: str | None) -> tuple[list[str], str]:
-    """What enroll does to a node in provision `state` (None: not in Ironic), from the
-    state sets enroll itself uses, and the state it leaves the node in (for the dry run)."""
-    steps = []
-    if state is None:
-        steps.append("create in Ironic")
-        state = "enroll"
-    if state in NEEDS_MANAGE:
-        steps.append("manage")
-        state = "manageable"
-    if state in PROVIDABLE:
-        steps.append("provide")
-        state = "available"
-    return steps, state
 
 
 def list_nodes(ctx: VerbContext, *, limit: Iterable[str] | None = None,
