@@ -182,11 +182,9 @@ def plan(ctx: VerbContext) -> ClusterReport:
     rendered = render_all(inv)   # a bad role setting shows here, as it would in the real run
     active = [n.name for n in inv.nodes
               if current.get(n.name) is not None and current[n.name].provision_state == "active"]
-    read = configure.plan(inv, {name: rendered[name] for name in active},
+    read = configure.plan(ctx, {name: rendered[name] for name in active},
                           checks=cluster_checks(inv) if active else {},
-                          known_hosts=ctx.known_hosts(),
-                          timeouts=ctx.timeouts, options=ctx.options, events=ctx.events,
-                          profile_path=ctx.profile_path)
+                          known_hosts=ctx.known_hosts())
     for node in inv.nodes:
         ir = current.get(node.name)
         state = ir.provision_state if ir else None
@@ -235,9 +233,7 @@ def health_snapshot(ctx: VerbContext, *, checks: dict[str, Check] | None = None)
     """One look at each role's health (no waiting): gate -> HealthResult. Every check
     once, all of them together in one SSH session per host (k1prov.roles.health.sample)."""
     inv = ctx.inventory
-    run = batch_runner(inv, known_hosts=ctx.known_hosts(),
-                       timeouts=ctx.timeouts, options=ctx.options,
-                       profile_path=ctx.profile_path)
+    run = batch_runner(ctx, known_hosts=ctx.known_hosts())
     return sample(cluster_checks(inv) if checks is None else checks, run)
 
 

@@ -29,8 +29,8 @@ next. Members whose service does not run (a first start, a stopped service) have
 in the quorum: they go first, together. An ensemble that has no leader to begin with has
 nothing to keep: its members go together too.
 
-    inv = load_inventory("inventories/lab.yaml")
-    report = configure(inv, state_root=default_state_root())
+    ctx = VerbContext(load_inventory("inventories/lab.yaml"))
+    report = apply(ctx)
 """
 from __future__ import annotations
 
@@ -39,16 +39,16 @@ import logging
 import re
 import shlex
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from k1prov.errors import ConfigError, NodeError, TransportError
-from k1prov.fanout import EventSink, Policy, Report, Status, run_fanout
+from k1prov.fanout import Policy, Report, Status, run_fanout
 from k1prov.inventory.model import Inventory, Node
 from k1prov.verb_report import NodeOutcome, VerbReport
-from k1prov.context import RunOptions, VerbContext, pinned_known_hosts, select_nodes, ssh_policy, ssh_target
+from k1prov.context import VerbContext
 from k1prov.probe import batch_runner, probe_hosts
 from k1prov.roles import RenderedScript, render_all, wait_until_healthy, write_rendered
 from k1prov.roles.health import (BatchRunner, Check, HealthResult, back_in_ensemble, commands_by_host,
@@ -56,7 +56,7 @@ from k1prov.roles.health import (BatchRunner, Check, HealthResult, back_in_ensem
 from k1prov.roles.plan import QUORUM_ROLES, ROLE_PHASES
 from k1prov.roles.render import status_functions
 from k1prov.run_records import RunRecord
-from k1prov.settings import DEFAULT_TIMEOUTS, SSH_RETRIES, Timeouts
+from k1prov.settings import SSH_RETRIES
 from k1prov.ssh import SshTarget, put_and_run
 
 log = logging.getLogger("k1prov.configure")
@@ -225,14 +225,13 @@ class ConfigurePlan:
         return sample(self.checks, self.replayed())
 
 
-def plan(inv: Inventory, scripts: dict[str, list[RenderedScript]], *, checks: dict[str, Check],
-         known_hosts: Path | None, timeouts: Timeouts = DEFAULT_TIMEOUTS,
-         options: RunOptions = RunOptions(), events: EventSink | None = None,
-         profile_path: Path | None = None) -> ConfigurePlan:
+def plan(ctx: VerbContext, scripts: dict[str, list[RenderedScript]], *, checks: dict[str, Check],
+         known_hosts: Path | None) -> ConfigurePlan:
     """What configure would do on each host of `scripts` (host name -> the role scripts in
     play there), read from the hosts (read-only: one session per host, bounded by
     timeouts.ssh_connect and timeouts.ssh_probe), with the answers to the health checks
     `checks` in the same sessions. Used by the real run and by `cluster up --dry-run`."""
+    inv = ctx.inventory
     functions = status_functions(inv)
     wanted = commands_by_host(checks)
     status_of: dict[str, str] = {}
@@ -243,8 +242,7 @@ def plan(inv: Inventory, scripts: dict[str, list[RenderedScript]], *, checks: di
         status_of[name] = command
         node, commands = wanted.get(name) or (inv.node(name), [])
         wanted[name] = (node, [command, *commands])
-    probed = probe_hosts(inv, wanted, known_hosts=known_hosts, timeouts=timeouts, options=options,
-                         events=events, profile_path=profile_path)
+    probed = probe_hosts(ctx, wanted, known_hosts=known_hosts)
     answers: dict[tuple[str, str], tuple[int, str]] = {}
     for name, got in probed.answers.items():
         answers.update({(name, command): answer for command, answer in zip(wanted[name][1], got)})
@@ -276,24 +274,22 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 class _Run:
-    def __init__(self, inv: Inventory, *, roles: tuple[str, ...], nodes: list[Node], state_root: Path,
-                 timeouts: Timeouts, options: RunOptions, events: EventSink | None,
-                 known_hosts: Path | None, notify: Callable[[str], None], record: RunRecord | None):
-        self.inv = inv
+    def __init__(self, ctx: VerbContext, *, roles: tuple[str, ...], nodes: list[Node],
+                 known_hosts: Path | None, record: RunRecord | None):
+        self.ctx = ctx
+        self.inv = inv = ctx.inventory
         self.roles = roles
         self.nodes = nodes
-        self.state_root = Path(state_root)
-        self.timeouts = timeouts
-        self.options = options
-        self.events = events
+        self.timeouts = ctx.timeouts
+        self.events = ctx.events
         self.known_hosts = known_hosts
-        self.notify = notify
+        self.notify = ctx.notify
         self.report = VerbReport(verb="configure", outcomes=[])
         # A run record like every verb's (`k1prov runs list` shows it), with the per-host logs
         # as <host>/<role>.log; inside a larger verb (cluster up, rebuild), that verb's record,
         # with the logs under configure/.
         self.own_record = record is None
-        self.record = record or RunRecord(self.state_root, inv.cluster, "configure", inventory=inv.path)
+        self.record = record or RunRecord(ctx.state_root, inv.cluster, "configure", inventory=inv.path)
         self.run_dir = self.record.path if self.own_record else self.record.path / "configure"
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.sudo = inv.ssh.user != "root"
@@ -305,11 +301,10 @@ class _Run:
     # ---- SSH ---------------------------------------------------------------------------
 
     def _target(self, node: Node) -> SshTarget:
-        return ssh_target(self.inv, node, known_hosts=self.known_hosts)
+        return self.ctx.ssh_target(node, self.known_hosts)
 
     def _policy(self, *, item_timeout: float) -> Policy:
-        return ssh_policy(self.options, POLICY_KIND, item_timeout=item_timeout,
-                          profile_path=self.state_root / "profiles.json")
+        return self.ctx.ssh_policy(POLICY_KIND, item_timeout=item_timeout)
 
     # ---- the run -----------------------------------------------------------------------
 
@@ -356,9 +351,7 @@ class _Run:
             scripts.setdefault(w.node.name, []).append(w.script)
         gates = {step.gate for step in STEPS if step.gate and any(w.role in step.roles for w in work)}
         checks = {g: c for g, c in self.checks.items() if g in gates}
-        self.plan = plan(self.inv, scripts, checks=checks, known_hosts=self.known_hosts,
-                         timeouts=self.timeouts, options=self.options, events=self.events,
-                         profile_path=self.state_root / "profiles.json")
+        self.plan = plan(self.ctx, scripts, checks=checks, known_hosts=self.known_hosts)
         if self.plan.report is not None:
             self.report.phases.append(("recorded hashes", self.plan.report))
         decisions: dict[tuple[str, str], RoleDecision] = {}
@@ -465,8 +458,7 @@ class _Run:
         (timeouts.rolling_restart). A member that fails or does not come back stops the
         roll: the members after it are left as they were (skipped), the quorum intact."""
         gate = {step.gate: self.checks[step.gate]}
-        live = batch_runner(self.inv, known_hosts=self.known_hosts, timeouts=self.timeouts,
-                            options=self.options, profile_path=self.state_root / "profiles.json")
+        live = batch_runner(self.ctx, known_hosts=self.known_hosts)
 
         def look() -> HealthResult:
             return sample(gate, live)[step.gate]
@@ -543,18 +535,13 @@ class _Run:
             first = sample(gate, self.plan.replayed())[step.gate]
             if first.ok:
                 return first
-        live = batch_runner(self.inv, known_hosts=self.known_hosts, timeouts=self.timeouts,
-                            options=self.options, profile_path=self.state_root / "profiles.json")
+        live = batch_runner(self.ctx, known_hosts=self.known_hosts)
         return wait_until_healthy(lambda: sample(gate, live)[step.gate], health_timeout=self.timeouts.health)
 
 
-def configure(inv: Inventory, *, state_root: Path, roles: Iterable[str] | None = None,
-              limit: list[str] | None = None, group: str | None = None,
-              timeouts: Timeouts = DEFAULT_TIMEOUTS,
-              options: RunOptions = RunOptions(), events: EventSink | None = None,
-              known_hosts: Path | None = None,
-              notify: Callable[[str], None] | None = None,
-              record: RunRecord | None = None) -> VerbReport:
+def apply(ctx: VerbContext, *, roles: Iterable[str] | None = None, limit: Iterable[str] | None = None,
+          group: str | None = None, known_hosts: Path | None = None,
+          record: RunRecord | None = None) -> VerbReport:
     """Configure the roles of the inventory's hosts (or of `limit`/`group`, for `roles` only).
 
     `record`: the run record of an enclosing verb (cluster up, rebuild); without one,
@@ -565,17 +552,6 @@ def configure(inv: Inventory, *, state_root: Path, roles: Iterable[str] | None =
     Returns one row per host and role: changed, unchanged, failed or skipped.
     """
     wanted = check_roles(roles)
-    nodes = select_nodes(inv, limit=limit, group=group)
-    pinned = known_hosts or pinned_known_hosts(state_root, inv.cluster)
-    run = _Run(inv, roles=wanted, nodes=nodes, state_root=state_root, timeouts=timeouts, options=options,
-               events=events, known_hosts=pinned, notify=notify or (lambda msg: log.info("%s", msg)),
-               record=record)
-    return run.execute()
-
-
-def apply(ctx: VerbContext, *, roles: Iterable[str] | None = None, limit: Iterable[str] | None = None,
-          group: str | None = None, record: RunRecord | None = None) -> VerbReport:
-    """`configure` with the verb context's inventory, state, timeouts, options and events."""
-    return configure(ctx.inventory, state_root=ctx.state_root, roles=roles,
-                     limit=list(limit) if limit else None, group=group, timeouts=ctx.timeouts,
-                     options=ctx.options, events=ctx.events, notify=ctx.notify, record=record)
+    nodes = ctx.select(limit, group)
+    pinned = known_hosts or ctx.known_hosts()
+    return _Run(ctx, roles=wanted, nodes=nodes, known_hosts=pinned, record=record).execute()

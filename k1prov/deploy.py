@@ -28,6 +28,7 @@ from k1prov import glance, preflight
 from k1prov.image_content import direct_image_info
 from k1prov.configdrive import StaticNetwork, build_config_drive
 from k1prov.context import VerbContext
+from k1prov.ironic_actions import fire_and_wait, refresh_rows
 from k1prov.errors import ConfigError, NodeError
 from k1prov.fanout import Status
 from k1prov.hostkeys import ensure_host_key
@@ -152,7 +153,7 @@ def _provision(ctx: VerbContext, verb: str, action: str, todo: list[tuple[Node, 
     started = time.monotonic()
     report = VerbReport(verb=verb, outcomes=list(outcomes.values()))
     if not todo:
-        return ctx.refresh_rows(report, outcomes, started, current=current)
+        return refresh_rows(ctx, report, outcomes, started, current=current)
     inv = ctx.inventory
     state_dir = ctx.cluster_state_dir
     uuid_of = {node.name: uuid for node, uuid in todo}
@@ -179,12 +180,11 @@ def _provision(ctx: VerbContext, verb: str, action: str, todo: list[tuple[Node, 
 
     ctx.notify(f"{verb}: {len(todo)} node(s), image {image.name}")
     t_fire = time.monotonic()
-    reached = ctx.fire_and_wait(kind=f"ironic.{verb}", action=action, names=list(by_name), fire=fire,
-                                uuid_of=uuid_of, target="active", timeout=ctx.timeouts.deploy,
-                                report=report, outcomes=outcomes,
-                                timeout_name="deploy")
+    reached = fire_and_wait(ctx, kind=f"ironic.{verb}", action=action, names=list(by_name), fire=fire,
+                            uuid_of=uuid_of, target="active", timeout=ctx.timeouts.deploy,
+                            report=report, outcomes=outcomes, timeout_name="deploy")
     if report.cancelled:
-        return ctx.refresh_rows(report, outcomes, started)
+        return refresh_rows(ctx, report, outcomes, started)
     ctx.notify(f"{verb}: Ironic reached active in {time.monotonic() - t_fire:.1f} s")
     active = [by_name[name] for name in reached]
     for node in active:
@@ -202,7 +202,7 @@ def _provision(ctx: VerbContext, verb: str, action: str, todo: list[tuple[Node, 
             else:
                 out.changes.append(f"ssh after {res.value:.1f} s")
         report.cancelled = ready.cancelled
-    return ctx.refresh_rows(report, outcomes, started)
+    return refresh_rows(ctx, report, outcomes, started)
 
 
 # ---------------------------------------------------------------- undeploy
@@ -228,15 +228,14 @@ def undeploy(ctx: VerbContext, *, limit: Iterable[str] | None = None,
         else:
             out.status, out.error = Status.FAILED, f"node is {ir.provision_state}"
     if not todo:
-        return ctx.refresh_rows(report, outcomes, started)
+        return refresh_rows(ctx, report, outcomes, started)
     ironic = ctx.ironic()
     ctx.notify(f"undeploy: {len(todo)} node(s)")
     uuid_of = {name: current[name].id for name in todo}
-    reached = ctx.fire_and_wait(kind="ironic.undeploy", action="deleted", names=todo,
-                                fire=lambda name: ironic.start_action(uuid_of[name], "deleted"),
-                                uuid_of=uuid_of, target="available", timeout=ctx.timeouts.undeploy,
-                                report=report, outcomes=outcomes,
-                                timeout_name="undeploy")
+    reached = fire_and_wait(ctx, kind="ironic.undeploy", action="deleted", names=todo,
+                            fire=lambda name: ironic.start_action(uuid_of[name], "deleted"),
+                            uuid_of=uuid_of, target="available", timeout=ctx.timeouts.undeploy,
+                            report=report, outcomes=outcomes, timeout_name="undeploy")
     for name in reached:
         outcomes[name].action = "undeployed"
-    return ctx.refresh_rows(report, outcomes, started)
+    return refresh_rows(ctx, report, outcomes, started)

@@ -11,6 +11,7 @@ from typing import Callable
 
 from k1prov import glance, preflight
 from k1prov.context import VerbContext
+from k1prov.ironic_actions import fan_out, refresh_rows
 from k1prov.errors import CloudError, InventoryError, K1provError, NodeError
 from k1prov.fanout import Status
 from k1prov.image_content import direct_image_info
@@ -90,7 +91,7 @@ def register_images(ctx: VerbContext, *, progress: ImageProgress | None = None) 
         return "updated"
 
     ctx.notify(f"driver_info deploy_kernel/deploy_ramdisk on {len(nodes)} node(s)")
-    fired = ctx.fan_out_ironic("ironic.driver_info", nodes, point, key=lambda n: n.name)
+    fired = fan_out(ctx, "ironic.driver_info", nodes, point, key=lambda n: n.name)
     report.phases.append(("driver_info", fired))
     report.cancelled = fired.cancelled
     node_rows = {}
@@ -103,7 +104,7 @@ def register_images(ctx: VerbContext, *, progress: ImageProgress | None = None) 
     outcomes.extend(node_rows.values())
     # Nothing patched: the view read above is still Ironic's.
     unchanged = all(res.status is Status.OK and res.value == "unchanged" for res in fired.results)
-    ctx.refresh_rows(report, node_rows, started, current=current if unchanged else None)
+    refresh_rows(ctx, report, node_rows, started, current=current if unchanged else None)
     return report
 
 

@@ -53,7 +53,7 @@ class Provisioner:
         return self.context.cluster_state_dir
 
     def select(self, limit: Iterable[str] | None = None, group: str | None = None) -> list[Node]:
-        """The nodes a verb works on: the one --limit/--group grammar (context.select_nodes)."""
+        """The nodes a verb works on: the one --limit/--group grammar (VerbContext.select)."""
         return self.context.select(limit, group)
 
     # ---- nodes enroll / list / delete (k1prov.enrollment) ---------------------------
@@ -118,13 +118,11 @@ class Provisioner:
 
     def bench_kmeans(self, options: KmeansOptions = KmeansOptions()) -> BenchResult:
         """The Spark-Perf K-means experiment on the configured cluster."""
-        return run_kmeans(self.inventory, state_root=self.state_root, options=options,
-                          timeouts=self.context.timeouts, notify=self.context.notify)
+        return run_kmeans(self.context, options=options)
 
     def bench_drf(self, options: DrfOptions | None = None) -> DrfResult:
         """Weighted DRF on Mesos: two frameworks' dominant shares over time."""
-        return run_drf(self.inventory, state_root=self.state_root, options=options or DrfOptions(),
-                       timeouts=self.context.timeouts, notify=self.context.notify)
+        return run_drf(self.context, options=options or DrfOptions())
 
     # ---- the operator's workflow (k1prov.cluster) -----------------------------------
 

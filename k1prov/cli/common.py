@@ -22,7 +22,7 @@ DEBUG = {"on": False}
 
 InventoryOpt = typer.Option(..., "--inventory", "-i", help="Inventory file (YAML).",
                             exists=False, dir_okay=False)
-# The one --limit/--group grammar of every verb (k1prov.context.select_nodes); TAB completes
+# The one --limit/--group grammar of every verb (k1prov.context.VerbContext.select); TAB completes
 # node names from the -i inventory and role names (k1prov.cli.completion).
 LimitOpt = typer.Option(None, "--limit", "-l",
                         help="Only these nodes: names or ClusterShell patterns like 'w[01-10]', "

@@ -11,6 +11,7 @@ import pytest
 
 import k1prov.configure as cfg
 from k1prov import probe
+from k1prov.context import VerbContext
 from k1prov.errors import ConfigError, InventoryError
 from k1prov.fanout import Status
 from k1prov.inventory import parse_inventory
@@ -376,7 +377,8 @@ def run(tmp_path, **kw):
     from dataclasses import replace
 
     from k1prov.settings import DEFAULT_TIMEOUTS
-    return cfg.configure(load(), state_root=tmp_path, timeouts=replace(DEFAULT_TIMEOUTS, health=0.5), **kw)
+    ctx = VerbContext(load(), state_root=tmp_path, timeouts=replace(DEFAULT_TIMEOUTS, health=0.5))
+    return cfg.apply(ctx, **kw)
 
 
 def test_phases_run_in_dependency_order_then_skip_unchanged_hosts(tmp_path, fake):
@@ -519,7 +521,8 @@ def test_plan_reads_the_hosts_like_the_run_and_changes_nothing(tmp_path, fake, m
         return real(target, command, **kw)
 
     monkeypatch.setattr(probe, "run_command", n2_down)
-    got = cfg.plan(inv, render_all(inv), checks=gate_checks(inv), known_hosts=None)
+    got = cfg.plan(VerbContext(inv, state_root=tmp_path), render_all(inv), checks=gate_checks(inv),
+                   known_hosts=None)
     assert fake.ran == []
     assert got.hosts["n1"].to_do == [] and got.hosts["n1"].error is None
     assert [(d.role, d.action, d.reason) for d in got.hosts["n3"].to_do] == [

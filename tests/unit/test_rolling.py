@@ -12,6 +12,7 @@ import pytest
 
 import k1prov.configure as cfg
 from k1prov import cluster
+from k1prov.context import VerbContext
 from k1prov.fanout import Status
 from k1prov.roles import health
 from k1prov.roles.health import HealthResult, back_in_ensemble, leaders, leaders_last
@@ -67,8 +68,8 @@ def hosts(monkeypatch):
 
 
 def run(tmp_path, roles=LAB_ROLES, **timeouts):
-    return cfg.configure(load(roles), state_root=tmp_path,
-                         timeouts=replace(DEFAULT_TIMEOUTS, **{"health": 10.0, **timeouts}))
+    return cfg.apply(VerbContext(load(roles), state_root=tmp_path,
+                                 timeouts=replace(DEFAULT_TIMEOUTS, **{"health": 10.0, **timeouts})))
 
 
 def zookeeper_runs(hosts) -> list[str]:
