@@ -19,6 +19,7 @@ from k1prov import configure, deploy, enrollment, glance
 from k1prov.context import VerbContext
 from k1prov.deploy_logs import keep, newest_logs
 from k1prov.errors import K1provError
+from k1prov.host_layout import HOST
 from k1prov.fanout import Status
 from k1prov.image_registration import register_images
 from k1prov.inventory.model import Inventory, Node
@@ -47,16 +48,16 @@ REBUILD_BATCH_SHARE = 0.25
 
 # Stops what the role scripts started: systemd units, or the supervised processes whose
 # pid files the scripts keep (templates/common/base.sh.j2, k1_service).
-STOP_SERVICES = r"""
-if [ -d /run/systemd/system ]; then systemctl stop 'k1prov-*' 2>/dev/null || true; fi
-for f in /var/lib/k1prov/run/*.pid; do
+STOP_SERVICES = rf"""
+if [ -d /run/systemd/system ]; then systemctl stop '{HOST.unit_prefix}*' 2>/dev/null || true; fi
+for f in {HOST.run_dir}/*.pid; do
   [ -f "$f" ] || continue
   read -r pid _ < "$f" || continue
   # The launcher leads its own session (k1_service): signal the whole group.
   kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
   rm -f "$f"
 done
-rm -f /var/lib/k1prov/roles/*.sha256
+rm -f {HOST.roles_dir}/*.sha256
 echo stopped
 """
 

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from k1prov.errors import ConfigError, NodeError, TransportError
+from k1prov.host_layout import HOST
 from k1prov.fanout import Policy, Report, Status, run_fanout
 from k1prov.inventory.model import Inventory, Node
 from k1prov.verb_report import NodeOutcome, VerbReport
@@ -61,9 +62,6 @@ from k1prov.ssh import SshTarget, put_and_run
 
 log = logging.getLogger("k1prov.configure")
 
-# K1PROV_STATE_DIR of the role scripts (templates/common/base.sh.j2): script hashes
-# in roles/<role>.sha256 (k1_finish), pid files of supervised services in run/.
-REMOTE_STATE_DIR = "/var/lib/k1prov"
 POLICY_KIND = "ssh.configure"
 # Lines of a failed script's log quoted in the report.
 LOG_TAIL_LINES = 8
@@ -156,7 +154,7 @@ def status_command(functions: str, services: dict[str, str]) -> str:
     use themselves); `services` maps each role to its service name ("" for none)."""
     calls = "".join(f"k1_status {shlex.quote(role)} {shlex.quote(service)}\n"
                     for role, service in services.items())
-    body = f'K1PROV_STATE_DIR="${{K1PROV_STATE_DIR:-{REMOTE_STATE_DIR}}}"\n{functions}\n{calls}true\n'
+    body = f'K1PROV_STATE_DIR="${{K1PROV_STATE_DIR:-{HOST.state_dir}}}"\n{functions}\n{calls}true\n'
     return f"bash -c {shlex.quote(body)}"
 
 
