@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from k1prov import configure, deploy, enrollment, glance
+from k1prov import configure, deploy, enrollment, glance, preflight
 from k1prov.context import VerbContext
 from k1prov.deploy_logs import keep, newest_logs
 from k1prov.errors import K1provError
@@ -145,6 +145,9 @@ def _recorded(ctx: VerbContext, report: ClusterReport, verb: str) -> Iterator[Ru
 def up(ctx: VerbContext, *, dry_run: bool = False) -> ClusterReport:
     """enroll -> register images -> deploy -> wait for SSH -> configure (with health gates)."""
     inv = ctx.inventory
+    # What configure would refuse in the role settings (a tarball without its sha512, a
+    # sha512_file that is not there) is refused before anything is enrolled or deployed.
+    preflight.check_roles(inv)
     if dry_run:
         return plan(ctx)
     report = ClusterReport(verb="cluster up")
@@ -357,8 +360,7 @@ def down(ctx: VerbContext, *, unenroll: bool) -> ClusterReport:
     return report
 
 
-def rebuild(ctx: VerbContext, *, image: str | None = None,
-            on_step: Callable[[str], None] | None = None) -> ClusterReport:
+def rebuild(ctx: VerbContext, *, image: str | None = None) -> ClusterReport:
     """Reimage and reconfigure every node. Quorum members (ZooKeeper, Mesos masters) go one
     at a time, followers first and the leaders last (k1prov.roles.health.leaders_last, the
     leaders read again before each member's turn: the look that saw the ensemble healthy
@@ -366,8 +368,9 @@ def rebuild(ctx: VerbContext, *, image: str | None = None,
     the other nodes go in parallel batches. A failed node stops the rebuild of the quorum
     members (losing a second one would break the quorum) but not of the batches."""
     inv = ctx.inventory
+    preflight.check_roles(inv)      # before a node is wiped, as cluster up
     report = ClusterReport(verb="cluster rebuild")
-    step = on_step or (lambda msg: None)
+    step = ctx.notify
     with _recorded(ctx, report, "cluster rebuild") as record:
         errors: dict[str, str] = {}
         remaining = [n for n in inv.nodes if any(r in n.roles for r in QUORUM_ROLES)]
@@ -427,6 +430,7 @@ def rejoin(ctx: VerbContext, nodes: Iterable[str], *, image: str | None = None,
            new_host_keys: bool = False) -> VerbReport:
     """`reimage` (rejoin is its default): reimage nodes and configure them back into the
     cluster; configure's failures and changes go into the reimage rows."""
+    preflight.check_roles(ctx.inventory)     # before a node is wiped, as cluster up
     report = deploy.reimage(ctx, nodes, image_name=image, new_host_keys=new_host_keys)
     rebuilt = [o.node for o in report.outcomes if o.status is Status.OK]
     if rebuilt and not report.cancelled:

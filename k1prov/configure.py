@@ -47,7 +47,7 @@ from typing import Any
 from k1prov.errors import ConfigError, NodeError, TransportError
 from k1prov.host_layout import HOST
 from k1prov.fanout import Policy, Report, Status, run_fanout
-from k1prov.inventory.model import Inventory, Node
+from k1prov.inventory.model import Node
 from k1prov.verb_report import NodeOutcome, VerbReport
 from k1prov.context import VerbContext
 from k1prov.probe import batch_runner, probe_hosts
@@ -105,9 +105,9 @@ class _Work:
     service_stopped: bool = False
 
 
-def render(inv: Inventory, out_dir: Path | str) -> dict[str, Any]:
+def render(ctx: VerbContext, out_dir: Path | str) -> dict[str, Any]:
     """`k1prov render -o DIR`: every host's scripts and config files, and DIR/plan.json."""
-    return write_rendered(inv, out_dir)
+    return write_rendered(ctx.inventory, out_dir)
 
 
 def check_roles(roles: Iterable[str] | None) -> tuple[str, ...]:
