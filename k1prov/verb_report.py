@@ -34,6 +34,8 @@ def exit_code(*, succeeded: int, failed: int, cancelled: bool = False) -> int:
 
 @dataclass
 class NodeOutcome:
+    """One node's row in a verb's report: how it went, what changed, Ironic's view of it."""
+
     node: str
     status: Status
     # What happened, in a word or two: "created", "updated", "unchanged", "deleted", ...
@@ -53,6 +55,9 @@ class NodeOutcome:
 
 @dataclass
 class VerbReport:
+    """What a verb returns: one row per node (a failure is a row, never an exception that
+    hides the others), the fan-out reports of its phases, and the exit code they add up to."""
+
     verb: str
     outcomes: list[NodeOutcome]
     # The fan-out reports of the phases, in order: (phase name, k1prov.fanout.Report).
@@ -98,6 +103,9 @@ class PhaseResult:
 
 @dataclass
 class ClusterReport:
+    """What a cluster verb returns: its phases (each with a VerbReport), one row per node
+    with Ironic's state, roles and health, the endpoints, and the exit code."""
+
     verb: str
     phases: list[PhaseResult] = field(default_factory=list)
     # Per node: name, provision/power state, address, roles, health, error.
