@@ -19,13 +19,12 @@ A re-run deploys only what is not active yet: an active node with the same image
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from k1prov import glance, preflight
-from k1prov.image_content import direct_image_info
+from k1prov import preflight
+from k1prov.image_sources import GlanceImage, detect
 from k1prov.configdrive import StaticNetwork, build_config_drive
 from k1prov.context import VerbContext
 from k1prov.ironic_actions import fire_and_wait, refresh_rows
@@ -65,20 +64,8 @@ def user_image(ctx: VerbContext, *, name: str | None = None) -> UserImage:
     src = resolve_images(inv).user
     if name is None and src is None:
         raise ConfigError(f"{inv.path}: no images.user to deploy")
-    if name is None and src.bypass_glance:
-        return UserImage(name=src.name, instance_info=direct_image_info(src))
-    wanted = name or src.name
-    candidates = [img for img in glance.list_own_images(ctx.conn, inv.cluster, name=wanted)
-                  if img.status == "active"]
-    if not candidates:
-        raise ConfigError(f"image {wanted!r} of cluster {inv.cluster} is not in Glance "
-                          f"(run `k1prov images register -i {inv.path}` first)")
-    image = candidates[-1]          # newest: what the last `images register` uploaded
-    size = image.virtual_size or image.size or 0
-    info: dict[str, Any] = {"image_source": image.id,
-                            # Ironic needs root_gb for a partition image; harmless for whole-disk.
-                            "root_gb": max(1, math.ceil(size / 2**30))}
-    return UserImage(name=wanted, instance_info=info)
+    source = GlanceImage(name) if name is not None else detect(src)
+    return UserImage(name=source.name, instance_info=source.instance_info(ctx))
 
 
 # ---------------------------------------------------------------- deploy / reimage
