@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from k1prov import configure, deploy, enrollment, glance, preflight
+from k1prov import configure, configure_plan, deploy, enrollment, glance, preflight
 from k1prov.context import VerbContext
 from k1prov.deploy_logs import keep, newest_logs
 from k1prov.errors import K1provError
@@ -177,7 +177,7 @@ def plan(ctx: VerbContext) -> ClusterReport:
     """What `cluster up` would do, from the real state; changes nothing. Ironic's states
     say what enroll and deploy would do; for the active nodes, the hosts themselves say
     what configure would do: the same read and the same decisions as the real run
-    (k1prov.configure.plan: recorded script hashes, service states, one read-only session
+    (k1prov.configure_plan.plan: recorded script hashes, service states, one read-only session
     per host, bounded by the same timeouts), and the cluster's health from that read.
     A host that cannot be read is reported as unreachable, with the reason."""
     inv = ctx.inventory
@@ -186,9 +186,9 @@ def plan(ctx: VerbContext) -> ClusterReport:
     rendered = render_all(inv)   # a bad role setting shows here, as it would in the real run
     active = [n.name for n in inv.nodes
               if current.get(n.name) is not None and current[n.name].provision_state == "active"]
-    read = configure.plan(ctx, {name: rendered[name] for name in active},
-                          checks=cluster_checks(inv) if active else {},
-                          known_hosts=ctx.known_hosts())
+    read = configure_plan.plan(ctx, {name: rendered[name] for name in active},
+                               checks=cluster_checks(inv) if active else {},
+                               known_hosts=ctx.known_hosts())
     for node in inv.nodes:
         ir = current.get(node.name)
         state = ir.provision_state if ir else None

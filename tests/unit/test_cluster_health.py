@@ -134,7 +134,7 @@ def test_members_not_deployed_get_one_look_not_a_wait(tmp_path, clock):
     assert clock["seen"] == [0.0] and report.exit_code() == EXIT_PARTIAL
 
 
-# ---- cluster up --dry-run: the plan reads the hosts (k1prov.configure.plan) ----------------
+# ---- cluster up --dry-run: the plan reads the hosts (k1prov.configure_plan.plan) ----------------
 
 def test_dry_run_reads_the_active_hosts_and_says_what_configure_would_do(tmp_path, monkeypatch):
     from test_configure import FakeHosts, run, use

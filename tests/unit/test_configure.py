@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import k1prov.configure as cfg
+import k1prov.configure_plan as cplan
 from k1prov import probe
 from k1prov.context import VerbContext
 from k1prov.errors import ConfigError, InventoryError
@@ -246,7 +247,7 @@ def test_status_command_reports_hashes_and_liveness_as_the_scripts_see_it(tmp_pa
         # A pid file naming a live process with another start time is stale (pid reused).
         (state / "run" / "spark-master.pid").write_text(f"{alive.pid} 1\n")
         (state / "run" / "spark-worker.pid").write_text(f"{dead.pid} 12345\n")
-        command = cfg.status_command(status_functions(load()), {
+        command = cplan.status_command(status_functions(load()), {
             "zookeeper": "zookeeper", "spark-master": "spark-master", "spark-worker": "spark-worker",
             "spark-client": "", "mesos-agent": "mesos-agent"})
         env = {"PATH": "/usr/bin:/bin", "K1PROV_STATE_DIR": str(state), "K1PROV_INIT": "none"}
@@ -262,10 +263,10 @@ def test_status_command_reports_hashes_and_liveness_as_the_scripts_see_it(tmp_pa
         "spark-client - none",
         "mesos-agent - stopped",
     ]
-    assert cfg.parse_status(out) == {
-        "zookeeper": cfg.RoleStatus("ab" * 32, True), "spark-master": cfg.RoleStatus("cd" * 32, False),
-        "spark-worker": cfg.RoleStatus("ef" * 32, False), "spark-client": cfg.RoleStatus("", None),
-        "mesos-agent": cfg.RoleStatus("", False)}
+    assert cplan.parse_status(out) == {
+        "zookeeper": cplan.RoleStatus("ab" * 32, True), "spark-master": cplan.RoleStatus("cd" * 32, False),
+        "spark-worker": cplan.RoleStatus("ef" * 32, False), "spark-client": cplan.RoleStatus("", None),
+        "mesos-agent": cplan.RoleStatus("", False)}
 
 
 def test_parse_status_keeps_only_well_formed_lines_of_known_roles():
@@ -280,9 +281,9 @@ def test_parse_status_keeps_only_well_formed_lines_of_known_roles():
         "spark-client - maybe",                        # not a state
         "mesos-agent " + "0f" * 32 + " running extra",
     ])
-    assert cfg.parse_status(text) == {"zookeeper": cfg.RoleStatus("0f" * 32, True),
-                                      "spark-worker": cfg.RoleStatus("", False)}
-    assert cfg.parse_status("") == {}
+    assert cplan.parse_status(text) == {"zookeeper": cplan.RoleStatus("0f" * 32, True),
+                                      "spark-worker": cplan.RoleStatus("", False)}
+    assert cplan.parse_status("") == {}
 
 
 def test_script_changed_reads_the_last_result_line():
@@ -495,14 +496,14 @@ def test_inside_a_larger_verb_the_logs_go_to_its_run_record(tmp_path, fake):
 
 def test_decide_from_the_recorded_status():
     script = render_all(load())["n1"][0]
-    assert cfg.decide(script, None) == cfg.RoleDecision(script.role, "run", "never ran here")
-    assert cfg.decide(script, cfg.RoleStatus("", None)).reason == "never ran here"
-    assert cfg.decide(script, cfg.RoleStatus("0" * 64, True)) == cfg.RoleDecision(script.role, "run",
+    assert cplan.decide(script, None) == cplan.RoleDecision(script.role, "run", "never ran here")
+    assert cplan.decide(script, cplan.RoleStatus("", None)).reason == "never ran here"
+    assert cplan.decide(script, cplan.RoleStatus("0" * 64, True)) == cplan.RoleDecision(script.role, "run",
                                                                                    "script changed", running=True)
-    assert cfg.decide(script, cfg.RoleStatus(script.sha256, False)).action == "restart"
-    assert cfg.decide(script, cfg.RoleStatus(script.sha256, True)) == cfg.RoleDecision(
+    assert cplan.decide(script, cplan.RoleStatus(script.sha256, False)).action == "restart"
+    assert cplan.decide(script, cplan.RoleStatus(script.sha256, True)) == cplan.RoleDecision(
         script.role, "unchanged", "script unchanged, service running", running=True)
-    assert cfg.decide(script, cfg.RoleStatus(script.sha256, None)).action == "unchanged"
+    assert cplan.decide(script, cplan.RoleStatus(script.sha256, None)).action == "unchanged"
 
 
 def test_plan_reads_the_hosts_like_the_run_and_changes_nothing(tmp_path, fake, monkeypatch):
@@ -521,7 +522,7 @@ def test_plan_reads_the_hosts_like_the_run_and_changes_nothing(tmp_path, fake, m
         return real(target, command, **kw)
 
     monkeypatch.setattr(probe, "run_command", n2_down)
-    got = cfg.plan(VerbContext(inv, state_root=tmp_path), render_all(inv), checks=gate_checks(inv),
+    got = cplan.plan(VerbContext(inv, state_root=tmp_path), render_all(inv), checks=gate_checks(inv),
                    known_hosts=None)
     assert fake.ran == []
     assert got.hosts["n1"].to_do == [] and got.hosts["n1"].error is None

@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 from k1prov import cluster
-from k1prov.configure import status_command
+from k1prov.configure_plan import status_command
 from k1prov.host_layout import HOST, HostLayout
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
