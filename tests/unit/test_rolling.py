@@ -18,8 +18,7 @@ from k1prov.roles import health
 from k1prov.roles.health import HealthResult, back_in_ensemble, leaders, leaders_last
 from k1prov.settings import DEFAULT_TIMEOUTS
 from k1prov.ssh import CommandResult
-from test_cluster_health import FakeProv
-from test_configure import LAB_ROLES, NODES, FakeHosts, load, use
+from configure_standin import LAB_ROLES, NODES, FakeHosts, FakeProv, load, use
 
 # The same roles with one ZooKeeper setting changed: every member's script changes.
 CHANGED = LAB_ROLES.replace("server_script:", "heap_mb: 512, server_script:")
