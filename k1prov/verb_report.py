@@ -7,7 +7,7 @@ other nodes' rows stand beside it.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from k1prov.fanout import Status
 
@@ -30,6 +30,18 @@ def exit_code(*, succeeded: int, failed: int, cancelled: bool = False) -> int:
     if succeeded == 0:
         return EXIT_NOTHING
     return EXIT_OK if failed == 0 else EXIT_PARTIAL
+
+
+class Result(Protocol):
+    """What every verb returns, one protocol: the exit code its outcomes add up to and a
+    JSON-safe dict (`--json`). VerbReport, ClusterReport, inventory_check.InventoryCheck,
+    bench.results.BenchResult and bench.drf.DrfResult follow it; the CLI finishes every
+    one of them the same way (k1prov.cli.common.finish). `run` returns the fan-out
+    engine's Report, whose exit code is ad_hoc.exit_code(report)."""
+
+    def exit_code(self) -> int: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 @dataclass

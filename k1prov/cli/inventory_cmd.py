@@ -6,9 +6,9 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from k1prov.cli.common import JsonOpt, handles_errors, load
+from k1prov.cli.common import JsonOpt, finish, handles_errors, load
 from k1prov.cli.runtime import make_provisioner
-from k1prov.presentation import err, out, print_json, rows_table
+from k1prov.presentation import err, out, rows_table
 
 app = typer.Typer(no_args_is_help=True, help="Inspect inventory files.")
 
@@ -24,9 +24,10 @@ def check(file: Path = typer.Argument(..., help="Inventory file (YAML)."), as_js
         result = prov.check_inventory()
     for warning in result.found:
         err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
-    if as_json:
-        print_json(result.to_dict())
-        return
-    rows = result.rows
-    out.print(rows_table(rows, PLAN_COLUMNS, title=f"{result.cluster}: {len(rows)} node(s)"))
-    err.print(f"{file}: ok, {len(rows)} node(s), {len(result.warnings)} warning(s)", highlight=False)
+
+    def show(result) -> None:
+        rows = result.rows
+        out.print(rows_table(rows, PLAN_COLUMNS, title=f"{result.cluster}: {len(rows)} node(s)"))
+        err.print(f"{file}: ok, {len(rows)} node(s), {len(result.warnings)} warning(s)", highlight=False)
+
+    finish(result, as_json=as_json, show=show)
