@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 
 from k1prov import ad_hoc, cluster, configure, deploy, enrollment, preflight
 from k1prov.bench.drf import DrfOptions, DrfResult, run_drf
-from k1prov.bench.kmeans import KmeansOptions, run_kmeans
+from k1prov.bench.kmeans import DEFAULT_JOB_TIMEOUT, KmeansOptions, run_kmeans
 from k1prov.bench.results import BenchResult
 from k1prov.verb_report import ClusterReport
 from k1prov.context import RunOptions, VerbContext, default_state_root
@@ -116,10 +116,12 @@ class Provisioner:
         return ad_hoc.run(self.context, command, limit=limit, group=group, known_hosts=known_hosts,
                           script=script, args=args)
 
-    def bench_kmeans(self, options: KmeansOptions = KmeansOptions()) -> BenchResult:
-        """The Spark-Perf K-means experiment on the configured cluster."""
+    def bench_kmeans(self, options: KmeansOptions = KmeansOptions(), *,
+                     job_timeout: float = DEFAULT_JOB_TIMEOUT) -> BenchResult:
+        """The Spark-Perf K-means experiment on the configured cluster (with
+        options.contention: against a competing Mesos framework, k1prov.bench.contention)."""
         return run_kmeans(self.inventory, state_root=self.state_root, options=options,
-                          timeouts=self.context.timeouts, notify=self.context.notify)
+                          timeouts=self.context.timeouts, job_timeout=job_timeout, notify=self.context.notify)
 
     def bench_drf(self, options: DrfOptions | None = None) -> DrfResult:
         """Weighted DRF on Mesos: two frameworks' dominant shares over time."""
