@@ -270,13 +270,20 @@ def _trials_of(records: list[dict], *, mode: str, scale: float, contention: floa
                   test_s=float(r["test_s"]), cost=float(r["cost"]), contention=contention) for r in records]
 
 
-def failure_reason(exit_code: int, got: int, trials: int, stderr: str, time_limit: float) -> str:
-    """Why a submit gave no (or not every) trial; a job that waited for resources says so."""
+def never_got_resources(exit_code: int, data: dict | None, stderr: str) -> bool:
+    """Timed out without its data ever cached (that needs an executor), Spark saying its
+    first job had no resources: the job waited for resources the whole time."""
+    return exit_code == 124 and data is None and NO_RESOURCES_MARK in stderr
+
+
+def failure_reason(exit_code: int, got: int, trials: int, stderr: str, time_limit: float,
+                   data: dict | None = None) -> str:
+    """Why a submit gave no (or not every) trial; a job that never got resources says so."""
     if exit_code == 124:
         why = (f"spark-submit did not finish within {time_limit:g} s (the job timeout) after {got} of "
                f"{trials} trial(s)")
-        if NO_RESOURCES_MARK in stderr:
-            return why + f": it waited for resources (Spark: '{NO_RESOURCES_MARK}')"
+        if never_got_resources(exit_code, data, stderr):
+            return why + f": it never got an executor (Spark: '{NO_RESOURCES_MARK}')"
         return why + f": {error_tail(stderr)}"
     return f"spark-submit exited {exit_code} after {got} of {trials} trial(s): {error_tail(stderr)}"
 
@@ -331,13 +338,14 @@ class _Submitter:
         data, records = parse_job_output(res.stdout)
         data_s = float(data["generate_s"]) if data and "generate_s" in data else None
         ok = res.exit_code == 0 and len(records) == options.trials
-        outcome = "ok" if ok else ("no resources" if res.exit_code == 124 and NO_RESOURCES_MARK in res.stderr
+        outcome = "ok" if ok else ("no resources" if never_got_resources(res.exit_code, data, res.stderr)
                                    else "failed")
         self.result.submits.append(Submit(mode, wl.scale_factor, contention, wall, data_s, outcome=outcome))
         if competitor is not None:
             self._windows.append((len(self.result.submits) - 1, epoch, time.time()))
         if not ok:
-            reason = failure_reason(res.exit_code, len(records), options.trials, res.stderr, self.job_timeout)
+            reason = failure_reason(res.exit_code, len(records), options.trials, res.stderr, self.job_timeout,
+                                    data)
             self.result.failures.append(Failure(mode, wl.scale_factor, reason, contention))
             self.say(f"{label}: failed: {reason}")
             return

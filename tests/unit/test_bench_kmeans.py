@@ -389,7 +389,9 @@ def test_submit_runs_spark_under_the_job_timeout(tmp_path):
 
 def test_a_job_that_waited_for_resources_says_so():
     stderr = "WARN TaskSchedulerImpl: Initial job has not accepted any resources; check your cluster UI\n"
-    assert "it waited for resources" in km.failure_reason(124, 0, 3, stderr, 240.0)
+    assert "it never got an executor" in km.failure_reason(124, 0, 3, stderr, 240.0)
+    # It waited, then got executors (its data was cached), then ran out of time: not "no resources".
+    assert "never got" not in km.failure_reason(124, 0, 3, stderr, 240.0, {"event": "data"})
     assert "within 240 s" in km.failure_reason(124, 1, 3, "java.lang.Error: x\n", 240.0)
     assert km.failure_reason(1, 0, 3, "java.lang.Error: x\n", 240.0).startswith("spark-submit exited 1")
 
