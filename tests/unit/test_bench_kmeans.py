@@ -486,3 +486,20 @@ def test_contention_needs_mesos(tmp_path, monkeypatch):
         km.run_kmeans(inventory(STANDALONE, tmp_path), state_root=tmp_path / "state",
                       options=km.KmeansOptions(scale_factors=(0.001,), trials=1,
                                                contention=ContentionOptions(levels=(0.0, 0.5))))
+
+
+def test_the_cli_shows_the_contention_table_and_which_mode_trained_faster(tmp_path, capsys):
+    from k1prov.cli.bench_cmd import show
+
+    result = BenchResult(cluster="c1", manager="mesos", master_url="m", submit_host="h", run_dir=tmp_path,
+                         trials_per_run=3, ignore_first=0, contention={"levels": [0.0, 0.5]})
+    result.trials = [Trial("coarse", 0.001, 1, 7.0, 0.4, 1.0, contention=c) for c in (0.0, 0.5)]
+    result.trials.append(Trial("fine", 0.001, 1, 9.0, 0.6, 1.0, contention=0.0))
+    result.submits = [Submit("coarse", 0.001, 0.0, 30.0), Submit("fine", 0.001, 0.0, 35.0),
+                      Submit("coarse", 0.001, 0.5, 41.2, 22.3, 0.5, 0.375, 0.375),
+                      Submit("fine", 0.001, 0.5, 300.5, None, 0.5, 0.4375, 0.5, outcome="no resources")]
+    show(result)
+    captured = capsys.readouterr()
+    out = " ".join(captured.out.split())
+    assert "no resources" in out and "300.50" in out and "0.38" in out
+    assert "0/s=0.001: coarse, 0.5/s=0.001: coarse" in " ".join(captured.err.split())
