@@ -78,7 +78,11 @@ def plot_result(result: BenchResult, path: Path) -> Path:
                 ax.legend(fontsize=8, loc="best" if contended else "upper left")
         title = f"K-means (Spark-Perf workload) on {result.cluster} ({result.manager})"
         if contended:
-            title += "; x: no result (did not run or gave no trial)"
+            every = result.contention.get("release_every")
+            slots = result.contention.get("slots_per_agent")
+            title += (f"\nagainst a competing framework (tasks of 1/{slots} agent, one ending every {every:g} s, "
+                      f"taken back when offered); x: no result" if every and slots
+                      else "; x: no result (did not run or gave no trial)")
         fig.suptitle(title, fontsize=11)
         notes = [f"{s.mode}: skipped ({s.reason})" for s in result.skipped]
         notes += [f"{f.mode} s={f.scale_factor:g}" + (f" c={f.contention:g}" if contended else "")
