@@ -48,7 +48,7 @@ from k1prov.roles.derive import spark_master_url
 from k1prov.roles.role_settings import SPARK_MODES, spark_settings
 from k1prov.run_records import RunRecord
 from k1prov.settings import DEFAULT_TIMEOUTS, Timeouts
-from k1prov.ssh import put_and_run
+from k1prov.ssh import SshTarget, put_and_run
 
 log = logging.getLogger("k1prov.bench")
 
@@ -293,7 +293,7 @@ class _Submitter:
     """What every submit of a run shares: where, how, and the result to add to."""
     result: BenchResult
     record: RunRecord
-    target: object
+    target: SshTarget
     driver: Node
     job_text: str
     master_url: str
@@ -303,6 +303,9 @@ class _Submitter:
     timeouts: Timeouts
     job_timeout: float
     say: Callable[[str], None]
+
+    def __post_init__(self) -> None:
+        self._windows: list[tuple[int, float, float]] = []   # (submit index, epoch start, end) of a level
 
     def submit(self, mode: str, wl: Workload, conf: dict[str, str], contention: float,
                competitor: Competitor | None) -> None:
@@ -352,9 +355,6 @@ class _Submitter:
         self.result.trials += mark_ignored(_trials_of(records, mode=mode, scale=wl.scale_factor,
                                                       contention=contention), self.result.ignore_first)
         self.say(f"{label}: done in {wall:.1f} s")
-
-    def __post_init__(self) -> None:
-        self._windows: list[tuple[int, float, float]] = []   # (submit index, epoch start, end) of a level
 
     def competitor_held(self, samples: list[dict]) -> None:
         """Fill the level's submits with what the competitor held while each ran."""
