@@ -23,9 +23,11 @@ from typing import Callable, Iterable
 
 from k1prov import ad_hoc, cluster, configure, deploy, enrollment, inventory_check, runs
 from k1prov.ad_hoc import RunTargets
+from k1prov.bench.contention import DEFAULT_RELEASE_EVERY, ContentionOptions, parse_levels
 from k1prov.bench.drf import DEFAULT_FRAMEWORKS, DrfOptions, DrfResult, parse_frameworks, run_drf
-from k1prov.bench.kmeans import KmeansOptions, parse_modes, parse_scale_factors, run_kmeans
-from k1prov.bench.results import BenchResult
+from k1prov.bench.kmeans import (DEFAULT_JOB_TIMEOUT, KmeansOptions, parse_modes, parse_scale_factors,
+                                 run_kmeans)
+from k1prov.bench.results import BenchResult, faster_mode
 from k1prov.cloud import translate as translate_cloud_error
 from k1prov.verb_report import ClusterReport
 from k1prov.context import RunOptions, VerbContext, default_state_root
@@ -39,8 +41,9 @@ from k1prov.settings import DEFAULT_TIMEOUTS, Timeouts
 
 __all__ = ["Provisioner", "RunOptions", "VerbContext", "default_state_root",
            # what callers of the verbs need beside the facade
-           "BenchResult", "DEFAULT_FRAMEWORKS", "DrfOptions", "DrfResult", "InventoryCheck",
-           "KmeansOptions", "RunSummary", "RunTargets", "parse_frameworks", "parse_modes",
+           "BenchResult", "ContentionOptions", "DEFAULT_FRAMEWORKS", "DEFAULT_JOB_TIMEOUT",
+           "DEFAULT_RELEASE_EVERY", "DrfOptions", "DrfResult", "InventoryCheck", "KmeansOptions",
+           "RunSummary", "RunTargets", "faster_mode", "parse_frameworks", "parse_levels", "parse_modes",
            "parse_scale_factors", "run_exit_code", "translate_cloud_error"]
 
 # The exit code of a `run` report (one rule for every command: k1prov.verb_report.exit_code).
@@ -145,9 +148,11 @@ class Provisioner:
         return ad_hoc.run(self.context, command, limit=limit, group=group, known_hosts=known_hosts,
                           hosts=hosts, script=script, args=args)
 
-    def bench_kmeans(self, options: KmeansOptions = KmeansOptions()) -> BenchResult:
-        """The Spark-Perf K-means experiment on the configured cluster."""
-        return run_kmeans(self.context, options=options)
+    def bench_kmeans(self, options: KmeansOptions = KmeansOptions(), *,
+                     job_timeout: float = DEFAULT_JOB_TIMEOUT) -> BenchResult:
+        """The Spark-Perf K-means experiment on the configured cluster (with
+        options.contention: against a competing Mesos framework, k1prov.bench.contention)."""
+        return run_kmeans(self.context, options=options, job_timeout=job_timeout)
 
     def bench_drf(self, options: DrfOptions | None = None) -> DrfResult:
         """Weighted DRF on Mesos: two frameworks' dominant shares over time."""

@@ -184,27 +184,39 @@ def driver_node(inv: Inventory) -> Node:
                          file=str(inv.path), field="nodes.roles")
 
 
-def command(inv: Inventory, options: DrfOptions) -> str:
-    """The bash script pushed to the host: the frameworks' file, then python3 on it."""
+def frameworks_script(inv: Inventory, args: Sequence[str], *, needs: str = "bench drf",
+                      remove_after: str = "") -> str:
+    """The bash script pushed to a host: the frameworks' file (drf_frameworks.py), then
+    python3 on it with --masters (every mesos-master of the inventory) and `args`; with
+    remove_after, that path is removed when the script ends. Also the competing framework
+    of `bench kmeans --contention` (k1prov.bench.contention)."""
     text = SCRIPT.read_text()
     if _EOF in text:
         raise ConfigError(f"the frameworks file contains the here-document marker {_EOF}")
     masters = inv.with_role("mesos-master")
     if not masters:
-        raise InventoryError("bench drf needs Mesos: no node has the mesos-master role",
+        raise InventoryError(f"{needs} needs Mesos: no node has the mesos-master role",
                              file=str(inv.path), field="nodes.roles")
     port = mesos_settings(inv)["master_port"]
-    args = ["--masters", ",".join(f"{m.address}:{port}" for m in masters),
-            "--duration", f"{options.duration:g}", "--task-seconds", f"{options.task_seconds:g}",
+    argv = ["--masters", ",".join(f"{m.address}:{port}" for m in masters), *args]
+    run = "python3 \"$here/drf_frameworks.py\" " + " ".join(shlex.quote(a) for a in argv)
+    lines = ["#!/usr/bin/env bash", "set -euo pipefail", 'here=$(cd "$(dirname "$0")" && pwd)']
+    if remove_after:
+        lines.append(f"trap {shlex.quote('rm -rf -- ' + shlex.quote(remove_after))} EXIT")
+    lines += [f"cat > \"$here/drf_frameworks.py\" <<'{_EOF}'", text.rstrip("\n"), _EOF,
+              run if remove_after else "exec " + run]
+    return "\n".join(lines) + "\n"
+
+
+def command(inv: Inventory, options: DrfOptions) -> str:
+    """The bash script pushed to the host: the frameworks' file, then python3 on it."""
+    args = ["--duration", f"{options.duration:g}", "--task-seconds", f"{options.task_seconds:g}",
             "--tasks-per-offer", str(options.tasks_per_offer)]
     for spec in options.frameworks:
         args += ["--framework", f"{spec.role}:{spec.cpus:g}:{spec.mem:g}"]
     if options.control:
         args += ["--control", ",".join(control_roles(options))]
-    return "\n".join(["#!/usr/bin/env bash", "set -euo pipefail",
-                      'here=$(cd "$(dirname "$0")" && pwd)',
-                      f"cat > \"$here/drf_frameworks.py\" <<'{_EOF}'", text.rstrip("\n"), _EOF,
-                      "exec python3 \"$here/drf_frameworks.py\" " + " ".join(shlex.quote(a) for a in args)]) + "\n"
+    return frameworks_script(inv, args)
 
 
 def dominant(cpus: float, mem: float, total: dict[str, float]) -> float:

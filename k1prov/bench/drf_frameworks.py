@@ -37,14 +37,35 @@ prints one JSON line per sample:
 cpus/mem are the resources allocated to the role's tasks (/roles "allocated"; older
 masters: "resources", which includes outstanding offers).
 
+The same Framework, as a Holder, is `bench kmeans --contention`'s competing framework
+(k1prov.bench.contention): in its own role it keeps FRACTION of every agent's cpus and
+memory in tasks of 1/--slots-per-agent of the agent, and lets them go in a fixed
+pattern: the first fill's tasks are staggered so that one ends every --release-every
+seconds (agents taken in turn), and every later task lasts (its tasks in all) x
+--release-every, so in the steady state one task ends every --release-every seconds,
+as another team's stream of jobs would. A task that ends revives the role: the holder
+wants its slot back, but the allocator (DRF) offers the freed resources first to the
+role with the lowest share (Spark's, while Spark holds less), so Spark gets what it can
+use of them, and what it declines goes back to the holder. At its share, the holder
+declines an agent's offers for REFUSE_AT_TARGET seconds. Every --interval s it samples
+its role from the leading master (as the sampler above) and writes the last sample to
+--status-dir/status.json ("holding": true once two samples in a row hold the whole
+target); it stops, tearing its framework down, when --status-dir/stop appears, on
+SIGTERM, or after --max-seconds.
+
 Usage: python3 drf_frameworks.py --masters IP:PORT,... --duration S
           --framework ROLE:CPUS:MEM --framework ROLE:CPUS:MEM [--control ROLE,ROLE]
           [--task-seconds S] [--tasks-per-offer N] [--seed N]
+       python3 drf_frameworks.py --masters IP:PORT,... --hold ROLE:FRACTION --name NAME
+          --status-dir DIR --max-seconds S [--release-every S] [--slots-per-agent N]
+       python3 drf_frameworks.py --masters IP:PORT,... --teardown NAME --hold ROLE:FRACTION
 """
 import argparse
 import json
 import queue
+import os
 import random
+import signal
 import sys
 import threading
 import time
@@ -136,6 +157,7 @@ class Framework(threading.Thread):
         self.failed = 0        # tasks that ended other than FINISHED (not killed by the teardown)
         self.error = None
         self.revived = False
+        self.name = FRAMEWORK_PREFIX + role
 
     def call(self, body):
         self.caller.call(body)
@@ -155,7 +177,7 @@ class Framework(threading.Thread):
         host, port = self.master.split(":")
         conn = HTTPConnection(host, int(port), timeout=HTTP_TIMEOUT * 6)
         quantities = {"cpus": {"value": self.cpus}, "mem": {"value": self.mem}}
-        info = {"user": "root", "name": FRAMEWORK_PREFIX + self.role, "role": self.role,
+        info = {"user": "root", "name": self.name, "role": self.role,
                 "failover_timeout": 0,
                 # Offer this role only what holds one of its tasks (see the module's docstring).
                 "offer_filters": {self.role: {"min_allocatable_resources": {"quantities": [
@@ -301,17 +323,18 @@ def agents(master):
     for agent in get_json(f"http://{master}/slaves").get("slaves", []):
         if agent.get("active", True):
             res = agent.get("unreserved_resources") or agent.get("resources") or {}
-            found.append({"name": agent.get("hostname", ""), "cpus": res.get("cpus", 0.0), "mem": res.get("mem", 0.0)})
+            found.append({"name": agent.get("hostname", ""), "id": agent.get("id", ""),
+                          "cpus": res.get("cpus", 0.0), "mem": res.get("mem", 0.0)})
     return found
 
 
-def teardown_leftovers(master):
+def teardown_leftovers(master, prefix=FRAMEWORK_PREFIX):
     """Tear down this bench's frameworks that a run before left behind (disconnected: the
     run was cut off, or the masters failed over under it); their tasks would count as the
     roles' shares. Connected ones belong to a bench running now and are left alone."""
     gone = []
     for framework in get_json(f"http://{master}/frameworks").get("frameworks", []):
-        if framework.get("name", "").startswith(FRAMEWORK_PREFIX) and not framework.get("connected", True):
+        if framework.get("name", "").startswith(prefix) and not framework.get("connected", True):
             request = urllib.request.Request(f"http://{master}/teardown", method="POST",
                                              data=f"frameworkId={framework['id']}".encode())
             with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT):
@@ -334,6 +357,213 @@ def wait_idle(master, timeout):
         if time.monotonic() > deadline:
             return False
         time.sleep(1.0)
+
+
+# ---------------------------------------------------------------- the competing framework
+
+HOLD_PREFIX = "k1prov-bench-contention-"
+# At its share the holder declines an agent's offers for this long (its own task ending
+# revives it at once), instead of being offered the agent's free resources every cycle.
+REFUSE_AT_TARGET = 5.0
+# Until the holder's role holds nothing after its teardown (the master kills its tasks).
+IDLE_AFTER_TEARDOWN_TIMEOUT = 60.0
+# A task state after which the task holds nothing.
+TERMINAL_STATES = ("TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_LOST", "TASK_ERROR",
+                   "TASK_DROPPED", "TASK_GONE", "TASK_GONE_BY_OPERATOR", "TASK_UNREACHABLE")
+# Samples in a row that must hold the whole target before status.json says "holding".
+HOLDING_STREAK = 2
+_EPS = 1e-6
+
+
+def agent_slots(cpus, mem, fraction, slots_per_agent):
+    """What the holder keeps on one agent: (tasks, cpus per task, mem per task). A task is
+    1/slots_per_agent of the agent; the fraction is rounded to whole tasks."""
+    count = int(round(fraction * slots_per_agent + 1e-9))
+    return count, cpus / slots_per_agent, mem / slots_per_agent
+
+
+def first_hold_seconds(agent_index, slot_index, agent_count, every):
+    """The length of the first fill's task slot_index on agent agent_index: the agents'
+    tasks interleaved (agent 0's first, agent 1's first, ..., agent 0's second, ...), one
+    ending every `every` seconds."""
+    return (slot_index * agent_count + agent_index + 1) * every
+
+
+def steady_hold_seconds(total_tasks, every):
+    """A later task's length: with total_tasks staggered tasks, one ends every `every` s."""
+    return max(total_tasks, 1) * every
+
+
+def hold_plan(agent_list, fraction, slots_per_agent):
+    """Per agent what the holder keeps, and the target in all: ([{id, name, tasks, cpus, mem}],
+    {"cpus": ..., "mem": ...})."""
+    plan = []
+    for agent in agent_list:
+        tasks, cpus, mem = agent_slots(agent["cpus"], agent["mem"], fraction, slots_per_agent)
+        plan.append({"id": agent["id"], "name": agent["name"], "tasks": tasks, "cpus": cpus, "mem": mem})
+    target = {"cpus": sum(p["tasks"] * p["cpus"] for p in plan), "mem": sum(p["tasks"] * p["mem"] for p in plan)}
+    return plan, target
+
+
+class Holder(Framework):
+    """Keeps plan[agent]["tasks"] tasks on each agent; tasks end in the release pattern."""
+
+    def __init__(self, master, role, name, plan, every, go, stop):
+        slots = [p for p in plan if p["tasks"]] or plan or [{"cpus": 0.0, "mem": 0.0}]
+        smallest = min(slots, key=lambda p: (p["cpus"], p["mem"]))
+        super().__init__("hold", master, role, smallest["cpus"], smallest["mem"], 0.0, 1, 1, go, stop)
+        self.name = name
+        self.plan = {p["id"]: p for p in plan}
+        self.order = {p["id"]: i for i, p in enumerate(plan)}
+        self.every = every
+        self.total = sum(p["tasks"] for p in plan)
+        self.held = {p["id"]: 0 for p in plan}
+        self.filled = {p["id"]: 0 for p in plan}     # first-fill tasks launched, per agent
+        self.running = {}                              # task id -> agent id
+        self.ended = 0
+
+    def task_seconds_for(self, agent):
+        if self.filled[agent] < self.plan[agent]["tasks"]:
+            seconds = first_hold_seconds(self.order[agent], self.filled[agent], len(self.plan), self.every)
+            self.filled[agent] += 1
+            return seconds
+        return steady_hold_seconds(self.total, self.every)
+
+    def offer(self, offer):
+        agent = offer["agent_id"]["value"]
+        slot = self.plan.get(agent)
+        have = {r["name"]: r.get("scalar", {}).get("value", 0.0) for r in offer.get("resources", [])
+                if r.get("type") == "SCALAR"}
+        cpus, mem = have.get("cpus", 0.0), have.get("mem", 0.0)
+        tasks = []
+        while (slot is not None and self.go.is_set() and not self.stop.is_set()
+               and self.held[agent] < slot["tasks"] and cpus >= slot["cpus"] - _EPS and mem >= slot["mem"] - _EPS):
+            cpus, mem = cpus - slot["cpus"], mem - slot["mem"]
+            seconds = self.task_seconds_for(agent)
+            self.launched += 1
+            self.held[agent] += 1
+            task_id = f"{self.role}-{uuid.uuid4()}"
+            self.running[task_id] = agent
+            tasks.append({
+                "name": f"contention-{self.role}-{self.launched}",
+                "task_id": {"value": task_id},
+                "agent_id": offer["agent_id"],
+                "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": slot["cpus"]}},
+                              {"name": "mem", "type": "SCALAR", "scalar": {"value": slot["mem"]}}],
+                "command": {"value": f"sleep {seconds:g}"}})
+        operations = [{"type": "LAUNCH", "launch": {"task_infos": tasks}}] if tasks else []
+        self.call({"framework_id": {"value": self.framework_id}, "type": "ACCEPT",
+                   "accept": {"offer_ids": [offer["id"]], "operations": operations,
+                              "filters": {"refuse_seconds": 0.0 if tasks else REFUSE_AT_TARGET}}})
+
+    def handle(self, event):
+        if event.get("type") == "UPDATE":
+            status = event["update"]["status"]
+            task = status.get("task_id", {}).get("value")
+            if status.get("state") in TERMINAL_STATES and task in self.running:
+                self.held[self.running.pop(task)] -= 1
+                self.ended += 1
+                if self.go.is_set() and not self.stop.is_set():
+                    self.revive()      # the next task wants the slot back
+        super().handle(event)
+
+
+def held_share(record, role):
+    """The role's share of the cluster's cpus and of its memory in one sample."""
+    got = (record.get("roles") or {}).get(role) or {}
+    total = record.get("total") or {}
+    return {k: (got.get(k, 0.0) / total[k] if total.get(k) else 0.0) for k in ("cpus", "mem")}
+
+
+def write_status(directory, name, record):
+    tmp = os.path.join(directory, f".{name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(record) + "\n")
+    os.replace(tmp, os.path.join(directory, name))
+
+
+def _sigterm(signum, frame):
+    raise SystemExit(143)
+
+
+def run_hold(master, args):
+    """The holder until DIR/stop, SIGTERM or --max-seconds; one sample a line, status.json."""
+    role, fraction = args.hold.split(":")
+    fraction = float(fraction)
+    directory = args.status_dir
+    os.makedirs(directory, exist_ok=True)
+    stop_file = os.path.join(directory, "stop")
+    signal.signal(signal.SIGTERM, _sigterm)
+    plan, target = hold_plan(agents(master), fraction, args.slots_per_agent)
+    say({"event": "plan", "role": role, "fraction": fraction, "agents": plan, "target": target,
+         "release_every": args.release_every,
+         "task_seconds": steady_hold_seconds(sum(p["tasks"] for p in plan), args.release_every)})
+    go, stop = threading.Event(), threading.Event()
+    holder = Holder(master, role, args.name, plan, args.release_every, go, stop)
+    exit_record = {"event": "exit", "error": ""}
+    try:
+        holder.start()
+        holder.subscribed.wait(SUBSCRIBE_TIMEOUT)
+        if not holder.framework_id:
+            raise RuntimeError(holder.error or f"not subscribed after {SUBSCRIBE_TIMEOUT:g} s")
+        write_status(directory, "framework.json", {"id": holder.framework_id, "name": args.name})
+        say({"event": "subscribed", "framework_id": holder.framework_id})
+        go.set()
+        holder.revive()
+        started = time.monotonic()
+        streak = 0
+        while not os.path.exists(stop_file) and time.monotonic() - started < args.max_seconds:
+            if holder.error:
+                raise RuntimeError(holder.error)
+            try:
+                record = sample(master, [role], started, "hold")
+            except (OSError, ValueError) as exc:
+                say({"event": "error", "phase": "hold", "role": role, "error": f"sample: {exc}"})
+            else:
+                share = held_share(record, role)
+                got = record["roles"][role]
+                full = got["cpus"] >= target["cpus"] - _EPS and got["mem"] >= target["mem"] - _EPS
+                streak = streak + 1 if full else 0
+                record.update({"epoch": round(time.time(), 3), "share": share, "running": len(holder.running),
+                               "ended": holder.ended, "holding": streak >= HOLDING_STREAK})
+                say(record)
+                write_status(directory, "status.json", record)
+            time.sleep(args.interval)
+    except (Exception, SystemExit) as exc:   # SystemExit: SIGTERM; the teardown below runs either way
+        exit_record["error"] = f"{type(exc).__name__}: {exc}"
+        say({"event": "error", "phase": "hold", "role": role, "error": exit_record["error"]})
+    finally:
+        stop.set()
+        holder.teardown()
+        say({"event": "done", "phase": "hold", "launched": {role: holder.launched}, "ended": holder.ended,
+             "failed": {role: holder.failed}, "errors": [holder.error] if holder.error else []})
+        write_status(directory, "exit.json", exit_record)
+    return 0
+
+
+def teardown_named(master, name, role, idle_timeout=IDLE_AFTER_TEARDOWN_TIMEOUT):
+    """Tear down every framework called `name` (connected or not: this one is ours), then
+    wait until `role` holds nothing."""
+    gone = []
+    for framework in get_json(f"http://{master}/frameworks").get("frameworks", []):
+        if framework.get("name") == name:
+            request = urllib.request.Request(f"http://{master}/teardown", method="POST",
+                                             data=f"frameworkId={framework['id']}".encode())
+            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT):
+                pass
+            gone.append(framework["id"])
+    deadline = time.monotonic() + idle_timeout
+    held = None
+    while time.monotonic() < deadline:
+        listing = get_json(f"http://{master}/roles")
+        entry = next((r for r in listing.get("roles", []) if r.get("name") == role), {})
+        res = entry.get("allocated") or entry.get("resources") or {}
+        held = {"cpus": res.get("cpus", 0.0), "mem": res.get("mem", 0.0)}
+        if held["cpus"] <= _EPS and held["mem"] <= _EPS:
+            break
+        time.sleep(0.5)
+    say({"event": "torn_down", "frameworks": gone, "held": held})
+    return gone
 
 
 def run_phase(phase, master, shapes, args):
@@ -383,17 +613,42 @@ def run_phase(phase, master, shapes, args):
 def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--masters", required=True)
-    parser.add_argument("--duration", type=float, required=True, help="seconds of sampling, each phase")
-    parser.add_argument("--framework", action="append", required=True, help="ROLE:CPUS:MEM")
+    parser.add_argument("--duration", type=float, help="seconds of sampling, each phase")
+    parser.add_argument("--framework", action="append", help="ROLE:CPUS:MEM")
     parser.add_argument("--control", default="", help="ROLE,ROLE: a second phase in these roles")
     parser.add_argument("--task-seconds", type=float, default=30.0)
     parser.add_argument("--tasks-per-offer", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--idle-timeout", type=float, default=60.0)
+    parser.add_argument("--hold", default="", help="ROLE:FRACTION: the competing framework")
+    parser.add_argument("--name", default="", help="the holder's framework name")
+    parser.add_argument("--status-dir", default="")
+    parser.add_argument("--max-seconds", type=float, default=0.0)
+    parser.add_argument("--release-every", type=float, default=4.0)
+    parser.add_argument("--slots-per-agent", type=int, default=8)
+    parser.add_argument("--teardown", default="", help="NAME: tear down the holder called NAME")
     args = parser.parse_args(argv)
+    if args.teardown and not args.hold:
+        parser.error("--teardown needs --hold ROLE:FRACTION (the role to see emptied)")
+    if args.hold and not args.teardown and not (args.name.startswith(HOLD_PREFIX) and args.status_dir
+                                                and args.max_seconds > 0):
+        parser.error(f"--hold needs --name {HOLD_PREFIX}..., --status-dir and --max-seconds")
+    if not args.hold and not (args.framework and args.duration):
+        parser.error("--framework and --duration are required")
     master = leader(args.masters.split(","))
     say({"event": "leader", "master": master})
+    if args.teardown:
+        teardown_named(master, args.teardown, args.hold.split(":")[0])
+        return 0
+    if args.hold:
+        try:
+            gone = teardown_leftovers(master, HOLD_PREFIX)
+            if gone:
+                say({"event": "leftovers", "frameworks": gone})
+        except (OSError, ValueError) as exc:
+            say({"event": "error", "role": "", "error": f"leftover frameworks: {exc}"})
+        return run_hold(master, args)
     try:
         flags = get_json(f"http://{master}/flags").get("flags", {})
         say({"event": "flags", "allocation_interval": flags.get("allocation_interval", "")})

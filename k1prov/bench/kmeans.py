@@ -14,9 +14,16 @@ the standalone manager the job runs once per scale factor as mode "standalone" a
 Mesos modes asked for are reported as skipped. A failed (mode, scale factor) is a
 Failure beside the others' results, never the end of the run.
 
+With contention (KmeansOptions.contention, `--contention 0,0.5,0.75`) the modes and scale
+factors run once per level, each level above 0 against a competing framework that holds
+that share of every agent (k1prov.bench.contention); every spark-submit's wall time and
+what the competitor held meanwhile are recorded beside the trials.
+
 Files, in the run record STATE/<cluster>/runs/<timestamp>-bench-kmeans/ (k1prov.run_records):
-results.json, trials.csv, summary.csv, kmeans.png, hosts/<driver>/<mode>-s<scale>.{out,err}.log
-(spark-submit's output), and the record's meta.json and report.json.
+results.json, trials.csv, summary.csv, submits.csv, kmeans.png,
+hosts/<driver>/<mode>-s<scale>[-c<level>].{out,err}.log (spark-submit's output), with
+contention also contention.csv (the level x scale factor x mode table), and the
+record's meta.json and report.json.
 """
 from __future__ import annotations
 
@@ -26,17 +33,21 @@ import shlex
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
+from k1prov.bench.contention import Competitor, ContentionOptions, run_token, share_during
 from k1prov.bench.plot import plot_result
-from k1prov.bench.results import (BenchResult, Failure, Skipped, Trial, check_trials, mark_ignored,
-                                  write_json, write_summary_csv, write_trials_csv)
+from k1prov.bench.results import (BenchResult, Failure, Skipped, Submit, Trial, check_trials, mark_ignored,
+                                  write_contention_csv, write_json, write_submits_csv, write_summary_csv,
+                                  write_trials_csv)
 from k1prov.errors import ConfigError, InventoryError, TransportError
 from k1prov.inventory.model import Inventory, Node
 from k1prov.context import VerbContext
 from k1prov.roles.derive import spark_master_url
 from k1prov.roles.role_settings import SPARK_MODES, spark_settings
 from k1prov.run_records import RunRecord
-from k1prov.ssh import put_and_run
+from k1prov.settings import Timeouts
+from k1prov.ssh import SshTarget, put_and_run
 
 log = logging.getLogger("k1prov.bench")
 
@@ -57,6 +68,12 @@ STANDALONE_MODE = "standalone"
 # One spark-submit (data generation and every trial of one scale factor). Spark-Perf's
 # scale factor 1 took minutes per trial on the original two Xeon workers.
 DEFAULT_JOB_TIMEOUT = 3600.0
+# spark-submit runs under `timeout` with the job timeout (its output then still comes back);
+# the SSH command gets this much more, for `timeout`'s own kill (-k) and the transfer.
+SUBMIT_SLACK_SECONDS = 30.0
+SUBMIT_KILL_AFTER = 10
+# What Spark logs while its first job waits for an executor (no offer fits one).
+NO_RESOURCES_MARK = "Initial job has not accepted any resources"
 # Lines of spark-submit's stderr kept in a failure's reason.
 ERROR_TAIL_LINES = 5
 
@@ -128,6 +145,7 @@ class KmeansOptions:
     driver_memory: str = "512m"
     total_executor_cores: int = 2            # spark.cores.max; 0: Spark's default (all offered)
     python: str = ""                         # PYSPARK_PYTHON; empty: python3 on the driver host's PATH
+    contention: ContentionOptions | None = None   # None: as alone on the cluster (level 0, no competitor)
 
 
 def plan_modes(manager: str, requested: tuple[str, ...]) -> tuple[list[str], list[Skipped]]:
@@ -169,7 +187,8 @@ def spark_conf(mode: str, *, options: KmeansOptions, driver: Node, spark: dict) 
 
 
 def submit_script(job_text: str, *, master_url: str, conf: dict[str, str], args: list[str],
-                  spark: dict, manager: str, python: str, app_name: str) -> str:
+                  spark: dict, manager: str, python: str, app_name: str,
+                  time_limit: float | None = None) -> str:
     """The bash script pushed to the driver host: write the job next to itself, spark-submit it."""
     if _JOB_EOF in job_text:
         raise ConfigError(f"the job file contains the here-document marker {_JOB_EOF}")
@@ -189,7 +208,10 @@ def submit_script(job_text: str, *, master_url: str, conf: dict[str, str], args:
     # An absolute path: the executors start the same interpreter (uniform hosts).
     lines += [f"PYSPARK_PYTHON={q(python)}" if python else 'PYSPARK_PYTHON=$(command -v python3)',
               'export PYSPARK_PYTHON PYSPARK_DRIVER_PYTHON="$PYSPARK_PYTHON"']
-    submit = ['"$SPARK_HOME/bin/spark-submit"', "--master", q(master_url), "--name", q(app_name)]
+    # Under `timeout` (exit 124): a job that waits for resources past its time still
+    # returns its output, with Spark's log of the wait.
+    limit = [f"timeout -k {SUBMIT_KILL_AFTER} {int(time_limit)}"] if time_limit else []
+    submit = [*limit, '"$SPARK_HOME/bin/spark-submit"', "--master", q(master_url), "--name", q(app_name)]
     for key, value in sorted(conf.items()):
         submit += ["--conf", q(f"{key}={value}")]
     submit += ['"$here/kmeans_job.py"', *(q(a) for a in args)]
@@ -225,25 +247,128 @@ def error_tail(stderr: str, lines: int = ERROR_TAIL_LINES) -> str:
 
 
 def write_outputs(result: BenchResult) -> BenchResult:
-    """results.json, trials.csv, summary.csv and kmeans.png in the run directory."""
+    """results.json, trials.csv, summary.csv, submits.csv (and contention.csv) and kmeans.png
+    in the run directory."""
     run_dir = result.run_dir
     result.files = {"json": str(run_dir / "results.json"), "trials_csv": str(run_dir / "trials.csv"),
-                    "summary_csv": str(run_dir / "summary.csv"), "plot": str(run_dir / "kmeans.png")}
+                    "summary_csv": str(run_dir / "summary.csv"), "submits_csv": str(run_dir / "submits.csv"),
+                    "plot": str(run_dir / "kmeans.png")}
     write_trials_csv(result, run_dir / "trials.csv")
     write_summary_csv(result, run_dir / "summary.csv")
+    write_submits_csv(result, run_dir / "submits.csv")
+    if result.contention:
+        result.files["contention_csv"] = str(run_dir / "contention.csv")
+        write_contention_csv(result, run_dir / "contention.csv")
     plot_result(result, run_dir / "kmeans.png")
     write_json(result, run_dir / "results.json")
     return result
 
 
-def _trials_of(records: list[dict], *, mode: str, scale: float) -> list[Trial]:
+def _trials_of(records: list[dict], *, mode: str, scale: float, contention: float) -> list[Trial]:
     return [Trial(mode=mode, scale_factor=scale, trial=int(r["trial"]), train_s=float(r["train_s"]),
-                  test_s=float(r["test_s"]), cost=float(r["cost"])) for r in records]
+                  test_s=float(r["test_s"]), cost=float(r["cost"]), contention=contention) for r in records]
+
+
+def never_got_resources(exit_code: int, data: dict | None, stderr: str) -> bool:
+    """Timed out without its data ever cached (that needs an executor), Spark saying its
+    first job had no resources: the job waited for resources the whole time."""
+    return exit_code == 124 and data is None and NO_RESOURCES_MARK in stderr
+
+
+def failure_reason(exit_code: int, got: int, trials: int, stderr: str, time_limit: float,
+                   data: dict | None = None) -> str:
+    """Why a submit gave no (or not every) trial; a job that never got resources says so."""
+    if exit_code == 124:
+        why = (f"spark-submit did not finish within {time_limit:g} s (the job timeout) after {got} of "
+               f"{trials} trial(s)")
+        if never_got_resources(exit_code, data, stderr):
+            return why + f": it never got an executor (Spark: '{NO_RESOURCES_MARK}')"
+        return why + f": {error_tail(stderr)}"
+    return f"spark-submit exited {exit_code} after {got} of {trials} trial(s): {error_tail(stderr)}"
+
+
+@dataclass
+class _Submitter:
+    """What every submit of a run shares: where, how, and the result to add to."""
+    result: BenchResult
+    record: RunRecord
+    target: SshTarget
+    driver: Node
+    job_text: str
+    master_url: str
+    spark: dict
+    manager: str
+    options: KmeansOptions
+    timeouts: Timeouts
+    job_timeout: float
+    say: Callable[[str], None]
+
+    def __post_init__(self) -> None:
+        self._windows: list[tuple[int, float, float]] = []   # (submit index, epoch start, end) of a level
+
+    def submit(self, mode: str, wl: Workload, conf: dict[str, str], contention: float,
+               competitor: Competitor | None) -> None:
+        options = self.options
+        label = f"{mode}-s{wl.scale_factor:g}" + (f"-c{contention:g}" if options.contention else "")
+        if competitor is not None:
+            why = competitor.wait_holding()
+            if why:
+                self.result.failures.append(Failure(mode, wl.scale_factor, why, contention))
+                self.result.submits.append(Submit(mode, wl.scale_factor, contention, 0.0, outcome="failed"))
+                self.say(f"{label}: not run: {why}")
+                return
+        self.say(f"{label}: {wl.num_points} points x {wl.num_columns} columns, "
+                 f"{wl.num_partitions} partition(s), {options.trials} trial(s) on {self.driver.name}"
+                 + (f", a competing framework holding {contention:g} of every agent" if contention else ""))
+        script = submit_script(self.job_text, master_url=self.master_url, conf=conf,
+                               args=wl.job_args(options.trials), spark=self.spark, manager=self.manager,
+                               python=options.python, app_name=f"k1prov-bench-kmeans-{label}",
+                               time_limit=self.job_timeout)
+        started, epoch = time.monotonic(), time.time()
+        try:
+            res = put_and_run(self.target, script, connect_timeout=self.timeouts.ssh_connect,
+                              command_timeout=self.job_timeout + SUBMIT_SLACK_SECONDS)
+        except TransportError as exc:
+            self.result.failures.append(Failure(mode, wl.scale_factor, str(exc), contention))
+            self.result.submits.append(Submit(mode, wl.scale_factor, contention,
+                                              round(time.monotonic() - started, 3), outcome="failed"))
+            self.say(f"{label}: failed: {exc}")
+            return
+        wall = round(time.monotonic() - started, 3)
+        self.record.host_log(self.driver.name, f"{label}.out.log").write_text(res.stdout)
+        self.record.host_log(self.driver.name, f"{label}.err.log").write_text(res.stderr)
+        data, records = parse_job_output(res.stdout)
+        data_s = float(data["generate_s"]) if data and "generate_s" in data else None
+        ok = res.exit_code == 0 and len(records) == options.trials
+        outcome = "ok" if ok else ("no resources" if never_got_resources(res.exit_code, data, res.stderr)
+                                   else "failed")
+        self.result.submits.append(Submit(mode, wl.scale_factor, contention, wall, data_s, outcome=outcome))
+        if competitor is not None:
+            self._windows.append((len(self.result.submits) - 1, epoch, time.time()))
+        if not ok:
+            reason = failure_reason(res.exit_code, len(records), options.trials, res.stderr, self.job_timeout,
+                                    data)
+            self.result.failures.append(Failure(mode, wl.scale_factor, reason, contention))
+            self.say(f"{label}: failed: {reason}")
+            return
+        self.result.trials += mark_ignored(_trials_of(records, mode=mode, scale=wl.scale_factor,
+                                                      contention=contention), self.result.ignore_first)
+        self.say(f"{label}: done in {wall:.1f} s")
+
+    def competitor_held(self, samples: list[dict]) -> None:
+        """Fill the level's submits with what the competitor held while each ran."""
+        for index, start, end in self._windows:
+            sub = self.result.submits[index]
+            got = share_during(samples, start, end)
+            self.result.submits[index] = Submit(sub.mode, sub.scale_factor, sub.contention, sub.wall_s,
+                                                sub.data_s, outcome=sub.outcome, **got)
+        self._windows.clear()
 
 
 def run_kmeans(ctx: VerbContext, *, options: KmeansOptions = KmeansOptions(),
                job_timeout: float = DEFAULT_JOB_TIMEOUT) -> BenchResult:
-    """Run every (mode, scale factor), write the results and the plot, return them."""
+    """Run every (contention level, mode, scale factor), write the results and the plot,
+    return them. A competing framework is torn down after its level, whatever happened."""
     inv, timeouts, say = ctx.inventory, ctx.timeouts, ctx.notify
     ignore_first = check_trials(options.trials, options.ignore_first)
     workloads = [workload(s) for s in options.scale_factors]
@@ -252,46 +377,46 @@ def run_kmeans(ctx: VerbContext, *, options: KmeansOptions = KmeansOptions(),
     master_url = spark_master_url(inv)
     driver = submit_node(inv)
     run_modes, skipped = plan_modes(manager, options.modes)
+    contention = options.contention
+    if contention is not None and manager != "mesos" and any(contention.levels):
+        raise ConfigError(f"--contention needs Spark on Mesos (a competing Mesos framework): the Spark "
+                          f"manager is {manager}")
     record = RunRecord(ctx.state_root, inv.cluster, "bench-kmeans", inventory=inv.path)
     target = ctx.ssh_target(driver, ctx.known_hosts())
-    job_text = JOB_FILE.read_text()
     result = BenchResult(cluster=inv.cluster, manager=manager, master_url=master_url,
                          submit_host=driver.name, run_dir=record.path, trials_per_run=options.trials,
                          ignore_first=ignore_first, workloads=[asdict(w) for w in workloads],
                          skipped=skipped)
+    if contention is not None:
+        result.contention = asdict(contention)
+    submitter = _Submitter(result, record, target, driver, JOB_FILE.read_text(), master_url, spark, manager,
+                           options, timeouts, job_timeout, say)
     for skip in skipped:
         say(f"skipping mode {skip.mode}: {skip.reason}")
-    for mode in run_modes:
-        conf = spark_conf(mode, options=options, driver=driver, spark=spark)
-        result.spark_conf[mode] = conf
-        for wl in workloads:
-            label = f"{mode}-s{wl.scale_factor:g}"
-            say(f"{label}: {wl.num_points} points x {wl.num_columns} columns, "
-                f"{wl.num_partitions} partition(s), {options.trials} trial(s) on {driver.name}")
-            script = submit_script(job_text, master_url=master_url, conf=conf,
-                                   args=wl.job_args(options.trials), spark=spark, manager=manager,
-                                   python=options.python, app_name=f"k1prov-bench-kmeans-{label}")
-            started = time.monotonic()
-            try:
-                res = put_and_run(target, script, connect_timeout=timeouts.ssh_connect,
-                                  command_timeout=job_timeout)
-            except TransportError as exc:
-                result.failures.append(Failure(mode, wl.scale_factor, str(exc)))
-                say(f"{label}: failed: {exc}")
+    confs = {mode: spark_conf(mode, options=options, driver=driver, spark=spark) for mode in run_modes}
+    result.spark_conf.update(confs)
+    try:
+        for level in (contention.levels if contention is not None else (0.0,)):
+            if not level:
+                for mode in run_modes:
+                    for wl in workloads:
+                        submitter.submit(mode, wl, confs[mode], level, None)
                 continue
-            record.host_log(driver.name, f"{label}.out.log").write_text(res.stdout)
-            record.host_log(driver.name, f"{label}.err.log").write_text(res.stderr)
-            _, records = parse_job_output(res.stdout)
-            if res.exit_code != 0 or len(records) != options.trials:
-                reason = (f"spark-submit exited {res.exit_code} after {len(records)} of "
-                          f"{options.trials} trial(s): {error_tail(res.stderr)}")
-                result.failures.append(Failure(mode, wl.scale_factor, reason))
-                say(f"{label}: failed: {reason}")
-                continue
-            result.trials += mark_ignored(_trials_of(records, mode=mode, scale=wl.scale_factor),
-                                          ignore_first)
-            say(f"{label}: done in {time.monotonic() - started:.1f} s")
-    write_outputs(result)
-    # meta.json and report.json, so that `k1prov runs list/show` know the run.
-    record.finish(result.to_dict(), exit_code=result.exit_code())
+            submits = len(run_modes) * len(workloads)
+            max_seconds = submits * (job_timeout + SUBMIT_SLACK_SECONDS + contention.hold_timeout)
+            with Competitor(inv, target, level=level, token=run_token(record.path.name, level),
+                            options=contention, max_seconds=max_seconds, timeouts=timeouts,
+                            notify=say) as competitor:
+                for mode in run_modes:
+                    for wl in workloads:
+                        submitter.submit(mode, wl, confs[mode], level, competitor)
+            run = competitor.run
+            submitter.competitor_held(run.samples)
+            result.competitors.append(run.to_dict())
+            for problem in run.errors:
+                say(f"contention {level:g}: competing framework: {problem}")
+    finally:
+        write_outputs(result)
+        # meta.json and report.json, so that `k1prov runs list/show` know the run.
+        record.finish(result.to_dict(), exit_code=result.exit_code())
     return result

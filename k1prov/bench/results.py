@@ -2,7 +2,10 @@
 
 Pure data and files: no SSH, no Spark. `summarize` applies Spark-Perf's rule of
 leaving the first trials out (JVM warm-up, JIT, first-touch of cached data) before
-taking the median, minimum and maximum of each mode, scale factor and phase.
+taking the median, minimum and maximum of each mode, scale factor, contention level
+and phase. `contention_table` is `bench kmeans --contention`'s result: per level, scale
+factor and mode, the medians, each spark-submit's wall time (which includes waiting for
+resources) and the share the competing framework held meanwhile.
 """
 from __future__ import annotations
 
@@ -22,8 +25,12 @@ PHASES = ("training", "test")
 SPARK_PERF_TRIALS = 10
 SPARK_PERF_IGNORED = 2
 
-TRIAL_COLUMNS = ["mode", "scale_factor", "trial", "ignored", "train_s", "test_s", "cost"]
-SUMMARY_COLUMNS = ["mode", "scale_factor", "phase", "trials", "median_s", "min_s", "max_s"]
+TRIAL_COLUMNS = ["mode", "scale_factor", "contention", "trial", "ignored", "train_s", "test_s", "cost"]
+SUMMARY_COLUMNS = ["mode", "scale_factor", "contention", "phase", "trials", "median_s", "min_s", "max_s"]
+SUBMIT_COLUMNS = ["mode", "scale_factor", "contention", "wall_s", "data_s", "held_start", "held_min",
+                  "held_median", "outcome"]
+CONTENTION_COLUMNS = ["contention", "scale_factor", "mode", "training_median_s", "test_median_s",
+                      "wall_s", "held_start", "held_median", "outcome"]
 
 
 def default_ignored(trials: int) -> int:
@@ -51,6 +58,7 @@ class Trial:
     test_s: float
     cost: float
     ignored: bool = False
+    contention: float = 0.0   # the share of every agent a competing framework held (--contention)
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,7 @@ class PhaseSummary:
     median_s: float
     min_s: float
     max_s: float
+    contention: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -75,27 +84,72 @@ class Failure:
     mode: str
     scale_factor: float
     reason: str
+    contention: float = 0.0
+
+
+@dataclass(frozen=True)
+class Submit:
+    """One spark-submit (every trial of one mode and scale factor at one contention level)."""
+    mode: str
+    scale_factor: float
+    contention: float
+    wall_s: float                      # the whole submit: JVM, waiting for resources, data, trials
+    data_s: float | None = None        # SparkContext up -> data cached (waits for the first executors)
+    held_start: float | None = None    # the competing framework's share when the submit started
+    held_min: float | None = None      # ... its least while the submit ran
+    held_median: float | None = None   # ... its median while the submit ran
+    outcome: str = "ok"                # ok | failed | no resources (timed out without an executor)
 
 
 def mark_ignored(trials: Iterable[Trial], ignore_first: int) -> list[Trial]:
     """The trials with `ignored` set on the first `ignore_first` of each mode and scale factor."""
     return [Trial(t.mode, t.scale_factor, t.trial, t.train_s, t.test_s, t.cost,
-                  ignored=t.trial <= ignore_first) for t in trials]
+                  ignored=t.trial <= ignore_first, contention=t.contention) for t in trials]
 
 
 def summarize(trials: Iterable[Trial]) -> list[PhaseSummary]:
-    """Median, min and max per mode, scale factor and phase over the trials not ignored."""
-    groups: dict[tuple[str, float], list[Trial]] = {}
+    """Median, min and max per mode, scale factor, contention level and phase over the
+    trials not ignored."""
+    groups: dict[tuple[str, float, float], list[Trial]] = {}
     for t in trials:
         if not t.ignored:
-            groups.setdefault((t.mode, t.scale_factor), []).append(t)
+            groups.setdefault((t.mode, t.scale_factor, t.contention), []).append(t)
     out: list[PhaseSummary] = []
-    for (mode, scale), group in sorted(groups.items()):
+    for (mode, scale, contention), group in sorted(groups.items()):
         for phase in PHASES:
             times = [t.train_s if phase == "training" else t.test_s for t in group]
             out.append(PhaseSummary(mode, scale, phase, len(times), statistics.median(times),
-                                    min(times), max(times)))
+                                    min(times), max(times), contention=contention))
     return out
+
+
+def contention_table(summaries: Iterable[PhaseSummary], submits: Iterable[Submit]) -> list[dict[str, Any]]:
+    """One row per contention level, scale factor and mode (in that order): the training and
+    test medians (None where the submit gave no trial), the submit's wall time and what the
+    competing framework held."""
+    medians = {(s.contention, s.scale_factor, s.mode, s.phase): s.median_s for s in summaries}
+    rows = []
+    for sub in sorted(submits, key=lambda x: (x.contention, x.scale_factor, x.mode)):
+        key = (sub.contention, sub.scale_factor, sub.mode)
+        rows.append({"contention": sub.contention, "scale_factor": sub.scale_factor, "mode": sub.mode,
+                     "training_median_s": medians.get(key + ("training",)),
+                     "test_median_s": medians.get(key + ("test",)),
+                     "wall_s": sub.wall_s, "held_start": sub.held_start, "held_median": sub.held_median,
+                     "outcome": sub.outcome})
+    return rows
+
+
+def faster_mode(rows: Iterable[dict[str, Any]], *, phase: str = "training_median_s") -> dict[tuple[float, float], str]:
+    """Per (contention, scale factor): the mode with the lower median, or the only one that
+    ran; "neither" when no mode ran. What the conclusion is read from (no judgement on ties)."""
+    by_cell: dict[tuple[float, float], dict[str, float | None]] = {}
+    for row in rows:
+        by_cell.setdefault((row["contention"], row["scale_factor"]), {})[row["mode"]] = row[phase]
+    verdict = {}
+    for cell, times in by_cell.items():
+        ran = {mode: t for mode, t in times.items() if t is not None}
+        verdict[cell] = min(ran, key=ran.get) if ran else "neither"
+    return verdict
 
 
 @dataclass
@@ -115,14 +169,24 @@ class BenchResult:
     skipped: list[Skipped] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
+    submits: list[Submit] = field(default_factory=list)
+    contention: dict[str, Any] = field(default_factory=dict)     # the options, when --contention
+    competitors: list[dict[str, Any]] = field(default_factory=list)   # one per level above 0
 
     @property
     def summaries(self) -> list[PhaseSummary]:
         return summarize(self.trials)
 
+    @property
+    def levels(self) -> list[float]:
+        return sorted({s.contention for s in self.submits} | {t.contention for t in self.trials})
+
+    def contention_rows(self) -> list[dict[str, Any]]:
+        return contention_table(self.summaries, self.submits)
+
     def exit_code(self) -> int:
-        """OK when every (mode, scale factor) ran, PARTIAL when some did, NOTHING when none did."""
-        ran = {(t.mode, t.scale_factor) for t in self.trials}
+        """OK when every (mode, scale factor, level) ran, PARTIAL when some did, NOTHING when none did."""
+        ran = {(t.mode, t.scale_factor, t.contention) for t in self.trials}
         return exit_code(succeeded=len(ran), failed=len(self.failures))
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,6 +206,10 @@ class BenchResult:
             "skipped": [asdict(s) for s in self.skipped],
             "failures": [asdict(f) for f in self.failures],
             "files": self.files,
+            "submits": [asdict(s) for s in self.submits],
+            "contention": self.contention,
+            "contention_table": self.contention_rows() if self.contention else [],
+            "competitors": self.competitors,
         }
 
 
@@ -165,3 +233,11 @@ def write_trials_csv(result: BenchResult, path: Path) -> Path:
 
 def write_summary_csv(result: BenchResult, path: Path) -> Path:
     return _write_csv(path, SUMMARY_COLUMNS, (asdict(s) for s in result.summaries))
+
+
+def write_submits_csv(result: BenchResult, path: Path) -> Path:
+    return _write_csv(path, SUBMIT_COLUMNS, (asdict(s) for s in result.submits))
+
+
+def write_contention_csv(result: BenchResult, path: Path) -> Path:
+    return _write_csv(path, CONTENTION_COLUMNS, result.contention_rows())

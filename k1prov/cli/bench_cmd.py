@@ -9,8 +9,9 @@ import typer
 from k1prov.cli.common import InventoryOpt, JsonOpt, finish, handles_errors, load
 from k1prov.cli.runtime import make_provisioner
 from k1prov.presentation import err, out, rows_table
-from k1prov.provisioner import (DEFAULT_FRAMEWORKS, BenchResult, DrfOptions, DrfResult, KmeansOptions,
-                                parse_frameworks, parse_modes, parse_scale_factors)
+from k1prov.provisioner import (DEFAULT_FRAMEWORKS, DEFAULT_JOB_TIMEOUT, DEFAULT_RELEASE_EVERY, BenchResult,
+                                ContentionOptions, DrfOptions, DrfResult, KmeansOptions, faster_mode,
+                                parse_frameworks, parse_levels, parse_modes, parse_scale_factors)
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Benchmarks on the cluster k1prov built.")
@@ -33,30 +34,70 @@ def kmeans(inventory: Path = InventoryOpt,
                                                     help="spark.cores.max (0: all offered)."),
            python: str = typer.Option("", "--python", help="PYSPARK_PYTHON on the hosts "
                                       "(default: python3 on the driver host's PATH)."),
+           contention: Optional[str] = typer.Option(
+               None, "--contention",
+               help="Levels, e.g. 0,0.5,0.75: at each level above 0 a competing Mesos framework in "
+                    "role 'contention' holds that share of every agent (whole eighths) while the "
+                    "modes run; torn down afterwards."),
+           release_every: float = typer.Option(DEFAULT_RELEASE_EVERY, "--release-every", min=0.5,
+                                               help="With --contention: one of the competitor's tasks "
+                                                    "ends every S seconds (it wants the slot back)."),
+           job_timeout: float = typer.Option(DEFAULT_JOB_TIMEOUT, "--job-timeout", min=30.0,
+                                             help="Seconds one spark-submit may take (a job that waits "
+                                                  "for resources past it is a failure row)."),
            as_json: bool = JsonOpt):
-    """Train and test K-means per scale factor and mode; JSON, CSV and a PNG plot in the run directory."""
+    """Train and test K-means per scale factor and mode (and contention level); JSON, CSV and
+    a PNG plot in the run directory."""
+    levels = ContentionOptions(levels=parse_levels(contention), release_every=release_every) if contention else None
     options = KmeansOptions(scale_factors=parse_scale_factors(scale_factors), modes=parse_modes(modes),
                             trials=trials, ignore_first=ignore_first, executor_memory=executor_memory,
                             driver_memory=driver_memory, total_executor_cores=total_executor_cores,
-                            python=python)
+                            python=python, contention=levels)
     with make_provisioner(load(inventory), quiet=as_json) as prov:
-        result = prov.bench_kmeans(options)
+        result = prov.bench_kmeans(options, job_timeout=job_timeout)
     finish(result, as_json=as_json, show=show)
 
 
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def show(result: BenchResult) -> None:
-    rows = [{"mode": s.mode, "scale factor": f"{s.scale_factor:g}", "phase": s.phase, "trials": s.trials,
-             "median s": f"{s.median_s:.3f}", "min s": f"{s.min_s:.3f}", "max s": f"{s.max_s:.3f}"}
-            for s in result.summaries]
-    out.print(rows_table(rows, ["mode", "scale factor", "phase", "trials", "median s", "min s", "max s"],
-                         title=f"K-means on {result.cluster} ({result.manager}, "
-                               f"first {result.ignore_first} of {result.trials_per_run} trials ignored)"))
+    if result.contention:
+        show_contention(result)
+    else:
+        rows = [{"mode": s.mode, "scale factor": f"{s.scale_factor:g}", "phase": s.phase, "trials": s.trials,
+                 "median s": f"{s.median_s:.3f}", "min s": f"{s.min_s:.3f}", "max s": f"{s.max_s:.3f}"}
+                for s in result.summaries]
+        out.print(rows_table(rows, ["mode", "scale factor", "phase", "trials", "median s", "min s", "max s"],
+                             title=f"K-means on {result.cluster} ({result.manager}, "
+                                   f"first {result.ignore_first} of {result.trials_per_run} trials ignored)"))
     for skip in result.skipped:
         err.print(f"skipped {skip.mode}: {skip.reason}", highlight=False)
     for failure in result.failures:
         err.print(f"[red]failed[/] {failure.mode} s={failure.scale_factor:g}: {failure.reason}",
                   highlight=False, soft_wrap=True)
     err.print(f"results: {result.run_dir} (plot: {result.files.get('plot')})", highlight=False)
+
+
+def show_contention(result: BenchResult) -> None:
+    """Level x scale factor x mode: medians, the submit's wall time, what the competitor held."""
+    table = result.contention_rows()
+    rows = [{"contention": f"{r['contention']:g}", "scale factor": f"{r['scale_factor']:g}", "mode": r["mode"],
+             "training s": _seconds(r["training_median_s"]), "test s": _seconds(r["test_median_s"]),
+             "submit s": _seconds(r["wall_s"]) if r["outcome"] != "failed" or r["wall_s"] else "-",
+             "held at start": _seconds(r["held_start"]), "held (median)": _seconds(r["held_median"]),
+             "outcome": r["outcome"]} for r in table]
+    out.print(rows_table(rows, ["contention", "scale factor", "mode", "training s", "test s", "submit s",
+                                "held at start", "held (median)", "outcome"],
+                         title=f"K-means against a competing framework on {result.cluster} (medians of "
+                               f"{result.trials_per_run - result.ignore_first} trials; held: the "
+                               f"competitor's share of the cluster, from the leading master)"))
+    verdict = faster_mode(table)
+    if verdict:
+        err.print("faster training: " + ", ".join(f"{level:g}/s={scale:g}: {mode}"
+                                                   for (level, scale), mode in sorted(verdict.items())),
+                  highlight=False)
 
 
 @app.command("drf")

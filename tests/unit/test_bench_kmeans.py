@@ -162,7 +162,7 @@ def test_outputs_json_csv_and_png(tmp_path):
         ("0.001", "1", "2.0"), ("0.001", "2", "1.0")]
     with (tmp_path / "summary.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert rows[2] == {"mode": "standalone", "scale_factor": "0.01", "phase": "training", "trials": "3",
+    assert rows[2] == {"mode": "standalone", "scale_factor": "0.01", "contention": "0.0", "phase": "training", "trials": "3",
                        "median_s": "5.0", "min_s": "4.0", "max_s": "6.0"}
     png = (tmp_path / "kmeans.png").read_bytes()
     assert png.startswith(PNG_MAGIC) and len(png) > 10_000
@@ -349,3 +349,158 @@ def test_python_option_beats_the_rendered_defaults():
     conf = km.spark_conf("coarse", options=km.KmeansOptions(python="/opt/py/bin/python"), driver=node, spark=spark)
     assert conf["spark.pyspark.python"] == conf["spark.executorEnv.PYSPARK_PYTHON"] == "/opt/py/bin/python"
     assert "spark.pyspark.python" not in km.spark_conf("coarse", options=km.KmeansOptions(), driver=node, spark=spark)
+
+
+# ---- contention (--contention): results, the table, orchestration with a fake competitor ------
+
+from k1prov.bench.contention import CompetitorRun, ContentionOptions  # noqa: E402
+from k1prov.bench.results import Submit, contention_table, faster_mode  # noqa: E402
+
+
+def test_summary_groups_by_contention_level_too():
+    trials = [Trial("coarse", 0.001, i, t, t / 10, 1.0, contention=c)
+              for c, times in ((0.0, (1.0, 2.0, 3.0)), (0.5, (4.0, 5.0, 9.0))) for i, t in enumerate(times, 1)]
+    got = [(s.contention, s.phase, s.median_s) for s in summarize(trials)]
+    assert got == [(0.0, "training", 2.0), (0.0, "test", 0.2), (0.5, "training", 5.0), (0.5, "test", 0.5)]
+
+
+def test_the_contention_table_has_a_row_per_level_scale_and_mode_even_without_trials():
+    trials = [Trial(m, 0.001, 1, t, 0.1, 1.0, contention=c)
+              for m, c, t in (("coarse", 0.0, 1.0), ("fine", 0.0, 2.0), ("coarse", 0.5, 3.0))]
+    submits = [Submit("fine", 0.001, 0.5, 240.0, outcome="no resources", held_start=0.5, held_median=0.5),
+               Submit("coarse", 0.001, 0.5, 60.0, 20.0, 0.5, 0.375, 0.4375),
+               Submit("coarse", 0.001, 0.0, 30.0), Submit("fine", 0.001, 0.0, 35.0)]
+    rows = contention_table(summarize(trials), submits)
+    assert [(r["contention"], r["mode"], r["training_median_s"], r["outcome"]) for r in rows] == [
+        (0.0, "coarse", 1.0, "ok"), (0.0, "fine", 2.0, "ok"),
+        (0.5, "coarse", 3.0, "ok"), (0.5, "fine", None, "no resources")]
+    assert rows[2]["held_median"] == 0.4375 and rows[2]["wall_s"] == 60.0
+    assert faster_mode(rows) == {(0.0, 0.001): "coarse", (0.5, 0.001): "coarse"}
+    assert faster_mode([{**r, "training_median_s": None} for r in rows]) == {(0.0, 0.001): "neither",
+                                                                            (0.5, 0.001): "neither"}
+
+
+def test_submit_runs_spark_under_the_job_timeout(tmp_path):
+    inv = inventory(MESOS, tmp_path)
+    spark = km.spark_settings(inv)
+    script = km.submit_script("print(1)\n", master_url="mesos://zk://x/mesos", conf={}, args=["--trials", "1"],
+                              spark=spark, manager="mesos", python="", app_name="a", time_limit=240.0)
+    assert script.rstrip().splitlines()[-1].startswith('timeout -k 10 240 "$SPARK_HOME/bin/spark-submit"')
+
+
+def test_a_job_that_waited_for_resources_says_so():
+    stderr = "WARN TaskSchedulerImpl: Initial job has not accepted any resources; check your cluster UI\n"
+    assert "it never got an executor" in km.failure_reason(124, 0, 3, stderr, 240.0)
+    # It waited, then got executors (its data was cached), then ran out of time: not "no resources".
+    assert "never got" not in km.failure_reason(124, 0, 3, stderr, 240.0, {"event": "data"})
+    assert "within 240 s" in km.failure_reason(124, 1, 3, "java.lang.Error: x\n", 240.0)
+    assert km.failure_reason(1, 0, 3, "java.lang.Error: x\n", 240.0).startswith("spark-submit exited 1")
+
+
+class FakeCompetitor:
+    """Stands in for contention.Competitor: holds at once, records its life."""
+    made: list["FakeCompetitor"] = []
+
+    def __init__(self, inv, target, *, level, token, options, max_seconds, timeouts, notify=None):
+        self.level, self.token, self.stopped, self.waits = level, token, False, 0
+        self.run = CompetitorRun(level=level, host=target.host, name="n-" + token, role=options.role)
+        self.run.samples = [{"epoch": 0.0, "share": {"cpus": level, "mem": level}},
+                            {"epoch": 4e9, "share": {"cpus": level, "mem": level}}]
+        FakeCompetitor.made.append(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped = True
+
+    def wait_holding(self):
+        self.waits += 1
+        return None
+
+
+def test_each_level_above_0_runs_every_submit_against_its_own_competitor(tmp_path, monkeypatch):
+    fake = FakeSubmit()
+    FakeCompetitor.made = []
+    monkeypatch.setattr(km, "put_and_run", fake)
+    monkeypatch.setattr(km, "Competitor", FakeCompetitor)
+    result = km.run_kmeans(VerbContext(inventory(MESOS, tmp_path), state_root=tmp_path / "state"),
+                           options=km.KmeansOptions(scale_factors=(0.001,), trials=3,
+                                                    contention=ContentionOptions(levels=(0.0, 0.5, 0.75))))
+    assert [(c.level, c.waits, c.stopped) for c in FakeCompetitor.made] == [(0.5, 2, True), (0.75, 2, True)]
+    assert len(fake.scripts) == 6 and result.exit_code() == EXIT_OK
+    assert [(s.contention, s.mode) for s in result.submits] == [
+        (0.0, "coarse"), (0.0, "fine"), (0.5, "coarse"), (0.5, "fine"), (0.75, "coarse"), (0.75, "fine")]
+    assert [s.held_start for s in result.submits] == [None, None, 0.5, 0.5, 0.75, 0.75]
+    assert {t.contention for t in result.trials} == {0.0, 0.5, 0.75}
+    assert sum("k1prov-bench-kmeans-coarse-s0.001-c0.5" in s for s in fake.scripts) == 1
+    with (result.run_dir / "contention.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["contention"], r["mode"]) for r in rows] == [
+        ("0.0", "coarse"), ("0.0", "fine"), ("0.5", "coarse"), ("0.5", "fine"), ("0.75", "coarse"), ("0.75", "fine")]
+    data = json.loads((result.run_dir / "results.json").read_text())
+    assert [c["level"] for c in data["competitors"]] == [0.5, 0.75] and len(data["contention_table"]) == 6
+    assert Path(result.files["plot"]).read_bytes().startswith(PNG_MAGIC)
+    assert (result.run_dir / "hosts" / "m1" / "fine-s0.001-c0.75.err.log").is_file()
+
+
+def test_ctrl_c_in_a_contended_submit_stops_the_competitor_and_writes_what_ran(tmp_path, monkeypatch):
+    FakeCompetitor.made = []
+    calls = []
+
+    def interrupted(target, script, **kwargs):
+        calls.append(script)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return FakeSubmit()(target, script, **kwargs)
+
+    monkeypatch.setattr(km, "put_and_run", interrupted)
+    monkeypatch.setattr(km, "Competitor", FakeCompetitor)
+    with pytest.raises(KeyboardInterrupt):
+        km.run_kmeans(VerbContext(inventory(MESOS, tmp_path), state_root=tmp_path / "state"),
+                      options=km.KmeansOptions(scale_factors=(0.001,), trials=1,
+                                               contention=ContentionOptions(levels=(0.5,))))
+    assert [c.stopped for c in FakeCompetitor.made] == [True]
+    [run] = list_runs(tmp_path / "state", "t1")
+    assert json.loads((run.path / "results.json").read_text())["submits"][0]["mode"] == "coarse"
+
+
+def test_a_submit_is_not_run_when_the_competitor_does_not_hold_its_share(tmp_path, monkeypatch):
+    class NeverHolds(FakeCompetitor):
+        def wait_holding(self):
+            return "the competing framework did not hold 0.5 of every agent within 180 s"
+
+    fake = FakeSubmit()
+    monkeypatch.setattr(km, "put_and_run", fake)
+    monkeypatch.setattr(km, "Competitor", NeverHolds)
+    result = km.run_kmeans(VerbContext(inventory(MESOS, tmp_path), state_root=tmp_path / "state"),
+                           options=km.KmeansOptions(scale_factors=(0.001,), trials=1,
+                                                    contention=ContentionOptions(levels=(0.5,))))
+    assert not fake.scripts and result.exit_code() == EXIT_NOTHING
+    assert [(f.mode, f.contention) for f in result.failures] == [("coarse", 0.5), ("fine", 0.5)]
+    assert {s.outcome for s in result.submits} == {"failed"}
+
+
+def test_contention_needs_mesos(tmp_path, monkeypatch):
+    monkeypatch.setattr(km, "put_and_run", FakeSubmit())
+    with pytest.raises(ConfigError, match="needs Spark on Mesos"):
+        km.run_kmeans(VerbContext(inventory(STANDALONE, tmp_path), state_root=tmp_path / "state"),
+                      options=km.KmeansOptions(scale_factors=(0.001,), trials=1,
+                                               contention=ContentionOptions(levels=(0.0, 0.5))))
+
+
+def test_the_cli_shows_the_contention_table_and_which_mode_trained_faster(tmp_path, capsys):
+    from k1prov.cli.bench_cmd import show
+
+    result = BenchResult(cluster="c1", manager="mesos", master_url="m", submit_host="h", run_dir=tmp_path,
+                         trials_per_run=3, ignore_first=0, contention={"levels": [0.0, 0.5]})
+    result.trials = [Trial("coarse", 0.001, 1, 7.0, 0.4, 1.0, contention=c) for c in (0.0, 0.5)]
+    result.trials.append(Trial("fine", 0.001, 1, 9.0, 0.6, 1.0, contention=0.0))
+    result.submits = [Submit("coarse", 0.001, 0.0, 30.0), Submit("fine", 0.001, 0.0, 35.0),
+                      Submit("coarse", 0.001, 0.5, 41.2, 22.3, 0.5, 0.375, 0.375),
+                      Submit("fine", 0.001, 0.5, 300.5, None, 0.5, 0.4375, 0.5, outcome="no resources")]
+    show(result)
+    captured = capsys.readouterr()
+    out = " ".join(captured.out.split())
+    assert "no resources" in out and "300.50" in out and "0.38" in out
+    assert "0/s=0.001: coarse, 0.5/s=0.001: coarse" in " ".join(captured.err.split())
