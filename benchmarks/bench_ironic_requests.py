@@ -102,7 +102,7 @@ def sdk_start_action(self: IronicNodes, uuid: str, action: str, *, config_drive=
     """The provision request before (commit ddc00b1): the SDK's, which GETs the whole node
     afterwards; after a failure the node is read back as now."""
     from k1prov.errors import NodeError
-    from k1prov.ironic import ACTION_TAKEN
+    from k1prov.ironic_states import ACTION_TAKEN
 
     try:
         self.conn.baremetal.set_node_provision_state(uuid, action, config_drive=config_drive)

@@ -12,6 +12,7 @@ the engine's Report (one Result per host, identical outputs grouped by the calle
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -73,16 +74,33 @@ def run_script_on_hosts(ctx: VerbContext, script_text: str, *, nodes: list[Node]
     return _fan_out(ctx, call, nodes=nodes, known_hosts=known_hosts)
 
 
+@dataclass(frozen=True)
+class RunTargets:
+    """The hosts of a run and the host keys it checks them against (None: unpinned)."""
+
+    nodes: list[Node]
+    known_hosts: Path | None
+
+
+def targets(ctx: VerbContext, *, limit: Iterable[str] | None = None, group: str | None = None,
+            known_hosts: Path | None = None) -> RunTargets:
+    """The selected nodes, with the cluster's pinned host keys unless `known_hosts` is given.
+    The caller can look before the run (nothing selected; no pinned keys) without the run
+    selecting again."""
+    return RunTargets(ctx.select(limit, group), known_hosts or ctx.known_hosts())
+
+
 def run(ctx: VerbContext, command: str, *, limit: Iterable[str] | None = None, group: str | None = None,
-        known_hosts: Path | None = None, script: bool = False, args: Sequence[str] = ()) -> Report:
+        known_hosts: Path | None = None, hosts: RunTargets | None = None, script: bool = False,
+        args: Sequence[str] = ()) -> Report:
     """`k1prov run`: `command` (with `script`, a script's text to upload and run with
-    `args`) on the selected nodes, with the cluster's pinned host keys unless
-    `known_hosts` is given."""
-    nodes = ctx.select(limit, group)
-    pinned = known_hosts or ctx.known_hosts()
+    `args`) on `hosts`, else on the nodes `targets` selects. No node: an empty report."""
+    hosts = hosts or targets(ctx, limit=limit, group=group, known_hosts=known_hosts)
+    if not hosts.nodes:
+        return Report(results=[], kind=POLICY_KIND, endpoint=POLICY_ENDPOINT)
     if script:
-        return run_script_on_hosts(ctx, command, nodes=nodes, known_hosts=pinned, args=args)
-    return run_on_hosts(ctx, command, nodes=nodes, known_hosts=pinned)
+        return run_script_on_hosts(ctx, command, nodes=hosts.nodes, known_hosts=hosts.known_hosts, args=args)
+    return run_on_hosts(ctx, command, nodes=hosts.nodes, known_hosts=hosts.known_hosts)
 
 
 def exit_code(report: Report) -> int:

@@ -15,13 +15,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from k1prov import configure, deploy, enrollment, glance
+from k1prov import configure, configure_plan, deploy, enrollment, glance, preflight
 from k1prov.context import VerbContext
 from k1prov.deploy_logs import keep, newest_logs
 from k1prov.errors import K1provError
+from k1prov.host_layout import HOST
 from k1prov.fanout import Status
 from k1prov.image_registration import register_images
 from k1prov.inventory.model import Inventory, Node
+from k1prov.ironic_states import IN_FLIGHT, ironic_plan
 from k1prov.lock import cluster_lock
 from k1prov.verb_report import ClusterReport, NodeOutcome, PhaseResult, VerbReport
 from k1prov.ad_hoc import run_on_hosts
@@ -46,16 +48,16 @@ REBUILD_BATCH_SHARE = 0.25
 
 # Stops what the role scripts started: systemd units, or the supervised processes whose
 # pid files the scripts keep (templates/common/base.sh.j2, k1_service).
-STOP_SERVICES = r"""
-if [ -d /run/systemd/system ]; then systemctl stop 'k1prov-*' 2>/dev/null || true; fi
-for f in /var/lib/k1prov/run/*.pid; do
+STOP_SERVICES = rf"""
+if [ -d /run/systemd/system ]; then systemctl stop '{HOST.unit_prefix}*' 2>/dev/null || true; fi
+for f in {HOST.run_dir}/*.pid; do
   [ -f "$f" ] || continue
   read -r pid _ < "$f" || continue
   # The launcher leads its own session (k1_service): signal the whole group.
   kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
   rm -f "$f"
 done
-rm -f /var/lib/k1prov/roles/*.sha256
+rm -f {HOST.roles_dir}/*.sha256
 echo stopped
 """
 
@@ -102,27 +104,6 @@ def _ssh_phase(ctx: VerbContext, names: list[str]) -> VerbReport:
                       cancelled=ready.cancelled)
 
 
-# Transitions an interrupted run may leave in flight, and the state each one ends in.
-# A resumed run waits for them: the verbs refuse a node in the middle of a transition.
-IN_FLIGHT = {"verifying": "manageable", "deploying": "active", "wait call-back": "active"}
-
-
-def ironic_plan(state: str | None) -> tuple[list[str], str]:
-    """What `cluster up` does in Ironic to a node in provision `state` (None: not enrolled)
-    and the state it leaves the node in: the same sets as the real run (IN_FLIGHT, then
-    enroll's NEEDS_MANAGE/PROVIDABLE, then deploy's DEPLOYABLE), so the dry run cannot
-    drift from it."""
-    steps = []
-    if state in IN_FLIGHT:
-        steps.append(f"wait for {IN_FLIGHT[state]} (an earlier run's {state})")
-        state = IN_FLIGHT[state]
-    enrolling, state = enrollment.enroll_plan(state)
-    deploying = deploy.deploy_plan(state)
-    if deploying == ["deploy"]:
-        state = "active"
-    return steps + enrolling + deploying, state
-
-
 def _settle_then(ctx: VerbContext, names: list[str],
                  verb: Callable[[list[str], dict[str, Any] | None], VerbReport]) -> VerbReport:
     """Wait for the nodes a previous (interrupted) run left in a transition, then run verb;
@@ -164,6 +145,9 @@ def _recorded(ctx: VerbContext, report: ClusterReport, verb: str) -> Iterator[Ru
 def up(ctx: VerbContext, *, dry_run: bool = False) -> ClusterReport:
     """enroll -> register images -> deploy -> wait for SSH -> configure (with health gates)."""
     inv = ctx.inventory
+    # What configure would refuse in the role settings (a tarball without its sha512, a
+    # sha512_file that is not there) is refused before anything is enrolled or deployed.
+    preflight.check_roles(inv)
     if dry_run:
         return plan(ctx)
     report = ClusterReport(verb="cluster up")
@@ -193,7 +177,7 @@ def plan(ctx: VerbContext) -> ClusterReport:
     """What `cluster up` would do, from the real state; changes nothing. Ironic's states
     say what enroll and deploy would do; for the active nodes, the hosts themselves say
     what configure would do: the same read and the same decisions as the real run
-    (k1prov.configure.plan: recorded script hashes, service states, one read-only session
+    (k1prov.configure_plan.plan: recorded script hashes, service states, one read-only session
     per host, bounded by the same timeouts), and the cluster's health from that read.
     A host that cannot be read is reported as unreachable, with the reason."""
     inv = ctx.inventory
@@ -202,11 +186,9 @@ def plan(ctx: VerbContext) -> ClusterReport:
     rendered = render_all(inv)   # a bad role setting shows here, as it would in the real run
     active = [n.name for n in inv.nodes
               if current.get(n.name) is not None and current[n.name].provision_state == "active"]
-    read = configure.plan(inv, {name: rendered[name] for name in active},
-                          checks=cluster_checks(inv) if active else {},
-                          known_hosts=ctx.known_hosts(),
-                          timeouts=ctx.timeouts, options=ctx.options, events=ctx.events,
-                          profile_path=ctx.profile_path)
+    read = configure_plan.plan(ctx, {name: rendered[name] for name in active},
+                               checks=cluster_checks(inv) if active else {},
+                               known_hosts=ctx.known_hosts())
     for node in inv.nodes:
         ir = current.get(node.name)
         state = ir.provision_state if ir else None
@@ -255,9 +237,7 @@ def health_snapshot(ctx: VerbContext, *, checks: dict[str, Check] | None = None)
     """One look at each role's health (no waiting): gate -> HealthResult. Every check
     once, all of them together in one SSH session per host (k1prov.roles.health.sample)."""
     inv = ctx.inventory
-    run = batch_runner(inv, known_hosts=ctx.known_hosts(),
-                       timeouts=ctx.timeouts, options=ctx.options,
-                       profile_path=ctx.profile_path)
+    run = batch_runner(ctx, known_hosts=ctx.known_hosts())
     return sample(cluster_checks(inv) if checks is None else checks, run)
 
 
@@ -380,8 +360,7 @@ def down(ctx: VerbContext, *, unenroll: bool) -> ClusterReport:
     return report
 
 
-def rebuild(ctx: VerbContext, *, image: str | None = None,
-            on_step: Callable[[str], None] | None = None) -> ClusterReport:
+def rebuild(ctx: VerbContext, *, image: str | None = None) -> ClusterReport:
     """Reimage and reconfigure every node. Quorum members (ZooKeeper, Mesos masters) go one
     at a time, followers first and the leaders last (k1prov.roles.health.leaders_last, the
     leaders read again before each member's turn: the look that saw the ensemble healthy
@@ -389,8 +368,9 @@ def rebuild(ctx: VerbContext, *, image: str | None = None,
     the other nodes go in parallel batches. A failed node stops the rebuild of the quorum
     members (losing a second one would break the quorum) but not of the batches."""
     inv = ctx.inventory
+    preflight.check_roles(inv)      # before a node is wiped, as cluster up
     report = ClusterReport(verb="cluster rebuild")
-    step = on_step or (lambda msg: None)
+    step = ctx.notify
     with _recorded(ctx, report, "cluster rebuild") as record:
         errors: dict[str, str] = {}
         remaining = [n for n in inv.nodes if any(r in n.roles for r in QUORUM_ROLES)]
@@ -450,6 +430,7 @@ def rejoin(ctx: VerbContext, nodes: Iterable[str], *, image: str | None = None,
            new_host_keys: bool = False) -> VerbReport:
     """`reimage` (rejoin is its default): reimage nodes and configure them back into the
     cluster; configure's failures and changes go into the reimage rows."""
+    preflight.check_roles(ctx.inventory)     # before a node is wiped, as cluster up
     report = deploy.reimage(ctx, nodes, image_name=image, new_host_keys=new_host_keys)
     rebuilt = [o.node for o in report.outcomes if o.status is Status.OK]
     if rebuilt and not report.cancelled:

@@ -7,16 +7,10 @@ to register. Every phase goes through the fan-out engine over SSH. When a phase 
 on a host (or its health gate does not pass) the phases after it do not start: their
 rows say which phase failed on which host.
 
-Before the first phase ONE SSH session per host (k1prov.probe) reads, for each of its
-roles, the recorded script hash (/var/lib/k1prov/roles/<role>.sha256) and whether the
-role's service runs (templates/common/status.sh.j2, the liveness test the scripts use
-themselves), together with the answers to the health checks of the run's gates. A role
-whose hash equals the rendered script's hash and whose service runs (or that has no
-service) is not touched at all: "unchanged". Same hash but the service stopped: the
-script runs again, which starts the service: "restarted" (`decide`). As long as no script
-has run, a gate's first look is the answers of that same read: a configure that finds
-nothing to do costs one session per host. `plan` is that read and those decisions
-without the run: what `cluster up --dry-run` shows. Each script's full output is kept in
+Before the first phase one read-only SSH session per host says what to do with each
+role (k1prov.configure_plan: recorded script hash, service state, the gates' first
+answers): "unchanged" roles are not touched, and a configure that finds nothing to do
+costs one session per host. Each script's full output is kept in
 STATE/<cluster>/runs/<timestamp>-configure/<host>/<role>.log.
 
 Ensembles roll. A changed script restarts its service (new flags, a new member's
@@ -29,41 +23,37 @@ next. Members whose service does not run (a first start, a stopped service) have
 in the quorum: they go first, together. An ensemble that has no leader to begin with has
 nothing to keep: its members go together too.
 
-    inv = load_inventory("inventories/lab.yaml")
-    report = configure(inv, state_root=default_state_root())
+    ctx = VerbContext(load_inventory("inventories/lab.yaml"))
+    report = apply(ctx)
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
 import re
-import shlex
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from k1prov.configure_plan import ConfigurePlan, RoleDecision, plan
 from k1prov.errors import ConfigError, NodeError, TransportError
-from k1prov.fanout import EventSink, Policy, Report, Status, run_fanout
-from k1prov.inventory.model import Inventory, Node
+from k1prov.fanout import Policy, Status, run_fanout
+from k1prov.inventory.model import Node
 from k1prov.verb_report import NodeOutcome, VerbReport
-from k1prov.context import RunOptions, VerbContext, pinned_known_hosts, select_nodes, ssh_policy, ssh_target
-from k1prov.probe import batch_runner, probe_hosts
+from k1prov.context import VerbContext
+from k1prov.probe import batch_runner
 from k1prov.roles import RenderedScript, render_all, wait_until_healthy, write_rendered
-from k1prov.roles.health import (BatchRunner, Check, HealthResult, back_in_ensemble, commands_by_host,
-                                 gate_checks, leaders, leaders_last, replay, sample)
+from k1prov.roles.health import (HealthResult, back_in_ensemble, gate_checks, leaders, leaders_last,
+                                 sample)
 from k1prov.roles.plan import QUORUM_ROLES, ROLE_PHASES
-from k1prov.roles.render import status_functions
 from k1prov.run_records import RunRecord
-from k1prov.settings import DEFAULT_TIMEOUTS, SSH_RETRIES, Timeouts
+from k1prov.settings import SSH_RETRIES
 from k1prov.ssh import SshTarget, put_and_run
 
 log = logging.getLogger("k1prov.configure")
 
-# K1PROV_STATE_DIR of the role scripts (templates/common/base.sh.j2): script hashes
-# in roles/<role>.sha256 (k1_finish), pid files of supervised services in run/.
-REMOTE_STATE_DIR = "/var/lib/k1prov"
 POLICY_KIND = "ssh.configure"
 # Lines of a failed script's log quoted in the report.
 LOG_TAIL_LINES = 8
@@ -107,9 +97,9 @@ class _Work:
     service_stopped: bool = False
 
 
-def render(inv: Inventory, out_dir: Path | str) -> dict[str, Any]:
+def render(ctx: VerbContext, out_dir: Path | str) -> dict[str, Any]:
     """`k1prov render -o DIR`: every host's scripts and config files, and DIR/plan.json."""
-    return write_rendered(inv, out_dir)
+    return write_rendered(ctx.inventory, out_dir)
 
 
 def check_roles(roles: Iterable[str] | None) -> tuple[str, ...]:
@@ -121,149 +111,10 @@ def check_roles(roles: Iterable[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(wanted)) or ROLE_ORDER
 
 
-@dataclass(frozen=True)
-class RoleStatus:
-    """What a host says about one role before the run: the hash its last successful
-    script recorded ("" when none) and whether the role's service runs (None: the
-    role has no service)."""
-
-    sha256: str
-    running: bool | None
-
-
-_STATUS_RE = re.compile(r"^(\S+) ([0-9a-f]{64}|-) (running|stopped|none)$")
-
-
-def parse_status(text: str) -> dict[str, RoleStatus]:
-    """The output of `status_command`: one "ROLE HASH STATE" line per role (HASH "-"
-    when the role never ran there). Lines that do not fit are ignored: the role then
-    counts as never run, so its script runs."""
-    found: dict[str, RoleStatus] = {}
-    for line in text.splitlines():
-        match = _STATUS_RE.match(line.strip())
-        if not match or match.group(1) not in ROLE_PHASES:
-            continue
-        role, digest, state = match.groups()
-        found[role] = RoleStatus(sha256="" if digest == "-" else digest,
-                                 running=None if state == "none" else state == "running")
-    return found
-
-
-def status_command(functions: str, services: dict[str, str]) -> str:
-    """One read-only command (no sudo needed) printing "ROLE HASH STATE" per role.
-
-    `functions` is templates/common/status.sh.j2 (the liveness test the role scripts
-    use themselves); `services` maps each role to its service name ("" for none)."""
-    calls = "".join(f"k1_status {shlex.quote(role)} {shlex.quote(service)}\n"
-                    for role, service in services.items())
-    body = f'K1PROV_STATE_DIR="${{K1PROV_STATE_DIR:-{REMOTE_STATE_DIR}}}"\n{functions}\n{calls}true\n'
-    return f"bash -c {shlex.quote(body)}"
-
-
 def script_changed(stdout: str) -> bool | None:
     """The script's own verdict from its last K1PROV-RESULT line (None: no such line)."""
     found = _RESULT_RE.findall(stdout)
     return found[-1] == "1" if found else None
-
-
-@dataclass(frozen=True)
-class RoleDecision:
-    """What configure does with one role on one host, and why."""
-
-    role: str
-    action: str     # "unchanged", "run" or "restart"
-    reason: str
-    # Whether the role's service ran when read (None: no service, or not known).
-    running: bool | None = None
-
-
-def decide(script: RenderedScript, status: RoleStatus | None) -> RoleDecision:
-    """From the host's recorded status of the role (None: the host reported none)."""
-    if status is None:
-        return RoleDecision(script.role, "run", "never ran here")
-    if not status.sha256:
-        return RoleDecision(script.role, "run", "never ran here", running=status.running)
-    if status.sha256 != script.sha256:
-        return RoleDecision(script.role, "run", "script changed", running=status.running)
-    if status.running is False:
-        # Same script, but its service died: running the script starts it again.
-        return RoleDecision(script.role, "restart", "service stopped", running=False)
-    return RoleDecision(script.role, "unchanged",
-                        "script unchanged" + (", service running" if status.running else ""),
-                        running=status.running)
-
-
-@dataclass
-class HostPlan:
-    """What configure would do on one host: a decision per role, or, when the host could
-    not be read, `error` (the real run then runs every script of the host)."""
-
-    node: Node
-    decisions: list[RoleDecision] = field(default_factory=list)
-    error: str | None = None
-
-    @property
-    def to_do(self) -> list[RoleDecision]:
-        return [d for d in self.decisions if d.action != "unchanged"]
-
-
-@dataclass
-class ConfigurePlan:
-    """The read before a configure run: per host its plan, and the answers of the health
-    checks of `checks` from the same sessions (`health()` replays them)."""
-
-    hosts: dict[str, HostPlan]
-    checks: dict[str, Check]
-    answers: dict[tuple[str, str], tuple[int, str]]
-    report: Report | None = None
-
-    def replayed(self) -> BatchRunner:
-        return replay(self.answers)
-
-    def health(self) -> dict[str, HealthResult]:
-        """Every check, evaluated over the answers read with the hosts' status."""
-        return sample(self.checks, self.replayed())
-
-
-def plan(inv: Inventory, scripts: dict[str, list[RenderedScript]], *, checks: dict[str, Check],
-         known_hosts: Path | None, timeouts: Timeouts = DEFAULT_TIMEOUTS,
-         options: RunOptions = RunOptions(), events: EventSink | None = None,
-         profile_path: Path | None = None) -> ConfigurePlan:
-    """What configure would do on each host of `scripts` (host name -> the role scripts in
-    play there), read from the hosts (read-only: one session per host, bounded by
-    timeouts.ssh_connect and timeouts.ssh_probe), with the answers to the health checks
-    `checks` in the same sessions. Used by the real run and by `cluster up --dry-run`."""
-    functions = status_functions(inv)
-    wanted = commands_by_host(checks)
-    status_of: dict[str, str] = {}
-    for name, host_scripts in scripts.items():
-        if not host_scripts:
-            continue
-        command = status_command(functions, {s.role: s.service for s in host_scripts})
-        status_of[name] = command
-        node, commands = wanted.get(name) or (inv.node(name), [])
-        wanted[name] = (node, [command, *commands])
-    probed = probe_hosts(inv, wanted, known_hosts=known_hosts, timeouts=timeouts, options=options,
-                         events=events, profile_path=profile_path)
-    answers: dict[tuple[str, str], tuple[int, str]] = {}
-    for name, got in probed.answers.items():
-        answers.update({(name, command): answer for command, answer in zip(wanted[name][1], got)})
-    hosts: dict[str, HostPlan] = {}
-    for name, host_scripts in scripts.items():
-        node = inv.node(name)
-        if not host_scripts:
-            hosts[name] = HostPlan(node)
-            continue
-        if name in probed.errors:
-            hosts[name] = HostPlan(node, error=probed.errors[name])
-            continue
-        code, out = answers.get((name, status_of[name]), (255, ""))
-        if code != 0:
-            hosts[name] = HostPlan(node, error=f"status read exited {code}")
-            continue
-        found = parse_status(out)
-        hosts[name] = HostPlan(node, [decide(s, found.get(s.role)) for s in host_scripts])
-    return ConfigurePlan(hosts=hosts, checks=checks, answers=answers, report=probed.report)
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -276,24 +127,22 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 class _Run:
-    def __init__(self, inv: Inventory, *, roles: tuple[str, ...], nodes: list[Node], state_root: Path,
-                 timeouts: Timeouts, options: RunOptions, events: EventSink | None,
-                 known_hosts: Path | None, notify: Callable[[str], None], record: RunRecord | None):
-        self.inv = inv
+    def __init__(self, ctx: VerbContext, *, roles: tuple[str, ...], nodes: list[Node],
+                 known_hosts: Path | None, record: RunRecord | None):
+        self.ctx = ctx
+        self.inv = inv = ctx.inventory
         self.roles = roles
         self.nodes = nodes
-        self.state_root = Path(state_root)
-        self.timeouts = timeouts
-        self.options = options
-        self.events = events
+        self.timeouts = ctx.timeouts
+        self.events = ctx.events
         self.known_hosts = known_hosts
-        self.notify = notify
+        self.notify = ctx.notify
         self.report = VerbReport(verb="configure", outcomes=[])
         # A run record like every verb's (`k1prov runs list` shows it), with the per-host logs
         # as <host>/<role>.log; inside a larger verb (cluster up, rebuild), that verb's record,
         # with the logs under configure/.
         self.own_record = record is None
-        self.record = record or RunRecord(self.state_root, inv.cluster, "configure", inventory=inv.path)
+        self.record = record or RunRecord(ctx.state_root, inv.cluster, "configure", inventory=inv.path)
         self.run_dir = self.record.path if self.own_record else self.record.path / "configure"
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.sudo = inv.ssh.user != "root"
@@ -305,11 +154,10 @@ class _Run:
     # ---- SSH ---------------------------------------------------------------------------
 
     def _target(self, node: Node) -> SshTarget:
-        return ssh_target(self.inv, node, known_hosts=self.known_hosts)
+        return self.ctx.ssh_target(node, self.known_hosts)
 
     def _policy(self, *, item_timeout: float) -> Policy:
-        return ssh_policy(self.options, POLICY_KIND, item_timeout=item_timeout,
-                          profile_path=self.state_root / "profiles.json")
+        return self.ctx.ssh_policy(POLICY_KIND, item_timeout=item_timeout)
 
     # ---- the run -----------------------------------------------------------------------
 
@@ -356,9 +204,7 @@ class _Run:
             scripts.setdefault(w.node.name, []).append(w.script)
         gates = {step.gate for step in STEPS if step.gate and any(w.role in step.roles for w in work)}
         checks = {g: c for g, c in self.checks.items() if g in gates}
-        self.plan = plan(self.inv, scripts, checks=checks, known_hosts=self.known_hosts,
-                         timeouts=self.timeouts, options=self.options, events=self.events,
-                         profile_path=self.state_root / "profiles.json")
+        self.plan = plan(self.ctx, scripts, checks=checks, known_hosts=self.known_hosts)
         if self.plan.report is not None:
             self.report.phases.append(("recorded hashes", self.plan.report))
         decisions: dict[tuple[str, str], RoleDecision] = {}
@@ -465,8 +311,7 @@ class _Run:
         (timeouts.rolling_restart). A member that fails or does not come back stops the
         roll: the members after it are left as they were (skipped), the quorum intact."""
         gate = {step.gate: self.checks[step.gate]}
-        live = batch_runner(self.inv, known_hosts=self.known_hosts, timeouts=self.timeouts,
-                            options=self.options, profile_path=self.state_root / "profiles.json")
+        live = batch_runner(self.ctx, known_hosts=self.known_hosts)
 
         def look() -> HealthResult:
             return sample(gate, live)[step.gate]
@@ -543,18 +388,13 @@ class _Run:
             first = sample(gate, self.plan.replayed())[step.gate]
             if first.ok:
                 return first
-        live = batch_runner(self.inv, known_hosts=self.known_hosts, timeouts=self.timeouts,
-                            options=self.options, profile_path=self.state_root / "profiles.json")
+        live = batch_runner(self.ctx, known_hosts=self.known_hosts)
         return wait_until_healthy(lambda: sample(gate, live)[step.gate], health_timeout=self.timeouts.health)
 
 
-def configure(inv: Inventory, *, state_root: Path, roles: Iterable[str] | None = None,
-              limit: list[str] | None = None, group: str | None = None,
-              timeouts: Timeouts = DEFAULT_TIMEOUTS,
-              options: RunOptions = RunOptions(), events: EventSink | None = None,
-              known_hosts: Path | None = None,
-              notify: Callable[[str], None] | None = None,
-              record: RunRecord | None = None) -> VerbReport:
+def apply(ctx: VerbContext, *, roles: Iterable[str] | None = None, limit: Iterable[str] | None = None,
+          group: str | None = None, known_hosts: Path | None = None,
+          record: RunRecord | None = None) -> VerbReport:
     """Configure the roles of the inventory's hosts (or of `limit`/`group`, for `roles` only).
 
     `record`: the run record of an enclosing verb (cluster up, rebuild); without one,
@@ -565,17 +405,6 @@ def configure(inv: Inventory, *, state_root: Path, roles: Iterable[str] | None =
     Returns one row per host and role: changed, unchanged, failed or skipped.
     """
     wanted = check_roles(roles)
-    nodes = select_nodes(inv, limit=limit, group=group)
-    pinned = known_hosts or pinned_known_hosts(state_root, inv.cluster)
-    run = _Run(inv, roles=wanted, nodes=nodes, state_root=state_root, timeouts=timeouts, options=options,
-               events=events, known_hosts=pinned, notify=notify or (lambda msg: log.info("%s", msg)),
-               record=record)
-    return run.execute()
-
-
-def apply(ctx: VerbContext, *, roles: Iterable[str] | None = None, limit: Iterable[str] | None = None,
-          group: str | None = None, record: RunRecord | None = None) -> VerbReport:
-    """`configure` with the verb context's inventory, state, timeouts, options and events."""
-    return configure(ctx.inventory, state_root=ctx.state_root, roles=roles,
-                     limit=list(limit) if limit else None, group=group, timeouts=ctx.timeouts,
-                     options=ctx.options, events=ctx.events, notify=ctx.notify, record=record)
+    nodes = ctx.select(limit, group)
+    pinned = known_hosts or ctx.known_hosts()
+    return _Run(ctx, roles=wanted, nodes=nodes, known_hosts=pinned, record=record).execute()

@@ -1,13 +1,15 @@
-"""The verb context: what every verb needs, built once per command.
+"""The verb context: what every verb needs, built once per command. Data and accessors only.
 
 A verb is a module with functions that take a `VerbContext` as their first argument
 (k1prov.enrollment, k1prov.image_registration, k1prov.deploy, k1prov.configure,
-k1prov.cluster, k1prov.ad_hoc). The context holds the inventory, the lazily opened
-cloud connection and the Ironic adapter, the timeouts and run options, the events
-sink and notifications, the state paths, the one node selection (`select`), one
-fan-out policy per transport, `ssh_target`, a fire-and-wait for Ironic provision
-actions and the refresh of report rows from Ironic. Nothing here imports a verb
-module, so the verbs may import each other and this module without a cycle.
+k1prov.cluster, k1prov.ad_hoc, k1prov.bench, k1prov.inventory_check, k1prov.runs). The
+context holds the inventory, the lazily opened cloud connection and the Ironic adapter,
+the timeouts and run options, the events sink and notifications, the state paths, and
+one way to get each derived item: the node selection (`select`), the pinned host keys
+(`known_hosts`), the SSH target of a node (`ssh_target`), one fan-out policy per
+transport (`ironic_policy`, `ssh_policy`). Actions on Ironic live in
+k1prov.ironic_actions. Nothing here imports a verb module, so the verbs may import each
+other and this module without a cycle.
 
     ctx = VerbContext(load_inventory("inventories/lab.yaml"))
     report = enrollment.enroll(ctx)
@@ -16,17 +18,15 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
-from k1prov.cloud import connect, is_transient
+from k1prov.cloud import connect
 from k1prov.errors import ConfigError
-from k1prov.fanout import EventSink, Policy, Report, Status, expand_hosts, run_fanout
+from k1prov.fanout import EventSink, Policy, expand_hosts
 from k1prov.inventory.model import ROLES, Inventory, Node
 from k1prov.ironic import IronicNodes
-from k1prov.verb_report import NodeOutcome, VerbReport
 from k1prov.settings import (DEFAULT_FAILURE_BUDGET, DEFAULT_TIMEOUTS, IRONIC_MAX_CONCURRENCY,
                              SSH_GIVE_UP_WAIT, SSH_MAX_CONCURRENCY, SSH_RETRIES, Timeouts)
 from k1prov.ssh import SshTarget
@@ -49,77 +49,15 @@ class RunOptions:
     failure_budget: float = DEFAULT_FAILURE_BUDGET
 
 
-def pinned_known_hosts(state_root: Path, cluster: str) -> Path | None:
-    """The cluster's pinned host keys (written by deploy through
-    k1prov.hostkeys.write_known_hosts), or None when there are none yet."""
-    path = Path(state_root) / cluster / "known_hosts"
-    return path if path.is_file() else None
-
-
 # Characters that make a --limit entry a node set rather than one name (ClusterShell's
 # ranges, lists and operators; @groups are not resolved, so '@' is an unknown name).
 _NODESET_SYNTAX = frozenset("[],!&^@ ")
 
 
-def select_nodes(inv: Inventory, *, limit: Iterable[str] | None = None,
-                 group: str | None = None) -> list[Node]:
-    """The nodes a verb targets, in inventory order: the one `--limit`/`--group` grammar.
-
-    `limit`: entries that are each a ClusterShell node set (names, folded patterns like
-    `w[01-10]` or `w[01,03]`, comma lists, and combinations: `w[01-04],zk1`); no entries
-    means every node. `group`: a role (ROLES). Both given: the nodes of the group that
-    are also in the limit. An empty result is not an error here (the caller says there
-    is nothing to do); an unknown role, an unknown node name or a bad pattern is, since a
-    typo must not silently shrink a run: a ConfigError (exit 2) naming the option.
-    """
-    nodes = list(inv.nodes)
-    if group is not None:
-        if group not in ROLES:
-            raise ConfigError(f"--group: unknown role {group!r} (roles: {', '.join(ROLES)})")
-        nodes = [n for n in nodes if n.has_role(group)]
-    items = [item.strip() for item in (limit or ()) if item.strip()]
-    if items:
-        wanted: list[str] = []
-        for item in items:
-            if not _NODESET_SYNTAX.intersection(item):
-                wanted.append(item)          # a plain name (the verbs of cluster up pass many)
-                continue
-            try:
-                wanted.extend(expand_hosts(item))
-            except ValueError as exc:
-                raise ConfigError(f"--limit: bad host pattern {item!r}: {exc}") from None
-        known = {n.name for n in inv.nodes}
-        unknown = [name for name in dict.fromkeys(wanted) if name not in known]
-        if unknown:
-            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
-            raise ConfigError(f"--limit: not in {inv.path}: {', '.join(unknown[:10])}{more}")
-        keep = set(wanted)
-        nodes = [n for n in nodes if n.name in keep]
-    return nodes
-
-
-def ssh_target(inv: Inventory, node: Node, *, known_hosts: Path | None) -> SshTarget:
-    """How k1prov reaches `node` over SSH: the inventory's ssh section, the node's address."""
-    return SshTarget(host=node.name, address=node.address, user=inv.ssh.user, port=inv.ssh.port,
-                     key_filename=inv.ssh.private_key, known_hosts=known_hosts,
-                     gateway=node.gateway or inv.ssh.gateway)
-
-
-def ssh_policy(options: RunOptions, kind: str, *, item_timeout: float, profile_path: Path | None,
-               retries: int = SSH_RETRIES, failure_budget: float | None = None) -> Policy:
-    """The one SSH fan-out policy (endpoint "ssh", ceiling SSH_MAX_CONCURRENCY unless the
-    operator sets one); VerbContext.ssh_policy for verbs, this for code without a context."""
-    return Policy(kind=kind, endpoint="ssh", concurrency=options.concurrency,
-                  max_concurrency=options.max_concurrency or SSH_MAX_CONCURRENCY,
-                  item_timeout=item_timeout, retries=retries,
-                  failure_budget=options.failure_budget if failure_budget is None else failure_budget,
-                  profile_path=profile_path,
-                  # Given up (timeout, deadline, Ctrl-C): time for k1prov.ssh to end the
-                  # command on the host and say so in its row.
-                  cancel_wait=SSH_GIVE_UP_WAIT, cancel_grace=SSH_GIVE_UP_WAIT)
-
-
 class VerbContext:
+    """What a verb works with: the inventory, the cloud, timeouts, options, events and
+    state paths, and one accessor for each item derived from them. No actions."""
+
     def __init__(self, inventory: Inventory, *, timeouts: Timeouts = DEFAULT_TIMEOUTS,
                  options: RunOptions = RunOptions(), events: EventSink | None = None,
                  state_root: Path | None = None, notify: Callable[[str], None] | None = None):
@@ -127,7 +65,7 @@ class VerbContext:
         self.timeouts = timeouts
         self.options = options
         self.events = events
-        self.state_root = state_root or default_state_root()
+        self.state_root = Path(state_root) if state_root is not None else default_state_root()
         self.notify: Callable[[str], None] = notify or (lambda msg: log.info("%s", msg))
         self._conn = None
 
@@ -162,17 +100,55 @@ class VerbContext:
         return self.state_root / "profiles.json"
 
     def known_hosts(self) -> Path | None:
-        """The cluster's pinned known_hosts file, None before the first deploy."""
-        return pinned_known_hosts(self.state_root, self.inventory.cluster)
+        """The cluster's pinned host keys (written by deploy through
+        k1prov.hostkeys.write_known_hosts), or None when there are none yet."""
+        path = self.cluster_state_dir / "known_hosts"
+        return path if path.is_file() else None
 
     # ---- nodes -------------------------------------------------------------------------
 
     def select(self, limit: Iterable[str] | None = None, group: str | None = None) -> list[Node]:
-        """The nodes a verb works on (select_nodes: the one --limit/--group grammar)."""
-        return select_nodes(self.inventory, limit=limit, group=group)
+        """The nodes a verb targets, in inventory order: the one `--limit`/`--group` grammar.
+
+        `limit`: entries that are each a ClusterShell node set (names, folded patterns like
+        `w[01-10]` or `w[01,03]`, comma lists, and combinations: `w[01-04],zk1`); no entries
+        means every node. `group`: a role (ROLES). Both given: the nodes of the group that
+        are also in the limit. An empty result is not an error here (the caller says there
+        is nothing to do); an unknown role, an unknown node name or a bad pattern is, since a
+        typo must not silently shrink a run: a ConfigError (exit 2) naming the option.
+        """
+        inv = self.inventory
+        nodes = list(inv.nodes)
+        if group is not None:
+            if group not in ROLES:
+                raise ConfigError(f"--group: unknown role {group!r} (roles: {', '.join(ROLES)})")
+            nodes = [n for n in nodes if n.has_role(group)]
+        items = [item.strip() for item in (limit or ()) if item.strip()]
+        if items:
+            wanted: list[str] = []
+            for item in items:
+                if not _NODESET_SYNTAX.intersection(item):
+                    wanted.append(item)          # a plain name (the verbs of cluster up pass many)
+                    continue
+                try:
+                    wanted.extend(expand_hosts(item))
+                except ValueError as exc:
+                    raise ConfigError(f"--limit: bad host pattern {item!r}: {exc}") from None
+            known = {n.name for n in inv.nodes}
+            unknown = [name for name in dict.fromkeys(wanted) if name not in known]
+            if unknown:
+                more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+                raise ConfigError(f"--limit: not in {inv.path}: {', '.join(unknown[:10])}{more}")
+            keep = set(wanted)
+            nodes = [n for n in nodes if n.name in keep]
+        return nodes
 
     def ssh_target(self, node: Node, known_hosts: Path | None = None) -> SshTarget:
-        return ssh_target(self.inventory, node, known_hosts=known_hosts)
+        """How k1prov reaches `node` over SSH: the inventory's ssh section, the node's address."""
+        ssh = self.inventory.ssh
+        return SshTarget(host=node.name, address=node.address, user=ssh.user, port=ssh.port,
+                         key_filename=ssh.private_key, known_hosts=known_hosts,
+                         gateway=node.gateway or ssh.gateway)
 
     # ---- fan-out policies, one per transport --------------------------------------------
 
@@ -184,63 +160,14 @@ class VerbContext:
 
     def ssh_policy(self, kind: str, *, item_timeout: float, retries: int = SSH_RETRIES,
                    failure_budget: float | None = None) -> Policy:
-        return ssh_policy(self.options, kind, item_timeout=item_timeout, profile_path=self.profile_path,
-                          retries=retries, failure_budget=failure_budget)
-
-    def fan_out_ironic(self, kind: str, items: list, fn: Callable[[Any], Any], *,
-                       key: Callable[[Any], str], item_timeout: float | None = None) -> Report:
-        """`fn` over `items` through the engine with the Ironic policy (one API call or a few
-        per item: by default three API request timeouts each)."""
-        timeout = self.timeouts.api_request * 3 if item_timeout is None else item_timeout
-        return run_fanout(items, fn, key=key, policy=self.ironic_policy(kind, item_timeout=timeout),
-                          events=self.events, is_transient=is_transient)
-
-    # ---- Ironic provision actions ---------------------------------------------------------
-
-    def fire_and_wait(self, *, kind: str, action: str, names: list[str], fire: Callable[[str], None],
-                      uuid_of: dict[str, str], target: str, timeout: float, report: VerbReport,
-                      outcomes: dict[str, NodeOutcome], timeout_name: str = "") -> list[str]:
-        """Fan `fire` (one provision request per node) out over `names`, then ONE batched
-        wait for `target`. Failures and timeouts go to their nodes' rows; returns the names
-        that reached `target` (none when the run was interrupted)."""
-        fired = self.fan_out_ironic(kind, names, fire, key=lambda name: name)
-        report.phases.append((action, fired))
-        started = []
-        for res in fired.results:
-            if res.status is Status.OK:
-                started.append(res.key)
-            else:
-                outcomes[res.key].status, outcomes[res.key].error = res.status, res.error
-        if fired.cancelled:
-            report.cancelled = True
-            return []
-        waited = self.ironic().wait_state([uuid_of[name] for name in started], target, timeout=timeout)
-        reached = []
-        for name in started:
-            result, error = waited.get(uuid_of[name], ("timeout", f"not {target}"))
-            if result == "ok":
-                reached.append(name)
-            else:
-                outcomes[name].status = Status.TIMEOUT if result == "timeout" else Status.FAILED
-                # The timeout's name in settings.Timeouts, so the operator knows which to raise.
-                named = f" (the {timeout_name} timeout)" if result == "timeout" and timeout_name else ""
-                outcomes[name].error = f"{action}: {error}{named}"
-        return reached
-
-    def refresh_rows(self, report: VerbReport, outcomes: dict[str, NodeOutcome],
-                     started: float, *, current: dict[str, Any] | None = None) -> VerbReport:
-        """Fill every row with Ironic's current view (one list call, not one GET per node).
-        `current`: the view (own_nodes()) the verb read before, when it has changed nothing
-        since: a re-run on a healthy cluster then lists the nodes once per verb, not twice."""
-        current = self.ironic().own_nodes() if current is None else current
-        elapsed = time.monotonic() - started
-        for name, out in outcomes.items():
-            node = current.get(name)
-            out.duration = elapsed
-            if node is not None:
-                out.uuid = node.id
-                out.provision_state = node.provision_state
-                out.power_state = node.power_state
-                if out.status is not Status.OK and node.last_error and not out.error:
-                    out.error = node.last_error
-        return report
+        """The one SSH fan-out policy (endpoint "ssh", ceiling SSH_MAX_CONCURRENCY unless the
+        operator sets one)."""
+        options = self.options
+        return Policy(kind=kind, endpoint="ssh", concurrency=options.concurrency,
+                      max_concurrency=options.max_concurrency or SSH_MAX_CONCURRENCY,
+                      item_timeout=item_timeout, retries=retries,
+                      failure_budget=options.failure_budget if failure_budget is None else failure_budget,
+                      profile_path=self.profile_path,
+                      # Given up (timeout, deadline, Ctrl-C): time for k1prov.ssh to end the
+                      # command on the host and say so in its row.
+                      cancel_wait=SSH_GIVE_UP_WAIT, cancel_grace=SSH_GIVE_UP_WAIT)

@@ -19,33 +19,28 @@ A re-run deploys only what is not active yet: an active node with the same image
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from k1prov import glance, preflight
-from k1prov.image_content import direct_image_info
+from k1prov import preflight
+from k1prov.image_sources import GlanceImage, detect
 from k1prov.configdrive import StaticNetwork, build_config_drive
 from k1prov.context import VerbContext
+from k1prov.ironic_actions import fire_and_wait, refresh_rows
 from k1prov.errors import ConfigError, NodeError
 from k1prov.fanout import Status
 from k1prov.hostkeys import ensure_host_key
 from k1prov.imagecatalog import resolve_images
 from k1prov.inventory.model import Node
+from k1prov.ironic_states import (ACTIVE, DEPLOYABLE, NOT_DEPLOYED, REBUILDABLE, UNDEPLOYABLE,
+                                  in_flight_to)
 from k1prov.verb_report import NodeOutcome, VerbReport
 from k1prov.ssh_ready import wait_ssh, write_pinned_known_hosts
 
-# States from which `active` (a deploy) is the way forward.
-DEPLOYABLE = {"available", "deploy failed"}
 # A deploy still under way (an interrupted run's, a real agent writes the disk for a
 # while): a re-run waits for it with the others instead of firing it again.
-IN_FLIGHT = {"deploying", "wait call-back"}
-# States from which `rebuild` is accepted.
-REBUILDABLE = {"active", "deploy failed", "error"}
-# States from which `deleted` (undeploy) is accepted.
-UNDEPLOYABLE = {"active", "deploy failed", "error", "wait call-back", "rescue", "rescue failed",
-                "rescue wait", "service failed"}
+DEPLOYING = in_flight_to(ACTIVE)
 
 
 @dataclass(frozen=True)
@@ -69,33 +64,11 @@ def user_image(ctx: VerbContext, *, name: str | None = None) -> UserImage:
     src = resolve_images(inv).user
     if name is None and src is None:
         raise ConfigError(f"{inv.path}: no images.user to deploy")
-    if name is None and src.bypass_glance:
-        return UserImage(name=src.name, instance_info=direct_image_info(src))
-    wanted = name or src.name
-    candidates = [img for img in glance.list_own_images(ctx.conn, inv.cluster, name=wanted)
-                  if img.status == "active"]
-    if not candidates:
-        raise ConfigError(f"image {wanted!r} of cluster {inv.cluster} is not in Glance "
-                          f"(run `k1prov images register -i {inv.path}` first)")
-    image = candidates[-1]          # newest: what the last `images register` uploaded
-    size = image.virtual_size or image.size or 0
-    info: dict[str, Any] = {"image_source": image.id,
-                            # Ironic needs root_gb for a partition image; harmless for whole-disk.
-                            "root_gb": max(1, math.ceil(size / 2**30))}
-    return UserImage(name=wanted, instance_info=info)
+    source = GlanceImage(name) if name is not None else detect(src)
+    return UserImage(name=source.name, instance_info=source.instance_info(ctx))
 
 
 # ---------------------------------------------------------------- deploy / reimage
-
-
-def deploy_plan(state: str) -> list[str]:
-    """What deploy does to a node in provision `state`, from the state sets deploy itself
-    uses (for the dry run)."""
-    if state == "active":
-        return []
-    if state in DEPLOYABLE:
-        return ["deploy"]
-    return [f"deploy refused: node is {state}; deploy needs available"]
 
 
 def deploy(ctx: VerbContext, *, limit: Iterable[str] | None = None,
@@ -122,7 +95,7 @@ def deploy(ctx: VerbContext, *, limit: Iterable[str] | None = None,
                 out.changes = [f"runs image {have}, not {image.name}: `k1prov reimage` to change"]
         elif ir.provision_state in DEPLOYABLE:
             todo.append((node, ir.id))
-        elif ir.provision_state in IN_FLIGHT:
+        elif ir.provision_state in DEPLOYING:
             todo.append((node, ir.id))
             resume.add(node.name)
         else:
@@ -167,7 +140,7 @@ def _provision(ctx: VerbContext, verb: str, action: str, todo: list[tuple[Node, 
     started = time.monotonic()
     report = VerbReport(verb=verb, outcomes=list(outcomes.values()))
     if not todo:
-        return ctx.refresh_rows(report, outcomes, started, current=current)
+        return refresh_rows(ctx, report, outcomes, started, current=current)
     inv = ctx.inventory
     state_dir = ctx.cluster_state_dir
     uuid_of = {node.name: uuid for node, uuid in todo}
@@ -194,12 +167,11 @@ def _provision(ctx: VerbContext, verb: str, action: str, todo: list[tuple[Node, 
 
     ctx.notify(f"{verb}: {len(todo)} node(s), image {image.name}")
     t_fire = time.monotonic()
-    reached = ctx.fire_and_wait(kind=f"ironic.{verb}", action=action, names=list(by_name), fire=fire,
-                                uuid_of=uuid_of, target="active", timeout=ctx.timeouts.deploy,
-                                report=report, outcomes=outcomes,
-                                timeout_name="deploy")
+    reached = fire_and_wait(ctx, kind=f"ironic.{verb}", action=action, names=list(by_name), fire=fire,
+                            uuid_of=uuid_of, target="active", timeout=ctx.timeouts.deploy,
+                            report=report, outcomes=outcomes, timeout_name="deploy")
     if report.cancelled:
-        return ctx.refresh_rows(report, outcomes, started)
+        return refresh_rows(ctx, report, outcomes, started)
     ctx.notify(f"{verb}: Ironic reached active in {time.monotonic() - t_fire:.1f} s")
     active = [by_name[name] for name in reached]
     for node in active:
@@ -217,7 +189,7 @@ def _provision(ctx: VerbContext, verb: str, action: str, todo: list[tuple[Node, 
             else:
                 out.changes.append(f"ssh after {res.value:.1f} s")
         report.cancelled = ready.cancelled
-    return ctx.refresh_rows(report, outcomes, started)
+    return refresh_rows(ctx, report, outcomes, started)
 
 
 # ---------------------------------------------------------------- undeploy
@@ -238,20 +210,19 @@ def undeploy(ctx: VerbContext, *, limit: Iterable[str] | None = None,
             out.action = "not enrolled"
         elif ir.provision_state in UNDEPLOYABLE:
             todo.append(node.name)
-        elif ir.provision_state in ("available", "manageable", "enroll"):
+        elif ir.provision_state in NOT_DEPLOYED:
             out.action = "unchanged"
         else:
             out.status, out.error = Status.FAILED, f"node is {ir.provision_state}"
     if not todo:
-        return ctx.refresh_rows(report, outcomes, started)
+        return refresh_rows(ctx, report, outcomes, started)
     ironic = ctx.ironic()
     ctx.notify(f"undeploy: {len(todo)} node(s)")
     uuid_of = {name: current[name].id for name in todo}
-    reached = ctx.fire_and_wait(kind="ironic.undeploy", action="deleted", names=todo,
-                                fire=lambda name: ironic.start_action(uuid_of[name], "deleted"),
-                                uuid_of=uuid_of, target="available", timeout=ctx.timeouts.undeploy,
-                                report=report, outcomes=outcomes,
-                                timeout_name="undeploy")
+    reached = fire_and_wait(ctx, kind="ironic.undeploy", action="deleted", names=todo,
+                            fire=lambda name: ironic.start_action(uuid_of[name], "deleted"),
+                            uuid_of=uuid_of, target="available", timeout=ctx.timeouts.undeploy,
+                            report=report, outcomes=outcomes, timeout_name="undeploy")
     for name in reached:
         outcomes[name].action = "undeployed"
-    return ctx.refresh_rows(report, outcomes, started)
+    return refresh_rows(ctx, report, outcomes, started)

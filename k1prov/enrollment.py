@@ -11,12 +11,10 @@ import time
 from typing import Any, Iterable
 
 from k1prov.context import VerbContext
+from k1prov.ironic_actions import fan_out, fire_and_wait, refresh_rows
 from k1prov.fanout import Status
-from k1prov.ironic import NEEDS_MANAGE
+from k1prov.ironic_states import AVAILABLE, MANAGEABLE, NEEDS_MANAGE, PROVIDABLE
 from k1prov.verb_report import NodeOutcome, VerbReport
-
-# States from which `provide` is the way forward (NEEDS_MANAGE: those that need `manage`).
-PROVIDABLE = frozenset({"manageable"})
 
 
 def enroll(ctx: VerbContext, *, limit: Iterable[str] | None = None,
@@ -40,9 +38,8 @@ def enroll(ctx: VerbContext, *, limit: Iterable[str] | None = None,
 
     ctx.notify(f"enrolling {len(nodes)} node(s)")
     existing = ironic.by_name() if existing is None else existing
-    ensured = ctx.fan_out_ironic("ironic.ensure", nodes,
-                                 lambda n: ironic.ensure(n, existing.get(n.name)),
-                                 key=lambda n: n.name)
+    ensured = fan_out(ctx, "ironic.ensure", nodes,
+                      lambda n: ironic.ensure(n, existing.get(n.name)), key=lambda n: n.name)
     report.phases.append(("ensure", ensured))
     state: dict[str, str] = {}   # node name -> provision state as far as we know
     uuid_of: dict[str, str] = {}
@@ -62,19 +59,19 @@ def enroll(ctx: VerbContext, *, limit: Iterable[str] | None = None,
             out.changes.append(f"ports -{ens.ports_deleted}")
     if ensured.cancelled:
         report.cancelled = True
-        return ctx.refresh_rows(report, outcomes, started)
+        return refresh_rows(ctx, report, outcomes, started)
 
     fired_any = False
     for action, from_states, target, timeout in (
-            ("manage", NEEDS_MANAGE, "manageable", ctx.timeouts.manage),
-            ("provide", PROVIDABLE, "available", ctx.timeouts.provide)):
+            ("manage", NEEDS_MANAGE, MANAGEABLE, ctx.timeouts.manage),
+            ("provide", PROVIDABLE, AVAILABLE, ctx.timeouts.provide)):
         names = [name for name, st in state.items() if st in from_states]
         if not names:
             continue
         fired_any = True
         ctx.notify(f"{action}: {len(names)} node(s) -> {target}")
-        reached = ctx.fire_and_wait(
-            kind=f"ironic.{action}", action=action, names=names,
+        reached = fire_and_wait(
+            ctx, kind=f"ironic.{action}", action=action, names=names,
             fire=lambda name, a=action: ironic.start_action(uuid_of[name], a),
             uuid_of=uuid_of, target=target, timeout=timeout, report=report, outcomes=outcomes)
         for name in names:
@@ -88,25 +85,9 @@ def enroll(ctx: VerbContext, *, limit: Iterable[str] | None = None,
     # still Ironic's view (a re-run on a healthy cluster lists the nodes once, not twice).
     untouched = not fired_any and all(o.status is Status.OK and o.action == "unchanged"
                                       and not o.changes for o in outcomes.values())
-    return ctx.refresh_rows(report, outcomes, started,
-                            current={name: n for name, n in existing.items() if ironic.owned(n)}
-                            if untouched else None)
-
-
-def enroll_plan(state: str | None) -> tuple[list[str], str]:
-    """What enroll does to a node in provision `state` (None: not in Ironic), from the
-    state sets enroll itself uses, and the state it leaves the node in (for the dry run)."""
-    steps = []
-    if state is None:
-        steps.append("create in Ironic")
-        state = "enroll"
-    if state in NEEDS_MANAGE:
-        steps.append("manage")
-        state = "manageable"
-    if state in PROVIDABLE:
-        steps.append("provide")
-        state = "available"
-    return steps, state
+    return refresh_rows(ctx, report, outcomes, started,
+                        current={name: n for name, n in existing.items() if ironic.owned(n)}
+                        if untouched else None)
 
 
 def list_nodes(ctx: VerbContext, *, limit: Iterable[str] | None = None,
@@ -134,9 +115,8 @@ def delete_nodes(ctx: VerbContext, *, limit: Iterable[str] | None = None,
     nodes = ctx.select(limit, group)
     ironic = ctx.ironic()
     existing = ironic.by_name()
-    deleted = ctx.fan_out_ironic("ironic.delete", nodes,
-                                 lambda n: ironic.delete(n.name, existing.get(n.name)),
-                                 key=lambda n: n.name)
+    deleted = fan_out(ctx, "ironic.delete", nodes,
+                      lambda n: ironic.delete(n.name, existing.get(n.name)), key=lambda n: n.name)
     outcomes = []
     for res in deleted.results:
         if res.status is Status.OK:

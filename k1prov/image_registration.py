@@ -1,19 +1,21 @@
 """`images register`: the deploy kernel/ramdisk and the user image into Glance, and the
 deploy kernel/ramdisk into every node's driver_info.
 
-An image that bypasses Glance (image_content.direct_image_info) is not uploaded; its row says
-so. Each image is its own row: one that fails does not stop the others.
+Each image registers itself the way its kind does (k1prov.image_sources: uploaded into
+Glance, or, bypassing Glance, handed to Ironic as a URL: not uploaded, its row says so).
+Each image is its own row: one that fails does not stop the others.
 """
 from __future__ import annotations
 
 import time
 from typing import Callable
 
-from k1prov import glance, preflight
+from k1prov import preflight
 from k1prov.context import VerbContext
+from k1prov.ironic_actions import fan_out, refresh_rows
 from k1prov.errors import CloudError, InventoryError, K1provError, NodeError
 from k1prov.fanout import Status
-from k1prov.image_content import direct_image_info
+from k1prov.image_sources import detect
 from k1prov.imagecatalog import resolve_images
 from k1prov.inventory.model import ImageSource, Node
 from k1prov.verb_report import NodeOutcome, VerbReport
@@ -43,21 +45,13 @@ def register_images(ctx: VerbContext, *, progress: ImageProgress | None = None) 
         outcomes.append(row)
         t0 = time.monotonic()
         try:
-            if src.bypass_glance:
-                info = direct_image_info(src)
-                ids[slot] = info["image_source"]
-                row.action = "bypasses glance"
-                row.changes = [info["image_source"]]
-            else:
+            source = detect(src)
+            if source.through_glance:
                 ctx.notify(f"{slot}: {src.name}")
-                cb = (lambda done, total, n=src.name: progress(n, done, total)) if progress else None
-                reg = glance.register_image(ctx.conn, src, cluster=inv.cluster,
-                                            timeout=ctx.timeouts.image_upload, progress=cb,
-                                            visibility=visibility)
-                ids[slot] = reg.id
-                row.uuid = reg.id
-                row.action = "unchanged" if reg.reused else "uploaded"
-                row.changes = [reg.checksum]
+            cb = (lambda done, total, n=src.name: progress(n, done, total)) if progress else None
+            reg = source.register(ctx, progress=cb, visibility=visibility)
+            ids[slot] = reg.ref
+            row.uuid, row.action, row.changes = reg.uuid, reg.action, reg.changes
         except CloudError as exc:
             if exc.transient:
                 raise               # Glance unreachable: the command stops, one line, exit 1
@@ -90,7 +84,7 @@ def register_images(ctx: VerbContext, *, progress: ImageProgress | None = None) 
         return "updated"
 
     ctx.notify(f"driver_info deploy_kernel/deploy_ramdisk on {len(nodes)} node(s)")
-    fired = ctx.fan_out_ironic("ironic.driver_info", nodes, point, key=lambda n: n.name)
+    fired = fan_out(ctx, "ironic.driver_info", nodes, point, key=lambda n: n.name)
     report.phases.append(("driver_info", fired))
     report.cancelled = fired.cancelled
     node_rows = {}
@@ -103,7 +97,7 @@ def register_images(ctx: VerbContext, *, progress: ImageProgress | None = None) 
     outcomes.extend(node_rows.values())
     # Nothing patched: the view read above is still Ironic's.
     unchanged = all(res.status is Status.OK and res.value == "unchanged" for res in fired.results)
-    ctx.refresh_rows(report, node_rows, started, current=current if unchanged else None)
+    refresh_rows(ctx, report, node_rows, started, current=current if unchanged else None)
     return report
 
 

@@ -17,6 +17,7 @@ from typing import Any, Callable, NamedTuple
 from k1prov.cloud import describe_http_error
 from k1prov.errors import CloudError, NodeError
 from k1prov.inventory.model import OWNER_TAG, Node
+from k1prov.ironic_states import ACTION_TAKEN, DELETABLE, reached
 from k1prov.settings import IRONIC_LIST_PAGE, IRONIC_POLL_INTERVAL
 
 log = logging.getLogger("k1prov.ironic")
@@ -26,18 +27,6 @@ EXTRA_CLUSTER = "k1prov_cluster"
 EXTRA_BMC_FINGERPRINT = "k1prov_bmc_fp"
 EXTRA_OWNER = "k1prov_owner"
 
-# States from which `manage` is the way forward (enroll, or a failed earlier attempt).
-NEEDS_MANAGE = {"enroll", "clean failed", "inspect failed", "adopt failed"}
-# States Ironic lets a node be deleted from.
-DELETABLE = {"enroll", "manageable", "available", "adopt failed", "inspect failed", "clean failed"}
-# Provision states that show Ironic took an action (it may have, even when the request failed).
-ACTION_TAKEN = {
-    "manage": {"verifying", "manageable"},
-    "provide": {"cleaning", "clean wait", "available"},
-    "active": {"deploying", "wait call-back", "deploy wait"},
-    "rebuild": {"deploying", "wait call-back", "deploy wait"},
-    "deleted": {"deleting", "cleaning", "clean wait"},
-}
 # driver_info keys that hold the BMC's address and login, for the ipmi family.
 IPMI_KEYS = ("ipmi_address", "ipmi_port", "ipmi_username")
 # HTTP statuses openstacksdk retries on baremetal requests: 409 (node locked), 503 (no
@@ -63,23 +52,6 @@ class _Gone:
     id: str
     provision_state: str | None = None
     last_error: str = "the node no longer exists in Ironic"
-
-
-def reached(node: Any, state: str, *, abort_on_failed_state: bool = True) -> bool | None:
-    """True: `node` is in `state`; False: it failed on the way; None: not yet.
-
-    The rules of openstacksdk's Node._check_state_reached (not called: it is private
-    and raises instead of answering)."""
-    current = node.provision_state
-    if current == state or (state == "available" and current is None):
-        return True
-    if not abort_on_failed_state or current is None:
-        return None
-    if current.endswith(" failed") or current == "error":
-        return False
-    if state == "manageable" and current == "enroll" and node.last_error:
-        return False
-    return None
 
 
 def bmc_fingerprint(cluster: str, node_name: str, password: str) -> str:

@@ -65,3 +65,16 @@ def _cell(value: Any) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}={v}" for k, v in value.items())
     return str(value)
+
+
+def progress_display(label: str):
+    """A live progress display on stderr for a fan-out's events (k1prov.fanout.progress),
+    imported when a command first shows one."""
+    from k1prov.fanout.progress import RichProgress
+    return RichProgress(label, console=err)
+
+
+def show_fanout_report(report: Any, *, title: str) -> None:
+    """A fan-out's report on stdout: identical outputs once, with their hosts folded."""
+    from k1prov.fanout.progress import render_report
+    render_report(report, out, title=title)

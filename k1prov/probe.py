@@ -5,8 +5,8 @@ cluster verbs and of configure's gates (k1prov.roles.health.sample), and what co
 (and `cluster up --dry-run`) reads before deciding what to run. One session per host
 instead of one per command: a session costs a TCP and SSH handshake and a login.
 
-    answers = probe_hosts(inv, {"lab01": (node, ["uptime", "cat /etc/hostname"])},
-                          known_hosts=path, timeouts=DEFAULT_TIMEOUTS)
+    answers = probe_hosts(ctx, {"lab01": (node, ["uptime", "cat /etc/hostname"])},
+                          known_hosts=ctx.known_hosts())
 """
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from k1prov.context import RunOptions, ssh_policy, ssh_target
-from k1prov.fanout import EventSink, Report, Status, run_fanout
-from k1prov.inventory.model import Inventory, Node
+from k1prov.context import VerbContext
+from k1prov.fanout import Report, Status, run_fanout
+from k1prov.inventory.model import Node
 from k1prov.roles.health import BatchRunner, batch_command, parse_batch
-from k1prov.settings import DEFAULT_TIMEOUTS, SSH_RETRIES, Timeouts
+from k1prov.settings import SSH_RETRIES
 from k1prov.ssh import run_command
 
 log = logging.getLogger("k1prov.probe")
@@ -35,26 +35,26 @@ class Probed:
     report: Report | None = None
 
 
-def probe_hosts(inv: Inventory, wanted: dict[str, tuple[Node, list[str]]], *,
-                known_hosts: Path | None, timeouts: Timeouts = DEFAULT_TIMEOUTS,
-                options: RunOptions = RunOptions(), events: EventSink | None = None,
-                profile_path: Path | None = None) -> Probed:
+def probe_hosts(ctx: VerbContext, wanted: dict[str, tuple[Node, list[str]]], *,
+                known_hosts: Path | None, quiet: bool = False) -> Probed:
     """Run each host's commands in one session (k1prov.roles.health.batch_command); a
     host that cannot be reached, or whose batch does not finish within
-    timeouts.ssh_probe, gets an error instead of answers."""
+    timeouts.ssh_probe, gets an error instead of answers. `quiet`: no progress events."""
     probed = Probed()
     if not wanted:
         return probed
+    timeouts = ctx.timeouts
 
     def read(name: str) -> list[tuple[int, str]]:
         node, commands = wanted[name]
-        res = run_command(ssh_target(inv, node, known_hosts=known_hosts), batch_command(commands),
+        res = run_command(ctx.ssh_target(node, known_hosts), batch_command(commands),
                           connect_timeout=timeouts.ssh_connect, command_timeout=timeouts.ssh_probe)
         return parse_batch(res.stdout, len(commands))
 
-    policy = ssh_policy(options, POLICY_KIND, profile_path=profile_path, failure_budget=1.0,
-                        item_timeout=timeouts.ssh_connect * (SSH_RETRIES + 1) + timeouts.ssh_probe)
-    probed.report = run_fanout(list(wanted), read, key=lambda name: name, policy=policy, events=events)
+    policy = ctx.ssh_policy(POLICY_KIND, failure_budget=1.0,
+                            item_timeout=timeouts.ssh_connect * (SSH_RETRIES + 1) + timeouts.ssh_probe)
+    probed.report = run_fanout(list(wanted), read, key=lambda name: name, policy=policy,
+                               events=None if quiet else ctx.events)
     for res in probed.report.results:
         if res.status is Status.OK:
             probed.answers[res.key] = res.value
@@ -64,11 +64,9 @@ def probe_hosts(inv: Inventory, wanted: dict[str, tuple[Node, list[str]]], *,
     return probed
 
 
-def batch_runner(inv: Inventory, *, known_hosts: Path | None, timeouts: Timeouts = DEFAULT_TIMEOUTS,
-                 options: RunOptions = RunOptions(), profile_path: Path | None = None) -> BatchRunner:
+def batch_runner(ctx: VerbContext, *, known_hosts: Path | None) -> BatchRunner:
     """A k1prov.roles.health.BatchRunner over SSH (quiet: no progress events)."""
     def run(wanted: dict[str, tuple[Node, list[str]]]) -> dict[str, list[tuple[int, str]] | None]:
-        probed = probe_hosts(inv, wanted, known_hosts=known_hosts, timeouts=timeouts, options=options,
-                             profile_path=profile_path)
+        probed = probe_hosts(ctx, wanted, known_hosts=known_hosts, quiet=True)
         return {name: probed.answers.get(name) for name in wanted}
     return run

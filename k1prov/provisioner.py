@@ -6,10 +6,14 @@ A Python user (or a CI job) can do everything the CLI does:
     report = Provisioner(inv).enroll()
 
 The work lives in the verb modules, which take the verb context (k1prov.context):
-k1prov.enrollment (nodes enroll/list/delete), k1prov.image_registration (images
-register), k1prov.deploy (deploy/undeploy/reimage), k1prov.configure (configure,
-render), k1prov.cluster (cluster up/status/down/rebuild). The facade imports them;
-none of them imports the facade.
+k1prov.inventory_check (inventory check), k1prov.enrollment (nodes enroll/list/delete),
+k1prov.image_registration (images register), k1prov.deploy (deploy/undeploy/reimage),
+k1prov.configure (configure, render), k1prov.ad_hoc (run), k1prov.bench (bench
+kmeans/drf), k1prov.runs (runs list/show), k1prov.cluster (cluster
+up/status/down/rebuild). The facade imports them; none of them imports the facade.
+Every method is one line. The names a caller needs beside it (options, result types,
+the parsers of the CLI's option strings) are exported here too, so the CLI imports the
+facade and not the verbs.
 """
 from __future__ import annotations
 
@@ -17,22 +21,36 @@ from pathlib import Path
 from collections.abc import Sequence
 from typing import Callable, Iterable
 
-from k1prov import ad_hoc, cluster, configure, deploy, enrollment, preflight
-from k1prov.bench.drf import DrfOptions, DrfResult, run_drf
-from k1prov.bench.kmeans import KmeansOptions, run_kmeans
+from k1prov import ad_hoc, cluster, configure, deploy, enrollment, inventory_check, runs
+from k1prov.ad_hoc import RunTargets
+from k1prov.bench.drf import DEFAULT_FRAMEWORKS, DrfOptions, DrfResult, parse_frameworks, run_drf
+from k1prov.bench.kmeans import KmeansOptions, parse_modes, parse_scale_factors, run_kmeans
 from k1prov.bench.results import BenchResult
+from k1prov.cloud import translate as translate_cloud_error
 from k1prov.verb_report import ClusterReport
 from k1prov.context import RunOptions, VerbContext, default_state_root
 from k1prov.fanout import EventSink, Report
 from k1prov.image_registration import ImageProgress, register_images
 from k1prov.inventory.model import Inventory, Node
+from k1prov.inventory_check import InventoryCheck
+from k1prov.run_records import RunSummary
 from k1prov.verb_report import VerbReport
 from k1prov.settings import DEFAULT_TIMEOUTS, Timeouts
 
-__all__ = ["Provisioner", "RunOptions", "VerbContext", "default_state_root"]
+__all__ = ["Provisioner", "RunOptions", "VerbContext", "default_state_root",
+           # what callers of the verbs need beside the facade
+           "BenchResult", "DEFAULT_FRAMEWORKS", "DrfOptions", "DrfResult", "InventoryCheck",
+           "KmeansOptions", "RunSummary", "RunTargets", "parse_frameworks", "parse_modes",
+           "parse_scale_factors", "run_exit_code", "translate_cloud_error"]
+
+# The exit code of a `run` report (one rule for every command: k1prov.verb_report.exit_code).
+run_exit_code = ad_hoc.exit_code
 
 
 class Provisioner:
+    """The facade: one method per user verb, each a line over the verb module that does it,
+    all sharing one verb context (inventory, cloud, timeouts, options, events, state)."""
+
     def __init__(self, inventory: Inventory, *, timeouts: Timeouts = DEFAULT_TIMEOUTS,
                  options: RunOptions = RunOptions(), events: EventSink | None = None,
                  state_root: Path | None = None, notify: Callable[[str], None] | None = None):
@@ -53,8 +71,14 @@ class Provisioner:
         return self.context.cluster_state_dir
 
     def select(self, limit: Iterable[str] | None = None, group: str | None = None) -> list[Node]:
-        """The nodes a verb works on: the one --limit/--group grammar (context.select_nodes)."""
+        """The nodes a verb works on: the one --limit/--group grammar (VerbContext.select)."""
         return self.context.select(limit, group)
+
+    # ---- inventory check (k1prov.inventory_check) -------------------------------------
+
+    def check_inventory(self) -> InventoryCheck:
+        """Validate the inventory as every verb will; the expanded plan and its warnings."""
+        return inventory_check.check(self.context)
 
     # ---- nodes enroll / list / delete (k1prov.enrollment) ---------------------------
 
@@ -104,35 +128,45 @@ class Provisioner:
 
     def render(self, out_dir: Path) -> dict:
         """Every host's role scripts and config files under out_dir, and out_dir/plan.json."""
-        return configure.render(self.inventory, out_dir)
+        return configure.render(self.context, out_dir)
 
     # ---- commands on the hosts (k1prov.ad_hoc) and benchmarks (k1prov.bench) ----------
 
+    def run_targets(self, *, limit: Iterable[str] | None = None, group: str | None = None,
+                    known_hosts: Path | None = None) -> RunTargets:
+        """The hosts `run` would reach and the host keys it would check (for `run(hosts=)`)."""
+        return ad_hoc.targets(self.context, limit=limit, group=group, known_hosts=known_hosts)
+
     def run(self, command: str, *, limit: Iterable[str] | None = None, group: str | None = None,
-            known_hosts: Path | None = None, script: bool = False,
+            known_hosts: Path | None = None, hosts: RunTargets | None = None, script: bool = False,
             args: Sequence[str] = ()) -> Report:
         """A command (or, with script, a script's text run with `args`) on the selected
-        hosts over SSH."""
+        hosts (or `hosts`, from run_targets) over SSH."""
         return ad_hoc.run(self.context, command, limit=limit, group=group, known_hosts=known_hosts,
-                          script=script, args=args)
+                          hosts=hosts, script=script, args=args)
 
     def bench_kmeans(self, options: KmeansOptions = KmeansOptions()) -> BenchResult:
         """The Spark-Perf K-means experiment on the configured cluster."""
-        return run_kmeans(self.inventory, state_root=self.state_root, options=options,
-                          timeouts=self.context.timeouts, notify=self.context.notify)
+        return run_kmeans(self.context, options=options)
 
     def bench_drf(self, options: DrfOptions | None = None) -> DrfResult:
         """Weighted DRF on Mesos: two frameworks' dominant shares over time."""
-        return run_drf(self.inventory, state_root=self.state_root, options=options or DrfOptions(),
-                       timeouts=self.context.timeouts, notify=self.context.notify)
+        return run_drf(self.context, options=options or DrfOptions())
+
+    # ---- run records (k1prov.runs) ----------------------------------------------------
+
+    def runs(self) -> list[RunSummary]:
+        """The cluster's run records, newest first."""
+        return runs.list_runs(self.context)
+
+    def run_record(self, run_id: str = "latest") -> dict:
+        """One run's record: meta, report and directory."""
+        return runs.show_run(self.context, run_id)
 
     # ---- the operator's workflow (k1prov.cluster) -----------------------------------
 
     def cluster_up(self, *, dry_run: bool = False) -> ClusterReport:
         """enroll -> images -> deploy -> SSH -> configure, resumable."""
-        # What configure would refuse in the role settings (a tarball without its sha512, a
-        # sha512_file that is not there) is refused before anything is enrolled or deployed.
-        preflight.check_roles(self.inventory)
         return cluster.up(self.context, dry_run=dry_run)
 
     def cluster_status(self) -> ClusterReport:
@@ -145,11 +179,9 @@ class Provisioner:
 
     def cluster_rebuild(self, *, image: str | None = None) -> ClusterReport:
         """Reimage and reconfigure every node, quorum members one at a time."""
-        preflight.check_roles(self.inventory)     # before a node is wiped, as cluster_up
-        return cluster.rebuild(self.context, image=image, on_step=self.context.notify)
+        return cluster.rebuild(self.context, image=image)
 
     def rejoin(self, nodes: Iterable[str], *, image: str | None = None,
                new_host_keys: bool = False) -> VerbReport:
         """Reimage nodes and configure them back into the cluster."""
-        preflight.check_roles(self.inventory)     # before a node is wiped, as cluster_up
         return cluster.rejoin(self.context, nodes, image=image, new_host_keys=new_host_keys)

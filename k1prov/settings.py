@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Timeouts:
+    """Every timeout k1prov has, by name, each finite; a function takes the one it needs
+    (STYLE.md §5). Errors name the one that ran out, so the operator knows which to raise."""
+
     # One HTTP request to Ironic or Glance (the SDK's own retries happen inside it).
     api_request: float = 60.0
     # enroll -> manageable: Ironic checks the BMC credentials over IPMI (retries inside Ironic).

@@ -7,7 +7,7 @@ other nodes' rows stand beside it.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from k1prov.fanout import Status
 
@@ -32,8 +32,22 @@ def exit_code(*, succeeded: int, failed: int, cancelled: bool = False) -> int:
     return EXIT_OK if failed == 0 else EXIT_PARTIAL
 
 
+class Result(Protocol):
+    """What every verb returns, one protocol: the exit code its outcomes add up to and a
+    JSON-safe dict (`--json`). VerbReport, ClusterReport, inventory_check.InventoryCheck,
+    bench.results.BenchResult and bench.drf.DrfResult follow it; the CLI finishes every
+    one of them the same way (k1prov.cli.common.finish). `run` returns the fan-out
+    engine's Report, whose exit code is ad_hoc.exit_code(report)."""
+
+    def exit_code(self) -> int: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
 @dataclass
 class NodeOutcome:
+    """One node's row in a verb's report: how it went, what changed, Ironic's view of it."""
+
     node: str
     status: Status
     # What happened, in a word or two: "created", "updated", "unchanged", "deleted", ...
@@ -53,6 +67,9 @@ class NodeOutcome:
 
 @dataclass
 class VerbReport:
+    """What a verb returns: one row per node (a failure is a row, never an exception that
+    hides the others), the fan-out reports of its phases, and the exit code they add up to."""
+
     verb: str
     outcomes: list[NodeOutcome]
     # The fan-out reports of the phases, in order: (phase name, k1prov.fanout.Report).
@@ -98,6 +115,9 @@ class PhaseResult:
 
 @dataclass
 class ClusterReport:
+    """What a cluster verb returns: its phases (each with a VerbReport), one row per node
+    with Ironic's state, roles and health, the endpoints, and the exit code."""
+
     verb: str
     phases: list[PhaseResult] = field(default_factory=list)
     # Per node: name, provision/power state, address, roles, health, error.

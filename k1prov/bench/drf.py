@@ -10,7 +10,7 @@ of the weights. A control phase runs the same frameworks again in two roles with
 weight of their own: there the ratio must come out near 1, so a ratio near 2 in the
 first phase is the weights' doing.
 
-    result = run_drf(inv, state_root=default_state_root(), options=DrfOptions(duration=90))
+    result = run_drf(VerbContext(inv), options=DrfOptions(duration=90))
 
 What the ratio depends on (measured on the lab: tests/integration/test_lab_mesos.py, DRF_BAND):
 - Task shapes against the agents' resources. A share moves in whole tasks, and a task
@@ -50,14 +50,13 @@ import logging
 import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from k1prov.errors import ConfigError, InventoryError, TransportError
 from k1prov.inventory.model import Inventory, Node
-from k1prov.context import pinned_known_hosts, ssh_target
+from k1prov.context import VerbContext
 from k1prov.roles.role_settings import mesos_settings
 from k1prov.run_records import RunRecord
-from k1prov.settings import DEFAULT_TIMEOUTS, Timeouts
 from k1prov.ssh import put_and_run
 from k1prov.verb_report import exit_code
 
@@ -426,19 +425,18 @@ def parse_lines(stdout: str) -> list[dict[str, Any]]:
     return found
 
 
-def run_drf(inv: Inventory, *, state_root: Path, options: DrfOptions = DrfOptions(),
-            timeouts: Timeouts = DEFAULT_TIMEOUTS, notify: Callable[[str], None] | None = None) -> DrfResult:
-    say = notify or (lambda msg: log.info("%s", msg))
+def run_drf(ctx: VerbContext, *, options: DrfOptions = DrfOptions()) -> DrfResult:
+    inv, timeouts, say = ctx.inventory, ctx.timeouts, ctx.notify
     script = command(inv, options)
     host = driver_node(inv)
-    record = RunRecord(state_root, inv.cluster, "bench-drf", inventory=inv.path)
+    record = RunRecord(ctx.state_root, inv.cluster, "bench-drf", inventory=inv.path)
     result = DrfResult(cluster=inv.cluster, run_dir=record.path, host=host.name,
                        frameworks=[asdict(f) for f in options.frameworks])
     phases = 2 if options.control else 1
     say(f"two frameworks ({', '.join(f'{f.role}: tasks of {f.cpus:g} cpus, {f.mem:g} MB' for f in options.frameworks)})"
         f" for {options.duration:g} s on {host.name}"
         + (f", then the same in {' and '.join(control_roles(options))} (the control)" if options.control else ""))
-    target = ssh_target(inv, host, known_hosts=pinned_known_hosts(state_root, inv.cluster))
+    target = ctx.ssh_target(host, ctx.known_hosts())
     try:
         res = put_and_run(target, script, connect_timeout=timeouts.ssh_connect,
                           command_timeout=phases * (options.duration + PHASE_SLACK_SECONDS))

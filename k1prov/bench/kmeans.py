@@ -3,9 +3,8 @@
 Spark-Perf (abandoned: Spark 1.x, Python 2.7) defined the workload; k1prov carries an
 equivalent job (kmeans_job.py) and runs it the way the original testbed did:
 
-    inv = load_inventory("inventories/lab.yaml")
-    result = run_kmeans(inv, state_root=default_state_root(),
-                        options=KmeansOptions(scale_factors=(0.001, 0.01), trials=3))
+    ctx = VerbContext(load_inventory("inventories/lab.yaml"))
+    result = run_kmeans(ctx, options=KmeansOptions(scale_factors=(0.001, 0.01), trials=3))
 
 For each mode and scale factor, one spark-submit on the driver host (the first
 spark-master, else spark-client, else spark-worker node) over SSH: the job file is
@@ -27,18 +26,16 @@ import shlex
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 from k1prov.bench.plot import plot_result
 from k1prov.bench.results import (BenchResult, Failure, Skipped, Trial, check_trials, mark_ignored,
                                   write_json, write_summary_csv, write_trials_csv)
 from k1prov.errors import ConfigError, InventoryError, TransportError
 from k1prov.inventory.model import Inventory, Node
-from k1prov.context import pinned_known_hosts, ssh_target
+from k1prov.context import VerbContext
 from k1prov.roles.derive import spark_master_url
 from k1prov.roles.role_settings import SPARK_MODES, spark_settings
 from k1prov.run_records import RunRecord
-from k1prov.settings import DEFAULT_TIMEOUTS, Timeouts
 from k1prov.ssh import put_and_run
 
 log = logging.getLogger("k1prov.bench")
@@ -244,11 +241,10 @@ def _trials_of(records: list[dict], *, mode: str, scale: float) -> list[Trial]:
                   test_s=float(r["test_s"]), cost=float(r["cost"])) for r in records]
 
 
-def run_kmeans(inv: Inventory, *, state_root: Path, options: KmeansOptions = KmeansOptions(),
-               timeouts: Timeouts = DEFAULT_TIMEOUTS, job_timeout: float = DEFAULT_JOB_TIMEOUT,
-               notify: Callable[[str], None] | None = None) -> BenchResult:
+def run_kmeans(ctx: VerbContext, *, options: KmeansOptions = KmeansOptions(),
+               job_timeout: float = DEFAULT_JOB_TIMEOUT) -> BenchResult:
     """Run every (mode, scale factor), write the results and the plot, return them."""
-    say = notify or (lambda msg: log.info("%s", msg))
+    inv, timeouts, say = ctx.inventory, ctx.timeouts, ctx.notify
     ignore_first = check_trials(options.trials, options.ignore_first)
     workloads = [workload(s) for s in options.scale_factors]
     spark = spark_settings(inv)
@@ -256,8 +252,8 @@ def run_kmeans(inv: Inventory, *, state_root: Path, options: KmeansOptions = Kme
     master_url = spark_master_url(inv)
     driver = submit_node(inv)
     run_modes, skipped = plan_modes(manager, options.modes)
-    record = RunRecord(state_root, inv.cluster, "bench-kmeans", inventory=inv.path)
-    target = ssh_target(inv, driver, known_hosts=pinned_known_hosts(state_root, inv.cluster))
+    record = RunRecord(ctx.state_root, inv.cluster, "bench-kmeans", inventory=inv.path)
+    target = ctx.ssh_target(driver, ctx.known_hosts())
     job_text = JOB_FILE.read_text()
     result = BenchResult(cluster=inv.cluster, manager=manager, master_url=master_url,
                          submit_host=driver.name, run_dir=record.path, trials_per_run=options.trials,

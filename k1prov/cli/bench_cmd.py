@@ -6,12 +6,11 @@ from typing import Optional
 
 import typer
 
-from k1prov.bench.drf import DEFAULT_FRAMEWORKS, DrfOptions, DrfResult, parse_frameworks
-from k1prov.bench.kmeans import KmeansOptions, parse_modes, parse_scale_factors
-from k1prov.bench.results import BenchResult
-from k1prov.cli.common import InventoryOpt, JsonOpt, handles_errors, load
+from k1prov.cli.common import InventoryOpt, JsonOpt, finish, handles_errors, load
 from k1prov.cli.runtime import make_provisioner
-from k1prov.presentation import err, out, print_json, rows_table
+from k1prov.presentation import err, out, rows_table
+from k1prov.provisioner import (DEFAULT_FRAMEWORKS, BenchResult, DrfOptions, DrfResult, KmeansOptions,
+                                parse_frameworks, parse_modes, parse_scale_factors)
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Benchmarks on the cluster k1prov built.")
@@ -42,11 +41,7 @@ def kmeans(inventory: Path = InventoryOpt,
                             python=python)
     with make_provisioner(load(inventory), quiet=as_json) as prov:
         result = prov.bench_kmeans(options)
-    if as_json:
-        print_json(result.to_dict())
-    else:
-        show(result)
-    raise typer.Exit(result.exit_code())
+    finish(result, as_json=as_json, show=show)
 
 
 def show(result: BenchResult) -> None:
@@ -87,11 +82,7 @@ def drf(inventory: Path = InventoryOpt,
                          control=control, frameworks=parse_frameworks(frameworks))
     with make_provisioner(load(inventory), quiet=as_json) as prov:
         result = prov.bench_drf(options)
-    if as_json:
-        print_json(result.to_dict())
-    else:
-        show_drf(result)
-    raise typer.Exit(result.exit_code())
+    finish(result, as_json=as_json, show=show_drf)
 
 
 def show_drf(result: DrfResult) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import typer
 from rich.markup import escape
@@ -12,7 +12,7 @@ from rich.markup import escape
 from k1prov.cli.completion import node_names, role_names
 from k1prov.errors import K1provError
 from k1prov.inventory import load_inventory
-from k1prov.verb_report import EXIT_INTERRUPTED, VerbReport
+from k1prov.verb_report import EXIT_INTERRUPTED, Result, VerbReport
 from k1prov.presentation import err, out, print_json, summary_line, verb_table
 
 log = logging.getLogger("k1prov")
@@ -22,7 +22,7 @@ DEBUG = {"on": False}
 
 InventoryOpt = typer.Option(..., "--inventory", "-i", help="Inventory file (YAML).",
                             exists=False, dir_okay=False)
-# The one --limit/--group grammar of every verb (k1prov.context.select_nodes); TAB completes
+# The one --limit/--group grammar of every verb (k1prov.context.VerbContext.select); TAB completes
 # node names from the -i inventory and role names (k1prov.cli.completion).
 LimitOpt = typer.Option(None, "--limit", "-l",
                         help="Only these nodes: names or ClusterShell patterns like 'w[01-10]', "
@@ -56,11 +56,16 @@ def load(path: Path):
     return inv
 
 
-def finish(report: VerbReport, *, as_json: bool) -> None:
-    """Print the report and exit with the code its outcomes add up to."""
+def show_verb_report(report: VerbReport) -> None:
+    out.print(verb_table(report))
+    err.print(summary_line(report), highlight=False)
+
+
+def finish(result: Result, *, as_json: bool, show: Callable[[Any], None] = show_verb_report) -> None:
+    """The one way a command ends: the result as JSON (--json) or shown by `show` (a
+    VerbReport's table by default), then exit with the code its outcomes add up to."""
     if as_json:
-        print_json(report.to_dict())
+        print_json(result.to_dict())
     else:
-        out.print(verb_table(report))
-        err.print(summary_line(report), highlight=False)
-    raise typer.Exit(report.exit_code())
+        show(result)
+    raise typer.Exit(result.exit_code())

@@ -18,11 +18,9 @@ import typer
 from k1prov.cli.common import GroupOpt, InventoryOpt, JsonOpt, LimitOpt, handles_errors, load
 from k1prov.cli.runtime import ConcurrencyOpt, make_provisioner
 from k1prov.errors import ConfigError
-from k1prov.fanout import Report
 from k1prov.verb_report import EXIT_NOTHING
-from k1prov.context import RunOptions
-from k1prov.ad_hoc import POLICY_ENDPOINT, POLICY_KIND, exit_code
-from k1prov.presentation import err, out, print_json
+from k1prov.presentation import err, print_json, show_fanout_report
+from k1prov.provisioner import RunOptions, run_exit_code
 from k1prov.settings import DEFAULT_TIMEOUTS
 
 # `k1prov run -i F uname -a`: options after the command belong to the command.
@@ -63,12 +61,11 @@ def run(inventory: Path = InventoryOpt,
                          failure_budget=failure_budget)
     timeouts = replace(DEFAULT_TIMEOUTS, ssh_command=timeout, ssh_connect=connect_timeout)
     with make_provisioner(inv, options=options, timeouts=timeouts, quiet=as_json, progress="run") as prov:
-        if not prov.select(limit, group):
-            _nothing_to_run(as_json)
-        pinned = known_hosts or prov.context.known_hosts()
-        with _host_key_notes(pinned, inv.cluster):
-            report = prov.run(text, limit=limit, group=group, known_hosts=pinned, script=script is not None,
-                             args=args)
+        hosts = prov.run_targets(limit=limit, group=group, known_hosts=known_hosts)
+        if not hosts.nodes:
+            _nothing_to_run(prov.run(text, hosts=hosts), as_json)
+        with _host_key_notes(hosts.known_hosts, inv.cluster):
+            report = prov.run(text, hosts=hosts, script=script is not None, args=args)
     _show(report, label, as_json=as_json)
 
 
@@ -115,19 +112,18 @@ def _host_key_notes(pinned: Optional[Path], cluster: str) -> Iterator[None]:
         ssh_log.setLevel(saved)
 
 
-def _nothing_to_run(as_json: bool) -> None:
-    report = Report(results=[], kind=POLICY_KIND, endpoint=POLICY_ENDPOINT)
+def _nothing_to_run(report, as_json: bool) -> None:
+    """`report`: the run's (empty) report."""
     if as_json:
         print_json({**report.to_dict(), "exit_code": EXIT_NOTHING})
     err.print("nothing to run: no node matches --group/--limit", highlight=False)
     raise typer.Exit(EXIT_NOTHING)
 
 
-def _show(report: Report, label: str, *, as_json: bool) -> None:
-    code = exit_code(report)
+def _show(report, label: str, *, as_json: bool) -> None:
+    code = run_exit_code(report)
     if as_json:
         print_json({**report.to_dict(), "exit_code": code})
     else:
-        from k1prov.fanout.progress import render_report
-        render_report(report, out, title=label)
+        show_fanout_report(report, title=label)
     raise typer.Exit(code)

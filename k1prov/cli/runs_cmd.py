@@ -6,9 +6,8 @@ from pathlib import Path
 import typer
 
 from k1prov.cli.common import InventoryOpt, JsonOpt, handles_errors, load
-from k1prov.context import default_state_root
+from k1prov.cli.runtime import make_provisioner
 from k1prov.presentation import out, print_json, rows_table
-from k1prov.run_records import list_runs, load_run
 
 app = typer.Typer(no_args_is_help=True, help="Records of earlier runs.")
 
@@ -18,7 +17,8 @@ app = typer.Typer(no_args_is_help=True, help="Records of earlier runs.")
 def list_(inventory: Path = InventoryOpt, as_json: bool = JsonOpt):
     """The cluster's runs, newest first."""
     inv = load(inventory)
-    rows = [r.to_dict() for r in list_runs(default_state_root(), inv.cluster)]
+    with make_provisioner(inv, quiet=True) as prov:
+        rows = [r.to_dict() for r in prov.runs()]
     if as_json:
         print_json(rows)
         return
@@ -31,8 +31,8 @@ def list_(inventory: Path = InventoryOpt, as_json: bool = JsonOpt):
 def show(run_id: str = typer.Argument("latest", help="A run id from `runs list`, or latest."),
          inventory: Path = InventoryOpt, as_json: bool = JsonOpt):
     """One run's record: what ran, on which nodes, with what result."""
-    inv = load(inventory)
-    data = load_run(default_state_root(), inv.cluster, run_id)
+    with make_provisioner(load(inventory), quiet=True) as prov:
+        data = prov.run_record(run_id)
     if as_json:
         print_json(data)
         return

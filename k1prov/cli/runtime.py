@@ -6,12 +6,10 @@ from typing import Iterator, Optional
 
 import typer
 
-from k1prov.context import RunOptions
 from k1prov.settings import DEFAULT_TIMEOUTS, Timeouts
-from k1prov.cloud import translate
 from k1prov.inventory.model import Inventory
-from k1prov.provisioner import Provisioner
-from k1prov.presentation import err
+from k1prov.provisioner import Provisioner, RunOptions, translate_cloud_error
+from k1prov.presentation import err, progress_display
 
 ConcurrencyOpt = typer.Option(None, "--concurrency", "-c", min=1,
                               help="Fix the number of parallel operations (default: adaptive).")
@@ -23,10 +21,7 @@ def make_provisioner(inv: Inventory, *, concurrency: Optional[int] = None, quiet
                      progress: str = "") -> Iterator[Provisioner]:
     """A Provisioner with a live progress display on stderr (none when quiet), labelled
     `progress`. `options` (all the fan-out options) wins over `concurrency` alone."""
-    events = None
-    if not quiet:
-        from k1prov.fanout.progress import RichProgress
-        events = RichProgress(progress, console=err)
+    events = None if quiet else progress_display(progress)
     notify = (lambda msg: None) if quiet else (lambda msg: err.print(f"[cyan]>[/] {msg}", highlight=False))
     try:
         yield Provisioner(inv, options=options or RunOptions(concurrency=concurrency), timeouts=timeouts,
@@ -34,7 +29,7 @@ def make_provisioner(inv: Inventory, *, concurrency: Optional[int] = None, quiet
     except Exception as exc:
         # keystoneauth/requests errors that escaped the adapters (Ironic or Glance down):
         # one CloudError line naming the service and its URL, exit 1; anything else as is.
-        translated = translate(exc, inv.cloud)
+        translated = translate_cloud_error(exc, inv.cloud)
         if translated is None:
             raise
         raise translated from exc

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from k1prov.host_layout import HOST
 from k1prov.inventory.model import Inventory, Node
 from k1prov.roles.role_settings import mesos_settings, spark_settings, zookeeper_settings
 
@@ -200,7 +201,7 @@ def mesos_health(masters: Sequence[Node], run: Runner, *, agents: Iterable[Node]
 
 def spark_workers_health(masters: Sequence[Node], workers: Iterable[Node], run: Runner, *,
                          webui_port: int = 8080,
-                         log_files: Sequence[str] = ("/var/log/k1prov/spark-master.log",)) -> HealthResult:
+                         log_files: Sequence[str] = (HOST.service_log("spark-master"),)) -> HealthResult:
     """A standalone master is ALIVE and every worker is registered with it: from the
     master's JSON UI, or, when that does not answer, from the master's log."""
     states: dict[str, str] = {}

@@ -19,15 +19,12 @@ from typing import Any
 import jinja2
 
 from k1prov.errors import ConfigError
+from k1prov.host_layout import HOST
 from k1prov.inventory.model import Inventory, Node
 from k1prov.roles import derive
 from k1prov.roles.plan import ROLE_PHASES, phases, roles_in_order
 from k1prov.roles.role_settings import (AVENTER_DEBIAN, AVENTER_RPM, AVENTER_UBUNTU, common_settings,
                                    mesos_settings, spark_settings, zookeeper_settings)
-
-# Where the service launchers go on the host (also in templates/common/base.sh.j2).
-LAUNCHER_DIR = "/usr/local/lib/k1prov"
-
 
 @dataclass(frozen=True)
 class RenderedFile:
@@ -45,7 +42,7 @@ class RenderedScript:
     filename: str
     text: str
     # Hash of the script rendered with an empty K1_SCRIPT_SHA256; the script records
-    # it in /var/lib/k1prov/roles/<role>.sha256 when it succeeds.
+    # it in HOST.role_hash(role) (/var/lib/k1prov/roles/<role>.sha256) when it succeeds.
     sha256: str
     files: tuple[RenderedFile, ...] = field(default=())
     # The service the script keeps running (k1_service NAME), "" for none (spark-client,
@@ -129,6 +126,8 @@ def environment(inv: Inventory) -> jinja2.Environment:
         **_ENV_OPTIONS,
     )
     env.filters["shq"] = shq
+    # k1prov's paths on the host, for every template (k1prov.host_layout).
+    env.globals["layout"] = HOST
     return env
 
 
@@ -197,11 +196,11 @@ def _role_files(env: jinja2.Environment, role: str, ctx: dict[str, Any]) -> dict
         zk = ctx["zk"]
         files["zoo_cfg"] = RenderedFile(zk["conf_dir"].rstrip("/") + "/zoo.cfg",
                                         _render(env, "zookeeper/zoo.cfg.j2", ctx))
-        files["launcher"] = RenderedFile(f"{LAUNCHER_DIR}/zookeeper-run",
+        files["launcher"] = RenderedFile(HOST.launcher("zookeeper"),
                                          _render(env, "zookeeper/run.sh.j2", ctx), "0755")
     elif role in ("mesos-master", "mesos-agent"):
         kind = role.split("-")[1]
-        files["launcher"] = RenderedFile(f"{LAUNCHER_DIR}/{role}-run",
+        files["launcher"] = RenderedFile(HOST.launcher(role),
                                          _render(env, f"mesos/{kind}-run.sh.j2", ctx), "0755")
     else:
         conf = ctx["spark"]["conf_dir"].rstrip("/")
@@ -209,7 +208,7 @@ def _role_files(env: jinja2.Environment, role: str, ctx: dict[str, Any]) -> dict
                                                _render(env, "spark/spark-defaults.conf.j2", ctx))
         files["spark_env"] = RenderedFile(f"{conf}/spark-env.sh", _render(env, "spark/spark-env.sh.j2", ctx))
         if ctx["daemon"]:
-            files["launcher"] = RenderedFile(f"{LAUNCHER_DIR}/{ctx['daemon']['service']}-run",
+            files["launcher"] = RenderedFile(HOST.launcher(ctx['daemon']['service']),
                                              _render(env, "spark/daemon-run.sh.j2", ctx), "0755")
     return files
 

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import openstack
 import pytest
@@ -130,6 +134,42 @@ def test_cli_list_json_and_no_password_in_output(enroll_env):
     enroll = runner.invoke(app, ["nodes", "enroll", "-i", str(enroll_env["inv"]), "--json"])
     assert enroll.exit_code == 0, enroll.output
     assert enroll_env["password"] not in enroll.output
+
+
+def _baremetal(lab, *args: str) -> list | dict:
+    """The `baremetal` CLI (python-ironicclient, installed with k1prov) through the lab's
+    clouds.yaml entry, as an operator runs it beside k1prov."""
+    s = lab.settings
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    env["OS_CLIENT_CONFIG_FILE"] = str(s.clouds_yaml_path)
+    exe = Path(sys.executable).with_name("baremetal")
+    out = subprocess.run([str(exe), "--os-cloud", s.cloud_name, *args, "-f", "json"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_baremetal_cli_sees_the_nodes_as_k1prov_reports_them(enroll_env, lab):
+    """`baremetal node list` / `node show` and `k1prov nodes list --json`, side by side: the
+    same nodes, UUIDs, provision and power states."""
+    result = CliRunner().invoke(app, ["nodes", "list", "-i", str(enroll_env["inv"]), "--json"])
+    assert result.exit_code == 0, result.output
+    ours = {n["node"]: n for n in json.loads(result.stdout)["nodes"]}
+    assert set(ours) == set(GOOD + [BAD])
+    # `-f json` rows carry Ironic's field names (python-ironicclient 6.x).
+    listed = {n["name"]: n for n in _baremetal(lab, "node", "list")}
+    for name, row in ours.items():
+        theirs = listed[name]
+        assert (theirs["uuid"], theirs["provision_state"], theirs["power_state"]) == \
+            (row["uuid"], row["provision_state"], row["power_state"]), name
+    for name in (GOOD[0], BAD):
+        shown = _baremetal(lab, "node", "show", name)
+        assert shown["uuid"] == ours[name]["uuid"]
+        assert shown["provision_state"] == ours[name]["provision_state"]
+        assert shown["power_state"] == ours[name]["power_state"]
+        assert shown["extra"].get("k1prov_cluster") == "enrolltest"
+        # Ironic masks the BMC password for every client; k1prov never prints it either.
+        assert enroll_env["password"] not in json.dumps(shown)
 
 
 def test_foreign_node_is_left_alone(enroll_env, tmp_path):

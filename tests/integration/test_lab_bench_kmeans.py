@@ -1,7 +1,7 @@
 """`bench kmeans` on a real Spark standalone cluster: a master and two workers on lab hosts.
 
 Needs root (namespaces, mounts). The hosts boot from the lab image with HostBooter on a
-bridge and subnet of their own; `k1prov.configure.configure` installs and starts the
+bridge and subnet of their own; `k1prov.configure.apply` installs and starts the
 Spark master and workers (as an operator's `k1prov configure` would), then the benchmark
 runs against that cluster. Measurements are printed (pytest -s).
 """
@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 
 from k1prov.bench.kmeans import KmeansOptions, run_kmeans
 from k1prov.cli import app
-from k1prov.configure import configure
+from k1prov.configure import apply
+from k1prov.context import VerbContext
 from k1prov.fanout import Status
 from k1prov.inventory import load_inventory
 from k1prov.verb_report import EXIT_NOTHING, EXIT_OK
@@ -60,7 +61,7 @@ def spark_cluster(tmp_path_factory):
         path = tmp / "inventory.yaml"
         path.write_text(inventory_text(hosts.keys, hosts.addresses))
         inv = load_inventory(path)
-        report = configure(inv, state_root=hosts.state_root, timeouts=TIMEOUTS)
+        report = apply(VerbContext(inv, state_root=hosts.state_root, timeouts=TIMEOUTS))
         failed = [(o.node, o.changes, o.error) for o in report.outcomes if o.status is not Status.OK]
         assert not failed, failed
         yield {"inv": inv, "path": path, "state_root": hosts.state_root, "addresses": hosts.addresses}
@@ -70,10 +71,11 @@ def spark_cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def standalone_run(spark_cluster):
     started = time.monotonic()
-    result = run_kmeans(spark_cluster["inv"], state_root=spark_cluster["state_root"],
+    result = run_kmeans(VerbContext(spark_cluster["inv"], state_root=spark_cluster["state_root"],
+                                    timeouts=TIMEOUTS, notify=print),
                         options=KmeansOptions(scale_factors=(0.001, 0.01), modes=("coarse", "fine"),
                                               trials=3),
-                        timeouts=TIMEOUTS, job_timeout=JOB_TIMEOUT, notify=print)
+                        job_timeout=JOB_TIMEOUT)
     print(f"\nbench kmeans, scale factors 0.001 and 0.01, 3 trials: {time.monotonic() - started:.1f} s")
     for s in result.summaries:
         print(f"  {s.mode:10} s={s.scale_factor:<6g} {s.phase:8} median {s.median_s:7.3f} s "
@@ -133,10 +135,11 @@ def test_the_executors_ran_on_the_workers(standalone_run, spark_cluster):
 
 
 def test_a_failing_submit_is_a_failure_row_not_a_crash(spark_cluster):
-    result = run_kmeans(spark_cluster["inv"], state_root=spark_cluster["state_root"],
+    result = run_kmeans(VerbContext(spark_cluster["inv"], state_root=spark_cluster["state_root"],
+                                    timeouts=TIMEOUTS),
                         options=KmeansOptions(scale_factors=(0.001,), trials=1,
                                               python="/nonexistent/python3"),
-                        timeouts=TIMEOUTS, job_timeout=JOB_TIMEOUT)
+                        job_timeout=JOB_TIMEOUT)
     assert [(f.mode, f.scale_factor) for f in result.failures] == [("standalone", 0.001)]
     assert "spark-submit exited" in result.failures[0].reason
     assert result.exit_code() == EXIT_NOTHING
@@ -162,9 +165,10 @@ def test_cli_prints_the_table_and_writes_under_the_state_directory(spark_cluster
                            "set K1PROV_BENCH_LARGE=1")
 def test_scale_factor_0_1_with_small_executors(spark_cluster):
     started = time.monotonic()
-    result = run_kmeans(spark_cluster["inv"], state_root=spark_cluster["state_root"],
+    result = run_kmeans(VerbContext(spark_cluster["inv"], state_root=spark_cluster["state_root"],
+                                    timeouts=TIMEOUTS, notify=print),
                         options=KmeansOptions(scale_factors=(0.1,), trials=1),
-                        timeouts=TIMEOUTS, job_timeout=LARGE_JOB_TIMEOUT, notify=print)
+                        job_timeout=LARGE_JOB_TIMEOUT)
     print(f"\nbench kmeans, scale factor 0.1, 1 trial: {time.monotonic() - started:.1f} s")
     for s in result.summaries:
         print(f"  {s.mode:10} s=0.1 {s.phase:8} {s.median_s:8.3f} s")

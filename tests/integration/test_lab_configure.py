@@ -21,10 +21,10 @@ import pytest
 from image_fixture import lab_image_path
 from labhosts import ROLE_SETTINGS, booted_hosts, host_inventory_text
 
-from k1prov.configure import configure
+from k1prov.configure import apply
 from k1prov.fanout import Status
 from k1prov.inventory import load_inventory
-from k1prov.context import ssh_target
+from k1prov.context import VerbContext
 from k1prov.roles import render_host
 from k1prov.settings import DEFAULT_TIMEOUTS
 from k1prov.ssh import put_and_run, run_command
@@ -73,7 +73,7 @@ def cluster(tmp_path_factory):
 def sh(cluster, name: str, command: str, *, timeout: float = 60.0) -> tuple[int, str, str]:
     inv = cluster["inv"]
     known = cluster["state_root"] / CLUSTER / "known_hosts"
-    res = run_command(ssh_target(inv, inv.node(name), known_hosts=known), command,
+    res = run_command(VerbContext(inv).ssh_target(inv.node(name), known), command,
                       connect_timeout=10.0, command_timeout=timeout)
     return res.exit_code, res.stdout, res.stderr
 
@@ -100,7 +100,7 @@ def rows(report) -> dict[tuple[str, str], object]:
 @pytest.fixture(scope="module")
 def first_run(cluster):
     started = time.monotonic()
-    report = configure(cluster["inv"], state_root=cluster["state_root"], timeouts=TIMEOUTS)
+    report = apply(VerbContext(cluster["inv"], state_root=cluster["state_root"], timeouts=TIMEOUTS))
     elapsed = time.monotonic() - started
     phases = ", ".join(f"{name} {rep.finished - rep.started:.1f} s" for name, rep in report.phases)
     print(f"\nconfigure, first run, 3 hosts: {elapsed:.1f} s (script phases: {phases})")
@@ -204,7 +204,7 @@ def test_a_users_own_job_runs_with_only_the_master_url(cluster, first_run):
 def test_second_configure_skips_every_host_and_restarts_nothing(cluster, first_run):
     pids = {name: zk_pid(cluster, name) for name in NAMES}
     started = time.monotonic()
-    report = configure(cluster["inv"], state_root=cluster["state_root"], timeouts=TIMEOUTS)
+    report = apply(VerbContext(cluster["inv"], state_root=cluster["state_root"], timeouts=TIMEOUTS))
     elapsed = time.monotonic() - started
     print(f"\nconfigure, second run (nothing to do), 3 hosts: {elapsed:.1f} s "
           f"(first run {first_run[1]:.1f} s)")
@@ -217,7 +217,7 @@ def test_second_configure_skips_every_host_and_restarts_nothing(cluster, first_r
 
 def test_mesos_phase_fails_clearly_and_stops_the_phases_after_it(cluster, first_run):
     inv = cluster["mesos_inv"]
-    report = configure(inv, state_root=cluster["state_root"], timeouts=TIMEOUTS)
+    report = apply(VerbContext(inv, state_root=cluster["state_root"], timeouts=TIMEOUTS))
     got = rows(report)
     # ZooKeeper's scripts did not change (the Mesos roles do not touch zoo.cfg).
     assert all(got[(n, "zookeeper")].action == "unchanged" for n in NAMES)
@@ -237,7 +237,7 @@ def test_mesos_agent_script_stops_at_the_missing_binary(cluster):
     inv = cluster["mesos_inv"]
     agent = next(s for s in render_host(inv, inv.node(NAMES[1])) if s.role == "mesos-agent")
     known = cluster["state_root"] / CLUSTER / "known_hosts"
-    res = put_and_run(ssh_target(inv, inv.node(NAMES[1]), known_hosts=known), agent.text,
+    res = put_and_run(VerbContext(inv).ssh_target(inv.node(NAMES[1]), known), agent.text,
                       connect_timeout=10.0, command_timeout=60.0)
     assert res.exit_code == 1
     assert "Mesos is not installed: mesos-agent not found on PATH" in res.stderr
@@ -267,7 +267,7 @@ def test_zookeeper_leader_failover(cluster, first_run):
     # run its script again (which starts it) and leave the live members alone.
     pids = {name: zk_pid(cluster, name) for name in others}
     started = time.monotonic()
-    report = configure(cluster["inv"], state_root=cluster["state_root"], timeouts=TIMEOUTS)
+    report = apply(VerbContext(cluster["inv"], state_root=cluster["state_root"], timeouts=TIMEOUTS))
     elapsed = time.monotonic() - started
     failed = [(o.node, o.changes, o.error) for o in report.outcomes if o.status is not Status.OK]
     assert not failed, failed

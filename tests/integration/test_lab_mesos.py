@@ -27,11 +27,11 @@ from image_fixture import lab_image_path
 from labhosts import ZOOKEEPER_ROLE, beside_other_sessions, booted_hosts, host_inventory_text
 
 from k1prov.bench.drf import DrfOptions, run_drf
-from k1prov.configure import configure
+from k1prov.configure import apply
 from k1prov.fanout import Status
 from k1prov.inventory import load_inventory
 from k1prov.lab.mesos import find_mesos_build, mesos_off_reason
-from k1prov.context import ssh_target
+from k1prov.context import VerbContext
 from k1prov.roles import render_host
 from k1prov.settings import DEFAULT_TIMEOUTS
 from k1prov.ssh import put_and_run, run_command
@@ -120,7 +120,7 @@ def cluster(tmp_path_factory):
 def sh(cluster, name: str, command: str, *, timeout: float = 60.0) -> tuple[int, str, str]:
     inv = cluster["inv"]
     known = cluster["state_root"] / CLUSTER / "known_hosts"
-    res = run_command(ssh_target(inv, inv.node(name), known_hosts=known), command,
+    res = run_command(VerbContext(inv).ssh_target(inv.node(name), known), command,
                       connect_timeout=10.0, command_timeout=timeout)
     return res.exit_code, res.stdout, res.stderr
 
@@ -159,7 +159,7 @@ def wait_for(what: str, check, timeout: float, interval: float = 1.0):
 @pytest.fixture(scope="module")
 def configured(cluster):
     started = time.monotonic()
-    report = configure(cluster["inv"], state_root=cluster["state_root"], timeouts=TIMEOUTS)
+    report = apply(VerbContext(cluster["inv"], state_root=cluster["state_root"], timeouts=TIMEOUTS))
     elapsed = time.monotonic() - started
     phases = ", ".join(f"{name} {rep.finished - rep.started:.1f} s" for name, rep in report.phases)
     print(f"\nconfigure with Mesos from its tarball, 5 hosts: {elapsed:.1f} s ({phases})")
@@ -198,7 +198,7 @@ def test_a_bad_checksum_is_refused_and_the_installed_build_stays(cluster, config
     bad = script.text.replace(f"CFG_TARBALL_SHA512={good}", f"CFG_TARBALL_SHA512={'0' * 128}")
     assert bad != script.text
     known = cluster["state_root"] / CLUSTER / "known_hosts"
-    res = put_and_run(ssh_target(inv, inv.node(AGENTS[0]), known_hosts=known), bad,
+    res = put_and_run(VerbContext(inv).ssh_target(inv.node(AGENTS[0]), known), bad,
                       connect_timeout=10.0, command_timeout=300.0)
     assert res.exit_code == 1 and "sha512 mismatch for " + cluster["url"] in res.stderr, res.stderr[-2000:]
     code, out, _ = sh(cluster, AGENTS[0], "cat /opt/mesos/.k1prov-sha512")
@@ -250,7 +250,7 @@ def test_killing_the_leading_master_elects_another_and_configure_restores_it(clu
                  leader_of(cluster, others)), FAILOVER_TIMEOUT)
     # configure sees the dead master (same script, service stopped), starts it, and its
     # gates pass; it comes back as a standby.
-    report = configure(cluster["inv"], state_root=cluster["state_root"], timeouts=TIMEOUTS)
+    report = apply(VerbContext(cluster["inv"], state_root=cluster["state_root"], timeouts=TIMEOUTS))
     failed = [(o.node, o.changes, o.error) for o in report.outcomes if o.status is not Status.OK]
     assert not failed, failed
     actions = {(o.node, o.changes[0]): o.action for o in report.outcomes}
@@ -268,8 +268,8 @@ def test_drf_shares_follow_the_weights(cluster, configured):
     0.75); the band allows a task or so either way (seen on a loaded machine: DRF_BAND's
     comment). The masters allocate every 100ms (role_settings), see k1prov.bench.drf."""
     started = time.monotonic()
-    result = run_drf(cluster["inv"], state_root=cluster["state_root"],
-                     options=DrfOptions(duration=DRF_PHASE_SECONDS), timeouts=TIMEOUTS)
+    result = run_drf(VerbContext(cluster["inv"], state_root=cluster["state_root"], timeouts=TIMEOUTS),
+                     options=DrfOptions(duration=DRF_PHASE_SECONDS))
     weighted, control = result.weighted, result.control
     for run in (weighted, control):
         if run is not None:
@@ -427,7 +427,7 @@ def test_a_changed_master_flag_restarts_the_masters_one_at_a_time_leader_last(cl
     first_leader = wait_for("a leading master", lambda: leader_of(cluster), FAILOVER_TIMEOUT)[0]
     with Poller(cluster, mesos_look) as poller:
         started = time.monotonic()
-        report = configure(inv, state_root=cluster["state_root"], timeouts=TIMEOUTS)
+        report = apply(VerbContext(inv, state_root=cluster["state_root"], timeouts=TIMEOUTS))
         elapsed = time.monotonic() - started
         # The last master's restart, seen through to a leader again.
         wait_for("a leader after configure", lambda: leader_of(cluster), FAILOVER_TIMEOUT)
@@ -455,7 +455,7 @@ def test_a_changed_master_flag_restarts_the_masters_one_at_a_time_leader_last(cl
 
     # Nothing changed since: a second configure restarts nothing.
     again_started = time.monotonic()
-    again = configure(inv, state_root=cluster["state_root"], timeouts=TIMEOUTS)
+    again = apply(VerbContext(inv, state_root=cluster["state_root"], timeouts=TIMEOUTS))
     assert {o.action for o in again.outcomes} == {"unchanged"}, [(o.node, o.changes, o.action) for o in again.outcomes]
     for name in MASTERS:
         metrics = master_metrics(cluster["addresses"][name])
@@ -474,7 +474,7 @@ def test_a_changed_zookeeper_setting_restarts_the_members_one_at_a_time_leader_l
         (n for n in MASTERS if zookeeper_mode(cluster["addresses"][n]) == "leader"), None), FAILOVER_TIMEOUT)
     with Poller(cluster, zookeeper_look) as zk, Poller(cluster, mesos_look) as mesos:
         started = time.monotonic()
-        report = configure(inv, state_root=cluster["state_root"], timeouts=TIMEOUTS)
+        report = apply(VerbContext(inv, state_root=cluster["state_root"], timeouts=TIMEOUTS))
         elapsed = time.monotonic() - started
     failed = [(o.node, o.changes, o.error) for o in report.outcomes if o.status is not Status.OK]
     assert not failed, failed
@@ -490,5 +490,5 @@ def test_a_changed_zookeeper_setting_restarts_the_members_one_at_a_time_leader_l
     assert zk.fewest_answering(led=True) >= 2, [(round(t - started, 1), seen) for t, seen in zk.samples]
     assert {o.action for o in report.outcomes if o.changes != ["zookeeper"]} == {"unchanged"}
     assert len(zk.leaderless_gaps()) <= 1, zk.leaderless_gaps()
-    again = configure(inv, state_root=cluster["state_root"], timeouts=TIMEOUTS)
+    again = apply(VerbContext(inv, state_root=cluster["state_root"], timeouts=TIMEOUTS))
     assert {o.action for o in again.outcomes} == {"unchanged"}, [(o.node, o.changes, o.action) for o in again.outcomes]

@@ -21,7 +21,7 @@ from labhosts import booted_hosts, host_inventory_text
 
 from k1prov.fanout import Policy, Status, run_fanout
 from k1prov.inventory import load_inventory
-from k1prov.context import ssh_target
+from k1prov.context import VerbContext
 from k1prov.ssh import put_and_run, run_command
 
 pytestmark = pytest.mark.lab
@@ -68,7 +68,7 @@ def errors(stdout: str) -> dict[str, str]:
 
 def _target(hosts, name: str):
     known = hosts["state_root"] / CLUSTER / "known_hosts"
-    return ssh_target(hosts["inv"], hosts["inv"].node(name), known_hosts=known)
+    return VerbContext(hosts["inv"]).ssh_target(hosts["inv"].node(name), known)
 
 
 def running(hosts, name: str, cmdline: str) -> list[str]:

@@ -175,3 +175,36 @@ class RecordingConnection:
 
     def __init__(self, cluster: str):
         self.baremetal = RecordingBaremetal(cluster)
+
+
+class ListingBaremetal:
+    """A smaller stand-in: records the SDK calls ensure/delete make over a fixed listing of
+    pre-existing nodes (test_ironic, test_noop_listing)."""
+
+    def __init__(self, existing):
+        self.calls = []
+        self.existing = existing
+
+    def nodes(self, details=False):
+        self.calls.append("nodes")
+        return list(self.existing)
+
+    def create_node(self, **attrs):
+        self.calls.append("create_node")
+        return SimpleNamespace(id=f"uuid-{attrs['name']}", provision_state="enroll")
+
+    def create_port(self, **attrs):
+        self.calls.append("create_port")
+
+    def ports(self, **query):
+        self.calls.append("ports")
+        return []
+
+    def patch_node(self, node, patch):
+        self.calls.append("patch_node")
+
+    def delete_node(self, node, ignore_missing=True):
+        self.calls.append("delete_node")
+
+    def find_node(self, *args, **kwargs):
+        raise AssertionError("find_node lists every node per call: never per node")

@@ -14,6 +14,7 @@ import pytest
 import k1prov.bench.kmeans as km
 from k1prov.bench.results import (BenchResult, Failure, Skipped, Trial, check_trials, default_ignored,
                                   mark_ignored, summarize)
+from k1prov.context import VerbContext
 from k1prov.errors import ConfigError, InventoryError, TransportError
 from k1prov.inventory import parse_inventory
 from k1prov.verb_report import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL
@@ -269,7 +270,7 @@ def test_standalone_run_skips_mesos_modes_and_writes_everything(tmp_path, monkey
     fake = FakeSubmit()
     monkeypatch.setattr(km, "put_and_run", fake)
     inv = inventory(STANDALONE, tmp_path)
-    result = km.run_kmeans(inv, state_root=tmp_path / "state",
+    result = km.run_kmeans(VerbContext(inv, state_root=tmp_path / "state"),
                            options=km.KmeansOptions(scale_factors=(0.001, 0.01), trials=10))
     assert len(fake.scripts) == 2
     assert result.exit_code() == EXIT_OK and result.ignore_first == 2
@@ -292,7 +293,7 @@ def test_mesos_runs_coarse_and_fine_and_one_failure_does_not_stop_the_rest(tmp_p
     fake = FakeSubmit(fail_scales={100}, transport_error_scales=())
     monkeypatch.setattr(km, "put_and_run", fake)
     inv = inventory(MESOS, tmp_path)
-    result = km.run_kmeans(inv, state_root=tmp_path / "state",
+    result = km.run_kmeans(VerbContext(inv, state_root=tmp_path / "state"),
                            options=km.KmeansOptions(scale_factors=(0.001, 0.01), trials=3))
     assert result.manager == "mesos" and not result.skipped
     assert len(fake.scripts) == 4
@@ -309,7 +310,7 @@ def test_mesos_runs_coarse_and_fine_and_one_failure_does_not_stop_the_rest(tmp_p
 
 def test_a_transport_error_is_a_failure_row(tmp_path, monkeypatch):
     monkeypatch.setattr(km, "put_and_run", FakeSubmit(transport_error_scales={10}))
-    result = km.run_kmeans(inventory(STANDALONE, tmp_path), state_root=tmp_path / "state",
+    result = km.run_kmeans(VerbContext(inventory(STANDALONE, tmp_path), state_root=tmp_path / "state"),
                            options=km.KmeansOptions(scale_factors=(0.001,), trials=1))
     assert [(f.mode, f.reason) for f in result.failures] == [("standalone", "m1: connection refused")]
     assert result.exit_code() == EXIT_NOTHING
@@ -319,7 +320,7 @@ def test_bad_options_stop_before_any_submit(tmp_path, monkeypatch):
     fake = FakeSubmit()
     monkeypatch.setattr(km, "put_and_run", fake)
     with pytest.raises(ConfigError):
-        km.run_kmeans(inventory(STANDALONE, tmp_path), state_root=tmp_path / "state",
+        km.run_kmeans(VerbContext(inventory(STANDALONE, tmp_path), state_root=tmp_path / "state"),
                       options=km.KmeansOptions(trials=3, ignore_first=3))
     assert not fake.scripts and not (tmp_path / "state").exists()
 

@@ -1,4 +1,4 @@
-"""One --limit/--group grammar for every verb (k1prov.context.select_nodes), through the
+"""One --limit/--group grammar for every verb (k1prov.context.VerbContext.select), through the
 CLI: names, folded patterns, comma lists and combinations select the same nodes
 everywhere, and an unknown name, a bad pattern or an unknown role is the same one-line
 error with exit 2 for every verb, before anything is contacted. The Ironic side is a

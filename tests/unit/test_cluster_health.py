@@ -4,45 +4,14 @@ and Ironic, with a fake clock."""
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
-from pathlib import Path
 
 import pytest
 
 from k1prov import cluster
-from k1prov.context import VerbContext
 from k1prov.verb_report import EXIT_OK, EXIT_PARTIAL
 from k1prov.roles import health
 from k1prov.roles.health import HealthResult
-from k1prov.settings import DEFAULT_TIMEOUTS
-from test_configure import load
-
-
-@dataclass
-class IronicNode:
-    name: str
-    provision_state: str = "active"
-    power_state: str = "power on"
-    last_error: str | None = None
-
-
-class FakeIronic:
-    def __init__(self, nodes: dict[str, IronicNode]):
-        self.nodes = nodes
-
-    def own_nodes(self) -> dict[str, IronicNode]:
-        return self.nodes
-
-
-def FakeProv(tmp_path: Path, *, verdict_timeout: float) -> VerbContext:
-    """A real verb context whose Ironic is a stand-in with every node active."""
-    notes: list[str] = []
-    ctx = VerbContext(load(), timeouts=replace(DEFAULT_TIMEOUTS, health_verdict=verdict_timeout),
-                      state_root=tmp_path, notify=notes.append)
-    ctx.notes = notes
-    ironic = FakeIronic({n.name: IronicNode(n.name) for n in ctx.inventory.nodes})
-    ctx.ironic = lambda: ironic
-    return ctx
+from configure_standin import FakeProv
 
 
 LEADER = {"zookeeper": HealthResult(True, "leader n2", states={"n2": "leader"}), "spark": HealthResult(True, "master n1")}
@@ -134,10 +103,10 @@ def test_members_not_deployed_get_one_look_not_a_wait(tmp_path, clock):
     assert clock["seen"] == [0.0] and report.exit_code() == EXIT_PARTIAL
 
 
-# ---- cluster up --dry-run: the plan reads the hosts (k1prov.configure.plan) ----------------
+# ---- cluster up --dry-run: the plan reads the hosts (k1prov.configure_plan.plan) ----------------
 
 def test_dry_run_reads_the_active_hosts_and_says_what_configure_would_do(tmp_path, monkeypatch):
-    from test_configure import FakeHosts, run, use
+    from configure_standin import FakeHosts, run, use
 
     from k1prov.errors import TransportError
     from k1prov import probe

@@ -2,49 +2,24 @@
 table shared by the inventory loader and the renderer."""
 from __future__ import annotations
 
-import re
-import shlex
 import subprocess
 from pathlib import Path
 
 import pytest
 
 import k1prov.configure as cfg
+import k1prov.configure_plan as cplan
 from k1prov import probe
+from k1prov.context import VerbContext
 from k1prov.errors import ConfigError, InventoryError
 from k1prov.fanout import Status
 from k1prov.inventory import parse_inventory
 from k1prov.roles import render_all
 from k1prov.roles import role_settings as role_table
-from k1prov.ssh import CommandResult
+
+from configure_standin import HEAD, LAB_ROLES, NODES, FakeHosts, load, run, use
 
 REPO = Path(__file__).resolve().parents[2]
-
-HEAD = """\
-cluster: t1
-cloud: {ironic_url: "http://127.0.0.1:9"}
-defaults:
-  bmc: {address: 127.0.0.1, username: u, password: {env: P}}
-"""
-NODES = """\
-nodes:
-  - {name: n1, bmc: {port: 7001}, macs: ["52:54:00:00:00:01"], address: 10.0.0.1,
-     roles: [zookeeper, spark-master]}
-  - {name: n2, bmc: {port: 7002}, macs: ["52:54:00:00:00:02"], address: 10.0.0.2,
-     roles: [zookeeper, spark-worker]}
-  - {name: n3, bmc: {port: 7003}, macs: ["52:54:00:00:00:03"], address: 10.0.0.3,
-     roles: [zookeeper, spark-worker]}
-"""
-LAB_ROLES = """\
-roles:
-  zookeeper: {source: preinstalled, server_script: /usr/share/zookeeper/bin/zkServer.sh}
-  spark: {source: preinstalled, manager: standalone}
-"""
-
-
-def load(roles: str = LAB_ROLES, nodes: str = NODES):
-    return parse_inventory(HEAD + roles + nodes, path="inv.yaml")
-
 
 def line_of(text: str, marker: str) -> int:
     return next(i for i, line in enumerate(text.splitlines(), 1) if marker in line)
@@ -245,7 +220,7 @@ def test_status_command_reports_hashes_and_liveness_as_the_scripts_see_it(tmp_pa
         # A pid file naming a live process with another start time is stale (pid reused).
         (state / "run" / "spark-master.pid").write_text(f"{alive.pid} 1\n")
         (state / "run" / "spark-worker.pid").write_text(f"{dead.pid} 12345\n")
-        command = cfg.status_command(status_functions(load()), {
+        command = cplan.status_command(status_functions(load()), {
             "zookeeper": "zookeeper", "spark-master": "spark-master", "spark-worker": "spark-worker",
             "spark-client": "", "mesos-agent": "mesos-agent"})
         env = {"PATH": "/usr/bin:/bin", "K1PROV_STATE_DIR": str(state), "K1PROV_INIT": "none"}
@@ -261,10 +236,10 @@ def test_status_command_reports_hashes_and_liveness_as_the_scripts_see_it(tmp_pa
         "spark-client - none",
         "mesos-agent - stopped",
     ]
-    assert cfg.parse_status(out) == {
-        "zookeeper": cfg.RoleStatus("ab" * 32, True), "spark-master": cfg.RoleStatus("cd" * 32, False),
-        "spark-worker": cfg.RoleStatus("ef" * 32, False), "spark-client": cfg.RoleStatus("", None),
-        "mesos-agent": cfg.RoleStatus("", False)}
+    assert cplan.parse_status(out) == {
+        "zookeeper": cplan.RoleStatus("ab" * 32, True), "spark-master": cplan.RoleStatus("cd" * 32, False),
+        "spark-worker": cplan.RoleStatus("ef" * 32, False), "spark-client": cplan.RoleStatus("", None),
+        "mesos-agent": cplan.RoleStatus("", False)}
 
 
 def test_parse_status_keeps_only_well_formed_lines_of_known_roles():
@@ -279,9 +254,9 @@ def test_parse_status_keeps_only_well_formed_lines_of_known_roles():
         "spark-client - maybe",                        # not a state
         "mesos-agent " + "0f" * 32 + " running extra",
     ])
-    assert cfg.parse_status(text) == {"zookeeper": cfg.RoleStatus("0f" * 32, True),
-                                      "spark-worker": cfg.RoleStatus("", False)}
-    assert cfg.parse_status("") == {}
+    assert cplan.parse_status(text) == {"zookeeper": cplan.RoleStatus("0f" * 32, True),
+                                      "spark-worker": cplan.RoleStatus("", False)}
+    assert cplan.parse_status("") == {}
 
 
 def test_script_changed_reads_the_last_result_line():
@@ -292,91 +267,9 @@ def test_script_changed_reads_the_last_result_line():
 
 # ---- phases over a fake transport ------------------------------------------------------
 
-class FakeHosts:
-    """Stands in for SSH: records what ran where; a role script 'records' its hash."""
-
-    def __init__(self, *, fail: set[tuple[str, str]] = frozenset(), unhealthy: bool = False):
-        self.hashes: dict[str, dict[str, str]] = {}
-        self.ran: list[tuple[str, str]] = []
-        self.fail = fail
-        self.unhealthy = unhealthy
-        self.leader = "n2"
-        # (host, service) pairs whose service is down; a role script run starts it.
-        self.stopped: set[tuple[str, str]] = set()
-        # Hosts whose status read fails (a broken shell, say).
-        self.status_broken: set[str] = set()
-        # SSH sessions opened for reads (status and health), per host.
-        self.sessions: list[str] = []
-
-    def put_and_run(self, target, text, *, sudo, connect_timeout, command_timeout):
-        role = re.search(r"^K1_ROLE=(\S+)$", text, re.MULTILINE).group(1)
-        digest = re.search(r"^K1_SCRIPT_SHA256=(\S+)$", text, re.MULTILINE).group(1)
-        self.ran.append((target.host, role))
-        if (target.host, role) in self.fail:
-            return CommandResult(target.host, 1, "", "k1prov[x]: line 1\nk1prov[x]: error: it broke\n")
-        changed = self.hashes.get(target.host, {}).get(role) != digest \
-            or any(host == target.host and service == role for host, service in self.stopped)
-        self.hashes.setdefault(target.host, {})[role] = digest
-        self.stopped = {(h, s) for h, s in self.stopped if not (h == target.host and s == role)}
-        return CommandResult(target.host, 0, f"K1PROV-RESULT changed={int(changed)}\n",
-                             "k1prov[x]: wrote things\n")
-
-    def run_command(self, target, command, *, connect_timeout, command_timeout):
-        """One session: a batch of commands (k1prov.roles.health.batch_command)."""
-        self.sessions.append(target.host)
-        out = ""
-        for i, cmd in enumerate(batched_commands(command)):
-            res = self.one_command(target, cmd)
-            out += f"{res.stdout}\nK1PROV-PROBE {i} {res.exit_code}\n"
-        return CommandResult(target.host, 0, out, "")
-
-    def one_command(self, target, command):
-        if "k1_status" in command and target.host in self.status_broken:
-            return CommandResult(target.host, 127, "", "bash: not found\n")
-        if "k1_status" in command:
-            lines = ""
-            for role, service in re.findall(r"^k1_status (\S+) (\S+)$", shlex.split(command)[-1],
-                                            re.MULTILINE):
-                service = "" if service == "''" else service
-                digest = self.hashes.get(target.host, {}).get(role, "-")
-                state = "none" if not service else \
-                    "stopped" if digest == "-" or (target.host, service) in self.stopped else "running"
-                lines += f"{role} {digest} {state}\n"
-            return CommandResult(target.host, 0, lines, "")
-        if "srvr" in command:
-            mode = "leader" if target.host == self.leader else "follower"
-            return CommandResult(target.host, 0 if not self.unhealthy else 1,
-                                 f"Zookeeper version: 3.8\nMode: {mode}\n", "")
-        if "/json/" in command:
-            workers = ",".join(f'{{"host": "10.0.0.{i}", "state": "ALIVE"}}' for i in (2, 3))
-            return CommandResult(target.host, 0, f'{{"status": "ALIVE", "workers": [{workers}]}}', "")
-        if "Registering worker" in command:     # the Spark check's fallback: the master's log
-            return CommandResult(target.host, 1, "", "")
-        raise AssertionError(f"unexpected command {command}")
-
-
-def batched_commands(command: str) -> list[str]:
-    body = shlex.split(command)[-1]
-    assert "K1PROV-PROBE" in body, command
-    return re.findall(r"^\(\n(.*?)\n\) </dev/null$", body, re.S | re.M)
-
-
-def use(monkeypatch, hosts: "FakeHosts") -> "FakeHosts":
-    monkeypatch.setattr(cfg, "put_and_run", hosts.put_and_run)
-    monkeypatch.setattr(probe, "run_command", hosts.run_command)
-    return hosts
-
-
 @pytest.fixture
 def fake(monkeypatch):
     return use(monkeypatch, FakeHosts())
-
-
-def run(tmp_path, **kw):
-    from dataclasses import replace
-
-    from k1prov.settings import DEFAULT_TIMEOUTS
-    return cfg.configure(load(), state_root=tmp_path, timeouts=replace(DEFAULT_TIMEOUTS, health=0.5), **kw)
 
 
 def test_phases_run_in_dependency_order_then_skip_unchanged_hosts(tmp_path, fake):
@@ -493,14 +386,14 @@ def test_inside_a_larger_verb_the_logs_go_to_its_run_record(tmp_path, fake):
 
 def test_decide_from_the_recorded_status():
     script = render_all(load())["n1"][0]
-    assert cfg.decide(script, None) == cfg.RoleDecision(script.role, "run", "never ran here")
-    assert cfg.decide(script, cfg.RoleStatus("", None)).reason == "never ran here"
-    assert cfg.decide(script, cfg.RoleStatus("0" * 64, True)) == cfg.RoleDecision(script.role, "run",
+    assert cplan.decide(script, None) == cplan.RoleDecision(script.role, "run", "never ran here")
+    assert cplan.decide(script, cplan.RoleStatus("", None)).reason == "never ran here"
+    assert cplan.decide(script, cplan.RoleStatus("0" * 64, True)) == cplan.RoleDecision(script.role, "run",
                                                                                    "script changed", running=True)
-    assert cfg.decide(script, cfg.RoleStatus(script.sha256, False)).action == "restart"
-    assert cfg.decide(script, cfg.RoleStatus(script.sha256, True)) == cfg.RoleDecision(
+    assert cplan.decide(script, cplan.RoleStatus(script.sha256, False)).action == "restart"
+    assert cplan.decide(script, cplan.RoleStatus(script.sha256, True)) == cplan.RoleDecision(
         script.role, "unchanged", "script unchanged, service running", running=True)
-    assert cfg.decide(script, cfg.RoleStatus(script.sha256, None)).action == "unchanged"
+    assert cplan.decide(script, cplan.RoleStatus(script.sha256, None)).action == "unchanged"
 
 
 def test_plan_reads_the_hosts_like_the_run_and_changes_nothing(tmp_path, fake, monkeypatch):
@@ -519,7 +412,8 @@ def test_plan_reads_the_hosts_like_the_run_and_changes_nothing(tmp_path, fake, m
         return real(target, command, **kw)
 
     monkeypatch.setattr(probe, "run_command", n2_down)
-    got = cfg.plan(inv, render_all(inv), checks=gate_checks(inv), known_hosts=None)
+    got = cplan.plan(VerbContext(inv, state_root=tmp_path), render_all(inv), checks=gate_checks(inv),
+                   known_hosts=None)
     assert fake.ran == []
     assert got.hosts["n1"].to_do == [] and got.hosts["n1"].error is None
     assert [(d.role, d.action, d.reason) for d in got.hosts["n3"].to_do] == [

@@ -3,10 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from k1prov.cluster import IN_FLIGHT, ironic_plan
-from k1prov.deploy import DEPLOYABLE
-from k1prov.enrollment import PROVIDABLE
-from k1prov.ironic import NEEDS_MANAGE
+from k1prov.ironic_states import DEPLOYABLE, IN_FLIGHT, NEEDS_MANAGE, PROVIDABLE, ironic_plan
 
 
 @pytest.mark.parametrize("state, steps, end", [

@@ -9,6 +9,8 @@ from k1prov.errors import NodeError
 from k1prov.inventory.model import Bmc, Node, SecretRef
 from k1prov.ironic import IronicNodes, bmc_fingerprint
 
+from sdk_standin import ListingBaremetal
+
 
 class SlowIronic:
     """Answers the provision-state PUT with a client-side timeout, like a loaded Ironic
@@ -51,38 +53,6 @@ def test_fingerprint_changes_with_password_and_node_but_hides_it():
     assert "secret" not in a and len(a) == 24
 
 
-class RecordingBaremetal:
-    """Records the SDK calls ensure/delete make; holds one pre-existing node."""
-
-    def __init__(self, existing):
-        self.calls = []
-        self.existing = existing
-
-    def nodes(self, details=False):
-        self.calls.append("nodes")
-        return list(self.existing)
-
-    def create_node(self, **attrs):
-        self.calls.append("create_node")
-        return SimpleNamespace(id=f"uuid-{attrs['name']}", provision_state="enroll")
-
-    def create_port(self, **attrs):
-        self.calls.append("create_port")
-
-    def ports(self, **query):
-        self.calls.append("ports")
-        return []
-
-    def patch_node(self, node, patch):
-        self.calls.append("patch_node")
-
-    def delete_node(self, node, ignore_missing=True):
-        self.calls.append("delete_node")
-
-    def find_node(self, *args, **kwargs):
-        raise AssertionError("find_node lists every node per call: never per node")
-
-
 def _node(name: str) -> Node:
     return Node(name=name, index=0, bmc=Bmc("127.0.0.1", 623, "admin", SecretRef(inline="pw")),
                 macs=("52:54:00:00:00:01",), address="10.0.0.1", roles=())
@@ -92,7 +62,7 @@ def test_nodes_are_listed_once_and_a_new_node_costs_two_calls():
     mine = SimpleNamespace(name="n2", id="u2", provision_state="available",
                            extra={"k1prov_cluster": "c"}, driver_info={})
     foreign = SimpleNamespace(name="n3", id="u3", provision_state="available", extra={})
-    baremetal = RecordingBaremetal([mine, foreign])
+    baremetal = ListingBaremetal([mine, foreign])
     ironic = nodes_with(baremetal)
     existing = ironic.by_name()
     assert set(existing) == {"n2", "n3"} and baremetal.calls == ["nodes"]

@@ -9,7 +9,7 @@ from k1prov.context import VerbContext
 from k1prov.deploy import UserImage
 from k1prov.inventory.model import Bmc, Node, SecretRef
 from k1prov.ironic import EXTRA_BMC_FINGERPRINT, EXTRA_CLUSTER, desired_for
-from test_ironic import RecordingBaremetal
+from sdk_standin import ListingBaremetal
 
 
 def _node(name: str, mac: str) -> Node:
@@ -25,7 +25,7 @@ def _as_ironic_has_it(node: Node, state: str) -> SimpleNamespace:
                            **want.attrs)
 
 
-class Baremetal(RecordingBaremetal):
+class Baremetal(ListingBaremetal):
     def ports(self, **query):
         self.calls.append("ports")
         node = next(n for n in self.existing if n.id == query["node_uuid"])

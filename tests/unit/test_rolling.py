@@ -12,13 +12,13 @@ import pytest
 
 import k1prov.configure as cfg
 from k1prov import cluster
+from k1prov.context import VerbContext
 from k1prov.fanout import Status
 from k1prov.roles import health
 from k1prov.roles.health import HealthResult, back_in_ensemble, leaders, leaders_last
 from k1prov.settings import DEFAULT_TIMEOUTS
 from k1prov.ssh import CommandResult
-from test_cluster_health import FakeProv
-from test_configure import LAB_ROLES, NODES, FakeHosts, load, use
+from configure_standin import LAB_ROLES, NODES, FakeHosts, FakeProv, load, use
 
 # The same roles with one ZooKeeper setting changed: every member's script changes.
 CHANGED = LAB_ROLES.replace("server_script:", "heap_mb: 512, server_script:")
@@ -67,8 +67,8 @@ def hosts(monkeypatch):
 
 
 def run(tmp_path, roles=LAB_ROLES, **timeouts):
-    return cfg.configure(load(roles), state_root=tmp_path,
-                         timeouts=replace(DEFAULT_TIMEOUTS, **{"health": 10.0, **timeouts}))
+    return cfg.apply(VerbContext(load(roles), state_root=tmp_path,
+                                 timeouts=replace(DEFAULT_TIMEOUTS, **{"health": 10.0, **timeouts})))
 
 
 def zookeeper_runs(hosts) -> list[str]:

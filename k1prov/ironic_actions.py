@@ -1,0 +1,77 @@
+"""Actions on Ironic that the verbs share: fan Ironic calls out with the Ironic policy, fire a
+provision action at many nodes and wait for them in one batched wait, fill report rows from
+Ironic's current view. They take the verb context (k1prov.context) and work through its
+accessors; the context itself holds no action, so no verb climbs back up into it for one.
+
+    reached = fire_and_wait(ctx, kind="ironic.manage", action="manage", names=names, ...)
+    return refresh_rows(ctx, report, outcomes, started)
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from k1prov.cloud import is_transient
+from k1prov.context import VerbContext
+from k1prov.fanout import Report, Status, run_fanout
+from k1prov.verb_report import NodeOutcome, VerbReport
+
+
+def fan_out(ctx: VerbContext, kind: str, items: list, fn: Callable[[Any], Any], *,
+            key: Callable[[Any], str], item_timeout: float | None = None) -> Report:
+    """`fn` over `items` through the engine with the Ironic policy (one API call or a few
+    per item: by default three API request timeouts each)."""
+    timeout = ctx.timeouts.api_request * 3 if item_timeout is None else item_timeout
+    return run_fanout(items, fn, key=key, policy=ctx.ironic_policy(kind, item_timeout=timeout),
+                      events=ctx.events, is_transient=is_transient)
+
+
+def fire_and_wait(ctx: VerbContext, *, kind: str, action: str, names: list[str],
+                  fire: Callable[[str], None], uuid_of: dict[str, str], target: str,
+                  timeout: float, report: VerbReport, outcomes: dict[str, NodeOutcome],
+                  timeout_name: str = "") -> list[str]:
+    """Fan `fire` (one provision request per node) out over `names`, then ONE batched
+    wait for `target`. Failures and timeouts go to their nodes' rows; returns the names
+    that reached `target` (none when the run was interrupted)."""
+    fired = fan_out(ctx, kind, names, fire, key=lambda name: name)
+    report.phases.append((action, fired))
+    started = []
+    for res in fired.results:
+        if res.status is Status.OK:
+            started.append(res.key)
+        else:
+            outcomes[res.key].status, outcomes[res.key].error = res.status, res.error
+    if fired.cancelled:
+        report.cancelled = True
+        return []
+    waited = ctx.ironic().wait_state([uuid_of[name] for name in started], target, timeout=timeout)
+    reached = []
+    for name in started:
+        result, error = waited.get(uuid_of[name], ("timeout", f"not {target}"))
+        if result == "ok":
+            reached.append(name)
+        else:
+            outcomes[name].status = Status.TIMEOUT if result == "timeout" else Status.FAILED
+            # The timeout's name in settings.Timeouts, so the operator knows which to raise.
+            named = f" (the {timeout_name} timeout)" if result == "timeout" and timeout_name else ""
+            outcomes[name].error = f"{action}: {error}{named}"
+    return reached
+
+
+def refresh_rows(ctx: VerbContext, report: VerbReport, outcomes: dict[str, NodeOutcome],
+                 started: float, *, current: dict[str, Any] | None = None) -> VerbReport:
+    """Fill every row with Ironic's current view (one list call, not one GET per node).
+    `current`: the view (own_nodes()) the verb read before, when it has changed nothing
+    since: a re-run on a healthy cluster then lists the nodes once per verb, not twice."""
+    current = ctx.ironic().own_nodes() if current is None else current
+    elapsed = time.monotonic() - started
+    for name, out in outcomes.items():
+        node = current.get(name)
+        out.duration = elapsed
+        if node is not None:
+            out.uuid = node.id
+            out.provision_state = node.provision_state
+            out.power_state = node.power_state
+            if out.status is not Status.OK and node.last_error and not out.error:
+                out.error = node.last_error
+    return report
