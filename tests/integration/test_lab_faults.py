@@ -1,0 +1,188 @@
+"""Faults injected into real runs on the lab, and what operators expect afterwards.
+
+- A second installation's `lab up` restarts the lab's hardware process (its settings
+  changed: another Python runs it): the machines keep running. Here a machine runs the
+  real ironic-python-agent (its cable unplugged, so it stays up waiting for Ironic):
+  the same agent runs after two restarts, its BMC saw no new boot, and its partition
+  fence is followed by the new process.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pickle
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from labhosts import (deploy_settings_text, lab_connection, lab_inventory_text, lab_ip, node_range_text,
+                      write_deploy_inputs)
+
+from k1prov import glance
+from k1prov.errors import LabError
+from k1prov.inventory import load_inventory
+from k1prov.lab import procs
+from k1prov.lab.machine import agent_pid, machine_name, unplug_cable
+from k1prov.provisioner import Provisioner
+from k1prov.settings import DEFAULT_TIMEOUTS
+
+pytestmark = pytest.mark.lab
+
+CLUSTER = "faulttest"
+NAMES = ["flt01", "flt02"]
+# BMC ports lab base + 24.., addresses .151..: no other test uses them.
+BMC_OFFSET = 24
+FIRST_ADDRESS = 151
+# The agent of a machine whose cable is out waits for Ironic until k1prov's deploy
+# timeout, which only has to outlast the checks of the test (it is aborted after them).
+NO_CALLBACK_DEPLOY_TIMEOUT = 300.0
+AGENT_UP_TIMEOUT = 120.0
+# One `lab up` by another installation: its services are running, it restarts one.
+OTHER_UP_TIMEOUT = 180.0
+DEPLOY_THREAD_JOIN = 120.0
+SMALL_IMAGE_BYTES = 8 * 2**20
+DEPLOY_ABORT_API_VERSION = "1.110"
+SFDISK_TIMEOUT = 30.0
+
+# `lab up` as another installation of k1prov runs it: its own Python (a virtualenv of
+# its own whose packages are this one's), settings passed pickled.
+OTHER_UP = """
+import pickle, sys
+from k1prov.lab import Lab
+Lab(pickle.loads(bytes.fromhex(sys.argv[1]))).up(progress=lambda msg: print(msg, flush=True))
+"""
+
+
+def _inventory(s, d: Path) -> Path:
+    inv = d / "faults.yaml"
+    nodes = node_range_text(f"flt[01-{len(NAMES):02d}]", first_bmc_port=s.bmc_base_port + BMC_OFFSET,
+                            first_address=lab_ip(s, FIRST_ADDRESS))
+    inv.write_text(lab_inventory_text(
+        s, cluster=CLUSTER, nodes=nodes,
+        deploy=deploy_settings_text(d, image_prefix="flt", user_image=str(_small_disk_image(d)))))
+    return inv
+
+
+def _small_disk_image(d: Path) -> Path:
+    """A small whole-disk raw image (a partition table, nothing bootable): Ironic accepts
+    it, and the agents of these tests never get to write it."""
+    image = d / "small-disk.raw"
+    with open(image, "wb") as f:
+        f.truncate(SMALL_IMAGE_BYTES)
+    subprocess.run(["sfdisk", "--quiet", str(image)], input="label: dos\n2048,,83\n", text=True,
+                   check=True, timeout=SFDISK_TIMEOUT)
+    return image
+
+
+@pytest.fixture(scope="module")
+def env(lab, tmp_path_factory):
+    d = tmp_path_factory.mktemp("faults")
+    write_deploy_inputs(d, key_comment=CLUSTER)
+    inv = _inventory(lab.settings, d)
+    state = d / "state"
+    conn = lab_connection(lab.settings)
+    prov = Provisioner(load_inventory(inv), state_root=state)
+    assert prov.enroll().exit_code() == 0
+    assert prov.register_images().exit_code() == 0
+    try:
+        yield {"dir": d, "inv": inv, "state": state, "conn": conn, "prov": prov, "lab": lab}
+    finally:
+        s = lab.settings
+        for i in range(len(NAMES)):
+            unplug_cable(s.machines_dir, s.bmc_base_port + BMC_OFFSET + i, unplugged=False)
+        Provisioner(load_inventory(inv), state_root=state).undeploy()
+        Provisioner(load_inventory(inv), state_root=state).delete_nodes()
+        for img in glance.list_own_images(conn, CLUSTER):
+            conn.image.delete_image(img.id, ignore_missing=True)
+
+
+def other_installation(d: Path) -> Path:
+    """The python of another installation of k1prov: a virtualenv of its own (another
+    path, so another reconciler command line) whose packages are this one's."""
+    other = d / "other-install"
+    if not other.exists():
+        (other / "bin").mkdir(parents=True)
+        here = Path(sys.prefix)
+        shutil.copy(here / "pyvenv.cfg", other / "pyvenv.cfg")
+        (other / "bin" / "python").symlink_to(Path(sys.executable).resolve())
+        (other / "lib").symlink_to(here / "lib")
+    return other / "bin" / "python"
+
+
+def lab_up_from(python: Path, settings) -> list[str]:
+    res = subprocess.run([str(python), "-c", OTHER_UP, pickle.dumps(settings).hex()],
+                         capture_output=True, text=True, timeout=OTHER_UP_TIMEOUT)
+    assert res.returncode == 0, res.stderr
+    return res.stdout.splitlines()
+
+
+def _wait_agent(s, port: int) -> int:
+    deadline = time.monotonic() + AGENT_UP_TIMEOUT
+    while True:
+        try:
+            return agent_pid(s.machines_dir, port)
+        except (LabError, OSError, ValueError) as exc:
+            assert time.monotonic() < deadline, f"the machine never started its agent: {exc}"
+            time.sleep(0.2)
+
+
+def _abort_deploy(conn, name: str) -> None:
+    """The agent never calls back: abort the deploy (ends k1prov's wait with "deploy
+    failed"). Ironic aborts a deploy in "wait call-back" from API 1.110 on (the SDK asks
+    for 1.13 with "abort": HTTP 406)."""
+    node = conn.baremetal.find_node(name)
+    if node.provision_state == "wait call-back":
+        res = conn.baremetal.put(f"/nodes/{node.id}/states/provision", json={"target": "abort"},
+                                 microversion=DEPLOY_ABORT_API_VERSION)
+        assert res.status_code == 202, res.text
+
+
+def _bmc(s, port: int) -> dict:
+    return json.loads((s.bmc_state_dir / f"{port}.json").read_text())
+
+
+def test_a_second_installations_lab_up_leaves_the_machines_running(env):
+    lab = env["lab"]
+    s = lab.settings
+    port = s.bmc_base_port + BMC_OFFSET
+    unplug_cable(s.machines_dir, port)
+    timeouts = dataclasses.replace(DEFAULT_TIMEOUTS, deploy=NO_CALLBACK_DEPLOY_TIMEOUT)
+    prov = Provisioner(load_inventory(env["inv"]), state_root=env["state"], timeouts=timeouts)
+    result: dict = {}
+    worker = threading.Thread(target=lambda: result.update(report=prov.deploy(limit=[NAMES[0]])))
+    worker.start()
+    try:
+        agent = _wait_agent(s, port)
+        boots = _bmc(s, port)["boots"]
+        reconciler = procs.read_running(s.run_dir, "reconciler").pid
+        log = s.log_dir / "reconciler.log"
+        log_start = log.stat().st_size
+
+        said = lab_up_from(other_installation(env["dir"]), s)
+        assert "restarting reconciler (its settings changed)" in said, said
+        moved = procs.read_running(s.run_dir, "reconciler").pid
+        assert moved != reconciler
+        assert lab.status().ok
+        # The machine kept running: the same agent, and its BMC saw no new boot.
+        assert agent_pid(s.machines_dir, port) == agent
+        assert _bmc(s, port)["boots"] == boots
+        taken = log.read_text()[log_start:]
+        assert f"{machine_name(port)}: agent still running: taken over" in taken, taken
+
+        # And back to this installation: a second restart, the same agent still.
+        lab.up()
+        assert procs.read_running(s.run_dir, "reconciler").pid not in (reconciler, moved)
+        assert agent_pid(s.machines_dir, port) == agent
+        assert _bmc(s, port)["boots"] == boots
+        # Nothing booted or stopped the machine meanwhile (its console says so at each boot).
+        console = (s.machines_dir / machine_name(port) / "agent.log").read_text()
+        assert console.count(f"boot {boots}: network") == 1
+    finally:
+        _abort_deploy(env["conn"], NAMES[0])
+        worker.join(timeout=DEPLOY_THREAD_JOIN)
+        unplug_cable(s.machines_dir, port, unplugged=False)
+    assert not worker.is_alive()
