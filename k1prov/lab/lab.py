@@ -330,6 +330,8 @@ class Lab:
             argv = [py, "-I", str(BMCSIM_SCRIPT), "--state-dir", str(s.bmc_state_dir),
                     "--base-port", str(s.bmc_base_port), "--count", str(s.nodes),
                     "--username", s.bmc_username, "--password-file", str(s.bmc_password_file)]
+            for flaky in s.flaky_bmcs:
+                argv += ["--flaky", flaky]
             watched = [BMCSIM_SCRIPT]
         h = hashlib.sha256("\0".join(argv).encode())
         h.update(repr(sorted(extra.items())).encode())

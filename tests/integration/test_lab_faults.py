@@ -5,6 +5,9 @@
   real ironic-python-agent (its cable unplugged, so it stays up waiting for Ironic):
   the same agent runs after two restarts, its BMC saw no new boot, and its partition
   fence is followed by the new process.
+- A flaky BMC (bmcsim --flaky: 30 % of its answers dropped, the rest 1 s late): not
+  survived yet (xfail, strict: the reason says why); the test prints what the BMC did
+  and how often Ironic re-ran ipmitool.
 """
 from __future__ import annotations
 
@@ -19,13 +22,15 @@ import time
 from pathlib import Path
 
 import pytest
+from image_fixture import lab_image_path
 from labhosts import (deploy_settings_text, lab_connection, lab_inventory_text, lab_ip, node_range_text,
-                      write_deploy_inputs)
+                      openssh, write_deploy_inputs)
 
 from k1prov import glance
 from k1prov.errors import LabError
 from k1prov.inventory import load_inventory
-from k1prov.lab import procs
+from k1prov.fanout import Status
+from k1prov.lab import Lab, procs
 from k1prov.lab.machine import agent_pid, machine_name, unplug_cable
 from k1prov.provisioner import Provisioner
 from k1prov.settings import DEFAULT_TIMEOUTS
@@ -45,6 +50,11 @@ AGENT_UP_TIMEOUT = 120.0
 OTHER_UP_TIMEOUT = 180.0
 DEPLOY_THREAD_JOIN = 120.0
 SMALL_IMAGE_BYTES = 8 * 2**20
+# The flaky BMC: answers dropped, and how late the others are (seconds).
+FLAKY_DROP, FLAKY_DELAY = 0.3, 1.0
+SSH_TIMEOUT = 30.0
+# One power action of Ironic's through the flaky BMC (ipmitool's retries included).
+POWER_TIMEOUT = 180.0
 DEPLOY_ABORT_API_VERSION = "1.110"
 SFDISK_TIMEOUT = 30.0
 
@@ -57,13 +67,13 @@ Lab(pickle.loads(bytes.fromhex(sys.argv[1]))).up(progress=lambda msg: print(msg,
 """
 
 
-def _inventory(s, d: Path) -> Path:
-    inv = d / "faults.yaml"
+def _inventory(s, d: Path, *, user_image: Path, name: str) -> Path:
+    inv = d / name
     nodes = node_range_text(f"flt[01-{len(NAMES):02d}]", first_bmc_port=s.bmc_base_port + BMC_OFFSET,
                             first_address=lab_ip(s, FIRST_ADDRESS))
     inv.write_text(lab_inventory_text(
         s, cluster=CLUSTER, nodes=nodes,
-        deploy=deploy_settings_text(d, image_prefix="flt", user_image=str(_small_disk_image(d)))))
+        deploy=deploy_settings_text(d, image_prefix="flt", user_image=str(user_image))))
     return inv
 
 
@@ -82,14 +92,14 @@ def _small_disk_image(d: Path) -> Path:
 def env(lab, tmp_path_factory):
     d = tmp_path_factory.mktemp("faults")
     write_deploy_inputs(d, key_comment=CLUSTER)
-    inv = _inventory(lab.settings, d)
+    # The same nodes with a small image (for the agents that never write it) and with the
+    # lab's bootable image (for the hosts that are deployed).
+    small = _inventory(lab.settings, d, user_image=_small_disk_image(d), name="faults-small.yaml")
+    inv = _inventory(lab.settings, d, user_image=lab_image_path(), name="faults.yaml")
     state = d / "state"
     conn = lab_connection(lab.settings)
-    prov = Provisioner(load_inventory(inv), state_root=state)
-    assert prov.enroll().exit_code() == 0
-    assert prov.register_images().exit_code() == 0
     try:
-        yield {"dir": d, "inv": inv, "state": state, "conn": conn, "prov": prov, "lab": lab}
+        yield {"dir": d, "inv": inv, "small": small, "state": state, "conn": conn, "lab": lab}
     finally:
         s = lab.settings
         for i in range(len(NAMES)):
@@ -141,6 +151,17 @@ def _abort_deploy(conn, name: str) -> None:
         assert res.status_code == 202, res.text
 
 
+def _bmc_record(s, port: int, name: str) -> str:
+    """What the flaky BMC did and how often Ironic ran ipmitool again for its node."""
+    counts = json.loads((s.bmc_state_dir / f"{port}.flaky.json").read_text())
+    uuid = lab_connection(s).baremetal.find_node(name).id
+    log = (s.log_dir / "ironic.log").read_text(errors="replace").splitlines()
+    reruns = sum(1 for line in log if uuid in line and "IPMI Error encountered, retrying" in line)
+    failed = sum(1 for line in log if uuid in line and "IPMI Error while attempting" in line)
+    return (f"{counts['answers']} answers, {counts['dropped']} dropped, {counts['late']} sent "
+            f"{FLAKY_DELAY:g} s late; Ironic re-ran ipmitool {reruns} times, gave up {failed} times")
+
+
 def _bmc(s, port: int) -> dict:
     return json.loads((s.bmc_state_dir / f"{port}.json").read_text())
 
@@ -151,7 +172,11 @@ def test_a_second_installations_lab_up_leaves_the_machines_running(env):
     port = s.bmc_base_port + BMC_OFFSET
     unplug_cable(s.machines_dir, port)
     timeouts = dataclasses.replace(DEFAULT_TIMEOUTS, deploy=NO_CALLBACK_DEPLOY_TIMEOUT)
-    prov = Provisioner(load_inventory(env["inv"]), state_root=env["state"], timeouts=timeouts)
+    prov = Provisioner(load_inventory(env["small"]), state_root=env["state"], timeouts=timeouts)
+    assert prov.enroll(limit=[NAMES[0]]).exit_code() == 0
+    # (flt02 is enrolled by the next test, through its flaky BMC: its row fails here.)
+    registered = {o.node: o for o in prov.register_images().outcomes}
+    assert all(o.status is Status.OK for k, o in registered.items() if k != NAMES[1]), registered
     result: dict = {}
     worker = threading.Thread(target=lambda: result.update(report=prov.deploy(limit=[NAMES[0]])))
     worker.start()
@@ -186,3 +211,62 @@ def test_a_second_installations_lab_up_leaves_the_machines_running(env):
         worker.join(timeout=DEPLOY_THREAD_JOIN)
         unplug_cable(s.machines_dir, port, unplugged=False)
     assert not worker.is_alive()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "issue 23, fault 1, not survived yet: Ironic gives ipmitool a timeout of "
+    "[ipmi]min_command_interval (1 s in the lab) per packet, which a BMC answering 1 s late "
+    "never meets; a 30 % loss also breaks most RMCP+ session set-ups, which ipmitool does "
+    "not retry. Ironic re-runs ipmitool for command_retry_timeout (60 s), then manage fails "
+    "('IPMI call failed: power status') and k1prov does not retry it"))
+def test_a_flaky_bmc_still_enrolls_deploys_and_powers_its_node(env):
+    """One BMC drops 30 % of its answers and sends the rest 1 s late (bmcsim --flaky):
+    enroll, deploy (SSH with the pinned key) and power off/on still complete for every
+    node. The simulator counts the answers it dropped: each one a request asked again;
+    Ironic logs each ipmitool run it repeated."""
+    lab = env["lab"]
+    s = lab.settings
+    port = s.bmc_base_port + BMC_OFFSET + 1          # flt02's BMC
+    name = NAMES[1]
+    reconciler = procs.read_running(s.run_dir, "reconciler").pid
+    flaky = Lab(dataclasses.replace(s, flaky_bmcs=(f"{port}:{FLAKY_DROP}:{FLAKY_DELAY}",)))
+    counts_file = s.bmc_state_dir / f"{port}.flaky.json"
+    took: dict[str, float] = {}
+    try:
+        assert flaky.up().ok
+        # Only the simulator restarted; the machines' hardware did not.
+        assert procs.read_running(s.run_dir, "reconciler").pid == reconciler
+        assert json.loads(counts_file.read_text()) == {"answers": 0, "dropped": 0, "late": 0}
+        prov = Provisioner(load_inventory(env["inv"]), state_root=env["state"])
+        t0 = time.monotonic()
+        enrolled = prov.enroll()
+        took["enroll"] = time.monotonic() - t0
+        print(f"\nflaky BMC {port} after enroll ({took['enroll']:.1f} s): {_bmc_record(s, port, name)}")
+        assert enrolled.exit_code() == 0, [(o.node, o.error) for o in enrolled.outcomes]
+        assert prov.register_images().exit_code() == 0
+        t0 = time.monotonic()
+        deployed = prov.deploy()
+        took["deploy"] = time.monotonic() - t0
+        assert {o.node: o.status for o in deployed.outcomes} == {n: Status.OK for n in NAMES}, \
+            [(o.node, o.error) for o in deployed.outcomes]
+        for n in NAMES:
+            res = openssh(env["dir"] / "id_ed25519", env["state"] / CLUSTER / "known_hosts",
+                          prov.inventory.node(n).address, "hostname", timeout=SSH_TIMEOUT)
+            assert res.stdout.strip() == n, res.stderr
+        # Power actions through the flaky BMC, as Ironic sends them (ipmitool).
+        node = env["conn"].baremetal.find_node(name)
+        t0 = time.monotonic()
+        for target, bmc_power in (("power off", "off"), ("power on", "on")):
+            env["conn"].baremetal.set_node_power_state(node, target, wait=True, timeout=POWER_TIMEOUT)
+            assert env["conn"].baremetal.get_node(node.id).power_state == target
+            assert _bmc(s, port)["power"] == bmc_power
+        took["power off+on"] = time.monotonic() - t0
+        counts = json.loads(counts_file.read_text())
+        assert counts["dropped"] > 0 and counts["late"] > 0, counts
+        print(f"\nflaky BMC {port}: {_bmc_record(s, port, name)}; "
+              + ", ".join(f"{k} {v:.1f} s" for k, v in took.items()))
+    finally:
+        # The BMC healthy again (the simulator restarts without the fault).
+        assert lab.up().ok
+
+
