@@ -55,7 +55,7 @@ from k1prov.roles.health import (BatchRunner, Check, HealthResult, back_in_ensem
                                  gate_checks, leaders, leaders_last, replay, sample)
 from k1prov.roles.plan import QUORUM_ROLES, ROLE_PHASES
 from k1prov.roles.render import status_functions
-from k1prov.run_records import RunRecord
+from k1prov.run_records import RunRecord, locked_run
 from k1prov.settings import DEFAULT_TIMEOUTS, SSH_RETRIES, Timeouts
 from k1prov.ssh import SshTarget, put_and_run
 
@@ -278,7 +278,8 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 class _Run:
     def __init__(self, inv: Inventory, *, roles: tuple[str, ...], nodes: list[Node], state_root: Path,
                  timeouts: Timeouts, options: RunOptions, events: EventSink | None,
-                 known_hosts: Path | None, notify: Callable[[str], None], record: RunRecord | None):
+                 known_hosts: Path | None, notify: Callable[[str], None], record: RunRecord,
+                 own_record: bool):
         self.inv = inv
         self.roles = roles
         self.nodes = nodes
@@ -292,8 +293,8 @@ class _Run:
         # A run record like every verb's (`k1prov runs list` shows it), with the per-host logs
         # as <host>/<role>.log; inside a larger verb (cluster up, rebuild), that verb's record,
         # with the logs under configure/.
-        self.own_record = record is None
-        self.record = record or RunRecord(self.state_root, inv.cluster, "configure", inventory=inv.path)
+        self.own_record = own_record
+        self.record = record
         self.run_dir = self.record.path if self.own_record else self.record.path / "configure"
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.sudo = inv.ssh.user != "root"
@@ -567,10 +568,18 @@ def configure(inv: Inventory, *, state_root: Path, roles: Iterable[str] | None =
     wanted = check_roles(roles)
     nodes = select_nodes(inv, limit=limit, group=group)
     pinned = known_hosts or pinned_known_hosts(state_root, inv.cluster)
-    run = _Run(inv, roles=wanted, nodes=nodes, state_root=state_root, timeouts=timeouts, options=options,
-               events=events, known_hosts=pinned, notify=notify or (lambda msg: log.info("%s", msg)),
-               record=record)
-    return run.execute()
+    say = notify or (lambda msg: log.info("%s", msg))
+
+    def run(held: RunRecord, *, own: bool) -> VerbReport:
+        return _Run(inv, roles=wanted, nodes=nodes, state_root=state_root, timeouts=timeouts, options=options,
+                    events=events, known_hosts=pinned, notify=say, record=held, own_record=own).execute()
+
+    if record is not None:
+        return run(record, own=False)     # the enclosing verb holds the cluster's lock
+    # Configure changes the cluster (restarts, rolling restarts): one run at a time.
+    with locked_run(state_root, inv.cluster, "configure", inventory=inv.path, wait=timeouts.lock,
+                    notify=say) as own:
+        return run(own, own=True)
 
 
 def apply(ctx: VerbContext, *, roles: Iterable[str] | None = None, limit: Iterable[str] | None = None,
