@@ -171,7 +171,7 @@ def up(ctx: VerbContext, *, dry_run: bool = False) -> ClusterReport:
         steps: list[tuple[str, Callable[[list[str]], VerbReport | None]]] = [
             ("enroll", lambda names: _settle_then(
                 ctx, names, lambda limit, listing: enrollment.enroll(ctx, limit=limit, existing=listing))),
-            ("images", lambda names: register_images(ctx)),
+            ("images", lambda names: register_images(ctx, record=record)),
             ("deploy", lambda names: deploy.deploy(ctx, limit=names)),
             ("ssh", lambda names: _ssh_phase(ctx, names)),
             ("configure", lambda names: configure.apply(ctx, limit=names, record=record)),

@@ -7,6 +7,8 @@
   fence is followed by the new process.
 - k1prov SIGKILLed mid-configure: the next run takes the lock over and says so, finishes,
   and the killed run's record says it did not finish; nothing of it is left running.
+- Glance stopped during `images register`: one line naming Glance, exit 1; once Glance
+  is back, a re-run registers each image once (the half-uploaded one is not kept).
 - A flaky BMC (bmcsim --flaky: 30 % of its answers dropped, the rest 1 s late): not
   survived yet (xfail, strict: the reason says why); the test prints what the BMC did
   and how often Ironic re-ran ipmitool.
@@ -71,13 +73,13 @@ Lab(pickle.loads(bytes.fromhex(sys.argv[1]))).up(progress=lambda msg: print(msg,
 """
 
 
-def _inventory(s, d: Path, *, user_image: Path, name: str) -> Path:
+def _inventory(s, d: Path, *, user_image: Path, name: str, image_prefix: str = "flt") -> Path:
     inv = d / name
     nodes = node_range_text(f"flt[01-{len(NAMES):02d}]", first_bmc_port=s.bmc_base_port + BMC_OFFSET,
                             first_address=lab_ip(s, FIRST_ADDRESS))
     inv.write_text(lab_inventory_text(
         s, cluster=CLUSTER, nodes=nodes,
-        deploy=deploy_settings_text(d, image_prefix="flt", user_image=str(user_image))))
+        deploy=deploy_settings_text(d, image_prefix=image_prefix, user_image=str(user_image))))
     return inv
 
 
@@ -100,10 +102,14 @@ def env(lab, tmp_path_factory):
     # lab's bootable image (for the hosts that are deployed).
     small = _inventory(lab.settings, d, user_image=_small_disk_image(d), name="faults-small.yaml")
     inv = _inventory(lab.settings, d, user_image=lab_image_path(), name="faults.yaml")
+    # Images of their own (flg-*), for the test that stops Glance during their upload.
+    glance_inv = _inventory(lab.settings, d, user_image=lab_image_path(), name="faults-glance.yaml",
+                            image_prefix="flg")
     state = d / "state"
     conn = lab_connection(lab.settings)
     try:
-        yield {"dir": d, "inv": inv, "small": small, "state": state, "conn": conn, "lab": lab}
+        yield {"dir": d, "inv": inv, "small": small, "glance_inv": glance_inv, "state": state, "conn": conn,
+               "lab": lab}
     finally:
         s = lab.settings
         for i in range(len(NAMES)):
@@ -369,3 +375,58 @@ def test_a_configure_killed_mid_run_leaves_a_lock_the_next_run_takes_over(kill_h
         time.sleep(0.5)
     print(f"\nconfigure killed mid-run ({killed_run}); the next run took the lock over and "
           f"finished in {recovered:.1f} s")
+
+
+# ---- Glance stopped during `images register` ---------------------------------------------
+
+# Waiting for the user image's upload to be under way (the deploy kernel and ramdisk first).
+UPLOAD_STARTED_TIMEOUT = 120.0
+# One `images register` (a 1 GB upload on a loaded machine), or its failure.
+REGISTER_TIMEOUT = 600.0
+
+
+def test_glance_stopped_during_images_register_then_a_rerun_registers_each_image_once(env):
+    lab, conn = env["lab"], env["conn"]
+    s = lab.settings
+    inv = env["glance_inv"]
+    names = ["flg-deploy-kernel", "flg-deploy-ramdisk", "flg-lab-image"]
+    # The nodes' driver_info rows need them enrolled (healthy BMCs).
+    assert Provisioner(load_inventory(inv), state_root=env["state"]).enroll().exit_code() == 0
+    cli = [str(K1PROV), "images", "register", "-i", str(inv)]
+    cli_env = {**os.environ, "K1PROV_STATE_DIR": str(env["state"])}
+    first = subprocess.Popen(cli, env=cli_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + UPLOAD_STARTED_TIMEOUT
+        while not any(i.status == "saving" for i in glance.list_own_images(conn, CLUSTER, name=names[2])):
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline, "the user image's upload never started"
+            time.sleep(0.1)
+        procs.stop(s.run_dir, "glance", grace=procs.STOP_GRACE)
+        stopped = time.monotonic()
+        out, err = first.communicate(timeout=REGISTER_TIMEOUT)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 1, (out, err)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: Glance at {s.glance_url}"), err
+    assert "Traceback" not in err
+    failed_in = time.monotonic() - stopped
+
+    assert lab.up().ok                                   # Glance is back
+    back = time.monotonic()
+    again = subprocess.run([*cli, "--json"], env=cli_env, capture_output=True, text=True,
+                           timeout=REGISTER_TIMEOUT, stdin=subprocess.DEVNULL)
+    recovered = time.monotonic() - back
+    assert again.returncode == 0, again.stderr
+    rows = {r["node"]: r for r in json.loads(again.stdout)["nodes"]}
+    # The kernel and ramdisk the first run uploaded are reused, the user image uploaded once.
+    assert [rows[f"image:{n}"]["action"] for n in names] == ["unchanged", "unchanged", "uploaded"], rows
+    for name in names:
+        images = glance.list_own_images(conn, CLUSTER, name=name)
+        assert [i.status for i in images] == ["active"], (name, [(i.id, i.status) for i in images])
+        assert images[0].id == rows[f"image:{name}"]["uuid"]
+    print(f"\nGlance stopped mid-upload: the run ended {failed_in:.1f} s later with one line; "
+          f"the re-run after Glance was back took {recovered:.1f} s")
