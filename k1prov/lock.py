@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from k1prov.errors import LockError
+from k1prov.errors import LockError, StateError
 
 # How often a waiting run tries again (only when a wait was asked for).
 RETRY_INTERVAL = 0.5
@@ -32,21 +32,25 @@ class Held:
     """The lock, held. `stale`: what the file said of a holder that ended without letting
     go (its "run" is its run record's id, when it had one); None after a clean release."""
     fd: int
+    path: Path
     info: dict
     stale: dict | None
 
     def note_run(self, run_id: str) -> None:
         """Name the holder's run record in the file (a run that takes over marks it)."""
         self.info["run"] = run_id
-        _write(self.fd, self.info)
+        _write(self.fd, self.info, self.path)
 
 
 @contextlib.contextmanager
 def cluster_lock(cluster_dir: Path, *, verb: str, wait: float) -> Iterator[Held]:
     """Hold the cluster's lock; wait up to `wait` seconds for it (0: fail at once)."""
-    cluster_dir.mkdir(parents=True, exist_ok=True)
     path = cluster_dir / "lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        cluster_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StateError.translate(exc, path) or exc from None
     held = None
     try:
         deadline = time.monotonic() + wait
@@ -61,8 +65,9 @@ def cluster_lock(cluster_dir: Path, *, verb: str, wait: float) -> Iterator[Held]
                 time.sleep(RETRY_INTERVAL)
         info = {"pid": os.getpid(), "host": socket.gethostname(), "verb": verb,
                 "argv": " ".join(sys.argv[1:]), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-        held = Held(fd, info, _read(path))
-        _write(fd, info)
+        stale = _read(path)
+        _write(fd, info, path)
+        held = Held(fd, path, info, stale)
         yield held
     finally:
         if held is not None:
@@ -70,9 +75,15 @@ def cluster_lock(cluster_dir: Path, *, verb: str, wait: float) -> Iterator[Held]
         os.close(fd)   # closing drops the flock
 
 
-def _write(fd: int, info: dict) -> None:
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(info).encode(), 0)
+def _write(fd: int, info: dict, path: Path) -> None:
+    # Written, then cut to its length: on a full disk the write fails and the file keeps
+    # what it said (a killed holder's name, for the run after this one).
+    data = json.dumps(info).encode()
+    try:
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
+    except OSError as exc:
+        raise StateError.translate(exc, path) or exc from None
 
 
 def _read(path: Path) -> dict | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from k1prov.atomic_file import write_atomic
-from k1prov.errors import ConfigError
+from k1prov.errors import ConfigError, StateError
 from k1prov.lock import cluster_lock, describe
 
 
@@ -32,7 +32,15 @@ def runs_dir(state_root: Path, cluster: str) -> Path:
 
 
 def _atomic_json(path: Path, data: Any) -> None:
-    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n", fsync=False)
+    try:
+        write_atomic(path, json.dumps(data, indent=2, default=str) + "\n", fsync=False)
+    except OSError as exc:
+        raise StateError.translate(exc, path) or exc from None
+
+
+def _remove_empty(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        directory.rmdir()
 
 
 class RunRecord:
@@ -40,22 +48,30 @@ class RunRecord:
 
     def __init__(self, state_root: Path, cluster: str, verb: str, *, inventory: Path | None = None):
         base = runs_dir(state_root, cluster)
-        base.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        for n in range(1000):
-            name = f"{stamp}-{verb}" + (f"-{n}" if n else "")
-            try:
-                (base / name).mkdir()
-                break
-            except FileExistsError:
-                continue
+        try:
+            base.mkdir(parents=True, exist_ok=True)
+            for n in range(1000):
+                name = f"{stamp}-{verb}" + (f"-{n}" if n else "")
+                try:
+                    (base / name).mkdir()
+                    break
+                except FileExistsError:
+                    continue
+        except OSError as exc:
+            raise StateError.translate(exc, base) or exc from None
         self.path = base / name
         self.id = name
         self.started = time.time()
         self.meta: dict[str, Any] = {"id": name, "verb": verb, "cluster": cluster,
                                      "inventory": str(inventory) if inventory else None,
                                      "argv": sys.argv[1:], "started": self.started}
-        _atomic_json(self.path / "meta.json", self.meta)
+        try:
+            _atomic_json(self.path / "meta.json", self.meta)
+        except StateError:
+            # No half-made record: `runs list` never shows a run that never started.
+            _remove_empty(self.path)
+            raise
 
     def host_dir(self, host: str) -> Path:
         d = self.path / "hosts" / host

@@ -36,6 +36,7 @@ from k1prov import glance
 from k1prov.errors import LabError
 from k1prov.inventory import load_inventory
 from k1prov.fanout import Status
+from k1prov.fanout.profiles import ProfileStore
 from k1prov.lab import Lab, procs
 from k1prov.lab.machine import agent_pid, machine_name, unplug_cable
 from k1prov.provisioner import Provisioner
@@ -430,3 +431,57 @@ def test_glance_stopped_during_images_register_then_a_rerun_registers_each_image
         assert images[0].id == rows[f"image:{name}"]["uuid"]
     print(f"\nGlance stopped mid-upload: the run ended {failed_in:.1f} s later with one line; "
           f"the re-run after Glance was back took {recovered:.1f} s")
+
+
+# ---- the controller's state directory full ----------------------------------------------
+
+# The tmpfs that holds the state directory: room for a run or two of one host's records.
+STATE_TMPFS_SIZE = "2m"
+MOUNT_TIMEOUT = 30.0
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_full_state_directory_is_one_clean_error_and_what_was_there_stays(kill_host, tmp_path):
+    hosts = kill_host["hosts"]
+    state = tmp_path / "state"
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={STATE_TMPFS_SIZE},mode=0700", "k1prov-full", str(state)],
+                   check=True, timeout=MOUNT_TIMEOUT)
+    try:
+        shutil.copytree(hosts.state_root / KILL_CLUSTER, state / KILL_CLUSTER,
+                        ignore=shutil.ignore_patterns("runs", "lock"))
+        env = {**os.environ, "K1PROV_STATE_DIR": str(state)}
+        first = subprocess.run(_k1prov(kill_host, "configure"), env=env, capture_output=True, text=True,
+                               timeout=CONFIGURE_TIMEOUT, stdin=subprocess.DEVNULL)
+        assert first.returncode == 0, first.stderr
+        # A cache of earlier runs' converged concurrency levels, as k1prov keeps it.
+        ProfileStore(state / "profiles.json").put("ssh.configure", "ssh://elsewhere", 8)
+        before = _files(state)
+        assert f"{KILL_CLUSTER}/known_hosts" in before and "profiles.json" in before, sorted(before)
+        assert any(name.endswith("/meta.json") for name in before), sorted(before)
+        # Fill it up.
+        with open(state / "filler", "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        t0 = time.monotonic()
+        full = subprocess.run(_k1prov(kill_host, "configure"), env=env, capture_output=True, text=True,
+                              timeout=CONFIGURE_TIMEOUT, stdin=subprocess.DEVNULL)
+        took = time.monotonic() - t0
+        assert full.returncode == 1, (full.stdout, full.stderr)
+        errors = [line for line in full.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "no space left" in errors[0].lower() and str(state) in errors[0], full.stderr
+        assert "Traceback" not in full.stderr
+        after = _files(state)
+        after.pop("filler")
+        # Everything that was there is there, byte for byte; nothing half-written was added.
+        assert after == before, sorted(set(after) ^ set(before))
+        print(f"\nstate directory full: one line after {took:.1f} s: {errors[0]}")
+    finally:
+        subprocess.run(["umount", str(state)], timeout=MOUNT_TIMEOUT)
