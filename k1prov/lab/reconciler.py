@@ -154,12 +154,16 @@ class Hardware:
             if what:
                 log.info("%s: %s still running: taken over", machine.name, what)
 
-    def stop_all(self) -> None:
+    def stop_all(self) -> int:
+        """Power every machine off; returns how many did not stop."""
+        failed = 0
         for machine in self.machines.values():
             try:
                 machine.power_off()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - one machine must not keep the others on
                 log.error("%s: power off: %s", machine.name, exc)
+                failed += 1
+        return failed
 
 
 class Ipmi:
@@ -225,14 +229,16 @@ def main(argv: list[str] | None = None) -> int:
                   ipmi=Ipmi(args.bmc_username, args.bmc_password_file))
     if args.power_off:
         log.info("hardware: powering every machine down")
-        hw.stop_all()
+        failed = hw.stop_all()
         try:
             booter.stop_all(timeout=HOSTS_STOP_TIMEOUT)
         except Exception as exc:  # noqa: BLE001
             log.error("stopping hosts: %s", exc)
+            failed += 1
         remove_lab_cgroups(ident)
-        log.info("hardware: every machine is off")
-        return 0
+        log.info("hardware: every machine is off" if not failed else
+                 f"hardware: {failed} machine(s) or hosts did not stop (above)")
+        return 1 if failed else 0
     hw.adopt_all()
     beat = heartbeat_path(args.root)
     beat.parent.mkdir(parents=True, exist_ok=True)
@@ -252,8 +258,9 @@ def main(argv: list[str] | None = None) -> int:
             beat.touch()
             stopping.wait(POLL_INTERVAL)
     finally:
-        # The boots and stops under way finish (a machine is never left half-booted);
-        # what runs keeps running, for the next process (or `--power-off`) to take over.
+        # The boots and stops under way finish (within the lab's stop grace: one killed
+        # half-way is booted again by the next process); what runs keeps running, for the
+        # next process (or `--power-off`) to take over.
         pool.shutdown(wait=True, cancel_futures=True)
         beat.unlink(missing_ok=True)
         log.info("hardware: stopped; the machines are left as they are")
