@@ -119,12 +119,14 @@ def locked_run(state_root: Path, cluster: str, verb: str, *, inventory: Path | N
     with cluster_lock(cluster_dir(state_root, cluster), verb=verb, wait=wait) as held:
         record = RunRecord(state_root, cluster, verb.replace(" ", "-"), inventory=inventory)
         held.note_run(record.id)
-        if held.stale is not None:
+        # A holder that names its run let go by emptying the file: it is still there only
+        # when that run died holding the lock. (A k1prov older than this rule named no run
+        # and never emptied the file: its leftover is no sign of a killed run.)
+        if held.stale is not None and held.stale.get("run"):
             dead = describe(held.stale)
             reason = (f"did not finish: {dead} ended without letting go of the cluster's lock "
                       f"(killed?); run {record.id} took the lock over")
-            marked = bool(held.stale.get("run")) and mark_not_finished(
-                state_root, cluster, held.stale["run"], reason)
+            marked = mark_not_finished(state_root, cluster, held.stale["run"], reason)
             record.note(took_over_from=held.stale)
             notify(f"the cluster's lock was left by {dead}, which ended without letting go of it "
                    f"(killed?): taken over" + (f"; its run {held.stale['run']} is marked as not finished"
