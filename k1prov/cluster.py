@@ -24,7 +24,6 @@ from k1prov.fanout import Status
 from k1prov.image_registration import register_images
 from k1prov.inventory.model import Inventory, Node
 from k1prov.ironic_states import IN_FLIGHT, ironic_plan
-from k1prov.lock import cluster_lock
 from k1prov.verb_report import ClusterReport, NodeOutcome, PhaseResult, VerbReport
 from k1prov.ad_hoc import run_on_hosts
 from k1prov.probe import batch_runner
@@ -34,7 +33,7 @@ from k1prov.roles.health import (Check, HealthResult, cluster_checks, cluster_ga
                                  wait_until_all_healthy)
 from k1prov.roles.plan import QUORUM_ROLES
 from k1prov.roles.role_settings import mesos_settings, spark_settings
-from k1prov.run_records import RunRecord
+from k1prov.run_records import RunRecord, locked_run
 from k1prov.ssh_ready import wait_ssh, write_pinned_known_hosts
 
 log = logging.getLogger("k1prov.cluster")
@@ -129,8 +128,8 @@ def _recorded(ctx: VerbContext, report: ClusterReport, verb: str) -> Iterator[Ru
     """Hold the cluster's lock and keep a run record for the whole verb. Ctrl-C ends the
     verb there: the report says what was done and the record is written all the same."""
     inv = ctx.inventory
-    with cluster_lock(ctx.cluster_state_dir, verb=verb, wait=ctx.timeouts.lock):
-        record = RunRecord(ctx.state_root, inv.cluster, verb.replace(" ", "-"), inventory=inv.path)
+    with locked_run(ctx.state_root, inv.cluster, verb, inventory=inv.path, wait=ctx.timeouts.lock,
+                    notify=ctx.notify) as record:
         report.run_dir = str(record.path)
         try:
             yield record
@@ -156,7 +155,7 @@ def up(ctx: VerbContext, *, dry_run: bool = False) -> ClusterReport:
         steps: list[tuple[str, Callable[[list[str]], VerbReport | None]]] = [
             ("enroll", lambda names: _settle_then(
                 ctx, names, lambda limit, listing: enrollment.enroll(ctx, limit=limit, existing=listing))),
-            ("images", lambda names: register_images(ctx)),
+            ("images", lambda names: register_images(ctx, record=record)),
             ("deploy", lambda names: deploy.deploy(ctx, limit=names)),
             ("ssh", lambda names: _ssh_phase(ctx, names)),
             ("configure", lambda names: configure.apply(ctx, limit=names, record=record)),

@@ -48,7 +48,7 @@ from k1prov.roles import RenderedScript, render_all, wait_until_healthy, write_r
 from k1prov.roles.health import (HealthResult, back_in_ensemble, gate_checks, leaders, leaders_last,
                                  sample)
 from k1prov.roles.plan import QUORUM_ROLES, ROLE_PHASES
-from k1prov.run_records import RunRecord
+from k1prov.run_records import RunRecord, locked_run
 from k1prov.settings import SSH_RETRIES
 from k1prov.ssh import SshTarget, put_and_run
 
@@ -128,7 +128,7 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 class _Run:
     def __init__(self, ctx: VerbContext, *, roles: tuple[str, ...], nodes: list[Node],
-                 known_hosts: Path | None, record: RunRecord | None):
+                 known_hosts: Path | None, record: RunRecord, own_record: bool):
         self.ctx = ctx
         self.inv = inv = ctx.inventory
         self.roles = roles
@@ -141,8 +141,8 @@ class _Run:
         # A run record like every verb's (`k1prov runs list` shows it), with the per-host logs
         # as <host>/<role>.log; inside a larger verb (cluster up, rebuild), that verb's record,
         # with the logs under configure/.
-        self.own_record = record is None
-        self.record = record or RunRecord(ctx.state_root, inv.cluster, "configure", inventory=inv.path)
+        self.own_record = own_record
+        self.record = record
         self.run_dir = self.record.path if self.own_record else self.record.path / "configure"
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.sudo = inv.ssh.user != "root"
@@ -407,4 +407,15 @@ def apply(ctx: VerbContext, *, roles: Iterable[str] | None = None, limit: Iterab
     wanted = check_roles(roles)
     nodes = ctx.select(limit, group)
     pinned = known_hosts or ctx.known_hosts()
-    return _Run(ctx, roles=wanted, nodes=nodes, known_hosts=pinned, record=record).execute()
+
+    def run(held: RunRecord, *, own: bool) -> VerbReport:
+        return _Run(ctx, roles=wanted, nodes=nodes, known_hosts=pinned, record=held,
+                    own_record=own).execute()
+
+    if record is not None:
+        return run(record, own=False)     # the enclosing verb holds the cluster's lock
+    # Configure changes the cluster (restarts, rolling restarts): one run at a time.
+    inv = ctx.inventory
+    with locked_run(ctx.state_root, inv.cluster, "configure", inventory=inv.path,
+                    wait=ctx.timeouts.lock, notify=ctx.notify) as own:
+        return run(own, own=True)

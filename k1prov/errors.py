@@ -7,6 +7,8 @@ code. Fields are structured so that callers (and --json) need not parse messages
 """
 from __future__ import annotations
 
+import errno
+
 
 class K1provError(Exception):
     """Root of every k1prov error. `exit_code` is what the CLI exits with."""
@@ -70,6 +72,28 @@ class LabError(K1provError):
 
 class LockError(K1provError):
     """Another k1prov run holds the cluster's lock."""
+
+
+class StateError(K1provError):
+    """k1prov's own files (the state directory: lock, run records, host keys, caches)
+    cannot be written: the disk is full, over quota or read-only."""
+
+    # What a full or read-only disk says; any other OSError is a bug to show as such.
+    ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+    def __init__(self, path: str, reason: str):
+        self.path = path
+        super().__init__(f"cannot write {path}: {reason}; free space there (or make it writable) "
+                         "and run again")
+
+    @classmethod
+    def translate(cls, exc: BaseException, path: object = None) -> "StateError | None":
+        """The StateError an OSError of a full or read-only disk stands for (writing
+        `path`, default the error's own file name), else None."""
+        if isinstance(exc, OSError) and exc.errno in cls.ERRNOS:
+            where = path or exc.filename or "k1prov's state directory"
+            return cls(str(where), exc.strerror or str(exc))
+        return None
 
 
 class TransportError(K1provError):

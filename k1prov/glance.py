@@ -227,12 +227,24 @@ def register_image(conn, src: ImageSource, *, cluster: str, timeout: float,
 
     `progress(done_bytes, total_bytes)` is called while uploading (total 0 when
     the size is unknown); `timeout` bounds the whole call.
+
+    The caller holds the cluster's lock (k1prov.run_records.locked_run): an image of this
+    name that is not active is then no run's upload under way but the leftover of one
+    that ended half-way (Glance stopped mid-upload, k1prov killed), which could not delete
+    it then; it is deleted now, so that each image is in Glance once.
     """
     deadline = time.monotonic() + timeout
     if bool(src.file) == bool(src.url):
         raise InventoryError(f"image {src.name}: give exactly one of file or url", field=f"images.{src.name}")
     expected = resolve_checksum(src, timeout=timeout)
-    candidates = list_own_images(conn, cluster, name=src.name)
+    candidates = []
+    for image in list_own_images(conn, cluster, name=src.name):
+        if image.status == "active":
+            candidates.append(image)
+        else:
+            log.warning("deleting glance image %s (%s, %s): left half-made by an earlier run",
+                        image.id, src.name, image.status)
+            _delete(conn, image.id)
 
     if src.url and expected is None:
         with tempfile.TemporaryDirectory(prefix="k1prov-image-") as tmp:

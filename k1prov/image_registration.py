@@ -17,22 +17,43 @@ from k1prov.errors import CloudError, InventoryError, K1provError, NodeError
 from k1prov.fanout import Status
 from k1prov.image_sources import detect
 from k1prov.imagecatalog import resolve_images
-from k1prov.inventory.model import ImageSource, Node
-from k1prov.verb_report import NodeOutcome, VerbReport
+from k1prov.inventory.model import Images, ImageSource, Node
+from k1prov.run_records import RunRecord, locked_run
+from k1prov.verb_report import EXIT_ERROR, NodeOutcome, VerbReport
 
 # progress(image name, bytes done, bytes total) while an image uploads.
 ImageProgress = Callable[[str, int, int], None]
 
 
-def register_images(ctx: VerbContext, *, progress: ImageProgress | None = None) -> VerbReport:
+def register_images(ctx: VerbContext, *, progress: ImageProgress | None = None,
+                    record: RunRecord | None = None) -> VerbReport:
     """Register the deploy kernel/ramdisk and the user image, then point every node at
-    the deploy kernel/ramdisk (driver_info, patched: other driver_info keys stay)."""
+    the deploy kernel/ramdisk (driver_info, patched: other driver_info keys stay).
+
+    `record`: the run record of an enclosing verb (cluster up), which holds the cluster's
+    lock; without one, this verb takes the lock and keeps a record of its own (the lock
+    lets glance.register_image delete what an earlier run left half-uploaded)."""
     inv = ctx.inventory
     preflight.check_images(inv)       # the refusals `inventory check` reports, located
     try:
         images = resolve_images(inv)
     except InventoryError as exc:     # e.g. the lab image not built yet
         raise preflight.located(inv, exc) from None
+    if record is not None:
+        return _register_images(ctx, images, progress=progress)
+    with locked_run(ctx.state_root, inv.cluster, "images register", inventory=inv.path,
+                    wait=ctx.timeouts.lock, notify=ctx.notify) as own:
+        try:
+            report = _register_images(ctx, images, progress=progress)
+        except K1provError as exc:
+            own.finish({"verb": "images register", "error": str(exc)}, exit_code=EXIT_ERROR)
+            raise
+        own.finish(report.to_dict(), exit_code=report.exit_code())
+        return report
+
+
+def _register_images(ctx: VerbContext, images: Images, *, progress: ImageProgress | None) -> VerbReport:
+    inv = ctx.inventory
     started = time.monotonic()
     outcomes: list[NodeOutcome] = []
     ids: dict[str, str] = {}

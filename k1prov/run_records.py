@@ -9,15 +9,18 @@ Layout: STATE_ROOT/<cluster>/runs/<YYYYmmdd-HHMMSS>-<verb>[-N]/
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from k1prov.atomic_file import write_atomic
-from k1prov.errors import ConfigError
+from k1prov.errors import ConfigError, StateError
+from k1prov.lock import cluster_lock, describe
 
 
 def cluster_dir(state_root: Path, cluster: str) -> Path:
@@ -29,7 +32,15 @@ def runs_dir(state_root: Path, cluster: str) -> Path:
 
 
 def _atomic_json(path: Path, data: Any) -> None:
-    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n", fsync=False)
+    try:
+        write_atomic(path, json.dumps(data, indent=2, default=str) + "\n", fsync=False)
+    except OSError as exc:
+        raise StateError.translate(exc, path) or exc from None
+
+
+def _remove_empty(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        directory.rmdir()
 
 
 class RunRecord:
@@ -37,22 +48,30 @@ class RunRecord:
 
     def __init__(self, state_root: Path, cluster: str, verb: str, *, inventory: Path | None = None):
         base = runs_dir(state_root, cluster)
-        base.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        for n in range(1000):
-            name = f"{stamp}-{verb}" + (f"-{n}" if n else "")
-            try:
-                (base / name).mkdir()
-                break
-            except FileExistsError:
-                continue
+        try:
+            base.mkdir(parents=True, exist_ok=True)
+            for n in range(1000):
+                name = f"{stamp}-{verb}" + (f"-{n}" if n else "")
+                try:
+                    (base / name).mkdir()
+                    break
+                except FileExistsError:
+                    continue
+        except OSError as exc:
+            raise StateError.translate(exc, base) or exc from None
         self.path = base / name
         self.id = name
         self.started = time.time()
         self.meta: dict[str, Any] = {"id": name, "verb": verb, "cluster": cluster,
                                      "inventory": str(inventory) if inventory else None,
                                      "argv": sys.argv[1:], "started": self.started}
-        _atomic_json(self.path / "meta.json", self.meta)
+        try:
+            _atomic_json(self.path / "meta.json", self.meta)
+        except StateError:
+            # No half-made record: `runs list` never shows a run that never started.
+            _remove_empty(self.path)
+            raise
 
     def host_dir(self, host: str) -> Path:
         d = self.path / "hosts" / host
@@ -61,6 +80,11 @@ class RunRecord:
 
     def host_log(self, host: str, name: str) -> Path:
         return self.host_dir(host) / name
+
+    def note(self, **fields: Any) -> None:
+        """Fields added to meta.json now (the run goes on)."""
+        self.meta.update(fields)
+        _atomic_json(self.path / "meta.json", self.meta)
 
     def finish(self, report: dict[str, Any], *, exit_code: int) -> None:
         """Write the report and the concurrency trace; the run is complete."""
@@ -71,6 +95,45 @@ class RunRecord:
         _atomic_json(self.path / "meta.json", self.meta)
 
 
+def mark_not_finished(state_root: Path, cluster: str, run_id: str, reason: str) -> bool:
+    """Record in an earlier run's meta.json that it did not finish, and why; False when
+    there is no such run (or it did finish)."""
+    meta_path = runs_dir(state_root, cluster) / run_id / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return False
+    if meta.get("finished"):
+        return False
+    meta["not_finished"] = reason
+    _atomic_json(meta_path, meta)
+    return True
+
+
+@contextlib.contextmanager
+def locked_run(state_root: Path, cluster: str, verb: str, *, inventory: Path | None, wait: float,
+               notify: Callable[[str], None]) -> Iterator[RunRecord]:
+    """The cluster's lock (k1prov.lock) and a run record, for a verb that changes the
+    cluster. A lock whose holder ended without letting go is taken over: `notify` says
+    so, and that run's record says it did not finish."""
+    with cluster_lock(cluster_dir(state_root, cluster), verb=verb, wait=wait) as held:
+        record = RunRecord(state_root, cluster, verb.replace(" ", "-"), inventory=inventory)
+        held.note_run(record.id)
+        # A holder that names its run let go by emptying the file: it is still there only
+        # when that run died holding the lock. (A k1prov older than this rule named no run
+        # and never emptied the file: its leftover is no sign of a killed run.)
+        if held.stale is not None and held.stale.get("run"):
+            dead = describe(held.stale)
+            reason = (f"did not finish: {dead} ended without letting go of the cluster's lock "
+                      f"(killed?); run {record.id} took the lock over")
+            marked = mark_not_finished(state_root, cluster, held.stale["run"], reason)
+            record.note(took_over_from=held.stale)
+            notify(f"the cluster's lock was left by {dead}, which ended without letting go of it "
+                   f"(killed?): taken over" + (f"; its run {held.stale['run']} is marked as not finished"
+                                              if marked else ""))
+        yield record
+
+
 @dataclass(frozen=True)
 class RunSummary:
     id: str
@@ -79,12 +142,14 @@ class RunSummary:
     finished: float | None
     exit_code: int | None
     path: Path
+    # Why the run did not finish, when a later run found it so (locked_run).
+    not_finished: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "verb": self.verb,
                 "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started)),
                 "duration": round(self.finished - self.started, 1) if self.finished else None,
-                "exit_code": self.exit_code, "path": str(self.path)}
+                "exit_code": self.exit_code, "not_finished": self.not_finished, "path": str(self.path)}
 
 
 def list_runs(state_root: Path, cluster: str) -> list[RunSummary]:
@@ -97,7 +162,8 @@ def list_runs(state_root: Path, cluster: str) -> list[RunSummary]:
         except (OSError, ValueError):
             continue
         out.append(RunSummary(id=d.name, verb=meta.get("verb", "?"), started=meta.get("started", 0.0),
-                              finished=meta.get("finished"), exit_code=meta.get("exit_code"), path=d))
+                              finished=meta.get("finished"), exit_code=meta.get("exit_code"), path=d,
+                              not_finished=meta.get("not_finished")))
     return out
 
 

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from k1prov.cli.completion import node_names, role_names
-from k1prov.errors import K1provError
+from k1prov.errors import K1provError, StateError
 from k1prov.inventory import load_inventory
 from k1prov.verb_report import EXIT_INTERRUPTED, Result, VerbReport
 from k1prov.presentation import err, out, print_json, summary_line, verb_table
@@ -38,11 +38,14 @@ def handles_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except K1provError as exc:
-            if DEBUG["on"]:
+        except (K1provError, OSError) as exc:
+            # An OSError here is a full (or read-only) disk under a write that the verb's
+            # own modules did not translate: one line naming the file all the same.
+            error = exc if isinstance(exc, K1provError) else StateError.translate(exc)
+            if error is None or DEBUG["on"]:
                 raise
-            err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
+            err.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
             err.print("interrupted")
             raise typer.Exit(EXIT_INTERRUPTED) from None

@@ -19,7 +19,7 @@ NodesOpt = typer.Option(None, "--nodes", "-n", min=1, max=1000,
 NODES_FILE = "lab-nodes"
 
 
-def _lab(nodes: Optional[int] = None, *, remember: bool = False):
+def _lab(nodes: Optional[int] = None, *, remember: bool = False, flaky_bmcs: tuple[str, ...] = ()):
     import dataclasses
 
     from k1prov.lab import Lab, LabSettings
@@ -30,6 +30,8 @@ def _lab(nodes: Optional[int] = None, *, remember: bool = False):
         nodes = int(saved.read_text().strip() or settings.nodes)
     if nodes is not None:
         settings = dataclasses.replace(settings, nodes=nodes)
+    if flaky_bmcs:
+        settings = dataclasses.replace(settings, flaky_bmcs=flaky_bmcs)
     if remember:
         settings.root.mkdir(parents=True, exist_ok=True)
         saved.write_text(f"{settings.nodes}\n")
@@ -54,9 +56,13 @@ def _show(status, *, as_json: bool) -> None:
 @handles_errors
 def up(nodes: Optional[int] = NodesOpt, as_json: bool = JsonOpt,
        image: bool = typer.Option(True, "--image/--no-image",
-                                  help="Also build (once) the image lab hosts boot from, and the operator's SSH key.")):
+                                  help="Also build (once) the image lab hosts boot from, and the operator's SSH key."),
+       flaky_bmc: list[str] = typer.Option(
+           [], "--flaky-bmc", metavar="PORT:DROP:DELAY",
+           help="A fault: the BMC on PORT drops answers with probability DROP and sends the others "
+                "DELAY s late (e.g. 6231:0.3:1). `lab up` without it makes the BMC healthy again.")):
     """Install (first time) and start the lab's services. A no-op when they already run."""
-    lab = _lab(nodes, remember=True)
+    lab = _lab(nodes, remember=True, flaky_bmcs=tuple(flaky_bmc))
     say = lambda msg: err.print(f"[cyan]>[/] {msg}", highlight=False)  # noqa: E731
     status = lab.up(progress=say)
     if image and status.ok:

@@ -22,6 +22,9 @@ def list_(inventory: Path = InventoryOpt, as_json: bool = JsonOpt):
     if as_json:
         print_json(rows)
         return
+    for row in rows:
+        # A run a later one found dead says so where its exit code would be.
+        row["exit_code"] = "did not finish" if row["not_finished"] else row["exit_code"]
     out.print(rows_table(rows, ["id", "verb", "started", "duration", "exit_code", "path"],
                          title=f"runs of {inv.cluster}"))
 
@@ -37,8 +40,8 @@ def show(run_id: str = typer.Argument("latest", help="A run id from `runs list`,
         print_json(data)
         return
     meta, report = data["meta"], data["report"] or {}
-    out.print(f"{meta['id']}: {meta['verb']} exit {meta.get('exit_code', '(unfinished)')}  {data['path']}",
-              highlight=False, soft_wrap=True)
+    ended = meta.get("not_finished") or f"exit {meta.get('exit_code', '(unfinished)')}"
+    out.print(f"{meta['id']}: {meta['verb']} {ended}  {data['path']}", highlight=False, soft_wrap=True)
     rows = report.get("nodes", [])
     if rows:
         columns = [c for c in ("node", "status", "provision_state", "action", "health", "error")

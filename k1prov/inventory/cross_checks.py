@@ -126,8 +126,13 @@ def _setting_value(f: Field, default: Any) -> Any:
 def _located_fail(section: str, fields: dict[str, Field], fallback: Field):
     """The settings table's fail(key, reason) as a FILE:LINE error at the key's line."""
     def fail(key: str, reason: str) -> NoReturn:
-        where = fields.get(key.split(".", 1)[0], fallback)
-        raise where.src.error(reason, line=where.line, path=f"roles.{section}.{key}")
+        top, _, sub = key.partition(".")
+        where = fields.get(top, fallback)
+        line = where.line
+        # An entry of a mapping setting (agent_flags.x): the entry's own line.
+        if sub and where is not fallback and isinstance(where.value, dict) and sub in where.value:
+            line = where.value[sub].line
+        raise where.src.error(reason, line=line, path=f"roles.{section}.{key}")
     return fail
 
 

@@ -7,7 +7,6 @@ path and line where it was written, so the operator is sent to the right place.
 """
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, NoReturn
 
 from k1prov.errors import InventoryError
+from k1prov.inventory.values import did_you_mean
 from k1prov.inventory.yamlpos import Located
 
 log = logging.getLogger("k1prov.inventory")
@@ -99,9 +99,7 @@ class Field:
             if ignore_prefix and key.startswith(ignore_prefix):
                 continue
             if key not in allowed:
-                close = difflib.get_close_matches(key, allowed, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else \
-                    f" (known: {', '.join(allowed)})"
+                hint = did_you_mean(key, allowed) or f" (known: {', '.join(allowed)})"
                 child.fail(f"unknown field '{key}'{hint}")
             out[key] = child
         for key in required:

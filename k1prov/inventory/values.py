@@ -5,8 +5,10 @@ the loader places after "FILE:LINE: FIELD: ". None of them is ever given a passw
 """
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
+from collections.abc import Iterable
 
 from k1prov.image_content import split_checksum
 
@@ -75,6 +77,12 @@ def version(text: str) -> str:
     if not _VERSION.match(text):
         raise ValueError(f"{text!r} is not a version (like 3.5.7)")
     return text
+
+
+def did_you_mean(word: str, known: Iterable[str]) -> str:
+    """" (did you mean 'X'?)" for the closest of `known`, "" when none is close."""
+    close = difflib.get_close_matches(word, list(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def major(version_text: str) -> int:

@@ -3,7 +3,8 @@
 Run by the lab virtualenv's python (it imports only pyghmi and the standard library,
 never k1prov, so that the lab venv does not need k1prov installed):
 
-    bmcsim.py --state-dir D --base-port P --count N --username U --password-file F
+    bmcsim.py --state-dir D --base-port P --count N --username U --password-file F \
+        [--flaky PORT:DROP:DELAY ...]
 
 BMC i listens on 127.0.0.1:(P+i) (UDP, IPMI 2.0 lanplus). Each BMC keeps its power state
 and boot device in D/<port>.json, written atomically, so other parts of the lab (the
@@ -15,16 +16,26 @@ host that "boots" when its machine is powered on) can read it:
 while a boot device change alone is not (k1prov/lab/machine.py).
 
 Authentication (RAKP, wrong user or password refused) is pyghmi's own server code.
+
+A lab fault, `--flaky PORT:DROP:DELAY`: the BMC on PORT drops each answer with
+probability DROP (0.3: 30 %) and sends the others DELAY seconds late, like a BMC on a
+congested or failing management network. What it did is counted in D/<port>.flaky.json
+({"answers": N, "dropped": N, "late": N}): each dropped answer is one the client had to
+ask again for.
 """
 from __future__ import annotations
 
 import argparse
+import heapq
+import itertools
 import json
 import os
+import random
 import signal
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyghmi.ipmi.bmc as bmc
@@ -114,6 +125,67 @@ class LabBmc(bmc.Bmc):
         return 0
 
 
+@dataclass
+class Flaky:
+    """One flaky BMC: what it drops and delays, and the count of what it did."""
+    drop: float
+    delay: float
+    counts_file: Path
+    rng: random.Random
+    counts: dict = field(default_factory=lambda: {"answers": 0, "dropped": 0, "late": 0})
+
+
+class FlakyNetwork:
+    """The answers of the flaky BMCs, dropped or held back, sent from the one event loop
+    (pyghmi's sockets are not to be touched from other threads)."""
+
+    def __init__(self, flaky: dict[int, Flaky]):
+        self.flaky = flaky
+        self._late: list = []          # heap of (due, seq, send arguments)
+        self._seq = itertools.count()
+        self._send = ipmisession._io_sendto
+
+    def install(self) -> None:
+        # Every answer of every BMC (and of their sessions) goes out through this function.
+        ipmisession._io_sendto = self._sendto
+
+    def _sendto(self, mysocket, packet, sockaddr):
+        sock = getattr(mysocket, "fd", mysocket)
+        try:
+            port = sock.getsockname()[1]
+        except OSError:
+            port = None
+        fault = self.flaky.get(port)
+        if fault is None:
+            return self._send(mysocket, packet, sockaddr)
+        fault.counts["answers"] += 1
+        if fault.rng.random() < fault.drop:
+            fault.counts["dropped"] += 1
+        else:
+            fault.counts["late"] += 1
+            heapq.heappush(self._late, (time.monotonic() + fault.delay, next(self._seq),
+                                        (mysocket, bytes(packet), sockaddr)))
+        write_state(fault.counts_file, fault.counts)
+
+    def flush(self) -> float:
+        """Send what is due; returns the seconds until the next one (LOOP_TICK if none)."""
+        now = time.monotonic()
+        while self._late and self._late[0][0] <= now:
+            self._send(*heapq.heappop(self._late)[2])
+        return min(LOOP_TICK, self._late[0][0] - now) if self._late else LOOP_TICK
+
+
+def parse_flaky(text: str) -> tuple[int, float, float]:
+    try:
+        port, drop, delay = text.split(":")
+        parsed = int(port), float(drop), float(delay)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected PORT:DROP:DELAY, like 6231:0.3:1") from None
+    if not 0 <= parsed[1] < 1 or parsed[2] < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: DROP is in [0, 1), DELAY at least 0")
+    return parsed
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bmcsim", description=__doc__.splitlines()[0])
     p.add_argument("--state-dir", required=True, type=Path)
@@ -121,6 +193,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--count", required=True, type=int)
     p.add_argument("--username", required=True)
     p.add_argument("--password-file", required=True, type=Path)
+    p.add_argument("--flaky", action="append", type=parse_flaky, default=[], metavar="PORT:DROP:DELAY",
+                   help="the BMC on PORT drops answers with probability DROP and sends the rest DELAY s late")
     return p.parse_args(argv)
 
 
@@ -145,10 +219,20 @@ def main(argv: list[str] | None = None) -> int:
                            args.state_dir / f"{port}.json"))
     print(f"bmcsim: {len(bmcs)} BMCs on 127.0.0.1:{args.base_port}-{args.base_port + args.count - 1}",
           flush=True)
+    # Seeded by port: a test run drops the same answers of the same exchange.
+    network = FlakyNetwork({port: Flaky(drop, delay, args.state_dir / f"{port}.flaky.json", random.Random(port))
+                            for port, drop, delay in args.flaky})
+    for port, fault in network.flaky.items():
+        write_state(fault.counts_file, fault.counts)
+        print(f"bmcsim: BMC {port} is flaky: drops {fault.drop:.0%} of its answers, "
+              f"sends the others {fault.delay:g} s late", flush=True)
+    network.install()
     # All instances register their sockets with pyghmi's shared session machinery, so one
     # loop of wait_for_rsp serves every BMC.
+    tick = LOOP_TICK
     while not stopping:
-        ipmisession.Session.wait_for_rsp(LOOP_TICK)
+        ipmisession.Session.wait_for_rsp(tick)
+        tick = network.flush()
     print("bmcsim: stopped", flush=True)
     return 0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,9 @@ class LabSettings:
     cidr: str = "10.251.0.1/24"
     # Size of each machine's disk (a sparse file: only what the agent writes takes room).
     disk_gb: int = 4
+    # A lab fault: BMCs that drop answers and send the others late, "PORT:DROP:DELAY"
+    # ("6231:0.3:1": 30 % dropped, the rest 1 s late; k1prov/lab/bmcsim.py --flaky).
+    flaky_bmcs: tuple[str, ...] = ()
 
     @classmethod
     def default(cls) -> "LabSettings":
@@ -96,6 +100,12 @@ class LabSettings:
             raise ConfigError(f"lab setting cidr: {self.cidr} must be a host address in a /26 or larger")
         if self.disk_gb < 1:
             raise ConfigError(f"lab setting disk_gb: {self.disk_gb} (need at least 1)")
+        for flaky in self.flaky_bmcs:
+            port, _, rest = flaky.partition(":")
+            if not (port.isdigit() and self.bmc_base_port <= int(port) < self.bmc_base_port + self.nodes
+                    and re.fullmatch(r"0(\.[0-9]+)?:[0-9]+(\.[0-9]+)?", rest)):
+                raise ConfigError(f"lab setting flaky_bmcs: {flaky!r} is not PORT:DROP:DELAY with a "
+                                  "BMC port of the lab, DROP below 1 and DELAY in seconds")
 
     # Paths inside the state directory; one place so that nothing guesses them.
     @property

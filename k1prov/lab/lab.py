@@ -27,9 +27,13 @@ from k1prov.lab.venv import ensure_venv
 from k1prov.settings import DEFAULT_TIMEOUTS, Timeouts
 
 # Order of start; `down` stops in the reverse order (the BMCs outlive Ironic's last call).
-# The reconciler is the machines' hardware (k1prov.lab.machine): it starts last and stops
-# first, and powers every machine down when it stops.
+# The reconciler is the machines' hardware logic (k1prov.lab.machine): it starts last and
+# stops first. Stopping (or restarting) it leaves the machines as they are; `down` then
+# powers them off (`--power-off`), as a lab going away cuts their power.
 SERVICES = ("bmcsim", "http", "glance", "ironic", "reconciler")
+# `down`: powering every machine off (each stops its agent or host and releases its disk;
+# a few seconds for a lab of 40 machines, most of them off).
+POWER_OFF_TIMEOUT = 300.0
 # Run as `python -m`; imported lazily so that the package does not load it before runpy.
 RECONCILER_MODULE = "k1prov.lab.reconciler"
 # One answer check in `status` (a healthy service answers in milliseconds).
@@ -157,8 +161,11 @@ class Lab:
         s = self.settings
         grace = self._stop_grace()
         was_up = any(procs.read_running(s.run_dir, name) is not None for name in SERVICES)
+        failed = ""
         for name in reversed(SERVICES):
             procs.stop(s.run_dir, name, grace=grace)
+            if name == "reconciler" and was_up:
+                failed = self._power_off_machines()
         ports = tuple(p for name in SERVICES for p in self._ports(name))
         busy = procs.wait_ports_free(ports, timeout=self.timeouts.lab_service)
         # The bridge goes with the lab that ran on it, unless machines of another lab are
@@ -171,9 +178,25 @@ class Lab:
         if busy:
             listing = ", ".join(f"{proto} {port}" for proto, port in busy)
             raise LabError(f"lab stopped but ports are still in use: {listing}")
+        if failed:
+            raise LabError(f"lab stopped but its machines were not all powered off: {failed}")
 
     def status(self) -> LabStatus:
         return LabStatus([self._service_status(name) for name in SERVICES])
+
+    def _power_off_machines(self) -> str:
+        """Every machine off (the reconciler's `--power-off`, logged with it); why not, or ""."""
+        s = self.settings
+        spec = self._spec("reconciler")
+        s.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(s.log_dir / "reconciler.log", "ab") as log:
+            try:
+                rc = subprocess.run([*spec.argv, "--power-off"], cwd=spec.cwd, env=dict(spec.env),
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    timeout=POWER_OFF_TIMEOUT).returncode
+            except subprocess.TimeoutExpired:
+                return f"not done in {POWER_OFF_TIMEOUT:.0f} s; log: {s.log_dir / 'reconciler.log'}"
+        return "" if rc == 0 else f"exit {rc}; log: {s.log_dir / 'reconciler.log'}"
 
     def bmc_password(self) -> str:
         try:
@@ -307,6 +330,8 @@ class Lab:
             argv = [py, "-I", str(BMCSIM_SCRIPT), "--state-dir", str(s.bmc_state_dir),
                     "--base-port", str(s.bmc_base_port), "--count", str(s.nodes),
                     "--username", s.bmc_username, "--password-file", str(s.bmc_password_file)]
+            for flaky in s.flaky_bmcs:
+                argv += ["--flaky", flaky]
             watched = [BMCSIM_SCRIPT]
         h = hashlib.sha256("\0".join(argv).encode())
         h.update(repr(sorted(extra.items())).encode())

@@ -503,11 +503,15 @@ class PartitionFence:
         self._watched: dict[Path, _Watched] = {}
         self._thread: threading.Thread | None = None
 
-    def watch(self, cgroup: Path, loop_name: str, requests: Path | None = None) -> None:
+    def watch(self, cgroup: Path, loop_name: str, requests: Path | None = None, *,
+              allowed: set[tuple[int, int]] | None = None) -> None:
         """Allow the partitions `loop_name` has, and from now on follow them (and answer
-        the scan requests written into `requests`)."""
+        the scan requests written into `requests`). `allowed`: the partitions the cgroup
+        allows already (an agent adopted from an earlier process of the lab's hardware),
+        so that those gone meanwhile are taken back."""
         with self._lock:
-            self._watched[Path(cgroup)] = _Watched(loop_name, Path(requests) if requests else None)
+            self._watched[Path(cgroup)] = _Watched(loop_name, Path(requests) if requests else None,
+                                                   set(allowed or ()))
             self._sync_one(Path(cgroup))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="partition-fence", daemon=True)
@@ -721,6 +725,25 @@ class Machine:
             return None
 
     # -- verbs ------------------------------------------------------------------------
+
+    def adopt(self) -> str | None:
+        """Take over what an earlier process of the lab's hardware left running on this
+        machine (a restart of that process is no power cut: the machine keeps running),
+        and return it. When nothing of it runs any more (this machine itself rebooted, or
+        `lab down` powered it off), its next look at the BMC boots it again if the BMC is on."""
+        state = self.state()
+        what = self.running()
+        if what == "agent":
+            self.loop = state.get("loop")
+            devices = self._cgroup("devices")
+            FENCE.watch(devices, Path(self.loop).name, self.dir / "button",
+                        allowed=_allowed_partitions(devices))
+        elif what == "host":
+            loops = disks.loops_of(self.disk_file) if self.disk_file.exists() else []
+            self.loop = loops[0] if loops else None
+        elif state:
+            self._save(boots=None, running=None, button_pressed=None)
+        return what
 
     def power_off(self) -> None:
         """Stop whatever runs, release the NIC, the lease and the loop device."""
@@ -936,6 +959,21 @@ class Machine:
                     path.rmdir()
                 except OSError as exc:
                     log.warning("%s: cgroup %s: %s", self.name, path, exc)
+
+
+def _allowed_partitions(devices: Path) -> set[tuple[int, int]]:
+    """The partitions (block devices but the loop disk itself) a devices cgroup allows now."""
+    allowed = set()
+    try:
+        lines = (devices / "devices.list").read_text().splitlines()
+    except OSError:
+        return allowed
+    for line in lines:
+        kind, number, _access = (line.split() + ["", "", ""])[:3]
+        major, _, minor = number.partition(":")
+        if kind == "b" and major.isdigit() and minor.isdigit() and int(major) != LOOP_MAJOR:
+            allowed.add((int(major), int(minor)))
+    return allowed
 
 
 def remove_lab_cgroups(ident: str) -> None:

@@ -2,7 +2,7 @@
 
     python -m k1prov.lab.reconciler --root ROOT --bmc-state-dir DIR --bmc-base-port P \
         --count N --venv VENV --tftp-root T --bridge B --cidr C --disk-gb G \
-        --bmc-username U --bmc-password-file F
+        --bmc-username U --bmc-password-file F [--power-off]
 
 Every POLL_INTERVAL it reads the BMC simulators' state files (DIR/<port>.json: power,
 boot device, boot counter) and brings each machine (k1prov.lab.machine.Machine) in
@@ -19,8 +19,15 @@ It never reads Ironic's API or database: what a machine does follows from its po
 its boot device, the PXE config "on the network" and its own disk. A machine whose
 boot fails (no PXE config, no bootable disk) stays powered on with nothing running,
 and the reason is in its state file and the log. One machine's failure never stops the
-others. SIGTERM powers every machine down (their disks stay) and exits. Logs go to
-stderr, which the lab sends to ROOT/logs/reconciler.log.
+others. Logs go to stderr, which the lab sends to ROOT/logs/reconciler.log.
+
+This process is the machines' hardware logic, not their power: like a BMC's software,
+it may restart (`lab up` from another installation of k1prov, or after an upgrade,
+restarts it) and the machines keep running. SIGTERM lets the boots and stops under way
+finish and exits, leaving every machine as it is; at start it takes over what runs
+(Machine.adopt) and boots only machines whose BMC is on and on which nothing runs any
+more. `--power-off` is the power cut of `lab down`: every machine stops (their disks
+stay), and the process exits.
 """
 from __future__ import annotations
 
@@ -46,6 +53,8 @@ HEARTBEAT_MAX_AGE = 10.0
 WORKERS = 8
 # One ipmitool call (the power button).
 IPMI_TIMEOUT = 30.0
+# `--power-off`: the lab hosts still running after their machines were powered off.
+HOSTS_STOP_TIMEOUT = 60.0
 
 log = logging.getLogger("k1prov.lab.reconciler")
 
@@ -134,12 +143,27 @@ class Hardware:
         except Exception as exc:  # noqa: BLE001 - logged; the next pass tries again
             log.error("%s: %s: %s", machine.name, action, exc)
 
-    def stop_all(self) -> None:
+    def adopt_all(self) -> None:
+        for machine in self.machines.values():
+            try:
+                what = machine.adopt()
+            except Exception as exc:  # noqa: BLE001 - that machine boots again instead
+                log.error("%s: cannot take over what runs: %s", machine.name, exc)
+                machine._save(boots=None)
+                continue
+            if what:
+                log.info("%s: %s still running: taken over", machine.name, what)
+
+    def stop_all(self) -> int:
+        """Power every machine off; returns how many did not stop."""
+        failed = 0
         for machine in self.machines.values():
             try:
                 machine.power_off()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - one machine must not keep the others on
                 log.error("%s: power off: %s", machine.name, exc)
+                failed += 1
+        return failed
 
 
 class Ipmi:
@@ -170,6 +194,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--disk-gb", required=True, type=int)
     p.add_argument("--bmc-username", required=True)
     p.add_argument("--bmc-password-file", required=True, type=Path)
+    p.add_argument("--power-off", action="store_true",
+                   help="power every machine down and exit (lab down)")
     return p.parse_args(argv)
 
 
@@ -195,18 +221,25 @@ def main(argv: list[str] | None = None) -> int:
     dhcp = Dhcp(Path("/run/k1prov-lab") / args.bridge / "leases.json", iface.network, str(iface.ip))
     booter = HostBooter(args.root / "boot", network=network)
     ident = lab_id(args.root)
-    machines = {}
-    for port in range(args.bmc_base_port, args.bmc_base_port + args.count):
-        m = Machine(port, root=args.root / "machines", lab_id=ident, venv=args.venv,
-                    tftp_root=args.tftp_root, bridge=args.bridge, dhcp=dhcp, booter=booter,
-                    disk_gb=args.disk_gb)
-        # Whatever ran before this process started is gone (lab restart = power blip):
-        # a machine whose BMC is on boots again.
-        if m.state():
-            m._save(boots=None, running=None, button_pressed=None)
-        machines[port] = m
+    machines = {port: Machine(port, root=args.root / "machines", lab_id=ident, venv=args.venv,
+                              tftp_root=args.tftp_root, bridge=args.bridge, dhcp=dhcp, booter=booter,
+                              disk_gb=args.disk_gb)
+                for port in range(args.bmc_base_port, args.bmc_base_port + args.count)}
     hw = Hardware(machines=machines, bmc_state_dir=args.bmc_state_dir,
                   ipmi=Ipmi(args.bmc_username, args.bmc_password_file))
+    if args.power_off:
+        log.info("hardware: powering every machine down")
+        failed = hw.stop_all()
+        try:
+            booter.stop_all(timeout=HOSTS_STOP_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001
+            log.error("stopping hosts: %s", exc)
+            failed += 1
+        remove_lab_cgroups(ident)
+        log.info("hardware: every machine is off" if not failed else
+                 f"hardware: {failed} machine(s) or hosts did not stop (above)")
+        return 1 if failed else 0
+    hw.adopt_all()
     beat = heartbeat_path(args.root)
     beat.parent.mkdir(parents=True, exist_ok=True)
     log.info("hardware: %d machines (BMCs %d-%d), bridge %s", args.count, args.bmc_base_port,
@@ -225,16 +258,12 @@ def main(argv: list[str] | None = None) -> int:
             beat.touch()
             stopping.wait(POLL_INTERVAL)
     finally:
-        log.info("hardware: powering every machine down")
+        # The boots and stops under way finish (within the lab's stop grace: one killed
+        # half-way is booted again by the next process); what runs keeps running, for the
+        # next process (or `--power-off`) to take over.
         pool.shutdown(wait=True, cancel_futures=True)
-        hw.stop_all()
-        try:
-            booter.stop_all(timeout=60.0)
-        except Exception as exc:  # noqa: BLE001
-            log.error("stopping hosts: %s", exc)
-        remove_lab_cgroups(ident)
         beat.unlink(missing_ok=True)
-        log.info("hardware: stopped")
+        log.info("hardware: stopped; the machines are left as they are")
     return 0
 
 

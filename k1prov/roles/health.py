@@ -31,7 +31,7 @@ Runner = Callable[[Node, str], tuple[int, str]]
 class HealthResult:
     ok: bool
     summary: str
-    # Per node: what it reported ("leader", "follower", "unreachable", ...).
+    # Per node: what it reported ("leader", "follower", "not answering", "unreachable", ...).
     states: dict[str, str] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
 
@@ -41,6 +41,21 @@ Check = Callable[[Runner], HealthResult]
 # Answers of a host to a batch of commands, in order (exit code, stdout); None when the
 # host could not be reached at all.
 BatchRunner = Callable[[dict[str, tuple[Node, list[str]]]], dict[str, list[tuple[int, str]] | None]]
+
+# The exit code `sample` gives every command of a host that could not be reached at all
+# (no SSH session): no command's own exit code is negative.
+HOST_UNREACHABLE = -1
+# A member's state when its service gave no answer: the host answered and its service
+# did not (stopped, or not listening yet), or the host itself could not be reached. The
+# operator's next step differs (start the service / look at the machine or the network).
+NOT_ANSWERING, UNREACHABLE = "not answering", "unreachable"
+
+
+def _silent(node: Node, code: int, what: str) -> tuple[str, str]:
+    """(state, problem) of a member that gave no usable answer to `what`."""
+    if code == HOST_UNREACHABLE:
+        return UNREACHABLE, f"{node.name}: host unreachable"
+    return NOT_ANSWERING, f"{node.name}: {what}"
 
 
 def _zk_command(port: int) -> str:
@@ -60,8 +75,8 @@ def zookeeper_health(nodes: Sequence[Node], run: Runner, *, port: int = 2181) ->
         code, out = run(node, _zk_command(port))
         match = re.search(r"^Mode:\s*(\w+)", out or "", re.MULTILINE)
         if code != 0 or not match:
-            states[node.name] = "unreachable"
-            problems.append(f"{node.name}: no answer to srvr on port {port}")
+            states[node.name], problem = _silent(node, code, f"no answer to srvr on port {port}")
+            problems.append(problem)
             continue
         states[node.name] = match.group(1)
     leaders = [name for name, mode in states.items() if mode in ("leader", "standalone")]
@@ -69,7 +84,7 @@ def zookeeper_health(nodes: Sequence[Node], run: Runner, *, port: int = 2181) ->
         problems.append(f"expected exactly one leader, found {len(leaders)}"
                         + (f" ({', '.join(leaders)})" if leaders else ""))
     for name, mode in states.items():
-        if mode not in ("leader", "follower", "observer", "standalone", "unreachable"):
+        if mode not in ("leader", "follower", "observer", "standalone", NOT_ANSWERING, UNREACHABLE):
             problems.append(f"{name}: unexpected mode {mode}")
     ok = not problems
     summary = f"leader {leaders[0]}" if len(leaders) == 1 else "no single leader"
@@ -134,8 +149,8 @@ def mesos_health(masters: Sequence[Node], run: Runner, *, agents: Iterable[Node]
         code, out = run(master, _mesos_state_command(url))
         match = _TRAILER_RE.search(out or "")
         if code != 0 or not match:
-            states[master.name] = "unreachable"
-            problems.append(f"{master.name}: no /state on port {port}")
+            states[master.name], problem = _silent(master, code, f"no /state on port {port}")
+            problems.append(problem)
             continue
         status, location = match.group(1), match.group(2)
         metrics = _json(*run(master, f"curl -s --max-time 5 "
@@ -226,7 +241,7 @@ def spark_workers_health(masters: Sequence[Node], workers: Iterable[Node], run: 
             alive_master = master.name
             registered = {m.rpartition(":")[0] for m in re.findall(r"Registering worker (\S+)", out)}
             break
-        states[master.name] = "unreachable"
+        states[master.name] = _silent(master, code, "")[0]
     if registered is None:
         problems.append("no Spark master is ALIVE")
         registered = set()
@@ -241,7 +256,7 @@ def spark_workers_health(masters: Sequence[Node], workers: Iterable[Node], run: 
 
 # What a member of an ensemble reports when it is in it: ZooKeeper's modes, a Mesos
 # master's role (a standby redirects to the leader it follows). Anything else
-# ("unreachable", "no leader", "HTTP 500") is a member out of its ensemble.
+# ("not answering", "unreachable", "no leader", "HTTP 500") is a member out of its ensemble.
 LEADING = ("leader", "standalone")
 IN_ENSEMBLE = LEADING + ("follower", "observer", "standby")
 
@@ -367,7 +382,7 @@ def sample(checks: dict[str, Check], run_batch: BatchRunner) -> dict[str, Health
     answers = run_batch(wanted) if wanted else {}
     table: dict[tuple[str, str], tuple[int, str]] = {}
     for name, (_node, cmds) in wanted.items():
-        got = answers.get(name) or [(255, "")] * len(cmds)
+        got = answers.get(name) or [(HOST_UNREACHABLE, "")] * len(cmds)
         table.update({(name, command): answer for command, answer in zip(cmds, got)})
 
     def answered(node: Node, command: str) -> tuple[int, str]:

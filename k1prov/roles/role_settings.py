@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 from k1prov.errors import InventoryError
 from k1prov.inventory import values
 from k1prov.inventory.model import Inventory
+from k1prov.roles import mesos_flags
 
 # AVENTER UG keeps building Apache Mesos (the Apache project is in the Attic and the
 # Mesosphere repositories are gone). Their repository layout: Debian/<codename>,
@@ -228,6 +229,18 @@ def _check_mesos_value(key: str, value: Any, fail: Fail) -> None:
                           f"({', '.join(MESOS_CONTAINERIZERS)})")
 
 
+def _check_mesos_flags(cfg: Mapping[str, Any], fail: Fail) -> None:
+    """Every extra flag is one the daemon of the Mesos version installed knows: a typo
+    would keep the master or agent from starting on the host (k1prov.roles.mesos_flags)."""
+    known = mesos_flags.flags_for(cfg["version"])
+    for key, daemon in (("master_flags", "master"), ("agent_flags", "agent")):
+        names = known.of(daemon)
+        for flag in cfg[key]:
+            if flag not in names:
+                fail(f"{key}.{flag}", f"not a flag of mesos-{daemon} {known.version}"
+                                      f"{values.did_you_mean(str(flag), names)}")
+
+
 def sha512_from_file(path: str, url: str, fail: Callable[[str], NoReturn]) -> str:
     """The sha512 that a checksum file on this machine gives the archive of `url`: a
     SHA512SUMS file ("HEX  NAME" lines; the line of the URL's file name), or one bare
@@ -281,6 +294,7 @@ def resolve(section: str, given: Mapping[str, Any], *, cluster: str, mesos_maste
             cfg["server_script"] = ("/usr/share/zookeeper/bin/zkServer.sh" if cfg["source"] == "distro"
                                     else cfg["install_dir"].rstrip("/") + "/bin/zkServer.sh")
     elif section == "mesos":
+        _check_mesos_flags(cfg, fail)
         cfg["cluster_name"] = cfg["cluster_name"] or cluster
         if cfg["source"] == "mirror":
             cfg["repo_url"] = cfg["repo_url"] or cfg["mirror"]

@@ -96,6 +96,8 @@ class FakeHosts:
                 lines += f"{role} {digest} {state}\n"
             return CommandResult(target.host, 0, lines, "")
         if "srvr" in command:
+            if (target.host, "zookeeper") in self.stopped:      # connection refused
+                return CommandResult(target.host, 1, "", "")
             mode = "leader" if target.host == self.leader else "follower"
             return CommandResult(target.host, 0 if not self.unhealthy else 1,
                                  f"Zookeeper version: 3.8\nMode: {mode}\n", "")

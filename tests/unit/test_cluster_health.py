@@ -137,3 +137,30 @@ def test_dry_run_reads_the_active_hosts_and_says_what_configure_would_do(tmp_pat
     assert hosts.ran == []                           # nothing was run, only read
     assert report.exit_code() == EXIT_PARTIAL
     assert report.health["zookeeper"].startswith("unhealthy")    # n1 and n3 did not answer
+
+
+def test_status_tells_a_stopped_service_from_a_host_that_does_not_answer(tmp_path, monkeypatch):
+    """n3 answers SSH but its ZooKeeper is stopped: "not answering", not "unreachable",
+    which stays for n1, whose SSH does not answer at all."""
+    from configure_standin import FakeHosts, use
+
+    from k1prov import probe
+    from k1prov.errors import TransportError
+
+    hosts = use(monkeypatch, FakeHosts())
+    hosts.stopped = {("n3", "zookeeper")}
+    real = hosts.run_command
+
+    def n1_down(target, command, **kw):
+        if target.host == "n1":
+            raise TransportError("n1", "connection refused", transient=False)
+        return real(target, command, **kw)
+
+    monkeypatch.setattr(probe, "run_command", n1_down)
+    report = cluster.status(FakeProv(tmp_path, verdict_timeout=0))
+    rows = {r["node"]: r["health"] for r in report.rows}
+    # (n3's Spark worker is "missing": the only master, n1, could not be asked.)
+    assert rows["n3"].split("; ")[0] == "zookeeper not answering", rows
+    assert rows["n1"] == "zookeeper unreachable; spark unreachable"
+    assert rows["n2"] == "zookeeper leader; spark missing"
+    assert report.exit_code() == EXIT_PARTIAL

@@ -45,3 +45,31 @@ def test_every_report_follows_the_rule_even_on_an_empty_run(statuses, code):
 def test_an_unhealthy_service_makes_an_all_ok_cluster_partial():
     report = ClusterReport(verb="c", rows=[{"node": "n1", "error": None}], health={"zookeeper": "unhealthy: x"})
     assert report.exit_code() == EXIT_PARTIAL
+
+
+@pytest.mark.parametrize("error, code", [(28, 1), (122, 1), (30, 1), (13, None)])
+def test_a_full_or_read_only_disk_under_any_write_is_one_line(error, code):
+    """ENOSPC, EDQUOT, EROFS under a write no module translated: one line naming the
+    file and exit 1; any other OSError (EACCES here) is a bug and keeps its traceback."""
+    import os
+
+    import typer
+    from typer.testing import CliRunner
+
+    from k1prov.cli.common import handles_errors
+
+    app = typer.Typer()
+
+    @app.command()
+    @handles_errors
+    def write():
+        raise OSError(error, os.strerror(error), "/state/c1/runs/x/meta.json")
+
+    result = CliRunner().invoke(app, [])
+    if code is None:
+        assert isinstance(result.exception, PermissionError)
+        return
+    assert result.exit_code == code
+    assert result.output.strip().splitlines() == [
+        f"error: cannot write /state/c1/runs/x/meta.json: {os.strerror(error)}; free space there "
+        "(or make it writable) and run again"]

@@ -151,3 +151,36 @@ def test_empty_disk_has_no_partitions_and_no_config_drive(tmp_path):
 ])
 def test_the_hardware_follows_the_bmc(bmc, machine, running, button, resources, expected):
     assert decide(bmc, machine, running=running, button=button, has_resources=resources) == expected
+
+
+def test_a_restarted_hardware_process_boots_again_only_machines_on_which_nothing_runs(tmp_path):
+    """Machine.adopt: what ran before the hardware process restarted keeps running when it
+    still runs (its boot count is kept, so the BMC's state asks for nothing); a machine
+    whose host or agent is gone (this machine rebooted, lab down) boots again."""
+    from k1prov.lab.machine import Machine, _allowed_partitions
+
+    class Booter:
+        def __init__(self, state):
+            self.state = state
+
+        def status(self, name):
+            return type("Info", (), {"state": self.state})()
+
+    def machine(state: str) -> Machine:
+        return Machine(16262, root=tmp_path / state, lab_id="x", venv=tmp_path, tftp_root=tmp_path,
+                       bridge="b", dhcp=None, booter=Booter(state), disk_gb=1)
+
+    bmc = {"power": "on", "boots": 3}
+    alive, gone = machine("running"), machine("stopped")
+    for m in (alive, gone):
+        m._save(boots=3, running="host", address="10.0.0.5")
+    assert alive.adopt() == "host" and alive.state()["boots"] == 3
+    assert decide(bmc, alive.state(), running=alive.running(), button=None, has_resources=True) is None
+    assert gone.adopt() is None and gone.state()["boots"] is None
+    assert decide(bmc, gone.state(), running=None, button=None, has_resources=False) == BOOT
+    # An adopted agent's partition fence starts from what its devices cgroup allows now.
+    devices = tmp_path / "devices"
+    devices.mkdir()
+    (devices / "devices.list").write_text("c 1:3 rwm\nb 7:12 rwm\nb 259:4 rwm\nb 259:7 rwm\n")
+    assert _allowed_partitions(devices) == {(259, 4), (259, 7)}
+    assert _allowed_partitions(tmp_path / "none") == set()

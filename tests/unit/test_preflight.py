@@ -137,3 +137,28 @@ def test_check_writes_nothing(lab_operator_key):
     result = runner.invoke(app, ["inventory", "check", str(REPO / "inventories" / "lab.yaml")])
     assert result.exit_code == 0, result.output
     assert sorted(p for p in lab_dir.rglob("*")) == before
+
+
+@pytest.mark.parametrize("old,new,field,reason", [
+    ("agent_flags: {launcher: posix}", "agent_flags: {launcher: posix, no_such_flag: 1}",
+     "roles.mesos.agent_flags.no_such_flag", "not a flag of mesos-agent 1.12.0"),
+    ("master_flags: {allocation_interval: 100ms}", "master_flags: {allocation_intervall: 100ms}",
+     "roles.mesos.master_flags.allocation_intervall",
+     "not a flag of mesos-master 1.12.0 (did you mean 'allocation_interval'?)"),
+    # An agent flag given to the masters: the agents know it, the masters do not.
+    ("master_flags: {allocation_interval: 100ms}", "master_flags:\n      launcher: posix",
+     "roles.mesos.master_flags.launcher", "not a flag of mesos-master 1.12.0"),
+], ids=["unknown-agent-flag", "master-flag-typo", "agent-flag-on-master"])
+def test_an_unknown_mesos_flag_is_refused_at_its_line_by_check_and_render(tmp_path, lab_operator_key,
+                                                                         old, new, field, reason):
+    """The agent (or master) would refuse to start on the host: the flag is checked against
+    the lists of the Mesos version the inventory installs (k1prov/roles/mesos-flags), before
+    anything is contacted."""
+    path = _variant(tmp_path, old, new, name="lab.yaml")
+    line = _line_of(path, new.splitlines()[-1])          # the flag's own line
+    for argv in (["inventory", "check", str(path)], ["render", "-i", str(path), "-o", str(tmp_path / "out")]):
+        result = runner.invoke(app, argv)
+        assert result.exit_code == 2, result.output
+        error = _error_line(result.output)
+        assert error.startswith(f"error: {path}:{line}: {field}: {reason}"), error
+    assert not (tmp_path / "out").exists()

@@ -175,7 +175,7 @@ def hostile_inventory(tmp_path: Path) -> tuple[Inventory, dict[str, str], Path]:
     }
     roles = {
         "zookeeper": {"data_dir": values["data_dir"], "server_script": str(tmp_path / "bin" / "fake-server")},
-        "mesos": {"cluster_name": values["cluster"], "master_flags": {"evil": values["flag"]},
+        "mesos": {"cluster_name": values["cluster"], "master_flags": {"offer_timeout": values["flag"]},
                   "attributes": {"rack": values["attr"]},
                   "master_binary": str(tmp_path / "bin" / "fake-server"),
                   "agent_binary": str(tmp_path / "bin" / "fake-server")},
@@ -239,7 +239,7 @@ def test_hostile_values_reach_daemons_as_single_arguments(tmp_path):
                  for f in s.files if f.path.endswith("-run")}
     master = run_launcher(launchers["mesos-master-run"], tmp_path)
     assert f"--cluster={values['cluster']}" in master
-    assert f"--evil={values['flag']}" in master
+    assert f"--offer_timeout={values['flag']}" in master
     agent = run_launcher(rendered["a1"][0].files[0].text, tmp_path)
     assert f"--attributes=arch:x86_64;rack:{values['attr']}" in agent
     zk = run_launcher(launchers["zookeeper-run"], tmp_path)
