@@ -45,6 +45,7 @@ from typing import Any, Callable
 
 from k1prov.bench.drf import frameworks_script, parse_lines
 from k1prov.bench.drf_frameworks import HOLD_PREFIX
+from k1prov.bench.number_lists import parse_number_list
 from k1prov.errors import ConfigError, TransportError
 from k1prov.fanout.cancel import CancelToken
 from k1prov.inventory.model import Inventory
@@ -84,14 +85,7 @@ class ContentionOptions:
 def parse_levels(text: str, *, slots_per_agent: int = DEFAULT_SLOTS_PER_AGENT) -> tuple[float, ...]:
     """'0,0.5,0.75' -> (0.0, 0.5, 0.75): each in [0, 1) and a whole number of the
     competitor's tasks (1/slots_per_agent of an agent), in the order given, no repeats."""
-    levels: list[float] = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        try:
-            value = float(part)
-        except ValueError:
-            raise ConfigError(f"--contention: {part!r} is not a number") from None
+    def check(value: float, part: str) -> None:
         if not 0.0 <= value < 1.0:
             raise ConfigError(f"--contention: {part} must be at least 0 and below 1 (a share of every agent)")
         tasks = value * slots_per_agent
@@ -99,11 +93,8 @@ def parse_levels(text: str, *, slots_per_agent: int = DEFAULT_SLOTS_PER_AGENT) -
             below, above = int(tasks) / slots_per_agent, (int(tasks) + 1) / slots_per_agent
             raise ConfigError(f"--contention: {part} is not a whole number of the competing framework's tasks "
                               f"(1/{slots_per_agent} of an agent each): {below:g} or {above:g}")
-        if value not in levels:
-            levels.append(value)
-    if not levels:
-        raise ConfigError("--contention: no level given")
-    return tuple(levels)
+
+    return parse_number_list(text, option="--contention", what="level", check=check)
 
 
 def held(sample: dict[str, Any]) -> float:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Callable
 
 from k1prov.bench.contention import Competitor, ContentionOptions, run_token, share_during
+from k1prov.bench.number_lists import parse_number_list
 from k1prov.bench.plot import plot_result
 from k1prov.bench.results import (BenchResult, Failure, Skipped, Submit, Trial, check_trials, mark_ignored,
                                   write_contention_csv, write_json, write_submits_csv, write_summary_csv,
@@ -110,20 +111,8 @@ def workload(scale_factor: float) -> Workload:
 
 def parse_scale_factors(text: str) -> tuple[float, ...]:
     """'0.001,0.01,0.1' -> (0.001, 0.01, 0.1), each checked, in the order given, no repeats."""
-    factors: list[float] = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        try:
-            value = float(part)
-        except ValueError:
-            raise ConfigError(f"--scale-factors: {part!r} is not a number") from None
-        workload(value)
-        if value not in factors:
-            factors.append(value)
-    if not factors:
-        raise ConfigError("--scale-factors: no scale factor given")
-    return tuple(factors)
+    return parse_number_list(text, option="--scale-factors", what="scale factor",
+                             check=lambda value, part: workload(value))
 
 
 def parse_modes(text: str) -> tuple[str, ...]:

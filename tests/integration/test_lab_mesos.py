@@ -314,7 +314,9 @@ def leader_address(cluster) -> str | None:
     return None
 
 
-def leader_get(address: str, path: str) -> dict | None:
+def master_get(address: str, path: str) -> dict | None:
+    """GET `path` of the Mesos master at `address` (elected or not), straight from this
+    machine over the test's bridge; its JSON, or None when it does not answer."""
     conn = http.client.HTTPConnection(address, 5050, timeout=POLL_HTTP_TIMEOUT)
     try:
         conn.request("GET", path)
@@ -340,8 +342,8 @@ class RolePoller:
     def _run(self) -> None:
         while not self.stop.is_set():
             address = leader_address(self.cluster)
-            roles = leader_get(address, "/roles") if address else None
-            metrics = leader_get(address, "/metrics/snapshot") if address else None
+            roles = master_get(address, "/roles") if address else None
+            metrics = master_get(address, "/metrics/snapshot") if address else None
             if roles is not None and metrics:
                 entry = next((r for r in roles.get("roles", []) if r.get("name") == self.role), {})
                 got = entry.get("allocated") or {}
@@ -361,14 +363,14 @@ class RolePoller:
 def contention_frameworks(cluster) -> list[dict]:
     """The competing frameworks the leading master still has (active ones)."""
     address = leader_address(cluster)
-    frameworks = (leader_get(address, "/frameworks") or {}).get("frameworks", []) if address else []
+    frameworks = (master_get(address, "/frameworks") or {}).get("frameworks", []) if address else []
     return [f for f in frameworks if f.get("name", "").startswith(HOLD_PREFIX)]
 
 
 def role_allocated(cluster, role: str) -> dict:
     """What the leading master says `role` holds now (its tasks' resources)."""
     address = leader_address(cluster)
-    roles = (leader_get(address, "/roles") if address else None) or {}
+    roles = (master_get(address, "/roles") if address else None) or {}
     entry = next((r for r in roles.get("roles", []) if r.get("name") == role), {})
     return {k: (entry.get("allocated") or {}).get(k, 0.0) for k in ("cpus", "mem")}
 
@@ -478,16 +480,7 @@ POLL_INTERVAL = 0.5
 def master_metrics(address: str) -> dict | None:
     """A master's own /metrics/snapshot (every master serves it, elected or not), straight
     from this machine over the test's bridge; None when it does not answer."""
-    conn = http.client.HTTPConnection(address, 5050, timeout=POLL_HTTP_TIMEOUT)
-    try:
-        conn.request("GET", "/metrics/snapshot")
-        res = conn.getresponse()
-        body = res.read()
-        return json.loads(body) if res.status == 200 else None
-    except (OSError, ValueError, http.client.HTTPException):
-        return None
-    finally:
-        conn.close()
+    return master_get(address, "/metrics/snapshot")
 
 
 def zookeeper_mode(address: str) -> str | None:
