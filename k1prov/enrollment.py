@@ -13,7 +13,8 @@ from typing import Any, Iterable
 from k1prov.context import VerbContext
 from k1prov.ironic_actions import fan_out, fire_and_wait, refresh_rows
 from k1prov.fanout import Status
-from k1prov.ironic_states import AVAILABLE, MANAGEABLE, NEEDS_MANAGE, PROVIDABLE
+from k1prov.ironic_states import AVAILABLE, MANAGEABLE, NEEDS_MANAGE, PROVIDABLE, bmc_did_not_answer
+from k1prov.settings import MANAGE_RETRIES
 from k1prov.verb_report import NodeOutcome, VerbReport
 
 
@@ -74,6 +75,9 @@ def enroll(ctx: VerbContext, *, limit: Iterable[str] | None = None,
             ctx, kind=f"ironic.{action}", action=action, names=names,
             fire=lambda name, a=action: ironic.start_action(uuid_of[name], a),
             uuid_of=uuid_of, target=target, timeout=timeout, report=report, outcomes=outcomes)
+        if action == "manage" and not report.cancelled:
+            reached += _manage_again(ctx, [n for n in names if n not in reached], uuid_of=uuid_of,
+                                     report=report, outcomes=outcomes)
         for name in names:
             if name in reached:
                 state[name] = target
@@ -88,6 +92,34 @@ def enroll(ctx: VerbContext, *, limit: Iterable[str] | None = None,
     return refresh_rows(ctx, report, outcomes, started,
                         current={name: n for name, n in existing.items() if ironic.owned(n)}
                         if untouched else None)
+
+
+def _manage_again(ctx: VerbContext, failed: list[str], *, uuid_of: dict[str, str],
+                  report: VerbReport, outcomes: dict[str, NodeOutcome]) -> list[str]:
+    """`manage` again, up to MANAGE_RETRIES times, for the nodes of `failed` whose BMC did not
+    answer Ironic's check (a slow or lossy BMC; Ironic's own ipmitool retries ran out). Each
+    row says how many retries it took; returns the names that reached manageable."""
+    ironic = ctx.ironic()
+    got: list[str] = []
+    retries: dict[str, int] = {}
+    for attempt in range(1, MANAGE_RETRIES + 1):
+        again = [n for n in failed if outcomes[n].status is Status.FAILED
+                 and bmc_did_not_answer(outcomes[n].error)]
+        if not again or report.cancelled:
+            break
+        for name in again:
+            outcomes[name].status, outcomes[name].error = Status.OK, None
+            retries[name] = attempt
+        ctx.notify(f"manage again ({attempt}/{MANAGE_RETRIES}): {len(again)} node(s) whose BMC did not answer")
+        reached = fire_and_wait(
+            ctx, kind="ironic.manage", action="manage", names=again,
+            fire=lambda name: ironic.start_action(uuid_of[name], "manage"),
+            uuid_of=uuid_of, target=MANAGEABLE, timeout=ctx.timeouts.manage, report=report, outcomes=outcomes)
+        got += reached
+        failed = [n for n in again if n not in reached]
+    for name, count in retries.items():
+        outcomes[name].changes.append(f"manage retried {count}x (the BMC did not answer Ironic's check)")
+    return got
 
 
 def list_nodes(ctx: VerbContext, *, limit: Iterable[str] | None = None,

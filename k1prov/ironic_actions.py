@@ -14,6 +14,7 @@ from typing import Any, Callable
 from k1prov.cloud import is_transient
 from k1prov.context import VerbContext
 from k1prov.fanout import Report, Status, run_fanout
+from k1prov.ironic_states import bmc_did_not_answer
 from k1prov.verb_report import NodeOutcome, VerbReport
 
 
@@ -74,4 +75,16 @@ def refresh_rows(ctx: VerbContext, report: VerbReport, outcomes: dict[str, NodeO
             out.power_state = node.power_state
             if out.status is not Status.OK and node.last_error and not out.error:
                 out.error = node.last_error
+        if out.status is not Status.OK and bmc_did_not_answer(out.error):
+            out.error = f"{out.error} ({_bmc_of(ctx, name)})"
     return report
+
+
+def _bmc_of(ctx: VerbContext, name: str) -> str:
+    """Which BMC a row whose error is Ironic's IPMI failure is about, as the inventory has it
+    (the operator's next step is to look at that BMC)."""
+    try:
+        bmc = ctx.inventory.node(name).bmc
+    except KeyError:
+        return "BMC not in the inventory"
+    return f"BMC {bmc.address}:{bmc.port}"

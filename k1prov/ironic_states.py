@@ -53,6 +53,18 @@ ACTION_TAKEN: dict[str, frozenset[str]] = {
 }
 
 
+# How Ironic's last_error says the BMC did not answer (or refused) an IPMI command:
+# IPMIFailure ("IPMI call failed: power status."), which a failed BMC check in manage wraps
+# as "Failed to get power state for node …", a failed power action in a deploy as its own.
+_BMC_FAILURES = ("IPMI call failed", "Failed to get power state")
+
+
+def bmc_did_not_answer(last_error: str | None) -> bool:
+    """Whether Ironic's `last_error` is its BMC not answering an IPMI command (a wrong
+    password reads the same: ipmitool's own message stays in the conductor's log)."""
+    return bool(last_error) and any(text in last_error for text in _BMC_FAILURES)
+
+
 def reached(node: Any, state: str, *, abort_on_failed_state: bool = True) -> bool | None:
     """True: `node` is in `state`; False: it failed on the way; None: not yet.
 

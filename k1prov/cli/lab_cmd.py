@@ -19,7 +19,8 @@ NodesOpt = typer.Option(None, "--nodes", "-n", min=1, max=1000,
 NODES_FILE = "lab-nodes"
 
 
-def _lab(nodes: Optional[int] = None, *, remember: bool = False, flaky_bmcs: tuple[str, ...] = ()):
+def _lab(nodes: Optional[int] = None, *, remember: bool = False, flaky_bmcs: tuple[str, ...] = (),
+         dead_bmcs: tuple[int, ...] = ()):
     import dataclasses
 
     from k1prov.lab import Lab, LabSettings
@@ -32,6 +33,8 @@ def _lab(nodes: Optional[int] = None, *, remember: bool = False, flaky_bmcs: tup
         settings = dataclasses.replace(settings, nodes=nodes)
     if flaky_bmcs:
         settings = dataclasses.replace(settings, flaky_bmcs=flaky_bmcs)
+    if dead_bmcs:
+        settings = dataclasses.replace(settings, dead_bmcs=dead_bmcs)
     if remember:
         settings.root.mkdir(parents=True, exist_ok=True)
         saved.write_text(f"{settings.nodes}\n")
@@ -60,9 +63,13 @@ def up(nodes: Optional[int] = NodesOpt, as_json: bool = JsonOpt,
        flaky_bmc: list[str] = typer.Option(
            [], "--flaky-bmc", metavar="PORT:DROP:DELAY",
            help="A fault: the BMC on PORT drops answers with probability DROP and sends the others "
-                "DELAY s late (e.g. 6231:0.3:1). `lab up` without it makes the BMC healthy again.")):
+                "DELAY s late (e.g. 6231:0.3:1). `lab up` without it makes the BMC healthy again."),
+       dead_bmc: list[int] = typer.Option(
+           [], "--dead-bmc", metavar="PORT",
+           help="A fault: the BMC on PORT is gone (nothing answers; its machine stays as it is). "
+                "`lab up` without it brings the BMC back.")):
     """Install (first time) and start the lab's services. A no-op when they already run."""
-    lab = _lab(nodes, remember=True, flaky_bmcs=tuple(flaky_bmc))
+    lab = _lab(nodes, remember=True, flaky_bmcs=tuple(flaky_bmc), dead_bmcs=tuple(dead_bmc))
     say = lambda msg: err.print(f"[cyan]>[/] {msg}", highlight=False)  # noqa: E731
     status = lab.up(progress=say)
     if image and status.ok:

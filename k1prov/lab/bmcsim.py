@@ -4,7 +4,7 @@ Run by the lab virtualenv's python (it imports only pyghmi and the standard libr
 never k1prov, so that the lab venv does not need k1prov installed):
 
     bmcsim.py --state-dir D --base-port P --count N --username U --password-file F \
-        [--flaky PORT:DROP:DELAY ...]
+        [--flaky PORT:DROP:DELAY ...] [--dead PORT ...]
 
 BMC i listens on 127.0.0.1:(P+i) (UDP, IPMI 2.0 lanplus). Each BMC keeps its power state
 and boot device in D/<port>.json, written atomically, so other parts of the lab (the
@@ -22,6 +22,11 @@ probability DROP (0.3: 30 %) and sends the others DELAY seconds late, like a BMC
 congested or failing management network. What it did is counted in D/<port>.flaky.json
 ({"answers": N, "dropped": N, "late": N}): each dropped answer is one the client had to
 ask again for.
+
+Another, `--dead PORT`: the BMC on PORT is gone (its card lost power, its cable is out):
+nothing listens there, so every request to it goes unanswered, while its machine keeps
+the power state it had (D/<port>.json is left as it is). A restart without the option
+brings the BMC back with that state.
 """
 from __future__ import annotations
 
@@ -195,6 +200,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--password-file", required=True, type=Path)
     p.add_argument("--flaky", action="append", type=parse_flaky, default=[], metavar="PORT:DROP:DELAY",
                    help="the BMC on PORT drops answers with probability DROP and sends the rest DELAY s late")
+    p.add_argument("--dead", action="append", type=int, default=[], metavar="PORT",
+                   help="the BMC on PORT is gone: nothing listens there")
     return p.parse_args(argv)
 
 
@@ -215,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     bmcs = []
     for i in range(args.count):
         port = args.base_port + i
+        if port in args.dead:
+            print(f"bmcsim: BMC {port} is dead: nothing listens there", flush=True)
+            continue
         bmcs.append(LabBmc({args.username: password}, port,
                            args.state_dir / f"{port}.json"))
     print(f"bmcsim: {len(bmcs)} BMCs on 127.0.0.1:{args.base_port}-{args.base_port + args.count - 1}",

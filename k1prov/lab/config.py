@@ -7,6 +7,7 @@ need were found by hand and are recorded in /work/shared/LAB-NOTES.md.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import textwrap
@@ -66,6 +67,9 @@ class LabSettings:
     # A lab fault: BMCs that drop answers and send the others late, "PORT:DROP:DELAY"
     # ("6231:0.3:1": 30 % dropped, the rest 1 s late; k1prov/lab/bmcsim.py --flaky).
     flaky_bmcs: tuple[str, ...] = ()
+    # Another: BMCs that are gone (nothing listens on their ports; bmcsim.py --dead). Their
+    # machines keep the power state they had.
+    dead_bmcs: tuple[int, ...] = ()
 
     @classmethod
     def default(cls) -> "LabSettings":
@@ -106,6 +110,12 @@ class LabSettings:
                     and re.fullmatch(r"0(\.[0-9]+)?:[0-9]+(\.[0-9]+)?", rest)):
                 raise ConfigError(f"lab setting flaky_bmcs: {flaky!r} is not PORT:DROP:DELAY with a "
                                   "BMC port of the lab, DROP below 1 and DELAY in seconds")
+        for port in self.dead_bmcs:
+            if not self.bmc_base_port < port < self.bmc_base_port + self.nodes:
+                # The first BMC is the one `lab up` asks whether the simulator answers.
+                raise ConfigError(f"lab setting dead_bmcs: {port} is not a BMC port of the lab "
+                                  f"after the first ({self.bmc_base_port + 1}-"
+                                  f"{self.bmc_base_port + self.nodes - 1})")
 
     # Paths inside the state directory; one place so that nothing guesses them.
     @property
@@ -178,9 +188,43 @@ class LabSettings:
         return range(self.bmc_base_port, self.bmc_base_port + self.nodes)
 
 
+# A lab with flaky BMCs (slow, lossy): what a site with such BMCs sets in ironic.conf. Ironic
+# gives ipmitool a per-packet timeout of min_command_interval (-N), which must be above the
+# BMC's latency; with use_ipmitool_retries ipmitool re-asks a lost packet itself (-R, as
+# many times as fit in command_retry_timeout) instead of Ironic re-running the whole RMCP+
+# session set-up, which at 30 % loss almost never gets through 8 exchanges in one try; and
+# a set-up that still fails (a late answer taken for the next one) is worth re-running.
+FLAKY_IPMI_RETRY_TIMEOUT = 120
+FLAKY_IPMI_RETRYABLE = ("Unable to establish IPMI v2 / RMCP+ session",
+                        "Error in open session response message",
+                        "Set Session Privilege Level to ADMINISTRATOR failed")
+# Ironic's wait for a power state after a power action (the default 60 s is a couple of
+# status reads through such a BMC).
+FLAKY_POWER_STATE_CHANGE_TIMEOUT = 300
+
+
+def _flaky_ipmi(conf: str, s: LabSettings) -> str:
+    """`conf` with the [ipmi] and [conductor] settings for the lab's flaky BMCs, if any."""
+    if not s.flaky_bmcs:
+        return conf
+    delay = max(float(f.split(":")[2]) for f in s.flaky_bmcs)
+    # The healthy lab's one [ipmi] line (render_ironic_conf), replaced.
+    healthy = "\nmin_command_interval = 1\n"
+    assert conf.count(healthy) == 1
+    ipmi = "\n".join(["",
+                      "# The lab's flaky BMCs (LabSettings.flaky_bmcs): see config.FLAKY_IPMI_RETRYABLE.",
+                      f"min_command_interval = {math.ceil(delay) + 1}",
+                      "use_ipmitool_retries = true",
+                      f"command_retry_timeout = {FLAKY_IPMI_RETRY_TIMEOUT}",
+                      *(f"additional_retryable_ipmi_errors = {e}" for e in FLAKY_IPMI_RETRYABLE), ""])
+    conf = conf.replace(healthy, ipmi)
+    return conf.replace("[conductor]\n", "[conductor]\npower_state_change_timeout = "
+                        f"{FLAKY_POWER_STATE_CHANGE_TIMEOUT}\n", 1)
+
+
 def render_ironic_conf(s: LabSettings) -> str:
     state = s.root / "ironic"
-    return textwrap.dedent(f"""\
+    return _flaky_ipmi(textwrap.dedent(f"""\
         # Written by k1prov lab; rewritten on every `k1prov lab up`.
         [DEFAULT]
         auth_strategy = noauth
@@ -280,7 +324,7 @@ def render_ironic_conf(s: LabSettings) -> str:
 
         [oslo_policy]
         policy_file = {s.etc_dir / "ironic-policy.yaml"}
-        """)
+        """), s)
 
 
 def render_glance_conf(s: LabSettings) -> str:

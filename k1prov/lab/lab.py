@@ -332,6 +332,8 @@ class Lab:
                     "--username", s.bmc_username, "--password-file", str(s.bmc_password_file)]
             for flaky in s.flaky_bmcs:
                 argv += ["--flaky", flaky]
+            for port in s.dead_bmcs:
+                argv += ["--dead", str(port)]
             watched = [BMCSIM_SCRIPT]
         h = hashlib.sha256("\0".join(argv).encode())
         h.update(repr(sorted(extra.items())).encode())

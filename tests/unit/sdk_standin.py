@@ -58,6 +58,7 @@ class RecordingBaremetal:
         self.fail_action: dict[tuple[str, str], Exception] = {}   # (node name, action) -> raised
         self.action_takes_effect_anyway: set[tuple[str, str]] = set()  # raised, but Ironic acted
         self.action_fails: dict[tuple[str, str], str] = {}        # ends in failure, last_error
+        self.action_fails_times: dict[tuple[str, str], int] = {}  # ... only the first N times
         self.never_reaches: set[str] = set()                      # node names that stay where they are
         self.list_errors: list[Exception] = []                    # raised by the next nodes() calls
         self.create_errors: dict[str, Exception] = {}            # node name -> raised by create_node
@@ -162,7 +163,9 @@ class RecordingBaremetal:
             if key in self.action_takes_effect_anyway:
                 node.provision_state = ACTION_RESULT[action]
             raise self.fail_action[key]
-        if key in self.action_fails:
+        if key in self.action_fails and self.action_fails_times.get(key, 1) > 0:
+            if key in self.action_fails_times:
+                self.action_fails_times[key] -= 1
             node.provision_state, node.last_error = ACTION_FAILURE[action], self.action_fails[key]
         elif node.name not in self.never_reaches:
             node.provision_state = ACTION_RESULT[action]

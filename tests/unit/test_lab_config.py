@@ -43,6 +43,8 @@ def test_default_without_environment_is_per_user(monkeypatch, tmp_path):
     ({"glance_port": 6385}, "must differ"),
     ({"bmc_base_port": 65530, "nodes": 10}, "65535"),
     ({"bmc_username": ""}, "bmc_username"),
+    ({"dead_bmcs": (6230,)}, "dead_bmcs"),          # the first BMC: `lab up` asks it
+    ({"dead_bmcs": (6235,)}, "dead_bmcs"),          # past the lab's 5
 ])
 def test_bad_settings_are_refused(tmp_path, kw, word):
     with pytest.raises(ConfigError, match=word):
@@ -77,6 +79,24 @@ def test_ironic_conf_has_the_lab_settings(tmp_path):
     assert cp["agent"]["image_download_source"] == "http"
     assert cp["agent"]["deploy_logs_collect"] == "always"
     assert cp["agent"]["deploy_logs_local_path"] == str(s.root / "deploy-logs")
+
+
+def test_flaky_bmcs_give_ironic_the_settings_of_a_site_with_slow_bmcs(tmp_path):
+    text = render_ironic_conf(settings(tmp_path, flaky_bmcs=("6231:0.3:1.5",)))
+    # One line per error (a MultiStrOpt of oslo.config; configparser keeps the last).
+    assert "additional_retryable_ipmi_errors = Unable to establish IPMI v2 / RMCP+ session\n" in text
+    cp = configparser.ConfigParser(interpolation=None, strict=False)
+    cp.read_string(text)
+    # A per-packet timeout above the BMC's 1.5 s, ipmitool's own retries, and a failed
+    # session set-up re-run by Ironic.
+    assert cp["ipmi"]["min_command_interval"] == "3"
+    assert cp["ipmi"]["use_ipmitool_retries"] == "true"
+    assert int(cp["ipmi"]["command_retry_timeout"]) > 60
+    assert int(cp["conductor"]["power_state_change_timeout"]) > 60
+    assert cp["conductor"]["automated_clean"] == "false"
+    healthy = parse(render_ironic_conf(settings(tmp_path)))
+    assert dict(healthy["ipmi"]) == {**dict(healthy["DEFAULT"]), "min_command_interval": "1"}
+    assert "power_state_change_timeout" not in healthy["conductor"]
 
 
 def test_bridge_and_subnet_are_settings(tmp_path):

@@ -14,7 +14,7 @@ from k1prov.errors import CloudError
 from k1prov.fanout import Status
 from k1prov.inventory import parse_inventory
 from k1prov.provisioner import Provisioner
-from k1prov.settings import DEFAULT_TIMEOUTS
+from k1prov.settings import DEFAULT_TIMEOUTS, MANAGE_RETRIES
 from k1prov.ssh import CommandResult
 from k1prov.verb_report import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL
 
@@ -102,6 +102,25 @@ def test_a_failed_bmc_check_fails_that_node_alone(tmp_path, ironic):
     assert list(bad) == ["n2"] and "IPMI: wrong password" in bad["n2"].error
     assert "provide" not in actions(ironic)["n2"]
     assert all(actions(ironic)[n] == ["manage", "provide"] for n in ("n1", "n3", "n4"))
+
+
+def test_a_bmc_that_did_not_answer_is_managed_again_and_the_row_counts_the_retries(tmp_path, ironic):
+    failure = "Failed to get power state for node n2. Error: IPMI call failed: power status."
+    ironic.action_fails[("n2", "manage")] = failure
+    ironic.action_fails_times[("n2", "manage")] = MANAGE_RETRIES
+    ironic.action_fails[("n3", "manage")] = failure                  # never answers
+    ironic.action_fails[("n4", "manage")] = "Unsupported driver interface"  # not the BMC: no retry
+    report = prov(tmp_path).enroll()
+    rows_ = {o.node: o for o in report.outcomes}
+    assert rows_["n2"].status is Status.OK and rows_["n2"].provision_state == "available"
+    assert f"manage retried {MANAGE_RETRIES}x (the BMC did not answer Ironic's check)" in rows_["n2"].changes
+    assert actions(ironic)["n2"] == ["manage"] * (MANAGE_RETRIES + 1) + ["provide"]
+    # Bounded, and the failed row names the node's BMC as the inventory has it.
+    assert actions(ironic)["n3"] == ["manage"] * (MANAGE_RETRIES + 1)
+    assert rows_["n3"].status is Status.FAILED and "IPMI call failed" in rows_["n3"].error
+    assert rows_["n3"].error.endswith("(BMC 127.0.0.1:7003)"), rows_["n3"].error
+    assert actions(ironic)["n4"] == ["manage"] and "BMC" not in rows_["n4"].error
+    assert actions(ironic)["n1"] == ["manage", "provide"]
 
 
 def test_409_after_the_sdks_retries_fails_the_node_unless_ironic_took_the_action(tmp_path, ironic):
