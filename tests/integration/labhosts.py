@@ -30,10 +30,13 @@ from typing import Iterator, Sequence
 
 import openstack
 
+from k1prov import glance
 from k1prov.imagecatalog import write_lab_deploy_image
+from k1prov.inventory import load_inventory
 from k1prov.lab import LabSettings
 from k1prov.lab.hosts import HostBooter, HostConfig
-from k1prov.lab.machine import machine_mac
+from k1prov.lab.machine import machine_mac, unplug_cable
+from k1prov.provisioner import Provisioner
 from k1prov.lab.netns import LabNetwork
 
 KEYGEN_TIMEOUT = 30.0
@@ -226,6 +229,19 @@ cloud: {{ironic_url: "{s.ironic_url}", glance_url: "{s.glance_url}", deploy_logs
   bmc: {{address: 127.0.0.1, username: {s.bmc_username}, password: {{file: "{s.bmc_password_file}"}}}}
 {role_settings}nodes:
 {nodes}"""
+
+
+def release_lab_nodes(s: LabSettings, *, inventory: Path, state: Path, bmc_ports: Sequence[int],
+                      conn: openstack.connection.Connection, cluster: str) -> None:
+    """What a module that deploys lab nodes leaves behind it: every machine's cable back
+    in, its nodes undeployed and deleted from Ironic, its cluster's images deleted from
+    Glance."""
+    for port in bmc_ports:
+        unplug_cable(s.machines_dir, port, unplugged=False)
+    Provisioner(load_inventory(inventory), state_root=state).undeploy()
+    Provisioner(load_inventory(inventory), state_root=state).delete_nodes()
+    for img in glance.list_own_images(conn, cluster):
+        conn.image.delete_image(img.id, ignore_missing=True)
 
 
 def lab_ip(s: LabSettings, host: int) -> str:

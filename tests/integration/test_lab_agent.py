@@ -33,9 +33,8 @@ from pathlib import Path
 import pytest
 from image_fixture import lab_image_path
 from labhosts import (deploy_settings_text, lab_connection, lab_inventory_text, lab_ip, node_range_text,
-                      openssh, write_deploy_inputs)
+                      openssh, release_lab_nodes, write_deploy_inputs)
 
-from k1prov import glance
 from k1prov.errors import LabError
 from k1prov.fanout import Status
 from k1prov.inventory import load_inventory
@@ -213,13 +212,9 @@ def env(lab, tmp_path_factory):
     try:
         yield {"dir": d, "inv": inv, "state": state, "conn": conn, "prov": prov, "lab": lab}
     finally:
-        s = lab.settings
-        for i in range(len(NAMES)):
-            unplug_cable(s.machines_dir, s.bmc_base_port + BMC_OFFSET + i, unplugged=False)
-        Provisioner(load_inventory(inv), state_root=state).undeploy()
-        Provisioner(load_inventory(inv), state_root=state).delete_nodes()
-        for img in glance.list_own_images(conn, CLUSTER):
-            conn.image.delete_image(img.id, ignore_missing=True)
+        first = lab.settings.bmc_base_port + BMC_OFFSET
+        release_lab_nodes(lab.settings, inventory=inv, state=state, conn=conn, cluster=CLUSTER,
+                          bmc_ports=range(first, first + len(NAMES)))
 
 
 def test_checksum_mismatch_fails_that_node_with_ironics_error_and_the_others_deploy(env):
