@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
 
-from k1prov.cloud import describe_http_error
+from k1prov.cloud import describe_http_error, translate
 from k1prov.errors import CloudError, NodeError
 from k1prov.inventory.model import OWNER_TAG, Node
 from k1prov.ironic_states import ACTION_TAKEN, DELETABLE, reached
@@ -113,6 +113,16 @@ def _same(current: Any, wanted: Any) -> bool:
     return str(current) == str(wanted) if not isinstance(wanted, dict) else current == wanted
 
 
+def _ironic_error(exc: BaseException, what: str) -> CloudError:
+    """A failed Ironic call as one line. Ironic not answering at all (down, killed,
+    restarting under a run that was waiting for it) is named with its URL, the way every
+    verb's first call names it (k1prov.cloud.translate), not as the SDK's discovery text."""
+    unreachable = translate(exc, None, service="Ironic")
+    if unreachable is not None and unreachable.transient:
+        return CloudError(f"{unreachable} ({what})", service="ironic", transient=True)
+    return CloudError(f"{what}: {describe_http_error(exc)}", service="ironic")
+
+
 class IronicNodes:
     """Nodes and ports of one cluster in one Ironic.
 
@@ -146,7 +156,7 @@ class IronicNodes:
         try:
             return {n.name: n for n in self.conn.baremetal.nodes(details=True) if n.name}
         except os_exc.SDKException as exc:
-            raise CloudError(f"listing nodes: {describe_http_error(exc)}", service="ironic") from None
+            raise _ironic_error(exc, "listing nodes") from None
 
     def owned(self, ironic_node) -> bool:
         return (ironic_node.extra or {}).get(EXTRA_CLUSTER) == self.cluster
@@ -342,8 +352,7 @@ class IronicNodes:
                 else:
                     seen, pages = self._list_fields()
             except (os_exc.SDKException, ka_exc.ClientException) as exc:
-                raise CloudError(f"waiting for {state}: {describe_http_error(exc)}",
-                                 service="ironic") from None
+                raise _ironic_error(exc, f"waiting for {state}") from None
             still = []
             for uuid in remaining:
                 node = seen.get(uuid)

@@ -216,6 +216,11 @@ def test_an_api_error_while_waiting_is_one_cloud_error(exc):
     with pytest.raises(CloudError, match="waiting for active") as info:
         ironic_with(fake, FakeClock()).wait_for_provision_state(["a"], "active", timeout=60)
     assert info.value.service == "ironic"
+    if exc == "connect":
+        # Ironic gone under a waiting run (killed, restarting): the line names it and its URL.
+        assert str(info.value).startswith("Ironic at http://127.0.0.1:1: "), str(info.value)
+        assert str(info.value).endswith(" (waiting for active)"), str(info.value)
+        assert info.value.transient
 
 
 # ---- through the real SDK: 409/503 retried by its proxy, fields and paging on the wire ----
