@@ -72,7 +72,7 @@ IRONIC_LIST_PAGE = 1000
 # (ironic_states.bmc_did_not_answer: a slow or lossy BMC often answers the next check).
 # Ironic words a wrong password the same way, so each retry costs such a node one more of
 # Ironic's checks (about [ipmi]command_retry_timeout, 60 s by default) before its row fails.
-MANAGE_RETRIES = 2
+MANAGE_RETRIES = 1
 # Share of items that may fail before a run stops starting new work.
 DEFAULT_FAILURE_BUDGET = 0.5
 # SSH fan-out from one machine: unbounded to 200 hosts took ~70 s in the lab, capped at
