@@ -270,28 +270,47 @@ def test_a_flaky_bmc_still_enrolls_its_node_and_says_how_many_retries_it_took(en
     assert counts["dropped"] > 0 and counts["late"] > 0, counts
 
 
-def test_a_flaky_bmc_fails_at_most_its_own_deploy_with_a_row_naming_it(env, flaky_bmc):
+# k1prov's deploy timeout for the deploy through the flaky BMC: flt01's deploy takes about a
+# minute; flt02's has not ended in 10 minutes in any run so far (see the xfail's reason).
+FLAKY_DEPLOY_TIMEOUT = 300.0
+
+
+# raises: only the flaky node's own assertion is the expected failure; pytest.fail (what
+# must hold beside it) is a plain failure.
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "issue 23, fault 1, deploy not survived: a deploy runs a dozen ipmitool sessions through "
+    "the flaky BMC and about one in five gets stuck: a late answer to a repeated RAKP 1 (pyghmi "
+    "draws a new random number for each) gives ipmitool a session key the BMC does not have, "
+    "so every request of that session goes unanswered until ipmitool's -R retries, which "
+    "Ironic 39 sizes to fill [ipmi]command_retry_timeout, run out; Ironic cannot re-run it "
+    "in time. The deploy either fails (IPMI call failed) or outlasts k1prov's deploy timeout"))
+def test_a_flaky_bmc_still_deploys_its_node(env, flaky_bmc):
     """Deploying both nodes with flt02's BMC flaky: flt01 deploys (SSH with the pinned key)
-    whatever flt02's BMC does. flt02's deploy needs a dozen ipmitool runs through the
-    fault and does not survive it with Ironic 39's ipmitool driver (the README's "Faults
-    survived" says why); when it fails, its row names the node and its BMC, and nothing
-    is left asking that BMC."""
+    whatever flt02's BMC does, and its row is checked first; flt02's deploy is the xfail."""
     s = env["lab"].settings
     port, name = flaky_bmc, NAMES[1]
-    prov = _available(env)
+    _available(env)
+    prov = Provisioner(load_inventory(env["inv"]), state_root=env["state"],
+                       timeouts=dataclasses.replace(DEFAULT_TIMEOUTS, deploy=FLAKY_DEPLOY_TIMEOUT))
     t0 = time.monotonic()
     deployed = prov.deploy()
     took = time.monotonic() - t0
     rows = {o.node: o for o in deployed.outcomes}
     print(f"\nflaky BMC {port}: deploy took {took:.1f} s: {name} {rows[name].status.value}"
           f"{': ' + rows[name].error if rows[name].error else ''}; {_bmc_record(s, port, name)}")
-    assert rows[NAMES[0]].status is Status.OK and rows[NAMES[0]].action == "deployed", rows[NAMES[0]]
-    _ssh_hostname(env, prov, NAMES[0])
-    if rows[name].status is Status.OK:
-        _ssh_hostname(env, prov, name)
-    else:
-        assert f"BMC {prov.inventory.node(name).bmc.address}:{port}" in rows[name].error, rows[name].error
-    _no_ipmitool_left(port)
+    # One bad BMC costs its own node only (checked before the xfail's assertion).
+    other = rows[NAMES[0]]
+    if other.status is not Status.OK or other.action != "deployed":
+        pytest.fail(f"the healthy node did not deploy beside the flaky one: {other}")
+    try:
+        _ssh_hostname(env, prov, NAMES[0])
+    except AssertionError as exc:
+        pytest.fail(f"the healthy node does not answer SSH: {exc}")
+    if rows[name].status is Status.FAILED:
+        if f"BMC {prov.inventory.node(name).bmc.address}:{port}" not in rows[name].error:
+            pytest.fail(f"the flaky node's row does not name its BMC: {rows[name].error}")
+    assert rows[name].status is Status.OK, rows[name].error
+    _ssh_hostname(env, prov, name)
 
 
 # ---- a BMC dead mid-deploy; Ironic killed mid-deploy -------------------------------------
