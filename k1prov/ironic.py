@@ -117,7 +117,10 @@ def _ironic_error(exc: BaseException, what: str) -> CloudError:
     """A failed Ironic call as one line. Ironic not answering at all (down, killed,
     restarting under a run that was waiting for it) is named with its URL, the way every
     verb's first call names it (k1prov.cloud.translate), not as the SDK's discovery text."""
-    unreachable = translate(exc, None, service="Ironic")
+    from openstack import exceptions as os_exc
+
+    # An HTTP answer (503, 409 after the SDK's retries) is Ironic answering: its own text.
+    unreachable = None if isinstance(exc, os_exc.HttpException) else translate(exc, None, service="Ironic")
     if unreachable is not None and unreachable.transient:
         return CloudError(f"{unreachable} ({what})", service="ironic", transient=True)
     return CloudError(f"{what}: {describe_http_error(exc)}", service="ironic")
