@@ -496,8 +496,9 @@ def test_ironic_killed_mid_deploy_ends_the_run_with_one_line_and_a_rerun_complet
 
     assert procs.read_running(s.run_dir, "ironic").pid != ironic.pid
     # The new conductor's takeover (it fails the deploys the dead one was running) may
-    # still be under way when the API answers.
-    taken_over = {n: _wait_state(conn, n, {"deploy failed", "wait call-back", "active"},
+    # still be under way when the API answers. ("available": the killed run had not fired
+    # that node's deploy yet.)
+    taken_over = {n: _wait_state(conn, n, {"deploy failed", "wait call-back", "active", "available"},
                                  timeout=DEPLOY_UNDER_WAY_TIMEOUT) for n in NAMES}
     # What the takeover leaves: a deploy the dead conductor was running failed; one whose
     # agent was writing waits for that agent.
@@ -509,9 +510,10 @@ def test_ironic_killed_mid_deploy_ends_the_run_with_one_line_and_a_rerun_complet
     assert again.returncode == 0, again.stderr
     rows = {r["node"]: r for r in json.loads(again.stdout)["nodes"]}
     assert all(rows[n]["status"] == "ok" and rows[n]["provision_state"] == "active" for n in NAMES), rows
-    # Only the failed deploys were fired again (a network boot each); the others were waited for.
+    # Only the failed (or never fired) deploys were fired (a network boot each); the others
+    # were waited for.
     assert {n: _network_boots(s, ports[n]) - boots[n] for n in NAMES} == \
-        {n: int(taken_over[n] == "deploy failed") for n in NAMES}, taken_over
+        {n: int(taken_over[n] in ("deploy failed", "available")) for n in NAMES}, taken_over
     prov = Provisioner(load_inventory(env["inv"]), state_root=env["state"])
     for name in NAMES:
         _ssh_hostname(env, prov, name)
