@@ -105,6 +105,7 @@ def list_nodes(ctx: VerbContext, *, limit: Iterable[str] | None = None,
             node=node.name, status=Status.FAILED if ir.last_error else Status.OK,
             action="maintenance" if ir.is_maintenance else "", uuid=ir.id,
             provision_state=ir.provision_state, power_state=ir.power_state,
+            conductor_group=ir.conductor_group or None, shard=ir.shard or None,
             error=ir.last_error or None))
     return VerbReport(verb="list", outcomes=outcomes)
 

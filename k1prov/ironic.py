@@ -87,6 +87,9 @@ def desired_for(node: Node, cluster: str) -> Desired:
         "resource_class": node.resource_class,
         "conductor_group": node.conductor_group or "",
     }
+    # Only when set: below API 1.82 (the default version) Ironic knows no shard field.
+    if node.shard:
+        attrs["shard"] = node.shard
     for iface, impl in sorted(node.interfaces.items()):
         attrs[f"{iface}_interface"] = impl
     driver_info = {"ipmi_address": node.bmc.address, "ipmi_port": node.bmc.port,

@@ -172,6 +172,28 @@ def test_baremetal_cli_sees_the_nodes_as_k1prov_reports_them(enroll_env, lab):
         assert enroll_env["password"] not in json.dumps(shown)
 
 
+def test_a_nodes_shard_is_set_in_ironic_and_shown(enroll_env, lab, tmp_path):
+    """`shard:` (Ironic API 1.82, issue 22) is written on the node by a re-enroll and shown
+    by `nodes list` (JSON and table) as Ironic has it; nodes without one show none."""
+    inv = tmp_path / "sharded.yaml"
+    inv.write_text(enroll_env["inv"].read_text().replace(
+        f"  - name: {BAD}\n", f"  - name: {BAD}\n    shard: rack-b\n"))
+    report = Provisioner(load_inventory(inv)).enroll(limit=[BAD])
+    (row,) = report.outcomes
+    assert row.status is Status.OK and row.changes == ["shard"], (row.error, row.changes)
+    assert row.shard == "rack-b"
+    assert _baremetal(lab, "node", "show", BAD)["shard"] == "rack-b"
+    runner = CliRunner()
+    result = runner.invoke(app, ["nodes", "list", "-i", str(inv), "--json"])
+    assert result.exit_code == 0, result.output
+    shards = {n["node"]: n["shard"] for n in json.loads(result.stdout)["nodes"]}
+    assert shards == {**{name: None for name in GOOD}, BAD: "rack-b"}
+    table = runner.invoke(app, ["nodes", "list", "-i", str(inv)])
+    assert "group/shard" in table.stdout and "-/rack-b" in table.stdout, table.stdout
+    again = Provisioner(load_inventory(inv)).enroll(limit=[BAD])
+    assert again.outcomes[0].action == "unchanged" and not again.outcomes[0].changes
+
+
 def test_foreign_node_is_left_alone(enroll_env, tmp_path):
     conn = enroll_env["conn"]
     conn.baremetal.create_node(name="enr-foreign", driver="fake-hardware")
