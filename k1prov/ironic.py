@@ -167,6 +167,14 @@ class IronicNodes:
 
     # ---- find-or-create ------------------------------------------------------------
 
+    def login_changes(self, node: Node, current: Any) -> bool:
+        """Whether bringing `current` in line changes the BMC login Ironic holds (address,
+        port, user or password): what k1prov tries against the BMC before it sends it."""
+        want = desired_for(node, self.cluster)
+        info = current.driver_info or {}
+        return ((current.extra or {}).get(EXTRA_BMC_FINGERPRINT) != want.fingerprint
+                or any(not _same(info.get(k), v) for k, v in want.driver_info.items()))
+
     def ensure(self, node: Node, current: Any | None) -> EnsureResult:
         """Create the node and its ports, or bring `current` (the Ironic node of that name,
         from by_name(); None: there is none) in line. Idempotent."""

@@ -123,6 +123,31 @@ def test_fixed_password_is_sent_again_and_node_becomes_available(enroll_env):
     assert row.provision_state == "available"
 
 
+def test_a_changed_password_the_bmc_refuses_leaves_the_node_as_it_was(enroll_env):
+    """Issue 21: the new password is tried against the BMC (ipmitool, as Ironic's ipmi
+    driver logs in) before it replaces the one that works in Ironic."""
+    conn = enroll_env["conn"]
+    before = conn.baremetal.find_node(BAD)
+    assert before.provision_state == "available"
+    enroll_env["bad_pw"].write_text("a-new-but-wrong-password\n")
+    try:
+        report = Provisioner(load_inventory(enroll_env["inv"])).enroll(limit=[BAD])
+        (row,) = report.outcomes
+        assert row.status is Status.FAILED
+        assert "refused the new credentials" in row.error and "Ironic keeps the old ones" in row.error
+        assert f"port {before.driver_info['ipmi_port']}" in row.error, row.error
+        assert "a-new-but-wrong-password" not in row.error
+        assert report.exit_code() != EXIT_OK
+        after = conn.baremetal.find_node(BAD)
+        assert after.extra == before.extra           # the password's fingerprint: not sent
+        assert after.driver_info == before.driver_info
+        assert (after.provision_state, after.last_error, after.is_maintenance) == ("available", None, False)
+    finally:
+        enroll_env["bad_pw"].write_text(enroll_env["password"] + "\n")
+    again = Provisioner(load_inventory(enroll_env["inv"])).enroll(limit=[BAD])
+    assert (again.outcomes[0].status, again.outcomes[0].action) == (Status.OK, "unchanged")
+
+
 def test_cli_list_json_and_no_password_in_output(enroll_env):
     runner = CliRunner()
     result = runner.invoke(app, ["nodes", "list", "-i", str(enroll_env["inv"]), "--json"])
