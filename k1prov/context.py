@@ -28,7 +28,7 @@ from k1prov.fanout import EventSink, Policy, expand_hosts
 from k1prov.inventory.model import ROLES, Inventory, Node
 from k1prov.ironic import IronicNodes
 from k1prov.settings import (DEFAULT_FAILURE_BUDGET, DEFAULT_TIMEOUTS, IRONIC_MAX_CONCURRENCY,
-                             SSH_GIVE_UP_WAIT, SSH_MAX_CONCURRENCY, SSH_RETRIES, Timeouts)
+                             IRONIC_RETRIES, IRONIC_RETRY_WAIT, SSH_GIVE_UP_WAIT, SSH_MAX_CONCURRENCY, SSH_RETRIES, Timeouts)
 from k1prov.ssh import SshTarget
 
 log = logging.getLogger("k1prov")
@@ -156,6 +156,7 @@ class VerbContext:
         ceiling = min(IRONIC_MAX_CONCURRENCY, self.options.max_concurrency or IRONIC_MAX_CONCURRENCY)
         return Policy(kind=kind, endpoint=self.endpoint, concurrency=self.options.concurrency,
                       max_concurrency=ceiling, item_timeout=item_timeout,
+                      retries=IRONIC_RETRIES, retry_wait=IRONIC_RETRY_WAIT,
                       failure_budget=self.options.failure_budget, profile_path=self.profile_path)
 
     def ssh_policy(self, kind: str, *, item_timeout: float, retries: int = SSH_RETRIES,

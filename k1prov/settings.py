@@ -66,6 +66,12 @@ DEFAULT_TIMEOUTS = Timeouts()
 MAX_CONCURRENCY = 256
 # Ironic's embedded API server resets connections at 32+ concurrent clients; stay below it.
 IRONIC_MAX_CONCURRENCY = 24
+# Tries of one Ironic request that failed transiently (503 "no free conductor workers",
+# a reset connection) and the first wait between them (doubling, up to 8 s): the item's
+# timeout (3 x api_request) ends them first. A full conductor pool can take minutes to
+# take work again (README, Design); meanwhile the climber lowers the concurrency.
+IRONIC_RETRIES = 30
+IRONIC_RETRY_WAIT = 1.0
 # Seconds between two looks at Ironic while waiting for provision states (openstacksdk's own).
 IRONIC_POLL_INTERVAL = 2.0
 # Nodes per page when a wait lists Ironic's nodes (Ironic's default [api]max_limit).

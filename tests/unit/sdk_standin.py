@@ -62,7 +62,8 @@ class RecordingBaremetal:
         self.action_fails: dict[tuple[str, str], str] = {}        # ends in failure, last_error
         self.never_reaches: set[str] = set()                      # node names that stay where they are
         self.list_errors: list[Exception] = []                    # raised by the next nodes() calls
-        self.create_errors: dict[str, Exception] = {}            # node name -> raised by create_node
+        # node name -> raised by create_node: every time, or (a list) once each
+        self.create_errors: dict[str, Exception | list[Exception]] = {}
 
     # ---- test set-up -------------------------------------------------------------------
 
@@ -108,7 +109,11 @@ class RecordingBaremetal:
     def create_node(self, *, name: str, driver_info: dict, extra: dict, **attrs: Any) -> StandinNode:
         self.calls.append(("create_node", (name,)))
         if name in self.create_errors:
-            raise self.create_errors[name]
+            err = self.create_errors[name]
+            if not isinstance(err, list):
+                raise err
+            if err:                         # a list: one per call, then creates succeed
+                raise err.pop(0)
         node = StandinNode(id=next(self._ids), name=name, provision_state="enroll",
                            extra=dict(extra), driver_info=dict(driver_info))
         for attr, value in attrs.items():

@@ -122,12 +122,33 @@ def test_409_after_the_sdks_retries_fails_the_node_unless_ironic_took_the_action
     assert status["n3"][0] is Status.OK and status["n4"][0] is Status.OK
 
 
-def test_503_on_one_create_fails_that_node_and_the_others_go_on(tmp_path, ironic):
-    ironic.create_errors["n3"] = http_error(503, "No free conductor workers")
+def test_a_refused_create_fails_that_node_and_the_others_go_on(tmp_path, ironic):
+    ironic.create_errors["n3"] = http_error(400, "Invalid driver_info")
     report = prov(tmp_path).enroll()
     assert report.exit_code() == EXIT_PARTIAL
     assert [o.node for o in report.failed] == ["n3"]
-    assert "503" in report.failed[0].error
+    assert "Invalid driver_info" in report.failed[0].error
+    assert sorted(actions(ironic)) == ["n1", "n2", "n4"]
+
+
+def test_a_503_on_a_create_is_ironic_busy_and_the_node_is_tried_again(tmp_path, ironic):
+    """Issue 22: no free conductor worker is load, not a node failure."""
+    ironic.create_errors["n3"] = [http_error(503, "No free conductor workers")] * 2
+    report = prov(tmp_path).enroll()
+    assert report.exit_code() == EXIT_OK
+    ensured = dict(report.phases)["ensure"]
+    assert ensured.by_key("n3").attempts == 3 and ensured.by_key("n1").attempts == 1
+    assert sorted(actions(ironic)) == ["n1", "n2", "n3", "n4"]
+
+
+def test_an_ironic_that_stays_busy_times_that_node_out_and_the_others_go_on(tmp_path, ironic):
+    ironic.create_errors["n3"] = http_error(503, "No free conductor workers")
+    report = prov(tmp_path, api_request=1.0).enroll()     # the item's timeout: 3 x api_request
+    assert report.exit_code() == EXIT_PARTIAL
+    (failed,) = report.failed
+    # The timeout says what kept the node: Ironic's last answer.
+    assert failed.node == "n3" and failed.error.startswith("timed out after 3s (last try: ")
+    assert "HTTP 503: No free conductor workers" in failed.error
     assert sorted(actions(ironic)) == ["n1", "n2", "n4"]
 
 
