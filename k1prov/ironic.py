@@ -275,7 +275,8 @@ class IronicNodes:
 
     # ---- state transitions ---------------------------------------------------------
 
-    def start_action(self, uuid: str, action: str, *, config_drive: Any = None) -> None:
+    def start_action(self, uuid: str, action: str, *, config_drive: Any = None,
+                     clean_steps: list[dict[str, Any]] | None = None) -> None:
         """Ask Ironic for a provision action and return at once (waits are batched).
 
         A provision action is not idempotent, so a failed request is never simply sent
@@ -293,6 +294,8 @@ class IronicNodes:
         body: dict[str, Any] = {"target": action}
         if config_drive is not None:
             body["configdrive"] = config_drive   # Ironic's spelling
+        if clean_steps is not None:
+            body["clean_steps"] = clean_steps
         try:
             response = self.conn.baremetal.put(f"/nodes/{uuid}/states/provision", json=body,
                                                retriable_status_codes=SDK_RETRIED_STATUS_CODES)

@@ -21,7 +21,7 @@ from pathlib import Path
 from collections.abc import Sequence
 from typing import Callable, Iterable
 
-from k1prov import ad_hoc, cluster, configure, deploy, enrollment, inventory_check, runs
+from k1prov import ad_hoc, cleaning, cluster, configure, deploy, enrollment, inventory_check, runs
 from k1prov.ad_hoc import RunTargets
 from k1prov.bench.contention import DEFAULT_RELEASE_EVERY, ContentionOptions, parse_levels
 from k1prov.bench.drf import DEFAULT_FRAMEWORKS, DrfOptions, DrfResult, parse_frameworks, run_drf
@@ -99,6 +99,11 @@ class Provisioner:
                      group: str | None = None) -> VerbReport:
         """Delete this cluster's nodes from Ironic (never another cluster's or a foreign node)."""
         return enrollment.delete_nodes(self.context, limit=limit, group=group)
+
+    def clean_nodes(self, *, erase: str = "metadata", limit: Iterable[str] | None = None,
+                    group: str | None = None) -> VerbReport:
+        """Ironic's manual cleaning: the deploy ramdisk erases the disks; nodes end available."""
+        return cleaning.clean(self.context, erase=erase, limit=limit, group=group)
 
     # ---- images and instances (k1prov.image_registration, k1prov.deploy) ------------
 

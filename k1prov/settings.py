@@ -21,6 +21,9 @@ class Timeouts:
     manage: float = 300.0
     # manageable -> available (no automated cleaning in the lab; real cleaning can be long).
     provide: float = 1800.0
+    # Manual cleaning (nodes clean): the deploy ramdisk boots and erases the disks; a
+    # full erase of large disks takes hours, so raise it for `--erase full`.
+    clean: float = 1800.0
     # available -> active, including the image write and the first boot.
     deploy: float = 3600.0
     # active -> available.

@@ -223,3 +223,37 @@ def test_delete_leaves_foreign_and_deployed_nodes_alone(tmp_path, ironic):
 def test_list_with_an_empty_selection_exits_nothing(tmp_path, ironic):
     report = prov(tmp_path).list_nodes(group="mesos-agent")
     assert report.outcomes == [] and report.exit_code() == EXIT_NOTHING
+
+
+# ---- nodes clean (issue 21) --------------------------------------------------------------
+
+def test_clean_manages_cleans_with_the_erase_steps_and_provides(tmp_path, ironic):
+    ironic.add("n1", provision_state="available")
+    ironic.add("n2", provision_state="manageable")
+    ironic.add("n3", provision_state="clean failed", last_error="earlier erase failed")
+    ironic.add("n4", provision_state="active")
+    report = prov(tmp_path).clean_nodes(erase="full")
+    assert rows(report) == {"n1": (Status.OK, "cleaned (full)"), "n2": (Status.OK, "cleaned (full)"),
+                            "n3": (Status.OK, "cleaned (full)"), "n4": (Status.FAILED, "")}
+    assert "node is active" in next(o.error for o in report.outcomes if o.node == "n4")
+    assert actions(ironic) == {"n1": ["manage", "clean", "provide"], "n2": ["clean", "provide"],
+                               "n3": ["manage", "clean", "provide"]}
+    assert ironic.clean_steps == {n: [{"interface": "deploy", "step": "erase_devices"}]
+                                  for n in ("n1", "n2", "n3")}
+    assert {o.node: o.provision_state for o in report.outcomes if o.node != "n4"} == \
+        {"n1": "available", "n2": "available", "n3": "available"}
+    assert report.exit_code() == EXIT_PARTIAL
+
+
+def test_a_failed_clean_names_ironics_error_and_the_way_on(tmp_path, ironic):
+    ironic.add("n1", provision_state="available")
+    ironic.add("n2", provision_state="available")
+    ironic.action_fails[("n2", "clean")] = "Agent returned error for clean step erase_devices_metadata"
+    report = prov(tmp_path).clean_nodes(limit=["n[1-2]"])
+    failed = {o.node: o for o in report.failed}
+    assert list(failed) == ["n2"]
+    assert failed["n2"].error.startswith("clean: Agent returned error for clean step erase_devices_metadata")
+    assert failed["n2"].error.endswith("fix the cause, then run `k1prov nodes clean` again")
+    assert failed["n2"].provision_state == "clean failed"
+    assert actions(ironic)["n2"] == ["manage", "clean"]          # not provided
+    assert ironic.clean_steps["n1"] == [{"interface": "deploy", "step": "erase_devices_metadata"}]
