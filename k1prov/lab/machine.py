@@ -1,59 +1,35 @@
 """A lab machine: a BMC, a NIC, a disk and a power switch, and what it boots.
 
-Machine `m<port>` belongs to the BMC simulator on UDP port <port> and sees only what
-a real machine sees: its BMC's power state, boot device and boot counter (the
-simulator's state file), the PXE configuration on the "network" (Ironic's TFTP root,
-by the NIC's MAC), and its own disk. It never reads Ironic's API or database.
+Machine `m<port>` belongs to the BMC simulator on UDP port <port> and sees only what a
+real machine sees: its BMC's power state, boot device and boot counter, the PXE config
+on the "network" (k1prov.lab.pxe) and its own disk; never Ironic's API or database.
 
-- **NIC**: a veth in the machine's network namespace `k1p-m<port>`, with the MAC
-  `machine_mac(port)`, on the lab bridge. The inventory gives that MAC as the node's
-  port, as an operator copies a real NIC's MAC.
-- **Disk**: `ROOT/machines/m<port>/disk.img`, a sparse file of `disk_gb` GiB, attached
-  as a loop device with partition scanning when the machine is powered on and detached
-  when it is powered off (so a lab of 40 machines holds loop devices only for the ones
-  that run).
-- **Power on, boot device network**: DHCP is simulated (an address from the lab's
-  pool, `Dhcp`); the PXE config Ironic wrote for the MAC
-  (`tftpboot/pxelinux.cfg/01-<mac>`) is read and its default label's kernel and
-  initrd must be files in the TFTP root that are a kernel (bzImage signature) and an
-  initramfs (gzip'd cpio): a missing or wrong config does not boot, like a PXE ROM
-  that finds nothing to load. The TFTP transfer and the kernel boot are simulated:
-  the real ironic-python-agent starts in the machine's own mount, pid and uts
-  namespaces with the config's kernel command line as /proc/cmdline (AGENT_SCRIPT).
-- **Power on, boot device disk**: partition 1 of the disk is the root filesystem
-  (mounted read-only under a writable layer that lives until the disk is next
-  written); hostname, address and SSH keys come from the disk's `config-2`
-  partition (read as cloud-init or glean would, with pycdlib: this kernel has no
-  iso9660), then sshd (k1prov.lab.hosts.HostBooter does the booting).
-- **Power off**: whatever runs stops; the agent's `poweroff` presses the power
-  button: the lab turns the BMC off over IPMI, as the machine's ACPI would.
+- NIC: a veth with MAC `machine_mac(port)` in the namespace `k1p-m<port>`, on the lab
+  bridge (the inventory gives that MAC, as an operator copies a real NIC's).
+- Disk: `ROOT/machines/m<port>/disk.img`, sparse, on a loop device only while powered on
+  (40 machines hold loop devices only for those that run).
+- Network boot: an address from the simulated DHCP, and the PXE config's kernel and
+  initrd must be real files in the TFTP root, or nothing boots (a PXE ROM that finds
+  nothing); then the real ironic-python-agent runs in the sandbox below, with the
+  config's kernel command line as its /proc/cmdline.
+- Disk boot: partition 1 is the root filesystem (read-only under a writable layer that
+  lives until the disk is next written); hostname, address and keys from the config-2
+  partition (k1prov.lab.configdrive_apply), then sshd (k1prov.lab.hosts.HostBooter).
+- Power off stops what runs; the agent's `poweroff` presses the power button: the lab
+  turns the BMC off over IPMI, as ACPI would.
 
 The agent's sandbox (AGENT_SCRIPT). The agent runs as root and keeps CAP_SYS_ADMIN
-(parted and partprobe need it for BLKPG on its disk), so the fence does not rest on
-capabilities:
-- a devices cgroup that allows only this machine's loop device (7:N) and, by number, the
-  partitions that device has now, besides /dev/null & co. Partition numbers (major 259)
-  are handed out machine-wide as partitions appear, so the lab's PartitionFence follows
-  the disk (kernel uevents, and a look every FENCE_POLL_INTERVAL): it allows each new
-  partition of this disk and takes a gone one's number back. The agent cannot change the
-  kernel's partitions itself (BLKPG and BLKRRPART do nothing for it); its `udevadm
-  settle` (a shim; the agent runs it after partprobe and parted) asks the fence to scan
-  the disk, which refuses every number of the disk to the agent before any partition
-  goes, so no number the kernel frees is still open to it; the shim then waits, at most
-  PARTITION_ALLOW_TIMEOUT, until every partition of its disk opens;
-- every block device node under /dev at start masked with /dev/null, the host's /dev
-  read-only (nothing made or removed there), ptys of its own (a new devpts);
-- a root of its own (pivot_root): read-only /usr, sysfs and /proc/sys; /proc/sysrq-trigger
-  masked; tmpfs /run, /tmp, /var; an overlay on /etc; /sys/block shows only its disk;
-- its own mount, pid, uts, network and cgroup namespaces;
-- a seccomp filter (k1prov/lab/agent_seccomp.py, loaded just before the agent is
-  exec'd) that refuses mount and umount (old and new mount API), pivot_root, chroot,
-  setns, unshare and clone's namespace flags, kexec, modules, swap, reboot, the clock,
-  BPF, perf, ptrace and TIOCSTI, so the agent cannot undo any of the above, and makes
-  BLKPG/BLKRRPART succeed without doing anything;
-- shims for systemctl (poweroff/reboot/halt/shutdown), udevadm and modprobe; setpriv
-  drops CAP_SYS_BOOT, CAP_SYS_MODULE, CAP_SYS_TIME, CAP_SYS_RAWIO and CAP_SYS_PTRACE
-  from the bounding set.
+(parted and partprobe need it), so the fence does not rest on capabilities:
+- a devices cgroup allowing only this machine's loop device and, by number, its current
+  partitions (k1prov.lab.partitions keeps that true as partitions come and go; the
+  agent's `udevadm settle` shim asks it to rescan and waits at most
+  PARTITION_ALLOW_TIMEOUT);
+- every block device under /dev masked, the host's /dev read-only, its own devpts;
+- its own root (pivot_root): read-only /usr, sysfs and /proc/sys, /sys/block showing
+  only its disk, tmpfs /run, /tmp, /var, an overlay on /etc; its own mount, pid, uts,
+  network and cgroup namespaces;
+- a seccomp filter (k1prov/lab/agent_seccomp.py) so it cannot undo any of this;
+- shims for systemctl, udevadm and modprobe; setpriv drops DROPPED_CAPS.
 A memory cgroup per machine measures what a deploy uses.
 """
 from __future__ import annotations

@@ -1,5 +1,10 @@
 """The partition fence: each running agent's devices cgroup allows exactly the
-partitions its own loop device has now (PartitionFence)."""
+partitions its own loop device has now (PartitionFence).
+
+Partition numbers (major 259) are handed out machine-wide as partitions appear, so a
+number says nothing about whose disk it is: the fence follows each disk (kernel
+uevents, and a look every FENCE_POLL_INTERVAL), allows each new partition of it and
+takes a gone one's number back before the kernel can give it to another machine."""
 from __future__ import annotations
 
 import errno

@@ -1,5 +1,7 @@
 """The lab's network as a booting machine sees it: the PXE config Ironic wrote in its
-TFTP root, and a simulated DHCP server."""
+TFTP root (`tftpboot/pxelinux.cfg/01-<mac>`), read and checked as a PXE ROM + pxelinux
+would; the TFTP transfer itself is not simulated. DHCP is: leases by MAC from the top
+quarter of the lab subnet (Dhcp)."""
 from __future__ import annotations
 
 import fcntl
