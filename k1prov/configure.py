@@ -33,7 +33,7 @@ from k1prov.configure_plan import ConfigurePlan, RoleDecision, plan
 from k1prov.errors import ConfigError, NodeError, TransportError
 from k1prov.fanout import Policy, Status, run_fanout
 from k1prov.inventory.model import Node
-from k1prov.verb_report import NodeOutcome, VerbReport
+from k1prov.verb_report import DataResult, NodeOutcome, VerbReport
 from k1prov.context import VerbContext
 from k1prov.probe import batch_runner
 from k1prov.roles import RenderedScript, render_all, wait_until_healthy, write_rendered
@@ -89,9 +89,10 @@ class _Work:
     service_stopped: bool = False
 
 
-def render(ctx: VerbContext, out_dir: Path | str) -> dict[str, Any]:
-    """`k1prov render -o DIR`: every host's scripts and config files, and DIR/plan.json."""
-    return write_rendered(ctx.inventory, out_dir)
+def render(ctx: VerbContext, out_dir: Path | str) -> DataResult:
+    """`k1prov render -o DIR`: every host's scripts and config files, and DIR/plan.json
+    (the result's data)."""
+    return DataResult(write_rendered(ctx.inventory, out_dir))
 
 
 def check_roles(roles: Iterable[str] | None) -> tuple[str, ...]:

@@ -36,7 +36,8 @@ from k1prov.image_registration import ImageProgress, register_images
 from k1prov.inventory.model import Inventory, Node
 from k1prov.inventory_check import InventoryCheck
 from k1prov.run_records import RunSummary
-from k1prov.verb_report import VerbReport
+from k1prov.runs import RunList
+from k1prov.verb_report import DataResult, VerbReport
 from k1prov.settings import DEFAULT_TIMEOUTS, Timeouts
 
 __all__ = ["Provisioner", "RunOptions", "VerbContext", "default_state_root",
@@ -135,7 +136,7 @@ class Provisioner:
         run record of an enclosing verb, which then holds the per-host logs."""
         return configure.apply(self.context, roles=roles, limit=limit, group=group, record=record)
 
-    def render(self, out_dir: Path) -> dict:
+    def render(self, out_dir: Path) -> DataResult:
         """Every host's role scripts and config files under out_dir, and out_dir/plan.json."""
         return configure.render(self.context, out_dir)
 
@@ -166,12 +167,12 @@ class Provisioner:
 
     # ---- run records (k1prov.runs) ----------------------------------------------------
 
-    def runs(self) -> list[RunSummary]:
+    def runs(self) -> RunList:
         """The cluster's run records, newest first."""
         return runs.list_runs(self.context)
 
-    def run_record(self, run_id: str = "latest") -> dict:
-        """One run's record: meta, report and directory."""
+    def run_record(self, run_id: str = "latest") -> DataResult:
+        """One run's record: meta, report and directory (the result's data)."""
         return runs.show_run(self.context, run_id)
 
     # ---- the operator's workflow (k1prov.cluster) -----------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 from dataclasses import replace
 
 import pytest
@@ -28,7 +29,7 @@ def ipmitool(tmp_path, monkeypatch):
     """An ipmitool that writes its argv and environment to a file and exits with $EXIT."""
     seen = tmp_path / "seen.json"
     exe = tmp_path / "ipmitool"
-    exe.write_text(f"""#!/usr/bin/env python3
+    exe.write_text(f"""#!{sys.executable}
 import json, os, sys
 json.dump({{"argv": sys.argv[1:], "env": dict(os.environ)}}, open({str(seen)!r}, "w"))
 if os.path.exists({str(tmp_path / "refuse")!r}):
