@@ -41,7 +41,7 @@ def _ctx(tmp_path, monkeypatch, state: str) -> tuple[VerbContext, Baremetal]:
         found.mac = n.macs[0]
         existing.append(found)
     baremetal = Baremetal(existing)
-    inv = SimpleNamespace(cluster="c", nodes=nodes, path=tmp_path / "inv.yaml",
+    inv = SimpleNamespace(cluster="c", nodes=nodes, path=tmp_path / "inv.yaml", roles={},
                           cloud=SimpleNamespace(ironic_url="http://127.0.0.1:1", cloud=None),
                           images=SimpleNamespace(user=SimpleNamespace(name="i")),
                           ssh=SimpleNamespace(public_keys=("ssh-ed25519 AAAA k1prov",)))

@@ -257,3 +257,33 @@ def test_a_failed_clean_names_ironics_error_and_the_way_on(tmp_path, ironic):
     assert failed["n2"].provision_state == "clean failed"
     assert actions(ironic)["n2"] == ["manage", "clean"]          # not provided
     assert ironic.clean_steps["n1"] == [{"interface": "deploy", "step": "erase_devices_metadata"}]
+
+
+# ---- role fit (issue 21) ---------------------------------------------------------------------
+
+def test_deploy_refuses_a_node_too_small_for_its_roles_before_writing_its_disk(tmp_path, ironic, ssh):
+    ironic.add("n1", provision_state="available", properties={"memory_mb": 512, "cpus": 8})
+    ironic.add("n2", provision_state="available", properties={"memory_mb": "4096", "local_gb": 100})
+    ironic.add("n3", provision_state="available")                       # no facts: not checked
+    report = prov(tmp_path).deploy(limit=["n[1-3]"])
+    errors = {o.node: o.error for o in report.failed}
+    assert list(errors) == ["n1"]
+    assert errors["n1"] == ("refused before deploying: spark-master need 1024 MB of memory; Ironic "
+                            "says the node has 512 (properties.memory_mb); raise it, lower "
+                            "roles.common.needs, or move a role")
+    assert actions(ironic) == {"n2": ["active"], "n3": ["active"]}
+    assert report.exit_code() == EXIT_PARTIAL
+
+
+def test_reimage_refuses_a_node_too_small_and_the_inventory_can_lower_the_need(tmp_path, ironic, ssh):
+    ironic.add("n1", provision_state="active", properties={"memory_mb": 512},
+               instance_info={"image_source": IMAGE})
+    refused = prov(tmp_path).reimage(["n1"])
+    assert "need 1024 MB of memory" in refused.failed[0].error and actions(ironic) == {}
+    lowered = INVENTORY.replace("  spark: {source: preinstalled, manager: standalone}\n",
+                                "  spark: {source: preinstalled, manager: standalone}\n"
+                                "  common: {needs: {spark-master: {memory_mb: 512}}}\n")
+    inv = parse_inventory(lowered, path=str(tmp_path / "inv.yaml"))
+    report = Provisioner(inv, state_root=tmp_path / "state").reimage(["n1"])
+    assert report.exit_code() == EXIT_OK, [o.error for o in report.failed]
+    assert actions(ironic) == {"n1": ["rebuild"]}
