@@ -9,6 +9,9 @@ services in the catalog, which is how k1prov finds Ironic and Glance with a Keys
 """
 from __future__ import annotations
 
+from pathlib import Path
+
+from k1prov.atomic_file import write_if_changed
 from k1prov.errors import LabError
 from k1prov.lab.config import KEYSTONE_ADMIN, KEYSTONE_REGION, SERVICE_PROJECT, LabSettings
 
@@ -40,11 +43,32 @@ def setup_commands(s: LabSettings) -> list[list[str]]:
     ]
 
 
+# Keystone's WSGI entry point parses the process's command line with oslo.config, which
+# refuses gunicorn's options: this module (written into the lab venv) empties it first.
+WSGI_MODULE = "k1prov_lab_keystone"
+WSGI_SOURCE = """\
+# Written by k1prov lab (k1prov/lab/keystone.py): Keystone's WSGI application under gunicorn.
+import sys
+
+# oslo.config would read gunicorn's arguments as Keystone's (OS_KEYSTONE_CONFIG_FILES names
+# the configuration).
+del sys.argv[1:]
+from keystone.wsgi.api import application  # noqa: E402,F401
+"""
+
+
+def install_wsgi_module(venv: Path) -> None:
+    sites = sorted(venv.glob("lib/python3*/site-packages"))
+    if not sites:
+        raise LabError(f"lab virtualenv {venv} has no site-packages")
+    write_if_changed(sites[0] / f"{WSGI_MODULE}.py", WSGI_SOURCE)
+
+
 def server_argv(s: LabSettings) -> list[str]:
     return [str(s.venv / "bin" / "gunicorn"), "--bind", f"127.0.0.1:{s.keystone_port}",
             "--workers", "1", "--threads", "4", "--graceful-timeout", "5",
             # As for Glance (lab.py): no keep-alive races, no control socket shared in $HOME.
-            "--keep-alive", "0", "--no-control-socket", "keystone.wsgi.api:application"]
+            "--keep-alive", "0", "--no-control-socket", f"{WSGI_MODULE}:application"]
 
 
 def register(s: LabSettings, *, admin_password: str, service_password: str, timeout: float) -> None:

@@ -164,6 +164,8 @@ class Lab:
         # Check every port before starting anything: no half-started lab on a conflict.
         self._check_ports_free([specs[n] for n in to_start])
         install_agent_plugin(s.venv)
+        if s.auth == "keystone":
+            keystone.install_wsgi_module(s.venv)
         # Ironic and the image server listen on the bridge's address: it must exist first.
         LabNetwork(bridge=s.bridge, cidr=s.cidr).ensure(timeout=self.timeouts.lab_service)
         self._sync_databases(say)
@@ -372,7 +374,7 @@ class Lab:
         elif name == "keystone":
             argv = keystone.server_argv(s)
             extra = {"OS_KEYSTONE_CONFIG_FILES": str(s.keystone_conf)}
-            watched = [s.keystone_conf]
+            watched = [s.keystone_conf, Path(keystone.__file__)]
         elif name == "glance":
             argv = [str(s.venv / "bin" / "gunicorn"), "--bind", f"127.0.0.1:{s.glance_port}",
                     "--workers", "1", "--threads", "4", "--graceful-timeout", "5",
