@@ -184,6 +184,10 @@ class LabSettings:
         return self.etc_dir / "keystone.conf"
 
     @property
+    def keystone_keys_dir(self) -> Path:
+        return self.root / "keystone"
+
+    @property
     def keystone_url(self) -> str:
         return f"http://127.0.0.1:{self.keystone_port}"
 
@@ -428,8 +432,12 @@ def render_glance_paste(s: LabSettings) -> str:
         "paste.filter_factory = glance.api.middleware.context:ContextMiddleware.factory\n")
 
 
+# Key repositories of Keystone under LabSettings.keystone_keys_dir.
+KEYSTONE_KEY_DIRS = ("fernet-keys", "fernet-receipts", "credential-keys")
+
+
 def render_keystone_conf(s: LabSettings) -> str:
-    keys = s.root / "keystone"
+    keys = s.keystone_keys_dir
     return textwrap.dedent(f"""\
         # Written by k1prov lab; rewritten on every `k1prov lab up`.
         [DEFAULT]
@@ -480,5 +488,10 @@ def write_configs(s: LabSettings, *, service_password: str = "") -> None:
               s.root / "glance-images" / "local", s.root / "glance-images" / "staging",
               s.root / "glance-images" / "tasks", s.root / "glance-locks"):
         d.mkdir(parents=True, exist_ok=True)
+    if s.auth == "keystone":
+        # Keystone's signing keys: its own user only (it warns about anything wider).
+        for d in (s.keystone_keys_dir, *(s.keystone_keys_dir / n for n in KEYSTONE_KEY_DIRS)):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            d.chmod(0o700)
     for path, text in rendered_files(s, service_password=service_password).items():
         write_if_changed(path, text, mode=0o600)

@@ -28,10 +28,7 @@ def setup_commands(s: LabSettings) -> list[list[str]]:
     and the admin with Keystone's own endpoint (password from OS_BOOTSTRAP_PASSWORD)."""
     manage = [str(s.venv / "bin" / "keystone-manage"), "--config-file", str(s.keystone_conf)]
     url = s.keystone_url + "/v3"
-    keys = s.root / "keystone"
     return [
-        ["mkdir", "-p", str(keys / "fernet-keys"), str(keys / "credential-keys"),
-         str(keys / "fernet-receipts")],
         [*manage, "db_sync"],
         # The lab's services run as this user: the keys belong to it.
         [*manage, "fernet_setup", "--keystone-user", "root", "--keystone-group", "root"],
@@ -68,7 +65,10 @@ def server_argv(s: LabSettings) -> list[str]:
     return [str(s.venv / "bin" / "gunicorn"), "--bind", f"127.0.0.1:{s.keystone_port}",
             "--workers", "1", "--threads", "4", "--graceful-timeout", "5",
             # As for Glance (lab.py): no keep-alive races, no control socket shared in $HOME.
-            "--keep-alive", "0", "--no-control-socket", f"{WSGI_MODULE}:application"]
+            "--keep-alive", "0", "--no-control-socket",
+            # One line per request in keystone.log (Keystone itself logs none at INFO): how
+            # often clients asked for a token shows there ("POST /v3/auth/tokens").
+            "--access-logfile", "-", f"{WSGI_MODULE}:application"]
 
 
 def register(s: LabSettings, *, admin_password: str, service_password: str, timeout: float) -> None:

@@ -30,6 +30,7 @@ def lab(tmp_path_factory):
     settings = LabSettings(root=root, venv=Path(os.environ["K1PROV_LAB_VENV"]),
                            ironic_port=6385 + offset, glance_port=9292 + offset,
                            http_port=8088 + offset, bmc_base_port=6230 + offset,
+                           keystone_port=5000 + offset,
                            nodes=TEST_LAB_NODES, clouds_yaml=root / "clouds.yaml",
                            bridge=os.environ.get("K1PROV_TEST_LAB_BRIDGE", "k1plab0"),
                            cidr=os.environ.get("K1PROV_TEST_LAB_CIDR", "10.251.0.1/24"))

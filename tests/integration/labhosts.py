@@ -211,15 +211,17 @@ images:
 
 
 def lab_inventory_text(s: LabSettings, *, cluster: str, nodes: str, deploy: str = "",
-                       role_settings: str = "") -> str:
+                       role_settings: str = "", cloud: str | None = None) -> str:
     """An inventory of nodes enrolled in the lab's Ironic, powered through its BMC
     simulators over IPMI and deployed like real machines (ipmi, pxe boot, direct deploy:
     the lab machine's ironic-python-agent writes its disk); deploy and role_settings are
     optional sections, nodes the entries under `nodes:` (their MACs must be the lab
-    machines', machine_mac(bmc port))."""
+    machines', machine_mac(bmc port)). cloud: a clouds.yaml entry's name instead of the
+    lab's URLs (a lab with auth)."""
+    where = f"cloud: {cloud}" if cloud else f'ironic_url: "{s.ironic_url}", glance_url: "{s.glance_url}"'
     return f"""\
 cluster: {cluster}
-cloud: {{ironic_url: "{s.ironic_url}", glance_url: "{s.glance_url}", deploy_logs: "{s.root / 'deploy-logs'}"}}
+cloud: {{{where}, deploy_logs: "{s.root / 'deploy-logs'}"}}
 {deploy}defaults:
   driver: ipmi
   interfaces: {{power: ipmitool, management: ipmitool, deploy: direct, boot: pxe}}
