@@ -41,6 +41,16 @@ def connect(cloud: Cloud, *, api_timeout: float):
         raise CloudError(f"cannot connect: {exc}") from None
 
 
+# keystoneauth plugins that authenticate without Keystone (no token, no project).
+_NO_KEYSTONE_AUTH = frozenset({"none", "noauth", "http_basic"})
+
+
+def uses_keystone(conn) -> bool:
+    """Whether a connection authenticates with Keystone (its entry's auth_type), i.e.
+    whether its requests carry a project that can own Glance images."""
+    return conn.config.config.get("auth_type", "password") not in _NO_KEYSTONE_AUTH
+
+
 def describe_http_error(exc: Exception) -> str:
     """One line from an SDK exception: Ironic's faultstring rather than the whole body."""
     details = getattr(exc, "details", None)
