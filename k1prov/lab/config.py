@@ -447,6 +447,14 @@ def render_keystone_conf(s: LabSettings) -> str:
         [database]
         connection = sqlite:///{s.root / "keystone.sqlite"}
 
+        [identity]
+        # bcrypt's own limit: Keystone warns on every login while the limit is above it.
+        max_password_length = 72
+        # bcrypt's fewest rounds: every token costs a hash check (0.3 s each at the default
+        # 12, on this machine), and the lab's passwords are random 24-character strings
+        # that no offline guessing reaches, whatever the rounds.
+        password_hash_rounds = 4
+
         [token]
         provider = fernet
         expiration = {s.token_expiration}
