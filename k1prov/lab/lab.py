@@ -309,17 +309,17 @@ class Lab:
         bin_ = s.venv / "bin"
         steps = [
             ("ironic", s.root / "ironic.sqlite",
-             [[str(bin_ / "ironic-dbsync"), "--config-file", str(s.ironic_conf), "create_schema"]]),
+             [[str(bin_ / "ironic-dbsync"), "--config-file", str(s.ironic_conf), "create_schema"]], {}),
             ("glance", s.root / "glance.sqlite",
              [[str(bin_ / "glance-manage"), "--config-file",
-               str(s.glance_conf_dir / "glance-api.conf"), "db_sync"]]),
+               str(s.glance_conf_dir / "glance-api.conf"), "db_sync"]], {}),
         ]
-        env = self._service_env()
         if s.auth == "keystone":
-            steps.append(("keystone", s.root / "keystone.sqlite", keystone.setup_commands(s)))
-            # keystone-manage bootstrap reads the admin's password from here, not argv.
-            env = self._service_env({"OS_BOOTSTRAP_PASSWORD": self.cloud_password()})
-        for name, db, commands in steps:
+            # keystone-manage bootstrap reads the admin's password from the environment, not argv.
+            steps.append(("keystone", s.root / "keystone.sqlite", keystone.setup_commands(s),
+                          {"OS_BOOTSTRAP_PASSWORD": self.cloud_password()}))
+        for name, db, commands, extra_env in steps:
+            env = self._service_env(extra_env)
             marker = db.with_name(db.name + ".synced")
             if marker.exists() and db.exists():
                 continue
