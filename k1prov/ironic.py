@@ -87,6 +87,9 @@ def desired_for(node: Node, cluster: str) -> Desired:
         "resource_class": node.resource_class,
         "conductor_group": node.conductor_group or "",
     }
+    # Only when set: below API 1.82 (the default version) Ironic knows no shard field.
+    if node.shard:
+        attrs["shard"] = node.shard
     for iface, impl in sorted(node.interfaces.items()):
         attrs[f"{iface}_interface"] = impl
     driver_info = {"ipmi_address": node.bmc.address, "ipmi_port": node.bmc.port,
@@ -165,6 +168,14 @@ class IronicNodes:
         return {name: n for name, n in self.by_name().items() if self.owned(n)}
 
     # ---- find-or-create ------------------------------------------------------------
+
+    def login_changes(self, node: Node, current: Any) -> bool:
+        """Whether bringing `current` in line changes the BMC login Ironic holds (address,
+        port, user or password): what k1prov tries against the BMC before it sends it."""
+        want = desired_for(node, self.cluster)
+        info = current.driver_info or {}
+        return ((current.extra or {}).get(EXTRA_BMC_FINGERPRINT) != want.fingerprint
+                or any(not _same(info.get(k), v) for k, v in want.driver_info.items()))
 
     def ensure(self, node: Node, current: Any | None) -> EnsureResult:
         """Create the node and its ports, or bring `current` (the Ironic node of that name,

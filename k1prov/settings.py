@@ -15,6 +15,8 @@ class Timeouts:
 
     # One HTTP request to Ironic or Glance (the SDK's own retries happen inside it).
     api_request: float = 60.0
+    # Logging in to a BMC with changed credentials before Ironic gets them (k1prov.bmc_login).
+    bmc_login: float = 60.0
     # enroll -> manageable: Ironic checks the BMC credentials over IPMI (retries inside Ironic).
     manage: float = 300.0
     # manageable -> available (no automated cleaning in the lab; real cleaning can be long).

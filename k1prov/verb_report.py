@@ -55,6 +55,9 @@ class NodeOutcome:
     uuid: str | None = None
     provision_state: str | None = None
     power_state: str | None = None
+    # Where Ironic runs the node (issue 22): its conductor group and shard, when it has one.
+    conductor_group: str | None = None
+    shard: str | None = None
     error: str | None = None
     changes: list[str] = field(default_factory=list)
     duration: float = 0.0

@@ -11,7 +11,7 @@ from k1prov.cli.common import InventoryOpt, JsonOpt, handles_errors, load
 from k1prov.cli.runtime import ConcurrencyOpt, make_provisioner
 from k1prov.verb_report import ClusterReport
 from k1prov.verb_report import EXIT_INPUT
-from k1prov.presentation import err, out, print_json, rows_table
+from k1prov.presentation import err, out, print_json, rows_table, with_placement
 
 app = typer.Typer(no_args_is_help=True, help="The whole cluster: up, status, down, rebuild.")
 
@@ -26,7 +26,7 @@ def show(report: ClusterReport, *, as_json: bool) -> None:
         raise typer.Exit(report.exit_code())
     columns = PLAN_COLUMNS if report.dry_run else NODE_COLUMNS
     title = f"{report.verb}{' --dry-run (nothing changed)' if report.dry_run else ''}"
-    out.print(rows_table(report.rows, columns, title=title))
+    out.print(rows_table(*with_placement(report.rows, columns), title=title))
     if report.phases:
         out.print(rows_table([{"phase": p.name, "seconds": f"{p.seconds:.1f}",
                                "result": _phase_result(p)} for p in report.phases],

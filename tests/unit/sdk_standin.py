@@ -45,6 +45,8 @@ class StandinNode:
     driver_info: dict[str, Any] = field(default_factory=dict)
     instance_info: dict[str, Any] = field(default_factory=dict)
     properties: dict[str, Any] = field(default_factory=dict)
+    conductor_group: str | None = None
+    shard: str | None = None
 
 
 class RecordingBaremetal:

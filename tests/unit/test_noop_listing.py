@@ -22,7 +22,7 @@ def _as_ironic_has_it(node: Node, state: str) -> SimpleNamespace:
     return SimpleNamespace(name=node.name, id=f"u-{node.name}", provision_state=state, power_state="power on",
                            last_error=None, extra={EXTRA_CLUSTER: "c", EXTRA_BMC_FINGERPRINT: want.fingerprint},
                            driver_info=dict(want.driver_info), instance_info={"image_source": "img"},
-                           **want.attrs)
+                           **{"shard": None, **want.attrs})
 
 
 class Baremetal(ListingBaremetal):

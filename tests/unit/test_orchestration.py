@@ -78,12 +78,14 @@ def actions(ironic) -> dict[str, list[str]]:
 
 # ---- enroll ---------------------------------------------------------------------------
 
-def test_enroll_drives_each_state_to_available_with_the_fewest_actions(tmp_path, ironic):
+def test_enroll_drives_each_state_to_available_with_the_fewest_actions(tmp_path, ironic, bmc_logins):
     ironic.add("n2", provision_state="enroll")
     ironic.add("n3", provision_state="adopt failed")
     ironic.add("n4", provision_state="manageable")
     report = prov(tmp_path).enroll()
     assert report.exit_code() == EXIT_OK
+    # The found nodes carry no password k1prov sent: their login is tried before it is.
+    assert sorted(bmc_logins) == ["n2", "n3", "n4"]
     assert ironic.names_called("create_node") == ["n1"]
     assert actions(ironic) == {"n1": ["manage", "provide"], "n2": ["manage", "provide"],
                                "n3": ["manage", "provide"], "n4": ["provide"]}
