@@ -208,9 +208,11 @@ def _deploy_and_probe_from_the_host(env) -> dict:
     return {"seconds": took}
 
 
-def _assert_no_password_anywhere(env, password: str) -> None:
+def _assert_no_password_anywhere(env, password: str, *others: str) -> None:
+    """Neither the password (nor its http_basic header) nor `others` (the service users'
+    password) is in k1prov's outputs, its state directory or the services' logs."""
     s = env["lab"].settings
-    secrets_ = {password, base64.b64encode(f"k1prov:{password}".encode()).decode()}
+    secrets_ = {password, base64.b64encode(f"k1prov:{password}".encode()).decode(), *others}
     for text in env["outputs"]:
         assert not any(p in text for p in secrets_)
     places = [env["dir"] / "state", s.log_dir, s.root / "deploy-logs"]
@@ -326,4 +328,5 @@ def test_keystone_deploy_outlives_its_tokens_and_the_host_is_refused(keystone_la
     # The deploy alone outlived several tokens, and nothing failed: keystoneauth renewed them.
     assert result["seconds"] > 2 * TOKEN_EXPIRATION
     assert tokens > 2
-    _assert_no_password_anywhere(keystone_lab, lab.cloud_password())
+    _assert_no_password_anywhere(keystone_lab, lab.cloud_password(),
+                                 lab.settings.service_password_file.read_text().strip())
