@@ -257,6 +257,27 @@ def _authtoken_section(s: LabSettings, *, user: str, password: str) -> str:
 # its project owns and keep enrolling for system scope, so the lab runs Ironic's legacy
 # rules ("role:admin" may do everything): one clouds.yaml entry then serves both APIs.
 _IRONIC_KEYSTONE_POLICY = "enforce_new_defaults = false\nenforce_scope = false\n"
+# Ironic 39's rules that have no legacy form and want a system-scoped token: with
+# Keystone the lab lets its (project-scoped) admin do these too. The list is what
+# ironic.common.policy.list_policies() gives for rules without a deprecated_rule whose
+# check string names system_scope (k1prov sets shards: baremetal:node:update:shard).
+IRONIC_SYSTEM_ONLY_RULES = (
+    "baremetal:node:set_provision_state:clean_steps", "baremetal:node:set_provision_state:service_steps",
+    "baremetal:node:update:shard", "baremetal:shards:get", "baremetal:node:update:parent_node",
+    "baremetal:node:update:disable_power_off", "baremetal:node:firmware:get",
+    "baremetal:node:vmedia:attach", "baremetal:node:vmedia:detach", "baremetal:node:vmedia:get",
+    "baremetal:runbook:get", "baremetal:runbook:list_all", "baremetal:runbook:create",
+    "baremetal:runbook:delete", "baremetal:runbook:update", "baremetal:runbook:update:public",
+    "baremetal:runbook:update:owner", "baremetal:runbook:use", "baremetal:inspection_rule:get",
+    "baremetal:inspection_rule:list_all", "baremetal:inspection_rule:create",
+    "baremetal:inspection_rule:update", "baremetal:inspection_rule:delete",
+)
+
+
+def render_ironic_policy(s: LabSettings) -> str:
+    if s.auth != "keystone":
+        return IRONIC_POLICY
+    return "".join(f'"{rule}": "role:admin"\n' for rule in IRONIC_SYSTEM_ONLY_RULES)
 
 
 def _ironic_auth(s: LabSettings, service_password: str) -> tuple[str, str, str]:
@@ -479,7 +500,7 @@ def rendered_files(s: LabSettings, *, service_password: str = "") -> dict[Path, 
         s.glance_conf_dir / "glance-api-paste.ini": render_glance_paste(s),
         # With Keystone, Glance's own rules (an admin may do everything, a project its images).
         s.glance_conf_dir / "policy.yaml": "{}\n" if s.auth == "keystone" else GLANCE_POLICY,
-        s.etc_dir / "ironic-policy.yaml": IRONIC_POLICY,
+        s.etc_dir / "ironic-policy.yaml": render_ironic_policy(s),
     }
     if s.auth == "keystone":
         files[s.keystone_conf] = render_keystone_conf(s)

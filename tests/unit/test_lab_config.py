@@ -181,3 +181,13 @@ def test_configs_are_private_and_keystone_keys_its_own(tmp_path):
     for path in (s.ironic_conf, s.glance_conf_dir / "glance-api.conf", s.keystone_conf):
         assert path.stat().st_mode & 0o777 == 0o600, path
     assert (s.keystone_keys_dir / "fernet-keys").stat().st_mode & 0o777 == 0o700
+
+
+def test_keystone_ironic_policy_lets_the_project_admin_set_shards(tmp_path):
+    import yaml
+
+    from k1prov.lab.config import render_ironic_policy
+
+    policy = yaml.safe_load(render_ironic_policy(settings(tmp_path, auth="keystone")))
+    assert policy["baremetal:node:update:shard"] == "role:admin"
+    assert yaml.safe_load(render_ironic_policy(settings(tmp_path))) == {}
