@@ -71,9 +71,25 @@ def server_argv(s: LabSettings) -> list[str]:
             "--access-logfile", "-", f"{WSGI_MODULE}:application"]
 
 
+def registered_marker(s: LabSettings) -> Path:
+    """Written once `register` has filled Keystone's database for these endpoints (a new
+    database removes it: Lab._sync_databases)."""
+    return s.root / "keystone.sqlite.registered"
+
+
 def register(s: LabSettings, *, admin_password: str, service_password: str, timeout: float) -> None:
-    """Find or create the service project, users, roles, services and endpoints (a second
-    `lab up` changes nothing: the service password is made once, in its file)."""
+    """Find or create the service project, users, roles, services and endpoints. A second
+    `lab up` skips it (a dozen API calls, seconds) unless the endpoints changed; the service
+    password is made once, in its file."""
+    marker = registered_marker(s)
+    done = f"{s.ironic_url} {s.glance_url}\n"
+    if marker.is_file() and marker.read_text() == done:
+        return
+    _register(s, admin_password=admin_password, service_password=service_password, timeout=timeout)
+    marker.write_text(done)
+
+
+def _register(s: LabSettings, *, admin_password: str, service_password: str, timeout: float) -> None:
     import openstack
     from keystoneauth1 import exceptions as ks_exc
     from openstack import exceptions as os_exc

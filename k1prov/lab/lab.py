@@ -324,6 +324,9 @@ class Lab:
             if marker.exists() and db.exists():
                 continue
             say(f"creating the {name} database")
+            if name == "keystone":
+                # A new database has no catalog yet: `up` registers the services again.
+                keystone.registered_marker(s).unlink(missing_ok=True)
             log = s.log_dir / f"{name}-dbsync.log"
             with open(log, "w") as out:
                 try:
