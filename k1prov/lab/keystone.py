@@ -9,6 +9,7 @@ services in the catalog, which is how k1prov finds Ironic and Glance with a Keys
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from k1prov.atomic_file import write_if_changed
@@ -26,13 +27,18 @@ SERVICE_ROLES = ("admin", "service")
 def setup_commands(s: LabSettings) -> list[list[str]]:
     """keystone-manage steps before the first start: schema, fernet and credential keys,
     and the admin with Keystone's own endpoint (password from OS_BOOTSTRAP_PASSWORD)."""
+    import grp
+    import pwd
+
     manage = [str(s.venv / "bin" / "keystone-manage"), "--config-file", str(s.keystone_conf)]
     url = s.keystone_url + "/v3"
+    # The lab's services run as the user who runs `lab up`: the keys belong to it.
+    owner = ["--keystone-user", pwd.getpwuid(os.getuid()).pw_name,
+             "--keystone-group", grp.getgrgid(os.getgid()).gr_name]
     return [
         [*manage, "db_sync"],
-        # The lab's services run as this user: the keys belong to it.
-        [*manage, "fernet_setup", "--keystone-user", "root", "--keystone-group", "root"],
-        [*manage, "credential_setup", "--keystone-user", "root", "--keystone-group", "root"],
+        [*manage, "fernet_setup", *owner],
+        [*manage, "credential_setup", *owner],
         [*manage, "bootstrap", "--bootstrap-username", KEYSTONE_ADMIN,
          "--bootstrap-project-name", "admin", "--bootstrap-role-name", "admin",
          "--bootstrap-service-name", "keystone", "--bootstrap-region-id", KEYSTONE_REGION,
