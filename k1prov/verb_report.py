@@ -35,9 +35,8 @@ def exit_code(*, succeeded: int, failed: int, cancelled: bool = False) -> int:
 class Result(Protocol):
     """What every verb returns, one protocol: the exit code its outcomes add up to and a
     JSON-safe dict (`--json`). VerbReport, ClusterReport, inventory_check.InventoryCheck,
-    bench.results.BenchResult and bench.drf.DrfResult follow it; the CLI finishes every
-    one of them the same way (k1prov.cli.common.finish). `run` returns the fan-out
-    engine's Report, whose exit code is ad_hoc.exit_code(report)."""
+    ad_hoc.RunResult, bench.results.BenchResult and bench.drf.DrfResult follow it; the CLI
+    finishes every one of them the same way (k1prov.cli.common.finish)."""
 
     def exit_code(self) -> int: ...
 

@@ -71,7 +71,7 @@ class LabSettings:
     # The lab's network: one bridge on this machine, its address (this machine's, where
     # Ironic and the image HTTP server listen so that the machines' agents reach them)
     # with the subnet's prefix. Machines that network-boot lease addresses from the top
-    # quarter of the subnet (k1prov.lab.machine.Dhcp); instances get theirs from their
+    # quarter of the subnet (k1prov.lab.pxe.Dhcp); instances get theirs from their
     # config drive.
     bridge: str = "k1plab0"
     cidr: str = "10.251.0.1/24"

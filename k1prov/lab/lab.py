@@ -400,8 +400,9 @@ class Lab:
                     "--count", str(s.nodes), "--venv", str(s.venv), "--tftp-root", str(s.tftp_root),
                     "--bridge", s.bridge, "--cidr", s.cidr, "--disk-gb", str(s.disk_gb),
                     "--bmc-username", s.bmc_username, "--bmc-password-file", str(s.bmc_password_file)]
-            watched = [Path(__file__).with_name(n) for n in ("reconciler.py", "machine.py", "hosts.py",
-                                                              "disk.py", "netns.py")]
+            watched = [Path(__file__).with_name(n) for n in ("reconciler.py", "machine.py", "pxe.py",
+                                                              "partitions.py", "hosts.py", "disk.py",
+                                                              "netns.py")]
         else:
             # -I also keeps k1prov/lab (the script's directory) off sys.path, where its
             # modules would shadow the standard library's.

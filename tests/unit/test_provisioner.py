@@ -121,7 +121,9 @@ def test_run_targets_are_selected_once_and_nothing_selected_is_nothing_run(tmp_p
     hosts = prov.run_targets(group="spark-client")
     assert [n.name for n in hosts.nodes] == ["n2", "n3"] and hosts.known_hosts is None
     empty = prov.run("true", hosts=prov.run_targets(group="zookeeper"))
-    assert empty.results == [] and run_exit_code(empty) == EXIT_NOTHING
+    assert empty.report.results == [] and run_exit_code(empty.report) == EXIT_NOTHING
+    assert empty.nothing_selected and empty.exit_code() == EXIT_NOTHING
+    assert empty.to_dict()["exit_code"] == EXIT_NOTHING and empty.to_dict()["results"] == []
     assert ironic.calls == []          # run never asks Ironic
 
 
