@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
 
-from k1prov.cloud import describe_http_error
+from k1prov.cloud import describe_http_error, refusal
 from k1prov.errors import CloudError, NodeError
 from k1prov.inventory.model import OWNER_TAG, Node
 from k1prov.ironic_states import ACTION_TAKEN, DELETABLE, reached
@@ -160,7 +160,9 @@ class IronicNodes:
         try:
             return {n.name: n for n in self.conn.baremetal.nodes(details=True) if n.name}
         except os_exc.SDKException as exc:
-            raise CloudError(f"listing nodes: {describe_http_error(exc)}", service="ironic") from None
+            # Usually a verb's first call: wrong credentials are said here, in one line.
+            raise refusal(exc, service="Ironic") or \
+                CloudError(f"listing nodes: {describe_http_error(exc)}", service="ironic") from None
 
     def owned(self, ironic_node) -> bool:
         return (ironic_node.extra or {}).get(EXTRA_CLUSTER) == self.cluster
@@ -368,8 +370,8 @@ class IronicNodes:
                     seen, pages = self._list_fields()
             except (os_exc.SDKException, ka_exc.ClientException) as exc:
                 if not busy(exc) or self._clock() >= deadline:
-                    raise CloudError(f"waiting for {state}: {describe_http_error(exc)}",
-                                     service="ironic") from None
+                    raise refusal(exc, service="Ironic") or \
+                        CloudError(f"waiting for {state}: {describe_http_error(exc)}", service="ironic") from None
                 # A busy Ironic: this look is skipped, the next one is a poll later.
                 log.info("waiting for %s: Ironic is busy (%s); looking again", state,
                          describe_http_error(exc))

@@ -9,9 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-import openstack
 import pytest
-from labhosts import IRONIC_API_VERSION, lab_inventory_text, node_range_text
+from labhosts import IRONIC_API_VERSION, lab_connection, lab_inventory_text, node_range_text
 from typer.testing import CliRunner
 
 from k1prov.cli import app
@@ -44,9 +43,7 @@ def enroll_env(lab, tmp_path_factory):
     address: 10.251.0.150
 """)
     inv.write_text(lab_inventory_text(s, cluster="enrolltest", nodes=nodes))
-    conn = openstack.connect(auth_type="none", load_yaml_config=False, load_envvars=False,
-                             baremetal_endpoint_override=s.ironic_url,
-                             baremetal_api_version=IRONIC_API_VERSION)
+    conn = lab_connection(s, api_version=IRONIC_API_VERSION)
     yield {"inv": inv, "bad_pw": bad_pw, "conn": conn, "password": lab.bmc_password()}
     for node in conn.baremetal.nodes(details=True):
         if (node.extra or {}).get("k1prov_cluster") == "enrolltest" or node.name == "enr-foreign":
