@@ -233,20 +233,11 @@ class Lab:
 
     def cloud_password(self) -> str:
         """The operator's password for Ironic (http_basic) or Keystone (keystone)."""
-        try:
-            return self.settings.cloud_password_file.read_text().rstrip("\n")
-        except OSError as exc:
-            raise LabError(f"cannot read the lab's cloud password file "
-                           f"{self.settings.cloud_password_file}: {exc.strerror} "
-                           f"(run `k1prov lab up --auth {self.settings.auth}` first)") from None
+        return _read_password(self.settings.cloud_password_file, "cloud",
+                              f"k1prov lab up --auth {self.settings.auth}")
 
     def bmc_password(self) -> str:
-        try:
-            return self.settings.bmc_password_file.read_text().rstrip("\n")
-        except OSError as exc:
-            raise LabError(f"cannot read the lab's BMC password file "
-                           f"{self.settings.bmc_password_file}: {exc.strerror} "
-                           f"(run `k1prov lab up` first)") from None
+        return _read_password(self.settings.bmc_password_file, "BMC", "k1prov lab up")
 
     def prepare_hosts(self, *, progress: Callable[[str], None] | None = None) -> tuple[Path, Path]:
         """What lab hosts boot from and how the operator logs in: the lab's user image
@@ -503,3 +494,12 @@ def _ensure_secret(path: Path, *, nbytes: int = 18) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(password + "\n")
     return password
+
+
+def _read_password(path: Path, what: str, makes_it: str) -> str:
+    """One of the lab's password files (written by `lab up`), without its newline."""
+    try:
+        return path.read_text().rstrip("\n")
+    except OSError as exc:
+        raise LabError(f"cannot read the lab's {what} password file {path}: {exc.strerror} "
+                       f"(run `{makes_it}` first)") from None

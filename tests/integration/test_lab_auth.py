@@ -226,6 +226,14 @@ def _assert_no_password_anywhere(env, password: str, *others: str) -> None:
 # ---------------------------------------------------------------- http_basic
 
 
+def _lists_with_the_entry(s, *argvs: list[str]) -> None:
+    """Each client command (the operator's CLIs) lists through the lab's clouds.yaml entry."""
+    for argv in argvs:
+        out = subprocess.run(argv, env=_cli_env(s), capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert isinstance(json.loads(out.stdout), list)
+
+
 def test_http_basic_refuses_requests_without_the_password(auth_lab):
     lab = auth_lab["lab"]
     s = lab.settings
@@ -247,12 +255,9 @@ def test_http_basic_entry_works_for_the_sdk_and_the_baremetal_cli(auth_lab):
     assert entry["clouds"][s.cloud_name]["auth_type"] == "http_basic"
     conn = openstack.connect(cloud=s.cloud_name)
     assert isinstance(list(conn.baremetal.nodes()), list)
-    for argv in ([str(BAREMETAL), "--os-cloud", s.cloud_name, "node", "list", "-f", "json"],
-                 [str(s.venv / "bin" / "openstack"), "--os-cloud", s.cloud_name,
-                  "baremetal", "node", "list", "-f", "json"]):
-        out = subprocess.run(argv, env=_cli_env(s), capture_output=True, text=True, timeout=120)
-        assert out.returncode == 0, out.stderr
-        assert isinstance(json.loads(out.stdout), list)
+    _lists_with_the_entry(s, [str(BAREMETAL), "--os-cloud", s.cloud_name, "node", "list", "-f", "json"],
+                          [str(s.venv / "bin" / "openstack"), "--os-cloud", s.cloud_name,
+                           "baremetal", "node", "list", "-f", "json"])
 
 
 def test_http_basic_wrong_password_is_one_line_naming_ironic(auth_lab):
@@ -306,11 +311,9 @@ def test_keystone_refuses_requests_without_a_token(keystone_lab):
 
 def test_keystone_entry_works_for_openstack_and_baremetal_clis(keystone_lab):
     s = keystone_lab["lab"].settings
-    for argv in ([str(s.venv / "bin" / "openstack"), "--os-cloud", s.cloud_name, "image", "list", "-f", "json"],
-                 [str(BAREMETAL), "--os-cloud", s.cloud_name, "node", "list", "-f", "json"]):
-        out = subprocess.run(argv, env=_cli_env(s), capture_output=True, text=True, timeout=120)
-        assert out.returncode == 0, out.stderr
-        assert isinstance(json.loads(out.stdout), list)
+    _lists_with_the_entry(s, [str(s.venv / "bin" / "openstack"), "--os-cloud", s.cloud_name,
+                              "image", "list", "-f", "json"],
+                          [str(BAREMETAL), "--os-cloud", s.cloud_name, "node", "list", "-f", "json"])
 
 
 def test_keystone_wrong_password_is_one_line_naming_keystone(keystone_lab):
