@@ -23,6 +23,8 @@ class Timeouts:
     deploy: float = 3600.0
     # active -> available.
     undeploy: float = 1800.0
+    # One power action through Ironic (it reads the BMC, acts, and reads it again).
+    power: float = 180.0
     # Upload of one image to Glance.
     image_upload: float = 3600.0
     # TCP + SSH handshake with one host.
