@@ -279,7 +279,7 @@ def _check_nothing_left(env) -> None:
     assert subprocess.run(["pgrep", "-f", str(env["inv"])], capture_output=True).returncode == 1
     roles = _roles(_MESOS[0])
     for name in NAMES:
-        res = _ssh(env, name, "pgrep -fa /tmp/k1prov\\. || true")
+        res = _ssh(env, name, "pgrep -fa /tmp/k1prov[.] || true")
         assert res.returncode == 0 and not res.stdout.strip(), (name, res.stdout)
         counts = _daemons(env, name)
         want = {"QuorumPeerMain": int("zookeeper" in roles[name]),
@@ -337,7 +337,7 @@ def test_whole_rack_power_loss_then_cluster_up_brings_every_service_back(env):
 
 
 def _script_running(env, name: str) -> bool:
-    res = _ssh(env, name, "pgrep -f /tmp/k1prov\\.")
+    res = _ssh(env, name, "pgrep -f /tmp/k1prov[.]")
     return res.returncode == 0
 
 
