@@ -61,6 +61,7 @@ class RecordingBaremetal:
         self.never_reaches: set[str] = set()                      # node names that stay where they are
         self.list_errors: list[Exception] = []                    # raised by the next nodes() calls
         self.create_errors: dict[str, Exception] = {}            # node name -> raised by create_node
+        self.real_power: dict[str, str] = {}                      # node name -> the BMC's power
 
     # ---- test set-up -------------------------------------------------------------------
 
@@ -153,6 +154,14 @@ class RecordingBaremetal:
         assert parts[0] == "nodes" and parts[2:] == ["states", "provision"], url
         self._provision(parts[1], json["target"])
         return SimpleNamespace(status_code=202, headers={}, text="", content=b"")
+
+    def set_node_power_state(self, ref: Any, target: str, wait: bool = False,
+                             timeout: float | None = None) -> None:
+        """Ironic's power action (it reads the BMC first: a node that is on stays as it
+        is); recorded as "power". `real_power` is the BMC's truth where Ironic's record lags."""
+        node = self._get(ref)
+        self.calls.append(("power", (node.name, target)))
+        self.real_power[node.name] = node.power_state = target
 
     def _provision(self, ref: Any, action: str) -> None:
         self.calls.append(("provision", (ref, action)))
