@@ -88,6 +88,9 @@ def zookeeper_health(nodes: Sequence[Node], run: Runner, *, port: int = 2181,
     problems: list[str] = []
     for node in nodes:
         code, out = run(node, _zk_command(port))
+        # Asked whatever srvr answered: `sample` sends a check's commands in one batch, those
+        # it sends when nothing answers (commands_of).
+        myid = run(node, _zk_myid_command(data_dir)) if data_dir is not None else (255, "")
         match = re.search(r"^Mode:\s*(\w+)", out or "", re.MULTILINE)
         if code != 0 or not match:
             states[node.name], problem = _silent(node, code, f"no answer to srvr on port {port}")
@@ -95,7 +98,7 @@ def zookeeper_health(nodes: Sequence[Node], run: Runner, *, port: int = 2181,
             continue
         states[node.name] = match.group(1)
         if data_dir is not None:
-            code, out = run(node, _zk_myid_command(data_dir))
+            code, out = myid
             if code == 0 and out.strip() == "missing":
                 problems.append(f"{node.name}: no myid in {data_dir}: its data directory was wiped "
                                 f"(it answers as {states[node.name]} from memory; configure sets it up again)")

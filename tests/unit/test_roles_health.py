@@ -85,6 +85,11 @@ def test_zookeeper_member_without_myid_is_data_lost_whatever_it_answers(tmp_path
 
     result = zookeeper_health(ZK, run, data_dir="/var/lib/zookeeper")
     assert not result.ok and result.states == {"z1": "follower", "z2": "leader", "z3": DATA_LOST}
+    # The same through `sample` (one batch per host: the commands a check sends when no
+    # host answers), as `cluster status` and configure's gates look.
+    sampled = sample({"zookeeper": lambda r: zookeeper_health(ZK, r, data_dir="/var/lib/zookeeper")},
+                     lambda wanted: {name: [run(node, c) for c in cmds] for name, (node, cmds) in wanted.items()})
+    assert sampled["zookeeper"].states["z3"] == DATA_LOST
     assert any(p.startswith("z3: no myid in /var/lib/zookeeper") for p in result.problems), result.problems
     # A user who cannot look into the directory learns nothing: no verdict from it.
     unknown = zookeeper_health(ZK, lambda n, c: (0, srvr("leader" if n.name == "z2" else "follower"))
