@@ -14,7 +14,14 @@ on that one cluster; each starts with a `cluster up` that must find it healthy.
 - A host powered off mid-configure: its row names it and why, the other hosts complete,
   the run exits non-zero. A later `cluster up` powers it on through Ironic (which still
   calls it on: the lab's Ironic does not sync power) and configures it.
-- (faults 7 and 8 below.)
+- A ZooKeeper member's data directory wiped (myid included) while the ensemble runs:
+  `cluster status` calls it "data lost" (it still answers from memory); `cluster up`
+  sets it up again (myid, a restart: it syncs from the leader) while the other two keep
+  the quorum, polled with srvr every 0.5 s; a znode written before is read from all three.
+- The leading Mesos master SIGKILLed while `bench kmeans` runs its first job on Mesos:
+  another master is elected; that job finishes every trial after the failover or is a
+  failure that says why, and the bench goes on to the next job; no Spark process or
+  framework is left. The next `cluster up` restarts the killed master.
 
 Each checks that nothing was lost (no node deployed again, known_hosts and the earlier
 run records byte for byte, ZooKeeper's data) and that nothing is left running (no
