@@ -564,7 +564,13 @@ def test_the_mesos_leader_killed_during_bench_kmeans(env):
     kept = _kept(env)
     leader = _mesos_leader()
     assert leader is not None
-    ctx = VerbContext(load_inventory(env["inv"]), state_root=env["state"], notify=print)
+    said: list[str] = []
+
+    def notify(message: str) -> None:
+        said.append(message)
+        print(message)
+
+    ctx = VerbContext(load_inventory(env["inv"]), state_root=env["state"], notify=notify)
     options = KmeansOptions(scale_factors=(0.01,), modes=("coarse", "fine"), trials=3)
     outcome: dict = {}
     bench = threading.Thread(target=lambda: outcome.update(
@@ -573,10 +579,12 @@ def test_the_mesos_leader_killed_during_bench_kmeans(env):
     bench.start()
     try:
         deadline = time.monotonic() + FRAMEWORK_SEEN_TIMEOUT
-        while not any("coarse" in f for f in _active_frameworks(leader)):
-            assert bench.is_alive(), "the bench ended before its job registered with Mesos"
+        # The first job, under the name the bench gives it (spark-submit --name).
+        while "k1prov-bench-kmeans-coarse-s0.01" not in _active_frameworks(leader):
+            assert bench.is_alive(), "the bench ended before its coarse job registered with Mesos"
             assert time.monotonic() < deadline, "the coarse job never registered with the leading master"
             time.sleep(0.5)
+        assert not [m for m in said if m.startswith("coarse-s0.01: done")], said
         res = _ssh(env, leader, "kill -KILL $(pgrep -x mesos-master)")
         assert res.returncode == 0, res.stderr
         killed = time.monotonic()
