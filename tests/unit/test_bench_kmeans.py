@@ -504,3 +504,52 @@ def test_the_cli_shows_the_contention_table_and_which_mode_trained_faster(tmp_pa
     out = " ".join(captured.out.split())
     assert "no resources" in out and "300.50" in out and "0.38" in out
     assert "0/s=0.001: coarse, 0.5/s=0.001: coarse" in " ".join(captured.err.split())
+
+
+@pytest.mark.parametrize("given,argv,expected", [
+    ("k1prov-bench-kmeans-coarse-s0.01", [], "k1prov-bench-kmeans-coarse-s0.01"),   # spark-submit --name
+    (None, [], "k1prov-bench-kmeans"),                                             # run without a name
+    ("from-submit", ["--app-name", "asked"], "asked"),
+])
+def test_the_job_keeps_the_name_spark_submit_gave_it(monkeypatch, given, argv, expected):
+    """The bench names each job (--name k1prov-bench-kmeans-<mode>-s<scale>); the job must not
+    set a name of its own over it: every job was 'k1prov-bench-kmeans' in Mesos, the Spark
+    UI and the logs (found by the fault test of a Mesos leader killed mid-bench)."""
+    import sys
+    import types
+
+    from k1prov.bench import kmeans_job
+
+    class Stop(Exception):
+        pass
+
+    class SparkConf:
+        def __init__(self):
+            self.values = {"spark.app.name": given} if given else {}
+
+        def contains(self, key):
+            return key in self.values
+
+        def setAppName(self, name):
+            self.values["spark.app.name"] = name
+            return self
+
+    made = {}
+
+    def spark_context(conf):
+        made["name"] = conf.values.get("spark.app.name")
+        raise Stop
+
+    pyspark = types.ModuleType("pyspark")
+    pyspark.SparkConf, pyspark.SparkContext = SparkConf, spark_context
+    mllib = types.ModuleType("pyspark.mllib")
+    clustering = types.ModuleType("pyspark.mllib.clustering")
+    clustering.KMeans = object
+    monkeypatch.setitem(sys.modules, "pyspark", pyspark)
+    monkeypatch.setitem(sys.modules, "pyspark.mllib", mllib)
+    monkeypatch.setitem(sys.modules, "pyspark.mllib.clustering", clustering)
+    args = ["--num-points", "10", "--num-columns", "2", "--centers", "2", "--iterations", "1",
+            "--num-partitions", "1", "--seed", "1", "--trials", "1", *argv]
+    with pytest.raises(Stop):
+        kmeans_job.main(args)
+    assert made["name"] == expected
