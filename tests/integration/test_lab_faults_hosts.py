@@ -582,7 +582,11 @@ def test_the_mesos_leader_killed_during_bench_kmeans(env):
     try:
         deadline = time.monotonic() + FRAMEWORK_SEEN_TIMEOUT
         seen: list = []
-        while not (jobs := [f for f in (got := _frameworks())[1] if f.startswith("k1prov-bench-kmeans")]):
+        while True:
+            got = _frameworks()
+            jobs = [f for f in got[1] if f.startswith("k1prov-bench-kmeans")]
+            if jobs:
+                break
             seen.append(got)
             assert bench.is_alive(), f"the bench ended before a job of it registered with Mesos: {seen[-5:]}"
             assert time.monotonic() < deadline, f"no job of the bench registered with Mesos: {seen[-5:]}"
