@@ -397,6 +397,16 @@ def test_a_job_that_waited_for_resources_says_so():
     assert km.failure_reason(1, 0, 3, "java.lang.Error: x\n", 240.0).startswith("spark-submit exited 1")
 
 
+def test_a_job_that_outlived_its_sigterm_at_the_time_limit_is_a_timeout_too():
+    """`timeout -k` SIGKILLs a driver that ignores SIGTERM (stuck after a Mesos master
+    failover): exit 137 at the time limit is the job timeout, not an unexplained exit;
+    137 long before it is not (the OOM killer)."""
+    stderr = "WARN TaskSchedulerImpl: Initial job has not accepted any resources; check your cluster UI\n"
+    reason = km.failure_reason(137, 0, 3, stderr, 420.0, wall=431.0)
+    assert "did not finish within 420 s (the job timeout)" in reason and "never got an executor" in reason
+    assert km.failure_reason(137, 0, 3, "Killed\n", 420.0, wall=12.0).startswith("spark-submit exited 137")
+
+
 class FakeCompetitor:
     """Stands in for contention.Competitor: holds at once, records its life."""
     made: list["FakeCompetitor"] = []
