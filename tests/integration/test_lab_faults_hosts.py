@@ -517,7 +517,7 @@ MESOS_PORT = 5050
 MESOS_TIMEOUT = 10.0
 # One spark-submit of the bench; a job stuck after the failover is ended at this and
 # recorded as a failure.
-BENCH_JOB_TIMEOUT = 420.0
+BENCH_JOB_TIMEOUT = 240.0
 BENCH_TIMEOUT = 3 * (BENCH_JOB_TIMEOUT + 120)
 FRAMEWORK_SEEN_TIMEOUT = 300.0
 # Mesos ends what the bench left (a framework whose driver went away, its executors).
@@ -556,6 +556,8 @@ def _frameworks() -> tuple[str | None, list[str]]:
     return leader, [str(f.get("name")) for f in found.get("frameworks", [])]
 
 
+# A hung job costs its job timeout, then the next job runs, then `cluster up`.
+@pytest.mark.timeout(BENCH_TIMEOUT + UP_TIMEOUT)
 def test_the_mesos_leader_killed_during_bench_kmeans(env):
     if not _MESOS[0]:
         pytest.skip("the lab has no Mesos build: Spark runs standalone")
@@ -573,7 +575,7 @@ def test_the_mesos_leader_killed_during_bench_kmeans(env):
         print(message)
 
     ctx = VerbContext(load_inventory(env["inv"]), state_root=env["state"], notify=notify)
-    options = KmeansOptions(scale_factors=(0.01,), modes=("coarse", "fine"), trials=3)
+    options = KmeansOptions(scale_factors=(0.001,), modes=("coarse", "fine"), trials=2)
     outcome: dict = {}
     bench = threading.Thread(target=lambda: outcome.update(
         result=run_kmeans(ctx, options=options, job_timeout=BENCH_JOB_TIMEOUT)))
@@ -592,7 +594,7 @@ def test_the_mesos_leader_killed_during_bench_kmeans(env):
             assert time.monotonic() < deadline, f"no job of the bench registered with Mesos: {seen[-5:]}"
             time.sleep(0.5)
         leader = got[0]
-        assert not [m for m in said if m.startswith("coarse-s0.01: done")], said
+        assert not [m for m in said if m.startswith("coarse-s0.001: done")], said
         res = _ssh(env, leader, "kill -KILL $(pgrep -x mesos-master)")
         assert res.returncode == 0, res.stderr
         killed = time.monotonic()
@@ -607,7 +609,7 @@ def test_the_mesos_leader_killed_during_bench_kmeans(env):
     took = time.monotonic() - t0
     result = outcome["result"]
     # The first job was hit, under the name the bench gave it (spark-submit --name).
-    assert jobs == ["k1prov-bench-kmeans-coarse-s0.01"], jobs
+    assert jobs == ["k1prov-bench-kmeans-coarse-s0.001"], jobs
     by_mode = {m: [t for t in result.trials if t.mode == m] for m in ("coarse", "fine")}
     failed = {f.mode: f.reason for f in result.failures}
     # The job hit by the failover finished every trial, or is a failure that says why.
