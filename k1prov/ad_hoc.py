@@ -3,16 +3,19 @@
 A verb module like the others: it takes the verb context, selects the nodes with the one
 --limit/--group grammar (ctx.select), builds one SshTarget per node (ctx.ssh_target) and
 fans out through the engine with the context's SSH policy (kind ssh.run). The result is
-the engine's Report (one Result per host, identical outputs grouped by the caller), and
-`exit_code(report)` turns it into the exit code every k1prov command uses.
+a RunResult: the engine's Report (one Result per host, identical outputs grouped by the
+caller) and the exit code every k1prov command uses (`exit_code(report)`).
 
     ctx = VerbContext(load_inventory("inventories/lab.yaml"))
     report = run(ctx, "uname -r", group="zookeeper")
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -90,17 +93,56 @@ def targets(ctx: VerbContext, *, limit: Iterable[str] | None = None, group: str 
     return RunTargets(ctx.select(limit, group), known_hosts or ctx.known_hosts())
 
 
+@dataclass(frozen=True)
+class RunResult:
+    """What `k1prov run` returns (k1prov.verb_report.Result): the engine's report, one
+    Result per host; `nothing_selected` when no node matched --group/--limit."""
+
+    report: Report
+
+    @property
+    def nothing_selected(self) -> bool:
+        return not self.report.results
+
+    def exit_code(self) -> int:
+        return exit_code(self.report)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.report.to_dict(), "exit_code": self.exit_code()}
+
+
 def run(ctx: VerbContext, command: str, *, limit: Iterable[str] | None = None, group: str | None = None,
         known_hosts: Path | None = None, hosts: RunTargets | None = None, script: bool = False,
-        args: Sequence[str] = ()) -> Report:
+        args: Sequence[str] = ()) -> RunResult:
     """`k1prov run`: `command` (with `script`, a script's text to upload and run with
     `args`) on `hosts`, else on the nodes `targets` selects. No node: an empty report."""
     hosts = hosts or targets(ctx, limit=limit, group=group, known_hosts=known_hosts)
     if not hosts.nodes:
-        return Report(results=[], kind=POLICY_KIND, endpoint=POLICY_ENDPOINT)
-    if script:
-        return run_script_on_hosts(ctx, command, nodes=hosts.nodes, known_hosts=hosts.known_hosts, args=args)
-    return run_on_hosts(ctx, command, nodes=hosts.nodes, known_hosts=hosts.known_hosts)
+        return RunResult(Report(results=[], kind=POLICY_KIND, endpoint=POLICY_ENDPOINT))
+    with _one_host_key_warning(ctx, hosts.known_hosts):
+        if script:
+            return RunResult(run_script_on_hosts(ctx, command, nodes=hosts.nodes,
+                                                 known_hosts=hosts.known_hosts, args=args))
+        return RunResult(run_on_hosts(ctx, command, nodes=hosts.nodes, known_hosts=hosts.known_hosts))
+
+
+@contextlib.contextmanager
+def _one_host_key_warning(ctx: VerbContext, pinned: Path | None) -> Iterator[None]:
+    """Without pinned keys the SSH layer warns once per host; say it once for the run
+    (ctx.warn) and keep the per-host warnings for -v."""
+    if pinned is not None:
+        yield
+        return
+    ctx.warn(f"no pinned host keys for cluster {ctx.inventory.cluster!r} "
+             "(deploy writes them; or pass --known-hosts): accepting host keys unchecked")
+    ssh_log = logging.getLogger("k1prov.ssh")
+    saved = ssh_log.level
+    if not ssh_log.isEnabledFor(logging.INFO):
+        ssh_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        ssh_log.setLevel(saved)
 
 
 def exit_code(report: Report) -> int:

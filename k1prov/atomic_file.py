@@ -33,17 +33,20 @@ def write_atomic(path: Path | str, data: str | bytes, *, mode: int = 0o644, fsyn
     return path
 
 
-def write_if_changed(path: Path | str, text: str) -> bool:
+def write_if_changed(path: Path | str, text: str, *, mode: int = 0o644) -> bool:
     """Write `text` to `path` (atomically) unless the file already holds it; True if written.
 
     Lab configs and the agent plugin are rewritten on every `lab up`: an unchanged file keeps
-    its mtime, so nothing that watches it restarts for nothing.
+    its mtime, so nothing that watches it restarts for nothing (its mode is still set to
+    `mode`: a config that now holds a password becomes private without being rewritten).
     """
     path = Path(path)
     try:
         if path.read_text() == text:
+            if path.stat().st_mode & 0o777 != mode:
+                os.chmod(path, mode)
             return False
     except OSError:
         pass
-    write_atomic(path, text, fsync=False)
+    write_atomic(path, text, mode=mode, fsync=False)
     return True

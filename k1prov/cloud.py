@@ -41,6 +41,16 @@ def connect(cloud: Cloud, *, api_timeout: float):
         raise CloudError(f"cannot connect: {exc}") from None
 
 
+# keystoneauth plugins that authenticate without Keystone (no token, no project).
+_NO_KEYSTONE_AUTH = frozenset({"none", "noauth", "http_basic"})
+
+
+def uses_keystone(conn) -> bool:
+    """Whether a connection authenticates with Keystone (its entry's auth_type), i.e.
+    whether its requests carry a project that can own Glance images."""
+    return conn.config.config.get("auth_type", "password") not in _NO_KEYSTONE_AUTH
+
+
 def describe_http_error(exc: Exception) -> str:
     """One line from an SDK exception: Ironic's faultstring rather than the whole body."""
     details = getattr(exc, "details", None)
@@ -75,7 +85,10 @@ _URL = re.compile(r"https?://[^\s,;'\"]+")
 # The API path that tells which service a URL belongs to when the inventory names a
 # clouds.yaml entry instead of the URLs.
 _SERVICE_PATHS = (("/v1/nodes", "Ironic"), ("/v1/ports", "Ironic"), ("/baremetal", "Ironic"),
-                  ("/v2/images", "Glance"), ("/image", "Glance"))
+                  ("/v2/images", "Glance"), ("/image", "Glance"),
+                  ("/v3/auth", "Keystone"), ("/identity", "Keystone"))
+# HTTP statuses that mean "these credentials may not do this", with what was refused.
+_REFUSALS = {401: "refused the credentials", 403: "refused the request to this user"}
 
 
 def _service_of(url: str, cloud: Cloud | None) -> tuple[str, str]:
@@ -88,6 +101,27 @@ def _service_of(url: str, cloud: Cloud | None) -> tuple[str, str]:
         if path in url:
             return name, url.split(path, 1)[0] or url
     return "the cloud", url
+
+
+def refusal(exc: BaseException, cloud: Cloud | None = None, *,
+            service: str | None = None) -> CloudError | None:
+    """An HTTP 401 or 403 (from Ironic, Glance, or Keystone while getting a token) as one
+    CloudError line naming the service, its URL and what it refused; None otherwise.
+
+    keystoneauth raises these from the auth plugin (Keystone's 401: wrong user or
+    password) and openstacksdk from the API call (Ironic's http_basic 401, a policy's
+    403). The message never carries the password: neither exception holds it."""
+    status = getattr(exc, "status_code", None) or getattr(exc, "http_status", None)
+    if status not in _REFUSALS or isinstance(exc, K1provError):
+        return None
+    url = getattr(exc, "url", None) or ""
+    guessed, base = _service_of(url, cloud) if url else ("the cloud", (cloud and cloud.cloud) or "?")
+    service = guessed if guessed == "Keystone" else (service or guessed)
+    details = getattr(exc, "details", None)
+    detail = " ".join(str(details).split())[:160] if details and details != str(exc) else ""
+    entry = f"; check clouds.yaml entry {cloud.cloud!r}" if cloud and cloud.cloud and status == 401 else ""
+    return CloudError(f"{service} at {base}: {_REFUSALS[status]} (HTTP {status}"
+                      f"{': ' + detail if detail else ''}){entry}", service=service.lower())
 
 
 def translate(exc: BaseException, cloud: Cloud | None, *,
@@ -112,6 +146,9 @@ def translate(exc: BaseException, cloud: Cloud | None, *,
         requests_errors = ()
     if not isinstance(exc, (ks_exc.ClientException, os_exc.SDKException, *requests_errors)):
         return None
+    refused = refusal(exc, cloud, service=service)
+    if refused is not None:
+        return refused
     text = " ".join(str(exc).split())
     found = _URL.search(text)
     url = found.group(0).rstrip(".") if found else \

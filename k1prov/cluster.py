@@ -337,6 +337,8 @@ def _summarize(ctx: VerbContext, report: ClusterReport, *, errors: dict[str, str
             "node": node.name,
             "provision_state": ir.provision_state if ir else "not enrolled",
             "power_state": ir.power_state if ir else None,
+            "conductor_group": (ir.conductor_group or None) if ir else None,
+            "shard": (ir.shard or None) if ir else None,
             "address": node.address, "roles": list(node.roles),
             "health": "; ".join(states.get(node.name, [])) or None,
             "error": errors.get(node.name) or ((ir.last_error or None) if ir else None),

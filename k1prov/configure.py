@@ -13,22 +13,14 @@ answers): "unchanged" roles are not touched, and a configure that finds nothing 
 costs one session per host. Each script's full output is kept in
 STATE/<cluster>/runs/<timestamp>-configure/<host>/<role>.log.
 
-Ensembles roll. A changed script restarts its service (new flags, a new member's
-address), and restarting every member of an ensemble at once loses its quorum and its
-leader. So in the phases of the quorum roles (k1prov.roles.plan.QUORUM_ROLES: ZooKeeper,
-the Mesos masters) the members whose service runs and whose script changed go one at a
-time: followers first and the leader last, the leader read again before each turn, each
-one back in its ensemble with a leader elected (timeouts.rolling_restart) before the
-next. Members whose service does not run (a first start, a stopped service) have no part
-in the quorum: they go first, together. An ensemble that has no leader to begin with has
-nothing to keep: its members go together too.
+Ensembles roll: the running members of ZooKeeper and the Mesos masters whose script
+changed go one at a time, leader last (k1prov.rolling_restart).
 
     ctx = VerbContext(load_inventory("inventories/lab.yaml"))
     report = apply(ctx)
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 import time
@@ -41,13 +33,13 @@ from k1prov.configure_plan import ConfigurePlan, RoleDecision, plan
 from k1prov.errors import ConfigError, NodeError, TransportError
 from k1prov.fanout import Policy, Status, run_fanout
 from k1prov.inventory.model import Node
-from k1prov.verb_report import NodeOutcome, VerbReport
+from k1prov.verb_report import DataResult, NodeOutcome, VerbReport
 from k1prov.context import VerbContext
 from k1prov.probe import batch_runner
 from k1prov.roles import RenderedScript, render_all, wait_until_healthy, write_rendered
-from k1prov.roles.health import (HealthResult, back_in_ensemble, gate_checks, leaders, leaders_last,
-                                 sample)
-from k1prov.roles.plan import QUORUM_ROLES, ROLE_PHASES
+from k1prov.roles.health import HealthResult, gate_checks, sample
+from k1prov.roles.plan import ROLE_PHASES
+from k1prov.rolling_restart import roll, rolling_members, skip
 from k1prov.run_records import RunRecord, locked_run
 from k1prov.settings import SSH_RETRIES
 from k1prov.ssh import SshTarget, put_and_run
@@ -97,9 +89,10 @@ class _Work:
     service_stopped: bool = False
 
 
-def render(ctx: VerbContext, out_dir: Path | str) -> dict[str, Any]:
-    """`k1prov render -o DIR`: every host's scripts and config files, and DIR/plan.json."""
-    return write_rendered(ctx.inventory, out_dir)
+def render(ctx: VerbContext, out_dir: Path | str) -> DataResult:
+    """`k1prov render -o DIR`: every host's scripts and config files, and DIR/plan.json
+    (the result's data)."""
+    return DataResult(write_rendered(ctx.inventory, out_dir))
 
 
 def check_roles(roles: Iterable[str] | None) -> tuple[str, ...]:
@@ -184,8 +177,7 @@ class _Run:
             if not items:
                 continue
             if stop_reason:
-                for w in items:
-                    w.status, w.action, w.error = Status.SKIPPED, "skipped", stop_reason
+                skip(items, stop_reason)
                 continue
             stop_reason = self._run_step(step, items, decisions)
             if self.report.cancelled:
@@ -232,7 +224,8 @@ class _Run:
             # What the gates saw before is from before this change.
             self.report.health.clear()
             stopped = sum(w.service_stopped for w in to_run)
-            rolling = self._rolling(step, to_run, decisions)
+            rolling = rolling_members(to_run, decisions, roles=step.roles, gate=step.gate,
+                                      checks=self.checks)
             self.notify(f"{step.name}: running on {len(to_run)} host(s)"
                         + (f" ({stopped} to restart a stopped service)" if stopped else "")
                         + (f" ({len(rolling)} running member(s) one at a time, leader last)" if rolling else "")
@@ -244,9 +237,11 @@ class _Run:
                 broken = [w.node.name for w in together if w.status is not Status.OK]
                 if broken or self.report.cancelled:
                     why = f"{step.name} failed on {', '.join(broken)}" if broken else "cancelled"
-                    self._skip(rolling, f"not restarted: {why}")
+                    skip(rolling, f"not restarted: {why}")
                 else:
-                    self._roll(step, rolling)
+                    roll(self.ctx, step.name, rolling, gate=step.gate, check=self.checks[step.gate],
+                         known_hosts=self.known_hosts, fan_out=self._fan_out,
+                         cancelled=lambda: self.report.cancelled)
         else:
             self.notify(f"{step.name}: every host unchanged")
         failed = [w for w in items if w.status is not Status.OK]
@@ -287,63 +282,6 @@ class _Run:
                 # log only repeats the error, once per attempt.
                 tail = ""
             w.error = f"{w.role}: {res.error}" + (f"\n{tail}" if tail else "")
-
-    @staticmethod
-    def _skip(items: Iterable[_Work], why: str) -> None:
-        for w in items:
-            w.status, w.action, w.error = Status.SKIPPED, "skipped", why
-
-    def _rolling(self, step: Step, to_run: list[_Work],
-                 decisions: dict[tuple[str, str], RoleDecision]) -> list[_Work]:
-        """The members of an ensemble in `to_run` whose service runs and whose script
-        changed: running the script restarts them, so they go one at a time (`_roll`)."""
-        if step.gate not in self.checks or not any(role in QUORUM_ROLES for role in step.roles):
-            return []
-        return [w for w in to_run if w.role in QUORUM_ROLES
-                and (d := decisions.get((w.node.name, w.role))) is not None
-                and d.action == "run" and d.running is True]
-
-    def _roll(self, step: Step, items: list[_Work]) -> None:
-        """Runs the scripts of `items` (running members of one ensemble) one at a time:
-        before each turn the ensemble is read (its gate's check, one session per member)
-        and the next member is a follower while one is left (k1prov.roles.health.leaders_last);
-        after it, the wait until that member is back in the ensemble and a leader is elected
-        (timeouts.rolling_restart). A member that fails or does not come back stops the
-        roll: the members after it are left as they were (skipped), the quorum intact."""
-        gate = {step.gate: self.checks[step.gate]}
-        live = batch_runner(self.ctx, known_hosts=self.known_hosts)
-
-        def look() -> HealthResult:
-            return sample(gate, live)[step.gate]
-
-        ensemble = look()
-        if not leaders([ensemble]):
-            self.notify(f"{step.name}: no leader now ({ensemble.summary}), no quorum to keep: "
-                        f"{len(items)} member(s) together")
-            self._fan_out(step.name, items)
-            return
-        remaining = list(items)
-        while remaining:
-            node = leaders_last([w.node for w in remaining], [ensemble])[0]
-            w = next(w for w in remaining if w.node is node)
-            remaining.remove(w)
-            what = "the leader" if node.name in leaders([ensemble]) else ensemble.states.get(node.name, "member")
-            self.notify(f"{step.name}: {node.name} ({what}), {len(remaining)} after it")
-            self._fan_out(f"{step.name}: {node.name}", [w])
-            if w.status is not Status.OK or self.report.cancelled:
-                self._skip(remaining, f"not restarted: {step.name} failed on {node.name}"
-                           if w.status is not Status.OK else "cancelled")
-                return
-            ensemble = wait_until_healthy(
-                lambda: (lambda r: dataclasses.replace(r, ok=back_in_ensemble(r, node.name)))(look()),
-                health_timeout=self.timeouts.rolling_restart)
-            if not ensemble.ok:
-                w.status, w.action = Status.FAILED, "failed"
-                w.error = (f"{w.role}: not back in its ensemble {self.timeouts.rolling_restart:.0f} s after "
-                           f"its restart ({node.name} {ensemble.states.get(node.name, 'unknown')}; "
-                           f"{ensemble.summary})")
-                self._skip(remaining, f"not restarted: {node.name} did not come back")
-                return
 
     def _log_path(self, w: _Work) -> Path:
         return self.run_dir / w.node.name / f"{w.role}.log"

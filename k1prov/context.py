@@ -4,7 +4,7 @@ A verb is a module with functions that take a `VerbContext` as their first argum
 (k1prov.enrollment, k1prov.image_registration, k1prov.deploy, k1prov.configure,
 k1prov.cluster, k1prov.ad_hoc, k1prov.bench, k1prov.inventory_check, k1prov.runs). The
 context holds the inventory, the lazily opened cloud connection and the Ironic adapter,
-the timeouts and run options, the events sink and notifications, the state paths, and
+the timeouts and run options, the events sink, notifications and warnings, the state paths, and
 one way to get each derived item: the node selection (`select`), the pinned host keys
 (`known_hosts`), the SSH target of a node (`ssh_target`), one fan-out policy per
 transport (`ironic_policy`, `ssh_policy`). Actions on Ironic live in
@@ -28,7 +28,7 @@ from k1prov.fanout import EventSink, Policy, expand_hosts
 from k1prov.inventory.model import ROLES, Inventory, Node
 from k1prov.ironic import IronicNodes
 from k1prov.settings import (DEFAULT_FAILURE_BUDGET, DEFAULT_TIMEOUTS, IRONIC_MAX_CONCURRENCY,
-                             SSH_GIVE_UP_WAIT, SSH_MAX_CONCURRENCY, SSH_RETRIES, Timeouts)
+                             IRONIC_RETRIES, IRONIC_RETRY_WAIT, SSH_GIVE_UP_WAIT, SSH_MAX_CONCURRENCY, SSH_RETRIES, Timeouts)
 from k1prov.ssh import SshTarget
 
 log = logging.getLogger("k1prov")
@@ -60,13 +60,17 @@ class VerbContext:
 
     def __init__(self, inventory: Inventory, *, timeouts: Timeouts = DEFAULT_TIMEOUTS,
                  options: RunOptions = RunOptions(), events: EventSink | None = None,
-                 state_root: Path | None = None, notify: Callable[[str], None] | None = None):
+                 state_root: Path | None = None, notify: Callable[[str], None] | None = None,
+                 warn: Callable[[str], None] | None = None):
         self.inventory = inventory
         self.timeouts = timeouts
         self.options = options
         self.events = events
         self.state_root = Path(state_root) if state_root is not None else default_state_root()
+        # notify: progress for the operator (the CLI drops it under --json); warn: what the
+        # operator must hear even then.
         self.notify: Callable[[str], None] = notify or (lambda msg: log.info("%s", msg))
+        self.warn: Callable[[str], None] = warn or (lambda msg: log.warning("%s", msg))
         self._conn = None
 
     # ---- cloud -----------------------------------------------------------------------
@@ -156,6 +160,7 @@ class VerbContext:
         ceiling = min(IRONIC_MAX_CONCURRENCY, self.options.max_concurrency or IRONIC_MAX_CONCURRENCY)
         return Policy(kind=kind, endpoint=self.endpoint, concurrency=self.options.concurrency,
                       max_concurrency=ceiling, item_timeout=item_timeout,
+                      retries=IRONIC_RETRIES, retry_wait=IRONIC_RETRY_WAIT,
                       failure_budget=self.options.failure_budget, profile_path=self.profile_path)
 
     def ssh_policy(self, kind: str, *, item_timeout: float, retries: int = SSH_RETRIES,

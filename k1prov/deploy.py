@@ -35,6 +35,7 @@ from k1prov.imagecatalog import resolve_images
 from k1prov.inventory.model import Node
 from k1prov.ironic_states import (ACTIVE, DEPLOYABLE, NOT_DEPLOYED, REBUILDABLE, UNDEPLOYABLE,
                                   in_flight_to)
+from k1prov.roles.fit import misfit, needs_of
 from k1prov.verb_report import NodeOutcome, VerbReport
 from k1prov.ssh_ready import wait_ssh, write_pinned_known_hosts
 
@@ -77,6 +78,7 @@ def deploy(ctx: VerbContext, *, limit: Iterable[str] | None = None,
     # carries, without which every deploy ends in an SSH timeout), before anything is
     # touched: the check `inventory check` runs (k1prov.preflight).
     preflight.check_deploy(ctx.inventory)
+    needs = needs_of(ctx.inventory)
     nodes = ctx.select(limit, group)
     current = ctx.ironic().own_nodes()
     image = user_image(ctx)
@@ -94,6 +96,8 @@ def deploy(ctx: VerbContext, *, limit: Iterable[str] | None = None,
             if have != image.source:
                 out.changes = [f"runs image {have}, not {image.name}: `k1prov reimage` to change"]
         elif ir.provision_state in DEPLOYABLE:
+            if not _fits(node, ir, needs, out):
+                continue
             todo.append((node, ir.id))
         elif ir.provision_state in DEPLOYING:
             todo.append((node, ir.id))
@@ -111,6 +115,7 @@ def reimage(ctx: VerbContext, names: Iterable[str], *, image_name: str | None = 
     if not names:
         raise ConfigError("reimage: name the node(s) to rebuild")
     preflight.check_deploy(ctx.inventory)
+    needs = needs_of(ctx.inventory)
     nodes = ctx.select(names)
     current = ctx.ironic().own_nodes()
     image = user_image(ctx, name=image_name)
@@ -122,12 +127,22 @@ def reimage(ctx: VerbContext, names: Iterable[str], *, image_name: str | None = 
             outcomes[node.name].status = Status.FAILED
             outcomes[node.name].error = "not enrolled (k1prov nodes enroll)"
         elif ir.provision_state in REBUILDABLE:
-            todo.append((node, ir.id))
+            if _fits(node, ir, needs, outcomes[node.name]):
+                todo.append((node, ir.id))
         else:
             outcomes[node.name].status = Status.FAILED
             outcomes[node.name].error = f"node is {ir.provision_state}; reimage needs active"
     return _provision(ctx, "reimage", "rebuild", todo, outcomes, image=image,
                       regenerate_keys=new_host_keys, current=current)
+
+
+def _fits(node: Node, ir: Any, needs: dict, out: NodeOutcome) -> bool:
+    """Role fit, before a disk is written: a node whose Ironic properties are short of what
+    its roles need fails in its row (k1prov.roles.fit)."""
+    why = misfit(node, ir.properties, needs)
+    if why:
+        out.status, out.error = Status.FAILED, f"refused before deploying: {why}"
+    return why is None
 
 
 def _provision(ctx: VerbContext, verb: str, action: str, todo: list[tuple[Node, str]],

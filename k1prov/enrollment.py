@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any, Iterable
 
+from k1prov.bmc_login import tried_by_login, try_login
 from k1prov.context import VerbContext
 from k1prov.ironic_actions import fan_out, fire_and_wait, refresh_rows
 from k1prov.fanout import Status
@@ -38,8 +39,15 @@ def enroll(ctx: VerbContext, *, limit: Iterable[str] | None = None,
 
     ctx.notify(f"enrolling {len(nodes)} node(s)")
     existing = ironic.by_name() if existing is None else existing
-    ensured = fan_out(ctx, "ironic.ensure", nodes,
-                      lambda n: ironic.ensure(n, existing.get(n.name)), key=lambda n: n.name)
+
+    def ensure(node):
+        current = existing.get(node.name)
+        # A changed login is tried first: a refused one must not replace the one that works.
+        if current is not None and tried_by_login(node) and ironic.login_changes(node, current):
+            try_login(node, timeout=ctx.timeouts.bmc_login)
+        return ironic.ensure(node, current)
+
+    ensured = fan_out(ctx, "ironic.ensure", nodes, ensure, key=lambda n: n.name)
     report.phases.append(("ensure", ensured))
     state: dict[str, str] = {}   # node name -> provision state as far as we know
     uuid_of: dict[str, str] = {}
@@ -105,6 +113,7 @@ def list_nodes(ctx: VerbContext, *, limit: Iterable[str] | None = None,
             node=node.name, status=Status.FAILED if ir.last_error else Status.OK,
             action="maintenance" if ir.is_maintenance else "", uuid=ir.id,
             provision_state=ir.provision_state, power_state=ir.power_state,
+            conductor_group=ir.conductor_group or None, shard=ir.shard or None,
             error=ir.last_error or None))
     return VerbReport(verb="list", outcomes=outcomes)
 

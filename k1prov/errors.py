@@ -61,8 +61,10 @@ class CloudError(K1provError):
 class NodeError(K1provError):
     """One node failed; carries the node name and Ironic's last_error when there is one."""
 
-    def __init__(self, node: str, reason: str):
-        self.node, self.reason = node, reason
+    def __init__(self, node: str, reason: str, *, transient: bool = False):
+        # transient: Ironic was busy (503, no free conductor worker): the fan-out engine
+        # slows down and tries the node again; not a problem of the node.
+        self.node, self.reason, self.transient = node, reason, transient
         super().__init__(f"{node}: {reason}")
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from k1prov.cloud import describe_http_error, translate as translate_cloud_error
+from k1prov.cloud import describe_http_error, refusal, translate as translate_cloud_error
 from k1prov.digest_cache import CHUNK_SIZE, file_chunks, hash_file
 from k1prov.errors import CloudError, InventoryError
 from k1prov.http_download import download, fetch_text, open_url, peek
@@ -155,7 +155,8 @@ def _glance_errors(what: str):
             # Glance is not there at all: one line naming it and its URL (k1prov.cloud).
             raise translate_cloud_error(exc, None, service="Glance") from None
         except (os_exc.SDKException, ks_exc.ClientException) as exc:
-            raise CloudError(f"glance: {what}: {describe_http_error(exc)}", service="glance") from None
+            raise refusal(exc, service="Glance") or \
+                CloudError(f"glance: {what}: {describe_http_error(exc)}", service="glance") from None
 
     return translate()
 

@@ -11,6 +11,7 @@ import time
 from typing import Callable
 
 from k1prov import preflight
+from k1prov.cloud import uses_keystone
 from k1prov.context import VerbContext
 from k1prov.ironic_actions import fan_out, refresh_rows
 from k1prov.errors import CloudError, InventoryError, K1provError, NodeError
@@ -57,7 +58,7 @@ def _register_images(ctx: VerbContext, images: Images, *, progress: ImageProgres
     started = time.monotonic()
     outcomes: list[NodeOutcome] = []
     ids: dict[str, str] = {}
-    visibility = image_visibility(inv.cloud)
+    visibility = image_visibility(uses_keystone(ctx.conn))
     for slot in ("deploy_kernel", "deploy_ramdisk", "user"):
         src: ImageSource | None = getattr(images, slot)
         if src is None:
@@ -122,15 +123,16 @@ def _register_images(ctx: VerbContext, images: Images, *, progress: ImageProgres
     return report
 
 
-def image_visibility(cloud) -> str | None:
-    """Glance visibility for k1prov's images.
+def image_visibility(keystone: bool) -> str | None:
+    """Glance visibility for k1prov's images; `keystone`: whether the connection
+    authenticates with Keystone (k1prov.cloud.uses_keystone).
 
-    A standalone Ironic (explicit endpoints, no Keystone) has no project to own a
-    private image, and its conductor refuses private images it does not own ("Access
-    to IMAGE owned by None denied"): only public and community images pass. Public,
-    not community: Glance lists community images only when asked for them, and the
-    find-or-create of glance.list_own_images must see them. Without Keystone there is
-    no other tenant to see them. With Keystone (a clouds.yaml entry) Glance's default,
-    private to the project, is right.
+    A standalone Ironic (explicit endpoints, or a clouds.yaml entry with http_basic or no
+    auth) has no project to own a private image, and its conductor refuses private images
+    it does not own ("Access to IMAGE owned by None denied"): only public and community
+    images pass. Public, not community: Glance lists community images only when asked for
+    them, and the find-or-create of glance.list_own_images must see them. Without Keystone
+    there is no other tenant to see them. With Keystone Glance's default, private to the
+    project, is right.
     """
-    return "public" if cloud.cloud is None else None
+    return None if keystone else "public"

@@ -1,23 +1,28 @@
 """Where an image comes from, one small class per kind, picked in one place (`detect`),
 as metalsmith's sources.py does: a local file or an http(s) URL that k1prov registers in
 Glance, a URL (or file) that Ironic fetches itself bypassing Glance, and an image that is
-already in Glance by name. `images register` asks a source to `register` itself; deploy and
-reimage ask it for the node's `instance_info`.
+already in Glance by name. The preflight asks a source to `check` itself (what `images
+register` would refuse) and for the local file it still lacks (`missing_file`); `images
+register` asks it to `register` itself; deploy and reimage ask it for the node's
+`instance_info`.
 
     source = detect(resolve_images(inv).user)
+    source.check("images.user")
     registered = source.register(ctx, progress=None, visibility=None)
     info = source.instance_info(ctx)
 """
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from k1prov import glance
 from k1prov.context import VerbContext
 from k1prov.errors import ConfigError, InventoryError
-from k1prov.image_content import direct_image_info
+from k1prov.image_content import direct_image_info, parse_checksum
 from k1prov.inventory.model import ImageSource
 
 # progress(bytes done, bytes total) while one image uploads.
@@ -42,6 +47,13 @@ class GlanceImage:
 
     name: str
     through_glance: ClassVar[bool] = True
+
+    def check(self, field: str) -> None:
+        """As an inventory image, a name alone (or both a file and a URL) is refused."""
+        raise InventoryError("give exactly one of file or url", field=field)
+
+    def missing_file(self) -> str | None:
+        return None
 
     def register(self, ctx: VerbContext, *, progress: Progress | None = None,
                  visibility: str | None = None) -> Registered:
@@ -73,6 +85,14 @@ class _Uploaded:
     @property
     def name(self) -> str:
         return self.src.name
+
+    def check(self, field: str) -> None:
+        """A checksum given must be one Glance and Ironic can read (`field`: the slot)."""
+        if self.src.checksum:
+            parse_checksum(self.src.checksum, field=f"{field}.checksum")
+
+    def missing_file(self) -> str | None:
+        return _missing(self.src)
 
     def register(self, ctx: VerbContext, *, progress: Progress | None = None,
                  visibility: str | None = None) -> Registered:
@@ -106,6 +126,20 @@ class DirectImage:
     def name(self) -> str:
         return self.src.name
 
+    def check(self, field: str) -> None:
+        """Exactly one of file or url, a readable checksum, and one at all: Ironic checks
+        the image itself, with nothing from Glance to go on."""
+        if bool(self.src.file) == bool(self.src.url):
+            raise InventoryError("give exactly one of file or url", field=field)
+        if self.src.checksum:
+            parse_checksum(self.src.checksum, field=f"{field}.checksum")
+        if not (self.src.checksum or self.src.checksum_url or self.src.file):
+            raise InventoryError("an image that bypasses Glance needs a checksum or checksum_url",
+                                 field=f"{field}.checksum")
+
+    def missing_file(self) -> str | None:
+        return _missing(self.src)
+
     def register(self, ctx: VerbContext, *, progress: Progress | None = None,
                  visibility: str | None = None) -> Registered:
         url = direct_image_info(self.src)["image_source"]
@@ -116,6 +150,13 @@ class DirectImage:
 
 
 Source = GlanceImage | FileImage | UrlImage | DirectImage
+
+
+def _missing(src: ImageSource) -> str | None:
+    """src.file when it names a local file that is not there (yet)."""
+    if src.file and not Path(os.path.expandvars(os.path.expanduser(src.file))).is_file():
+        return src.file
+    return None
 
 
 def detect(src: ImageSource) -> Source:

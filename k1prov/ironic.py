@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
 
-from k1prov.cloud import describe_http_error
+from k1prov.cloud import describe_http_error, refusal
 from k1prov.errors import CloudError, NodeError
 from k1prov.inventory.model import OWNER_TAG, Node
 from k1prov.ironic_states import ACTION_TAKEN, DELETABLE, reached
@@ -29,9 +29,14 @@ EXTRA_OWNER = "k1prov_owner"
 
 # driver_info keys that hold the BMC's address and login, for the ipmi family.
 IPMI_KEYS = ("ipmi_address", "ipmi_port", "ipmi_username")
-# HTTP statuses openstacksdk retries on baremetal requests: 409 (node locked), 503 (no
-# free conductor); its own list, baremetal.v1._common.RETRIABLE_STATUS_CODES.
-RETRIABLE_STATUS_CODES = (409, 503)
+# HTTP statuses openstacksdk retries by itself on k1prov's Ironic requests: 409 (the node
+# is locked by an action that ends in a moment). The SDK's own list
+# (baremetal.v1._common.RETRIABLE_STATUS_CODES) also has 503, which Ironic answers when
+# its conductors have no free worker: that is load, not a node problem, and k1prov wants
+# to see it, so it reaches the fan-out engine as a transient failure; the climber then
+# lowers the concurrency and the engine tries the node again (issue 22).
+SDK_RETRIED_STATUS_CODES = (409,)
+BUSY = 503
 # What a wait reads of each node (Ironic's field names).
 WAIT_FIELDS = ("uuid", "provision_state", "last_error")
 
@@ -52,6 +57,11 @@ class _Gone:
     id: str
     provision_state: str | None = None
     last_error: str = "the node no longer exists in Ironic"
+
+
+def busy(exc: BaseException) -> bool:
+    """Ironic answered 503: no free conductor worker (or another temporary failure)."""
+    return getattr(exc, "status_code", None) == BUSY
 
 
 def bmc_fingerprint(cluster: str, node_name: str, password: str) -> str:
@@ -87,6 +97,9 @@ def desired_for(node: Node, cluster: str) -> Desired:
         "resource_class": node.resource_class,
         "conductor_group": node.conductor_group or "",
     }
+    # Only when set: below API 1.82 (the default version) Ironic knows no shard field.
+    if node.shard:
+        attrs["shard"] = node.shard
     for iface, impl in sorted(node.interfaces.items()):
         attrs[f"{iface}_interface"] = impl
     driver_info = {"ipmi_address": node.bmc.address, "ipmi_port": node.bmc.port,
@@ -127,6 +140,7 @@ class IronicNodes:
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic):
         self.conn = conn
+        conn.baremetal.retriable_status_codes = list(SDK_RETRIED_STATUS_CODES)
         self.cluster = cluster
         self.page = page
         self._sleep = sleep
@@ -146,7 +160,9 @@ class IronicNodes:
         try:
             return {n.name: n for n in self.conn.baremetal.nodes(details=True) if n.name}
         except os_exc.SDKException as exc:
-            raise CloudError(f"listing nodes: {describe_http_error(exc)}", service="ironic") from None
+            # Usually a verb's first call: wrong credentials are said here, in one line.
+            raise refusal(exc, service="Ironic") or \
+                CloudError(f"listing nodes: {describe_http_error(exc)}", service="ironic") from None
 
     def owned(self, ironic_node) -> bool:
         return (ironic_node.extra or {}).get(EXTRA_CLUSTER) == self.cluster
@@ -164,6 +180,14 @@ class IronicNodes:
 
     # ---- find-or-create ------------------------------------------------------------
 
+    def login_changes(self, node: Node, current: Any) -> bool:
+        """Whether bringing `current` in line changes the BMC login Ironic holds (address,
+        port, user or password): what k1prov tries against the BMC before it sends it."""
+        want = desired_for(node, self.cluster)
+        info = current.driver_info or {}
+        return ((current.extra or {}).get(EXTRA_BMC_FINGERPRINT) != want.fingerprint
+                or any(not _same(info.get(k), v) for k, v in want.driver_info.items()))
+
     def ensure(self, node: Node, current: Any | None) -> EnsureResult:
         """Create the node and its ports, or bring `current` (the Ironic node of that name,
         from by_name(); None: there is none) in line. Idempotent."""
@@ -179,7 +203,7 @@ class IronicNodes:
             created, deleted = self._sync_ports(node, result.uuid, want.macs,
                                                 new_node=result.created)
         except os_exc.SDKException as exc:
-            raise NodeError(node.name, describe_http_error(exc)) from None
+            raise NodeError(node.name, describe_http_error(exc), transient=busy(exc)) from None
         result.ports_created, result.ports_deleted = created, deleted
         return result
 
@@ -253,7 +277,8 @@ class IronicNodes:
 
     # ---- state transitions ---------------------------------------------------------
 
-    def start_action(self, uuid: str, action: str, *, config_drive: Any = None) -> None:
+    def start_action(self, uuid: str, action: str, *, config_drive: Any = None,
+                     clean_steps: list[dict[str, Any]] | None = None) -> None:
         """Ask Ironic for a provision action and return at once (waits are batched).
 
         A provision action is not idempotent, so a failed request is never simply sent
@@ -271,23 +296,25 @@ class IronicNodes:
         body: dict[str, Any] = {"target": action}
         if config_drive is not None:
             body["configdrive"] = config_drive   # Ironic's spelling
+        if clean_steps is not None:
+            body["clean_steps"] = clean_steps
         try:
             response = self.conn.baremetal.put(f"/nodes/{uuid}/states/provision", json=body,
-                                               retriable_status_codes=RETRIABLE_STATUS_CODES)
+                                               retriable_status_codes=SDK_RETRIED_STATUS_CODES)
             os_exc.raise_from_response(
                 response, error_message=f"Failed to set provision state for bare metal node "
                                         f"{uuid} to {action}")
         except Exception as exc:  # SDK, keystoneauth (timeouts) and socket errors alike
-            reason = describe_http_error(exc)
+            reason, transient = describe_http_error(exc), busy(exc)
             try:
                 node = self.conn.baremetal.get_node(uuid)
             except Exception:
-                raise NodeError(uuid, f"{action}: {reason}") from None
+                raise NodeError(uuid, f"{action}: {reason}", transient=transient) from None
             if node.provision_state in ACTION_TAKEN.get(action, ()):
                 log.info("%s: %s answered %s, but Ironic took the action (node is %s)",
                          uuid, action, reason, node.provision_state)
                 return
-            raise NodeError(uuid, f"{action}: {reason}") from None
+            raise NodeError(uuid, f"{action}: {reason}", transient=transient) from None
 
     def power_on(self, name: str, uuid: str, *, timeout: float) -> None:
         """Power the node on through Ironic and wait until Ironic reads it on. The
@@ -311,7 +338,7 @@ class IronicNodes:
         try:
             self.conn.baremetal.patch_node(uuid, patch)
         except os_exc.SDKException as exc:
-            raise NodeError(name, f"update: {describe_http_error(exc)}") from None
+            raise NodeError(name, f"update: {describe_http_error(exc)}", transient=busy(exc)) from None
 
     def wait_for_provision_state(self, uuids: list[str], state: str, *, timeout: float,
                                  abort_on_failed_state: bool = True) -> WaitResult:
@@ -357,8 +384,14 @@ class IronicNodes:
                 else:
                     seen, pages = self._list_fields()
             except (os_exc.SDKException, ka_exc.ClientException) as exc:
-                raise CloudError(f"waiting for {state}: {describe_http_error(exc)}",
-                                 service="ironic") from None
+                if not busy(exc) or self._clock() >= deadline:
+                    raise refusal(exc, service="Ironic") or \
+                        CloudError(f"waiting for {state}: {describe_http_error(exc)}", service="ironic") from None
+                # A busy Ironic: this look is skipped, the next one is a poll later.
+                log.info("waiting for %s: Ironic is busy (%s); looking again", state,
+                         describe_http_error(exc))
+                self._sleep(min(self.poll_interval, max(0.0, deadline - self._clock())))
+                continue
             still = []
             for uuid in remaining:
                 node = seen.get(uuid)
@@ -435,6 +468,6 @@ class IronicNodes:
         try:
             self.conn.baremetal.delete_node(current, ignore_missing=True)
         except os_exc.SDKException as exc:
-            raise NodeError(name, f"delete: {describe_http_error(exc)}") from None
+            raise NodeError(name, f"delete: {describe_http_error(exc)}", transient=busy(exc)) from None
         log.info("deleted node %s", name)
         return True

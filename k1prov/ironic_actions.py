@@ -72,6 +72,8 @@ def refresh_rows(ctx: VerbContext, report: VerbReport, outcomes: dict[str, NodeO
             out.uuid = node.id
             out.provision_state = node.provision_state
             out.power_state = node.power_state
+            out.conductor_group = node.conductor_group or None
+            out.shard = node.shard or None
             if out.status is not Status.OK and node.last_error and not out.error:
                 out.error = node.last_error
     return report

@@ -31,6 +31,11 @@ NOT_DEPLOYED = frozenset({AVAILABLE, MANAGEABLE, ENROLL})
 DELETABLE = frozenset({ENROLL, MANAGEABLE, AVAILABLE, "adopt failed", "inspect failed",
                        "clean failed"})
 
+# States from which `nodes clean` (Ironic's manual cleaning) starts: it runs from
+# manageable, so an available node is managed first and a clean failed one too.
+CLEANABLE = frozenset({AVAILABLE, MANAGEABLE, "clean failed"})
+CLEAN_FAILED = "clean failed"
+
 # Transitions an interrupted run may leave in flight, and the state each one ends in.
 # A resumed run waits for them: the verbs refuse a node in the middle of a transition.
 IN_FLIGHT: dict[str, str] = {"verifying": MANAGEABLE, "deploying": ACTIVE,
@@ -50,6 +55,7 @@ ACTION_TAKEN: dict[str, frozenset[str]] = {
     ACTIVE: frozenset({"deploying", "wait call-back", "deploy wait"}),
     "rebuild": frozenset({"deploying", "wait call-back", "deploy wait"}),
     "deleted": frozenset({"deleting", "cleaning", "clean wait"}),
+    "clean": frozenset({"cleaning", "clean wait"}),
 }
 
 

@@ -15,11 +15,8 @@ its own); `images register` refuses it if it is still missing then.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from k1prov.errors import InventoryError
-from k1prov.image_content import parse_checksum
+from k1prov.image_sources import detect
 from k1prov.imagecatalog import DEFAULT_CATALOG, load_catalog, resolve_images
 from k1prov.inventory.model import ImageSource, Inventory
 from k1prov.roles import render
@@ -55,8 +52,9 @@ def check_roles(inv: Inventory) -> None:
 
 
 def check_images(inv: Inventory) -> list[str]:
-    """What `images register` refuses before contacting Glance: catalog names, checksum
-    formats, Glance bypass rules. Returns warnings (local files not there yet)."""
+    """What `images register` refuses before contacting Glance: catalog names, and what
+    each image source refuses (k1prov.image_sources: checksum formats, Glance bypass
+    rules). Returns warnings (local files not there yet)."""
     warnings: list[str] = []
     try:
         images = resolve_images(inv, materialize=False)
@@ -67,14 +65,10 @@ def check_images(inv: Inventory) -> list[str]:
                 continue
             written: ImageSource = getattr(inv.images, slot)
             field = f"images.{slot}"
-            if bool(src.file) == bool(src.url):
-                raise inv.error(field, "give exactly one of file or url")
-            if src.checksum:
-                parse_checksum(src.checksum, field=f"{field}.checksum")
-            if src.bypass_glance and not (src.checksum or src.checksum_url or src.file):
-                raise inv.error(f"{field}.checksum",
-                                "an image that bypasses Glance needs a checksum or checksum_url")
-            if src.file and not Path(os.path.expandvars(os.path.expanduser(src.file))).is_file():
+            source = detect(src)
+            source.check(field)
+            missing = source.missing_file()
+            if missing:
                 generated = False
                 if not (written.file or written.url):
                     catalog = catalog if catalog is not None else load_catalog(DEFAULT_CATALOG)
@@ -82,7 +76,7 @@ def check_images(inv: Inventory) -> list[str]:
                     generated = bool(entry and entry.generate)
                 if not generated:
                     line = inv.line_of(f"{field}.file") or inv.line_of(field)
-                    warnings.append(f"{inv.path}:{line}: {field}.file: {src.file} does not exist "
+                    warnings.append(f"{inv.path}:{line}: {field}.file: {missing} does not exist "
                                     "(yet): `images register` needs it")
     except InventoryError as exc:
         raise located(inv, exc) from None

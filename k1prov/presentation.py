@@ -28,15 +28,32 @@ def print_json(data: Any) -> None:
 
 def verb_table(report: VerbReport, *, title: str | None = None) -> Table:
     table = Table(title=title or report.verb, title_justify="left")
-    for col in ("node", "result", "action", "provision", "power", "detail"):
+    # A site with one conductor group and no shards does not get an empty column.
+    placed = any(o.conductor_group or o.shard for o in report.outcomes)
+    for col in ("node", "result", "action", "provision", "power") + (("group/shard",) if placed else ()) + ("detail",):
         table.add_column(col, overflow="fold")
     # Failed rows first: an operator reads the problems before the successes.
     order = sorted(report.outcomes, key=lambda o: (o.status is Status.OK, o.node))
     for o in order:
         detail = o.error or ", ".join(o.changes)
+        where = (placement(o.conductor_group, o.shard),) if placed else ()
         table.add_row(o.node, f"[{STATUS_STYLE[o.status]}]{o.status.value}[/]", o.action,
-                      o.provision_state or "-", o.power_state or "-", detail or "")
+                      o.provision_state or "-", o.power_state or "-", *where, detail or "")
     return table
+
+
+def with_placement(rows: list[dict[str, Any]], columns: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows with a "group/shard" cell after the power state, when any node has one."""
+    if not any(r.get("conductor_group") or r.get("shard") for r in rows):
+        return rows, columns
+    at = columns.index("power_state") + 1 if "power_state" in columns else len(columns)
+    return ([{**r, "group/shard": placement(r.get("conductor_group"), r.get("shard"))} for r in rows],
+            columns[:at] + ["group/shard"] + columns[at:])
+
+
+def placement(conductor_group: str | None, shard: str | None) -> str:
+    """A node's conductor group and shard as one cell ("-" for the default group)."""
+    return f"{conductor_group or '-'}/{shard or '-'}"
 
 
 def summary_line(report: VerbReport) -> str:

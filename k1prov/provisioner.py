@@ -21,8 +21,8 @@ from pathlib import Path
 from collections.abc import Sequence
 from typing import Callable, Iterable
 
-from k1prov import ad_hoc, cluster, configure, deploy, enrollment, inventory_check, runs
-from k1prov.ad_hoc import RunTargets
+from k1prov import ad_hoc, cleaning, cluster, configure, deploy, enrollment, inventory_check, runs
+from k1prov.ad_hoc import RunResult, RunTargets
 from k1prov.bench.contention import DEFAULT_RELEASE_EVERY, ContentionOptions, parse_levels
 from k1prov.bench.drf import DEFAULT_FRAMEWORKS, DrfOptions, DrfResult, parse_frameworks, run_drf
 from k1prov.bench.kmeans import (DEFAULT_JOB_TIMEOUT, KmeansOptions, parse_modes, parse_scale_factors,
@@ -36,14 +36,15 @@ from k1prov.image_registration import ImageProgress, register_images
 from k1prov.inventory.model import Inventory, Node
 from k1prov.inventory_check import InventoryCheck
 from k1prov.run_records import RunSummary
-from k1prov.verb_report import VerbReport
+from k1prov.runs import RunList
+from k1prov.verb_report import DataResult, VerbReport
 from k1prov.settings import DEFAULT_TIMEOUTS, Timeouts
 
 __all__ = ["Provisioner", "RunOptions", "VerbContext", "default_state_root",
            # what callers of the verbs need beside the facade
            "BenchResult", "ContentionOptions", "DEFAULT_FRAMEWORKS", "DEFAULT_JOB_TIMEOUT",
            "DEFAULT_RELEASE_EVERY", "DrfOptions", "DrfResult", "InventoryCheck", "KmeansOptions",
-           "RunSummary", "RunTargets", "faster_mode", "parse_frameworks", "parse_levels", "parse_modes",
+           "RunResult", "RunSummary", "RunTargets", "faster_mode", "parse_frameworks", "parse_levels", "parse_modes",
            "parse_scale_factors", "run_exit_code", "translate_cloud_error"]
 
 # The exit code of a `run` report (one rule for every command: k1prov.verb_report.exit_code).
@@ -56,9 +57,10 @@ class Provisioner:
 
     def __init__(self, inventory: Inventory, *, timeouts: Timeouts = DEFAULT_TIMEOUTS,
                  options: RunOptions = RunOptions(), events: EventSink | None = None,
-                 state_root: Path | None = None, notify: Callable[[str], None] | None = None):
+                 state_root: Path | None = None, notify: Callable[[str], None] | None = None,
+                 warn: Callable[[str], None] | None = None):
         self.context = VerbContext(inventory, timeouts=timeouts, options=options, events=events,
-                                   state_root=state_root, notify=notify)
+                                   state_root=state_root, notify=notify, warn=warn)
 
     @property
     def inventory(self) -> Inventory:
@@ -100,6 +102,11 @@ class Provisioner:
         """Delete this cluster's nodes from Ironic (never another cluster's or a foreign node)."""
         return enrollment.delete_nodes(self.context, limit=limit, group=group)
 
+    def clean_nodes(self, *, erase: str = "metadata", limit: Iterable[str] | None = None,
+                    group: str | None = None) -> VerbReport:
+        """Ironic's manual cleaning: the deploy ramdisk erases the disks; nodes end available."""
+        return cleaning.clean(self.context, erase=erase, limit=limit, group=group)
+
     # ---- images and instances (k1prov.image_registration, k1prov.deploy) ------------
 
     def register_images(self, *, progress: ImageProgress | None = None) -> VerbReport:
@@ -129,7 +136,7 @@ class Provisioner:
         run record of an enclosing verb, which then holds the per-host logs."""
         return configure.apply(self.context, roles=roles, limit=limit, group=group, record=record)
 
-    def render(self, out_dir: Path) -> dict:
+    def render(self, out_dir: Path) -> DataResult:
         """Every host's role scripts and config files under out_dir, and out_dir/plan.json."""
         return configure.render(self.context, out_dir)
 
@@ -142,7 +149,7 @@ class Provisioner:
 
     def run(self, command: str, *, limit: Iterable[str] | None = None, group: str | None = None,
             known_hosts: Path | None = None, hosts: RunTargets | None = None, script: bool = False,
-            args: Sequence[str] = ()) -> Report:
+            args: Sequence[str] = ()) -> RunResult:
         """A command (or, with script, a script's text run with `args`) on the selected
         hosts (or `hosts`, from run_targets) over SSH."""
         return ad_hoc.run(self.context, command, limit=limit, group=group, known_hosts=known_hosts,
@@ -160,12 +167,12 @@ class Provisioner:
 
     # ---- run records (k1prov.runs) ----------------------------------------------------
 
-    def runs(self) -> list[RunSummary]:
+    def runs(self) -> RunList:
         """The cluster's run records, newest first."""
         return runs.list_runs(self.context)
 
-    def run_record(self, run_id: str = "latest") -> dict:
-        """One run's record: meta, report and directory."""
+    def run_record(self, run_id: str = "latest") -> DataResult:
+        """One run's record: meta, report and directory (the result's data)."""
         return runs.show_run(self.context, run_id)
 
     # ---- the operator's workflow (k1prov.cluster) -----------------------------------

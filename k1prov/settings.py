@@ -15,10 +15,15 @@ class Timeouts:
 
     # One HTTP request to Ironic or Glance (the SDK's own retries happen inside it).
     api_request: float = 60.0
+    # Logging in to a BMC with changed credentials before Ironic gets them (k1prov.bmc_login).
+    bmc_login: float = 60.0
     # enroll -> manageable: Ironic checks the BMC credentials over IPMI (retries inside Ironic).
     manage: float = 300.0
     # manageable -> available (no automated cleaning in the lab; real cleaning can be long).
     provide: float = 1800.0
+    # Manual cleaning (nodes clean): the deploy ramdisk boots and erases the disks; a
+    # full erase of large disks takes hours, so raise it for `--erase full`.
+    clean: float = 1800.0
     # available -> active, including the image write and the first boot.
     deploy: float = 3600.0
     # active -> available.
@@ -71,6 +76,12 @@ DEFAULT_TIMEOUTS = Timeouts()
 MAX_CONCURRENCY = 256
 # Ironic's embedded API server resets connections at 32+ concurrent clients; stay below it.
 IRONIC_MAX_CONCURRENCY = 24
+# Tries of one Ironic request that failed transiently (503 "no free conductor workers",
+# a reset connection) and the first wait between them (doubling, up to 8 s): the item's
+# timeout (3 x api_request) ends them first. A full conductor pool can take minutes to
+# take work again (README, Design); meanwhile the climber lowers the concurrency.
+IRONIC_RETRIES = 30
+IRONIC_RETRY_WAIT = 1.0
 # Seconds between two looks at Ironic while waiting for provision states (openstacksdk's own).
 IRONIC_POLL_INTERVAL = 2.0
 # Nodes per page when a wait lists Ironic's nodes (Ironic's default [api]max_limit).

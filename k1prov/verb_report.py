@@ -35,13 +35,27 @@ def exit_code(*, succeeded: int, failed: int, cancelled: bool = False) -> int:
 class Result(Protocol):
     """What every verb returns, one protocol: the exit code its outcomes add up to and a
     JSON-safe dict (`--json`). VerbReport, ClusterReport, inventory_check.InventoryCheck,
-    bench.results.BenchResult and bench.drf.DrfResult follow it; the CLI finishes every
-    one of them the same way (k1prov.cli.common.finish). `run` returns the fan-out
-    engine's Report, whose exit code is ad_hoc.exit_code(report)."""
+    ad_hoc.RunResult, bench.results.BenchResult, bench.drf.DrfResult, runs.RunList and
+    DataResult follow it; the CLI
+    finishes every one of them the same way (k1prov.cli.common.finish)."""
 
     def exit_code(self) -> int: ...
 
     def to_dict(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class DataResult:
+    """What a verb that changes no node returns (render, runs show): its data as the JSON,
+    and exit 0 (a failure is an error, raised)."""
+
+    data: dict[str, Any]
+
+    def exit_code(self) -> int:
+        return EXIT_OK
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.data
 
 
 @dataclass
@@ -55,6 +69,9 @@ class NodeOutcome:
     uuid: str | None = None
     provision_state: str | None = None
     power_state: str | None = None
+    # Where Ironic runs the node (issue 22): its conductor group and shard, when it has one.
+    conductor_group: str | None = None
+    shard: str | None = None
     error: str | None = None
     changes: list[str] = field(default_factory=list)
     duration: float = 0.0

@@ -41,15 +41,14 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from k1prov.bench.drf import frameworks_script, parse_lines
 from k1prov.bench.drf_frameworks import HOLD_PREFIX
 from k1prov.bench.number_lists import parse_number_list
+from k1prov.context import VerbContext
 from k1prov.errors import ConfigError, TransportError
 from k1prov.fanout.cancel import CancelToken
-from k1prov.inventory.model import Inventory
-from k1prov.settings import Timeouts
 from k1prov.ssh import CommandResult, SshTarget, put_and_run, run_command
 
 log = logging.getLogger("k1prov.bench")
@@ -174,13 +173,13 @@ def run_token(run_dir_name: str, level: float) -> str:
 class Competitor:
     """One level's competing framework on the driver host, for the duration of a `with`."""
 
-    def __init__(self, inv: Inventory, target: SshTarget, *, level: float, token: str,
-                 options: ContentionOptions, max_seconds: float, timeouts: Timeouts,
-                 notify: Callable[[str], None] | None = None) -> None:
-        self.inv, self.target, self.level, self.options = inv, target, level, options
-        self.timeouts = timeouts
+    def __init__(self, ctx: VerbContext, target: SshTarget, *, level: float, token: str,
+                 options: ContentionOptions, max_seconds: float) -> None:
+        # The context's inventory, timeouts and notifications, as every verb reads them.
+        self.inv, self.target, self.level, self.options = ctx.inventory, target, level, options
+        self.timeouts = ctx.timeouts
         self.max_seconds = max_seconds
-        self.say = notify or (lambda msg: log.info("%s", msg))
+        self.say = ctx.notify
         self.name = HOLD_PREFIX + token
         self.status_dir = f"{STATUS_ROOT}-{token}"
         self.run = CompetitorRun(level=level, host=target.host, name=self.name, role=options.role)

@@ -1,46 +1,31 @@
 """`k1prov bench drf`: Mesos' weighted Dominant Resource Fairness, measured.
 
-Two frameworks, each in its own role, both asking for more than the cluster has (tasks
-of a fixed shape, forever); the roles' weights are the masters' (--weights, from the
-inventory's roles.mesos.weights). The allocation of each role's tasks is read from the
-leading master's /roles every second; a role's dominant share is the larger of its
-shares of the cluster's cpus and memory. Weighted DRF gives each role a dominant share
-in proportion to its weight, so the ratio of the dominant shares converges to the ratio
-of the weights. A control phase runs the same frameworks again in two roles without a
-weight of their own: there the ratio must come out near 1, so a ratio near 2 in the
-first phase is the weights' doing.
+Two frameworks, each in its own role, ask forever for more than the cluster has; the
+roles' weights are the masters' (--weights, from roles.mesos.weights). A role's dominant
+share (the larger of its shares of cpus and memory) is read from the leading master's
+/roles every second. Weighted DRF makes the ratio of the dominant shares converge to the
+ratio of the weights; a control phase in two unweighted roles must come out near 1, so
+that a ratio near 2 in the first is the weights' doing.
 
     result = run_drf(VerbContext(inv), options=DrfOptions(duration=90))
 
 What the ratio depends on (measured on the lab: tests/integration/test_lab_mesos.py, DRF_BAND):
-- Task shapes against the agents' resources. A share moves in whole tasks, and a task
-  fits only where one agent has room for all of it, so the weights' split is reachable
-  only if the shapes pack at that split. The defaults do it on the lab's agents (2 cpus,
-  1536 MB each): every task takes 128 MB, so memory, the one resource that runs out,
-  comes in 24 slots any task fits (a slot either role frees fits the other's task: no
-  agent is left with room that neither can use); drf1's tasks are cpu-heavy (0.25 cpus,
-  dominant share 1/16 each), drf2's light (0.05 cpus, dominant share the memory's 1/24),
-  so DRF compares different resources, and weights 1:2 fall on 6 + 18 tasks: 0.375 and
-  0.75 exactly. (Shapes that exhaust cpus on some agents and memory on others, as the
-  earlier defaults did, leave room only one role fits and settle below 2.)
-  `fair_point` computes the split the shapes can reach on the agents the master reports
-  (progressive filling, a task at a time), printed as the reachable ratio.
-- How the frameworks ask (k1prov.bench.drf_frameworks): one task per offer, offer
-  filters of one task, a common start, long jittered tasks, kept-alive connections.
-- The masters' --allocation_interval (printed; the lab test's masters use 100ms). In one
-  allocation cycle the allocator offers each agent's free resources to the role then
-  lowest, and counts the whole offer as that role's until the framework answers, so
-  when two agents have free resources in the same cycle the second goes to the other
-  role even if it is above its share: the split drifts towards equal (1.8-1.9 at the
-  default 1 s where 100ms gave 2.0). A short cycle makes two agents freeing resources
-  in one cycle rare.
-- The window: only the steady state counts, from the first sample where both roles
-  run tasks and the cluster is as full as it gets in that phase (STEADY_UTILISATION of
-  the phase's peak); the converged share is the mean over that window.
+- Task shapes against the agents. A share moves in whole tasks that fit on one agent, so
+  the weights' split is reachable only if the shapes pack at it. The defaults do on the
+  lab's agents (2 cpus, 1536 MB): 128 MB per task makes memory 24 slots either role's
+  task fits; drf1's tasks are cpu-heavy (0.25 cpus), drf2's light (0.05), so weights 1:2
+  fall on 6 + 18 tasks, 0.375 and 0.75 exactly. `fair_point` computes the split the
+  shapes can reach on the master's agents (printed as the reachable ratio).
+- How the frameworks ask (k1prov.bench.drf_frameworks.Framework).
+- The masters' --allocation_interval (printed). Within one cycle a role is charged for
+  a whole offer until it answers, so two agents freeing resources in the same cycle
+  pull the split towards equal (1.8-1.9 at the default 1 s; 2.0 at the lab test's 100ms).
+- The window: only the steady state counts, from the first sample where both roles run
+  tasks and the cluster is STEADY_UTILISATION of the phase's peak; the share is the mean
+  over it.
 
-The frameworks run on a cluster host (k1prov.bench.drf_frameworks, shipped over SSH,
-standard-library Python), as an operator's framework would. Files in the run record
-STATE/<cluster>/runs/<timestamp>-bench-drf/: samples.csv, results.json, drf.png.
+Files in the run record STATE/<cluster>/runs/<timestamp>-bench-drf/: samples.csv,
+results.json, drf.png.
 """
 from __future__ import annotations
 

@@ -1,57 +1,23 @@
 """Two Mesos frameworks that always want more, and a sampler of the allocation.
 
-Shipped by `k1prov bench drf` to a cluster host and run there with the host's python3
-(standard library only). Each framework subscribes through Mesos' v1 scheduler HTTP API
-in its own role and never stops asking; who gets the resources freed as tasks end is the
-allocator's (weighted DRF) choice. How they are made, and why (each point moved the
-measured ratio; see k1prov.bench.drf):
-
-- One task per offer; the rest of the offer goes back at once (refuse_seconds 0). The
-  allocator offers all of an agent's free resources to one role at a time, so a framework
-  that took everything would grow in whole agents; one task per offer makes every task
-  the allocator's choice (DRF's progressive filling, a task at a time).
-- Each framework declares its task as its minimum allocatable resources (FrameworkInfo
-  offer_filters). Otherwise the role with the lowest share is offered leftovers its task
-  does not fit, declines them, and is offered them again the next cycle, while the other
-  role, which could use them, never is.
-- Both subscribe with their role suppressed and revive together once both are subscribed:
-  the first to subscribe does not take the whole cluster before the other exists.
-- Tasks last task_seconds on average, spread over ±50% (seeded), so that tasks launched
-  together do not all end in the same allocation cycle.
-- Offers are answered at once, over a kept-alive connection; status updates are
-  acknowledged by a thread of their own, over another. A framework that opens a
-  connection per call, or acknowledges in line, falls behind on a loaded machine (the
-  one with more, smaller tasks first: it has more updates), holds its offers longer, and
-  the allocator counts an outstanding offer as the role's share: it then gets less.
+Shipped by `k1prov bench drf` to a cluster host and run there with its python3 (standard
+library only). Each framework subscribes through Mesos' v1 scheduler HTTP API in its own
+role and never stops asking, so who gets the resources freed as tasks end is the
+allocator's (weighted DRF) choice; Framework says how they are built so that it is.
 
 Phases: the weighted run in the given roles, then (--control) the same frameworks in two
-roles with no weight of their own (the control: the ratio should be near 1). Before each
-phase the cluster must be idle (no resources used), bounded by --idle-timeout.
-
-A sampler reads the leading master's /roles and /metrics/snapshot every --interval s and
-prints one JSON line per sample:
+roles with no weight (the ratio should be near 1). Before each phase the cluster must be
+idle, bounded by --idle-timeout. The sampler reads the leading master's /roles and
+/metrics/snapshot every --interval s and prints one JSON line per sample:
 
     {"event": "sample", "phase": "weighted", "t": 12.0, "total": {"cpus": 4, "mem": 3072},
      "roles": {"drf1": {"cpus": 1.5, "mem": 576, "offered_cpus": 0.5, "offered_mem": 0, "weight": 1.0}, ...}}
 
-cpus/mem are the resources allocated to the role's tasks (/roles "allocated"; older
-masters: "resources", which includes outstanding offers).
+cpus/mem are what the role's tasks are allocated (/roles "allocated"; older masters:
+"resources", which includes outstanding offers).
 
 The same Framework, as a Holder, is `bench kmeans --contention`'s competing framework
-(k1prov.bench.contention): in its own role it keeps FRACTION of every agent's cpus and
-memory in tasks of 1/--slots-per-agent of the agent, and lets them go in a fixed
-pattern: the first fill's tasks are staggered so that one ends every --release-every
-seconds (agents taken in turn), and every later task lasts (its tasks in all) x
---release-every, so in the steady state one task ends every --release-every seconds,
-as another team's stream of jobs would. A task that ends revives the role: the holder
-wants its slot back, but the allocator (DRF) offers the freed resources first to the
-role with the lowest share (Spark's, while Spark holds less), so Spark gets what it can
-use of them, and what it declines goes back to the holder. At its share, the holder
-declines an agent's offers for REFUSE_AT_TARGET seconds. Every --interval s it samples
-its role from the leading master (as the sampler above) and writes the last sample to
---status-dir/status.json ("holding": true once two samples in a row hold the whole
-target); it stops, tearing its framework down, when --status-dir/stop appears, on
-SIGTERM, or after --max-seconds.
+(k1prov.bench.contention).
 
 Usage: python3 drf_frameworks.py --masters IP:PORT,... --duration S
           --framework ROLE:CPUS:MEM --framework ROLE:CPUS:MEM [--control ROLE,ROLE]
@@ -140,6 +106,24 @@ class Caller:
 
 
 class Framework(threading.Thread):
+    """One framework in one role that always wants more. Each point below moved the
+    measured ratio (k1prov.bench.drf):
+
+    - one task per offer, the rest declined at once (refuse_seconds 0): the allocator
+      offers all of an agent to one role at a time, so taking everything would grow in
+      whole agents instead of a task at a time (DRF's progressive filling);
+    - its task declared as its minimum allocatable resources (offer_filters): otherwise
+      the lowest-share role is offered leftovers it cannot use, again every cycle, while
+      the other role, which could, never is;
+    - subscribed suppressed, revived together once both are subscribed: the first does
+      not take the cluster before the other exists;
+    - tasks last task_seconds ±50% (seeded): tasks launched together do not all end in
+      the same allocation cycle;
+    - offers answered at once over a kept-alive connection, updates acknowledged by a
+      thread of its own over another: a framework that falls behind holds its offers
+      longer, and an outstanding offer counts as its role's share.
+    """
+
     def __init__(self, phase, master, role, cpus, mem, task_seconds, tasks_per_offer, seed, go, stop):
         super().__init__(daemon=True)
         self.phase = phase
@@ -406,7 +390,19 @@ def hold_plan(agent_list, fraction, slots_per_agent):
 
 
 class Holder(Framework):
-    """Keeps plan[agent]["tasks"] tasks on each agent; tasks end in the release pattern."""
+    """Keeps plan[agent]["tasks"] tasks on each agent; tasks end in the release pattern.
+
+    In its own role it keeps FRACTION of every agent's cpus and memory, in tasks of
+    1/--slots-per-agent of the agent. The first fill's tasks are staggered so that one
+    ends every --release-every seconds (agents in turn); every later task lasts (its
+    tasks in all) x --release-every: a steady stream of freed slots, as another team's
+    jobs would free them. A task that ends revives the role, and DRF offers the freed
+    resources first to the lowest share (Spark's, while it holds less); what Spark
+    declines comes back. At its share it declines an agent's offers for
+    REFUSE_AT_TARGET s. It writes its last sample to --status-dir/status.json
+    ("holding" once two samples in a row hold the whole target) and tears itself down
+    on --status-dir/stop, SIGTERM or --max-seconds.
+    """
 
     def __init__(self, master, role, name, plan, every, go, stop):
         slots = [p for p in plan if p["tasks"]] or plan or [{"cpus": 0.0, "mem": 0.0}]

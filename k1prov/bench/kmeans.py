@@ -408,9 +408,8 @@ def run_kmeans(ctx: VerbContext, *, options: KmeansOptions = KmeansOptions(),
                 continue
             submits = len(run_modes) * len(workloads)
             max_seconds = submits * (job_timeout + SUBMIT_SLACK_SECONDS + contention.hold_timeout)
-            with Competitor(inv, target, level=level, token=run_token(record.path.name, level),
-                            options=contention, max_seconds=max_seconds, timeouts=timeouts,
-                            notify=say) as competitor:
+            with Competitor(ctx, target, level=level, token=run_token(record.path.name, level),
+                            options=contention, max_seconds=max_seconds) as competitor:
                 for mode in run_modes:
                     for wl in workloads:
                         submitter.submit(mode, wl, confs[mode], level, competitor)

@@ -7,11 +7,11 @@ from typing import Optional
 
 import typer
 
-from k1prov.cli.common import InventoryOpt, JsonOpt, handles_errors, load
+from k1prov.cli.common import InventoryOpt, JsonOpt, finish, handles_errors, load
 from k1prov.cli.runtime import ConcurrencyOpt, make_provisioner
 from k1prov.verb_report import ClusterReport
 from k1prov.verb_report import EXIT_INPUT
-from k1prov.presentation import err, out, print_json, rows_table
+from k1prov.presentation import err, out, rows_table, with_placement
 
 app = typer.Typer(no_args_is_help=True, help="The whole cluster: up, status, down, rebuild.")
 
@@ -19,14 +19,11 @@ NODE_COLUMNS = ["node", "provision_state", "power_state", "address", "roles", "h
 PLAN_COLUMNS = ["node", "provision_state", "address", "roles", "plan"]
 
 
-def show(report: ClusterReport, *, as_json: bool) -> None:
-    """Summary table, phases, endpoints; then exit with the report's code."""
-    if as_json:
-        print_json(report.to_dict())
-        raise typer.Exit(report.exit_code())
+def show(report: ClusterReport) -> None:
+    """Summary table, phases, endpoints (k1prov.cli.common.finish exits after it)."""
     columns = PLAN_COLUMNS if report.dry_run else NODE_COLUMNS
     title = f"{report.verb}{' --dry-run (nothing changed)' if report.dry_run else ''}"
-    out.print(rows_table(report.rows, columns, title=title))
+    out.print(rows_table(*with_placement(report.rows, columns), title=title))
     if report.phases:
         out.print(rows_table([{"phase": p.name, "seconds": f"{p.seconds:.1f}",
                                "result": _phase_result(p)} for p in report.phases],
@@ -39,7 +36,6 @@ def show(report: ClusterReport, *, as_json: bool) -> None:
         err.print(f"run record: {report.run_dir}", highlight=False, soft_wrap=True)
     if report.cancelled:
         err.print("interrupted: run `k1prov cluster up` again to continue from here")
-    raise typer.Exit(report.exit_code())
 
 
 def _phase_result(phase) -> str:
@@ -60,7 +56,7 @@ def up(inventory: Path = InventoryOpt, dry_run: bool = typer.Option(False, "--dr
     """Enroll, register images, deploy, wait for SSH, configure — from wherever the cluster is."""
     with make_provisioner(load(inventory), concurrency=concurrency, quiet=as_json) as prov:
         report = prov.cluster_up(dry_run=dry_run)
-    show(report, as_json=as_json)
+    finish(report, as_json=as_json, show=show)
 
 
 @app.command("status")
@@ -71,7 +67,7 @@ def status(inventory: Path = InventoryOpt, as_json: bool = JsonOpt):
     # timeouts.health_verdict, and the operator is told so on stderr meanwhile.
     with make_provisioner(load(inventory), quiet=as_json) as prov:
         report = prov.cluster_status()
-    show(report, as_json=as_json)
+    finish(report, as_json=as_json, show=show)
 
 
 @app.command("down")
@@ -91,7 +87,7 @@ def down(inventory: Path = InventoryOpt,
         typer.confirm(f"{what} all {len(inv.nodes)} node(s) of cluster {inv.cluster}?", abort=True)
     with make_provisioner(inv, quiet=as_json) as prov:
         report = prov.cluster_down(unenroll=unenroll)
-    show(report, as_json=as_json)
+    finish(report, as_json=as_json, show=show)
 
 
 @app.command("rebuild")
@@ -102,4 +98,4 @@ def rebuild(inventory: Path = InventoryOpt,
     """Reimage and reconfigure every node; quorum members one at a time."""
     with make_provisioner(load(inventory), quiet=as_json) as prov:
         report = prov.cluster_rebuild(image=image)
-    show(report, as_json=as_json)
+    finish(report, as_json=as_json, show=show)

@@ -9,7 +9,7 @@ import typer
 from k1prov.cli.common import GroupOpt, InventoryOpt, JsonOpt, LimitOpt, finish, handles_errors, load
 from k1prov.cli.completion import role_names
 from k1prov.cli.runtime import ConcurrencyOpt, make_provisioner
-from k1prov.presentation import err, print_json
+from k1prov.presentation import err
 
 RolesOpt = typer.Option(None, "--roles", "-r",
                         help="Only these roles (comma-separated or repeated), e.g. spark-worker.",
@@ -23,13 +23,14 @@ def render(inventory: Path = InventoryOpt,
            as_json: bool = JsonOpt):
     """Write every host's role scripts and config files (nothing is sent to a host)."""
     with make_provisioner(load(inventory), quiet=True) as prov:
-        plan = prov.render(output)
-    if as_json:
-        print_json(plan)
-        return
-    scripts = sum(len(h) for h in plan["hosts"].values())
-    err.print(f"{scripts} script(s) for {len(plan['hosts'])} host(s) in {output} (plan: {output / 'plan.json'})",
-              highlight=False)
+        rendered = prov.render(output)
+
+    def show(result) -> None:
+        hosts = result.data["hosts"]
+        err.print(f"{sum(len(h) for h in hosts.values())} script(s) for {len(hosts)} host(s) in "
+                  f"{output} (plan: {output / 'plan.json'})", highlight=False)
+
+    finish(rendered, as_json=as_json, show=show)
 
 
 @handles_errors

@@ -15,26 +15,40 @@ NodesOpt = typer.Option(None, "--nodes", "-n", min=1, max=1000,
                         help="Number of simulated machines (default: 5, or what the lab has).")
 
 
-# The lab's size is remembered here, so `lab up` without --nodes keeps the machines it has.
+# The lab's size and auth mode are remembered here, so `lab up` without --nodes or --auth
+# keeps the machines and the mode it has (and `down` stops the services of that mode).
 NODES_FILE = "lab-nodes"
+AUTH_FILE = "lab-auth"
+
+AuthOpt = typer.Option(None, "--auth", metavar="none|http_basic|keystone",
+                       help="How Ironic and Glance check callers: Keystone tokens, Ironic's own "
+                            "htpasswd file (Glance on loopback without auth), or no auth at all "
+                            "(default: none, or what the lab has).")
 
 
-def _lab(nodes: Optional[int] = None, *, remember: bool = False, flaky_bmcs: tuple[str, ...] = ()):
+def _lab(nodes: Optional[int] = None, *, remember: bool = False, flaky_bmcs: tuple[str, ...] = (),
+         auth: Optional[str] = None):
     import dataclasses
 
     from k1prov.lab import Lab, LabSettings
 
     settings = LabSettings.default()
     saved = settings.root / NODES_FILE
+    saved_auth = settings.root / AUTH_FILE
     if nodes is None and saved.is_file():
         nodes = int(saved.read_text().strip() or settings.nodes)
+    if auth is None and saved_auth.is_file():
+        auth = saved_auth.read_text().strip() or None
     if nodes is not None:
         settings = dataclasses.replace(settings, nodes=nodes)
+    if auth is not None:
+        settings = dataclasses.replace(settings, auth=auth)
     if flaky_bmcs:
         settings = dataclasses.replace(settings, flaky_bmcs=flaky_bmcs)
     if remember:
         settings.root.mkdir(parents=True, exist_ok=True)
         saved.write_text(f"{settings.nodes}\n")
+        saved_auth.write_text(f"{settings.auth}\n")
     return Lab(settings)
 
 
@@ -54,7 +68,7 @@ def _show(status, *, as_json: bool) -> None:
 
 @app.command("up")
 @handles_errors
-def up(nodes: Optional[int] = NodesOpt, as_json: bool = JsonOpt,
+def up(nodes: Optional[int] = NodesOpt, as_json: bool = JsonOpt, auth: Optional[str] = AuthOpt,
        image: bool = typer.Option(True, "--image/--no-image",
                                   help="Also build (once) the image lab hosts boot from, and the operator's SSH key."),
        flaky_bmc: list[str] = typer.Option(
@@ -62,7 +76,7 @@ def up(nodes: Optional[int] = NodesOpt, as_json: bool = JsonOpt,
            help="A fault: the BMC on PORT drops answers with probability DROP and sends the others "
                 "DELAY s late (e.g. 6231:0.3:1). `lab up` without it makes the BMC healthy again.")):
     """Install (first time) and start the lab's services. A no-op when they already run."""
-    lab = _lab(nodes, remember=True, flaky_bmcs=tuple(flaky_bmc))
+    lab = _lab(nodes, remember=True, flaky_bmcs=tuple(flaky_bmc), auth=auth)
     say = lambda msg: err.print(f"[cyan]>[/] {msg}", highlight=False)  # noqa: E731
     status = lab.up(progress=say)
     if image and status.ok:

@@ -6,21 +6,18 @@ SSH and prints identical outputs once with their host names folded (`node[01-40]
 """
 from __future__ import annotations
 
-import contextlib
-import logging
 import shlex
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import typer
 
-from k1prov.cli.common import GroupOpt, InventoryOpt, JsonOpt, LimitOpt, handles_errors, load
+from k1prov.cli.common import GroupOpt, InventoryOpt, JsonOpt, LimitOpt, finish, handles_errors, load
 from k1prov.cli.runtime import ConcurrencyOpt, make_provisioner
 from k1prov.errors import ConfigError
-from k1prov.verb_report import EXIT_NOTHING
-from k1prov.presentation import err, print_json, show_fanout_report
-from k1prov.provisioner import RunOptions, run_exit_code
+from k1prov.presentation import err, show_fanout_report
+from k1prov.provisioner import RunOptions, RunResult
 from k1prov.settings import DEFAULT_TIMEOUTS
 
 # `k1prov run -i F uname -a`: options after the command belong to the command.
@@ -61,12 +58,12 @@ def run(inventory: Path = InventoryOpt,
                          failure_budget=failure_budget)
     timeouts = replace(DEFAULT_TIMEOUTS, ssh_command=timeout, ssh_connect=connect_timeout)
     with make_provisioner(inv, options=options, timeouts=timeouts, quiet=as_json, progress="run") as prov:
-        hosts = prov.run_targets(limit=limit, group=group, known_hosts=known_hosts)
-        if not hosts.nodes:
-            _nothing_to_run(prov.run(text, hosts=hosts), as_json)
-        with _host_key_notes(hosts.known_hosts, inv.cluster):
-            report = prov.run(text, hosts=hosts, script=script is not None, args=args)
-    _show(report, label, as_json=as_json)
+        result = prov.run(text, limit=limit, group=group, known_hosts=known_hosts,
+                          script=script is not None, args=args)
+    if result.nothing_selected:
+        # Said with --json too: stdout has the (empty) JSON, stderr why.
+        err.print("nothing to run: no node matches --group/--limit", highlight=False)
+    finish(result, as_json=as_json, show=lambda r: _show(r, label))
 
 
 def _what_to_run(command: Optional[list[str]],
@@ -93,37 +90,6 @@ def _title(text: str) -> str:
     return text if len(text) <= _TITLE_MAX else text[:_TITLE_MAX - 3] + "..."
 
 
-@contextlib.contextmanager
-def _host_key_notes(pinned: Optional[Path], cluster: str) -> Iterator[None]:
-    """Without pinned keys the SSH layer warns once per host; say it once for the run."""
-    if pinned is not None:
-        yield
-        return
-    err.print(f"[yellow]warning:[/] no pinned host keys for cluster {cluster!r} "
-              "(deploy writes them; or pass --known-hosts): accepting host keys unchecked",
-              highlight=False)
-    ssh_log = logging.getLogger("k1prov.ssh")
-    saved = ssh_log.level
-    if not ssh_log.isEnabledFor(logging.INFO):
-        ssh_log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        ssh_log.setLevel(saved)
-
-
-def _nothing_to_run(report, as_json: bool) -> None:
-    """`report`: the run's (empty) report."""
-    if as_json:
-        print_json({**report.to_dict(), "exit_code": EXIT_NOTHING})
-    err.print("nothing to run: no node matches --group/--limit", highlight=False)
-    raise typer.Exit(EXIT_NOTHING)
-
-
-def _show(report, label: str, *, as_json: bool) -> None:
-    code = run_exit_code(report)
-    if as_json:
-        print_json({**report.to_dict(), "exit_code": code})
-    else:
-        show_fanout_report(report, title=label)
-    raise typer.Exit(code)
+def _show(result: RunResult, label: str) -> None:
+    if not result.nothing_selected:
+        show_fanout_report(result.report, title=label)

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import typer
 
-from k1prov.cli.common import InventoryOpt, JsonOpt, handles_errors, load
+from k1prov.cli.common import InventoryOpt, JsonOpt, finish, handles_errors, load
 from k1prov.cli.runtime import make_provisioner
-from k1prov.presentation import out, print_json, rows_table
+from k1prov.presentation import out, rows_table
 
 app = typer.Typer(no_args_is_help=True, help="Records of earlier runs.")
 
@@ -16,17 +16,18 @@ app = typer.Typer(no_args_is_help=True, help="Records of earlier runs.")
 @handles_errors
 def list_(inventory: Path = InventoryOpt, as_json: bool = JsonOpt):
     """The cluster's runs, newest first."""
-    inv = load(inventory)
-    with make_provisioner(inv, quiet=True) as prov:
-        rows = [r.to_dict() for r in prov.runs()]
-    if as_json:
-        print_json(rows)
-        return
+    with make_provisioner(load(inventory), quiet=True) as prov:
+        listed = prov.runs()
+    finish(listed, as_json=as_json, show=_show_list)
+
+
+def _show_list(listed) -> None:
+    rows = [r.to_dict() for r in listed.runs]
     for row in rows:
         # A run a later one found dead says so where its exit code would be.
         row["exit_code"] = "did not finish" if row["not_finished"] else row["exit_code"]
     out.print(rows_table(rows, ["id", "verb", "started", "duration", "exit_code", "path"],
-                         title=f"runs of {inv.cluster}"))
+                         title=f"runs of {listed.cluster}"))
 
 
 @app.command("show")
@@ -35,10 +36,12 @@ def show(run_id: str = typer.Argument("latest", help="A run id from `runs list`,
          inventory: Path = InventoryOpt, as_json: bool = JsonOpt):
     """One run's record: what ran, on which nodes, with what result."""
     with make_provisioner(load(inventory), quiet=True) as prov:
-        data = prov.run_record(run_id)
-    if as_json:
-        print_json(data)
-        return
+        shown = prov.run_record(run_id)
+    finish(shown, as_json=as_json, show=_show_record)
+
+
+def _show_record(shown) -> None:
+    data = shown.data
     meta, report = data["meta"], data["report"] or {}
     ended = meta.get("not_finished") or f"exit {meta.get('exit_code', '(unfinished)')}"
     out.print(f"{meta['id']}: {meta['verb']} {ended}  {data['path']}", highlight=False, soft_wrap=True)

@@ -1,43 +1,31 @@
 """Hill climbing of the concurrency level on measured throughput (the MOHA method).
 
 A pure object: the engine feeds it completions and congestion signals with their
-timestamps and reads `level`; nothing here looks at a clock or a thread, so a test can
-drive it with a simulated workload and get the same decisions every time.
+timestamps and reads `level`; it never looks at a clock or a thread, so a test drives it
+with a simulated workload and gets the same decisions every time.
 
-How it climbs
-- Measurements come in windows. A window closes once it holds at least
-  max(min_events, level) events (a full "generation" of items at that level) and at
-  least min_window seconds; throughput = completions / window length.
-- After every level change one window is spent settling (items started at the old
-  level are still finishing: it lasts a generation of the old level or the new one,
-  whichever is larger) and is not used for decisions. So is the first window of a
-  run: it holds the ramp-up (every item's first latency, nothing finished before), and
-  reads low; taken as the start level's throughput, it let the first probe above "win"
-  and walked a profile's start point up by one on every run.
-- Once the caller has nothing left to start (`drain()`), fewer than `level` items are in
-  flight and throughput falls with them; those windows say nothing about the level, so
-  they are recorded but never decide anything (nor what a profile remembers).
-- grow: from a default start, double the level while throughput improves by more than
-  `grow_gain`; doubling finds the order of magnitude in a few windows. A doubling that
-  gains less than that is past the knee of the curve, where the next doubling would only
-  queue work (on a server that thrashes, it costs throughput): search below it instead.
-- fine: around the best level B with step s, probe B+s and B-s (on windows of
-  `fine_generations` generations); move when a probe beats B by more than `gain`,
-  otherwise halve s; when s is the finest step (a tenth of B, at least 1) and neither
-  neighbour is better, B is the converged level. A probe below B that is no worse than
-  B wins too: on a flat curve (a service that serializes the work, like a one-worker
-  Ironic) fewer in flight do the same work with less load and latency. Halving trades
-  convergence speed against ping-pong: big steps while far away, small ones when close.
-  The `gain` threshold keeps measurement noise from moving the level up.
-- steady: stay at B; re-probe +/- the finest step after `reprobe_every` windows (the
-  service can change under us), doubling that interval (up to 8x) each time the probe
-  confirms B, so a stable service sees less and less ping-pong; start a fine search
-  again at once if throughput drops by `drop`.
+- Windows: one closes once it holds max(min_events, level) events (a generation at that
+  level) and min_window seconds; throughput = completions / its length. The window after
+  each change settles (items of the old level still finish) and decides nothing; nor
+  does a run's first, which holds the ramp-up and reads low (taken as the start level's
+  throughput, it walked a profile's start up by one every run); nor do windows after
+  `drain()`, when fewer than `level` items are left.
+- grow: from a default start, double while throughput gains more than `grow_gain`; a
+  doubling that gains less is past the knee (more would only queue, or thrash): search
+  below it.
+- fine: around the best level B with step s, probe B+s and B-s (windows of
+  `fine_generations`); move when a probe beats B by more than `gain` (noise must not
+  move the level up), else halve s; at the finest step (B/10, at least 1) with no better
+  neighbour, B has converged. A probe below B that is no worse wins: on a flat curve (a
+  one-worker Ironic) fewer in flight do the same work with less load.
+- steady: stay at B; re-probe the finest step after `reprobe_every` windows (the service
+  can change), doubling that interval (up to 8x) each time B is confirmed; search again
+  at once if throughput drops by `drop`.
 - congestion (transient errors, timeouts) in more than `congestion_share` of a window's
-  events means too many in flight: cap the level below the congested one and back off
-  by a quarter. One dead host among many gives a small share and moves nothing.
-- A start level from the profile of earlier runs skips the grow phase and begins a
-  fine search with small steps there.
+  events: cap below the congested level and back off by a quarter (one dead host among
+  many moves nothing).
+- A start level from an earlier run's profile skips grow: a fine search with small
+  steps from there.
 """
 from __future__ import annotations
 

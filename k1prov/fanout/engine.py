@@ -104,7 +104,7 @@ class _Flight:
     """One started item, as the main thread sees it."""
 
     __slots__ = ("index", "started", "deadline", "abandoned", "by_run_deadline", "token",
-                 "given_up")
+                 "given_up", "last_error")
 
     def __init__(self, index: int, started: float, deadline: float, by_run_deadline: bool):
         self.index, self.started, self.deadline = index, started, deadline
@@ -112,6 +112,9 @@ class _Flight:
         self.abandoned = False     # set by the main thread; read by the worker between attempts
         self.token = CancelToken()  # set when the engine gives up on the item (fn may watch it)
         self.given_up: str | None = None  # why, while waiting `cancel_wait` for its report
+        # The transient failure it is waiting to try again after (set by the worker): a
+        # timeout names it, so "timed out" says what kept the item from finishing.
+        self.last_error: str | None = None
 
 
 class _Pool:
@@ -221,8 +224,9 @@ class _Run:
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
+            flight.last_error = one_line(exc) if exc else None
             log.info("%s: transient failure (attempt %d of %d), retrying: %s", key,
-                     state.attempt_number, p.retries + 1, one_line(exc) if exc else "?")
+                     state.attempt_number, p.retries + 1, flight.last_error or "?")
             self.done_q.put(("congestion", flight.index, None, True))
 
         def transient(exc: BaseException) -> bool:
@@ -379,6 +383,8 @@ class _Run:
                 error = DEADLINE_REACHED
             else:
                 error = f"timed out after {self.policy.item_timeout:g}s"
+                if flight.last_error:
+                    error += f" (last try: {flight.last_error})"
             flight.token.cancel(error)
             if flight.given_up is None and self.policy.cancel_wait > 0:
                 # Asked to stop: give it cancel_wait to say how its work ended.

@@ -9,6 +9,7 @@ The file format is documented in docs/inventory.md.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,7 @@ def plan_rows(inv: Inventory) -> list[dict[str, Any]]:
             "interfaces": dict(n.interfaces),
             "resource_class": n.resource_class,
             "conductor_group": n.conductor_group,
+            "shard": n.shard,
             "zookeeper_id": n.zookeeper_id,
         })
     return rows
@@ -89,6 +91,7 @@ def _inventory(root: Field, path: Path) -> Inventory:
     images = _images(top["images"]) if "images" in top else Images()
     nodes, node_fields = parse_nodes(top["nodes"], defaults)
     nodes = zookeeper_ids(nodes, node_fields)
+    cloud = shard_api_version(cloud, top["cloud"], nodes, node_fields)
     roles = role_settings(top.get("roles"), cluster, nodes, node_fields, root)
     network_warnings(network, nodes, node_fields)
     return Inventory(path=path, cluster=cluster, cloud=cloud, nodes=tuple(nodes),
@@ -114,10 +117,13 @@ def key_lines(root: Located) -> dict[str, int]:
     return lines
 
 
+CLOUD_KEYS = ("cloud", "ironic_url", "glance_url", "ironic_api_version", "deploy_logs")
+
+
 def _cloud(f: Field) -> Cloud:
     if isinstance(f.value, str):   # "cloud: NAME" is short for {cloud: NAME}
         return Cloud(cloud=f.string())
-    m = f.mapping(("cloud", "ironic_url", "glance_url", "ironic_api_version", "deploy_logs"))
+    m = f.mapping(CLOUD_KEYS)
     if "cloud" not in m and "ironic_url" not in m:
         f.fail("give a clouds.yaml entry (cloud: NAME) or ironic_url")
     if "cloud" in m and "ironic_url" in m:
@@ -138,6 +144,28 @@ def _cloud(f: Field) -> Cloud:
     if "deploy_logs" in m:
         kw["deploy_logs"] = str(f.src.local_path(m["deploy_logs"].string()))
     return Cloud(**kw)
+
+
+# The first Ironic API version with node shards (Ironic 21.4, 2023.1).
+SHARD_API_VERSION = "1.82"
+
+
+def shard_api_version(cloud: Cloud, f: Field, nodes: list, node_fields: list) -> Cloud:
+    """Nodes with a `shard` need Ironic API 1.82: asked for by default, refused (at the
+    version written) when the inventory pins an older one."""
+    sharded = [(n, w) for n, w in zip(nodes, node_fields) if n.shard]
+    if not sharded or _minor(cloud.ironic_api_version) >= _minor(SHARD_API_VERSION):
+        return cloud
+    pinned = f.mapping(CLOUD_KEYS).get("ironic_api_version") if isinstance(f.value, dict) else None
+    if pinned is None:
+        return dataclasses.replace(cloud, ironic_api_version=SHARD_API_VERSION)
+    node, where = sharded[0]
+    pinned.fail(f"node {node.name} has a shard (line {where['shard'].line}), which needs "
+                f"Ironic API {SHARD_API_VERSION} or later")
+
+
+def _minor(version: str) -> int:
+    return int(version.split(".")[1])
 
 
 def _ssh(f: Field) -> Ssh:

@@ -88,6 +88,9 @@ class Node:
     properties: dict[str, Any] = field(default_factory=dict)
     capabilities: dict[str, str] = field(default_factory=dict)
     conductor_group: str | None = None
+    # Ironic's node shard (API 1.82): clients split the nodes into shards and work on
+    # each separately.
+    shard: str | None = None
     # Explicit ZooKeeper myid; None means index+1 among the zookeeper members.
     zookeeper_id: int | None = None
     # SSH gateway ("user@host:port") for this node, overriding Ssh.gateway.

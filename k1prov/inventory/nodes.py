@@ -18,7 +18,7 @@ from k1prov.inventory.fields import Field, kind
 from k1prov.inventory.model import ROLES, Bmc, Node, SecretRef
 
 NODE_KEYS = ("name", "bmc", "macs", "address", "roles", "zookeeper_id", "driver", "interfaces",
-             "resource_class", "properties", "capabilities", "conductor_group", "gateway")
+             "resource_class", "properties", "capabilities", "conductor_group", "shard", "gateway")
 PER_NODE_ONLY = ("name", "macs", "address", "zookeeper_id")
 DEFAULT_KEYS = tuple(k for k in NODE_KEYS if k not in PER_NODE_ONLY)
 # Node fields that are mappings: a node's mapping is merged over the default one (one level).
@@ -132,6 +132,7 @@ def parse_entry(entry: Field, defaults: dict[str, Field],
     resource_class = ident(merged["resource_class"]) if "resource_class" in merged else None
     conductor_group = (ident(merged["conductor_group"])
                        if "conductor_group" in merged else None)
+    shard = ident(merged["shard"]) if "shard" in merged else None
     gateway = (merged["gateway"].check(values.gateway, merged["gateway"].string())
                if "gateway" in merged else None)
 
@@ -144,10 +145,12 @@ def parse_entry(entry: Field, defaults: dict[str, Field],
             macs=tuple(per_item[i] for per_item in macs_per_item),
             address=addresses[i], roles=roles, driver=driver, interfaces=dict(interfaces),
             resource_class=resource_class, properties=dict(props), capabilities=dict(caps),
-            conductor_group=conductor_group, zookeeper_id=zk_ids[i], gateway=gateway,
+            conductor_group=conductor_group, shard=shard, zookeeper_id=zk_ids[i], gateway=gateway,
             line=entry.line)
         where = {"name": name_f, "address": own["address"], "bmc.address": bmc["address"],
                  "roles": merged.get("roles", entry), "entry": entry}
+        if "shard" in merged:
+            where["shard"] = merged["shard"]
         if "zookeeper_id" in own:
             where["zookeeper_id"] = own["zookeeper_id"]
         where.update({f"macs[{j}]": item for j, item in enumerate(mac_items)})

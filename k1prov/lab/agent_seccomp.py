@@ -14,7 +14,7 @@ in memory the filter cannot read; glibc then falls back to `clone`, whose namesp
 flags are refused). BLKPG and BLKRRPART (telling the kernel a disk's partitions) return
 success and do nothing: the lab does that for the agent, in an order that never lets a
 partition number reach it once it may belong to another machine (see
-k1prov.lab.machine.PartitionFence).
+k1prov.lab.partitions.PartitionFence).
 
 ironic-python-agent's whole-disk deploy with a config drive needs none of them: the
 only one it tries is `mount`, to check the config drive it has just written (and then to

@@ -35,6 +35,20 @@ GLANCE_POLICY = '"context_is_admin": ""\n"publicize_image": ""\n'
 # config drive with its deploy step, as on real hardware), so no secret is opened up.
 IRONIC_POLICY = "{}\n"
 
+# How the lab's Ironic and Glance check who calls them (`k1prov lab up --auth`):
+# - "none": no credentials anywhere (Ironic on the bridge answers anyone);
+# - "http_basic": a standalone Ironic as Bifrost and Metal3 run it, with its own htpasswd
+#   file; Glance has no http_basic and stays without auth on loopback (README, "The lab");
+# - "keystone": Keystone on loopback issues tokens for both; Ironic and Glance check them
+#   with keystonemiddleware.
+AUTH_MODES = ("none", "http_basic", "keystone")
+# The operator's user in Ironic's htpasswd file (http_basic) and Keystone's admin (keystone).
+HTTP_BASIC_USER = "k1prov"
+KEYSTONE_ADMIN = "admin"
+KEYSTONE_REGION = "RegionOne"
+# Keystone's project of service users, as Ironic's and Glance's service_role rules expect.
+SERVICE_PROJECT = "service"
+
 
 @dataclass(frozen=True)
 class LabSettings:
@@ -57,7 +71,7 @@ class LabSettings:
     # The lab's network: one bridge on this machine, its address (this machine's, where
     # Ironic and the image HTTP server listen so that the machines' agents reach them)
     # with the subnet's prefix. Machines that network-boot lease addresses from the top
-    # quarter of the subnet (k1prov.lab.machine.Dhcp); instances get theirs from their
+    # quarter of the subnet (k1prov.lab.pxe.Dhcp); instances get theirs from their
     # config drive.
     bridge: str = "k1plab0"
     cidr: str = "10.251.0.1/24"
@@ -66,6 +80,13 @@ class LabSettings:
     # A lab fault: BMCs that drop answers and send the others late, "PORT:DROP:DELAY"
     # ("6231:0.3:1": 30 % dropped, the rest 1 s late; k1prov/lab/bmcsim.py --flaky).
     flaky_bmcs: tuple[str, ...] = ()
+    # One of AUTH_MODES.
+    auth: str = "none"
+    # Keystone (auth "keystone" only), on 127.0.0.1.
+    keystone_port: int = 5000
+    # Lifetime of a Keystone token (s); tests shorten it to see k1prov re-authenticate
+    # (keystoneauth asks for a new token once the one it holds has less than 2 min left).
+    token_expiration: int = 3600
 
     @classmethod
     def default(cls) -> "LabSettings":
@@ -75,7 +96,7 @@ class LabSettings:
         return cls(root=Path(root).expanduser(), venv=Path(venv).expanduser())
 
     def __post_init__(self) -> None:
-        for name in ("ironic_port", "glance_port", "http_port", "bmc_base_port"):
+        for name in ("ironic_port", "glance_port", "http_port", "bmc_base_port", "keystone_port"):
             port = getattr(self, name)
             if not 1 <= port <= 65535:
                 raise ConfigError(f"lab setting {name}: {port} is not a port number")
@@ -84,9 +105,13 @@ class LabSettings:
         if self.bmc_base_port + self.nodes - 1 > 65535:
             raise ConfigError(f"lab setting nodes: {self.nodes} BMCs from port "
                               f"{self.bmc_base_port} run past port 65535")
-        tcp = [self.ironic_port, self.glance_port, self.http_port]
+        tcp = [self.ironic_port, self.glance_port, self.http_port, self.keystone_port]
         if len(set(tcp)) != len(tcp):
-            raise ConfigError(f"lab settings: ironic, glance and http ports must differ, got {tcp}")
+            raise ConfigError(f"lab settings: ironic, glance, http and keystone ports must differ, got {tcp}")
+        if self.auth not in AUTH_MODES:
+            raise ConfigError(f"lab setting auth: {self.auth!r} is not one of {', '.join(AUTH_MODES)}")
+        if self.token_expiration < 10:
+            raise ConfigError(f"lab setting token_expiration: {self.token_expiration} s (need at least 10)")
         if not self.bmc_username or ":" in self.bmc_username:
             raise ConfigError(f"lab setting bmc_username: {self.bmc_username!r} is not usable")
         if not self.bridge or len(self.bridge) > 15 or "/" in self.bridge:
@@ -141,6 +166,32 @@ class LabSettings:
         return self.root / "bmc-password"
 
     @property
+    def cloud_password_file(self) -> Path:
+        """The operator's password: Ironic's htpasswd user (http_basic) or Keystone's admin."""
+        return self.root / "cloud-password"
+
+    @property
+    def service_password_file(self) -> Path:
+        """The password of Ironic's and Glance's own Keystone users (keystone)."""
+        return self.root / "service-password"
+
+    @property
+    def ironic_htpasswd(self) -> Path:
+        return self.etc_dir / "ironic-htpasswd"
+
+    @property
+    def keystone_conf(self) -> Path:
+        return self.etc_dir / "keystone.conf"
+
+    @property
+    def keystone_keys_dir(self) -> Path:
+        return self.root / "keystone"
+
+    @property
+    def keystone_url(self) -> str:
+        return f"http://127.0.0.1:{self.keystone_port}"
+
+    @property
     def clouds_yaml_path(self) -> Path:
         if self.clouds_yaml is not None:
             return self.clouds_yaml
@@ -178,12 +229,77 @@ class LabSettings:
         return range(self.bmc_base_port, self.bmc_base_port + self.nodes)
 
 
-def render_ironic_conf(s: LabSettings) -> str:
+def _keystone_auth_lines(s: LabSettings, *, user: str, password: str) -> str:
+    """A service user's password auth, as keystonemiddleware and keystoneauth read it."""
+    return textwrap.dedent(f"""\
+        auth_type = password
+        auth_url = {s.keystone_url}/v3
+        username = {user}
+        password = {password}
+        project_name = {SERVICE_PROJECT}
+        user_domain_name = Default
+        project_domain_name = Default
+        region_name = {KEYSTONE_REGION}
+        """)
+
+
+def _authtoken_section(s: LabSettings, *, user: str, password: str) -> str:
+    """[keystone_authtoken]: keystonemiddleware validates each request's token with Keystone."""
+    return ("[keystone_authtoken]\n"
+            f"www_authenticate_uri = {s.keystone_url}/v3\n"
+            # No memcached in the lab: validated tokens are cached in the process.
+            "memcached_servers =\n"
+            + _keystone_auth_lines(s, user=user, password=password))
+
+
+# The operator is Keystone's admin with a project-scoped token, which Glance needs too
+# (Glance has no system scope). Ironic's new defaults give a project admin only the nodes
+# its project owns and keep enrolling for system scope, so the lab runs Ironic's legacy
+# rules ("role:admin" may do everything): one clouds.yaml entry then serves both APIs.
+_IRONIC_KEYSTONE_POLICY = "enforce_new_defaults = false\nenforce_scope = false\n"
+# Ironic 39's rules that have no legacy form and want a system-scoped token: with
+# Keystone the lab lets its (project-scoped) admin do these too. The list is what
+# ironic.common.policy.list_policies() gives for rules without a deprecated_rule whose
+# check string names system_scope (k1prov sets shards: baremetal:node:update:shard).
+IRONIC_SYSTEM_ONLY_RULES = (
+    "baremetal:node:set_provision_state:clean_steps", "baremetal:node:set_provision_state:service_steps",
+    "baremetal:node:update:shard", "baremetal:shards:get", "baremetal:node:update:parent_node",
+    "baremetal:node:update:disable_power_off", "baremetal:node:firmware:get",
+    "baremetal:node:vmedia:attach", "baremetal:node:vmedia:detach", "baremetal:node:vmedia:get",
+    "baremetal:runbook:get", "baremetal:runbook:list_all", "baremetal:runbook:create",
+    "baremetal:runbook:delete", "baremetal:runbook:update", "baremetal:runbook:update:public",
+    "baremetal:runbook:update:owner", "baremetal:runbook:use", "baremetal:inspection_rule:get",
+    "baremetal:inspection_rule:list_all", "baremetal:inspection_rule:create",
+    "baremetal:inspection_rule:update", "baremetal:inspection_rule:delete",
+)
+
+
+def render_ironic_policy(s: LabSettings) -> str:
+    if s.auth != "keystone":
+        return IRONIC_POLICY
+    return "".join(f'"{rule}": "role:admin"\n' for rule in IRONIC_SYSTEM_ONLY_RULES)
+
+
+def _ironic_auth(s: LabSettings, service_password: str) -> tuple[str, str, str]:
+    """([DEFAULT] lines, [glance] auth lines, an extra section) of ironic.conf for s.auth."""
+    if s.auth == "http_basic":
+        # Glance stays without auth in this mode (loopback only): the conductor needs none.
+        return (f"auth_strategy = http_basic\nhttp_basic_auth_user_file = {s.ironic_htpasswd}\n",
+                "auth_type = none\n", "")
+    if s.auth == "keystone":
+        return ("auth_strategy = keystone\n",
+                _keystone_auth_lines(s, user="ironic", password=service_password),
+                _authtoken_section(s, user="ironic", password=service_password))
+    return "auth_strategy = noauth\n", "auth_type = none\n", ""
+
+
+def render_ironic_conf(s: LabSettings, *, service_password: str = "") -> str:
     state = s.root / "ironic"
+    default_auth, glance_auth, extra = _ironic_auth(s, service_password)
     return textwrap.dedent(f"""\
         # Written by k1prov lab; rewritten on every `k1prov lab up`.
         [DEFAULT]
-        auth_strategy = noauth
+        {{default_auth}}
         # API and conductor in one process; no message bus.
         rpc_transport = none
         host = k1prov-lab
@@ -235,7 +351,7 @@ def render_ironic_conf(s: LabSettings) -> str:
         min_command_interval = 1
 
         [glance]
-        auth_type = none
+        {{glance_auth}}
         endpoint_override = {s.glance_url}
         # A call on a pooled connection that Glance's server has just closed after its
         # keep-alive fails with "Remote end closed connection" (seen once in 20 deploys at
@@ -280,11 +396,16 @@ def render_ironic_conf(s: LabSettings) -> str:
 
         [oslo_policy]
         policy_file = {s.etc_dir / "ironic-policy.yaml"}
-        """)
+        {{policy}}
+        """).replace("{default_auth}\n", default_auth).replace("{glance_auth}\n", glance_auth) \
+        .replace("{policy}\n", _IRONIC_KEYSTONE_POLICY if s.auth == "keystone" else "") + \
+        ("\n" + extra if extra else "")
 
 
-def render_glance_conf(s: LabSettings) -> str:
+def render_glance_conf(s: LabSettings, *, service_password: str = "") -> str:
     data = s.root / "glance-images"
+    authtoken = ("\n" + _authtoken_section(s, user="glance", password=service_password)
+                 if s.auth == "keystone" else "")
     return textwrap.dedent(f"""\
         # Written by k1prov lab; rewritten on every `k1prov lab up`.
         [DEFAULT]
@@ -315,22 +436,80 @@ def render_glance_conf(s: LabSettings) -> str:
 
         [oslo_concurrency]
         lock_path = {s.root / "glance-locks"}
+        """) + authtoken
+
+
+def render_glance_paste(s: LabSettings) -> str:
+    """Glance's pipeline: with Keystone, the token is checked (authtoken) and becomes the
+    request's context; otherwise every request gets the unauthenticated admin context."""
+    text = GLANCE_PASTE_FILE.read_text()
+    if s.auth != "keystone":
+        return text
+    return text.replace(" unauthenticated-context rootapp", " authtoken context rootapp") + (
+        "\n[filter:authtoken]\n"
+        "paste.filter_factory = keystonemiddleware.auth_token:filter_factory\n"
+        "delay_auth_decision = true\n"
+        "\n[filter:context]\n"
+        "paste.filter_factory = glance.api.middleware.context:ContextMiddleware.factory\n")
+
+
+# Key repositories of Keystone under LabSettings.keystone_keys_dir.
+KEYSTONE_KEY_DIRS = ("fernet-keys", "fernet-receipts", "credential-keys")
+
+
+def render_keystone_conf(s: LabSettings) -> str:
+    keys = s.keystone_keys_dir
+    return textwrap.dedent(f"""\
+        # Written by k1prov lab; rewritten on every `k1prov lab up`.
+        [DEFAULT]
+        use_stderr = true
+        debug = false
+
+        [database]
+        connection = sqlite:///{s.root / "keystone.sqlite"}
+
+        [identity]
+        # bcrypt's own limit: Keystone warns on every login while the limit is above it.
+        max_password_length = 72
+        # bcrypt's fewest rounds: every token costs a hash check (0.3 s each at the default
+        # 12, on this machine), and the lab's passwords are random 24-character strings
+        # that no offline guessing reaches, whatever the rounds.
+        password_hash_rounds = 4
+
+        [token]
+        provider = fernet
+        expiration = {s.token_expiration}
+
+        [fernet_tokens]
+        key_repository = {keys / "fernet-keys"}
+
+        [fernet_receipts]
+        key_repository = {keys / "fernet-receipts"}
+
+        [credential]
+        key_repository = {keys / "credential-keys"}
         """)
 
 
-def rendered_files(s: LabSettings) -> dict[Path, str]:
-    """Every configuration file of the lab, path -> content."""
-    return {
-        s.ironic_conf: render_ironic_conf(s),
-        s.glance_conf_dir / "glance-api.conf": render_glance_conf(s),
-        s.glance_conf_dir / "glance-api-paste.ini": GLANCE_PASTE_FILE.read_text(),
-        s.glance_conf_dir / "policy.yaml": GLANCE_POLICY,
-        s.etc_dir / "ironic-policy.yaml": IRONIC_POLICY,
+def rendered_files(s: LabSettings, *, service_password: str = "") -> dict[Path, str]:
+    """Every configuration file of the lab, path -> content. service_password: the one of
+    Ironic's and Glance's Keystone users (auth "keystone")."""
+    files = {
+        s.ironic_conf: render_ironic_conf(s, service_password=service_password),
+        s.glance_conf_dir / "glance-api.conf": render_glance_conf(s, service_password=service_password),
+        s.glance_conf_dir / "glance-api-paste.ini": render_glance_paste(s),
+        # With Keystone, Glance's own rules (an admin may do everything, a project its images).
+        s.glance_conf_dir / "policy.yaml": "{}\n" if s.auth == "keystone" else GLANCE_POLICY,
+        s.etc_dir / "ironic-policy.yaml": render_ironic_policy(s),
     }
+    if s.auth == "keystone":
+        files[s.keystone_conf] = render_keystone_conf(s)
+    return files
 
 
-def write_configs(s: LabSettings) -> None:
-    """Write the configuration files and the directories they name (only what changed)."""
+def write_configs(s: LabSettings, *, service_password: str = "") -> None:
+    """Write the configuration files and the directories they name (only what changed).
+    Every file is 0600: with Keystone, Ironic's and Glance's hold a service password."""
     for d in (s.etc_dir, s.glance_conf_dir, s.log_dir, s.run_dir, s.http_dir, s.bmc_state_dir,
               s.tftp_root / "master_images", s.root / "ironic" / "locks", s.root / "deploy-logs",
               s.root / "ironic" / "images", s.root / "ironic" / "master_images",
@@ -338,5 +517,10 @@ def write_configs(s: LabSettings) -> None:
               s.root / "glance-images" / "local", s.root / "glance-images" / "staging",
               s.root / "glance-images" / "tasks", s.root / "glance-locks"):
         d.mkdir(parents=True, exist_ok=True)
-    for path, text in rendered_files(s).items():
-        write_if_changed(path, text)
+    if s.auth == "keystone":
+        # Keystone's signing keys: its own user only (it warns about anything wider).
+        for d in (s.keystone_keys_dir, *(s.keystone_keys_dir / n for n in KEYSTONE_KEY_DIRS)):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            d.chmod(0o700)
+    for path, text in rendered_files(s, service_password=service_password).items():
+        write_if_changed(path, text, mode=0o600)

@@ -1,45 +1,26 @@
 """What a lab host takes from its config drive, and how it gets there.
 
 A lab host is configured only from an OpenStack config drive, as a real node with
-cloud-init would be. The drive is an ISO9660 image labelled `config-2` (Rock Ridge
-and/or Joliet names, as `genisoimage -J -r` or openstacksdk's
-`openstack.baremetal.configdrive.build` make it), or the same ISO gzipped and
-base64-encoded as Ironic stores it in `instance_info.configdrive`. It carries:
+cloud-init would be: an ISO9660 image labelled `config-2` (Rock Ridge and/or Joliet, as
+`genisoimage -J -r` or openstack.baremetal.configdrive.build make it), or that ISO
+gzipped and base64-encoded as Ironic keeps it in instance_info.configdrive. Read:
 
 openstack/latest/meta_data.json
-    {"uuid": ..., "name": ..., "hostname": "zk1",
-     "public_keys": {"k1prov": "ssh-ed25519 AAAA... k1prov"}}
-    hostname is used verbatim (the uts name and /etc/hostname); every value of
-    public_keys goes to /root/.ssh/authorized_keys.
+    hostname (verbatim: uts name and /etc/hostname); every value of public_keys goes
+    to /root/.ssh/authorized_keys.
 openstack/latest/network_data.json
-    {"links": [{"id": "eth0", "type": "phy", "ethernet_mac_address": ...}],
-     "networks": [{"id": "net0", "type": "ipv4", "link": "eth0",
-                   "ip_address": "10.251.0.11", "netmask": "255.255.255.0",
-                   "routes": [{"network": "0.0.0.0", "netmask": "0.0.0.0",
-                               "gateway": "10.251.0.1"}]}],
-     "services": []}
-    the first network of type "ipv4" (static; the lab has no DHCP). ip_address may
-    also be "10.251.0.11/24" instead of a netmask; the gateway is the default
-    route's.
+    the first network of type "ipv4" (static; the lab has no DHCP for hosts):
+    ip_address with netmask (or "10.251.0.11/24"), the gateway of the default route.
 openstack/latest/user_data
-    cloud-config with the SSH host keys, in cloud-init's own format (so a real
-    image with cloud-init applies the same drive the same way):
-        #cloud-config
-        ssh_keys:
-          ed25519_private: |
-            -----BEGIN OPENSSH PRIVATE KEY-----
-            ...
-          ed25519_public: ssh-ed25519 AAAA... root@zk1
-        ssh_authorized_keys: [...]      (optional, added to public_keys)
-    Key types: ed25519, ecdsa, rsa. No host keys: the host makes an ed25519 key
-    at boot (and its fingerprint cannot be pinned).
+    #cloud-config with ssh_keys (ed25519/ecdsa/rsa _private and _public: the host
+    keys, in cloud-init's own format so a real image applies the same drive) and an
+    optional ssh_authorized_keys (added to public_keys). No host keys: the host makes
+    an ed25519 key at boot, and its fingerprint cannot be pinned.
 
-`config_drive_parts(config)` returns exactly these three documents for a
-HostConfig: pass them to `openstack.baremetal.configdrive.build(meta_data,
-user_data=..., network_data=...)`, or as Ironic's dict form of a configdrive
-(`{"meta_data": ..., "network_data": ..., "user_data": ...}`).
-`build_config_drive_iso(config)` makes the ISO with k1prov.configdrive's builder (pycdlib, no
-external tools), the same one a deploy sends.
+`config_drive_parts(config)` returns these three documents for a HostConfig, for
+openstack.baremetal.configdrive.build or Ironic's dict form of a configdrive;
+`build_config_drive_iso(config)` makes the ISO with k1prov.configdrive's builder
+(pycdlib), the same one a deploy sends.
 """
 from __future__ import annotations
 

@@ -5,8 +5,9 @@ k1prov.lab.mesos): lab01-lab03 are ZooKeeper members and Mesos masters (lab01 al
 Spark client jobs are submitted from), the rest Mesos agents with Spark on them, and Spark
 runs on mesos://zk://... Without Mesos: lab01 is a ZooKeeper member and the standalone
 Spark master, lab02-lab03 the other ZooKeeper members, the rest Spark workers.
-The cloud is given by explicit URLs, not the clouds.yaml entry, so that tests using it
-never read a user's clouds.yaml. inventories/lab.yaml (Mesos) and
+Without auth the cloud is given by explicit URLs, not the clouds.yaml entry, so that tests
+using it never read a user's clouds.yaml; a lab with auth is named by its entry, which
+holds the password. inventories/lab.yaml (Mesos) and
 inventories/lab-standalone.yaml (without) are these for the default lab (a unit test
 keeps them equal).
 """
@@ -115,8 +116,10 @@ def render_inventory(s: LabSettings, *, nodes: int | None = None, cluster: str =
         "# Written by `k1prov lab inventory`; the BMCs are the lab's IPMI simulators.",
         f"cluster: {cluster}",
         "cloud:",
-        f"  ironic_url: {s.ironic_url}",
-        f"  glance_url: {s.glance_url}",
+        # With auth, the clouds.yaml entry `lab up` wrote (it holds the password);
+        # without, the URLs themselves.
+        *([f"  ironic_url: {s.ironic_url}", f"  glance_url: {s.glance_url}"] if s.auth == "none"
+          else [f"  cloud: {s.cloud_name}"]),
         f'  deploy_logs: "{s.root / "deploy-logs"}"',
         "network:",
         f"  prefix_length: {ipaddress.IPv4Interface(s.cidr).network.prefixlen}",

@@ -1,4 +1,5 @@
-"""The lab's services: real Ironic and Glance, a static HTTP server, the BMC simulator.
+"""The lab's services: real Ironic and Glance (and Keystone when they authenticate with
+it), a static HTTP server, the BMC simulator.
 
 `Lab(settings).up()` installs what is missing, writes the configuration, starts what is
 not running and waits until every service answers; `down()` stops what `up` started.
@@ -18,9 +19,10 @@ from typing import Callable
 
 from k1prov.atomic_file import write_if_changed
 from k1prov.errors import LabError
-from k1prov.lab import checks, procs
+from k1prov.lab import checks, keystone, procs
 from k1prov.lab.clouds import write_cloud_entry
-from k1prov.lab.config import BMCSIM_SCRIPT, REQUIREMENTS_FILE, LabSettings, write_configs
+from k1prov.lab.config import (BMCSIM_SCRIPT, HTTP_BASIC_USER, REQUIREMENTS_FILE, LabSettings,
+                               write_configs)
 from k1prov.lab.inventory_yaml import render_inventory
 from k1prov.lab.netns import LabNetwork
 from k1prov.lab.venv import ensure_venv
@@ -30,7 +32,10 @@ from k1prov.settings import DEFAULT_TIMEOUTS, Timeouts
 # The reconciler is the machines' hardware logic (k1prov.lab.machine): it starts last and
 # stops first. Stopping (or restarting) it leaves the machines as they are; `down` then
 # powers them off (`--power-off`), as a lab going away cuts their power.
-SERVICES = ("bmcsim", "http", "glance", "ironic", "reconciler")
+SERVICES = ("bmcsim", "http", "keystone", "glance", "ironic", "reconciler")
+# Keystone runs only in the lab's "keystone" auth mode; it answers before Glance and Ironic
+# start, and its catalog is filled then.
+OPTIONAL_SERVICES = {"keystone": "keystone"}
 # `down`: powering every machine off (each stops its agent or host and releases its disk;
 # a few seconds for a lab of 40 machines, most of them off).
 POWER_OFF_TIMEOUT = 300.0
@@ -123,14 +128,30 @@ class Lab:
 
     # ---- public verbs -------------------------------------------------------------
 
+    @property
+    def services(self) -> tuple[str, ...]:
+        """The services of this lab (its auth mode decides whether Keystone is one)."""
+        return tuple(n for n in SERVICES if OPTIONAL_SERVICES.get(n, self.settings.auth) == self.settings.auth)
+
     def up(self, *, progress: Callable[[str], None] | None = None) -> LabStatus:
         s = self.settings
         say = progress or (lambda _msg: None)
         ensure_venv(s.venv, REQUIREMENTS_FILE, timeout=self.timeouts.lab_install, progress=say)
-        write_configs(s)
         self._ensure_password()
+        service_password = ""
+        if s.auth != "none":
+            _ensure_secret(s.cloud_password_file)
+        if s.auth == "keystone":
+            service_password = _ensure_secret(s.service_password_file)
+        write_configs(s, service_password=service_password)
+        if s.auth == "http_basic":
+            self._write_htpasswd()
+        # A service of another auth mode (Keystone after `--auth none`) goes.
+        for name in SERVICES:
+            if name not in self.services and procs.stop(s.run_dir, name, grace=self._stop_grace()):
+                say(f"stopped {name} (not used with --auth {s.auth})")
 
-        specs = {name: self._spec(name) for name in SERVICES}
+        specs = {name: self._spec(name) for name in self.services}
         running = {}
         for name, spec in specs.items():
             rec = procs.read_running(s.run_dir, name)
@@ -139,20 +160,32 @@ class Lab:
                 procs.stop(s.run_dir, name, grace=self._stop_grace())
                 rec = None
             running[name] = rec
-        to_start = [name for name in SERVICES if running[name] is None]
+        to_start = [name for name in self.services if running[name] is None]
         # Check every port before starting anything: no half-started lab on a conflict.
         self._check_ports_free([specs[n] for n in to_start])
         install_agent_plugin(s.venv)
+        if s.auth == "keystone":
+            keystone.install_wsgi_module(s.venv)
         # Ironic and the image server listen on the bridge's address: it must exist first.
         LabNetwork(bridge=s.bridge, cidr=s.cidr).ensure(timeout=self.timeouts.lab_service)
         self._sync_databases(say)
         started = {}
+        if s.auth == "keystone":
+            # Glance and Ironic find their users in Keystone; k1prov finds them in its catalog.
+            if "keystone" in to_start:
+                say("starting keystone")
+                started["keystone"] = procs.start(specs["keystone"], run_dir=s.run_dir, log_dir=s.log_dir)
+            self._wait_answers("keystone", started.get("keystone") or running["keystone"],
+                               fresh="keystone" in started)
+            keystone.register(s, admin_password=self.cloud_password(), service_password=service_password,
+                              timeout=self.timeouts.lab_service)
         for name in to_start:
-            say(f"starting {name}")
-            started[name] = procs.start(specs[name], run_dir=s.run_dir, log_dir=s.log_dir)
-        for name in SERVICES:
+            if name not in started:
+                say(f"starting {name}")
+                started[name] = procs.start(specs[name], run_dir=s.run_dir, log_dir=s.log_dir)
+        for name in self.services:
             self._wait_answers(name, started.get(name) or running[name], fresh=name in started)
-        path = write_cloud_entry(s)
+        path = write_cloud_entry(s, password=self.cloud_password() if s.auth != "none" else "")
         if started:
             say(f"lab is up; clouds.yaml entry {s.cloud_name!r} in {path}")
         return self.status()
@@ -166,7 +199,7 @@ class Lab:
             procs.stop(s.run_dir, name, grace=grace)
             if name == "reconciler" and was_up:
                 failed = self._power_off_machines()
-        ports = tuple(p for name in SERVICES for p in self._ports(name))
+        ports = tuple(p for name in self.services for p in self._ports(name))
         busy = procs.wait_ports_free(ports, timeout=self.timeouts.lab_service)
         # The bridge goes with the lab that ran on it, unless machines of another lab are
         # still attached (labs on other ports may share a bridge).
@@ -182,7 +215,7 @@ class Lab:
             raise LabError(f"lab stopped but its machines were not all powered off: {failed}")
 
     def status(self) -> LabStatus:
-        return LabStatus([self._service_status(name) for name in SERVICES])
+        return LabStatus([self._service_status(name) for name in self.services])
 
     def _power_off_machines(self) -> str:
         """Every machine off (the reconciler's `--power-off`, logged with it); why not, or ""."""
@@ -198,13 +231,13 @@ class Lab:
                 return f"not done in {POWER_OFF_TIMEOUT:.0f} s; log: {s.log_dir / 'reconciler.log'}"
         return "" if rc == 0 else f"exit {rc}; log: {s.log_dir / 'reconciler.log'}"
 
+    def cloud_password(self) -> str:
+        """The operator's password for Ironic (http_basic) or Keystone (keystone)."""
+        return _read_password(self.settings.cloud_password_file, "cloud",
+                              f"k1prov lab up --auth {self.settings.auth}")
+
     def bmc_password(self) -> str:
-        try:
-            return self.settings.bmc_password_file.read_text().rstrip("\n")
-        except OSError as exc:
-            raise LabError(f"cannot read the lab's BMC password file "
-                           f"{self.settings.bmc_password_file}: {exc.strerror} "
-                           f"(run `k1prov lab up` first)") from None
+        return _read_password(self.settings.bmc_password_file, "BMC", "k1prov lab up")
 
     def prepare_hosts(self, *, progress: Callable[[str], None] | None = None) -> tuple[Path, Path]:
         """What lab hosts boot from and how the operator logs in: the lab's user image
@@ -233,38 +266,68 @@ class Lab:
 
     def _ensure_password(self) -> None:
         """Generate the BMC password once; 0600 from the first byte on."""
-        path = self.settings.bmc_password_file
-        if path.exists():
-            return
         # IPMI 2.0 passwords are at most 20 bytes; 16 URL-safe characters fit.
-        password = secrets.token_urlsafe(12)
+        _ensure_secret(self.settings.bmc_password_file, nbytes=12)
+
+    def _write_htpasswd(self) -> None:
+        """Ironic's htpasswd file with the operator's user; bcrypt, the only hash Ironic's
+        http_basic accepts. Hashed by the lab venv's bcrypt (Ironic's own dependency), the
+        password on stdin; an entry that still matches the password is kept as it is."""
+        s = self.settings
+        path = s.ironic_htpasswd
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return
-        with os.fdopen(fd, "w") as f:
-            f.write(password + "\n")
+            existing = path.read_text()
+        except OSError:
+            existing = ""
+        script = ("import bcrypt, sys\n"
+                  "pw = sys.stdin.buffer.read()\n"
+                  "old = sys.argv[1].encode()\n"
+                  "ok = False\n"
+                  "try:\n    ok = bool(old) and bcrypt.checkpw(pw, old)\n"
+                  "except ValueError:\n    pass\n"
+                  "sys.stdout.write(old.decode() if ok else bcrypt.hashpw(pw, bcrypt.gensalt()).decode())\n")
+        old_hash = existing.strip().partition(":")[2] if existing.startswith(HTTP_BASIC_USER + ":") else ""
+        try:
+            out = subprocess.run([str(s.venv / "bin" / "python"), "-I", "-c", script, old_hash],
+                                 input=self.cloud_password().encode(), capture_output=True,
+                                 timeout=self.timeouts.lab_service, check=True)
+        except (subprocess.SubprocessError, OSError) as exc:
+            raise LabError(f"cannot hash the lab's Ironic password with bcrypt: {exc}") from None
+        write_if_changed(path, f"{HTTP_BASIC_USER}:{out.stdout.decode().strip()}\n", mode=0o600)
 
     def _sync_databases(self, say: Callable[[str], None]) -> None:
         s = self.settings
         bin_ = s.venv / "bin"
-        for name, db, argv in (
+        steps = [
             ("ironic", s.root / "ironic.sqlite",
-             [str(bin_ / "ironic-dbsync"), "--config-file", str(s.ironic_conf), "create_schema"]),
+             [[str(bin_ / "ironic-dbsync"), "--config-file", str(s.ironic_conf), "create_schema"]], {}),
             ("glance", s.root / "glance.sqlite",
-             [str(bin_ / "glance-manage"), "--config-file",
-              str(s.glance_conf_dir / "glance-api.conf"), "db_sync"]),
-        ):
+             [[str(bin_ / "glance-manage"), "--config-file",
+               str(s.glance_conf_dir / "glance-api.conf"), "db_sync"]], {}),
+        ]
+        if s.auth == "keystone":
+            # keystone-manage bootstrap reads the admin's password from the environment, not argv.
+            steps.append(("keystone", s.root / "keystone.sqlite", keystone.setup_commands(s),
+                          {"OS_BOOTSTRAP_PASSWORD": self.cloud_password()}))
+        for name, db, commands, extra_env in steps:
+            env = self._service_env(extra_env)
             marker = db.with_name(db.name + ".synced")
             if marker.exists() and db.exists():
                 continue
             say(f"creating the {name} database")
+            if name == "keystone":
+                # A new database has no catalog yet: `up` registers the services again.
+                keystone.registered_marker(s).unlink(missing_ok=True)
             log = s.log_dir / f"{name}-dbsync.log"
             with open(log, "w") as out:
                 try:
-                    rc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, env=self._service_env(),
-                                        cwd=s.root, timeout=self.timeouts.lab_service).returncode
+                    rc = 0
+                    for argv in commands:
+                        rc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, env=env, cwd=s.root,
+                                            timeout=self.timeouts.lab_service).returncode
+                        if rc != 0:
+                            break
                 except subprocess.TimeoutExpired:
                     rc = None
             if rc != 0:
@@ -284,6 +347,8 @@ class Lab:
         s = self.settings
         if name == "ironic":
             return (("tcp", s.ironic_port),)
+        if name == "keystone":
+            return (("tcp", s.keystone_port),)
         if name == "glance":
             return (("tcp", s.glance_port),)
         if name == "http":
@@ -300,6 +365,10 @@ class Lab:
         if name == "ironic":
             argv = [str(s.venv / "bin" / "ironic"), "--config-file", str(s.ironic_conf)]
             watched = [s.ironic_conf, s.etc_dir / "ironic-policy.yaml"]
+        elif name == "keystone":
+            argv = keystone.server_argv(s)
+            extra = {"OS_KEYSTONE_CONFIG_FILES": str(s.keystone_conf)}
+            watched = [s.keystone_conf, Path(keystone.__file__)]
         elif name == "glance":
             argv = [str(s.venv / "bin" / "gunicorn"), "--bind", f"127.0.0.1:{s.glance_port}",
                     "--workers", "1", "--threads", "4", "--graceful-timeout", "5",
@@ -322,8 +391,9 @@ class Lab:
                     "--count", str(s.nodes), "--venv", str(s.venv), "--tftp-root", str(s.tftp_root),
                     "--bridge", s.bridge, "--cidr", s.cidr, "--disk-gb", str(s.disk_gb),
                     "--bmc-username", s.bmc_username, "--bmc-password-file", str(s.bmc_password_file)]
-            watched = [Path(__file__).with_name(n) for n in ("reconciler.py", "machine.py", "hosts.py",
-                                                              "disk.py", "netns.py")]
+            watched = [Path(__file__).with_name(n) for n in ("reconciler.py", "machine.py", "pxe.py",
+                                                              "partitions.py", "hosts.py", "disk.py",
+                                                              "netns.py")]
         else:
             # -I also keeps k1prov/lab (the script's directory) off sys.path, where its
             # modules would shadow the standard library's.
@@ -359,8 +429,11 @@ class Lab:
         s = self.settings
         if name == "ironic":
             return checks.http_ok(s.ironic_url + "/", timeout=timeout)
+        if name == "keystone":
+            return checks.http_ok(s.keystone_url + "/v3", timeout=timeout)
         if name == "glance":
-            return checks.http_ok(s.glance_url + "/v2/images", timeout=timeout)
+            # Outside the API's pipeline: answers with or without Keystone.
+            return checks.http_ok(s.glance_url + "/healthcheck", timeout=timeout)
         if name == "http":
             return checks.http_ok(s.http_url + "/", timeout=timeout)
         if name == "reconciler":
@@ -400,10 +473,33 @@ class Lab:
             url, detail = "", (f"the {s.nodes} machines (agent or disk boot); "
                                f"log {s.log_dir / 'reconciler.log'}")
         else:
-            url = {"ironic": s.ironic_url, "glance": s.glance_url, "http": s.http_url}[name]
+            url = {"ironic": s.ironic_url, "glance": s.glance_url, "http": s.http_url,
+                   "keystone": s.keystone_url}[name]
             detail = ""
         answers = rec is not None and self._answers(name, timeout=CHECK_TIMEOUT)
         return ServiceStatus(name=name, url=url, pid=rec.pid if rec else None,
                              running=rec is not None, answers=answers,
                              detail=detail if rec else "not running",
                              rss_kib=procs.group_rss_kib(rec.pid) if rec else None)
+
+
+def _ensure_secret(path: Path, *, nbytes: int = 18) -> str:
+    """A password kept in `path`, made once; 0600 from the first byte on."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().rstrip("\n")
+    password = secrets.token_urlsafe(nbytes)
+    with os.fdopen(fd, "w") as f:
+        f.write(password + "\n")
+    return password
+
+
+def _read_password(path: Path, what: str, makes_it: str) -> str:
+    """One of the lab's password files (written by `lab up`), without its newline."""
+    try:
+        return path.read_text().rstrip("\n")
+    except OSError as exc:
+        raise LabError(f"cannot read the lab's {what} password file {path}: {exc.strerror} "
+                       f"(run `{makes_it}` first)") from None

@@ -1,86 +1,55 @@
 """A lab machine: a BMC, a NIC, a disk and a power switch, and what it boots.
 
-Machine `m<port>` belongs to the BMC simulator on UDP port <port> and sees only what
-a real machine sees: its BMC's power state, boot device and boot counter (the
-simulator's state file), the PXE configuration on the "network" (Ironic's TFTP root,
-by the NIC's MAC), and its own disk. It never reads Ironic's API or database.
+Machine `m<port>` belongs to the BMC simulator on UDP port <port> and sees only what a
+real machine sees: its BMC's power state, boot device and boot counter, the PXE config
+on the "network" (k1prov.lab.pxe) and its own disk; never Ironic's API or database.
 
-- **NIC**: a veth in the machine's network namespace `k1p-m<port>`, with the MAC
-  `machine_mac(port)`, on the lab bridge. The inventory gives that MAC as the node's
-  port, as an operator copies a real NIC's MAC.
-- **Disk**: `ROOT/machines/m<port>/disk.img`, a sparse file of `disk_gb` GiB, attached
-  as a loop device with partition scanning when the machine is powered on and detached
-  when it is powered off (so a lab of 40 machines holds loop devices only for the ones
-  that run).
-- **Power on, boot device network**: DHCP is simulated (an address from the lab's
-  pool, `Dhcp`); the PXE config Ironic wrote for the MAC
-  (`tftpboot/pxelinux.cfg/01-<mac>`) is read and its default label's kernel and
-  initrd must be files in the TFTP root that are a kernel (bzImage signature) and an
-  initramfs (gzip'd cpio): a missing or wrong config does not boot, like a PXE ROM
-  that finds nothing to load. The TFTP transfer and the kernel boot are simulated:
-  the real ironic-python-agent starts in the machine's own mount, pid and uts
-  namespaces with the config's kernel command line as /proc/cmdline (AGENT_SCRIPT).
-- **Power on, boot device disk**: partition 1 of the disk is the root filesystem
-  (mounted read-only under a writable layer that lives until the disk is next
-  written); hostname, address and SSH keys come from the disk's `config-2`
-  partition (read as cloud-init or glean would, with pycdlib: this kernel has no
-  iso9660), then sshd (k1prov.lab.hosts.HostBooter does the booting).
-- **Power off**: whatever runs stops; the agent's `poweroff` presses the power
-  button: the lab turns the BMC off over IPMI, as the machine's ACPI would.
+- NIC: a veth with MAC `machine_mac(port)` in the namespace `k1p-m<port>`, on the lab
+  bridge (the inventory gives that MAC, as an operator copies a real NIC's).
+- Disk: `ROOT/machines/m<port>/disk.img`, sparse, on a loop device only while powered on
+  (40 machines hold loop devices only for those that run).
+- Network boot: an address from the simulated DHCP, and the PXE config's kernel and
+  initrd must be real files in the TFTP root, or nothing boots (a PXE ROM that finds
+  nothing); then the real ironic-python-agent runs in the sandbox below, with the
+  config's kernel command line as its /proc/cmdline.
+- Disk boot: partition 1 is the root filesystem (read-only under a writable layer that
+  lives until the disk is next written); hostname, address and keys from the config-2
+  partition (k1prov.lab.configdrive_apply), then sshd (k1prov.lab.hosts.HostBooter).
+- Power off stops what runs; the agent's `poweroff` presses the power button: the lab
+  turns the BMC off over IPMI, as ACPI would.
 
 The agent's sandbox (AGENT_SCRIPT). The agent runs as root and keeps CAP_SYS_ADMIN
-(parted and partprobe need it for BLKPG on its disk), so the fence does not rest on
-capabilities:
-- a devices cgroup that allows only this machine's loop device (7:N) and, by number, the
-  partitions that device has now, besides /dev/null & co. Partition numbers (major 259)
-  are handed out machine-wide as partitions appear, so the lab's PartitionFence follows
-  the disk (kernel uevents, and a look every FENCE_POLL_INTERVAL): it allows each new
-  partition of this disk and takes a gone one's number back. The agent cannot change the
-  kernel's partitions itself (BLKPG and BLKRRPART do nothing for it); its `udevadm
-  settle` (a shim; the agent runs it after partprobe and parted) asks the fence to scan
-  the disk, which refuses every number of the disk to the agent before any partition
-  goes, so no number the kernel frees is still open to it; the shim then waits, at most
-  PARTITION_ALLOW_TIMEOUT, until every partition of its disk opens;
-- every block device node under /dev at start masked with /dev/null, the host's /dev
-  read-only (nothing made or removed there), ptys of its own (a new devpts);
-- a root of its own (pivot_root): read-only /usr, sysfs and /proc/sys; /proc/sysrq-trigger
-  masked; tmpfs /run, /tmp, /var; an overlay on /etc; /sys/block shows only its disk;
-- its own mount, pid, uts, network and cgroup namespaces;
-- a seccomp filter (k1prov/lab/agent_seccomp.py, loaded just before the agent is
-  exec'd) that refuses mount and umount (old and new mount API), pivot_root, chroot,
-  setns, unshare and clone's namespace flags, kexec, modules, swap, reboot, the clock,
-  BPF, perf, ptrace and TIOCSTI, so the agent cannot undo any of the above, and makes
-  BLKPG/BLKRRPART succeed without doing anything;
-- shims for systemctl (poweroff/reboot/halt/shutdown), udevadm and modprobe; setpriv
-  drops CAP_SYS_BOOT, CAP_SYS_MODULE, CAP_SYS_TIME, CAP_SYS_RAWIO and CAP_SYS_PTRACE
-  from the bounding set.
+(parted and partprobe need it), so the fence does not rest on capabilities:
+- a devices cgroup allowing only this machine's loop device and, by number, its current
+  partitions (k1prov.lab.partitions keeps that true as partitions come and go; the
+  agent's `udevadm settle` shim asks it to rescan and waits at most
+  PARTITION_ALLOW_TIMEOUT);
+- every block device under /dev masked, the host's /dev read-only, its own devpts;
+- its own root (pivot_root): read-only /usr, sysfs and /proc/sys, /sys/block showing
+  only its disk, tmpfs /run, /tmp, /var, an overlay on /etc; its own mount, pid, uts,
+  network and cgroup namespaces;
+- a seccomp filter (k1prov/lab/agent_seccomp.py) so it cannot undo any of this;
+- shims for systemctl, udevadm and modprobe; setpriv drops DROPPED_CAPS.
 A memory cgroup per machine measures what a deploy uses.
 """
 from __future__ import annotations
 
-import errno
-import fcntl
-import gzip
 import hashlib
-import ipaddress
 import json
 import logging
 import os
-import re
-import select
 import shutil
 import signal
-import socket
 import subprocess
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from k1prov.errors import LabError
 from k1prov.lab import agent_seccomp
 from k1prov.lab import disk as disks
 from k1prov.lab.netns import attach_host, detach_host, netns_name
+from k1prov.lab.partitions import FENCE, FENCE_POLL_INTERVAL, LOOP_MAJOR, allowed_partitions
+from k1prov.lab.pxe import Dhcp, deploy_ramdisk_cmdline_ok, read_pxe_config
 from k1prov.lab import pids
 
 log = logging.getLogger("k1prov.lab.machine")
@@ -93,14 +62,6 @@ DROPPED_CAPS = ("sys_boot", "sys_module", "sys_time", "sys_rawio", "sys_ptrace")
 # Character devices the agent may open (devices cgroup): null, zero, full, random,
 # urandom, tty, ptmx and the pty slaves.
 ALLOWED_CHAR_DEVICES = ("1:3", "1:5", "1:7", "1:8", "1:9", "5:0", "5:2", "136:*")
-LOOP_MAJOR = 7
-# Partitions of loop devices get dynamic numbers under the "blkext" major (259), handed
-# out lowest-free first across the whole machine: a number says nothing about whose
-# disk it is, so the devices cgroup allows each of the agent's own partitions by number
-# as it appears (PartitionFence) and takes the number back when the partition goes.
-# Seconds between two looks of the partition fence at the running agents' disks when no
-# uevent woke it first.
-FENCE_POLL_INTERVAL = 0.05
 # The agent's `udevadm settle` waits at most this long for the lab to allow every
 # partition its disk has (the fence normally does it within FENCE_POLL_INTERVAL).
 PARTITION_ALLOW_TIMEOUT = 20.0
@@ -122,149 +83,6 @@ def machine_name(port: int) -> str:
 def machine_mac(port: int) -> str:
     """The MAC of machine `port`'s NIC: locally administered, fixed like a real NIC's."""
     return f"02:6b:70:00:{port >> 8 & 0xff:02x}:{port & 0xff:02x}"
-
-
-# ---------------------------------------------------------------- PXE
-
-
-@dataclass(frozen=True)
-class PxeBoot:
-    config: Path
-    kernel: Path
-    initrd: Path
-    cmdline: str          # the append line (plus BOOTIF), what the kernel would get
-
-
-def pxe_config_path(tftp_root: Path, mac: str) -> Path:
-    return Path(tftp_root) / "pxelinux.cfg" / ("01-" + mac.lower().replace(":", "-"))
-
-
-def read_pxe_config(tftp_root: Path, mac: str) -> PxeBoot:
-    """What a PXE ROM + pxelinux would boot for `mac`, checked; LabError when nothing.
-
-    The default label's `kernel` and `initrd=` must name files under the TFTP root that
-    are a Linux kernel (bzImage "HdrS" signature) and an initramfs (gzip'd cpio).
-    """
-    path = pxe_config_path(tftp_root, mac)
-    try:
-        text = path.read_text()
-    except OSError:
-        raise LabError(f"PXE: no config for {mac} ({path.name} not in the TFTP root)") from None
-    labels: dict[str, dict[str, str]] = {}
-    default, current = None, None
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        word, _, rest = line.partition(" ")
-        word, rest = word.lower(), rest.strip()
-        if word == "default":
-            default = rest
-        elif word == "label":
-            current = labels.setdefault(rest, {})
-        elif current is not None and word in ("kernel", "append", "ipappend"):
-            current[word] = rest
-    label = labels.get(default or "")
-    if not label or "kernel" not in label:
-        raise LabError(f"PXE: {path.name}: no kernel in the default label {default!r}")
-    append = label.get("append", "")
-    initrd_match = re.search(r"(?:^|\s)initrd=(\S+)", append)
-    if not initrd_match:
-        raise LabError(f"PXE: {path.name}: no initrd= in the default label")
-    kernel = _tftp_file(tftp_root, label["kernel"])
-    initrd = _tftp_file(tftp_root, initrd_match.group(1))
-    _check_kernel(kernel)
-    _check_initramfs(initrd)
-    cmdline = append
-    if label.get("ipappend", "").strip() in ("2", "3"):
-        cmdline += " BOOTIF=01-" + mac.lower().replace(":", "-")
-    return PxeBoot(config=path, kernel=kernel, initrd=initrd, cmdline=cmdline.strip())
-
-
-def _tftp_file(tftp_root: Path, name: str) -> Path:
-    root = Path(tftp_root).resolve()
-    path = Path(name)
-    if path.is_absolute() and str(path).startswith(str(root) + "/"):
-        candidate = path
-    else:
-        candidate = root / name.lstrip("/")
-    candidate = candidate.resolve()
-    if not str(candidate).startswith(str(root) + "/") or not candidate.is_file():
-        raise LabError(f"PXE: TFTP has no file {name}")
-    return candidate
-
-
-def _check_kernel(path: Path) -> None:
-    with open(path, "rb") as f:
-        head = f.read(0x210)
-    if len(head) < 0x206 or head[0x202:0x206] != b"HdrS":
-        raise LabError(f"PXE: {path.name} is not a Linux kernel (no bzImage header)")
-
-
-def _check_initramfs(path: Path) -> None:
-    try:
-        with gzip.open(path, "rb") as f:
-            magic = f.read(6)
-    except (OSError, EOFError):
-        magic = b""
-    if magic not in (b"070701", b"070702"):
-        raise LabError(f"PXE: {path.name} is not an initramfs (gzip'd cpio)")
-
-
-def deploy_ramdisk_cmdline_ok(cmdline: str) -> bool:
-    return "ipa-api-url=" in cmdline
-
-
-# ---------------------------------------------------------------- DHCP (simulated)
-
-
-class Dhcp:
-    """Addresses for machines that network-boot: the top quarter of the lab subnet,
-    leased by MAC in a file shared by every lab on the bridge (flock)."""
-
-    def __init__(self, lease_file: Path, network: ipaddress.IPv4Network, gateway: str):
-        self.lease_file = Path(lease_file)
-        self.network = network
-        hosts = list(network.hosts())
-        first = hosts[len(hosts) * 3 // 4]
-        self.pool = [a for a in hosts if a >= first and str(a) != gateway]
-
-    def lease(self, mac: str) -> str:
-        with self._locked() as leases:
-            if mac in leases:
-                return leases[mac]
-            used = set(leases.values())
-            for address in self.pool:
-                if str(address) not in used:
-                    leases[mac] = str(address)
-                    return str(address)
-        raise LabError(f"DHCP: no free address in the pool of {self.network}")
-
-    def release(self, mac: str) -> None:
-        with self._locked() as leases:
-            leases.pop(mac, None)
-
-    def _locked(self):
-        lease_file = self.lease_file
-
-        class _Ctx:
-            def __enter__(self_inner):
-                lease_file.parent.mkdir(parents=True, exist_ok=True)
-                self_inner.f = open(lease_file.with_suffix(".lock"), "w")
-                fcntl.flock(self_inner.f, fcntl.LOCK_EX)
-                try:
-                    self_inner.leases = json.loads(lease_file.read_text())
-                except (OSError, ValueError):
-                    self_inner.leases = {}
-                return self_inner.leases
-
-            def __exit__(self_inner, *exc):
-                tmp = lease_file.with_suffix(".tmp")
-                tmp.write_text(json.dumps(self_inner.leases))
-                os.replace(tmp, lease_file)
-                self_inner.f.close()
-
-        return _Ctx()
 
 
 # ---------------------------------------------------------------- the agent's sandbox
@@ -333,13 +151,19 @@ pivot_root . .old
 umount -l /.old
 rmdir /.old
 cd /
-# The seccomp filter (agent_seccomp.py) goes on last, just before the agent runs.
-setpriv --bounding-set "$K1PROV_DROP_CAPS" -- \
-  env -i PATH=/k1prov/bin:/usr/sbin:/usr/bin HOME=/root LANG=C.UTF-8 \
+# This shell, the sandbox's PID 1, gives up the agent's dropped capabilities too before it
+# starts the agent: a PID 1 with more capabilities than the agent could not be inspected
+# by it, and the agent's cleaning runs fuser, which reads every process's /proc/PID/fd to
+# see that nothing holds the disk ("Cannot stat file /proc/1/fd/0: Permission denied"
+# failed erase_devices_metadata). The seccomp filter (agent_seccomp.py) goes on last,
+# just before the agent runs.
+export disk venv
+exec setpriv --bounding-set "$K1PROV_DROP_CAPS" -- /bin/sh -c '
+env -i PATH=/k1prov/bin:/usr/sbin:/usr/bin HOME=/root LANG=C.UTF-8 \
   K1PROV_MACHINE_DISK="$disk" K1PROV_MACHINE_NIC=eth0 \
   /usr/bin/python3 -I "$K1PROV_SECCOMP_EXEC" \
   "$venv/bin/ironic-python-agent" --config-file /etc/k1prov-ipa.conf &
-wait $!
+wait $!'
 """
 
 # The power button: poweroff/reboot/halt/shutdown (all systemctl on Debian) record the
@@ -466,202 +290,6 @@ def agent_pid(machines_dir: Path, port: int) -> int:
     return agent
 
 
-# ---------------------------------------------------------------- the partition fence
-
-
-@dataclass
-class _Watched:
-    loop: str                          # the disk: loopN
-    requests: Path | None              # where its `udevadm settle` asks for a scan
-    allowed: set = None                # the (major, minor) allowed now
-    scanned: str | None = None         # the last request token answered
-
-    def __post_init__(self):
-        self.allowed = set() if self.allowed is None else self.allowed
-
-
-class PartitionFence:
-    """Keeps each running agent's devices cgroup allowing exactly the partitions its own
-    loop device has now: `b MAJOR:MINOR rwm` allowed for each new one, denied again when
-    it is gone (its number may go to another machine's partition next).
-
-    The agent cannot change the kernel's partitions itself (its seccomp filter makes
-    BLKPG and BLKRRPART succeed without doing anything). Its `udevadm settle` asks for a
-    scan instead (a token in `requests/partscan`); the fence then denies every number of
-    the disk, lets `partx --update` make the kernel's partitions match the disk's table,
-    allows what is there now and answers (`requests/partscan.done`). A number is thus
-    refused to the agent before the kernel can free it for anyone else.
-
-    One thread for every agent of the process; it wakes on the kernel's uevents and at
-    least every FENCE_POLL_INTERVAL, and stops when nothing is watched.
-    """
-
-    def __init__(self, *, sys_block: Path = Path("/sys/block"), interval: float = FENCE_POLL_INTERVAL):
-        self.sys_block = Path(sys_block)
-        self.interval = interval
-        self._lock = threading.Lock()
-        self._watched: dict[Path, _Watched] = {}
-        self._thread: threading.Thread | None = None
-
-    def watch(self, cgroup: Path, loop_name: str, requests: Path | None = None, *,
-              allowed: set[tuple[int, int]] | None = None) -> None:
-        """Allow the partitions `loop_name` has, and from now on follow them (and answer
-        the scan requests written into `requests`). `allowed`: the partitions the cgroup
-        allows already (an agent adopted from an earlier process of the lab's hardware),
-        so that those gone meanwhile are taken back."""
-        with self._lock:
-            self._watched[Path(cgroup)] = _Watched(loop_name, Path(requests) if requests else None,
-                                                   set(allowed or ()))
-            self._sync_one(Path(cgroup))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="partition-fence", daemon=True)
-                self._thread.start()
-
-    def unwatch(self, cgroup: Path) -> None:
-        with self._lock:
-            self._watched.pop(Path(cgroup), None)
-
-    def join(self, timeout: float) -> bool:
-        """Wait for the thread to stop (it does once nothing is watched); True when it has."""
-        with self._lock:
-            thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-            return not thread.is_alive()
-        return True
-
-    def allowed(self, cgroup: Path) -> set[tuple[int, int]]:
-        with self._lock:
-            entry = self._watched.get(Path(cgroup))
-            return set(entry.allowed) if entry else set()
-
-    def sync(self) -> None:
-        with self._lock:
-            for cgroup in list(self._watched):
-                self._sync_one(cgroup)
-
-    def _sync_one(self, cgroup: Path) -> None:
-        w = self._watched[cgroup]
-        token = _read_token(w.requests / "partscan") if w.requests else None
-        scanning = token is not None and token != w.scanned
-        if scanning:
-            self._scan(cgroup, w)
-        now = set(disks.partition_devices(w.loop, sys_block=self.sys_block).values())
-        # Taken back first: a number that left this disk may be another machine's already.
-        self._deny(cgroup, w, w.allowed - now)
-        for major, minor in sorted(now - w.allowed):
-            try:
-                (cgroup / "devices.allow").write_text(f"b {major}:{minor} rwm\n")
-            except OSError as exc:
-                log.warning("%s: cannot allow partition %d:%d: %s", cgroup.name, major, minor, exc)
-                continue
-            w.allowed.add((major, minor))
-            log.debug("%s: partition %d:%d of %s allowed", cgroup.name, major, minor, w.loop)
-        if scanning:
-            w.scanned = token
-            _write_token(w.requests / "partscan.done", token)
-            log.info("%s: %s scanned for its agent: partitions %s", cgroup.name, w.loop,
-                     " ".join(f"{a}:{b}" for a, b in sorted(w.allowed)) or "none")
-
-    def _deny(self, cgroup: Path, w: _Watched, numbers: set) -> None:
-        for major, minor in sorted(numbers):
-            try:
-                (cgroup / "devices.deny").write_text(f"b {major}:{minor} rwm\n")
-            except FileNotFoundError:
-                pass      # the cgroup is gone with its machine
-            except OSError as exc:
-                log.error("%s: cannot deny partition %d:%d: %s", cgroup.name, major, minor, exc)
-                continue
-            w.allowed.discard((major, minor))
-            log.debug("%s: partition %d:%d of %s denied", cgroup.name, major, minor, w.loop)
-
-    def _scan(self, cgroup: Path, w: _Watched) -> None:
-        """What a kernel does when asked to re-read a disk's partition table, with every
-        number of the disk refused to its agent while partitions go and come."""
-        device = f"/dev/{w.loop}"
-        table = disks.table_partitions(device, timeout=COMMAND_TIMEOUT)
-        if (table or {}) == disks.kernel_partitions(device, sys_block=self.sys_block):
-            return        # the kernel has what the table says: nothing goes, nothing comes
-        self._deny(cgroup, w, set(w.allowed))
-        # All of them go and what the table says comes (`partx --update` keeps partitions
-        # numbered above the new table's last one).
-        disks.delete_partitions(device, timeout=COMMAND_TIMEOUT)
-        if table is None:
-            return
-        try:
-            disks.add_partitions(device, timeout=COMMAND_TIMEOUT)
-        except LabError as exc:
-            # No partition table (a wiped disk, or not written yet): no partitions.
-            log.debug("%s: %s", cgroup.name, exc)
-
-    def _run(self) -> None:
-        uevents = _uevent_socket()
-        try:
-            while True:
-                with self._lock:
-                    if not self._watched:
-                        self._thread = None
-                        return
-                if uevents is None:
-                    time.sleep(self.interval)
-                else:
-                    ready, _, _ = select.select([uevents], [], [], self.interval)
-                    if ready:
-                        _drain(uevents)
-                try:
-                    self.sync()
-                except Exception as exc:  # noqa: BLE001 - logged; the next pass tries again
-                    log.error("partition fence: %s", exc)
-        finally:
-            if uevents is not None:
-                uevents.close()
-
-
-def _read_token(path: Path) -> str | None:
-    try:
-        return path.read_text().strip() or None
-    except OSError:
-        return None
-
-
-def _write_token(path: Path, token: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(token + "\n")
-        os.replace(tmp, path)
-    except OSError as exc:
-        log.warning("partition fence: cannot answer %s: %s", path, exc)
-
-
-def _uevent_socket() -> socket.socket | None:
-    """The kernel's uevents (a partition added or removed wakes the fence at once); None
-    when they cannot be had (the fence then only polls)."""
-    try:
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_KOBJECT_UEVENT)
-        sock.bind((0, 1))
-        sock.setblocking(False)
-        return sock
-    except OSError as exc:
-        log.info("partition fence: no uevents (%s): polling every %.2f s", exc, FENCE_POLL_INTERVAL)
-        return None
-
-
-def _drain(sock: socket.socket) -> None:
-    while True:
-        try:
-            sock.recv(65536)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            # ENOBUFS: events were lost; the sync that follows reads sysfs anyway.
-            if exc.errno != errno.ENOBUFS:
-                return
-
-
-NETLINK_KOBJECT_UEVENT = 15
-FENCE = PartitionFence()
-
-
 # ---------------------------------------------------------------- one machine
 
 
@@ -737,7 +365,7 @@ class Machine:
             self.loop = state.get("loop")
             devices = self._cgroup("devices")
             FENCE.watch(devices, Path(self.loop).name, self.dir / "button",
-                        allowed=_allowed_partitions(devices))
+                        allowed=allowed_partitions(devices))
         elif what == "host":
             loops = disks.loops_of(self.disk_file) if self.disk_file.exists() else []
             self.loop = loops[0] if loops else None
@@ -959,21 +587,6 @@ class Machine:
                     path.rmdir()
                 except OSError as exc:
                     log.warning("%s: cgroup %s: %s", self.name, path, exc)
-
-
-def _allowed_partitions(devices: Path) -> set[tuple[int, int]]:
-    """The partitions (block devices but the loop disk itself) a devices cgroup allows now."""
-    allowed = set()
-    try:
-        lines = (devices / "devices.list").read_text().splitlines()
-    except OSError:
-        return allowed
-    for line in lines:
-        kind, number, _access = (line.split() + ["", "", ""])[:3]
-        major, _, minor = number.partition(":")
-        if kind == "b" and major.isdigit() and minor.isdigit() and int(major) != LOOP_MAJOR:
-            allowed.add((int(major), int(minor)))
-    return allowed
 
 
 def remove_lab_cgroups(ident: str) -> None:

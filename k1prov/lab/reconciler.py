@@ -201,7 +201,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     from k1prov.lab.hosts import HostBooter
-    from k1prov.lab.machine import Dhcp, Machine, lab_id, remove_lab_cgroups
+    from k1prov.lab.machine import Machine, lab_id, remove_lab_cgroups
+    from k1prov.lab.pxe import Dhcp
     from k1prov.lab.netns import LabNetwork
 
     args = parse_args(sys.argv[1:] if argv is None else argv)

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 from k1prov.errors import InventoryError
 from k1prov.inventory import values
 from k1prov.inventory.model import Inventory
-from k1prov.roles import mesos_flags
+from k1prov.roles import fit, mesos_flags
 
 # AVENTER UG keeps building Apache Mesos (the Apache project is in the Attic and the
 # Mesosphere repositories are gone). Their repository layout: Debian/<codename>,
@@ -33,6 +33,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "java_package_deb": "default-jre-headless",  # the Java package on Debian/Ubuntu
     "java_package_rpm": "java-17-openjdk-headless",  # the Java package on RHEL/Rocky/AlmaLinux
     "clock_check": True,             # refuse an unset clock, warn when no NTP daemon runs
+    "needs": {},                     # per role, over k1prov.roles.fit.ROLE_NEEDS: memory_mb, local_gb, cpus
 }
 
 ZOOKEEPER_DEFAULTS: dict[str, Any] = {
@@ -286,7 +287,9 @@ def resolve(section: str, given: Mapping[str, Any], *, cluster: str, mesos_maste
     cfg = dict(DEFAULTS[section])
     for key, value in given.items():
         cfg[key] = check_value(section, str(key), value, fail)
-    if section == "zookeeper":
+    if section == "common":
+        cfg["needs"] = fit.resolve_needs(cfg["needs"], lambda reason: fail("needs", reason))
+    elif section == "zookeeper":
         version = cfg["version"]
         cfg["tarball_url"] = _tarball(
             cfg, f"zookeeper/zookeeper-{version}/apache-zookeeper-{version}-bin.tar.gz", fail, install)

@@ -5,7 +5,8 @@ Ports are offset from the defaults so that a lab an operator runs on this machin
 K1PROV_TEST_LAB_BRIDGE and K1PROV_TEST_LAB_CIDR move the session's lab elsewhere
 (e.g. to run the lab's own test files next to another session: offset 30000, bridge
 k1pipa0, 10.253.0.1/24); the tests that deploy through it take their addresses from
-its subnet.
+its subnet. K1PROV_TEST_LAB_AUTH (none, http_basic, keystone; default none) is the
+session lab's auth mode: with auth, the tests' inventories name its clouds.yaml entry.
 """
 from __future__ import annotations
 
@@ -30,9 +31,11 @@ def lab(tmp_path_factory):
     settings = LabSettings(root=root, venv=Path(os.environ["K1PROV_LAB_VENV"]),
                            ironic_port=6385 + offset, glance_port=9292 + offset,
                            http_port=8088 + offset, bmc_base_port=6230 + offset,
+                           keystone_port=5000 + offset,
                            nodes=TEST_LAB_NODES, clouds_yaml=root / "clouds.yaml",
                            bridge=os.environ.get("K1PROV_TEST_LAB_BRIDGE", "k1plab0"),
-                           cidr=os.environ.get("K1PROV_TEST_LAB_CIDR", "10.251.0.1/24"))
+                           cidr=os.environ.get("K1PROV_TEST_LAB_CIDR", "10.251.0.1/24"),
+                           auth=os.environ.get("K1PROV_TEST_LAB_AUTH", "none"))
     the_lab = Lab(settings)
     try:
         the_lab.up()
@@ -41,7 +44,14 @@ def lab(tmp_path_factory):
         # leave its started services holding the test ports for the next session.
         the_lab.down()
         raise
+    # With auth, inventories name the lab's clouds.yaml entry (labhosts.lab_inventory_text):
+    # k1prov, in-process or as a command, reads the lab's file.
+    saved = os.environ.get("OS_CLIENT_CONFIG_FILE")
+    if settings.auth != "none":
+        os.environ["OS_CLIENT_CONFIG_FILE"] = str(settings.clouds_yaml_path)
     yield the_lab
+    if saved is not None:
+        os.environ["OS_CLIENT_CONFIG_FILE"] = saved
     the_lab.down()
     # Powered down, every machine has released its loop device; its disk file (a GB or so
     # once an image is on it) goes with the session, which pytest's tmp_path keeps.

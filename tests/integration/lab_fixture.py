@@ -24,27 +24,36 @@ DEFAULT_PORT_OFFSET = 20000
 FIXTURE_BRIDGE, FIXTURE_CIDR = "k1plabfix0", "10.252.200.1/24"
 
 
-def lab_settings(tmp_root: Path, *, nodes: int = 3,
-                 port_offset: int = DEFAULT_PORT_OFFSET) -> LabSettings:
+def lab_settings(tmp_root: Path, *, nodes: int = 3, port_offset: int = DEFAULT_PORT_OFFSET,
+                 **more) -> LabSettings:
+    """`more`: other LabSettings fields (auth, token_expiration, bridge, cidr)."""
     base = LabSettings.default()
+    # A bridge and subnet of its own: a lab takes its bridge down with it.
+    more = {"bridge": FIXTURE_BRIDGE, "cidr": FIXTURE_CIDR, **more}
     return LabSettings(root=Path(tmp_root), venv=base.venv,
                        ironic_port=base.ironic_port + port_offset,
                        glance_port=base.glance_port + port_offset,
                        http_port=base.http_port + port_offset,
                        bmc_base_port=base.bmc_base_port + port_offset,
-                       nodes=nodes, clouds_yaml=Path(tmp_root) / "clouds.yaml",
-                       # A bridge and subnet of its own: a lab takes its bridge down with it.
-                       bridge=FIXTURE_BRIDGE, cidr=FIXTURE_CIDR)
+                       keystone_port=base.keystone_port + port_offset,
+                       nodes=nodes, clouds_yaml=Path(tmp_root) / "clouds.yaml", **more)
 
 
-def start_lab(tmp_root: Path, *, nodes: int = 3, port_offset: int = DEFAULT_PORT_OFFSET) -> Lab:
+def start_lab(tmp_root: Path, *, nodes: int = 3, port_offset: int = DEFAULT_PORT_OFFSET,
+              **more) -> Lab:
     """Bring a lab up in tmp_root and return it; the caller calls `down()`."""
+    lab = Lab(lab_settings(tmp_root, nodes=nodes, port_offset=port_offset, **more))
+    bring_up(lab)
+    return lab
+
+
+def bring_up(lab: Lab) -> None:
+    """`lab.up()` with its progress on stderr; a lab that is not healthy is taken down."""
     started = time.monotonic()
 
     def progress(message: str) -> None:
         print(f"[lab {time.monotonic() - started:6.1f} s] {message}", file=sys.stderr, flush=True)
 
-    lab = Lab(lab_settings(tmp_root, nodes=nodes, port_offset=port_offset))
     try:
         status = lab.up(progress=progress)
     except BaseException:
@@ -53,7 +62,6 @@ def start_lab(tmp_root: Path, *, nodes: int = 3, port_offset: int = DEFAULT_PORT
     if not status.ok:
         lab.down()
         raise AssertionError(f"lab is up but not healthy: {status.to_dict()}")
-    return lab
 
 
 @contextlib.contextmanager

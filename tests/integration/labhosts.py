@@ -166,11 +166,20 @@ def host_inventory_text(*, cluster: str, keys_dir: Path, addresses: dict[str, st
 # ---------------------------------------------------------------- nodes in the lab's Ironic
 
 
-def lab_connection(settings: LabSettings) -> openstack.connection.Connection:
-    """An SDK connection to the lab's Ironic and Glance that reads no clouds.yaml or OS_* variable."""
+def lab_connection(settings: LabSettings, *,
+                   api_version: str = IRONIC_API_VERSION) -> openstack.connection.Connection:
+    """An SDK connection to the lab's Ironic and Glance that reads no OS_* variable: by URL
+    without auth, else through the lab's own clouds.yaml entry (never the user's file)."""
+    if settings.auth != "none":
+        from openstack.config.loader import OpenStackConfig
+
+        region = OpenStackConfig(config_files=[str(settings.clouds_yaml_path)], vendor_files=[],
+                                 load_envvars=False).get_one(cloud=settings.cloud_name,
+                                                             baremetal_api_version=api_version)
+        return openstack.connection.Connection(config=region)
     return openstack.connect(auth_type="none", load_yaml_config=False, load_envvars=False,
                              baremetal_endpoint_override=settings.ironic_url,
-                             baremetal_api_version=IRONIC_API_VERSION,
+                             baremetal_api_version=api_version,
                              image_endpoint_override=settings.glance_url)
 
 
@@ -211,15 +220,18 @@ images:
 
 
 def lab_inventory_text(s: LabSettings, *, cluster: str, nodes: str, deploy: str = "",
-                       role_settings: str = "") -> str:
+                       role_settings: str = "", cloud: str | None = None) -> str:
     """An inventory of nodes enrolled in the lab's Ironic, powered through its BMC
     simulators over IPMI and deployed like real machines (ipmi, pxe boot, direct deploy:
     the lab machine's ironic-python-agent writes its disk); deploy and role_settings are
     optional sections, nodes the entries under `nodes:` (their MACs must be the lab
-    machines', machine_mac(bmc port))."""
+    machines', machine_mac(bmc port)). cloud: a clouds.yaml entry's name instead of the
+    lab's URLs; a lab with auth is always named by its entry."""
+    cloud = cloud or (s.cloud_name if s.auth != "none" else None)
+    where = f"cloud: {cloud}" if cloud else f'ironic_url: "{s.ironic_url}", glance_url: "{s.glance_url}"'
     return f"""\
 cluster: {cluster}
-cloud: {{ironic_url: "{s.ironic_url}", glance_url: "{s.glance_url}", deploy_logs: "{s.root / 'deploy-logs'}"}}
+cloud: {{{where}, deploy_logs: "{s.root / 'deploy-logs'}"}}
 {deploy}defaults:
   driver: ipmi
   interfaces: {{power: ipmitool, management: ipmitool, deploy: direct, boot: pxe}}

@@ -340,7 +340,7 @@ def test_up_from_nothing_to_healthy(env):
 
     listed = _cli(env, "runs", "list")
     assert listed.exit_code == 0, listed.output
-    runs = {r["id"]: r for r in json.loads(listed.stdout)}
+    runs = {r["id"]: r for r in json.loads(listed.stdout)["runs"]}
     assert runs[run_dir.name]["verb"] == "cluster-up" and runs[run_dir.name]["exit_code"] == EXIT_OK
     shown = _cli(env, "runs", "show", run_dir.name)
     assert shown.exit_code == 0, shown.output
@@ -637,7 +637,7 @@ def test_ctrl_c_during_deploy_then_rerun_finishes(env):
     assert code == EXIT_INTERRUPTED, stderr
     assert "interrupted" in stderr
     # The interrupted run left its record, marked with exit 130, and released the lock.
-    runs = json.loads(_cli(env, "runs", "list", inv=inv).stdout)
+    runs = json.loads(_cli(env, "runs", "list", inv=inv).stdout)["runs"]
     assert runs[0]["verb"] == "cluster-up" and runs[0]["exit_code"] == EXIT_INTERRUPTED, runs
     with cluster_lock(env["state"] / CLUSTER, verb="test", wait=0):
         pass

@@ -9,9 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-import openstack
 import pytest
-from labhosts import IRONIC_API_VERSION, lab_inventory_text, node_range_text
+from labhosts import IRONIC_API_VERSION, lab_connection, lab_inventory_text, node_range_text
 from typer.testing import CliRunner
 
 from k1prov.cli import app
@@ -44,9 +43,7 @@ def enroll_env(lab, tmp_path_factory):
     address: 10.251.0.150
 """)
     inv.write_text(lab_inventory_text(s, cluster="enrolltest", nodes=nodes))
-    conn = openstack.connect(auth_type="none", load_yaml_config=False, load_envvars=False,
-                             baremetal_endpoint_override=s.ironic_url,
-                             baremetal_api_version=IRONIC_API_VERSION)
+    conn = lab_connection(s, api_version=IRONIC_API_VERSION)
     yield {"inv": inv, "bad_pw": bad_pw, "conn": conn, "password": lab.bmc_password()}
     for node in conn.baremetal.nodes(details=True):
         if (node.extra or {}).get("k1prov_cluster") == "enrolltest" or node.name == "enr-foreign":
@@ -123,6 +120,31 @@ def test_fixed_password_is_sent_again_and_node_becomes_available(enroll_env):
     assert row.provision_state == "available"
 
 
+def test_a_changed_password_the_bmc_refuses_leaves_the_node_as_it_was(enroll_env):
+    """Issue 21: the new password is tried against the BMC (ipmitool, as Ironic's ipmi
+    driver logs in) before it replaces the one that works in Ironic."""
+    conn = enroll_env["conn"]
+    before = conn.baremetal.find_node(BAD)
+    assert before.provision_state == "available"
+    enroll_env["bad_pw"].write_text("a-new-but-wrong-password\n")
+    try:
+        report = Provisioner(load_inventory(enroll_env["inv"])).enroll(limit=[BAD])
+        (row,) = report.outcomes
+        assert row.status is Status.FAILED
+        assert "refused the new credentials" in row.error and "Ironic keeps the old ones" in row.error
+        assert f"port {before.driver_info['ipmi_port']}" in row.error, row.error
+        assert "a-new-but-wrong-password" not in row.error
+        assert report.exit_code() != EXIT_OK
+        after = conn.baremetal.find_node(BAD)
+        assert after.extra == before.extra           # the password's fingerprint: not sent
+        assert after.driver_info == before.driver_info
+        assert (after.provision_state, after.last_error, after.is_maintenance) == ("available", None, False)
+    finally:
+        enroll_env["bad_pw"].write_text(enroll_env["password"] + "\n")
+    again = Provisioner(load_inventory(enroll_env["inv"])).enroll(limit=[BAD])
+    assert (again.outcomes[0].status, again.outcomes[0].action) == (Status.OK, "unchanged")
+
+
 def test_cli_list_json_and_no_password_in_output(enroll_env):
     runner = CliRunner()
     result = runner.invoke(app, ["nodes", "list", "-i", str(enroll_env["inv"]), "--json"])
@@ -170,6 +192,28 @@ def test_baremetal_cli_sees_the_nodes_as_k1prov_reports_them(enroll_env, lab):
         assert shown["extra"].get("k1prov_cluster") == "enrolltest"
         # Ironic masks the BMC password for every client; k1prov never prints it either.
         assert enroll_env["password"] not in json.dumps(shown)
+
+
+def test_a_nodes_shard_is_set_in_ironic_and_shown(enroll_env, lab, tmp_path):
+    """`shard:` (Ironic API 1.82, issue 22) is written on the node by a re-enroll and shown
+    by `nodes list` (JSON and table) as Ironic has it; nodes without one show none."""
+    inv = tmp_path / "sharded.yaml"
+    inv.write_text(enroll_env["inv"].read_text().replace(
+        f"  - name: {BAD}\n", f"  - name: {BAD}\n    shard: rack-b\n"))
+    report = Provisioner(load_inventory(inv)).enroll(limit=[BAD])
+    (row,) = report.outcomes
+    assert row.status is Status.OK and row.changes == ["shard"], (row.error, row.changes)
+    assert row.shard == "rack-b"
+    assert _baremetal(lab, "node", "show", BAD)["shard"] == "rack-b"
+    runner = CliRunner()
+    result = runner.invoke(app, ["nodes", "list", "-i", str(inv), "--json"])
+    assert result.exit_code == 0, result.output
+    shards = {n["node"]: n["shard"] for n in json.loads(result.stdout)["nodes"]}
+    assert shards == {**{name: None for name in GOOD}, BAD: "rack-b"}
+    table = runner.invoke(app, ["nodes", "list", "-i", str(inv)])
+    assert "group/shard" in table.stdout and "-/rack-b" in table.stdout, table.stdout
+    again = Provisioner(load_inventory(inv)).enroll(limit=[BAD])
+    assert again.outcomes[0].action == "unchanged" and not again.outcomes[0].changes
 
 
 def test_foreign_node_is_left_alone(enroll_env, tmp_path):

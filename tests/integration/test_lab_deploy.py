@@ -228,3 +228,26 @@ def test_undeploy_removes_hosts_and_nodes_become_available(env):
     first = env["prov"].inventory.node(NAMES[0])
     with pytest.raises(OSError):
         socket.create_connection((first.address, 22), timeout=2).close()
+
+
+def test_nodes_clean_erases_the_disk_metadata_through_the_agent(env):
+    """Issue 21: `nodes clean --erase metadata` is Ironic's manual cleaning: the real agent
+    boots on the machine and wipes the partition table the deploy wrote (undeploy left it:
+    the lab's automated cleaning is off); the node ends available, the others untouched."""
+    s = env["lab"].settings
+    cleaned, kept = [s.machines_dir / m / "disk.img" for m in _machines(env)[:2]]
+    assert disks.mbr_partitions(cleaned) and disks.mbr_partitions(kept)
+    t0 = time.monotonic()
+    result = _cli(env, "nodes", "clean", "--limit", NAMES[0], "--erase", "metadata")
+    took = time.monotonic() - t0
+    print(f"\nnodes clean --erase metadata, one node: {took:.1f} s")
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)["nodes"]
+    assert (row["node"], row["action"], row["provision_state"]) == (NAMES[0], "cleaned (metadata)", "available")
+    assert disks.mbr_partitions(cleaned) == []
+    assert disks.mbr_partitions(kept)
+    phases = [p["phase"] for p in json.loads(result.stdout)["phases"]]
+    assert phases == ["manage", "clean", "provide"]
+    # Not deployed again by the way: the machine is off once Ironic is done with it.
+    assert env["conn"].baremetal.get_node(row["uuid"]).power_state == "power off"
+

@@ -363,10 +363,10 @@ def test_a_configure_killed_mid_run_leaves_a_lock_the_next_run_takes_over(kill_h
 
     listed = subprocess.run(_k1prov(kill_host, "runs", "list", "--json"), env=_env(kill_host),
                             capture_output=True, text=True, timeout=SSH_TIMEOUT)
-    by_id = {r["id"]: r for r in json.loads(listed.stdout)}
+    by_id = {r["id"]: r for r in json.loads(listed.stdout)["runs"]}
     assert by_id[killed_run]["exit_code"] is None
     assert by_id[killed_run]["not_finished"].startswith("did not finish: k1prov configure (pid "), by_id
-    (newest, *_) = json.loads(listed.stdout)
+    (newest, *_) = json.loads(listed.stdout)["runs"]
     assert newest["verb"] == "configure" and newest["exit_code"] == 0 and not newest["not_finished"]
     # Nothing of the killed run is left: not here, not on the host (its watchdog ended it).
     assert subprocess.run(["pgrep", "-f", str(kill_host["inv"])], capture_output=True).returncode == 1

@@ -142,6 +142,8 @@ class IronicNode:
     provision_state: str = "active"
     power_state: str = "power on"
     last_error: str | None = None
+    conductor_group: str | None = None
+    shard: str | None = None
 
 
 class FakeIronic:

@@ -21,10 +21,10 @@ from k1prov.ironic import EXTRA_CLUSTER
 # Where each provision action takes a node in the stand-in (no intermediate states: the
 # wait's first listing sees the end state).
 ACTION_RESULT = {"manage": "manageable", "provide": "available", "active": "active",
-                 "rebuild": "active", "deleted": "available"}
+                 "rebuild": "active", "deleted": "available", "clean": "manageable"}
 # The failure state each action ends in when a test makes it fail.
 ACTION_FAILURE = {"manage": "enroll", "provide": "clean failed", "active": "deploy failed",
-                  "rebuild": "deploy failed", "deleted": "error"}
+                  "rebuild": "deploy failed", "deleted": "error", "clean": "clean failed"}
 
 
 def http_error(status: int, message: str = "") -> os_exc.HttpException:
@@ -45,6 +45,8 @@ class StandinNode:
     driver_info: dict[str, Any] = field(default_factory=dict)
     instance_info: dict[str, Any] = field(default_factory=dict)
     properties: dict[str, Any] = field(default_factory=dict)
+    conductor_group: str | None = None
+    shard: str | None = None
 
 
 class RecordingBaremetal:
@@ -60,7 +62,9 @@ class RecordingBaremetal:
         self.action_fails: dict[tuple[str, str], str] = {}        # ends in failure, last_error
         self.never_reaches: set[str] = set()                      # node names that stay where they are
         self.list_errors: list[Exception] = []                    # raised by the next nodes() calls
-        self.create_errors: dict[str, Exception] = {}            # node name -> raised by create_node
+        # node name -> raised by create_node: every time, or (a list) once each
+        self.clean_steps: dict[str, list] = {}                     # node name -> steps of its clean
+        self.create_errors: dict[str, Exception | list[Exception]] = {}
         self.real_power: dict[str, str] = {}                      # node name -> the BMC's power
 
     # ---- test set-up -------------------------------------------------------------------
@@ -107,7 +111,11 @@ class RecordingBaremetal:
     def create_node(self, *, name: str, driver_info: dict, extra: dict, **attrs: Any) -> StandinNode:
         self.calls.append(("create_node", (name,)))
         if name in self.create_errors:
-            raise self.create_errors[name]
+            err = self.create_errors[name]
+            if not isinstance(err, list):
+                raise err
+            if err:                         # a list: one per call, then creates succeed
+                raise err.pop(0)
         node = StandinNode(id=next(self._ids), name=name, provision_state="enroll",
                            extra=dict(extra), driver_info=dict(driver_info))
         for attr, value in attrs.items():
@@ -153,6 +161,8 @@ class RecordingBaremetal:
         parts = url.strip("/").split("/")
         assert parts[0] == "nodes" and parts[2:] == ["states", "provision"], url
         self._provision(parts[1], json["target"])
+        if "clean_steps" in json:
+            self.clean_steps[self._get(parts[1]).name] = json["clean_steps"]
         return SimpleNamespace(status_code=202, headers={}, text="", content=b"")
 
     def set_node_power_state(self, ref: Any, target: str, wait: bool = False,

@@ -11,6 +11,7 @@ import pytest
 import k1prov.bench.contention as ct
 from k1prov.bench import drf_frameworks as fw
 from k1prov.bench.drf import SCRIPT
+from k1prov.context import VerbContext
 from k1prov.errors import ConfigError, TransportError
 from k1prov.inventory import parse_inventory
 from k1prov.settings import DEFAULT_TIMEOUTS
@@ -246,8 +247,9 @@ def host(monkeypatch):
 def competitor(tmp_path, level=0.5):
     inv = parse_inventory(MESOS, path=tmp_path / "inv.yaml")
     target = SshTarget(host="m1", address="10.0.0.1")
-    return ct.Competitor(inv, target, level=level, token="run-0.5", options=ct.ContentionOptions(levels=(level,)),
-                         max_seconds=600.0, timeouts=DEFAULT_TIMEOUTS)
+    return ct.Competitor(VerbContext(inv, timeouts=DEFAULT_TIMEOUTS, state_root=tmp_path / "state"), target,
+                         level=level, token="run-0.5", options=ct.ContentionOptions(levels=(level,)),
+                         max_seconds=600.0)
 
 
 def test_a_competitor_holds_until_stopped_then_is_torn_down(tmp_path, host):

@@ -411,7 +411,7 @@ class FakeCompetitor:
     """Stands in for contention.Competitor: holds at once, records its life."""
     made: list["FakeCompetitor"] = []
 
-    def __init__(self, inv, target, *, level, token, options, max_seconds, timeouts, notify=None):
+    def __init__(self, ctx, target, *, level, token, options, max_seconds):
         self.level, self.token, self.stopped, self.waits = level, token, False, 0
         self.run = CompetitorRun(level=level, host=target.host, name="n-" + token, role=options.role)
         self.run.samples = [{"epoch": 0.0, "share": {"cpus": level, "mem": level}},

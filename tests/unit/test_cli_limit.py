@@ -45,6 +45,7 @@ VERBS = {
     "nodes enroll": (["nodes", "enroll"], []),
     "nodes list": (["nodes", "list"], []),
     "nodes delete": (["nodes", "delete"], []),
+    "nodes clean": (["nodes", "clean"], []),
     "deploy": (["deploy"], []),
     "undeploy": (["undeploy"], []),
     "configure": (["configure"], []),

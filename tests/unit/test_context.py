@@ -150,9 +150,9 @@ def test_the_context_holds_no_action():
 class _Ironic:
     def own_nodes(self):
         return {"zk1": SimpleNamespace(id="u1", provision_state="available", power_state="power off",
-                                       last_error=None),
+                                       last_error=None, conductor_group="rack2", shard="s1"),
                 "zk2": SimpleNamespace(id="u2", provision_state="enroll", power_state=None,
-                                       last_error="IPMI refused")}
+                                       last_error="IPMI refused", conductor_group="", shard=None)}
 
 
 def test_refresh_rows_fills_each_row_from_one_listing(inv, monkeypatch):
@@ -164,4 +164,6 @@ def test_refresh_rows_fills_each_row_from_one_listing(inv, monkeypatch):
     assert ironic_actions.refresh_rows(ctx, report, outcomes, 0.0) is report
     assert (outcomes["zk1"].uuid, outcomes["zk1"].provision_state) == ("u1", "available")
     assert outcomes["zk2"].error == "IPMI refused" and outcomes["zk1"].error is None
+    assert (outcomes["zk1"].conductor_group, outcomes["zk1"].shard) == ("rack2", "s1")
+    assert (outcomes["zk2"].conductor_group, outcomes["zk2"].shard) == (None, None)
     assert outcomes["zk3"].uuid is None and outcomes["zk3"].duration > 0

@@ -44,9 +44,26 @@ def test_boot_age_from_the_remote_command_output():
     assert boot_age("garbage") is None
 
 
-def test_standalone_clouds_get_public_images_keystone_clouds_the_default():
-    assert image_visibility(Cloud(ironic_url="http://127.0.0.1:6385")) == "public"
-    assert image_visibility(Cloud(cloud="devtower")) is None
+def test_standalone_clouds_get_public_images_keystone_clouds_the_default(tmp_path, monkeypatch):
+    import yaml
+
+    from k1prov.cloud import connect, uses_keystone
+
+    clouds = {
+        "ks": {"auth_type": "password", "auth": {"auth_url": "http://127.0.0.1:9/v3", "username": "u",
+                                                  "password": "p", "project_name": "x"}},
+        "basic": {"auth_type": "http_basic",
+                  "auth": {"username": "u", "password": "p", "endpoint": "http://127.0.0.1:9"}},
+        "open": {"auth_type": "none", "baremetal_endpoint_override": "http://127.0.0.1:9"},
+    }
+    (tmp_path / "clouds.yaml").write_text(yaml.safe_dump({"clouds": clouds}))
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(tmp_path / "clouds.yaml"))
+    # Connecting sends nothing: these URLs are never called.
+    seen = {name: uses_keystone(connect(Cloud(cloud=name), api_timeout=1)) for name in clouds}
+    seen["explicit"] = uses_keystone(connect(Cloud(ironic_url="http://127.0.0.1:9"), api_timeout=1))
+    assert seen == {"ks": True, "basic": False, "open": False, "explicit": False}
+    assert image_visibility(False) == "public"
+    assert image_visibility(True) is None
 
 
 def _inventory(tmp_path: Path) -> Inventory:

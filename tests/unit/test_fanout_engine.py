@@ -503,3 +503,14 @@ def test_ctrl_c_asks_running_items_to_stop():
 def test_current_cancel_is_none_outside_the_engine():
     from k1prov.fanout import current_cancel
     assert current_cancel() is None
+
+
+def test_a_timeout_names_the_transient_failure_the_item_was_waiting_out():
+    def busy(item):
+        raise TransportError("h1", "host busy, try later", transient=True)
+
+    report = run_fanout([1], busy, key=str,
+                        policy=Policy(kind="t", item_timeout=0.6, retries=50, retry_wait=0.2))
+    (result,) = report.results
+    assert result.status is Status.TIMEOUT
+    assert result.error == "timed out after 0.6s (last try: h1: host busy, try later)"

@@ -81,3 +81,37 @@ def test_uploads_go_through_glance_register_image(monkeypatch, ctx):
     reg = detect(src).register(ctx, visibility="public")
     assert (reg.ref, reg.uuid, reg.action, reg.changes) == ("img-1", "img-1", "unchanged", [SHA])
     assert seen == {"src": src, "cluster": "c", "visibility": "public"}
+
+
+def test_each_kind_checks_itself_before_glance_is_asked(tmp_path):
+    """What the preflight (`inventory check`, `images register`) refuses, per kind."""
+    present = tmp_path / "x.raw"
+    present.write_bytes(b"disk")
+    for src in (ImageSource("n"), ImageSource("both", file=str(present), url="http://h/x"),
+                ImageSource("d", bypass_glance=True, checksum=SHA)):
+        with pytest.raises(InventoryError, match="give exactly one of file or url") as exc:
+            detect(src).check("images.user")
+        assert exc.value.field == "images.user"
+    for src in (ImageSource("f", file=str(present), checksum="md5:nothex"),
+                ImageSource("u", url="http://h/x", checksum="md5:nothex"),
+                ImageSource("d", url="http://h/x", checksum="md5:nothex", bypass_glance=True)):
+        with pytest.raises(InventoryError) as exc:
+            detect(src).check("images.user")
+        assert exc.value.field == "images.user.checksum"
+    with pytest.raises(InventoryError, match="bypasses Glance needs a checksum") as exc:
+        detect(ImageSource("d", url="http://h/x", bypass_glance=True)).check("images.user")
+    assert exc.value.field == "images.user.checksum"
+    # Good ones pass: a file that bypasses Glance is hashed by k1prov, so needs no checksum.
+    for src in (ImageSource("f", file=str(present)), ImageSource("u", url="http://h/x", checksum=SHA),
+                ImageSource("d", file=str(present), bypass_glance=True)):
+        detect(src).check("images.user")
+
+
+def test_only_a_local_file_can_be_missing(tmp_path):
+    gone = str(tmp_path / "not-built-yet.raw")
+    assert detect(ImageSource("f", file=gone)).missing_file() == gone
+    assert detect(ImageSource("d", file=gone, bypass_glance=True)).missing_file() == gone
+    (tmp_path / "not-built-yet.raw").write_bytes(b"disk")
+    assert detect(ImageSource("f", file=gone)).missing_file() is None
+    assert detect(ImageSource("u", url="http://h/x")).missing_file() is None
+    assert GlanceImage("n").missing_file() is None

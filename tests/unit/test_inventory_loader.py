@@ -306,7 +306,7 @@ def test_plan_rows_are_json_safe_and_complete():
         "name": "master1", "bmc": "10.0.1.10:623", "bmc_user": "admin",
         "password": "env:BMC_PASSWORD", "macs": ["52:54:00:aa:00:01"], "address": "10.0.0.10",
         "roles": ["zookeeper", "mesos-master"], "driver": "ipmi", "interfaces": {},
-        "resource_class": None, "conductor_group": None, "zookeeper_id": 1,
+        "resource_class": None, "conductor_group": None, "shard": None, "zookeeper_id": 1,
     }
     assert rows[1]["zookeeper_id"] is None
 
@@ -617,3 +617,35 @@ def test_warns_when_an_address_is_outside_the_gateway_network():
     inv = load(s)
     assert inv.warnings == (f"inv.yaml:{line_of(s, '10.0.9.11')}: nodes[1].address: 10.0.9.11 of "
                             "worker1 is outside 10.0.0.0/24, the network of gateway 10.0.0.1",)
+
+
+# ---- shards (issue 22) -------------------------------------------------------------------
+
+def test_a_shard_is_read_per_node_and_asks_for_the_api_version_that_has_it():
+    s = BASE.replace("    roles: [mesos-agent]\n", "    roles: [mesos-agent]\n    shard: rack-b\n")
+    inv = load(s)
+    assert [n.shard for n in inv.nodes] == [None, "rack-b"]
+    assert inv.cloud.ironic_api_version == "1.82"
+    assert plan_rows(inv)[1]["shard"] == "rack-b"
+    # Without a shard the default version stays what it was.
+    assert load(BASE).cloud.ironic_api_version == "1.78"
+
+
+def test_a_shard_from_defaults_applies_to_every_node_and_a_newer_pin_is_kept():
+    s = BASE.replace("defaults:\n", "defaults:\n  shard: s1\n").replace(
+        "  cloud: k1prov-lab\n", '  cloud: k1prov-lab\n  ironic_api_version: "1.90"\n')
+    inv = load(s)
+    assert [n.shard for n in inv.nodes] == ["s1", "s1"]
+    assert inv.cloud.ironic_api_version == "1.90"
+
+
+def test_refuses_a_shard_under_a_pinned_older_api_version():
+    s = BASE.replace("  cloud: k1prov-lab\n", '  cloud: k1prov-lab\n  ironic_api_version: "1.78"\n'
+                     ).replace("    roles: [mesos-agent]\n", "    roles: [mesos-agent]\n    shard: rack-b\n")
+    err = refuse(s, "cloud.ironic_api_version", 4, "needs Ironic API 1.82")
+    assert f"worker1 has a shard (line {line_of(s, 'shard: rack-b')})" in err.reason
+
+
+def test_refuses_a_shard_that_is_not_a_name():
+    s = BASE.replace("    roles: [mesos-agent]\n", "    roles: [mesos-agent]\n    shard: rack b\n")
+    refuse(s, "nodes[1].shard", line_of(s, "shard: rack b"), "may only contain")

@@ -223,6 +223,11 @@ def test_an_api_error_while_waiting_is_one_cloud_error(exc):
 UUIDS = [f"00000000-0000-0000-0000-{i:012d}" for i in range(5)]
 
 
+# Ironic's words for the refusals the stub gives.
+REFUSED = {409: "Node is locked",
+           503: "Requested action cannot be performed due to lack of free conductor workers."}
+
+
 class StubIronic(BaseHTTPRequestHandler):
     """Answers like Ironic: version documents, and GET /v1/nodes (paged, `next` link),
     refusing the first requests with the statuses in `server.refusals`."""
@@ -248,7 +253,7 @@ class StubIronic(BaseHTTPRequestHandler):
         srv.bodies.append(body)
         if srv.refusals:
             status = srv.refusals.pop(0)
-            return self._send(status, {"error_message": json.dumps({"faultstring": "Node is locked"})})
+            return self._send(status, {"error_message": json.dumps({"faultstring": REFUSED[status]})})
         if body["target"] == "bogus":
             return self._send(400, {"error_message": json.dumps(
                 {"faultstring": "The requested action \"bogus\" is not valid"})})
@@ -271,7 +276,7 @@ class StubIronic(BaseHTTPRequestHandler):
         if srv.refusals:
             status = srv.refusals.pop(0)
             return self._send(status, {"error_message": json.dumps(
-                {"faultstring": "Node is locked" if status == 409 else "No free conductor"})})
+                {"faultstring": REFUSED[status]})})
         from urllib.parse import parse_qs, urlsplit
 
         query = parse_qs(urlsplit(self.path).query)
@@ -304,14 +309,18 @@ def sdk_connection(port: int):
                              baremetal_api_version="1.78")
 
 
-def test_409_and_503_are_retried_by_the_sdk_and_pages_follow_next_links(stub_ironic):
+def test_a_409_is_retried_by_the_sdk_a_503_skips_a_poll_and_pages_follow_next_links(stub_ironic):
     stub_ironic.refusals = [409, 503]
-    ironic = IronicNodes(sdk_connection(stub_ironic.server_port), cluster="c", page=stub_ironic.max_limit)
+    sleeps: list[float] = []
+    ironic = IronicNodes(sdk_connection(stub_ironic.server_port), cluster="c", page=stub_ironic.max_limit,
+                         sleep=sleeps.append)
     res = ironic.wait_for_provision_state(UUIDS, "active", timeout=30)
     assert sorted(n.id for n in res.success) == UUIDS and not res.failure and not res.timeout
     lists = [p for p in stub_ironic.seen if p.startswith("/v1/nodes")]
-    # Two refusals retried by the SDK's proxy, then 3 pages of 2 (the last one short).
+    # The 409 retried by the SDK's proxy; the 503 (Ironic busy) costs one poll interval,
+    # not the wait; then 3 pages of 2 (the last one short).
     assert len(lists) == 2 + 3
+    assert sleeps == [IronicNodes.poll_interval]
     assert all("fields=uuid%2Cprovision_state%2Clast_error" in p or
                "fields=uuid,provision_state,last_error" in p for p in lists)
 
@@ -332,3 +341,38 @@ def test_a_refused_provision_action_is_a_node_error_with_ironics_reason(stub_iro
     ironic = IronicNodes(sdk_connection(stub_ironic.server_port), cluster="c")
     with pytest.raises(NodeError, match='bogus: HTTP 400: .*"bogus" is not valid'):
         ironic.start_action(UUIDS[0], "bogus")
+
+
+def test_a_busy_ironic_is_a_transient_node_error_and_the_engine_tries_again(stub_ironic):
+    """Issue 22: Ironic's 503 (no free conductor worker) is not left to the SDK's silent
+    retries: it reaches the fan-out engine as transient, which counts it as congestion
+    (the climber lowers its level) and tries the node again."""
+    from k1prov.cloud import is_transient
+    from k1prov.errors import NodeError
+    from k1prov.fanout import Policy, Status, run_fanout
+
+    ironic = IronicNodes(sdk_connection(stub_ironic.server_port), cluster="c")
+    stub_ironic.refusals = [503]
+    with pytest.raises(NodeError) as info:
+        ironic.start_action(UUIDS[0], "active")
+    assert info.value.transient and is_transient(info.value)
+    assert "HTTP 503" in str(info.value)
+    puts = lambda: [p for p in stub_ironic.seen if p.startswith("PUT")]  # noqa: E731
+    assert len(puts()) == 1                                   # not retried by the SDK
+
+    stub_ironic.refusals = [503]
+    report = run_fanout([UUIDS[1]], lambda u: ironic.start_action(u, "active"), key=str,
+                        policy=Policy(kind="ironic.deploy", retries=3, retry_wait=0.01),
+                        is_transient=is_transient)
+    (result,) = report.results
+    assert (result.status, result.attempts) == (Status.OK, 2)
+    assert len(puts()) == 3
+
+
+def test_a_refusal_that_is_not_load_stays_a_node_failure(stub_ironic):
+    from k1prov.errors import NodeError
+
+    ironic = IronicNodes(sdk_connection(stub_ironic.server_port), cluster="c")
+    with pytest.raises(NodeError) as info:
+        ironic.start_action(UUIDS[0], "bogus")
+    assert not info.value.transient

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from k1prov.lab import agent_seccomp
-from k1prov.lab.machine import SHIM_UDEVADM, PartitionFence
+from k1prov.lab.machine import SHIM_UDEVADM
+from k1prov.lab.partitions import PartitionFence
 
 # The fence thread picks up a change within its interval; this bounds the wait for it.
 FENCE_WAIT = 10.0

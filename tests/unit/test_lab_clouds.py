@@ -62,3 +62,45 @@ def test_openstacksdk_reads_the_entry(tmp_path):
     assert region.config["auth_type"] == "none"
     assert region.get_endpoint("baremetal") == "http://10.251.0.1:16385"
     assert region.get_endpoint("image") == "http://127.0.0.1:19292"
+
+
+def _region(s: LabSettings):
+    return OpenStackConfig(config_files=[str(s.clouds_yaml_path)], vendor_files=[]).get_one(cloud=s.cloud_name)
+
+
+def test_http_basic_entry_is_keystoneauths_plugin_with_ironics_endpoint(tmp_path):
+    s = settings(tmp_path, auth="http_basic", ironic_port=16385, glance_port=19292)
+    write_cloud_entry(s, password="pw-basic")
+    region = _region(s)
+    assert region.config["auth_type"] == "http_basic"
+    assert region.get_auth_args() == {"username": "k1prov", "password": "pw-basic",
+                                      "endpoint": "http://10.251.0.1:16385"}
+    assert region.get_endpoint("baremetal") == "http://10.251.0.1:16385"
+    assert region.get_endpoint("image") == "http://127.0.0.1:19292"
+
+
+def test_keystone_entry_is_project_scoped_password_auth_with_the_catalog(tmp_path):
+    s = settings(tmp_path, auth="keystone", keystone_port=15000)
+    write_cloud_entry(s, password="pw-ks")
+    region = _region(s)
+    assert region.config["auth_type"] == "password"
+    args = region.get_auth_args()
+    assert args["auth_url"] == "http://127.0.0.1:15000/v3"
+    assert (args["username"], args["password"], args["project_name"]) == ("admin", "pw-ks", "admin")
+    assert region.get_region_name() == "RegionOne"
+    # No endpoint overrides: Ironic and Glance come from Keystone's catalog.
+    assert region.get_endpoint("baremetal") is None
+
+
+def test_an_entry_with_a_password_makes_an_open_file_private(tmp_path):
+    s = settings(tmp_path, auth="http_basic")
+    path = s.clouds_yaml_path
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump({"clouds": {"other": {"auth_type": "none"}}}))
+    path.chmod(0o644)
+    write_cloud_entry(s, password="pw")
+    assert path.stat().st_mode & 0o777 == 0o600
+    # Unchanged text, still made private.
+    path.chmod(0o644)
+    write_cloud_entry(s, password="pw")
+    assert path.stat().st_mode & 0o777 == 0o600

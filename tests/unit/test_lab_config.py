@@ -121,3 +121,73 @@ def test_write_configs_writes_files_once(tmp_path):
     assert after == before
     for d in (s.log_dir, s.run_dir, s.http_dir, s.bmc_state_dir):
         assert d.is_dir()
+
+
+# ---------------------------------------------------------------- auth modes
+
+
+def test_auth_mode_is_checked(tmp_path):
+    with pytest.raises(ConfigError, match="auth"):
+        settings(tmp_path, auth="kerberos")
+    with pytest.raises(ConfigError, match="must differ"):
+        settings(tmp_path, keystone_port=6385)
+    with pytest.raises(ConfigError, match="token_expiration"):
+        settings(tmp_path, token_expiration=5)
+
+
+def test_http_basic_ironic_reads_its_htpasswd_file_and_glance_stays_open(tmp_path):
+    from k1prov.lab.config import GLANCE_POLICY, rendered_files
+
+    s = settings(tmp_path, auth="http_basic")
+    cp = parse(render_ironic_conf(s))
+    assert cp["DEFAULT"]["auth_strategy"] == "http_basic"
+    assert cp["DEFAULT"]["http_basic_auth_user_file"] == str(s.ironic_htpasswd)
+    assert cp["glance"]["auth_type"] == "none"
+    files = rendered_files(s)
+    assert "unauthenticated-context rootapp" in files[s.glance_conf_dir / "glance-api-paste.ini"]
+    assert files[s.glance_conf_dir / "policy.yaml"] == GLANCE_POLICY
+    assert s.keystone_conf not in files
+
+
+def test_keystone_ironic_and_glance_check_tokens_with_their_service_users(tmp_path):
+    from k1prov.lab.config import rendered_files
+
+    s = settings(tmp_path, auth="keystone", keystone_port=15000, token_expiration=30)
+    files = rendered_files(s, service_password="svc-secret")
+    ironic = parse(files[s.ironic_conf])
+    assert ironic["DEFAULT"]["auth_strategy"] == "keystone"
+    for section in ("keystone_authtoken", "glance"):
+        assert ironic[section]["auth_url"] == "http://127.0.0.1:15000/v3"
+        assert ironic[section]["username"] == "ironic"
+        assert ironic[section]["password"] == "svc-secret"
+        assert ironic[section]["project_name"] == "service"
+    # Legacy rules: a project-scoped admin may enroll (see config._IRONIC_KEYSTONE_POLICY).
+    assert ironic["oslo_policy"]["enforce_new_defaults"] == "false"
+    glance = parse(files[s.glance_conf_dir / "glance-api.conf"])
+    assert glance["keystone_authtoken"]["username"] == "glance"
+    paste = parse(files[s.glance_conf_dir / "glance-api-paste.ini"])
+    assert paste["composite:api"]["default"].split()[-3:] == ["authtoken", "context", "rootapp"]
+    assert "keystonemiddleware" in paste["filter:authtoken"]["paste.filter_factory"]
+    assert files[s.glance_conf_dir / "policy.yaml"] == "{}\n"
+    keystone = parse(files[s.keystone_conf])
+    assert keystone["token"]["provider"] == "fernet"
+    assert keystone["token"]["expiration"] == "30"
+    assert keystone["database"]["connection"] == f"sqlite:///{s.root / 'keystone.sqlite'}"
+
+
+def test_configs_are_private_and_keystone_keys_its_own(tmp_path):
+    s = settings(tmp_path, auth="keystone")
+    write_configs(s, service_password="svc-secret")
+    for path in (s.ironic_conf, s.glance_conf_dir / "glance-api.conf", s.keystone_conf):
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    assert (s.keystone_keys_dir / "fernet-keys").stat().st_mode & 0o777 == 0o700
+
+
+def test_keystone_ironic_policy_lets_the_project_admin_set_shards(tmp_path):
+    import yaml
+
+    from k1prov.lab.config import render_ironic_policy
+
+    policy = yaml.safe_load(render_ironic_policy(settings(tmp_path, auth="keystone")))
+    assert policy["baremetal:node:update:shard"] == "role:admin"
+    assert yaml.safe_load(render_ironic_policy(settings(tmp_path))) == {}

@@ -87,3 +87,21 @@ def test_subset_and_wide_names(tmp_path):
 def test_more_nodes_than_the_lab_has_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="has 5 machines"):
         lab(tmp_path).inventory_yaml(nodes=6)
+
+
+@pytest.mark.parametrize("auth", ["http_basic", "keystone"])
+def test_a_lab_with_auth_is_named_by_its_clouds_entry(tmp_path, auth):
+    lb = lab(tmp_path, auth=auth, cloud_name="mylab")
+    inv = parse_inventory(lb.inventory_yaml(), path=tmp_path / "lab.yaml")
+    assert (inv.cloud.cloud, inv.cloud.ironic_url, inv.cloud.glance_url) == ("mylab", None, None)
+
+
+def test_lab_up_remembers_the_auth_mode(tmp_path, monkeypatch):
+    from k1prov.cli.lab_cmd import _lab
+
+    monkeypatch.setenv("K1PROV_LAB_DIR", str(tmp_path / "lab"))
+    assert _lab().settings.auth == "none"
+    assert _lab(auth="keystone", remember=True).settings.auth == "keystone"
+    assert _lab().settings.auth == "keystone"
+    assert _lab(auth="none", remember=True).settings.auth == "none"
+    assert _lab().settings.auth == "none"

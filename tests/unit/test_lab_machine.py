@@ -16,7 +16,8 @@ from k1prov.hostkeys import ensure_host_key
 from k1prov.imagecatalog import lab_deploy_image_bytes
 from k1prov.lab.configdrive_apply import host_config_from_config_drive
 from k1prov.lab.disk import mbr_partitions, read_config_drive, root_partition
-from k1prov.lab.machine import Dhcp, machine_mac, pxe_config_path, read_pxe_config
+from k1prov.lab.machine import machine_mac
+from k1prov.lab.pxe import Dhcp, pxe_config_path, read_pxe_config
 from k1prov.lab.reconciler import BOOT, BUTTON, OFF, decide
 
 MAC = machine_mac(16262)
@@ -157,7 +158,8 @@ def test_a_restarted_hardware_process_boots_again_only_machines_on_which_nothing
     """Machine.adopt: what ran before the hardware process restarted keeps running when it
     still runs (its boot count is kept, so the BMC's state asks for nothing); a machine
     whose host or agent is gone (this machine rebooted, lab down) boots again."""
-    from k1prov.lab.machine import Machine, _allowed_partitions
+    from k1prov.lab.machine import Machine
+    from k1prov.lab.partitions import allowed_partitions
 
     class Booter:
         def __init__(self, state):
@@ -182,5 +184,5 @@ def test_a_restarted_hardware_process_boots_again_only_machines_on_which_nothing
     devices = tmp_path / "devices"
     devices.mkdir()
     (devices / "devices.list").write_text("c 1:3 rwm\nb 7:12 rwm\nb 259:4 rwm\nb 259:7 rwm\n")
-    assert _allowed_partitions(devices) == {(259, 4), (259, 7)}
-    assert _allowed_partitions(tmp_path / "none") == set()
+    assert allowed_partitions(devices) == {(259, 4), (259, 7)}
+    assert allowed_partitions(tmp_path / "none") == set()

@@ -22,7 +22,7 @@ def _as_ironic_has_it(node: Node, state: str) -> SimpleNamespace:
     return SimpleNamespace(name=node.name, id=f"u-{node.name}", provision_state=state, power_state="power on",
                            last_error=None, extra={EXTRA_CLUSTER: "c", EXTRA_BMC_FINGERPRINT: want.fingerprint},
                            driver_info=dict(want.driver_info), instance_info={"image_source": "img"},
-                           **want.attrs)
+                           **{"shard": None, **want.attrs})
 
 
 class Baremetal(ListingBaremetal):
@@ -41,7 +41,7 @@ def _ctx(tmp_path, monkeypatch, state: str) -> tuple[VerbContext, Baremetal]:
         found.mac = n.macs[0]
         existing.append(found)
     baremetal = Baremetal(existing)
-    inv = SimpleNamespace(cluster="c", nodes=nodes, path=tmp_path / "inv.yaml",
+    inv = SimpleNamespace(cluster="c", nodes=nodes, path=tmp_path / "inv.yaml", roles={},
                           cloud=SimpleNamespace(ironic_url="http://127.0.0.1:1", cloud=None),
                           images=SimpleNamespace(user=SimpleNamespace(name="i")),
                           ssh=SimpleNamespace(public_keys=("ssh-ed25519 AAAA k1prov",)))

@@ -78,12 +78,14 @@ def actions(ironic) -> dict[str, list[str]]:
 
 # ---- enroll ---------------------------------------------------------------------------
 
-def test_enroll_drives_each_state_to_available_with_the_fewest_actions(tmp_path, ironic):
+def test_enroll_drives_each_state_to_available_with_the_fewest_actions(tmp_path, ironic, bmc_logins):
     ironic.add("n2", provision_state="enroll")
     ironic.add("n3", provision_state="adopt failed")
     ironic.add("n4", provision_state="manageable")
     report = prov(tmp_path).enroll()
     assert report.exit_code() == EXIT_OK
+    # The found nodes carry no password k1prov sent: their login is tried before it is.
+    assert sorted(bmc_logins) == ["n2", "n3", "n4"]
     assert ironic.names_called("create_node") == ["n1"]
     assert actions(ironic) == {"n1": ["manage", "provide"], "n2": ["manage", "provide"],
                                "n3": ["manage", "provide"], "n4": ["provide"]}
@@ -120,12 +122,33 @@ def test_409_after_the_sdks_retries_fails_the_node_unless_ironic_took_the_action
     assert status["n3"][0] is Status.OK and status["n4"][0] is Status.OK
 
 
-def test_503_on_one_create_fails_that_node_and_the_others_go_on(tmp_path, ironic):
-    ironic.create_errors["n3"] = http_error(503, "No free conductor workers")
+def test_a_refused_create_fails_that_node_and_the_others_go_on(tmp_path, ironic):
+    ironic.create_errors["n3"] = http_error(400, "Invalid driver_info")
     report = prov(tmp_path).enroll()
     assert report.exit_code() == EXIT_PARTIAL
     assert [o.node for o in report.failed] == ["n3"]
-    assert "503" in report.failed[0].error
+    assert "Invalid driver_info" in report.failed[0].error
+    assert sorted(actions(ironic)) == ["n1", "n2", "n4"]
+
+
+def test_a_503_on_a_create_is_ironic_busy_and_the_node_is_tried_again(tmp_path, ironic):
+    """Issue 22: no free conductor worker is load, not a node failure."""
+    ironic.create_errors["n3"] = [http_error(503, "No free conductor workers")] * 2
+    report = prov(tmp_path).enroll()
+    assert report.exit_code() == EXIT_OK
+    ensured = dict(report.phases)["ensure"]
+    assert ensured.by_key("n3").attempts == 3 and ensured.by_key("n1").attempts == 1
+    assert sorted(actions(ironic)) == ["n1", "n2", "n3", "n4"]
+
+
+def test_an_ironic_that_stays_busy_times_that_node_out_and_the_others_go_on(tmp_path, ironic):
+    ironic.create_errors["n3"] = http_error(503, "No free conductor workers")
+    report = prov(tmp_path, api_request=1.0).enroll()     # the item's timeout: 3 x api_request
+    assert report.exit_code() == EXIT_PARTIAL
+    (failed,) = report.failed
+    # The timeout says what kept the node: Ironic's last answer.
+    assert failed.node == "n3" and failed.error.startswith("timed out after 3s (last try: ")
+    assert "HTTP 503: No free conductor workers" in failed.error
     assert sorted(actions(ironic)) == ["n1", "n2", "n4"]
 
 
@@ -201,6 +224,69 @@ def test_list_with_an_empty_selection_exits_nothing(tmp_path, ironic):
     report = prov(tmp_path).list_nodes(group="mesos-agent")
     assert report.outcomes == [] and report.exit_code() == EXIT_NOTHING
 
+
+# ---- nodes clean (issue 21) --------------------------------------------------------------
+
+def test_clean_manages_cleans_with_the_erase_steps_and_provides(tmp_path, ironic):
+    ironic.add("n1", provision_state="available")
+    ironic.add("n2", provision_state="manageable")
+    ironic.add("n3", provision_state="clean failed", last_error="earlier erase failed")
+    ironic.add("n4", provision_state="active")
+    report = prov(tmp_path).clean_nodes(erase="full")
+    assert rows(report) == {"n1": (Status.OK, "cleaned (full)"), "n2": (Status.OK, "cleaned (full)"),
+                            "n3": (Status.OK, "cleaned (full)"), "n4": (Status.FAILED, "")}
+    assert "node is active" in next(o.error for o in report.outcomes if o.node == "n4")
+    assert actions(ironic) == {"n1": ["manage", "clean", "provide"], "n2": ["clean", "provide"],
+                               "n3": ["manage", "clean", "provide"]}
+    assert ironic.clean_steps == {n: [{"interface": "deploy", "step": "erase_devices"}]
+                                  for n in ("n1", "n2", "n3")}
+    assert {o.node: o.provision_state for o in report.outcomes if o.node != "n4"} == \
+        {"n1": "available", "n2": "available", "n3": "available"}
+    assert report.exit_code() == EXIT_PARTIAL
+
+
+def test_a_failed_clean_names_ironics_error_and_the_way_on(tmp_path, ironic):
+    ironic.add("n1", provision_state="available")
+    ironic.add("n2", provision_state="available")
+    ironic.action_fails[("n2", "clean")] = "Agent returned error for clean step erase_devices_metadata"
+    report = prov(tmp_path).clean_nodes(limit=["n[1-2]"])
+    failed = {o.node: o for o in report.failed}
+    assert list(failed) == ["n2"]
+    assert failed["n2"].error.startswith("clean: Agent returned error for clean step erase_devices_metadata")
+    assert failed["n2"].error.endswith("fix the cause, then run `k1prov nodes clean` again")
+    assert failed["n2"].provision_state == "clean failed"
+    assert actions(ironic)["n2"] == ["manage", "clean"]          # not provided
+    assert ironic.clean_steps["n1"] == [{"interface": "deploy", "step": "erase_devices_metadata"}]
+
+
+# ---- role fit (issue 21) ---------------------------------------------------------------------
+
+def test_deploy_refuses_a_node_too_small_for_its_roles_before_writing_its_disk(tmp_path, ironic, ssh):
+    ironic.add("n1", provision_state="available", properties={"memory_mb": 512, "cpus": 8})
+    ironic.add("n2", provision_state="available", properties={"memory_mb": "4096", "local_gb": 100})
+    ironic.add("n3", provision_state="available")                       # no facts: not checked
+    report = prov(tmp_path).deploy(limit=["n[1-3]"])
+    errors = {o.node: o.error for o in report.failed}
+    assert list(errors) == ["n1"]
+    assert errors["n1"] == ("refused before deploying: spark-master need 1024 MB of memory; Ironic "
+                            "says the node has 512 (properties.memory_mb); raise it, lower "
+                            "roles.common.needs, or move a role")
+    assert actions(ironic) == {"n2": ["active"], "n3": ["active"]}
+    assert report.exit_code() == EXIT_PARTIAL
+
+
+def test_reimage_refuses_a_node_too_small_and_the_inventory_can_lower_the_need(tmp_path, ironic, ssh):
+    ironic.add("n1", provision_state="active", properties={"memory_mb": 512},
+               instance_info={"image_source": IMAGE})
+    refused = prov(tmp_path).reimage(["n1"])
+    assert "need 1024 MB of memory" in refused.failed[0].error and actions(ironic) == {}
+    lowered = INVENTORY.replace("  spark: {source: preinstalled, manager: standalone}\n",
+                                "  spark: {source: preinstalled, manager: standalone}\n"
+                                "  common: {needs: {spark-master: {memory_mb: 512}}}\n")
+    inv = parse_inventory(lowered, path=str(tmp_path / "inv.yaml"))
+    report = Provisioner(inv, state_root=tmp_path / "state").reimage(["n1"])
+    assert report.exit_code() == EXIT_OK, [o.error for o in report.failed]
+    assert actions(ironic) == {"n1": ["rebuild"]}
 
 # ---- cluster up's ssh phase: a node that lost power since its deploy ------------------------
 

@@ -99,21 +99,24 @@ def test_check_inventory_refuses_what_configure_would(tmp_path):
 
 
 def test_render_writes_every_host_and_the_plan(tmp_path):
-    plan = Provisioner(inv(tmp_path)).render(tmp_path / "out")
-    assert set(plan["hosts"]) == {"n1", "n2", "n3"}
+    rendered = Provisioner(inv(tmp_path)).render(tmp_path / "out")
+    assert set(rendered.data["hosts"]) == {"n1", "n2", "n3"} and rendered.exit_code() == 0
+    assert rendered.to_dict() is rendered.data
     assert (tmp_path / "out" / "plan.json").is_file()
 
 
 def test_runs_and_one_run_record(tmp_path):
     prov = Provisioner(inv(tmp_path), state_root=tmp_path / "state")
-    assert prov.runs() == []
+    assert prov.runs().runs == [] and prov.runs().to_dict() == {"cluster": "facade", "runs": []}
     record = RunRecord(tmp_path / "state", "facade", "configure")
     record.finish({"verb": "configure", "nodes": [], "phases": []}, exit_code=EXIT_OK)
-    [summary] = prov.runs()
+    listed = prov.runs()
+    [summary] = listed.runs
     assert (summary.verb, summary.exit_code, summary.path) == ("configure", EXIT_OK, record.path)
-    shown = prov.run_record()
+    assert listed.to_dict()["runs"] == [summary.to_dict()] and listed.exit_code() == EXIT_OK
+    shown = prov.run_record().data
     assert shown["meta"]["verb"] == "configure" and shown["path"] == str(record.path)
-    assert prov.run_record(summary.id)["report"]["verb"] == "configure"
+    assert prov.run_record(summary.id).to_dict()["report"]["verb"] == "configure"
 
 
 def test_run_targets_are_selected_once_and_nothing_selected_is_nothing_run(tmp_path, ironic):
@@ -121,7 +124,9 @@ def test_run_targets_are_selected_once_and_nothing_selected_is_nothing_run(tmp_p
     hosts = prov.run_targets(group="spark-client")
     assert [n.name for n in hosts.nodes] == ["n2", "n3"] and hosts.known_hosts is None
     empty = prov.run("true", hosts=prov.run_targets(group="zookeeper"))
-    assert empty.results == [] and run_exit_code(empty) == EXIT_NOTHING
+    assert empty.report.results == [] and run_exit_code(empty.report) == EXIT_NOTHING
+    assert empty.nothing_selected and empty.exit_code() == EXIT_NOTHING
+    assert empty.to_dict()["exit_code"] == EXIT_NOTHING and empty.to_dict()["results"] == []
     assert ironic.calls == []          # run never asks Ironic
 
 

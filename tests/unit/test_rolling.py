@@ -11,6 +11,7 @@ from dataclasses import replace
 import pytest
 
 import k1prov.configure as cfg
+import k1prov.rolling_restart as rolling_restart
 from k1prov import cluster
 from k1prov.context import VerbContext
 from k1prov.fanout import Status
@@ -61,8 +62,11 @@ class EnsembleHosts(FakeHosts):
 def hosts(monkeypatch):
     now = [0.0]
     # The waits sleep on a fake clock.
-    monkeypatch.setattr(cfg, "wait_until_healthy", functools.partial(
-        health.wait_until_healthy, sleep=lambda s: now.__setitem__(0, now[0] + s), clock=lambda: now[0]))
+    fake_clock_wait = functools.partial(
+        health.wait_until_healthy, sleep=lambda s: now.__setitem__(0, now[0] + s), clock=lambda: now[0])
+    # The health gates wait in configure, the rolls between two members in rolling_restart.
+    monkeypatch.setattr(cfg, "wait_until_healthy", fake_clock_wait)
+    monkeypatch.setattr(rolling_restart, "wait_until_healthy", fake_clock_wait)
     return use(monkeypatch, EnsembleHosts())
 
 
