@@ -22,6 +22,7 @@ from k1prov.errors import K1provError
 from k1prov.host_layout import HOST
 from k1prov.fanout import Status
 from k1prov.image_registration import register_images
+from k1prov.ironic_actions import fan_out
 from k1prov.inventory.model import Inventory, Node
 from k1prov.ironic_states import IN_FLIGHT, ironic_plan
 from k1prov.verb_report import ClusterReport, NodeOutcome, PhaseResult, VerbReport
@@ -93,14 +94,48 @@ class _Pipeline:
 
 def _ssh_phase(ctx: VerbContext, names: list[str]) -> VerbReport:
     """Every active node answers SSH with its pinned host key (deploy waited only for the
-    nodes it deployed in this run; a resumed run must not assume the others are up)."""
+    nodes it deployed in this run; a resumed run must not assume the others are up).
+
+    A node that does not answer within one connect timeout may have lost power since it
+    was deployed (Ironic keeps it `active`, and its record of the power may be stale): it
+    is powered on through Ironic, which reads the BMC first and leaves a node that is on
+    as it is, then waited for like a fresh boot (timeouts.ssh_ready)."""
     nodes = ctx.select(names)
     known_hosts = write_pinned_known_hosts(ctx)
-    ready = wait_ssh(ctx, nodes, known_hosts=known_hosts, fired_at={})
-    outcomes = [NodeOutcome(node=r.key, status=r.status, action="ssh ok" if r.status is Status.OK else "",
-                            error=r.error) for r in ready.results]
-    return VerbReport(verb="ssh", outcomes=outcomes, phases=[("ssh.ready", ready)],
-                      cancelled=ready.cancelled)
+    first = wait_ssh(ctx, nodes, known_hosts=known_hosts, fired_at={}, ready_timeout=ctx.timeouts.ssh_connect)
+    outcomes = {r.key: NodeOutcome(node=r.key, status=r.status, action="ssh ok" if r.status is Status.OK else "",
+                                   error=r.error) for r in first.results}
+    report = VerbReport(verb="ssh", outcomes=list(outcomes.values()), phases=[("ssh.ready", first)],
+                        cancelled=first.cancelled)
+    silent = [n for n in nodes if outcomes[n.name].status is not Status.OK]
+    if not silent or report.cancelled:
+        return report
+    ctx.notify(f"ssh: {', '.join(n.name for n in silent)} not answering: power on through Ironic "
+               "(a node that is on is left as it is), then wait for SSH")
+    current = ctx.ironic().own_nodes()
+    ironic = ctx.ironic()
+
+    def power_on(node: Node) -> None:
+        ironic.power_on(node.name, current[node.name].id, timeout=ctx.timeouts.power)
+
+    powered = fan_out(ctx, "ironic.power", [n for n in silent if n.name in current], power_on,
+                      key=lambda n: n.name, item_timeout=ctx.timeouts.power + ctx.timeouts.api_request)
+    report.phases.append(("ironic.power", powered))
+    report.cancelled = powered.cancelled
+    on = [n for n in silent if n.name in {r.key for r in powered.results if r.status is Status.OK}]
+    for res in powered.results:
+        if res.status is not Status.OK:
+            outcomes[res.key].status, outcomes[res.key].error = res.status, res.error
+    if not on or report.cancelled:
+        return report
+    again = wait_ssh(ctx, on, known_hosts=known_hosts, fired_at={})
+    report.phases.append(("ssh.ready after power on", again))
+    report.cancelled = again.cancelled
+    for res in again.results:
+        out = outcomes[res.key]
+        out.status, out.error = res.status, res.error
+        out.action = "ssh ok after a power on through Ironic" if res.status is Status.OK else ""
+    return report
 
 
 def _settle_then(ctx: VerbContext, names: list[str],

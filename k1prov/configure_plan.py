@@ -35,9 +35,11 @@ class RoleStatus:
 
     sha256: str
     running: bool | None
+    # One of the role's state files (RenderedScript.state_files) is gone.
+    lost: bool = False
 
 
-_STATUS_RE = re.compile(r"^(\S+) ([0-9a-f]{64}|-) (running|stopped|none)$")
+_STATUS_RE = re.compile(r"^(\S+) ([0-9a-f]{64}|-) (running|stopped|none)( lost)?$")
 
 
 def parse_status(text: str) -> dict[str, RoleStatus]:
@@ -49,18 +51,22 @@ def parse_status(text: str) -> dict[str, RoleStatus]:
         match = _STATUS_RE.match(line.strip())
         if not match or match.group(1) not in ROLE_PHASES:
             continue
-        role, digest, state = match.groups()
+        role, digest, state, lost = match.groups()
         found[role] = RoleStatus(sha256="" if digest == "-" else digest,
-                                 running=None if state == "none" else state == "running")
+                                 running=None if state == "none" else state == "running", lost=bool(lost))
     return found
 
 
-def status_command(functions: str, services: dict[str, str]) -> str:
-    """One read-only command (no sudo needed) printing "ROLE HASH STATE" per role.
+def status_command(functions: str, services: dict[str, str],
+                   state_files: dict[str, tuple[str, ...]] | None = None) -> str:
+    """One read-only command (no sudo needed) printing "ROLE HASH STATE[ lost]" per role.
 
     `functions` is templates/common/status.sh.j2 (the liveness test the role scripts
-    use themselves); `services` maps each role to its service name ("" for none)."""
-    calls = "".join(f"k1_status {shlex.quote(role)} {shlex.quote(service)}\n"
+    use themselves); `services` maps each role to its service name ("" for none);
+    `state_files` each role to its state files (RenderedScript.state_files)."""
+    state_files = state_files or {}
+    calls = "".join(f"k1_status {shlex.quote(role)} {shlex.quote(service)}"
+                    + "".join(f" {shlex.quote(f)}" for f in state_files.get(role, ())) + "\n"
                     for role, service in services.items())
     body = f'K1PROV_STATE_DIR="${{K1PROV_STATE_DIR:-{HOST.state_dir}}}"\n{functions}\n{calls}true\n'
     return f"bash -c {shlex.quote(body)}"
@@ -85,6 +91,12 @@ def decide(script: RenderedScript, status: RoleStatus | None) -> RoleDecision:
         return RoleDecision(script.role, "run", "never ran here", running=status.running)
     if status.sha256 != script.sha256:
         return RoleDecision(script.role, "run", "script changed", running=status.running)
+    if status.lost:
+        # Same script, but what it set up once is gone (a wiped data directory): running
+        # it again sets the role up anew (ZooKeeper: myid written, the member restarted,
+        # its data synced from the leader).
+        return RoleDecision(script.role, "run", f"its data is gone (no {', '.join(script.state_files)})",
+                            running=status.running)
     if status.running is False:
         # Same script, but its service died: running the script starts it again.
         return RoleDecision(script.role, "restart", "service stopped", running=False)
@@ -138,7 +150,8 @@ def plan(ctx: VerbContext, scripts: dict[str, list[RenderedScript]], *, checks: 
     for name, host_scripts in scripts.items():
         if not host_scripts:
             continue
-        command = status_command(functions, {s.role: s.service for s in host_scripts})
+        command = status_command(functions, {s.role: s.service for s in host_scripts},
+                                 {s.role: s.state_files for s in host_scripts})
         status_of[name] = command
         node, commands = wanted.get(name) or (inv.node(name), [])
         wanted[name] = (node, [command, *commands])

@@ -331,6 +331,21 @@ class IronicNodes:
                 return
             raise NodeError(uuid, f"{action}: {reason}", transient=transient) from None
 
+    def power_on(self, name: str, uuid: str, *, timeout: float) -> None:
+        """Power the node on through Ironic and wait until Ironic reads it on. The
+        conductor asks the BMC first: a node that is on already is left as it is (one
+        power read), one that lost power is powered on. Ironic's own record of the power
+        may be stale (its power sync off or not due yet), so the BMC is what counts."""
+        from openstack import exceptions as os_exc
+
+        try:
+            self.conn.baremetal.set_node_power_state(uuid, "power on", wait=True, timeout=timeout)
+        except os_exc.ResourceTimeout:
+            raise NodeError(name, f"power on: Ironic does not read the node on after {timeout:.0f} s "
+                                  f"(the power timeout)") from None
+        except os_exc.SDKException as exc:
+            raise NodeError(name, f"power on: {describe_http_error(exc)}") from None
+
     def patch(self, name: str, uuid: str, patch: list[dict[str, Any]]) -> None:
         """A JSON patch of the node's fields (instance_info, driver_info, ...)."""
         from openstack import exceptions as os_exc

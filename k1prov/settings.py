@@ -28,6 +28,8 @@ class Timeouts:
     deploy: float = 3600.0
     # active -> available.
     undeploy: float = 1800.0
+    # One power action through Ironic (it reads the BMC, acts, and reads it again).
+    power: float = 180.0
     # Upload of one image to Glance.
     image_upload: float = 3600.0
     # TCP + SSH handshake with one host.
@@ -37,6 +39,11 @@ class Timeouts:
     # A remote command k1prov gives up on (its timeout, the run's deadline, Ctrl-C) gets
     # SIGTERM; what is still running this long after gets SIGKILL (k1prov.ssh).
     ssh_kill_grace: float = 2.0
+    # A host that stops answering while a command runs on it (powered off, its cable out:
+    # no FIN or RST ever comes): after this long without a word from it, keepalives
+    # included (one every third of it, as OpenSSH's ServerAliveInterval x CountMax 3), the
+    # command counts as lost, instead of waiting out ssh_command.
+    ssh_alive: float = 45.0
     # Waiting for sshd on a freshly deployed host.
     ssh_ready: float = 600.0
     # A read-only look at one host in one SSH session (recorded script hashes, service

@@ -19,6 +19,7 @@ import os
 import select
 import shlex
 import socket
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -244,7 +245,8 @@ def translate(exc: BaseException, host: str) -> TransportError:
 
 def run_command(target: SshTarget, command: str, *, connect_timeout: float,
                 command_timeout: float, cancel: CancelToken | None = None,
-                kill_grace: float = DEFAULT_TIMEOUTS.ssh_kill_grace) -> CommandResult:
+                kill_grace: float = DEFAULT_TIMEOUTS.ssh_kill_grace,
+                alive_timeout: float = DEFAULT_TIMEOUTS.ssh_alive) -> CommandResult:
     """Run one command; a non-zero exit is a result, not an error.
 
     The command runs in a session of its own on the host (`session_command`). When
@@ -257,7 +259,7 @@ def run_command(target: SshTarget, command: str, *, connect_timeout: float,
         conn.open()
         return _execute(conn, target, command, stdin_text=None, connect_timeout=connect_timeout,
                         command_timeout=command_timeout, cancel=cancel, kill_grace=kill_grace,
-                        as_root=False)
+                        as_root=False, alive_timeout=alive_timeout)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - translated at the boundary
@@ -356,7 +358,9 @@ class _Output:
         self.sid: int | None = None
         self._head = True          # still looking for the marker at the start of stderr
 
-    def drain(self, chan: paramiko.Channel) -> None:
+    def drain(self, chan: paramiko.Channel) -> bool:
+        """Read what has come; True when something had."""
+        before = len(self.out) + len(self.err)
         while chan.recv_ready():
             self.out += chan.recv(1 << 16)
         while chan.recv_stderr_ready():
@@ -367,7 +371,9 @@ class _Output:
             if len(words) == 2 and words[0] == _SID_MARKER.encode() and words[1].isdigit():
                 self.sid = int(words[1])
                 self.err = bytearray(rest)
+                before -= len(first) + 1
             self._head = False
+        return len(self.out) + len(self.err) != before
 
     def text(self) -> tuple[str, str]:
         return (bytes(self.out).decode("utf-8", "replace"),
@@ -376,16 +382,58 @@ class _Output:
 
 # How often the wait for a command looks at its deadline and its cancel token.
 _POLL = 0.2
+# Keepalives sent to a silent host before it counts as gone (OpenSSH's ServerAliveCountMax).
+_ALIVE_PROBES = 3
+# A global request sshd does not know and answers all the same (with a failure), as
+# OpenSSH's client sends it for ServerAliveInterval.
+_KEEPALIVE_REQUEST = "keepalive@openssh.com"
+
+
+class _Alive:
+    """Whether the host still answers while a command prints nothing: after
+    `alive_timeout / _ALIVE_PROBES` seconds of silence a keepalive request that wants an
+    answer; a host that said nothing, not even to those, for `alive_timeout` seconds is
+    gone (powered off, cut off: no FIN or RST ever comes, and TCP alone would wait out
+    the command timeout). paramiko's own keepalive wants no answer, so it tells nothing."""
+
+    def __init__(self, transport: paramiko.Transport, alive_timeout: float):
+        self.transport = transport
+        self.timeout = alive_timeout
+        self.heard = time.monotonic()
+        self._asking: threading.Thread | None = None
+
+    def heard_now(self) -> None:
+        self.heard = time.monotonic()
+
+    def silent_for(self) -> float:
+        """Seconds since the host last said anything; sends a keepalive when due."""
+        now = time.monotonic()
+        if self._asking is None and now - self.heard >= self.timeout / _ALIVE_PROBES:
+            # global_request(wait=True) blocks until the answer or the end of the
+            # transport (closed with the connection), so it waits in a thread of its own.
+            self._asking = threading.Thread(target=self._ask, name="k1prov-ssh-alive", daemon=True)
+            self._asking.start()
+        return now - self.heard
+
+    def _ask(self) -> None:
+        try:
+            self.transport.global_request(_KEEPALIVE_REQUEST, wait=True)
+        except Exception:  # noqa: BLE001 - a transport that broke shows in the command's wait
+            return
+        if self.transport.is_active():
+            self.heard = time.monotonic()
+        self._asking = None
 # Given up before the host announced the command's session: how long to wait for it.
 _SID_WAIT = 2.0
 
 
 def _execute(conn: Connection, target: SshTarget, payload: str, *, stdin_text: str | None,
              connect_timeout: float, command_timeout: float, cancel: CancelToken | None,
-             kill_grace: float, as_root: bool) -> CommandResult:
+             kill_grace: float, as_root: bool, alive_timeout: float) -> CommandResult:
     transport = conn.client.get_transport()
     chan = transport.open_session(timeout=connect_timeout)
     output = _Output()
+    alive = _Alive(transport, alive_timeout)
     deadline = time.monotonic() + command_timeout
     why: str | None = None
     interrupted = False
@@ -397,7 +445,8 @@ def _execute(conn: Connection, target: SshTarget, payload: str, *, stdin_text: s
             chan.settimeout(None)
         chan.shutdown_write()          # the payload's stdin ends here (like ssh -n)
         while True:
-            output.drain(chan)
+            if output.drain(chan):
+                alive.heard_now()
             if chan.exit_status_ready() and (chan.eof_received or chan.closed):
                 output.drain(chan)
                 break
@@ -412,6 +461,12 @@ def _execute(conn: Connection, target: SshTarget, payload: str, *, stdin_text: s
             if left <= 0:
                 why = f"command timed out after {command_timeout:g}s"
                 break
+            if alive.silent_for() >= alive_timeout:
+                # Nothing can end the command on a host that does not answer (and a
+                # powered-off one runs nothing): not transient, a retry could run it twice.
+                raise TransportError(target.host, f"the host stopped answering while the command ran "
+                                                  f"(not a word from it for {alive_timeout:g} s, "
+                                                  f"keepalives included): powered off or cut off?")
             select.select([chan], [], [], min(_POLL, left))
     except KeyboardInterrupt:
         why, interrupted = "interrupted", True
@@ -506,7 +561,8 @@ def _stage_error(stderr: str) -> str | None:
 def put_and_run(target: SshTarget, script_text: str, *, remote_dir_prefix: str = "/tmp/k1prov.",
                 sudo: bool = False, args: Sequence[str] = (), connect_timeout: float,
                 command_timeout: float, cancel: CancelToken | None = None,
-                kill_grace: float = DEFAULT_TIMEOUTS.ssh_kill_grace) -> CommandResult:
+                kill_grace: float = DEFAULT_TIMEOUTS.ssh_kill_grace,
+                alive_timeout: float = DEFAULT_TIMEOUTS.ssh_alive) -> CommandResult:
     """Run a script from a private mktemp -d directory (mode 700), then remove it.
 
     One SSH session: the script travels on the stdin of a small wrapper
@@ -520,7 +576,7 @@ def put_and_run(target: SshTarget, script_text: str, *, remote_dir_prefix: str =
         res = _execute(conn, target, push_command(remote_dir_prefix, as_root=as_root, args=args),
                        stdin_text=script_text, connect_timeout=connect_timeout,
                        command_timeout=command_timeout, cancel=cancel, kill_grace=kill_grace,
-                       as_root=as_root)
+                       as_root=as_root, alive_timeout=alive_timeout)
         staging = _stage_error(res.stderr) if res.exit_code == _STAGE_FAILED else None
         if staging:
             raise TransportError(target.host, staging)

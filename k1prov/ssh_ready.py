@@ -33,15 +33,18 @@ def write_pinned_known_hosts(ctx: VerbContext) -> Path:
 
 
 def wait_ssh(ctx: VerbContext, nodes: list[Node], *, known_hosts: Path,
-             fired_at: dict[str, float], old_key_may_answer: bool = False) -> Report:
+             fired_at: dict[str, float], old_key_may_answer: bool = False,
+             ready_timeout: float | None = None) -> Report:
     """Wait until each node answers SSH with its pinned key from a boot newer than its
-    deploy request. Fanned out (kind ssh.ready); each item's value is the seconds waited."""
+    deploy request. Fanned out (kind ssh.ready); each item's value is the seconds waited.
+    `ready_timeout`: how long to wait for each (default timeouts.ssh_ready)."""
     timeouts = ctx.timeouts
+    wait_for = timeouts.ssh_ready if ready_timeout is None else ready_timeout
 
     def ready(node: Node) -> float:
         target = ctx.ssh_target(node, known_hosts)
         t0 = time.monotonic()
-        deadline = t0 + timeouts.ssh_ready
+        deadline = t0 + wait_for
         last = "no answer"
         while time.monotonic() < deadline:
             try:
@@ -63,10 +66,10 @@ def wait_ssh(ctx: VerbContext, nodes: list[Node], *, known_hosts: Path,
                     raise
                 last = exc.reason
             time.sleep(SSH_RETRY_PAUSE)
-        raise TransportError(node.name, f"not ready after {timeouts.ssh_ready:.0f} s: {last}")
+        raise TransportError(node.name, f"not ready after {wait_for:.0f} s: {last}")
 
     # The wait retries by itself until ssh_ready; every host is waited for (no failure budget).
-    policy = ctx.ssh_policy("ssh.ready", item_timeout=timeouts.ssh_ready + timeouts.ssh_connect * 2,
+    policy = ctx.ssh_policy("ssh.ready", item_timeout=wait_for + timeouts.ssh_connect * 2,
                             retries=0, failure_budget=1.0)
     return run_fanout(nodes, ready, key=lambda n: n.name, policy=policy, events=ctx.events)
 

@@ -258,19 +258,34 @@ def _trials_of(records: list[dict], *, mode: str, scale: float, contention: floa
                   test_s=float(r["test_s"]), cost=float(r["cost"]), contention=contention) for r in records]
 
 
-def never_got_resources(exit_code: int, data: dict | None, stderr: str) -> bool:
+# `timeout`'s exit when the job ran out of time: 124, or 128 + SIGKILL when the job
+# outlived its SIGTERM by SUBMIT_KILL_AFTER (a driver stuck after a Mesos master failover).
+TIMED_OUT_EXITS = (124, 128 + 9)
+
+
+def timed_out(exit_code: int, wall: float | None = None, time_limit: float | None = None) -> bool:
+    """Whether `timeout` ended the job at its time limit. A SIGKILL exit counts only
+    when the job had run that long (the kernel's OOM killer gives the same code)."""
+    if exit_code == 124:
+        return True
+    return (exit_code in TIMED_OUT_EXITS and wall is not None and time_limit is not None
+            and wall >= time_limit)
+
+
+def never_got_resources(exit_code: int, data: dict | None, stderr: str, *, wall: float | None = None,
+                        time_limit: float | None = None) -> bool:
     """Timed out without its data ever cached (that needs an executor), Spark saying its
     first job had no resources: the job waited for resources the whole time."""
-    return exit_code == 124 and data is None and NO_RESOURCES_MARK in stderr
+    return timed_out(exit_code, wall, time_limit) and data is None and NO_RESOURCES_MARK in stderr
 
 
 def failure_reason(exit_code: int, got: int, trials: int, stderr: str, time_limit: float,
-                   data: dict | None = None) -> str:
+                   data: dict | None = None, *, wall: float | None = None) -> str:
     """Why a submit gave no (or not every) trial; a job that never got resources says so."""
-    if exit_code == 124:
+    if timed_out(exit_code, wall, time_limit):
         why = (f"spark-submit did not finish within {time_limit:g} s (the job timeout) after {got} of "
                f"{trials} trial(s)")
-        if never_got_resources(exit_code, data, stderr):
+        if never_got_resources(exit_code, data, stderr, wall=wall, time_limit=time_limit):
             return why + f": it never got an executor (Spark: '{NO_RESOURCES_MARK}')"
         return why + f": {error_tail(stderr)}"
     return f"spark-submit exited {exit_code} after {got} of {trials} trial(s): {error_tail(stderr)}"
@@ -329,14 +344,14 @@ class _Submitter:
         data, records = parse_job_output(res.stdout)
         data_s = float(data["generate_s"]) if data and "generate_s" in data else None
         ok = res.exit_code == 0 and len(records) == options.trials
-        outcome = "ok" if ok else ("no resources" if never_got_resources(res.exit_code, data, res.stderr)
-                                   else "failed")
+        outcome = "ok" if ok else ("no resources" if never_got_resources(
+            res.exit_code, data, res.stderr, wall=wall, time_limit=self.job_timeout) else "failed")
         self.result.submits.append(Submit(mode, wl.scale_factor, contention, wall, data_s, outcome=outcome))
         if competitor is not None:
             self._windows.append((len(self.result.submits) - 1, epoch, time.time()))
         if not ok:
             reason = failure_reason(res.exit_code, len(records), options.trials, res.stderr, self.job_timeout,
-                                    data)
+                                    data, wall=wall)
             self.result.failures.append(Failure(mode, wl.scale_factor, reason, contention))
             self.say(f"{label}: failed: {reason}")
             return

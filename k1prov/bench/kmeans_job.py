@@ -34,7 +34,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for name in ("num-points", "num-columns", "centers", "iterations", "num-partitions", "seed",
                  "trials"):
         parser.add_argument(f"--{name}", type=int, required=True)
-    parser.add_argument("--app-name", default="k1prov-bench-kmeans")
+    # Empty: the name spark-submit was given (--name; the bench makes one per job,
+    # k1prov-bench-kmeans-<mode>-s<scale>): Mesos, the Spark UI and the logs tell them apart.
+    parser.add_argument("--app-name", default="")
     args = parser.parse_args(argv)
     for name in ("num_points", "num_columns", "centers", "iterations", "num_partitions", "trials"):
         if getattr(args, name) < 1:
@@ -72,7 +74,12 @@ def main(argv: list[str]) -> int:
     from pyspark import SparkConf, SparkContext
     from pyspark.mllib.clustering import KMeans
 
-    sc = SparkContext(conf=SparkConf().setAppName(args.app_name))
+    # Named only when asked: a SparkConf made before the SparkContext cannot see the name
+    # spark-submit was given (the JVM is not up yet), and whatever it sets wins over it.
+    conf = SparkConf()
+    if args.app_name:
+        conf.setAppName(args.app_name)
+    sc = SparkContext(conf=conf)
     try:
         started = time.perf_counter()
         data = generate(sc, args).cache()

@@ -60,7 +60,7 @@ from k1prov.lab.command import run
 from k1prov.lab.configdrive_apply import HostConfig, apply_host_config
 from k1prov.lab.disk import root_partition
 from k1prov.lab.machine import ALLOWED_CHAR_DEVICES, CGROUP_ROOT, DROPPED_CAPS, lab_id
-from k1prov.lab.netns import LabNetwork, attach_host, detach_host, netns_exists, netns_name
+from k1prov.lab.netns import LabNetwork, attach_host, detach_host, netns_exists, netns_name, unplug_host
 from k1prov.lab import pids
 from k1prov.settings import DEFAULT_TIMEOUTS
 
@@ -385,6 +385,12 @@ class HostBooter:
             pid = _first_child(child.pid)
             start_time = pids.start_time(pid) if pid is not None else None
         if pid is not None and start_time is not None and pids.start_time(pid) == start_time:
+            if state:
+                # A power cut stops the NIC with the CPU: the host's peers (k1prov's SSH
+                # sessions, the other ZooKeeper members) get no FIN or RST from the dying
+                # processes, as from a real machine that loses power, and must notice the
+                # silence themselves. So the cable goes before the processes.
+                unplug_host(name, timeout=_remaining(deadline, name, "network teardown"))
             try:
                 os.kill(pid, signal.SIGKILL)  # PID 1 of its namespace: every process dies with it
             except ProcessLookupError:

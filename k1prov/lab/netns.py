@@ -110,18 +110,25 @@ def attach_host(host: str, *, bridge: str, address: str, prefix: int, gateway: s
     return ns
 
 
-def detach_host(host: str, *, timeout: float) -> None:
-    """Delete the host's namespace and its bridge port (no error when already gone)."""
-    deadline = time.monotonic() + timeout
-    ns, veth = netns_name(host), veth_name(host)
-    # The pair first: deleting it is synchronous, while a deleted namespace frees its
-    # devices later (a quick re-boot would then find the old pair still there).
+def unplug_host(host: str, *, timeout: float) -> None:
+    """Take the host's NIC off the wire at once (its bridge end deleted; no error when
+    already gone): from then on nothing the host sends reaches anyone."""
+    veth = veth_name(host)
     if Path(f"/sys/class/net/{veth}").exists():
         try:
-            ip("link", "del", veth, deadline=deadline)
+            ip("link", "del", veth, deadline=time.monotonic() + timeout)
         except LabError:
             if Path(f"/sys/class/net/{veth}").exists():
                 raise
+
+
+def detach_host(host: str, *, timeout: float) -> None:
+    """Delete the host's namespace and its bridge port (no error when already gone)."""
+    deadline = time.monotonic() + timeout
+    ns = netns_name(host)
+    # The pair first: deleting it is synchronous, while a deleted namespace frees its
+    # devices later (a quick re-boot would then find the old pair still there).
+    unplug_host(host, timeout=timeout)
     if netns_exists(ns):
         ip("netns", "del", ns, deadline=deadline)
 

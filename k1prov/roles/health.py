@@ -66,25 +66,49 @@ def _zk_command(port: int) -> str:
     return f"timeout 5 bash -c {shlex.quote(tcp)} 2>/dev/null"
 
 
-def zookeeper_health(nodes: Sequence[Node], run: Runner, *, port: int = 2181) -> HealthResult:
+# A member whose data directory lost its myid (wiped, a replaced disk): it may still
+# serve from memory, but it cannot start again as that member, and its snapshots are gone.
+DATA_LOST = "data lost"
+
+
+def _zk_myid_command(data_dir: str) -> str:
+    # "unknown" where this user cannot look into the directory (a non-root SSH user):
+    # that says nothing about the member.
+    d = shlex.quote(data_dir.rstrip("/"))
+    return (f"if [ -s {d}/myid ]; then echo present; elif [ -x {d} ] || [ ! -e {d} ]; "
+            f"then echo missing; else echo unknown; fi")
+
+
+def zookeeper_health(nodes: Sequence[Node], run: Runner, *, port: int = 2181,
+                     data_dir: str | None = None) -> HealthResult:
     """Every member answers as leader or follower, and exactly one is the leader
-    (a single-member ensemble answers "standalone")."""
+    (a single-member ensemble answers "standalone"). With `data_dir`, a member whose
+    data directory has no myid is DATA_LOST, whatever it answers."""
     states: dict[str, str] = {}
     problems: list[str] = []
     for node in nodes:
         code, out = run(node, _zk_command(port))
+        # Asked whatever srvr answered: `sample` sends a check's commands in one batch, those
+        # it sends when nothing answers (commands_of).
+        myid = run(node, _zk_myid_command(data_dir)) if data_dir is not None else (255, "")
         match = re.search(r"^Mode:\s*(\w+)", out or "", re.MULTILINE)
         if code != 0 or not match:
             states[node.name], problem = _silent(node, code, f"no answer to srvr on port {port}")
             problems.append(problem)
             continue
         states[node.name] = match.group(1)
+        if data_dir is not None:
+            code, out = myid
+            if code == 0 and out.strip() == "missing":
+                problems.append(f"{node.name}: no myid in {data_dir}: its data directory was wiped "
+                                f"(it answers as {states[node.name]} from memory; configure sets it up again)")
+                states[node.name] = DATA_LOST
     leaders = [name for name, mode in states.items() if mode in ("leader", "standalone")]
     if len(leaders) != 1:
         problems.append(f"expected exactly one leader, found {len(leaders)}"
                         + (f" ({', '.join(leaders)})" if leaders else ""))
     for name, mode in states.items():
-        if mode not in ("leader", "follower", "observer", "standalone", NOT_ANSWERING, UNREACHABLE):
+        if mode not in ("leader", "follower", "observer", "standalone", NOT_ANSWERING, UNREACHABLE, DATA_LOST):
             problems.append(f"{name}: unexpected mode {mode}")
     ok = not problems
     summary = f"leader {leaders[0]}" if len(leaders) == 1 else "no single leader"
@@ -403,8 +427,9 @@ def gate_checks(inv: Inventory) -> dict[str, Check]:
     whole ensemble, not of the hosts in --limit)."""
     checks: dict[str, Check] = {}
     if inv.with_role("zookeeper"):
-        zk_nodes, zk_port = inv.with_role("zookeeper"), zookeeper_settings(inv)["client_port"]
-        checks["zookeeper"] = lambda run: zookeeper_health(zk_nodes, run, port=zk_port)
+        zk_nodes, zk = inv.with_role("zookeeper"), zookeeper_settings(inv)
+        checks["zookeeper"] = lambda run: zookeeper_health(zk_nodes, run, port=zk["client_port"],
+                                                           data_dir=zk["data_dir"])
     masters = inv.with_role("mesos-master")
     if masters:
         port = mesos_settings(inv)["master_port"]

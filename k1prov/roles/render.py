@@ -48,6 +48,10 @@ class RenderedScript:
     # The service the script keeps running (k1_service NAME), "" for none (spark-client,
     # a Spark worker on Mesos): what `configure` checks on hosts whose hash matches.
     service: str = ""
+    # Files the script writes once and the service cannot do without (ZooKeeper's myid):
+    # one gone means the host lost the role's data (a wiped data directory, a replaced
+    # disk), so configure runs the script again even though its hash matches.
+    state_files: tuple[str, ...] = ()
 
 
 def shq(value: Any) -> str:
@@ -235,6 +239,13 @@ def _service(role: str, ctx: dict[str, Any]) -> str:
     return ctx["daemon"]["service"] if ctx.get("daemon") else ""
 
 
+def _state_files(role: str, ctx: dict[str, Any]) -> tuple[str, ...]:
+    if role == "zookeeper":
+        # The member's identity (templates/zookeeper/install.sh.j2 writes it once).
+        return (ctx["zk"]["data_dir"].rstrip("/") + "/myid",)
+    return ()
+
+
 def status_functions(inv: Inventory, *, env: jinja2.Environment | None = None) -> str:
     """templates/common/status.sh.j2: the bash functions (k1_service_running,
     k1_status) that tell whether a role's service runs, as the role scripts tell it."""
@@ -251,7 +262,8 @@ def _render_role(env: jinja2.Environment, inv: Inventory, node: Node, role: str)
     digest = hashlib.sha256(draft.encode()).hexdigest()
     text = _render(env, template, {**ctx, "content_sha256": digest})
     return RenderedScript(role=role, phase=order, filename=f"{order}-{role}.sh", text=text,
-                          sha256=digest, files=tuple(files.values()), service=_service(role, ctx))
+                          sha256=digest, files=tuple(files.values()), service=_service(role, ctx),
+                          state_files=_state_files(role, ctx))
 
 
 def render_host(inv: Inventory, node: Node, *, env: jinja2.Environment | None = None) -> list[RenderedScript]:

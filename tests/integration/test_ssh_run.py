@@ -3,9 +3,11 @@ through run_fanout + k1prov.ssh: outputs per host, pinned host keys, dead ports,
 gateways, script push, and that ~/.ssh/config is never read."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -332,3 +334,82 @@ def test_put_and_run_timeout_is_reported_and_the_directory_still_goes(lab):
     while list(lab.dir.glob("slow.*")) and time.monotonic() < until:
         time.sleep(0.2)
     assert not list(lab.dir.glob("slow.*"))
+
+
+def _ancestors(pid: int) -> list[int]:
+    chain = []
+    while pid > 1:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+        chain.append(pid)
+    return chain
+
+
+def _comm(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text().strip()
+
+
+def _wait_pgrep(pattern: str, timeout: float = 15.0) -> int:
+    until = time.monotonic() + timeout
+    while time.monotonic() < until:
+        found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
+        if found:
+            return int(found[0])
+        time.sleep(0.05)
+    raise AssertionError(f"no process matches {pattern!r} after {timeout} s")
+
+
+# A host that stops answering: the keepalives find it gone long before the command ends.
+ALIVE = 3.0
+SILENT_COMMAND = 120.0
+
+
+def test_a_host_that_stops_answering_mid_command_is_given_up_after_the_alive_timeout(lab):
+    """The sshd serving the session is frozen (SIGSTOP): the kernel still acknowledges TCP,
+    but nothing answers, as from a host that lost power behind a switch. k1prov gives the
+    command up after ssh_alive, not after the command timeout."""
+    import threading
+
+    listeners = {int(p.read_text()) for p in lab.dir.glob("node*/sshd.pid")}
+    outcome: dict = {}
+
+    def run() -> None:
+        t0 = time.monotonic()
+        try:
+            run_command(lab.targets[4], "sleep 97.25", connect_timeout=CONNECT, command_timeout=SILENT_COMMAND,
+                        alive_timeout=ALIVE)
+        except TransportError as exc:
+            outcome["error"] = exc
+        outcome["took"] = time.monotonic() - t0
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    frozen: list[int] = []
+    sleeper = None
+    try:
+        sleeper = _wait_pgrep("^sleep 97.25$")
+        frozen = [p for p in _ancestors(sleeper) if _comm(p).startswith("sshd") and p not in listeners]
+        assert frozen, [(p, _comm(p)) for p in _ancestors(sleeper)]
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        worker.join(timeout=SILENT_COMMAND)
+        assert not worker.is_alive()
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+        if sleeper is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(sleeper, signal.SIGKILL)
+        worker.join(timeout=SILENT_COMMAND)
+    error = outcome.get("error")
+    assert error is not None and "stopped answering" in error.reason and not error.transient, outcome
+    # Given up on for the silence, not at the command's timeout.
+    assert outcome["took"] < SILENT_COMMAND / 2, outcome
+
+
+def test_a_quiet_command_on_a_live_host_outlasts_the_alive_timeout(lab):
+    """Silence alone is not death: the host answers the keepalives while the command
+    prints nothing for longer than ssh_alive."""
+    res = run_command(lab.targets[4], "sleep 4; echo done", connect_timeout=CONNECT, command_timeout=COMMAND,
+                      alive_timeout=1.5)
+    assert res.exit_code == 0 and res.stdout.strip() == "done"

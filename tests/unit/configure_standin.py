@@ -57,6 +57,9 @@ class FakeHosts:
         self.stopped: set[tuple[str, str]] = set()
         # Hosts whose status read fails (a broken shell, say).
         self.status_broken: set[str] = set()
+        # Hosts whose ZooKeeper data directory was wiped (no myid); the zookeeper role
+        # script writes it again.
+        self.wiped: set[str] = set()
         # SSH sessions opened for reads (status and health), per host.
         self.sessions: list[str] = []
 
@@ -69,6 +72,9 @@ class FakeHosts:
         changed = self.hashes.get(target.host, {}).get(role) != digest \
             or any(host == target.host and service == role for host, service in self.stopped)
         self.hashes.setdefault(target.host, {})[role] = digest
+        if role == "zookeeper" and target.host in self.wiped:
+            self.wiped.discard(target.host)
+            changed = True
         self.stopped = {(h, s) for h, s in self.stopped if not (h == target.host and s == role)}
         return CommandResult(target.host, 0, f"K1PROV-RESULT changed={int(changed)}\n",
                              "k1prov[x]: wrote things\n")
@@ -87,14 +93,17 @@ class FakeHosts:
             return CommandResult(target.host, 127, "", "bash: not found\n")
         if "k1_status" in command:
             lines = ""
-            for role, service in re.findall(r"^k1_status (\S+) (\S+)$", shlex.split(command)[-1],
-                                            re.MULTILINE):
+            for role, service, files in re.findall(r"^k1_status (\S+) (\S+)(.*)$", shlex.split(command)[-1],
+                                                   re.MULTILINE):
                 service = "" if service == "''" else service
                 digest = self.hashes.get(target.host, {}).get(role, "-")
                 state = "none" if not service else \
                     "stopped" if digest == "-" or (target.host, service) in self.stopped else "running"
-                lines += f"{role} {digest} {state}\n"
+                lost = " lost" if "/myid" in files and target.host in self.wiped else ""
+                lines += f"{role} {digest} {state}{lost}\n"
             return CommandResult(target.host, 0, lines, "")
+        if "/myid" in command:
+            return CommandResult(target.host, 0, "missing\n" if target.host in self.wiped else "present\n", "")
         if "srvr" in command:
             if (target.host, "zookeeper") in self.stopped:      # connection refused
                 return CommandResult(target.host, 1, "", "")

@@ -66,6 +66,7 @@ class RecordingBaremetal:
         # node name -> raised by create_node: every time, or (a list) once each
         self.clean_steps: dict[str, list] = {}                     # node name -> steps of its clean
         self.create_errors: dict[str, Exception | list[Exception]] = {}
+        self.real_power: dict[str, str] = {}                      # node name -> the BMC's power
 
     # ---- test set-up -------------------------------------------------------------------
 
@@ -164,6 +165,14 @@ class RecordingBaremetal:
         if "clean_steps" in json:
             self.clean_steps[self._get(parts[1]).name] = json["clean_steps"]
         return SimpleNamespace(status_code=202, headers={}, text="", content=b"")
+
+    def set_node_power_state(self, ref: Any, target: str, wait: bool = False,
+                             timeout: float | None = None) -> None:
+        """Ironic's power action (it reads the BMC first: a node that is on stays as it
+        is); recorded as "power". `real_power` is the BMC's truth where Ironic's record lags."""
+        node = self._get(ref)
+        self.calls.append(("power", (node.name, target)))
+        self.real_power[node.name] = node.power_state = target
 
     def _provision(self, ref: Any, action: str) -> None:
         self.calls.append(("provision", (ref, action)))

@@ -397,6 +397,16 @@ def test_a_job_that_waited_for_resources_says_so():
     assert km.failure_reason(1, 0, 3, "java.lang.Error: x\n", 240.0).startswith("spark-submit exited 1")
 
 
+def test_a_job_that_outlived_its_sigterm_at_the_time_limit_is_a_timeout_too():
+    """`timeout -k` SIGKILLs a driver that ignores SIGTERM (stuck after a Mesos master
+    failover): exit 137 at the time limit is the job timeout, not an unexplained exit;
+    137 long before it is not (the OOM killer)."""
+    stderr = "WARN TaskSchedulerImpl: Initial job has not accepted any resources; check your cluster UI\n"
+    reason = km.failure_reason(137, 0, 3, stderr, 420.0, wall=431.0)
+    assert "did not finish within 420 s (the job timeout)" in reason and "never got an executor" in reason
+    assert km.failure_reason(137, 0, 3, "Killed\n", 420.0, wall=12.0).startswith("spark-submit exited 137")
+
+
 class FakeCompetitor:
     """Stands in for contention.Competitor: holds at once, records its life."""
     made: list["FakeCompetitor"] = []
@@ -504,3 +514,53 @@ def test_the_cli_shows_the_contention_table_and_which_mode_trained_faster(tmp_pa
     out = " ".join(captured.out.split())
     assert "no resources" in out and "300.50" in out and "0.38" in out
     assert "0/s=0.001: coarse, 0.5/s=0.001: coarse" in " ".join(captured.err.split())
+
+
+@pytest.mark.parametrize("given,argv,expected", [
+    ("k1prov-bench-kmeans-coarse-s0.01", [], "k1prov-bench-kmeans-coarse-s0.01"),   # spark-submit --name
+    ("from-submit", ["--app-name", "asked"], "asked"),
+])
+def test_the_job_keeps_the_name_spark_submit_gave_it(monkeypatch, given, argv, expected):
+    """The bench names each job (--name k1prov-bench-kmeans-<mode>-s<scale>); the job must not
+    set a name of its own over it: every job was 'k1prov-bench-kmeans' in Mesos, the Spark
+    UI and the logs (found by the fault test of a Mesos leader killed mid-bench)."""
+    import sys
+    import types
+
+    from k1prov.bench import kmeans_job
+
+    class Stop(Exception):
+        pass
+
+    class SparkConf:
+        # Made before the SparkContext, PySpark's SparkConf is a plain dict: it does not see
+        # the name spark-submit gave; whatever it holds is set over that name.
+        def __init__(self):
+            self.values = {}
+
+        def contains(self, key):
+            return key in self.values
+
+        def setAppName(self, name):
+            self.values["spark.app.name"] = name
+            return self
+
+    made = {}
+
+    def spark_context(conf):
+        made["name"] = conf.values.get("spark.app.name", given)
+        raise Stop
+
+    pyspark = types.ModuleType("pyspark")
+    pyspark.SparkConf, pyspark.SparkContext = SparkConf, spark_context
+    mllib = types.ModuleType("pyspark.mllib")
+    clustering = types.ModuleType("pyspark.mllib.clustering")
+    clustering.KMeans = object
+    monkeypatch.setitem(sys.modules, "pyspark", pyspark)
+    monkeypatch.setitem(sys.modules, "pyspark.mllib", mllib)
+    monkeypatch.setitem(sys.modules, "pyspark.mllib.clustering", clustering)
+    args = ["--num-points", "10", "--num-columns", "2", "--centers", "2", "--iterations", "1",
+            "--num-partitions", "1", "--seed", "1", "--trials", "1", *argv]
+    with pytest.raises(Stop):
+        kmeans_job.main(args)
+    assert made["name"] == expected

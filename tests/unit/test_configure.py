@@ -242,6 +242,51 @@ def test_status_command_reports_hashes_and_liveness_as_the_scripts_see_it(tmp_pa
         "mesos-agent": cplan.RoleStatus("", False)}
 
 
+def test_status_command_says_lost_when_a_state_file_is_gone(tmp_path):
+    """A role whose state files (ZooKeeper's myid) are gone from a directory the user can
+    look into is "lost", whatever its hash says (issue 23, fault 7)."""
+    from k1prov.roles.render import status_functions
+
+    state = tmp_path / "state"
+    (state / "roles").mkdir(parents=True)
+    (state / "roles" / "zookeeper.sha256").write_text("ab" * 32 + "\n")
+    (state / "roles" / "spark-client.sha256").write_text("cd" * 32 + "\n")
+    data = tmp_path / "zk"
+    data.mkdir()
+    command = cplan.status_command(status_functions(load()), {"zookeeper": "", "spark-client": ""},
+                                   {"zookeeper": (str(data / "myid"),)})
+    env = {"PATH": "/usr/bin:/bin", "K1PROV_STATE_DIR": str(state), "K1PROV_INIT": "none"}
+
+    def status() -> dict:
+        out = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True, env=env,
+                             timeout=30).stdout
+        return cplan.parse_status(out)
+
+    assert status()["zookeeper"] == cplan.RoleStatus("ab" * 32, None, lost=True)
+    assert status()["spark-client"] == cplan.RoleStatus("cd" * 32, None)
+    (data / "myid").write_text("2\n")
+    assert status()["zookeeper"] == cplan.RoleStatus("ab" * 32, None)
+    # The whole data directory gone is lost too.
+    (data / "myid").unlink()
+    data.rmdir()
+    assert status()["zookeeper"].lost
+
+
+def test_a_wiped_zookeeper_member_is_set_up_again_though_its_script_is_unchanged(tmp_path, fake):
+    run(tmp_path)
+    fake.ran.clear()
+    fake.wiped = {"n3"}
+    report = run(tmp_path)
+    assert fake.ran == [("n3", "zookeeper")]
+    actions = {(o.node, o.changes[0]): o.action for o in report.outcomes}
+    assert actions.pop(("n3", "zookeeper")) == "changed"
+    assert set(actions.values()) == {"unchanged"}
+    assert report.exit_code() == 0 and not fake.wiped
+    # The next configure finds it whole: nothing runs.
+    fake.ran.clear()
+    assert run(tmp_path).exit_code() == 0 and fake.ran == []
+
+
 def test_parse_status_keeps_only_well_formed_lines_of_known_roles():
     good = "zookeeper " + "0f" * 32 + " running"
     text = "\n".join([

@@ -306,3 +306,50 @@ def test_reimage_refuses_a_node_too_small_and_the_inventory_can_lower_the_need(t
     report = Provisioner(inv, state_root=tmp_path / "state").reimage(["n1"])
     assert report.exit_code() == EXIT_OK, [o.error for o in report.failed]
     assert actions(ironic) == {"n1": ["rebuild"]}
+
+# ---- cluster up's ssh phase: a node that lost power since its deploy ------------------------
+
+def test_an_active_node_that_does_not_answer_is_powered_on_through_ironic_then_waited_for(
+        tmp_path, ironic, monkeypatch):
+    """Ironic still calls n3 on (its power sync off or not due), but its BMC lost power: the
+    first look (one connect timeout) finds it silent, it is powered on through Ironic, then
+    waited for; the nodes that answered are not touched (issue 23, fault 6)."""
+    import k1prov.cluster
+    from k1prov.errors import TransportError
+
+    for i in range(1, 5):
+        ironic.add(f"n{i}", provision_state="active", power_state="power on")
+    ironic.real_power["n3"] = "power off"
+
+    def run_command(target, command, *, connect_timeout, command_timeout):
+        if ironic.real_power.get(target.host, "power on") != "power on":
+            raise TransportError(target.host, "connection timed out", transient=True)
+        return CommandResult(target.host, 0, "1.0 0 100\n", "")
+
+    monkeypatch.setattr(k1prov.ssh_ready, "run_command", run_command)
+    p = prov(tmp_path, ssh_connect=0.5, ssh_ready=5.0)
+    report = k1prov.cluster._ssh_phase(p.context, ["n1", "n2", "n3", "n4"])
+    assert [c for c in ironic.calls if c[0] == "power"] == [("power", ("n3", "power on"))]
+    assert rows(report) == {"n1": (Status.OK, "ssh ok"), "n2": (Status.OK, "ssh ok"),
+                            "n3": (Status.OK, "ssh ok after a power on through Ironic"), "n4": (Status.OK, "ssh ok")}
+    assert [name for name, _ in report.phases] == ["ssh.ready", "ironic.power", "ssh.ready after power on"]
+
+
+def test_a_node_that_stays_silent_after_its_power_on_fails_alone(tmp_path, ironic, monkeypatch):
+    import k1prov.cluster
+    from k1prov.errors import TransportError
+
+    for i in range(1, 5):
+        ironic.add(f"n{i}", provision_state="active", power_state="power on")
+
+    def run_command(target, command, *, connect_timeout, command_timeout):
+        if target.host == "n2":
+            raise TransportError(target.host, "connection timed out", transient=True)
+        return CommandResult(target.host, 0, "1.0 0 100\n", "")
+
+    monkeypatch.setattr(k1prov.ssh_ready, "run_command", run_command)
+    report = k1prov.cluster._ssh_phase(prov(tmp_path, ssh_connect=0.3, ssh_ready=1.0).context,
+                                       ["n1", "n2", "n3", "n4"])
+    assert [c for c in ironic.calls if c[0] == "power"] == [("power", ("n2", "power on"))]
+    bad = {o.node: o for o in report.outcomes if o.status is not Status.OK}
+    assert list(bad) == ["n2"] and "not ready after 1 s" in bad["n2"].error, bad

@@ -60,6 +60,43 @@ def test_zookeeper_unhealthy(answers, problem):
     assert problem in result.problems
 
 
+def test_zookeeper_member_without_myid_is_data_lost_whatever_it_answers(tmp_path):
+    """A wiped data directory (issue 23, fault 7): the member still answers srvr from memory,
+    but it has lost its identity and its snapshots. The myid command itself runs in bash
+    against real directories."""
+    from k1prov.roles.health import DATA_LOST, _zk_myid_command
+
+    intact, wiped, gone = tmp_path / "intact", tmp_path / "wiped", tmp_path / "gone"
+    intact.mkdir()
+    (intact / "myid").write_text("1\n")
+    wiped.mkdir()
+
+    def myid(d) -> str:
+        return subprocess.run(["bash", "-c", _zk_myid_command(str(d))], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+
+    assert [myid(intact), myid(wiped), myid(gone)] == ["present", "missing", "missing"]
+
+    def run(n: Node, command: str) -> tuple[int, str]:
+        if "srvr" in command:
+            return 0, srvr("leader" if n.name == "z2" else "follower")
+        assert "/var/lib/zookeeper/myid" in command, command
+        return 0, "missing\n" if n.name == "z3" else "present\n"
+
+    result = zookeeper_health(ZK, run, data_dir="/var/lib/zookeeper")
+    assert not result.ok and result.states == {"z1": "follower", "z2": "leader", "z3": DATA_LOST}
+    # The same through `sample` (one batch per host: the commands a check sends when no
+    # host answers), as `cluster status` and configure's gates look.
+    sampled = sample({"zookeeper": lambda r: zookeeper_health(ZK, r, data_dir="/var/lib/zookeeper")},
+                     lambda wanted: {name: [run(node, c) for c in cmds] for name, (node, cmds) in wanted.items()})
+    assert sampled["zookeeper"].states["z3"] == DATA_LOST
+    assert any(p.startswith("z3: no myid in /var/lib/zookeeper") for p in result.problems), result.problems
+    # A user who cannot look into the directory learns nothing: no verdict from it.
+    unknown = zookeeper_health(ZK, lambda n, c: (0, srvr("leader" if n.name == "z2" else "follower"))
+                               if "srvr" in c else (0, "unknown\n"), data_dir="/var/lib/zookeeper")
+    assert unknown.ok
+
+
 def test_zookeeper_single_member_standalone():
     assert zookeeper_health(ZK[:1], runner({"z1": (0, srvr("standalone"))})).ok
 
