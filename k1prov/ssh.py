@@ -349,14 +349,19 @@ def kill_command(sid: int, *, kill_grace: float, as_root: bool) -> str:
     return f"{'sudo -n ' if as_root else ''}sh -c {shlex.quote(script)}"
 
 
+# How much stderr may come before the session id's line (what a login shell's rc files
+# print); past it, the line is not looked for any more.
+_MARKER_WITHIN = 64 * 1024
+
+
 class _Output:
-    """stdout and stderr of a channel, read as they come; the session id taken off the
-    front of stderr."""
+    """stdout and stderr of a channel, read as they come; the session id's line taken out
+    of stderr."""
 
     def __init__(self) -> None:
         self.out, self.err = bytearray(), bytearray()
         self.sid: int | None = None
-        self._head = True          # still looking for the marker at the start of stderr
+        self._head = True          # still looking for the marker line in stderr
 
     def drain(self, chan: paramiko.Channel) -> bool:
         """Read what has come; True when something had."""
@@ -365,15 +370,26 @@ class _Output:
             self.out += chan.recv(1 << 16)
         while chan.recv_stderr_ready():
             self.err += chan.recv_stderr(1 << 16)
-        if self._head and b"\n" in self.err:
-            first, _, rest = bytes(self.err).partition(b"\n")
-            words = first.split()
-            if len(words) == 2 and words[0] == _SID_MARKER.encode() and words[1].isdigit():
-                self.sid = int(words[1])
-                self.err = bytearray(rest)
-                before -= len(first) + 1
-            self._head = False
+        if self._head:
+            before -= self._take_marker()
         return len(self.out) + len(self.err) != before
+
+    def _take_marker(self) -> int:
+        """Take the session id's line out of stderr; returns the bytes taken. It is not
+        always the first line: the user's login shell may write before the wrapper runs (a
+        ~/.bashrc whose `pyenv rehash` raced another shell was seen), and what it wrote
+        stays in the output."""
+        if len(self.err) > _MARKER_WITHIN:
+            self._head = False                     # not a wrapped command: stop looking
+            return 0
+        lines = bytes(self.err).split(b"\n")
+        for i, line in enumerate(lines[:-1]):      # complete lines only
+            words = line.split()
+            if len(words) == 2 and words[0] == _SID_MARKER.encode() and words[1].isdigit():
+                self.sid, self._head = int(words[1]), False
+                self.err = bytearray(b"\n".join(lines[:i] + lines[i + 1:]))
+                return len(line) + 1
+        return 0
 
     def text(self) -> tuple[str, str]:
         return (bytes(self.out).decode("utf-8", "replace"),

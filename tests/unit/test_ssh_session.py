@@ -111,3 +111,27 @@ def test_the_login_shell_reads_its_rc_file_once(tmp_path):
                               stdin=theirs, capture_output=True, text=True, timeout=30, env=env)
     assert proc.returncode == 0 and proc.stdout == "payload ran\n"
     assert (tmp_path / "reads").read_text() == "read\n"
+
+
+def test_the_session_id_line_is_found_after_what_the_login_shell_wrote_first():
+    """A ~/.bashrc that writes to stderr before the wrapper runs (a racing `pyenv rehash`
+    was seen) must not leave the session id's line in the command's output."""
+    from k1prov.ssh import _Output
+
+    class Chan:
+        def __init__(self, err: bytes):
+            self.err = [err]
+
+        def recv_ready(self):
+            return False
+
+        def recv_stderr_ready(self):
+            return bool(self.err)
+
+        def recv_stderr(self, n):
+            return self.err.pop(0)
+
+    out = _Output()
+    out.drain(Chan(b"pyenv: cannot rehash: /root/.pyenv/shims isn't writable\nK1PROV-SID 4242\nreal error\n"))
+    assert out.sid == 4242
+    assert out.text() == ("", "pyenv: cannot rehash: /root/.pyenv/shims isn't writable\nreal error\n")
