@@ -440,7 +440,18 @@ def rebuild(ctx: VerbContext, *, image: str | None = None) -> ClusterReport:
 def _rebuild_group(ctx: VerbContext, report: ClusterReport, names: list[str], *,
                    image: str | None, errors: dict[str, str], record: RunRecord) -> bool:
     """reimage + configure (rejoin) of a group of nodes; False when one of them failed."""
-    pipe = _Pipeline(ctx, report, ctx.select(names))
+    nodes = ctx.select(names)
+    # The services stop first, as an operator takes a member out: a reimage powers the
+    # machine off, and a machine that loses power sends its peers nothing, so a Mesos
+    # master or ZooKeeper member cut that way is noticed only when the others' timeouts
+    # run out (in the lab, the rebuilt Mesos leader's peers found no single leader for
+    # 300 s). Best effort: a host that does not answer is reimaged all the same.
+    t0 = time.monotonic()
+    stopped = run_on_hosts(ctx, STOP_SERVICES, nodes=nodes, known_hosts=ctx.known_hosts())
+    bad = [r.key for r in stopped.results if r.status is not Status.OK]
+    report.phases.append(PhaseResult(f"stop services {','.join(names)}", None, time.monotonic() - t0,
+                                     f"unreachable: {', '.join(bad)}" if bad else ""))
+    pipe = _Pipeline(ctx, report, nodes)
     pipe.phase(f"reimage {','.join(names)}", lambda ns: deploy.reimage(ctx, ns, image_name=image))
     if pipe.alive and not report.cancelled:
         pipe.phase(f"configure {','.join(names)}", lambda ns: configure.apply(ctx, limit=ns, record=record))
