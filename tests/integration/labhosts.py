@@ -63,6 +63,40 @@ ROLE_SETTINGS = "roles:\n" + ZOOKEEPER_ROLE + SPARK_ROLE
 SPARK_ROLE_SETTINGS = "roles:\n" + SPARK_ROLE
 
 
+def mesos_role(s) -> str:
+    """The `mesos:` section of `roles:` for the build the session lab publishes (url and
+    SHA512SUMS as inventories/lab.yaml names them), with the lab hosts' launcher and resources."""
+    from k1prov.lab.mesos import published_sums, published_url
+
+    return f"""\
+  mesos:
+    source: tarball
+    url: {published_url(s.http_url)}
+    sha512_file: "{published_sums(s.http_dir)}"
+    isolation: posix/cpu,posix/mem
+    agent_flags: {{launcher: posix}}
+    resources: "cpus:2;mem:1536;disk:2048"
+"""
+
+
+def mesos_master_get(address: str, path: str, *, timeout: float, port: int = 5050) -> dict | None:
+    """GET `path` of the Mesos master at `address` (elected or not), straight from this
+    machine over the lab's bridge; its JSON, or None when it does not answer."""
+    import http.client
+    import json
+
+    conn = http.client.HTTPConnection(address, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        res = conn.getresponse()
+        body = res.read()
+        return json.loads(body) if res.status == 200 else None
+    except (OSError, ValueError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
 def keygen(path: Path, *, comment: str | None = None) -> str:
     """An ed25519 key pair at path and path.pub (comment: the file name unless given);
     returns the public key line."""

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 from image_fixture import lab_image_path
-from labhosts import (ROLE_SETTINGS, SPARK_ROLE, ZOOKEEPER_ROLE, deploy_settings_text, lab_connection,
+from labhosts import (ROLE_SETTINGS, SPARK_ROLE, ZOOKEEPER_ROLE, deploy_settings_text, lab_connection, mesos_role,
                       lab_inventory_text, lab_ip, openssh, write_deploy_inputs)
 from typer.testing import CliRunner
 
@@ -40,7 +40,7 @@ from k1prov import glance
 from k1prov.cli import app
 from k1prov.inventory import load_inventory
 from k1prov.lab.machine import machine_mac, machine_name
-from k1prov.lab.mesos import publish, published_sums, published_url
+from k1prov.lab.mesos import publish
 from k1prov.lab.netns import netns_exists, netns_name
 from k1prov.lock import cluster_lock
 from k1prov.verb_report import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK
@@ -86,17 +86,9 @@ _MESOS: list[bool] = []
 
 
 def _mesos_role_settings(s) -> str:
-    """roles: with Mesos from the build the session lab publishes (url and SHA512SUMS as
-    inventories/lab.yaml names them); Spark stays standalone, as the other checks expect."""
-    return "roles:\n" + ZOOKEEPER_ROLE + f"""\
-  mesos:
-    source: tarball
-    url: {published_url(s.http_url)}
-    sha512_file: "{published_sums(s.http_dir)}"
-    isolation: posix/cpu,posix/mem
-    agent_flags: {{launcher: posix}}
-    resources: "cpus:2;mem:1536;disk:2048"
-""" + SPARK_ROLE
+    """roles: with Mesos from the build the session lab publishes; Spark stays standalone,
+    as the other checks expect."""
+    return "roles:\n" + ZOOKEEPER_ROLE + mesos_role(s) + SPARK_ROLE
 
 def _node(name: str, index: int, roles: list[str], s) -> str:
     return (f"  - name: {name}\n"

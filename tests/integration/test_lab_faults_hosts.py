@@ -45,12 +45,13 @@ from pathlib import Path
 import pytest
 from image_fixture import lab_image_path
 from labhosts import (SPARK_ROLE, ZOOKEEPER_ROLE, deploy_settings_text, lab_connection, lab_inventory_text,
+                      mesos_master_get, mesos_role,
                       lab_ip, openssh, write_deploy_inputs)
 
 from k1prov import glance
 from k1prov.inventory import load_inventory
 from k1prov.lab.machine import machine_mac, machine_name
-from k1prov.lab.mesos import publish, published_sums, published_url
+from k1prov.lab.mesos import publish
 from k1prov.lab.netns import netns_exists, netns_name
 from k1prov.provisioner import Provisioner
 from k1prov.settings import DEFAULT_TIMEOUTS
@@ -95,14 +96,7 @@ _MESOS: list[bool] = []
 def _role_settings(s, mesos: bool) -> str:
     if not mesos:
         return "roles:\n" + ZOOKEEPER_ROLE + SPARK_ROLE
-    return "roles:\n" + ZOOKEEPER_ROLE + f"""\
-  mesos:
-    source: tarball
-    url: {published_url(s.http_url)}
-    sha512_file: "{published_sums(s.http_dir)}"
-    isolation: posix/cpu,posix/mem
-    agent_flags: {{launcher: posix}}
-    resources: "cpus:2;mem:1536;disk:2048"
+    return "roles:\n" + ZOOKEEPER_ROLE + mesos_role(s) + f"""\
   spark:
     source: preinstalled
     spark_home: /opt/spark
@@ -527,18 +521,7 @@ SPARK_PROCESSES = "org[.]apache[.]spark|pyspark[.]daemon|pyspark[.]worker"
 
 
 def _mesos_get(address: str, path: str) -> dict | None:
-    import http.client
-
-    conn = http.client.HTTPConnection(address, MESOS_PORT, timeout=MESOS_TIMEOUT)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        body = response.read()
-        return json.loads(body) if response.status == 200 else None
-    except (OSError, ValueError, http.client.HTTPException):
-        return None
-    finally:
-        conn.close()
+    return mesos_master_get(address, path, timeout=MESOS_TIMEOUT, port=MESOS_PORT)
 
 
 def _mesos_leader() -> str | None:

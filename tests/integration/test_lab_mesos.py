@@ -10,7 +10,6 @@ path, checksum checked. Measurements are printed (pytest -s).
 from __future__ import annotations
 
 import dataclasses
-import http.client
 import json
 import os
 import re
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from image_fixture import lab_image_path
-from labhosts import ZOOKEEPER_ROLE, beside_other_sessions, booted_hosts, host_inventory_text
+from labhosts import ZOOKEEPER_ROLE, beside_other_sessions, booted_hosts, host_inventory_text, mesos_master_get
 
 from k1prov.bench.contention import ContentionOptions
 from k1prov.bench.drf import DrfOptions, run_drf
@@ -315,18 +314,8 @@ def leader_address(cluster) -> str | None:
 
 
 def master_get(address: str, path: str) -> dict | None:
-    """GET `path` of the Mesos master at `address` (elected or not), straight from this
-    machine over the test's bridge; its JSON, or None when it does not answer."""
-    conn = http.client.HTTPConnection(address, 5050, timeout=POLL_HTTP_TIMEOUT)
-    try:
-        conn.request("GET", path)
-        res = conn.getresponse()
-        body = res.read()
-        return json.loads(body) if res.status == 200 else None
-    except (OSError, ValueError, http.client.HTTPException):
-        return None
-    finally:
-        conn.close()
+    """GET `path` of the Mesos master at `address` (elected or not); None when it does not answer."""
+    return mesos_master_get(address, path, timeout=POLL_HTTP_TIMEOUT)
 
 
 class RolePoller:
