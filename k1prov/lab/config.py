@@ -51,6 +51,21 @@ KEYSTONE_REGION = "RegionOne"
 SERVICE_PROJECT = "service"
 
 
+# `lab up --conductors`: the lab machine has 2 cores; Ironic's guidance is ~300 nodes each.
+MAX_CONDUCTORS = 8
+# With several conductors: where each one's JSON-RPC server listens and what it registers as
+# (with its port: LabSettings.conductor_host). Loopback only, no auth: only the API and the
+# conductors on this machine call it.
+CONDUCTOR_HOST = "127.0.0.1"
+# [conductor] heartbeat_interval (s) with several conductors (Ironic's default is 10): the
+# heartbeat_timeout of the tests that kill a conductor is a few of these.
+CONDUCTOR_HEARTBEAT_INTERVAL = 3
+# How often a conductor looks for nodes of a dead conductor (check_provision_state_interval,
+# Ironic's default 60 s) and re-reads the conductor list into its hash ring
+# (hash_ring_reset_interval, 15 s): a conductor's death is seen in seconds, not minutes.
+CONDUCTOR_TAKEOVER_CHECK = 5
+
+
 @dataclass(frozen=True)
 class LabSettings:
     # State directory: configs, sqlite databases, logs, pidfiles, images, BMC state.
@@ -91,6 +106,25 @@ class LabSettings:
     # Another: BMCs that are gone (nothing listens on their ports; bmcsim.py --dead). Their
     # machines keep the power state they had.
     dead_bmcs: tuple[int, ...] = ()
+    # Ironic's shape (`k1prov lab up --conductors N`). 0: one all-in-one `ironic` process on
+    # SQLite (the default). N >= 1: MariaDB (k1prov.lab.mariadb), `ironic-api` and N
+    # `ironic-conductor` processes joined by JSON-RPC, as sites that outgrow one conductor
+    # run it. Conductor i (1-based) serves JSON-RPC on 127.0.0.1, port
+    # json_rpc_base_port + i - 1, and registers as "127.0.0.1:<port>" (the `conductor`
+    # field of its nodes).
+    conductors: int = 0
+    # The conductor group of each conductor, in order (one per conductor); empty: every
+    # conductor in the default group "" (nodes without conductor_group), spread over them
+    # by Ironic's hash ring.
+    conductor_groups: tuple[str, ...] = ()
+    mariadb_port: int = 3306
+    # Not 8089, Ironic's default: a conductor on 8089 registers without its port, and then
+    # each caller would reach it on its own [json_rpc] port.
+    json_rpc_base_port: int = 8090
+    # [conductor] heartbeat_timeout (s): after it, a silent conductor's nodes go to the
+    # others (hash ring) and its DEPLOYING nodes fail. Ironic's default is 60; the tests
+    # that kill a conductor shorten it. Conductors beat every CONDUCTOR_HEARTBEAT_INTERVAL.
+    conductor_heartbeat_timeout: int = 60
 
     @classmethod
     def default(cls) -> "LabSettings":
@@ -112,6 +146,7 @@ class LabSettings:
         tcp = [self.ironic_port, self.glance_port, self.http_port, self.keystone_port]
         if len(set(tcp)) != len(tcp):
             raise ConfigError(f"lab settings: ironic, glance, http and keystone ports must differ, got {tcp}")
+        self._check_conductors(tcp)
         if self.auth not in AUTH_MODES:
             raise ConfigError(f"lab setting auth: {self.auth!r} is not one of {', '.join(AUTH_MODES)}")
         if self.token_expiration < 10:
@@ -141,6 +176,63 @@ class LabSettings:
                 raise ConfigError(f"lab setting dead_bmcs: {port} is not a BMC port of the lab "
                                   f"after the first ({self.bmc_base_port + 1}-"
                                   f"{self.bmc_base_port + self.nodes - 1})")
+
+    def _check_conductors(self, tcp: list[int]) -> None:
+        if not 0 <= self.conductors <= MAX_CONDUCTORS:
+            raise ConfigError(f"lab setting conductors: {self.conductors} (0 for the all-in-one "
+                              f"Ironic, or 1 to {MAX_CONDUCTORS})")
+        if self.conductor_groups and len(self.conductor_groups) != self.conductors:
+            raise ConfigError(f"lab setting conductor_groups: {len(self.conductor_groups)} groups "
+                              f"for {self.conductors} conductors (one per conductor)")
+        for group in self.conductor_groups:
+            # Ironic's own rule for a conductor group (lower case: Ironic folds it).
+            if not re.fullmatch(r"[a-z0-9_.-]*", group):
+                raise ConfigError(f"lab setting conductor_groups: {group!r} is not a conductor group "
+                                  "(lower-case letters, digits, '_', '.', '-')")
+        if self.conductor_heartbeat_timeout <= CONDUCTOR_HEARTBEAT_INTERVAL:
+            raise ConfigError(f"lab setting conductor_heartbeat_timeout: {self.conductor_heartbeat_timeout} s "
+                              f"(must exceed the heartbeat interval, {CONDUCTOR_HEARTBEAT_INTERVAL} s)")
+        if not self.conductors:
+            return
+        rpc = list(self.json_rpc_ports)
+        for port in (self.mariadb_port, *rpc):
+            if not 1 <= port <= 65535:
+                raise ConfigError(f"lab setting: MariaDB or JSON-RPC port {port} is not a port number")
+        if 8089 in rpc:
+            raise ConfigError("lab setting json_rpc_base_port: no conductor may use port 8089 "
+                              "(Ironic registers a conductor there without its port)")
+        every = [*tcp, self.mariadb_port, *rpc]
+        if len(set(every)) != len(every):
+            raise ConfigError(f"lab settings: the MariaDB and JSON-RPC ports {[self.mariadb_port, *rpc]} "
+                              f"must differ from each other and from {tcp}")
+
+    @property
+    def json_rpc_ports(self) -> range:
+        """Conductor i's (1-based) JSON-RPC port is json_rpc_ports[i - 1]."""
+        return range(self.json_rpc_base_port, self.json_rpc_base_port + self.conductors)
+
+    def conductor_group(self, i: int) -> str:
+        return self.conductor_groups[i - 1] if self.conductor_groups else ""
+
+    def conductor_host(self, i: int) -> str:
+        """The name conductor i registers under, as nodes' `conductor` field shows it."""
+        return f"{CONDUCTOR_HOST}:{self.json_rpc_ports[i - 1]}"
+
+    def conductor_conf(self, i: int) -> Path:
+        return self.etc_dir / f"ironic-conductor-{i}.conf"
+
+    @property
+    def mariadb_datadir(self) -> Path:
+        return self.root / "mariadb"
+
+    @property
+    def mariadb_socket(self) -> Path:
+        return self.run_dir / "mariadb.sock"
+
+    @property
+    def mariadb_password_file(self) -> Path:
+        """The password of Ironic's MariaDB user."""
+        return self.root / "mariadb-password"
 
     # Paths inside the state directory; one place so that nothing guesses them.
     @property
@@ -273,6 +365,50 @@ def _flaky_ipmi(conf: str, s: LabSettings) -> str:
                         f"{FLAKY_POWER_STATE_CHANGE_TIMEOUT}\n", 1)
 
 
+def _split_ironic(conf: str, s: LabSettings, db_password: str) -> str:
+    """`conf` for an API and s.conductors conductors in separate processes (conductors > 0):
+    JSON-RPC between them, the lab's MariaDB, a conductor's death seen in seconds. What is
+    each conductor's own (host, JSON-RPC port, group) is in render_conductor_conf."""
+    if not s.conductors:
+        return conf
+    from k1prov.lab.mariadb import connection_url
+
+    aio = "# API and conductor in one process; no message bus.\nrpc_transport = none\n"
+    sqlite = f"connection = sqlite:///{s.root / 'ironic.sqlite'}\n"
+    assert conf.count(aio) == 1 and conf.count(sqlite) == 1
+    conf = conf.replace(aio, "# ironic-api and the conductors in their own processes "
+                             "(`lab up --conductors`).\nrpc_transport = json-rpc\n"
+                             f"hash_ring_reset_interval = {CONDUCTOR_TAKEOVER_CHECK}\n")
+    conf = conf.replace(sqlite, f"connection = {connection_url(port=s.mariadb_port, password=db_password)}\n")
+    conf = conf.replace("[conductor]\n", "[conductor]\n"
+                        f"heartbeat_interval = {CONDUCTOR_HEARTBEAT_INTERVAL}\n"
+                        f"heartbeat_timeout = {s.conductor_heartbeat_timeout}\n"
+                        f"check_provision_state_interval = {CONDUCTOR_TAKEOVER_CHECK}\n", 1)
+    return conf + textwrap.dedent(f"""
+        [json_rpc]
+        # Loopback only: the API and the conductors of this machine call each other without
+        # credentials, whatever the lab's auth mode for callers of the API.
+        auth_strategy = noauth
+        auth_type = none
+        host_ip = {CONDUCTOR_HOST}
+        """)
+
+
+def render_conductor_conf(s: LabSettings, i: int) -> str:
+    """Conductor i's own settings, read after ironic.conf (`--config-file` twice)."""
+    return textwrap.dedent(f"""\
+        # Written by k1prov lab; rewritten on every `k1prov lab up`. Conductor {i} of {s.conductors}.
+        [DEFAULT]
+        host = {CONDUCTOR_HOST}
+
+        [json_rpc]
+        port = {s.json_rpc_ports[i - 1]}
+
+        [conductor]
+        conductor_group = {s.conductor_group(i)}
+        """)
+
+
 def _keystone_auth_lines(s: LabSettings, *, user: str, password: str) -> str:
     """A service user's password auth, as keystonemiddleware and keystoneauth read it."""
     return textwrap.dedent(f"""\
@@ -337,10 +473,11 @@ def _ironic_auth(s: LabSettings, service_password: str) -> tuple[str, str, str]:
     return "auth_strategy = noauth\n", "auth_type = none\n", ""
 
 
-def render_ironic_conf(s: LabSettings, *, service_password: str = "") -> str:
+def render_ironic_conf(s: LabSettings, *, service_password: str = "", db_password: str = "") -> str:
+    """db_password: the one of Ironic's MariaDB user (conductors > 0)."""
     state = s.root / "ironic"
     default_auth, glance_auth, extra = _ironic_auth(s, service_password)
-    return _flaky_ipmi(textwrap.dedent(f"""\
+    return _split_ironic(_flaky_ipmi(textwrap.dedent(f"""\
         # Written by k1prov lab; rewritten on every `k1prov lab up`.
         [DEFAULT]
         {{default_auth}}
@@ -443,7 +580,7 @@ def render_ironic_conf(s: LabSettings, *, service_password: str = "") -> str:
         {{policy}}
         """).replace("{default_auth}\n", default_auth).replace("{glance_auth}\n", glance_auth) \
         .replace("{policy}\n", _IRONIC_KEYSTONE_POLICY if s.auth == "keystone" else "") + \
-        ("\n" + extra if extra else ""), s)
+        ("\n" + extra if extra else ""), s), s, db_password)
 
 
 def render_glance_conf(s: LabSettings, *, service_password: str = "") -> str:
@@ -535,11 +672,12 @@ def render_keystone_conf(s: LabSettings) -> str:
         """)
 
 
-def rendered_files(s: LabSettings, *, service_password: str = "") -> dict[Path, str]:
+def rendered_files(s: LabSettings, *, service_password: str = "", db_password: str = "") -> dict[Path, str]:
     """Every configuration file of the lab, path -> content. service_password: the one of
-    Ironic's and Glance's Keystone users (auth "keystone")."""
+    Ironic's and Glance's Keystone users (auth "keystone"); db_password: Ironic's MariaDB
+    user's (conductors > 0)."""
     files = {
-        s.ironic_conf: render_ironic_conf(s, service_password=service_password),
+        s.ironic_conf: render_ironic_conf(s, service_password=service_password, db_password=db_password),
         s.glance_conf_dir / "glance-api.conf": render_glance_conf(s, service_password=service_password),
         s.glance_conf_dir / "glance-api-paste.ini": render_glance_paste(s),
         # With Keystone, Glance's own rules (an admin may do everything, a project its images).
@@ -548,10 +686,12 @@ def rendered_files(s: LabSettings, *, service_password: str = "") -> dict[Path, 
     }
     if s.auth == "keystone":
         files[s.keystone_conf] = render_keystone_conf(s)
+    for i in range(1, s.conductors + 1):
+        files[s.conductor_conf(i)] = render_conductor_conf(s, i)
     return files
 
 
-def write_configs(s: LabSettings, *, service_password: str = "") -> None:
+def write_configs(s: LabSettings, *, service_password: str = "", db_password: str = "") -> None:
     """Write the configuration files and the directories they name (only what changed).
     Every file is 0600: with Keystone, Ironic's and Glance's hold a service password."""
     for d in (s.etc_dir, s.glance_conf_dir, s.log_dir, s.run_dir, s.http_dir, s.bmc_state_dir,
@@ -566,5 +706,8 @@ def write_configs(s: LabSettings, *, service_password: str = "") -> None:
         for d in (s.keystone_keys_dir, *(s.keystone_keys_dir / n for n in KEYSTONE_KEY_DIRS)):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
             d.chmod(0o700)
-    for path, text in rendered_files(s, service_password=service_password).items():
+    if s.conductors:
+        # MariaDB's datadir: its own user only, as mariadb-install-db leaves it.
+        s.mariadb_datadir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for path, text in rendered_files(s, service_password=service_password, db_password=db_password).items():
         write_if_changed(path, text, mode=0o600)
