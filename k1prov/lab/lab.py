@@ -491,7 +491,7 @@ class Lab:
         if name in ("ironic", "ironic-api"):
             return checks.http_ok(s.ironic_url + "/", timeout=timeout)
         if name == "mariadb":
-            return mariadb.greets(s.mariadb_port, timeout=timeout)
+            return mariadb.answers(s.mariadb_socket, timeout=timeout)
         if name.startswith(CONDUCTOR_SERVICE + "-"):
             # Registered and beating in Ironic's database: its JSON-RPC port opens before it
             # registers, and only a registered conductor is in the API's hash ring.

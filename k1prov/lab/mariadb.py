@@ -9,7 +9,6 @@ PyMySQL (the lab venv's driver) as a user of its own that owns the `ironic` data
 """
 from __future__ import annotations
 
-import socket
 import subprocess
 from pathlib import Path
 
@@ -18,11 +17,10 @@ from k1prov.errors import LabError
 MARIADBD = Path("/usr/sbin/mariadbd")
 INSTALL_DB = Path("/usr/bin/mariadb-install-db")
 CLIENT = Path("/usr/bin/mariadb")
+ADMIN = Path("/usr/bin/mariadb-admin")
 # Ironic's database and its user (the user's password: LabSettings.mariadb_password_file).
 DATABASE = "ironic"
 DB_USER = "ironic"
-# A MySQL-protocol server greets first: 4 bytes of packet header, then the protocol version.
-_PROTOCOL_VERSION = 10
 
 
 def installed() -> bool:
@@ -62,14 +60,17 @@ def initialize(datadir: Path, *, timeout: float, log: Path) -> None:
     _run(argv, what="mariadb-install-db", timeout=timeout, log=log)
 
 
-def greets(port: int, *, timeout: float) -> bool:
-    """True if a MySQL-protocol server on 127.0.0.1:port sends its greeting."""
+def answers(socket_path: Path, *, timeout: float) -> bool:
+    """True if the server answers `mariadb-admin ping` on its socket, as its root (unix_socket
+    authentication: the lab is root). A bare TCP connect would be logged as an aborted
+    connection each time, and the server blocks a host after 100 of them."""
+    argv = [str(ADMIN), "--no-defaults", f"--socket={socket_path}", "--user=root",
+            f"--connect-timeout={max(1, int(timeout))}", "ping"]
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
-            data = conn.recv(5)
-    except OSError:
+        out = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, timeout=timeout)
+    except (subprocess.TimeoutExpired, OSError):
         return False
-    return len(data) == 5 and data[4] == _PROTOCOL_VERSION
+    return out.returncode == 0
 
 
 def ensure_database(socket_path: Path, *, password: str, timeout: float, log: Path) -> None:
