@@ -394,18 +394,42 @@ def _split_ironic(conf: str, s: LabSettings, db_password: str) -> str:
         """)
 
 
+def conductor_dirs(s: LabSettings, i: int) -> dict[str, Path]:
+    """Conductor i's own state, image caches and HTTP staging directory. A conductor's image
+    caches are its own (on a site each conductor has its own disk): two conductors
+    converting the same image into one master cache break each other's hard links
+    ("Could not link image … .converted")."""
+    state = s.root / "ironic" / f"conductor-{i}"
+    return {"state": state, "images": state / "images", "master_images": state / "master_images",
+            "tftp_master": s.tftp_root / f"master_images-conductor-{i}",
+            "http_root": s.http_dir / f"conductor-{i}"}
+
+
 def render_conductor_conf(s: LabSettings, i: int) -> str:
     """Conductor i's own settings, read after ironic.conf (`--config-file` twice)."""
+    d = conductor_dirs(s, i)
     return textwrap.dedent(f"""\
         # Written by k1prov lab; rewritten on every `k1prov lab up`. Conductor {i} of {s.conductors}.
         [DEFAULT]
         host = {CONDUCTOR_HOST}
+        state_path = {d["state"]}
 
         [json_rpc]
         port = {s.json_rpc_ports[i - 1]}
 
         [conductor]
         conductor_group = {s.conductor_group(i)}
+
+        [pxe]
+        # The PXE configs stay in the one tftp_root the lab's machines boot from.
+        images_path = {d["images"]}
+        instance_master_path = {d["master_images"]}
+        tftp_master_path = {d["tftp_master"]}
+
+        [deploy]
+        # One HTTP server for the lab, a directory per conductor (a site: one per conductor).
+        http_root = {d["http_root"]}
+        http_url = {s.http_url}/conductor-{i}
         """)
 
 
@@ -709,5 +733,8 @@ def write_configs(s: LabSettings, *, service_password: str = "", db_password: st
     if s.conductors:
         # MariaDB's datadir: its own user only, as mariadb-install-db leaves it.
         s.mariadb_datadir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for i in range(1, s.conductors + 1):
+        for d in conductor_dirs(s, i).values():
+            d.mkdir(parents=True, exist_ok=True)
     for path, text in rendered_files(s, service_password=service_password, db_password=db_password).items():
         write_if_changed(path, text, mode=0o600)

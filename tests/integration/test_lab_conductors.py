@@ -145,6 +145,8 @@ def test_nodes_land_on_the_conductor_of_their_group(env):
 
 
 def test_deploy_and_undeploy_through_the_conductors(env):
+    images = _prov(env).register_images()
+    assert images.exit_code() == EXIT_OK, [(o.node, o.error) for o in images.failed]
     report = _prov(env).deploy()
     assert report.exit_code() == EXIT_OK, [(o.node, o.error) for o in report.failed]
     assert {o.node: o.action for o in report.outcomes if o.node in NAMES} == {n: "deployed" for n in NAMES}

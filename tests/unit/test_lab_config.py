@@ -252,6 +252,9 @@ def test_conductors_share_mariadb_and_talk_json_rpc(tmp_path):
         assert own["json_rpc"]["port"] == str(port)
         assert s.conductor_host(i) == f"127.0.0.1:{port}"
         assert s.conductor_conf(i) in rendered_files(s, db_password="pw")
+        # Image caches and HTTP staging of its own (shared caches break each other's links).
+        assert f"conductor-{i}" in own["pxe"]["instance_master_path"]
+        assert own["deploy"]["http_url"].endswith(f"/conductor-{i}")
     # Without groups every conductor is in the default group "" (nodes without one).
     assert parse(render_conductor_conf(settings(tmp_path, conductors=1), 1))["conductor"]["conductor_group"] == ""
 
