@@ -177,6 +177,8 @@ def test_a_conductor_killed_mid_deploy_its_nodes_go_to_the_other(env):
     env["inv"] = _inventory(lab, env["dir"], groups={}, name="one-group.yaml")
     report = _prov(env).enroll()
     assert report.exit_code() == EXIT_OK, [o.error for o in report.failed]
+    images = _prov(env).register_images()
+    assert images.exit_code() == EXIT_OK, [(o.node, o.error) for o in images.failed]
     owner = {n: x.conductor for n, x in _nodes(env).items()}
     hosts = {s.conductor_host(i): i for i in (1, 2)}
     assert set(owner.values()) <= set(hosts), owner
