@@ -53,10 +53,13 @@ SERVICE_PROJECT = "service"
 
 # `lab up --conductors`: the lab machine has 2 cores; Ironic's guidance is ~300 nodes each.
 MAX_CONDUCTORS = 8
-# With several conductors: where each one's JSON-RPC server listens and what it registers as
-# (with its port: LabSettings.conductor_host). Loopback only, no auth: only the API and the
-# conductors on this machine call it.
-CONDUCTOR_HOST = "127.0.0.1"
+# With several conductors, each one's JSON-RPC server listens on Ironic's default port on a
+# loopback address of its own (LabSettings.conductor_host), which is also its [DEFAULT] host.
+# Not one address with a port each: Ironic 39 then registers a conductor as "host:port" but
+# reserves nodes as "host", so a dead conductor's reservations match no offline conductor
+# and its nodes stay locked in `deploying` for ever (seen in this lab). Loopback only, no
+# auth: only the API and the conductors on this machine call it.
+JSON_RPC_PORT = 8089
 # [conductor] heartbeat_interval (s) with several conductors (Ironic's default is 10): the
 # heartbeat_timeout of the tests that kill a conductor is a few of these.
 CONDUCTOR_HEARTBEAT_INTERVAL = 3
@@ -109,18 +112,13 @@ class LabSettings:
     # Ironic's shape (`k1prov lab up --conductors N`). 0: one all-in-one `ironic` process on
     # SQLite (the default). N >= 1: MariaDB (k1prov.lab.mariadb), `ironic-api` and N
     # `ironic-conductor` processes joined by JSON-RPC, as sites that outgrow one conductor
-    # run it. Conductor i (1-based) serves JSON-RPC on 127.0.0.1, port
-    # json_rpc_base_port + i - 1, and registers as "127.0.0.1:<port>" (the `conductor`
-    # field of its nodes).
+    # run it. Conductor i (1-based) is conductor_host(i), the `conductor` field of its nodes.
     conductors: int = 0
     # The conductor group of each conductor, in order (one per conductor); empty: every
     # conductor in the default group "" (nodes without conductor_group), spread over them
     # by Ironic's hash ring.
     conductor_groups: tuple[str, ...] = ()
     mariadb_port: int = 3306
-    # Not 8089, Ironic's default: a conductor on 8089 registers without its port, and then
-    # each caller would reach it on its own [json_rpc] port.
-    json_rpc_base_port: int = 8090
     # [conductor] heartbeat_timeout (s): after it, a silent conductor's nodes go to the
     # others (hash ring) and its DEPLOYING nodes fail. Ironic's default is 60; the tests
     # that kill a conductor shorten it. Conductors beat every CONDUCTOR_HEARTBEAT_INTERVAL.
@@ -194,29 +192,23 @@ class LabSettings:
                               f"(must exceed the heartbeat interval, {CONDUCTOR_HEARTBEAT_INTERVAL} s)")
         if not self.conductors:
             return
-        rpc = list(self.json_rpc_ports)
-        for port in (self.mariadb_port, *rpc):
-            if not 1 <= port <= 65535:
-                raise ConfigError(f"lab setting: MariaDB or JSON-RPC port {port} is not a port number")
-        if 8089 in rpc:
-            raise ConfigError("lab setting json_rpc_base_port: no conductor may use port 8089 "
-                              "(Ironic registers a conductor there without its port)")
-        every = [*tcp, self.mariadb_port, *rpc]
-        if len(set(every)) != len(every):
-            raise ConfigError(f"lab settings: the MariaDB and JSON-RPC ports {[self.mariadb_port, *rpc]} "
-                              f"must differ from each other and from {tcp}")
-
-    @property
-    def json_rpc_ports(self) -> range:
-        """Conductor i's (1-based) JSON-RPC port is json_rpc_ports[i - 1]."""
-        return range(self.json_rpc_base_port, self.json_rpc_base_port + self.conductors)
+        if not 1 <= self.mariadb_port <= 65535:
+            raise ConfigError(f"lab setting mariadb_port: {self.mariadb_port} is not a port number")
+        if self.mariadb_port in tcp:
+            raise ConfigError(f"lab settings: the MariaDB port {self.mariadb_port} must differ from {tcp}")
+        if self.ironic_port < 256:
+            raise ConfigError(f"lab setting ironic_port: {self.ironic_port} (the conductors' addresses "
+                              "are made from it: at least 256 with --conductors)")
 
     def conductor_group(self, i: int) -> str:
         return self.conductor_groups[i - 1] if self.conductor_groups else ""
 
     def conductor_host(self, i: int) -> str:
-        """The name conductor i registers under, as nodes' `conductor` field shows it."""
-        return f"{CONDUCTOR_HOST}:{self.json_rpc_ports[i - 1]}"
+        """Conductor i's (1-based) loopback address: its [DEFAULT] host, the `conductor`
+        field of its nodes, and where its JSON-RPC server listens (JSON_RPC_PORT).
+        127.<ironic_port's two bytes>.<i>: the labs on this machine have different Ironic
+        ports, so their conductors never share an address."""
+        return f"127.{self.ironic_port >> 8}.{self.ironic_port & 255}.{i}"
 
     def conductor_conf(self, i: int) -> Path:
         return self.etc_dir / f"ironic-conductor-{i}.conf"
@@ -390,7 +382,7 @@ def _split_ironic(conf: str, s: LabSettings, db_password: str) -> str:
         # credentials, whatever the lab's auth mode for callers of the API.
         auth_strategy = noauth
         auth_type = none
-        host_ip = {CONDUCTOR_HOST}
+        port = {JSON_RPC_PORT}
         """)
 
 
@@ -411,11 +403,11 @@ def render_conductor_conf(s: LabSettings, i: int) -> str:
     return textwrap.dedent(f"""\
         # Written by k1prov lab; rewritten on every `k1prov lab up`. Conductor {i} of {s.conductors}.
         [DEFAULT]
-        host = {CONDUCTOR_HOST}
+        host = {s.conductor_host(i)}
         state_path = {d["state"]}
 
         [json_rpc]
-        port = {s.json_rpc_ports[i - 1]}
+        host_ip = {s.conductor_host(i)}
 
         [conductor]
         conductor_group = {s.conductor_group(i)}

@@ -21,8 +21,8 @@ from k1prov.atomic_file import write_if_changed
 from k1prov.errors import LabError
 from k1prov.lab import checks, keystone, mariadb, procs
 from k1prov.lab.clouds import write_cloud_entry
-from k1prov.lab.config import (BMCSIM_SCRIPT, HTTP_BASIC_USER, REQUIREMENTS_FILE, LabSettings,
-                               write_configs)
+from k1prov.lab.config import (BMCSIM_SCRIPT, HTTP_BASIC_USER, JSON_RPC_PORT, REQUIREMENTS_FILE,
+                               LabSettings, write_configs)
 from k1prov.lab.inventory_yaml import render_inventory
 from k1prov.lab.netns import LabNetwork
 from k1prov.lab.venv import ensure_venv
@@ -396,7 +396,8 @@ class Lab:
         if name == "mariadb":
             return (("tcp", s.mariadb_port),)
         if name.startswith(CONDUCTOR_SERVICE + "-"):
-            return (("tcp", s.json_rpc_ports[conductor_index(name) - 1]),)
+            # On an address of its own, not 127.0.0.1: _check_ports_free checks it.
+            return ()
         if name == "keystone":
             return (("tcp", s.keystone_port),)
         if name == "glance":
@@ -479,6 +480,11 @@ class Lab:
 
     def _check_ports_free(self, specs: list[procs.ServiceSpec]) -> None:
         for spec in specs:
+            if spec.name.startswith(CONDUCTOR_SERVICE + "-"):
+                address = self.settings.conductor_host(conductor_index(spec.name))
+                if not _tcp_free(address, JSON_RPC_PORT):
+                    raise LabError(f"tcp {address}:{JSON_RPC_PORT} (for the lab's {spec.name}) is in use "
+                                   "by another program; stop it or give the lab another Ironic port")
             for proto, port in spec.ports:
                 if not procs.port_free(proto, port):
                     raise LabError(f"{proto} port {port} (for the lab's {spec.name}) is in use "
@@ -545,7 +551,7 @@ class Lab:
             url, detail = f"mysql://127.0.0.1:{s.mariadb_port}", f"Ironic's database; datadir {s.mariadb_datadir}"
         elif name.startswith(CONDUCTOR_SERVICE + "-"):
             i = conductor_index(name)
-            url = f"http://{s.conductor_host(i)}"
+            url = f"http://{s.conductor_host(i)}:{JSON_RPC_PORT}"
             detail = f"JSON-RPC; conductor group {s.conductor_group(i)!r}"
         else:
             url = {"ironic": s.ironic_url, "ironic-api": s.ironic_url, "glance": s.glance_url,
@@ -556,6 +562,23 @@ class Lab:
                              running=rec is not None, answers=answers,
                              detail=detail if rec else "not running",
                              rss_kib=procs.group_rss_kib(rec.pid) if rec else None)
+
+
+def _tcp_free(address: str, port: int) -> bool:
+    """True if a TCP socket can bind address:port (a listener there or on the wildcard
+    address refuses it; TIME_WAIT leftovers do not)."""
+    import errno
+    import socket
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((address, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+            raise LabError(f"cannot test tcp {address}:{port}: {exc.strerror}") from None
+    return True
 
 
 def conductor_services(count: int) -> list[str]:

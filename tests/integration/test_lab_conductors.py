@@ -28,6 +28,7 @@ from labhosts import (deploy_settings_text, lab_connection, lab_inventory_text, 
 from k1prov.fanout import Status
 from k1prov.inventory import load_inventory
 from k1prov.lab import Lab, procs
+from k1prov.lab.config import JSON_RPC_PORT
 from k1prov.lab.machine import machine_mac, machine_name
 from k1prov.provisioner import Provisioner
 from k1prov.verb_report import EXIT_OK
@@ -82,7 +83,7 @@ def env(tmp_path_factory):
                      bridge=os.environ.get("K1PROV_TEST_LAB_BRIDGE", "k1plab0"),
                      cidr=os.environ.get("K1PROV_TEST_LAB_CIDR", "10.251.0.1/24"),
                      conductors=2, conductor_groups=GROUPS, mariadb_port=3306 + offset,
-                     json_rpc_base_port=8090 + offset, conductor_heartbeat_timeout=HEARTBEAT_TIMEOUT)
+                     conductor_heartbeat_timeout=HEARTBEAT_TIMEOUT)
     lab = Lab(s)
     t0 = time.monotonic()
     bring_up(lab)
@@ -111,16 +112,18 @@ def _nodes(env) -> dict:
     return {n.name: n for n in env["conn"].baremetal.nodes(details=True) if n.name in NAMES}
 
 
-def _listening_tcp_ports() -> set[int]:
-    """Ports some socket of this machine listens on, on any address (Ironic's API and the
-    image server listen on the bridge's)."""
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A":
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
+def _listening_tcp() -> set[tuple[str, int]]:
+    """(IPv4 address, port) of every listening TCP socket of this machine."""
+    import socket
+    import struct
+
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A":
+            addr, port = fields[1].split(":")
+            found.add((socket.inet_ntoa(struct.pack("<I", int(addr, 16))), int(port, 16)))
+    return found
 
 
 def test_api_and_two_conductors_on_mariadb(env):
@@ -256,6 +259,7 @@ def test_lab_down_leaves_no_process_and_no_port(env):
             if root in cmdline and ("mariadbd" in cmdline or "ironic" in cmdline):
                 left.append(cmdline)
     assert left == []
-    ports = {s.mariadb_port, s.ironic_port, *s.json_rpc_ports, s.glance_port, s.http_port}
-    assert ports & _listening_tcp_ports() == set()
+    ours = {("127.0.0.1", s.mariadb_port), (s.gateway, s.ironic_port), ("127.0.0.1", s.glance_port),
+            (s.gateway, s.http_port), *((s.conductor_host(i), JSON_RPC_PORT) for i in (1, 2))}
+    assert ours & _listening_tcp() == set()
     assert not s.mariadb_socket.exists()

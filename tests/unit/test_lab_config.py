@@ -217,7 +217,7 @@ def test_keystone_ironic_policy_lets_the_project_admin_set_shards(tmp_path):
     ({"conductors": 9}, "conductors"),
     ({"conductors": 2, "conductor_groups": ("a",)}, "one per conductor"),
     ({"conductors": 1, "conductor_groups": ("A b",)}, "not a conductor group"),
-    ({"conductors": 2, "json_rpc_base_port": 8088}, "8089"),
+    ({"conductors": 2, "ironic_port": 200}, "256"),
     ({"conductors": 2, "mariadb_port": 6385}, "must differ"),
     ({"conductors": 2, "conductor_heartbeat_timeout": 3}, "heartbeat"),
 ])
@@ -239,18 +239,22 @@ def test_conductors_share_mariadb_and_talk_json_rpc(tmp_path):
     from k1prov.lab.config import render_conductor_conf, rendered_files
 
     s = settings(tmp_path, conductors=2, conductor_groups=("ga", "gb"), mariadb_port=13306,
-                 json_rpc_base_port=18090, conductor_heartbeat_timeout=20)
+                 ironic_port=16385, conductor_heartbeat_timeout=20)
     cp = parse(render_ironic_conf(s, db_password="pw"))
     assert cp["DEFAULT"]["rpc_transport"] == "json-rpc"
     assert cp["database"]["connection"] == "mysql+pymysql://ironic:pw@127.0.0.1:13306/ironic?charset=utf8"
-    assert cp["json_rpc"]["auth_strategy"] == "noauth" and cp["json_rpc"]["host_ip"] == "127.0.0.1"
+    assert cp["json_rpc"]["auth_strategy"] == "noauth"
     assert cp["conductor"]["heartbeat_timeout"] == "20"
     assert int(cp["conductor"]["heartbeat_interval"]) < 20
-    for i, (group, port) in enumerate((("ga", 18090), ("gb", 18091)), start=1):
+    assert cp["json_rpc"]["port"] == "8089"
+    for i, group in enumerate(("ga", "gb"), start=1):
         own = parse(render_conductor_conf(s, i))
         assert own["conductor"]["conductor_group"] == group
-        assert own["json_rpc"]["port"] == str(port)
-        assert s.conductor_host(i) == f"127.0.0.1:{port}"
+        # Its own address on Ironic's default port: Ironic registers it as that address,
+        # the name it reserves nodes with (with another port it would register "host:port").
+        assert s.conductor_host(i) == f"127.64.1.{i}"   # 16385 = 64 * 256 + 1
+        assert own["DEFAULT"]["host"] == own["json_rpc"]["host_ip"] == s.conductor_host(i)
+        assert "port" not in own["json_rpc"]
         assert s.conductor_conf(i) in rendered_files(s, db_password="pw")
         # Image caches and HTTP staging of its own (shared caches break each other's links).
         assert f"conductor-{i}" in own["pxe"]["instance_master_path"]
