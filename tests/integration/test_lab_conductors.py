@@ -227,10 +227,12 @@ def test_a_conductor_killed_mid_deploy_its_nodes_go_to_the_other(env):
     # Completed, or the nodes that are not active are exactly the ones the run names.
     assert failed == {n for n, st in states.items() if st != "active"}
     assert all(rows[n].action == "deployed" for n in set(NAMES) - failed)
-    # No machine went through the agent twice in that run.
+    # No machine went through the agent twice in that run: a deployed node's once, a failed
+    # one's at most once (not at all when the conductor died before it powered it on).
     boots = _network_boots(reconciler_log, log_start)
     machines = {n: machine_name(s.bmc_base_port + i) for i, n in enumerate(NAMES)}
-    assert {n: boots.get(machines[n], 0) for n in NAMES} == {n: 1 for n in NAMES}, boots
+    first = {n: boots.get(machines[n], 0) for n in NAMES}
+    assert all(first[n] == 1 for n in set(NAMES) - failed) and all(first[n] <= 1 for n in failed), first
 
     # The re-run deploys the named nodes only; the others are left as they are.
     again = _prov(env).deploy()
@@ -238,7 +240,7 @@ def test_a_conductor_killed_mid_deploy_its_nodes_go_to_the_other(env):
     actions = {o.node: o.action for o in again.outcomes if o.node in NAMES}
     assert actions == {n: "deployed" if n in failed else "unchanged" for n in NAMES}
     boots = _network_boots(reconciler_log, log_start)
-    assert {n: boots.get(machines[n], 0) for n in NAMES} == {n: 2 if n in failed else 1 for n in NAMES}
+    assert {n: boots.get(machines[n], 0) for n in NAMES} == {n: first[n] + (n in failed) for n in NAMES}
 
 
 def test_lab_down_leaves_no_process_and_no_port(env):
