@@ -48,6 +48,9 @@ def _lab(nodes: Optional[int] = None, *, remember: bool = False, flaky_bmcs: tup
         conductors = int(count or 0)
         if conductor_groups is None:
             conductor_groups = groups
+    if conductors is None and conductor_groups:
+        # `--conductor-groups ga,gb` alone: one conductor per group.
+        conductors = len(conductor_groups.split(","))
     if conductors is not None:
         groups = tuple(g.strip() for g in (conductor_groups or "").split(",")) if conductor_groups else ()
         settings = dataclasses.replace(settings, conductors=conductors, conductor_groups=groups)
