@@ -42,15 +42,15 @@ def _lab(nodes: Optional[int] = None, *, remember: bool = False, flaky_bmcs: tup
         nodes = int(saved.read_text().strip() or settings.nodes)
     if auth is None and saved_auth.is_file():
         auth = saved_auth.read_text().strip() or None
+    if conductors is None and conductor_groups:
+        # `--conductor-groups ga,gb` alone: one conductor per group.
+        conductors = len(conductor_groups.split(","))
     saved_conductors = settings.root / CONDUCTORS_FILE
     if conductors is None and saved_conductors.is_file():
         count, _, groups = saved_conductors.read_text().strip().partition(" ")
         conductors = int(count or 0)
         if conductor_groups is None:
             conductor_groups = groups
-    if conductors is None and conductor_groups:
-        # `--conductor-groups ga,gb` alone: one conductor per group.
-        conductors = len(conductor_groups.split(","))
     if conductors is not None:
         groups = tuple(g.strip() for g in (conductor_groups or "").split(",")) if conductor_groups else ()
         settings = dataclasses.replace(settings, conductors=conductors, conductor_groups=groups)
