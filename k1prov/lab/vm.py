@@ -105,9 +105,10 @@ class VmLabSettings:
             iface = ipaddress.IPv4Interface(self.cidr)
         except ValueError as exc:
             raise ConfigError(f"VM lab cidr: {exc}") from None
-        if iface.ip + FIRST_HOST + self.nodes not in iface.network:
+        last = iface.ip + FIRST_HOST + self.nodes - 1
+        if last not in iface.network or last == iface.network.broadcast_address:
             raise ConfigError(f"VM lab cidr {self.cidr}: no room for {self.nodes} machines "
-                              f"from host number {FIRST_HOST + 1}")
+                              f"from {iface.ip + FIRST_HOST}")
         if self.memory_mib < 256 or self.disk_gb < 1:
             raise ConfigError("VM lab: memory_mib >= 256 and disk_gb >= 1")
 
@@ -195,7 +196,7 @@ def machines(s: VmLabSettings) -> list[VmMachine]:
             bmc = {"type": "redfish", "url": s.redfish_url, "system": f"/redfish/v1/Systems/{uuid}"}
         found.append(VmMachine(
             name=name, uuid=uuid, mac=f"52:54:00:{tag[0]:02x}:{tag[1]:02x}:{i:02x}",
-            address=str(iface.ip + FIRST_HOST + 1 + i), bmc=bmc,
+            address=str(iface.ip + FIRST_HOST + i), bmc=bmc,
             serial_log=str(s.serial_dir / f"{name}.log"), disk=str(s.disks_dir / f"{name}.qcow2"),
             tap=f"{s.bridge}-t{i}"))
     return found
@@ -242,7 +243,8 @@ class VmLab:
         s = self.settings
         say = progress or (lambda _msg: None)
         self._check_prerequisites()
-        ensure_venv(s.venv, VM_REQUIREMENTS_FILE, timeout=self.timeouts.lab_install, progress=say)
+        ensure_venv(s.venv, VM_REQUIREMENTS_FILE, timeout=self.timeouts.lab_install, progress=say,
+                    what="virtualbmc, sushy-tools and libvirt-python")
         password = _ensure_secret(s.bmc_password_file, nbytes=12)
         self._write_configs()
         specs = {name: self._spec(name) for name in SERVICES}

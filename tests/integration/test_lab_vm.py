@@ -38,6 +38,10 @@ DHCP_WAIT = 240.0
 # A BMC's power or boot-device change reaching libvirt (milliseconds; a bound, not a goal).
 STATE_WAIT = 60.0
 
+# Read at import, before tests/conftest.py points HOME at a temporary directory: the VM lab's
+# venv (virtualbmc, sushy-tools, libvirt-python) is installed once, in the real user's cache.
+_VENV = os.environ.get("K1PROV_VM_LAB_VENV") or str(Path("~/.cache/k1prov/vm-lab-venv").expanduser())
+
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -65,8 +69,7 @@ def vm_env(tmp_path_factory):
     root = tmp_path_factory.mktemp("vmlab")
     env = {
         "K1PROV_VM_LAB_DIR": str(root),
-        "K1PROV_VM_LAB_VENV": os.environ.get("K1PROV_VM_LAB_VENV")
-        or str(Path("~/.cache/k1prov/vm-lab-venv").expanduser()),
+        "K1PROV_VM_LAB_VENV": _VENV,
         "K1PROV_VM_LAB_BRIDGE": os.environ.get("K1PROV_TEST_VM_LAB_BRIDGE", "k1pvmt0"),
         "K1PROV_VM_LAB_CIDR": os.environ.get("K1PROV_TEST_VM_LAB_CIDR", "10.249.0.1/24"),
         "K1PROV_VM_LAB_PORT_OFFSET": os.environ.get("K1PROV_TEST_VM_LAB_PORT_OFFSET", "20000"),
