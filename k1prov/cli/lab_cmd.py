@@ -20,6 +20,10 @@ NodesOpt = typer.Option(None, "--nodes", "-n", min=1, max=1000,
 NODES_FILE = "lab-nodes"
 AUTH_FILE = "lab-auth"
 
+KindOpt = typer.Option("netns", "--kind", metavar="netns|vm",
+                       help="netns: simulated machines in network namespaces (default); "
+                            "vm: virtual machines behind IPMI and Redfish BMCs (default 2 of them).")
+
 AuthOpt = typer.Option(None, "--auth", metavar="none|http_basic|keystone",
                        help="How Ironic and Glance check callers: Keystone tokens, Ironic's own "
                             "htpasswd file (Glance on loopback without auth), or no auth at all "
@@ -54,6 +58,14 @@ def _lab(nodes: Optional[int] = None, *, remember: bool = False, flaky_bmcs: tup
     return Lab(settings)
 
 
+def _kind(kind: str) -> str:
+    from k1prov.errors import ConfigError
+
+    if kind not in ("netns", "vm"):
+        raise ConfigError(f"--kind {kind!r}: use netns or vm")
+    return kind
+
+
 def _show(status, *, as_json: bool) -> None:
     data = status.to_dict()
     # Whether the lab has a Mesos build to give its hosts, or plainly why not (k1prov.lab.mesos).
@@ -71,6 +83,7 @@ def _show(status, *, as_json: bool) -> None:
 @app.command("up")
 @handles_errors
 def up(nodes: Optional[int] = NodesOpt, as_json: bool = JsonOpt, auth: Optional[str] = AuthOpt,
+       kind: str = KindOpt,
        image: bool = typer.Option(True, "--image/--no-image",
                                   help="Also build (once) the image lab hosts boot from, and the operator's SSH key."),
        flaky_bmc: list[str] = typer.Option(
@@ -82,6 +95,9 @@ def up(nodes: Optional[int] = NodesOpt, as_json: bool = JsonOpt, auth: Optional[
            help="A fault: the BMC on PORT is gone (nothing answers; its machine stays as it is). "
                 "`lab up` without it brings the BMC back.")):
     """Install (first time) and start the lab's services. A no-op when they already run."""
+    if _kind(kind) == "vm":
+        from k1prov.cli import lab_vm_cmd
+        return lab_vm_cmd.up(nodes, as_json=as_json)
     lab = _lab(nodes, remember=True, flaky_bmcs=tuple(flaky_bmc), dead_bmcs=tuple(dead_bmc), auth=auth)
     say = lambda msg: err.print(f"[cyan]>[/] {msg}", highlight=False)  # noqa: E731
     status = lab.up(progress=say)
@@ -99,16 +115,22 @@ def up(nodes: Optional[int] = NodesOpt, as_json: bool = JsonOpt, auth: Optional[
 
 @app.command("down")
 @handles_errors
-def down():
+def down(kind: str = KindOpt):
     """Stop every process the lab started."""
+    if _kind(kind) == "vm":
+        from k1prov.cli import lab_vm_cmd
+        return lab_vm_cmd.down()
     _lab().down()
     err.print("lab stopped")
 
 
 @app.command("status")
 @handles_errors
-def status(as_json: bool = JsonOpt):
+def status(as_json: bool = JsonOpt, kind: str = KindOpt):
     """Each lab service, its URL and whether it answers."""
+    if _kind(kind) == "vm":
+        from k1prov.cli import lab_vm_cmd
+        return lab_vm_cmd.status(as_json=as_json)
     st = _lab().status()
     _show(st, as_json=as_json)
     raise typer.Exit(0 if st.ok else 1)
