@@ -21,10 +21,12 @@ from k1prov.ironic import EXTRA_CLUSTER
 # Where each provision action takes a node in the stand-in (no intermediate states: the
 # wait's first listing sees the end state).
 ACTION_RESULT = {"manage": "manageable", "provide": "available", "active": "active",
-                 "rebuild": "active", "deleted": "available", "clean": "manageable"}
+                 "rebuild": "active", "deleted": "available", "clean": "manageable",
+                 "inspect": "manageable"}
 # The failure state each action ends in when a test makes it fail.
 ACTION_FAILURE = {"manage": "enroll", "provide": "clean failed", "active": "deploy failed",
-                  "rebuild": "deploy failed", "deleted": "error", "clean": "clean failed"}
+                  "rebuild": "deploy failed", "deleted": "error", "clean": "clean failed",
+                  "inspect": "inspect failed"}
 
 
 def http_error(status: int, message: str = "") -> os_exc.HttpException:
@@ -47,6 +49,7 @@ class StandinNode:
     properties: dict[str, Any] = field(default_factory=dict)
     conductor_group: str | None = None
     shard: str | None = None
+    inspect_interface: str | None = "agent"
 
 
 class RecordingBaremetal:
@@ -67,6 +70,8 @@ class RecordingBaremetal:
         self.clean_steps: dict[str, list] = {}                     # node name -> steps of its clean
         self.create_errors: dict[str, Exception | list[Exception]] = {}
         self.real_power: dict[str, str] = {}                      # node name -> the BMC's power
+        # node name -> the inventory an inspection stores (GET /v1/nodes/<id>/inventory)
+        self.inventories: dict[str, dict[str, Any]] = {}
 
     # ---- test set-up -------------------------------------------------------------------
 
@@ -165,6 +170,15 @@ class RecordingBaremetal:
         if "clean_steps" in json:
             self.clean_steps[self._get(parts[1]).name] = json["clean_steps"]
         return SimpleNamespace(status_code=202, headers={}, text="", content=b"")
+
+    def get(self, url: str, **kwargs: Any) -> SimpleNamespace:
+        """GET through the proxy: only a node's inspection inventory (IronicNodes.inventory)."""
+        parts = url.strip("/").split("/")
+        assert parts[0] == "nodes" and parts[2:] == ["inventory"], url
+        self.calls.append(("inventory", (parts[1],)))
+        data = self.inventories.get(self._get(parts[1]).name)
+        return SimpleNamespace(status_code=200 if data else 404, headers={}, text="", content=b"",
+                               json=lambda: data)
 
     def set_node_power_state(self, ref: Any, target: str, wait: bool = False,
                              timeout: float | None = None) -> None:
