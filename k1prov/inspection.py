@@ -93,6 +93,8 @@ def inspect(ctx: VerbContext, *, limit: Iterable[str] | None = None,
             state.pop(n, None)
             if action == "inspect" and outcomes[n].status is Status.FAILED:
                 outcomes[n].error = way_on(outcomes[n].error)
+        if action == "inspect" and not report.cancelled:
+            _abort_timed_out(ctx, report, outcomes, [n for n in names if n not in reached], uuid_of)
         if report.cancelled:
             break
     _read_facts(ctx, report, outcomes, inspected, uuid_of)
@@ -104,6 +106,30 @@ def inspect(ctx: VerbContext, *, limit: Iterable[str] | None = None,
             if differ:
                 ctx.warn(f"{n}: {differ}")
     return refresh_rows(ctx, report, outcomes, started)
+
+
+def _abort_timed_out(ctx: VerbContext, report: VerbReport, outcomes: dict[str, NodeOutcome],
+                     names: list[str], uuid_of: dict[str, str]) -> None:
+    """Abort the inspections that ran out of time (an agent that never called back: its
+    NIC not on the network, a machine that never booted). Left alone, Ironic would keep
+    the node in `inspect wait`, which no verb starts from, for its own inspect_wait_timeout
+    (30 min by default); aborted, Ironic powers it off and marks it inspect failed, from
+    which the next `nodes inspect` starts again."""
+    timed_out = [n for n in names if outcomes[n].status is Status.TIMEOUT]
+    if not timed_out:
+        return
+    ironic = ctx.ironic()
+    aborted = fire_and_wait(
+        ctx, kind="ironic.abort", action="abort", names=timed_out,
+        fire=lambda n: ironic.start_action(uuid_of[n], "abort"), uuid_of=uuid_of,
+        target=INSPECT_FAILED, timeout=ctx.timeouts.power, report=report,
+        outcomes={n: NodeOutcome(node=n, status=Status.OK) for n in timed_out}, timeout_name="power")
+    for n in timed_out:
+        if n in aborted:
+            outcomes[n].error = way_on(f"{outcomes[n].error}; the inspection was aborted")
+        else:
+            outcomes[n].error = (f"{outcomes[n].error}; aborting it failed too: the node may still "
+                                 f"be in inspect wait (`baremetal node abort {uuid_of[n]}`)")
 
 
 def refuse(ir: Any | None) -> str | None:

@@ -62,6 +62,7 @@ ACTION_TAKEN: dict[str, frozenset[str]] = {
     "deleted": frozenset({"deleting", "cleaning", "clean wait"}),
     "clean": frozenset({"cleaning", "clean wait"}),
     "inspect": frozenset({"inspecting", "inspect wait"}),
+    "abort": frozenset({"inspect failed"}),
 }
 
 

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from k1prov import glance
 from k1prov.cli import app
 from k1prov.inventory import load_inventory
-from k1prov.lab.machine import GIB, machine_mac
+from k1prov.lab.machine import GIB, machine_mac, unplug_cable
 from k1prov.provisioner import Provisioner
 from k1prov.verb_report import EXIT_OK
 
@@ -119,6 +119,33 @@ def test_nodes_list_shows_the_inspected_hardware(env):
         hw = rows[name]["hardware"]
         assert hw["disks"] and hw["nics"], hw
         assert hw["local_gb"] == s.disk_gb - 1
+
+
+def test_an_agent_that_never_calls_back_is_aborted_then_inspected_again(env):
+    """The machine's cable out: its agent boots but never reaches Ironic. At k1prov's
+    timeout the inspection is aborted (Ironic powers the machine off; the node is inspect
+    failed, not left in inspect wait) and the row says how to go on; with the cable back,
+    the same command inspects it (the one-node time is printed)."""
+    s = env["lab"].settings
+    port = s.bmc_base_port + BMC_OFFSET + 1
+    unplug_cable(s.machines_dir, port)
+    try:
+        result = _cli(env, "nodes", "inspect", "--limit", NAMES[1], "--timeout", "40")
+    finally:
+        unplug_cable(s.machines_dir, port, unplugged=False)
+    assert result.exit_code != 0, result.output
+    (row,) = json.loads(result.stdout)["nodes"]
+    assert row["status"] == "timeout", row
+    assert "the inspection was aborted; the node is left in inspect failed" in row["error"], row
+    assert (row["provision_state"], row["power_state"]) == ("inspect failed", "power off"), row
+    t0 = time.monotonic()
+    again = _cli(env, "nodes", "inspect", "--limit", NAMES[1])
+    took = time.monotonic() - t0
+    print(f"\nnodes inspect, one node from inspect failed (manage + inspect): {took:.1f} s")
+    assert again.exit_code == 0, again.output
+    (row,) = json.loads(again.stdout)["nodes"]
+    assert row["action"].startswith("inspected") and row["provision_state"] == "manageable", row
+    assert machine_mac(port) in [n["mac"] for n in row["hardware"]["nics"]]
 
 
 def test_an_inspected_node_deploys(env):

@@ -22,7 +22,9 @@ from k1prov.ironic import EXTRA_CLUSTER
 # wait's first listing sees the end state).
 ACTION_RESULT = {"manage": "manageable", "provide": "available", "active": "active",
                  "rebuild": "active", "deleted": "available", "clean": "manageable",
-                 "inspect": "manageable"}
+                 "inspect": "manageable", "abort": "inspect failed"}
+# Where a node that never reaches its state stays (default: where it was).
+ACTION_IN_FLIGHT = {"inspect": "inspect wait"}
 # The failure state each action ends in when a test makes it fail.
 ACTION_FAILURE = {"manage": "enroll", "provide": "clean failed", "active": "deploy failed",
                   "rebuild": "deploy failed", "deleted": "error", "clean": "clean failed",
@@ -200,10 +202,12 @@ class RecordingBaremetal:
             if key in self.action_fails_times:
                 self.action_fails_times[key] -= 1
             node.provision_state, node.last_error = ACTION_FAILURE[action], self.action_fails[key]
-        elif node.name not in self.never_reaches:
+        elif node.name not in self.never_reaches or action == "abort":
             node.provision_state = ACTION_RESULT[action]
             if action in ("active", "rebuild"):
                 node.power_state = "power on"
+        else:
+            node.provision_state = ACTION_IN_FLIGHT.get(action, node.provision_state)
 
 
 class RecordingConnection:

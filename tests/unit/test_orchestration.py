@@ -443,3 +443,14 @@ def test_nodes_list_shows_the_inspected_hardware_and_the_properties_of_the_other
     assert out["n1"]["nics"] == [{"name": "eth0", "mac": "52:54:00:00:00:01", "ipv4": "10.0.9.9"}]
     assert out["n1"]["memory_mb"] == 8192
     assert out["n2"] == {"memory_mb": 1024}
+
+
+def test_an_inspection_that_runs_out_of_time_is_aborted_not_left_in_inspect_wait(tmp_path, ironic):
+    ironic.add("n1", provision_state="manageable", driver_info=dict(RAMDISK))
+    ironic.never_reaches.add("n1")                   # its agent never calls back
+    (row,) = prov(tmp_path, inspect=0.01).inspect_nodes(limit=["n1"]).outcomes
+    assert row.status is Status.TIMEOUT
+    assert row.error.startswith("inspect: not manageable after 0 s (the inspect timeout); "
+                                "the inspection was aborted; the node is left in inspect failed")
+    assert actions(ironic) == {"n1": ["inspect", "abort"]}
+    assert row.provision_state == "inspect failed"
