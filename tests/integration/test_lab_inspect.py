@@ -31,6 +31,9 @@ FIRST_ADDRESS = 171
 # A MAC no lab machine has (machine MACs are 02:6b:70:00:..): the inventory gives it to
 # insp02 beside its real one, as an operator who copied a MAC wrongly would.
 NOT_ON_THE_MACHINE = "02:6b:70:ff:ff:01"
+# A spark worker needs 4 GB of disk (k1prov.roles.fit); inspection finds the lab disk's
+# disk_gb (4) less the 1 GiB Ironic keeps back: insp02 is refused, insp01 (a master) fits.
+ROLES = {"insp01": "spark-master", "insp02": "spark-worker"}
 
 
 def _nodes_text(s) -> str:
@@ -40,6 +43,7 @@ def _nodes_text(s) -> str:
         macs = [machine_mac(port)] + ([NOT_ON_THE_MACHINE] if name == "insp02" else [])
         out.append(f"  - name: {name}\n"
                    f"    bmc: {{port: {port}}}\n"
+                   f"    roles: [{ROLES[name]}]\n"
                    f"    macs: [{', '.join(f'{m!r}' for m in macs)}]\n"
                    f"    address: {lab_ip(s, FIRST_ADDRESS + i)}\n")
     return "".join(out)
@@ -53,6 +57,7 @@ def env(lab, tmp_path_factory):
     inv = d / "inspect.yaml"
     inv.write_text(lab_inventory_text(
         s, cluster=CLUSTER, nodes=_nodes_text(s),
+        role_settings="roles:\n  spark: {source: preinstalled, manager: standalone}\n",
         deploy=deploy_settings_text(d, image_prefix="insp", user_image=str(lab_image_path()))))
     state = d / "state"
     conn = lab_connection(s)
@@ -148,9 +153,17 @@ def test_an_agent_that_never_calls_back_is_aborted_then_inspected_again(env):
     assert machine_mac(port) in [n["mac"] for n in row["hardware"]["nics"]]
 
 
-def test_an_inspected_node_deploys(env):
-    """What inspection leaves (its ports, properties, a powered-off machine) deploys."""
-    result = _cli(env, "deploy", "--limit", NAMES[0])
-    assert result.exit_code == 0, result.output
-    (row,) = json.loads(result.stdout)["nodes"]
-    assert row["provision_state"] == "active"
+def test_an_inspected_node_deploys_and_one_too_small_for_its_roles_is_refused(env):
+    """What inspection leaves (ports, properties, a powered-off machine) deploys; the
+    properties it set are what role fit checks: insp02's spark-worker needs more disk
+    than inspection found, so it is refused before its disk is written."""
+    s = env["lab"].settings
+    enrolled = _cli(env, "nodes", "enroll")          # insp02 back to available
+    assert enrolled.exit_code == 0, enrolled.output
+    result = _cli(env, "deploy")
+    rows = {r["node"]: r for r in json.loads(result.stdout)["nodes"]}
+    assert rows["insp01"]["provision_state"] == "active", rows["insp01"]
+    assert rows["insp02"]["status"] == "failed" and rows["insp02"]["provision_state"] == "available"
+    assert rows["insp02"]["error"] == (
+        f"refused before deploying: spark-worker need 4 GB of disk; Ironic says the node has "
+        f"{s.disk_gb - 1} (properties.local_gb); raise it, lower roles.common.needs, or move a role")
