@@ -91,8 +91,6 @@ def inspect(ctx: VerbContext, *, limit: Iterable[str] | None = None,
                     inspected.append(n)
                 continue
             state.pop(n, None)
-            if action == "inspect" and outcomes[n].status is Status.FAILED:
-                outcomes[n].error = way_on(outcomes[n].error)
         if action == "inspect" and not report.cancelled:
             _abort_timed_out(ctx, report, outcomes, [n for n in names if n not in reached], uuid_of)
         if report.cancelled:
@@ -105,7 +103,13 @@ def inspect(ctx: VerbContext, *, limit: Iterable[str] | None = None,
             out.action = "inspected" + (f" ({differ})" if differ else "")
             if differ:
                 ctx.warn(f"{n}: {differ}")
-    return refresh_rows(ctx, report, outcomes, started)
+    refresh_rows(ctx, report, outcomes, started)
+    for out in outcomes.values():
+        # Failed in Ironic (not a refused request, which leaves the node where it was).
+        if out.status is Status.FAILED and out.provision_state == INSPECT_FAILED and \
+                "left in inspect failed" not in (out.error or ""):
+            out.error = way_on(out.error)
+    return report
 
 
 def _abort_timed_out(ctx: VerbContext, report: VerbReport, outcomes: dict[str, NodeOutcome],

@@ -167,3 +167,12 @@ def test_an_inspected_node_deploys_and_one_too_small_for_its_roles_is_refused(en
     assert rows["insp02"]["error"] == (
         f"refused before deploying: spark-worker need 4 GB of disk; Ironic says the node has "
         f"{s.disk_gb - 1} (properties.local_gb); raise it, lower roles.common.needs, or move a role")
+
+
+def test_cluster_status_shows_the_inspected_facts(env):
+    result = _cli(env, "cluster", "status")
+    rows = {r["node"]: r for r in json.loads(result.stdout)["nodes"]}
+    s = env["lab"].settings
+    for name in NAMES:
+        hw = rows[name]["hardware"]
+        assert hw["local_gb"] == s.disk_gb - 1 and int(hw["cpus"]) >= 1, rows[name]

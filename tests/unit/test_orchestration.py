@@ -454,3 +454,13 @@ def test_an_inspection_that_runs_out_of_time_is_aborted_not_left_in_inspect_wait
                                 "the inspection was aborted; the node is left in inspect failed")
     assert actions(ironic) == {"n1": ["inspect", "abort"]}
     assert row.provision_state == "inspect failed"
+
+
+def test_an_inspect_request_ironic_refuses_leaves_the_node_where_it_was(tmp_path, ironic):
+    from sdk_standin import http_error
+    ironic.add("n1", provision_state="manageable", driver_info=dict(RAMDISK))
+    ironic.fail_action[("n1", "inspect")] = http_error(400, "Cannot validate image information for node")
+    (row,) = prov(tmp_path).inspect_nodes(limit=["n1"]).outcomes
+    assert row.status is Status.FAILED and row.provision_state == "manageable"
+    assert "Cannot validate image information" in row.error
+    assert "inspect failed" not in row.error
