@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from k1prov import configure, configure_plan, deploy, enrollment, glance, preflight
+from k1prov import configure, configure_plan, deploy, enrollment, glance, inspection, preflight
 from k1prov.context import VerbContext
 from k1prov.deploy_logs import keep, newest_logs
 from k1prov.errors import K1provError
@@ -344,6 +344,9 @@ def _summarize(ctx: VerbContext, report: ClusterReport, *, errors: dict[str, str
             "error": errors.get(node.name) or ((ir.last_error or None) if ir else None),
             # The agent's log of the node's last deploy (cloud.deploy_logs), if k1prov sees it.
             "deploy_log": str(log) if log else None,
+            # CPUs, memory and disk as Ironic has them (inspection's or the inventory's
+            # properties); disks and NICs one by one are `nodes list --json`'s (a GET each).
+            "hardware": inspection.facts(ir.properties or {}, None) if ir else None,
         })
     report.endpoints = endpoints(inv)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any, Iterable
 
+from k1prov import inspection
 from k1prov.bmc_login import tried_by_login, try_login
 from k1prov.context import VerbContext
 from k1prov.ironic_actions import fan_out, fire_and_wait, refresh_rows
@@ -134,7 +135,13 @@ def list_nodes(ctx: VerbContext, *, limit: Iterable[str] | None = None,
                group: str | None = None) -> VerbReport:
     """Ironic's view of each inventory node: provision and power state, last error."""
     nodes = ctx.select(limit, group)
-    current = ctx.ironic().own_nodes()
+    ironic = ctx.ironic()
+    current = ironic.own_nodes()
+    enrolled = [n.name for n in nodes if n.name in current]
+    # The hardware inspection stored (one GET per node: Ironic's listing carries no inventory).
+    inventories = fan_out(ctx, "ironic.inventory", enrolled,
+                          lambda name: ironic.inventory(name, current[name].id), key=lambda name: name)
+    inventory_of = {r.key: r.value for r in inventories.results if r.status is Status.OK}
     outcomes = []
     for node in nodes:
         ir = current.get(node.name)
@@ -146,7 +153,8 @@ def list_nodes(ctx: VerbContext, *, limit: Iterable[str] | None = None,
             action="maintenance" if ir.is_maintenance else "", uuid=ir.id,
             provision_state=ir.provision_state, power_state=ir.power_state,
             conductor_group=ir.conductor_group or None, shard=ir.shard or None,
-            error=ir.last_error or None))
+            error=ir.last_error or None,
+            hardware=inspection.facts(ir.properties or {}, inventory_of.get(node.name))))
     return VerbReport(verb="list", outcomes=outcomes)
 
 

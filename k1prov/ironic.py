@@ -36,6 +36,8 @@ IPMI_KEYS = ("ipmi_address", "ipmi_port", "ipmi_username")
 # to see it, so it reaches the fan-out engine as a transient failure; the climber then
 # lowers the concurrency and the engine tries the node again (issue 22).
 SDK_RETRIED_STATUS_CODES = (409,)
+# The first Ironic API version with GET /v1/nodes/<id>/inventory (inspection data).
+INVENTORY_API = "1.81"
 BUSY = 503
 # What a wait reads of each node (Ironic's field names).
 WAIT_FIELDS = ("uuid", "provision_state", "last_error")
@@ -457,6 +459,22 @@ class IronicNodes:
         for n in res.timeout:
             out[n.id] = ("timeout", f"not {state} after {timeout:.0f} s")
         return out
+
+    def inventory(self, name: str, uuid: str) -> dict[str, Any] | None:
+        """The hardware inventory the agent sent at the node's last inspection (GET
+        /v1/nodes/<id>/inventory, API 1.81), or None when it has never been inspected."""
+        from openstack import exceptions as os_exc
+
+        try:
+            response = self.conn.baremetal.get(f"/nodes/{uuid}/inventory", microversion=INVENTORY_API,
+                                               retriable_status_codes=SDK_RETRIED_STATUS_CODES)
+            if response.status_code == 404:
+                return None
+            os_exc.raise_from_response(response, error_message=f"reading {name}'s inventory")
+        except os_exc.SDKException as exc:
+            raise NodeError(name, f"reading the inventory: {describe_http_error(exc)}",
+                            transient=busy(exc)) from None
+        return response.json()
 
     def get(self, uuid: str):
         from openstack import exceptions as os_exc

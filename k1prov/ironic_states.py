@@ -36,6 +36,11 @@ DELETABLE = frozenset({ENROLL, MANAGEABLE, AVAILABLE, "adopt failed", "inspect f
 CLEANABLE = frozenset({AVAILABLE, MANAGEABLE, "clean failed"})
 CLEAN_FAILED = "clean failed"
 
+# States from which `nodes inspect` starts: Ironic inspects from manageable (an available
+# node is managed first and provided again after; a failed inspection is managed again).
+INSPECTABLE = frozenset({AVAILABLE, MANAGEABLE, "inspect failed"})
+INSPECT_FAILED = "inspect failed"
+
 # Transitions an interrupted run may leave in flight, and the state each one ends in.
 # A resumed run waits for them: the verbs refuse a node in the middle of a transition.
 IN_FLIGHT: dict[str, str] = {"verifying": MANAGEABLE, "deploying": ACTIVE,
@@ -56,6 +61,8 @@ ACTION_TAKEN: dict[str, frozenset[str]] = {
     "rebuild": frozenset({"deploying", "wait call-back", "deploy wait"}),
     "deleted": frozenset({"deleting", "cleaning", "clean wait"}),
     "clean": frozenset({"cleaning", "clean wait"}),
+    "inspect": frozenset({"inspecting", "inspect wait"}),
+    "abort": frozenset({"inspect failed"}),
 }
 
 

@@ -7,6 +7,7 @@ A Python user (or a CI job) can do everything the CLI does:
 
 The work lives in the verb modules, which take the verb context (k1prov.context):
 k1prov.inventory_check (inventory check), k1prov.enrollment (nodes enroll/list/delete),
+k1prov.cleaning (nodes clean), k1prov.inspection (nodes inspect),
 k1prov.image_registration (images register), k1prov.deploy (deploy/undeploy/reimage),
 k1prov.configure (configure, render), k1prov.ad_hoc (run), k1prov.bench (bench
 kmeans/drf), k1prov.runs (runs list/show), k1prov.cluster (cluster
@@ -21,7 +22,8 @@ from pathlib import Path
 from collections.abc import Sequence
 from typing import Callable, Iterable
 
-from k1prov import ad_hoc, cleaning, cluster, configure, deploy, enrollment, inventory_check, runs
+from k1prov import (ad_hoc, cleaning, cluster, configure, deploy, enrollment, inspection, inventory_check,
+                    runs)
 from k1prov.ad_hoc import RunResult, RunTargets
 from k1prov.bench.contention import DEFAULT_RELEASE_EVERY, ContentionOptions, parse_levels
 from k1prov.bench.drf import DEFAULT_FRAMEWORKS, DrfOptions, DrfResult, parse_frameworks, run_drf
@@ -106,6 +108,11 @@ class Provisioner:
                     group: str | None = None) -> VerbReport:
         """Ironic's manual cleaning: the deploy ramdisk erases the disks; nodes end available."""
         return cleaning.clean(self.context, erase=erase, limit=limit, group=group)
+
+    def inspect_nodes(self, *, limit: Iterable[str] | None = None,
+                      group: str | None = None) -> VerbReport:
+        """Ironic's in-band inspection by the agent; each row has the node's hardware."""
+        return inspection.inspect(self.context, limit=limit, group=group)
 
     # ---- images and instances (k1prov.image_registration, k1prov.deploy) ------------
 

@@ -24,6 +24,9 @@ class Timeouts:
     # Manual cleaning (nodes clean): the deploy ramdisk boots and erases the disks; a
     # full erase of large disks takes hours, so raise it for `--erase full`.
     clean: float = 1800.0
+    # Inspection (nodes inspect): the agent boots, reports the hardware, Ironic powers the
+    # node off (a real server's POST alone can take minutes).
+    inspect: float = 1200.0
     # available -> active, including the image write and the first boot.
     deploy: float = 3600.0
     # active -> available.

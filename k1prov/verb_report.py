@@ -75,6 +75,9 @@ class NodeOutcome:
     error: str | None = None
     changes: list[str] = field(default_factory=list)
     duration: float = 0.0
+    # What inspection found (k1prov.inspection.facts): CPUs, memory, disks, NICs; None when
+    # the verb does not show it.
+    hardware: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -18,6 +18,14 @@ if ((${#missing[@]})); then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# libvirtd's QEMU driver resolves its compiled-in user libvirt-qemu at start, even though the
+# VM lab's qemu.conf runs QEMU as root (k1prov/lab/vm_libvirt.py). libvirt-daemon-system would
+# create it, but it depends on systemd as init; this is the user its postinst makes.
+if ! getent passwd libvirt-qemu >/dev/null; then
+    useradd --system --no-create-home --home-dir /var/lib/libvirt --shell /usr/sbin/nologin \
+        --user-group libvirt-qemu
+fi
+
 # Debian's python3, not whichever comes first in PATH (pyenv's, on some machines): the
 # interpreter is part of what the benchmarks measured (benchmarks/README.md). A .venv made
 # from another interpreter is made again.

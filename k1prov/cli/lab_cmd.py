@@ -22,6 +22,10 @@ AUTH_FILE = "lab-auth"
 # And its Ironic shape: "N GROUP,GROUP,..." (`--conductors`, `--conductor-groups`).
 CONDUCTORS_FILE = "lab-conductors"
 
+KindOpt = typer.Option("netns", "--kind", metavar="netns|vm",
+                       help="netns: simulated machines in network namespaces (default); "
+                            "vm: virtual machines behind IPMI and Redfish BMCs (default 2 of them).")
+
 AuthOpt = typer.Option(None, "--auth", metavar="none|http_basic|keystone",
                        help="How Ironic and Glance check callers: Keystone tokens, Ironic's own "
                             "htpasswd file (Glance on loopback without auth), or no auth at all "
@@ -70,6 +74,14 @@ def _lab(nodes: Optional[int] = None, *, remember: bool = False, flaky_bmcs: tup
     return Lab(settings)
 
 
+def _kind(kind: str) -> str:
+    from k1prov.errors import ConfigError
+
+    if kind not in ("netns", "vm"):
+        raise ConfigError(f"--kind {kind!r}: use netns or vm")
+    return kind
+
+
 def _show(status, *, as_json: bool) -> None:
     data = status.to_dict()
     # Whether the lab has a Mesos build to give its hosts, or plainly why not (k1prov.lab.mesos).
@@ -87,6 +99,7 @@ def _show(status, *, as_json: bool) -> None:
 @app.command("up")
 @handles_errors
 def up(nodes: Optional[int] = NodesOpt, as_json: bool = JsonOpt, auth: Optional[str] = AuthOpt,
+       kind: str = KindOpt,
        image: bool = typer.Option(True, "--image/--no-image",
                                   help="Also build (once) the image lab hosts boot from, and the operator's SSH key."),
        flaky_bmc: list[str] = typer.Option(
@@ -107,6 +120,9 @@ def up(nodes: Optional[int] = NodesOpt, as_json: bool = JsonOpt, auth: Optional[
            help="The conductor group of each conductor, in order (default: all in the default "
                 "group \"\", which takes the nodes without conductor_group).")):
     """Install (first time) and start the lab's services. A no-op when they already run."""
+    if _kind(kind) == "vm":
+        from k1prov.cli import lab_vm_cmd
+        return lab_vm_cmd.up(nodes, as_json=as_json)
     lab = _lab(nodes, remember=True, flaky_bmcs=tuple(flaky_bmc), dead_bmcs=tuple(dead_bmc), auth=auth,
                conductors=conductors, conductor_groups=conductor_groups)
     say = lambda msg: err.print(f"[cyan]>[/] {msg}", highlight=False)  # noqa: E731
@@ -125,16 +141,22 @@ def up(nodes: Optional[int] = NodesOpt, as_json: bool = JsonOpt, auth: Optional[
 
 @app.command("down")
 @handles_errors
-def down():
+def down(kind: str = KindOpt):
     """Stop every process the lab started."""
+    if _kind(kind) == "vm":
+        from k1prov.cli import lab_vm_cmd
+        return lab_vm_cmd.down()
     _lab().down()
     err.print("lab stopped")
 
 
 @app.command("status")
 @handles_errors
-def status(as_json: bool = JsonOpt):
+def status(as_json: bool = JsonOpt, kind: str = KindOpt):
     """Each lab service, its URL and whether it answers."""
+    if _kind(kind) == "vm":
+        from k1prov.cli import lab_vm_cmd
+        return lab_vm_cmd.status(as_json=as_json)
     st = _lab().status()
     _show(st, as_json=as_json)
     raise typer.Exit(0 if st.ok else 1)

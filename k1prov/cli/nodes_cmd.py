@@ -1,4 +1,4 @@
-"""`k1prov nodes enroll | list | clean | delete`."""
+"""`k1prov nodes enroll | list | clean | inspect | delete`."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -64,4 +64,18 @@ def clean(inventory: Path = InventoryOpt, limit: Optional[list[str]] = LimitOpt,
     with make_provisioner(load(inventory), concurrency=concurrency, quiet=as_json,
                           timeouts=replace(DEFAULT_TIMEOUTS, clean=timeout)) as prov:
         report = prov.clean_nodes(erase=erase.value, limit=limit, group=group)
+    finish(report, as_json=as_json)
+
+
+@app.command("inspect")
+@handles_errors
+def inspect(inventory: Path = InventoryOpt, limit: Optional[list[str]] = LimitOpt,
+            group: Optional[str] = GroupOpt,
+            timeout: float = typer.Option(DEFAULT_TIMEOUTS.inspect, "--timeout", min=1,
+                                          help="Seconds the inspection may take (all nodes at once)."),
+            concurrency: Optional[int] = ConcurrencyOpt, as_json: bool = JsonOpt):
+    """Ironic's in-band inspection: the agent reports CPUs, memory, disks and NICs."""
+    with make_provisioner(load(inventory), concurrency=concurrency, quiet=as_json,
+                          timeouts=replace(DEFAULT_TIMEOUTS, inspect=timeout)) as prov:
+        report = prov.inspect_nodes(limit=limit, group=group)
     finish(report, as_json=as_json)

@@ -510,7 +510,9 @@ def render_ironic_conf(s: LabSettings, *, service_password: str = "", db_passwor
         enabled_boot_interfaces = pxe,fake,ipxe
         enabled_power_interfaces = fake,ipmitool
         enabled_management_interfaces = fake,ipmitool,noop
-        enabled_inspect_interfaces = fake,no-inspect
+        # agent: Ironic's built-in in-band inspection (`k1prov nodes inspect`); first, so
+        # that it is the ipmi nodes' default.
+        enabled_inspect_interfaces = agent,fake,no-inspect
         enabled_network_interfaces = noop,flat
         default_network_interface = noop
         enabled_console_interfaces = fake,no-console
@@ -587,6 +589,21 @@ def render_ironic_conf(s: LabSettings, *, service_password: str = "", db_passwor
         # rather than every 5 s, for as long as the default (30 s) before a hard off.
         post_deploy_get_power_state_retries = 30
         post_deploy_get_power_state_retry_interval = 1
+
+        [inspector]
+        # Built-in agent inspection. The boot is Ironic's (PXE config by the node's ports,
+        # with ipa-inspection-callback-url = ironic_url/v1/continue_inspection), so a node
+        # needs a port: the lab's BMCs are on 127.0.0.1, which Ironic never uses to look a
+        # node up, so an agent on a port-less node could not be matched to it.
+        require_managed_boot = true
+        # memory, cpus, root-device: properties memory_mb, cpus, local_gb (role fit reads
+        # them); ports: the booted NIC's port (add_ports = pxe), kept with the others.
+        hooks = $default_hooks,memory,cpus,root-device
+        # Only ipmi BMCs here: nothing to read MACs from before the agent boots.
+        pre_create_ports = false
+        # Not a discovery site: an unknown machine's data is refused, never enrolled.
+        [auto_discovery]
+        enabled = false
 
         [oslo_concurrency]
         lock_path = {state / "locks"}

@@ -180,22 +180,28 @@ class Lab:
         # A service of another auth mode (Keystone after `--auth none`) or Ironic shape (the
         # all-in-one Ironic after `--conductors 2`, a third conductor after `--conductors 2`)
         # goes.
+        stopped_other = False
         for name in reversed(self._known_services()):
             if name not in self.services and procs.stop(s.run_dir, name, grace=self._stop_grace()):
                 say(f"stopped {name} (not used with --auth {s.auth} --conductors {s.conductors})")
+                stopped_other = True
 
         specs = {name: self._spec(name) for name in self.services}
         running = {}
+        restarted = set()
         for name, spec in specs.items():
             rec = procs.read_running(s.run_dir, name)
             if rec is not None and rec.fingerprint != spec.fingerprint:
                 say(f"restarting {name} (its settings changed)")
                 procs.stop(s.run_dir, name, grace=self._stop_grace())
+                restarted.add(name)
                 rec = None
             running[name] = rec
         to_start = [name for name in self.services if running[name] is None]
         # Check every port before starting anything: no half-started lab on a conflict.
-        self._check_ports_free([specs[n] for n in to_start])
+        # The other shape's Ironic ("ironic" for "ironic-api") held the same port a moment ago.
+        self._check_ports_free([specs[n] for n in to_start],
+                               just_stopped=restarted | (set(to_start) if stopped_other else set()))
         install_agent_plugin(s.venv)
         if s.auth == "keystone":
             keystone.install_wsgi_module(s.venv)
@@ -478,17 +484,20 @@ class Lab:
                                  env=tuple(sorted(self._service_env(extra).items())),
                                  cwd=s.root, ports=self._ports(name), fingerprint=h.hexdigest())
 
-    def _check_ports_free(self, specs: list[procs.ServiceSpec]) -> None:
+    def _check_ports_free(self, specs: list[procs.ServiceSpec], *, just_stopped: set[str]) -> None:
         for spec in specs:
             if spec.name.startswith(CONDUCTOR_SERVICE + "-"):
                 address = self.settings.conductor_host(conductor_index(spec.name))
                 if not _tcp_free(address, JSON_RPC_PORT):
                     raise LabError(f"tcp {address}:{JSON_RPC_PORT} (for the lab's {spec.name}) is in use "
                                    "by another program; stop it or give the lab another Ironic port")
-            for proto, port in spec.ports:
-                if not procs.port_free(proto, port):
-                    raise LabError(f"{proto} port {port} (for the lab's {spec.name}) is in use "
-                                   "by another program; stop it or give the lab other ports")
+            # A service this call has just stopped may hold its ports a moment longer.
+            wait = procs.PORT_RELEASE_WAIT if spec.name in just_stopped else 0.0
+            for proto, port in procs.wait_ports_free(spec.ports, timeout=wait):
+                holders = procs.port_holders(proto, port)
+                by = ", ".join(holders) if holders else "another program"
+                raise LabError(f"{proto} port {port} (for the lab's {spec.name}) is in use "
+                               f"by {by}; stop it or give the lab other ports")
 
     # ---- answers ----------------------------------------------------------------------
 

@@ -49,7 +49,7 @@ from k1prov.lab import agent_seccomp
 from k1prov.lab import disk as disks
 from k1prov.lab.netns import attach_host, detach_host, netns_name
 from k1prov.lab.partitions import FENCE, FENCE_POLL_INTERVAL, LOOP_MAJOR, allowed_partitions
-from k1prov.lab.pxe import Dhcp, deploy_ramdisk_cmdline_ok, read_pxe_config
+from k1prov.lab.pxe import Dhcp, boot_purpose, deploy_ramdisk_cmdline_ok, read_pxe_config
 from k1prov.lab import pids
 
 log = logging.getLogger("k1prov.lab.machine")
@@ -396,7 +396,8 @@ class Machine:
     def _boot_network(self, boots: int) -> str:
         pxe = read_pxe_config(self.tftp_root, self.mac)
         if not deploy_ramdisk_cmdline_ok(pxe.cmdline):
-            raise LabError(f"PXE: {pxe.config.name}: no ipa-api-url on the kernel command line")
+            raise LabError(f"PXE: {pxe.config.name}: neither ipa-api-url nor "
+                           f"ipa-inspection-callback-url on the kernel command line")
         address = self.dhcp.lease(self.mac)
         network = self.dhcp.network
         # The disk is about to be written: the writable layer of its last instance goes.
@@ -421,7 +422,8 @@ class Machine:
                     plugged=not cable_unplugged(self.dir))
         log_path = self.dir / "agent.log"
         with open(log_path, "ab") as console:
-            console.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} boot {boots}: network, "
+            console.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} boot {boots}: network "
+                          f"({boot_purpose(pxe.cmdline)}), "
                           f"{pxe.config.name}, address {address}, disk {loop}\n"
                           f"==== cmdline: {pxe.cmdline}\n".encode())
             console.flush()
@@ -443,8 +445,8 @@ class Machine:
         pid1 = self._wait_pid1(self.agent)
         self._save(running="agent", agent_pid=pid1, agent_start=pids.start_time(pid1), address=address,
                    loop=loop, agent_started=time.time())
-        log.info("%s: network boot %d: agent on %s (%s), disk %s", self.name, boots, address,
-                 pxe.config.name, loop)
+        log.info("%s: network boot %d: agent (%s) on %s (%s), disk %s", self.name, boots,
+                 boot_purpose(pxe.cmdline), address, pxe.config.name, loop)
         return "agent"
 
     def _wait_pid1(self, child: subprocess.Popen) -> int:

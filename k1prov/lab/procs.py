@@ -32,6 +32,10 @@ from k1prov.errors import LabError
 STOP_GRACE = 10.0
 # How often waits re-check a process or a port.
 POLL_INTERVAL = 0.1
+# How long a port of a service just stopped may stay bound: the kernel closes a process's
+# sockets when its last thread has exited, which can lag behind the leader becoming a
+# zombie (what _wait_group_gone sees) on a loaded machine.
+PORT_RELEASE_WAIT = 10.0
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,39 @@ def port_free(proto: str, port: int) -> bool:
                 return False
             raise LabError(f"cannot test {proto} port {port}: {exc.strerror}") from None
     return True
+
+
+def port_holders(proto: str, port: int) -> list[str]:
+    """Who holds a local port, as "pid N (command line)": read from /proc/net and the
+    processes' socket descriptors, so that a port conflict names its program."""
+    inodes = set()
+    for table in (f"/proc/net/{proto}", f"/proc/net/{proto}6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                # A TCP client connected from this port is not a holder; a listener is (0A).
+                if proto == "tcp" and fields[3] != "0A":
+                    continue
+                inodes.add(f"socket:[{fields[9]}]")
+    holders = []
+    if not inodes:
+        return holders
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry.name}/fd")
+            if not any(os.readlink(f"/proc/{entry.name}/fd/{fd}") in inodes for fd in fds):
+                continue
+            cmd = Path(f"/proc/{entry.name}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        holders.append(f"pid {entry.name} ({cmd.strip()[:120]})")
+    return holders
 
 
 def start(spec: ServiceSpec, *, run_dir: Path, log_dir: Path) -> Running:

@@ -104,7 +104,16 @@ def _check_initramfs(path: Path) -> None:
 
 
 def deploy_ramdisk_cmdline_ok(cmdline: str) -> bool:
-    return "ipa-api-url=" in cmdline
+    """Whether the agent this command line starts has somewhere to call: Ironic's API
+    (deploy, clean: `ipa-api-url`) or, when Ironic prepared an inspection boot, its
+    inspection callback (`ipa-inspection-callback-url`, Ironic's /v1/continue_inspection;
+    without fast track Ironic gives that boot no ipa-api-url)."""
+    return "ipa-api-url=" in cmdline or "ipa-inspection-callback-url=" in cmdline
+
+
+def boot_purpose(cmdline: str) -> str:
+    """"inspection" when Ironic prepared the boot to inspect the machine, else "agent"."""
+    return "inspection" if "ipa-inspection-callback-url=" in cmdline else "agent"
 
 
 # ---------------------------------------------------------------- DHCP (simulated)

@@ -41,7 +41,8 @@ def venv_ready(venv: Path, requirements: Path) -> bool:
 
 
 def ensure_venv(venv: Path, requirements: Path, *, timeout: float,
-                progress: Callable[[str], None] | None = None) -> bool:
+                progress: Callable[[str], None] | None = None,
+                what: str = "Ironic, Glance, gunicorn and pyghmi") -> bool:
     """Create or update the venv so that it matches `requirements`. Returns True if it
     installed something. A lock file next to the venv keeps two `up`s from installing
     into the same venv at once."""
@@ -61,7 +62,7 @@ def ensure_venv(venv: Path, requirements: Path, *, timeout: float,
             _run([base, "-m", "venv", "--clear", str(venv)], what="python -m venv",
                  deadline=deadline, log=venv.with_name(venv.name + "-install.log"))
         if progress:
-            progress(f"installing Ironic, Glance, gunicorn and pyghmi into {venv} (about a minute)")
+            progress(f"installing {what} into {venv} (about a minute)")
         _run([str(venv_python(venv)), "-m", "pip", "install", "--disable-pip-version-check",
               "-r", str(requirements)], what="pip install", deadline=deadline,
              log=venv.with_name(venv.name + "-install.log"))

@@ -415,9 +415,17 @@ def test_a_bmc_dead_mid_deploy_fails_its_node_alone_and_a_rerun_completes_it(env
         assert not worker.is_alive(), "deploy did not end with its node's BMC dead"
         failed_in = time.monotonic() - killed_at
     finally:
-        # The BMC back (the simulator restarts without the fault), whatever happened.
-        assert lab.up().ok
-        worker.join(timeout=DEPLOY_TIMEOUT)
+        # The BMC back (the simulator restarts without the fault), whatever happened; and
+        # the deploy thread ended even then, so that it does not run into the next test.
+        back = False
+        try:
+            back = lab.up().ok
+            assert back
+        finally:
+            if not back:
+                for name in NAMES:
+                    _abort_deploy(conn, name)
+            worker.join(timeout=DEPLOY_TIMEOUT)
     rows = {o.node: o for o in result["report"].outcomes}
     assert rows[other].status is Status.OK and rows[other].action == "deployed", rows[other]
     bad = rows[victim]

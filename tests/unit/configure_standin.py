@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import k1prov.configure as cfg
@@ -144,6 +144,7 @@ class IronicNode:
     last_error: str | None = None
     conductor_group: str | None = None
     shard: str | None = None
+    properties: dict = field(default_factory=dict)
 
 
 class FakeIronic:

@@ -21,10 +21,14 @@ from k1prov.ironic import EXTRA_CLUSTER
 # Where each provision action takes a node in the stand-in (no intermediate states: the
 # wait's first listing sees the end state).
 ACTION_RESULT = {"manage": "manageable", "provide": "available", "active": "active",
-                 "rebuild": "active", "deleted": "available", "clean": "manageable"}
+                 "rebuild": "active", "deleted": "available", "clean": "manageable",
+                 "inspect": "manageable", "abort": "inspect failed"}
+# Where a node that never reaches its state stays (default: where it was).
+ACTION_IN_FLIGHT = {"inspect": "inspect wait"}
 # The failure state each action ends in when a test makes it fail.
 ACTION_FAILURE = {"manage": "enroll", "provide": "clean failed", "active": "deploy failed",
-                  "rebuild": "deploy failed", "deleted": "error", "clean": "clean failed"}
+                  "rebuild": "deploy failed", "deleted": "error", "clean": "clean failed",
+                  "inspect": "inspect failed"}
 
 
 def http_error(status: int, message: str = "") -> os_exc.HttpException:
@@ -47,6 +51,7 @@ class StandinNode:
     properties: dict[str, Any] = field(default_factory=dict)
     conductor_group: str | None = None
     shard: str | None = None
+    inspect_interface: str | None = "agent"
 
 
 class RecordingBaremetal:
@@ -67,6 +72,8 @@ class RecordingBaremetal:
         self.clean_steps: dict[str, list] = {}                     # node name -> steps of its clean
         self.create_errors: dict[str, Exception | list[Exception]] = {}
         self.real_power: dict[str, str] = {}                      # node name -> the BMC's power
+        # node name -> the inventory an inspection stores (GET /v1/nodes/<id>/inventory)
+        self.inventories: dict[str, dict[str, Any]] = {}
 
     # ---- test set-up -------------------------------------------------------------------
 
@@ -166,6 +173,15 @@ class RecordingBaremetal:
             self.clean_steps[self._get(parts[1]).name] = json["clean_steps"]
         return SimpleNamespace(status_code=202, headers={}, text="", content=b"")
 
+    def get(self, url: str, **kwargs: Any) -> SimpleNamespace:
+        """GET through the proxy: only a node's inspection inventory (IronicNodes.inventory)."""
+        parts = url.strip("/").split("/")
+        assert parts[0] == "nodes" and parts[2:] == ["inventory"], url
+        self.calls.append(("inventory", (parts[1],)))
+        data = self.inventories.get(self._get(parts[1]).name)
+        return SimpleNamespace(status_code=200 if data else 404, headers={}, text="", content=b"",
+                               json=lambda: data)
+
     def set_node_power_state(self, ref: Any, target: str, wait: bool = False,
                              timeout: float | None = None) -> None:
         """Ironic's power action (it reads the BMC first: a node that is on stays as it
@@ -186,10 +202,12 @@ class RecordingBaremetal:
             if key in self.action_fails_times:
                 self.action_fails_times[key] -= 1
             node.provision_state, node.last_error = ACTION_FAILURE[action], self.action_fails[key]
-        elif node.name not in self.never_reaches:
+        elif node.name not in self.never_reaches or action == "abort":
             node.provision_state = ACTION_RESULT[action]
             if action in ("active", "rebuild"):
                 node.power_state = "power on"
+        else:
+            node.provision_state = ACTION_IN_FLIGHT.get(action, node.provision_state)
 
 
 class RecordingConnection:

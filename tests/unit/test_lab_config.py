@@ -79,6 +79,11 @@ def test_ironic_conf_has_the_lab_settings(tmp_path):
     assert cp["agent"]["image_download_source"] == "http"
     assert cp["agent"]["deploy_logs_collect"] == "always"
     assert cp["agent"]["deploy_logs_local_path"] == str(s.root / "deploy-logs")
+    # Built-in agent inspection (nodes inspect), booted by Ironic through the node's ports.
+    assert cp["DEFAULT"]["enabled_inspect_interfaces"].split(",")[0] == "agent"
+    assert cp["inspector"]["require_managed_boot"] == "true"
+    assert cp["inspector"]["hooks"] == "$default_hooks,memory,cpus,root-device"
+    assert cp["auto_discovery"]["enabled"] == "false"
 
 
 def test_flaky_bmcs_give_ironic_the_settings_of_a_site_with_slow_bmcs(tmp_path):

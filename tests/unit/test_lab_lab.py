@@ -59,7 +59,7 @@ def test_up_refuses_a_port_taken_by_another_program(tmp_path):
                         ironic_port=free_port(), glance_port=taken, http_port=free_port(),
                         bmc_base_port=free_port(socket.SOCK_DGRAM), nodes=1,
                         clouds_yaml=tmp_path / "clouds.yaml")
-        with pytest.raises(LabError, match=f"tcp port {taken} .*glance.* in use"):
+        with pytest.raises(LabError, match=rf"tcp port {taken} .*glance.* in use by pid {os.getpid()} \("):
             Lab(s).up()
     # Nothing was started and no clouds.yaml entry written for a lab that is not up.
     assert list((tmp_path / "lab" / "run").glob("*.pid")) == []

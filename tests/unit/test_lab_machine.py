@@ -17,7 +17,7 @@ from k1prov.imagecatalog import lab_deploy_image_bytes
 from k1prov.lab.configdrive_apply import host_config_from_config_drive
 from k1prov.lab.disk import mbr_partitions, read_config_drive, root_partition
 from k1prov.lab.machine import machine_mac
-from k1prov.lab.pxe import Dhcp, pxe_config_path, read_pxe_config
+from k1prov.lab.pxe import Dhcp, boot_purpose, deploy_ramdisk_cmdline_ok, pxe_config_path, read_pxe_config
 from k1prov.lab.reconciler import BOOT, BUTTON, OFF, decide
 
 MAC = machine_mac(16262)
@@ -60,6 +60,19 @@ def test_pxe_config_gives_the_agent_its_kernel_command_line(tmp_path):
     assert boot.kernel.name == "deploy_kernel" and boot.initrd.name == "deploy_ramdisk"
     assert "ipa-api-url=http://10.251.0.1:16385" in boot.cmdline
     assert boot.cmdline.endswith("BOOTIF=01-" + MAC.replace(":", "-"))
+
+
+def test_an_inspection_boot_has_the_callback_instead_of_the_api_url(tmp_path):
+    """What Ironic 39 writes when it prepares an inspection (agent inspect interface, no
+    fast track): the same template, ipa-inspection-callback-url and no ipa-api-url."""
+    config = PXE_CONFIG.replace("ipa-api-url=http://10.251.0.1:16385 coreos.configdrive=0",
+                                "ipa-inspection-callback-url=http://10.251.0.1:16385/v1/continue_inspection")
+    boot = read_pxe_config(tftp(tmp_path, config=config), MAC)
+    assert "ipa-api-url=" not in boot.cmdline
+    assert deploy_ramdisk_cmdline_ok(boot.cmdline) and boot_purpose(boot.cmdline) == "inspection"
+    deploy = read_pxe_config(tftp(tmp_path / "d"), MAC)
+    assert deploy_ramdisk_cmdline_ok(deploy.cmdline) and boot_purpose(deploy.cmdline) == "agent"
+    assert not deploy_ramdisk_cmdline_ok("initrd=x selinux=0 text")
 
 
 def test_no_pxe_config_for_the_mac_does_not_boot(tmp_path):

@@ -119,3 +119,15 @@ def test_group_rss_counts_members(tmp_path, dirs):
                       run_dir=run, log_dir=log)
     time.sleep(0.3)
     assert procs.group_rss_kib(rec.pid) > 1000     # a python interpreter is megabytes
+
+
+@pytest.mark.parametrize("proto, kind", [("tcp", socket.SOCK_STREAM), ("udp", socket.SOCK_DGRAM)])
+def test_port_holders_name_the_process_that_binds_the_port(proto, kind):
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        if proto == "tcp":
+            s.listen()
+        port = s.getsockname()[1]
+        holders = procs.port_holders(proto, port)
+        assert len(holders) == 1 and holders[0].startswith(f"pid {os.getpid()} ("), holders
+    assert procs.port_holders(proto, port) == []

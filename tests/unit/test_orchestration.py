@@ -353,3 +353,114 @@ def test_a_node_that_stays_silent_after_its_power_on_fails_alone(tmp_path, ironi
     assert [c for c in ironic.calls if c[0] == "power"] == [("power", ("n2", "power on"))]
     bad = {o.node: o for o in report.outcomes if o.status is not Status.OK}
     assert list(bad) == ["n2"] and "not ready after 1 s" in bad["n2"].error, bad
+
+
+# ---- nodes inspect (issue 21) ----------------------------------------------------------------
+
+RAMDISK = {"deploy_kernel": "k", "deploy_ramdisk": "r"}
+
+
+def inspected(mac: str, disk_gb: int = 4) -> dict:
+    """What Ironic returns for GET /v1/nodes/<id>/inventory after an agent inspection."""
+    return {"inventory": {"interfaces": [{"name": "eth0", "mac_address": mac.upper(), "ipv4_address": "10.0.9.9"}],
+                          "disks": [{"name": "/dev/loop7", "size": disk_gb * 2**30, "rotational": False,
+                                     "model": ""}],
+                          "memory": {"total": 8 * 2**30, "physical_mb": 8192},
+                          "cpu": {"model_name": "Lab CPU", "count": 2}},
+            "plugin_data": {}}
+
+
+def test_inspect_manages_inspects_and_each_node_ends_where_it_started(tmp_path, ironic):
+    ironic.add("n1", provision_state="available", driver_info=dict(RAMDISK),
+               properties={"memory_mb": 8192, "cpus": 2, "local_gb": 3, "cpu_arch": "x86_64"})
+    ironic.add("n2", provision_state="manageable", driver_info=dict(RAMDISK))
+    ironic.add("n3", provision_state="inspect failed", driver_info=dict(RAMDISK), last_error="earlier")
+    ironic.add("n4", provision_state="active", driver_info=dict(RAMDISK))
+    for n in ("n1", "n2", "n3"):
+        ironic.inventories[n] = inspected(f"52:54:00:00:00:0{n[1]}")
+    report = prov(tmp_path).inspect_nodes()
+    assert rows(report) == {"n1": (Status.OK, "inspected"), "n2": (Status.OK, "inspected"),
+                            "n3": (Status.OK, "inspected"), "n4": (Status.FAILED, "")}
+    assert "node is active" in next(o.error for o in report.outcomes if o.node == "n4")
+    # Available goes back to available; manageable (and a failed inspection) stay manageable.
+    assert actions(ironic) == {"n1": ["manage", "inspect", "provide"], "n2": ["inspect"],
+                               "n3": ["manage", "inspect"]}
+    hw = next(o.hardware for o in report.outcomes if o.node == "n1")
+    assert hw == {"cpus": 2, "memory_mb": 8192, "local_gb": 3, "cpu_arch": "x86_64", "cpu_model": "Lab CPU",
+                  "memory_physical_mb": 8192,
+                  "disks": [{"name": "/dev/loop7", "size_bytes": 4 * 2**30, "rotational": False, "model": None}],
+                  "nics": [{"name": "eth0", "mac": "52:54:00:00:00:01", "ipv4": "10.0.9.9"}]}
+    assert report.exit_code() == EXIT_PARTIAL
+
+
+def test_inspected_macs_that_differ_from_the_inventory_are_named(tmp_path, ironic):
+    ironic.add("n1", provision_state="manageable", driver_info=dict(RAMDISK))
+    ironic.inventories["n1"] = inspected("52:54:00:00:00:99")
+    warnings: list[str] = []
+    p = prov(tmp_path)
+    p.context.warn = warnings.append
+    (row,) = p.inspect_nodes(limit=["n1"]).outcomes
+    assert row.status is Status.OK
+    assert row.action == ("inspected (the inventory's MAC 52:54:00:00:00:01 is on no NIC inspection found; "
+                          "NIC MAC 52:54:00:00:00:99 is not in the inventory)")
+    assert warnings == [f"n1: {row.action[len('inspected ('):-1]}"]
+
+
+def test_a_failed_inspection_names_ironics_error_and_the_way_on(tmp_path, ironic):
+    ironic.add("n1", provision_state="available", driver_info=dict(RAMDISK))
+    ironic.add("n2", provision_state="available", driver_info=dict(RAMDISK))
+    ironic.inventories["n1"] = inspected("52:54:00:00:00:01")
+    ironic.action_fails[("n2", "inspect")] = "failed to run inspection hooks: no memory information"
+    report = prov(tmp_path).inspect_nodes(limit=["n[1-2]"])
+    failed = {o.node: o for o in report.failed}
+    assert list(failed) == ["n2"]
+    assert failed["n2"].error.startswith("inspect: failed to run inspection hooks: no memory information")
+    assert "left in inspect failed" in failed["n2"].error
+    assert failed["n2"].error.endswith("(or `k1prov nodes enroll` to take it back to available)")
+    assert failed["n2"].provision_state == "inspect failed"
+    assert actions(ironic)["n2"] == ["manage", "inspect"]          # not provided
+    assert failed["n2"].hardware is None
+
+
+def test_inspect_refuses_a_node_without_a_deploy_ramdisk_and_switches_no_inspect_to_agent(tmp_path, ironic):
+    ironic.add("n1", provision_state="manageable")
+    ironic.add("n2", provision_state="manageable", driver_info=dict(RAMDISK), inspect_interface="no-inspect")
+    ironic.inventories["n2"] = inspected("52:54:00:00:00:02")
+    report = prov(tmp_path).inspect_nodes(limit=["n[1-2]"])
+    out = {o.node: o for o in report.outcomes}
+    assert out["n1"].status is Status.FAILED
+    assert out["n1"].error == "no deploy ramdisk to boot for inspection: run `k1prov images register` first"
+    assert (out["n2"].status, out["n2"].changes) == (Status.OK, ["inspect_interface"])
+    assert ironic.node("n2").inspect_interface == "agent"
+    assert actions(ironic) == {"n2": ["inspect"]}
+
+
+def test_nodes_list_shows_the_inspected_hardware_and_the_properties_of_the_others(tmp_path, ironic):
+    ironic.add("n1", provision_state="available", properties={"memory_mb": 8192, "cpus": 2})
+    ironic.add("n2", provision_state="available", properties={"memory_mb": 1024})
+    ironic.inventories["n1"] = inspected("52:54:00:00:00:01")
+    out = {o.node: o.hardware for o in prov(tmp_path).list_nodes(limit=["n[1-2]"]).outcomes}
+    assert out["n1"]["nics"] == [{"name": "eth0", "mac": "52:54:00:00:00:01", "ipv4": "10.0.9.9"}]
+    assert out["n1"]["memory_mb"] == 8192
+    assert out["n2"] == {"memory_mb": 1024}
+
+
+def test_an_inspection_that_runs_out_of_time_is_aborted_not_left_in_inspect_wait(tmp_path, ironic):
+    ironic.add("n1", provision_state="manageable", driver_info=dict(RAMDISK))
+    ironic.never_reaches.add("n1")                   # its agent never calls back
+    (row,) = prov(tmp_path, inspect=0.01).inspect_nodes(limit=["n1"]).outcomes
+    assert row.status is Status.TIMEOUT
+    assert row.error.startswith("inspect: not manageable after 0 s (the inspect timeout); "
+                                "the inspection was aborted; the node is left in inspect failed")
+    assert actions(ironic) == {"n1": ["inspect", "abort"]}
+    assert row.provision_state == "inspect failed"
+
+
+def test_an_inspect_request_ironic_refuses_leaves_the_node_where_it_was(tmp_path, ironic):
+    from sdk_standin import http_error
+    ironic.add("n1", provision_state="manageable", driver_info=dict(RAMDISK))
+    ironic.fail_action[("n1", "inspect")] = http_error(400, "Cannot validate image information for node")
+    (row,) = prov(tmp_path).inspect_nodes(limit=["n1"]).outcomes
+    assert row.status is Status.FAILED and row.provision_state == "manageable"
+    assert "Cannot validate image information" in row.error
+    assert "inspect failed" not in row.error
