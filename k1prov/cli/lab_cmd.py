@@ -23,7 +23,7 @@ AUTH_FILE = "lab-auth"
 AuthOpt = typer.Option(None, "--auth", metavar="none|http_basic|keystone",
                        help="How Ironic and Glance check callers: Keystone tokens, Ironic's own "
                             "htpasswd file (Glance on loopback without auth), or no auth at all "
-                            "(default: none, or what the lab has).")
+                            "(default: keystone, or what the lab has).")
 
 
 def _lab(nodes: Optional[int] = None, *, remember: bool = False, flaky_bmcs: tuple[str, ...] = (),
