@@ -29,7 +29,7 @@ KindOpt = typer.Option("netns", "--kind", metavar="netns|vm",
 AuthOpt = typer.Option(None, "--auth", metavar="none|http_basic|keystone",
                        help="How Ironic and Glance check callers: Keystone tokens, Ironic's own "
                             "htpasswd file (Glance on loopback without auth), or no auth at all "
-                            "(default: none, or what the lab has).")
+                            "(default: keystone, or what the lab has).")
 
 
 def _lab(nodes: Optional[int] = None, *, remember: bool = False, flaky_bmcs: tuple[str, ...] = (),

@@ -100,7 +100,7 @@ class LabSettings:
     # ("6231:0.3:1": 30 % dropped, the rest 1 s late; k1prov/lab/bmcsim.py --flaky).
     flaky_bmcs: tuple[str, ...] = ()
     # One of AUTH_MODES.
-    auth: str = "none"
+    auth: str = "keystone"
     # Keystone (auth "keystone" only), on 127.0.0.1.
     keystone_port: int = 5000
     # Lifetime of a Keystone token (s); tests shorten it to see k1prov re-authenticate

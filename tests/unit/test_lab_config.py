@@ -11,6 +11,8 @@ from k1prov.lab.config import LabSettings, render_glance_conf, render_ironic_con
 
 
 def settings(tmp_path: Path, **kw) -> LabSettings:
+    """A lab without auth unless the test names a mode (the default lab runs Keystone)."""
+    kw.setdefault("auth", "none")
     return LabSettings(root=tmp_path / "lab", venv=tmp_path / "venv", **kw)
 
 

@@ -11,6 +11,7 @@ from k1prov.lab import Lab, LabSettings
 
 
 def lab(tmp_path: Path, **kw) -> Lab:
+    kw.setdefault("auth", "none")  # the default lab runs Keystone; most of these name URLs
     return Lab(LabSettings(root=tmp_path / "lab", venv=tmp_path / "venv", **kw))
 
 
@@ -100,6 +101,8 @@ def test_lab_up_remembers_the_auth_mode(tmp_path, monkeypatch):
     from k1prov.cli.lab_cmd import _lab
 
     monkeypatch.setenv("K1PROV_LAB_DIR", str(tmp_path / "lab"))
+    assert _lab().settings.auth == "keystone"            # the default
+    assert _lab(auth="none", remember=True).settings.auth == "none"
     assert _lab().settings.auth == "none"
     assert _lab(auth="keystone", remember=True).settings.auth == "keystone"
     assert _lab().settings.auth == "keystone"

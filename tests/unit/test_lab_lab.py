@@ -36,7 +36,8 @@ def test_status_of_a_lab_never_started(tmp_path):
     st = Lab(LabSettings(root=tmp_path / "lab", venv=tmp_path / "v", nodes=3)).status()
     assert not st.ok
     d = st.to_dict()
-    assert [s["name"] for s in d["services"]] == ["bmcsim", "http", "glance", "ironic", "reconciler"]
+    # The default lab authenticates: Keystone is one of its services.
+    assert [s["name"] for s in d["services"]] == ["bmcsim", "http", "keystone", "glance", "ironic", "reconciler"]
     assert all(s["running"] is False and s["pid"] is None for s in d["services"])
     assert "3 BMCs" not in d["services"][0]["detail"]
 
