@@ -104,7 +104,7 @@ def test_a_listener_on_the_bridge_address_keeps_the_bridge(tmp_path):
 def test_conductors_make_ironic_a_database_conductors_and_an_api(tmp_path):
     s = LabSettings(root=tmp_path / "lab", venv=tmp_path / "v", nodes=3, conductors=2)
     st = Lab(s).status()
-    assert [x.name for x in st.services] == ["bmcsim", "http", "mariadb", "glance", "ironic-conductor-1",
+    assert [x.name for x in st.services] == ["bmcsim", "http", "keystone", "mariadb", "glance", "ironic-conductor-1",
                                              "ironic-conductor-2", "ironic-api", "reconciler"]
     assert not st.ok
 
