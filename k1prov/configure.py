@@ -159,21 +159,23 @@ class _Run:
             items = [w for w in work if w.role in step.roles]
             if not items:
                 continue
-            why = "cancelled" if self.report.cancelled else schedule.blocked(step)
-            if why:
-                skip(items, why)
-                schedule.stop_step(step, f"which was not run ({why.removeprefix('not run: ')})")
-                self.notify(f"{step.name}: {why}")
-                continue
+            # A host stopped earlier is left out for its own reason, the most direct one.
             held = [w for w in items if schedule.host_stopped(w.node.name)]
             for w in held:
                 skip([w], schedule.host_stopped(w.node.name))
             if held:
                 self.notify(f"{step.name}: left out on {', '.join(sorted({w.node.name for w in held}))} "
                             "(an earlier phase failed there)")
-            down = self._run_step(step, [w for w in items if w not in held], items, decisions)
-            if down:
-                schedule.stop_step(step, down)
+            live = [w for w in items if w not in held]
+            why = "cancelled" if self.report.cancelled else schedule.blocked(step)
+            if why:
+                skip(live, why)
+                schedule.stop_step(step, f"which was not run ({why.removeprefix('not run: ')})")
+                self.notify(f"{step.name}: {why}")
+            else:
+                down = self._run_step(step, live, items, decisions)
+                if down:
+                    schedule.stop_step(step, down)
             schedule.after(step, [(w.node.name, w.role, w.status is not Status.SKIPPED, w.error or "")
                                   for w in items if w.status is not Status.OK])
         self.report.outcomes = [
@@ -252,7 +254,10 @@ class _Run:
         if self.report.cancelled:
             return "cancelled"
         if out and len(out) == len(items):
-            return f"which failed on every host ({', '.join(named)})"
+            failed = sorted({w.node.name for w in out if w.status is not Status.SKIPPED})
+            left = sorted({w.node.name for w in out if w.status is Status.SKIPPED})
+            return "which " + " and ".join([f"failed on {', '.join(failed)}"] * bool(failed)
+                                           + [f"was left out on {', '.join(left)}"] * bool(left))
         members = {w.node.name for w in items if w.role in QUORUM_ROLES}
         if members:
             ensemble = {n.name for role in step.roles if role in QUORUM_ROLES for n in self.inv.with_role(role)}
