@@ -173,7 +173,7 @@ class _Run:
                 schedule.stop_step(step, f"which was not run ({why.removeprefix('not run: ')})")
                 self.notify(f"{step.name}: {why}")
             else:
-                down = self._run_step(step, live, items, decisions)
+                down = self._run_step(step, live, items, decisions, earlier=schedule.stopped_hosts())
                 if down:
                     schedule.stop_step(step, down)
             schedule.after(step, [(w.node.name, w.role, w.status is not Status.SKIPPED, w.error or "")
@@ -211,9 +211,9 @@ class _Run:
         return spark_settings(self.inv)["manager"] == "mesos"
 
     def _run_step(self, step: Step, live: list[_Work], items: list[_Work],
-                  decisions: dict[tuple[str, str], RoleDecision]) -> str:
-        """Runs one phase on `live` (its `items` less the hosts stopped earlier); returns
-        why the phases that need it must not run ('' when they may)."""
+                  decisions: dict[tuple[str, str], RoleDecision], *, earlier: set[str]) -> str:
+        """Runs one phase on `live` (its `items` less the hosts stopped earlier, `earlier`);
+        returns why the phases that need it must not run ('' when they may)."""
         to_run = []
         for w in live:
             decision = decisions.get((w.node.name, w.role))
@@ -268,12 +268,15 @@ class _Run:
             self.notify(f"{step.name}: failed on {', '.join(named)}; the other hosts go on"
                         + (" if the gate passes without it" if step.gate else ""))
         if step.gate:
-            health, seen = self._gate(step, excused=[w.node.name for w in out])
+            # A gate also looks at the ensembles of earlier phases (the agents' gate at the
+            # masters): a host stopped in one of them is excused there too.
+            excused = sorted(earlier | {w.node.name for w in out})
+            health, seen = self._gate(step, excused=excused)
             (self.run_dir / f"health-{step.gate}.txt").write_text(
                 f"ok={seen.ok}\nsummary={seen.summary}\nstates={seen.states}\n"
                 + "".join(f"problem: {p}\n" for p in seen.problems)
-                + (f"enough for what needs it (without {', '.join(named)}): {health.ok}\n" if out else ""))
-            verdict = "healthy" if seen.ok else f"healthy without {', '.join(named)}" if health.ok else "NOT healthy"
+                + (f"enough for what needs it (without {', '.join(excused)}): {health.ok}\n" if excused else ""))
+            verdict = "healthy" if seen.ok else f"healthy without {', '.join(excused)}" if health.ok else "NOT healthy"
             self.notify(f"{step.name}: {verdict} ({seen.summary})")
             # The whole ensemble's look, failed members included: what a later verdict starts from.
             self.report.health[step.gate] = seen

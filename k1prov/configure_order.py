@@ -76,6 +76,9 @@ class Schedule:
         """Why `host`'s later roles must not run ('' when they may)."""
         return self.hosts.get(host, "")
 
+    def stopped_hosts(self) -> set[str]:
+        return set(self.hosts)
+
     def stop_host(self, host: str, why: str) -> None:
         self.hosts.setdefault(host, why)
 

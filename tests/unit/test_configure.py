@@ -16,6 +16,7 @@ from k1prov.errors import ConfigError, InventoryError
 from k1prov.fanout import Status
 from k1prov.inventory import parse_inventory
 from k1prov.settings import DEFAULT_TIMEOUTS
+from k1prov.ssh import CommandResult
 from k1prov.roles import render_all
 from k1prov.roles import role_settings as role_table
 
@@ -539,3 +540,26 @@ def test_plan_reads_the_hosts_like_the_run_and_changes_nothing(tmp_path, fake, m
     assert got.hosts["n2"].error == "n2: connection refused" and got.hosts["n2"].decisions == []
     # The health of the same read: n2 did not answer.
     assert got.health()["zookeeper"].states["n2"] == "unreachable"
+
+
+def test_a_member_stopped_earlier_is_excused_in_the_later_gates_that_look_at_it(tmp_path, monkeypatch):
+    """m3 fails its ZooKeeper phase: its Mesos master is left out, and the agents' gate,
+    which reads every master, does not hold that against the agents."""
+    hosts = use(monkeypatch, FakeHosts(fail={("m3", "zookeeper")}))
+    hosts.leader = "m1"
+    unreachable = hosts.one_command
+
+    def m3_gone(target, command):
+        if target.host == "m3" and ":5050" in command:
+            return CommandResult(target.host, 7, "", "")
+        return unreachable(target, command)
+
+    hosts.one_command = m3_gone
+    ctx = VerbContext(parse_inventory(HEAD + MESOS_CLUSTER, path="inv.yaml"), state_root=tmp_path,
+                      timeouts=replace(DEFAULT_TIMEOUTS, health=0.5))
+    report = cfg.apply(ctx)
+    by = {(o.node, o.changes[0]): o for o in report.outcomes}
+    assert {k: o.status for k, o in by.items() if k[0] != "m3"} == {k: Status.OK for k in by if k[0] != "m3"}
+    gate = (next((tmp_path / "t1" / "runs").glob("*-configure")) / "health-mesos-agents.txt").read_text()
+    assert "problem: m3: no /state on port 5050" in gate and "(without m3): True" in gate, gate
+    assert report.exit_code() == 3
