@@ -258,8 +258,7 @@ class _Run:
             left = sorted({w.node.name for w in out if w.status is Status.SKIPPED})
             return "which " + " and ".join([f"failed on {', '.join(failed)}"] * bool(failed)
                                            + [f"was left out on {', '.join(left)}"] * bool(left))
-        members = {w.node.name for w in items if w.role in QUORUM_ROLES}
-        if members:
+        if any(w.role in QUORUM_ROLES for w in items):
             ensemble = {n.name for role in step.roles if role in QUORUM_ROLES for n in self.inv.with_role(role)}
             lost = {w.node.name for w in out} & ensemble
             if quorum_lost(len(ensemble), len(lost)):
@@ -364,6 +363,7 @@ class _Run:
         live = batch_runner(self.ctx, known_hosts=self.known_hosts)
         verdict = wait_until_healthy(lambda: look(live), health_timeout=self.timeouts.health)
         return verdict, seen[0]
+
 
 def apply(ctx: VerbContext, *, roles: Iterable[str] | None = None, limit: Iterable[str] | None = None,
           group: str | None = None, known_hosts: Path | None = None,
