@@ -34,6 +34,7 @@ from k1prov.configure_order import STEPS, Schedule, Step, quorum_lost
 from k1prov.configure_plan import ConfigurePlan, RoleDecision, plan
 from k1prov.errors import ConfigError, NodeError, TransportError
 from k1prov.fanout import Policy, Status, run_fanout
+from k1prov.inspection import agent_facts
 from k1prov.inventory.model import Node
 from k1prov.verb_report import DataResult, NodeOutcome, VerbReport
 from k1prov.context import VerbContext
@@ -75,7 +76,7 @@ class _Work:
 def render(ctx: VerbContext, out_dir: Path | str) -> DataResult:
     """`k1prov render -o DIR`: every host's scripts and config files, and DIR/plan.json
     (the result's data)."""
-    return DataResult(write_rendered(ctx.inventory, out_dir))
+    return DataResult(write_rendered(ctx.inventory, out_dir, agent_facts(ctx)))
 
 
 def check_roles(roles: Iterable[str] | None) -> tuple[str, ...]:
@@ -145,7 +146,9 @@ class _Run:
                 self.record.finish(self.report.to_dict(), exit_code=self.report.exit_code())
 
     def _execute(self) -> VerbReport:
-        rendered = render_all(self.inv)   # a bad setting stops the run before any host is touched
+        # A bad setting, or an auto agent Ironic knows too little of, stops the run here,
+        # before any host is touched.
+        rendered = render_all(self.inv, agent_facts(self.ctx))
         work = [_Work(node, s.role, s) for node in self.nodes for s in rendered[node.name]
                 if s.role in self.roles]
         self.report.outcomes = []
