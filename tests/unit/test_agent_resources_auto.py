@@ -18,7 +18,7 @@ from k1prov.preflight import check_roles
 from k1prov.roles import agent_resources, render_all
 from k1prov.roles.derive import auto_agents
 from k1prov.settings import DEFAULT_TIMEOUTS
-from tests.unit.configure_standin import FakeHosts, FakeIronic, IronicNode, load, use
+from configure_standin import FakeHosts, FakeIronic, IronicNode, load, use
 
 MESOS_ROLES = """\
 roles:
