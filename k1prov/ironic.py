@@ -36,6 +36,8 @@ REDFISH = "redfish"
 REDFISH_INTERFACES = {"power": "redfish", "management": "redfish"}
 # The driver_info key families k1prov writes (one per hardware type it knows).
 BMC_KEY_PREFIXES = ("ipmi_", "redfish_")
+# driver_info keys k1prov writes only when the inventory sets them.
+OPTIONAL_BMC_KEYS = ("redfish_system_id",)
 # HTTP statuses openstacksdk retries by itself on k1prov's Ironic requests: 409 (the node
 # is locked by an action that ends in a moment). The SDK's own list
 # (baremetal.v1._common.RETRIABLE_STATUS_CODES) also has 503, which Ironic answers when
@@ -283,9 +285,12 @@ class IronicNodes:
                 changes.append(f"driver_info.{key}")
         # A node moved to another hardware type keeps no login of the old one (Ironic
         # would hold a BMC password nobody maintains) and gets the password anew.
+        # An optional key the inventory no longer sets (a redfish_system_id taken out: the
+        # BMC's only system from now on) goes too, or Ironic would keep using it.
         own_prefix = password_key(node).split("_")[0] + "_"
         for key in sorted(info):
-            if key.startswith(BMC_KEY_PREFIXES) and not key.startswith(own_prefix):
+            if ((key.startswith(BMC_KEY_PREFIXES) and not key.startswith(own_prefix))
+                    or (key in OPTIONAL_BMC_KEYS and key not in want.driver_info)):
                 patch.append({"op": "remove", "path": f"/driver_info/{key}"})
                 changes.append(f"driver_info.{key} removed")
         if ((current.extra or {}).get(EXTRA_BMC_FINGERPRINT) != want.fingerprint

@@ -175,3 +175,15 @@ def test_create_sends_the_redfish_password_and_a_move_from_ipmi_drops_the_ipmi_l
     # As the inventory has it: nothing to send.
     created.driver_info["redfish_password"] = "******"
     assert ironic.ensure(n, created).changes == []
+
+
+def test_a_system_id_taken_out_of_the_inventory_is_removed_from_ironic(monkeypatch):
+    monkeypatch.setenv("P", "s3cret")
+    baremetal = RecordingBaremetal("c")
+    ironic = IronicNodes(type("Conn", (), {"baremetal": baremetal})(), cluster="c")
+    ironic.ensure(_redfish_node(), None)
+    created = next(iter(baremetal.by_id.values()))
+    created.driver_info["redfish_password"] = "******"
+    result = ironic.ensure(_redfish_node(system=False), created)
+    assert result.changes == ["driver_info.redfish_system_id removed"]
+    assert "redfish_system_id" not in created.driver_info
