@@ -217,7 +217,7 @@ def plan(ctx: VerbContext) -> ClusterReport:
     inv = ctx.inventory
     report = ClusterReport(verb="cluster up", dry_run=True)
     current = ctx.ironic().own_nodes()
-    rendered = render_all(inv)   # a bad role setting shows here, as it would in the real run
+    rendered = render_all(inv, inspection.agent_facts(ctx))   # a bad role setting shows here, as in the real run
     active = [n.name for n in inv.nodes
               if current.get(n.name) is not None and current[n.name].provision_state == "active"]
     read = configure_plan.plan(ctx, {name: rendered[name] for name in active},

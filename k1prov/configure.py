@@ -3,9 +3,10 @@
 Phases run in dependency order (k1prov.roles.plan): the ZooKeeper ensemble, then a wait
 for its quorum (exactly one leader); Mesos masters, then a wait for an elected leader;
 Mesos agents; the Spark master, then workers and clients, then a wait for the workers
-to register. Every phase goes through the fan-out engine over SSH. When a phase fails
-on a host (or its health gate does not pass) the phases after it do not start: their
-rows say which phase failed on which host.
+to register. Every phase goes through the fan-out engine over SSH. A host that fails a
+phase stops there; a phase whose gate does not pass over the hosts that did not fail
+stops the phases that need it (k1prov.configure_order); the other hosts go on. The rows
+left out say why ("not run: …", naming the host and the phase that failed).
 
 Before the first phase one read-only SSH session per host says what to do with each
 role (k1prov.configure_plan: recorded script hash, service state, the gates' first
@@ -29,16 +30,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from k1prov.configure_order import STEPS, Schedule, Step, quorum_lost
 from k1prov.configure_plan import ConfigurePlan, RoleDecision, plan
 from k1prov.errors import ConfigError, NodeError, TransportError
 from k1prov.fanout import Policy, Status, run_fanout
+from k1prov.inspection import agent_facts
 from k1prov.inventory.model import Node
 from k1prov.verb_report import DataResult, NodeOutcome, VerbReport
 from k1prov.context import VerbContext
 from k1prov.probe import batch_runner
 from k1prov.roles import RenderedScript, render_all, wait_until_healthy, write_rendered
-from k1prov.roles.health import HealthResult, gate_checks, sample
-from k1prov.roles.plan import ROLE_PHASES
+from k1prov.roles.health import HealthResult, excusing, gate_checks, sample
+from k1prov.roles.plan import QUORUM_ROLES, ROLE_PHASES
+from k1prov.roles.role_settings import spark_settings
 from k1prov.rolling_restart import roll, rolling_members, skip
 from k1prov.run_records import RunRecord, locked_run
 from k1prov.settings import SSH_RETRIES
@@ -52,26 +56,6 @@ LOG_TAIL_LINES = 8
 _RESULT_RE = re.compile(r"^K1PROV-RESULT changed=([01])\s*$", re.MULTILINE)
 # Roles in the order their phases run; roles with the same phase number run together.
 ROLE_ORDER = tuple(sorted(ROLE_PHASES, key=lambda r: ROLE_PHASES[r][0]))
-
-
-@dataclass(frozen=True)
-class Step:
-    """One phase of a configure run: the roles it runs and the gate after it."""
-
-    name: str
-    roles: tuple[str, ...]
-    # "zookeeper", "mesos-masters", "mesos-agents", "spark-workers" or "" (no gate).
-    gate: str = ""
-
-
-# Fixed by the dependencies between the services (see the module docstring).
-STEPS = (
-    Step("ZooKeeper ensemble", ("zookeeper",), gate="zookeeper"),
-    Step("Mesos masters", ("mesos-master",), gate="mesos-masters"),
-    Step("Mesos agents", ("mesos-agent",), gate="mesos-agents"),
-    Step("Spark masters", ("spark-master",)),
-    Step("Spark workers and clients", ("spark-worker", "spark-client"), gate="spark-workers"),
-)
 
 
 @dataclass
@@ -92,7 +76,7 @@ class _Work:
 def render(ctx: VerbContext, out_dir: Path | str) -> DataResult:
     """`k1prov render -o DIR`: every host's scripts and config files, and DIR/plan.json
     (the result's data)."""
-    return DataResult(write_rendered(ctx.inventory, out_dir))
+    return DataResult(write_rendered(ctx.inventory, out_dir, agent_facts(ctx)))
 
 
 def check_roles(roles: Iterable[str] | None) -> tuple[str, ...]:
@@ -162,7 +146,9 @@ class _Run:
                 self.record.finish(self.report.to_dict(), exit_code=self.report.exit_code())
 
     def _execute(self) -> VerbReport:
-        rendered = render_all(self.inv)   # a bad setting stops the run before any host is touched
+        # A bad setting, or an auto agent Ironic knows too little of, stops the run here,
+        # before any host is touched.
+        rendered = render_all(self.inv, agent_facts(self.ctx))
         work = [_Work(node, s.role, s) for node in self.nodes for s in rendered[node.name]
                 if s.role in self.roles]
         self.report.outcomes = []
@@ -171,17 +157,30 @@ class _Run:
         self.notify(f"configure: {len(work)} role script(s) on {len({w.node.name for w in work})} host(s); "
                     f"logs in {self.run_dir}")
         decisions = self._read_hosts(work)
-        stop_reason = ""
+        schedule = Schedule(spark_on_mesos=self._spark_on_mesos())
         for step in STEPS:
             items = [w for w in work if w.role in step.roles]
             if not items:
                 continue
-            if stop_reason:
-                skip(items, stop_reason)
-                continue
-            stop_reason = self._run_step(step, items, decisions)
-            if self.report.cancelled:
-                stop_reason = stop_reason or "cancelled"
+            # A host stopped earlier is left out for its own reason, the most direct one.
+            held = [w for w in items if schedule.host_stopped(w.node.name)]
+            for w in held:
+                skip([w], schedule.host_stopped(w.node.name))
+            if held:
+                self.notify(f"{step.name}: left out on {', '.join(sorted({w.node.name for w in held}))} "
+                            "(an earlier phase failed there)")
+            live = [w for w in items if w not in held]
+            why = "cancelled" if self.report.cancelled else schedule.blocked(step)
+            if why:
+                skip(live, why)
+                schedule.stop_step(step, f"which was not run ({why.removeprefix('not run: ')})")
+                self.notify(f"{step.name}: {why}")
+            else:
+                down = self._run_step(step, live, items, decisions, earlier=schedule.stopped_hosts())
+                if down:
+                    schedule.stop_step(step, down)
+            schedule.after(step, [(w.node.name, w.role, w.status is not Status.SKIPPED, w.error or "")
+                                  for w in items if w.status is not Status.OK])
         self.report.outcomes = [
             NodeOutcome(node=w.node.name, status=w.status, action=w.action, error=w.error,
                         changes=[w.role], duration=round(w.duration, 3)) for w in work]
@@ -209,10 +208,17 @@ class _Run:
                 decisions[(name, d.role)] = d
         return decisions
 
-    def _run_step(self, step: Step, items: list[_Work], decisions: dict[tuple[str, str], RoleDecision]) -> str:
-        """Runs one phase; returns why the later phases must not run ('' when they may)."""
+    def _spark_on_mesos(self) -> bool:
+        if not any(self.inv.with_role(r) for r in ("spark-master", "spark-worker", "spark-client")):
+            return False
+        return spark_settings(self.inv)["manager"] == "mesos"
+
+    def _run_step(self, step: Step, live: list[_Work], items: list[_Work],
+                  decisions: dict[tuple[str, str], RoleDecision], *, earlier: set[str]) -> str:
+        """Runs one phase on `live` (its `items` less the hosts stopped earlier, `earlier`);
+        returns why the phases that need it must not run ('' when they may)."""
         to_run = []
-        for w in items:
+        for w in live:
             decision = decisions.get((w.node.name, w.role))
             if decision is None or decision.action != "unchanged":
                 w.service_stopped = decision is not None and decision.action == "restart"
@@ -229,12 +235,13 @@ class _Run:
             self.notify(f"{step.name}: running on {len(to_run)} host(s)"
                         + (f" ({stopped} to restart a stopped service)" if stopped else "")
                         + (f" ({len(rolling)} running member(s) one at a time, leader last)" if rolling else "")
-                        + f", {len(items) - len(to_run)} unchanged")
+                        + f", {len(live) - len(to_run)} unchanged")
             together = [w for w in to_run if w not in rolling]
             if together:
                 self._fan_out(step.name, together)
             if rolling:
-                broken = [w.node.name for w in together if w.status is not Status.OK]
+                # A running member is restarted only with the rest of its ensemble in place.
+                broken = [w.node.name for w in items if w.status is not Status.OK]
                 if broken or self.report.cancelled:
                     why = f"{step.name} failed on {', '.join(broken)}" if broken else "cancelled"
                     skip(rolling, f"not restarted: {why}")
@@ -242,24 +249,45 @@ class _Run:
                     roll(self.ctx, step.name, rolling, gate=step.gate, check=self.checks[step.gate],
                          known_hosts=self.known_hosts, fan_out=self._fan_out,
                          cancelled=lambda: self.report.cancelled)
-        else:
+        elif live:
             self.notify(f"{step.name}: every host unchanged")
-        failed = [w for w in items if w.status is not Status.OK]
-        if failed:
-            named = [w for w in failed if w.status is not Status.SKIPPED] or failed
-            return f"{step.name} failed on {', '.join(w.node.name for w in named)}"
+        out = [w for w in items if w.status is not Status.OK]
+        named = sorted({w.node.name for w in out if w.status is not Status.SKIPPED}
+                       or {w.node.name for w in out})
+        if self.report.cancelled:
+            return "cancelled"
+        if out and len(out) == len(items):
+            failed = sorted({w.node.name for w in out if w.status is not Status.SKIPPED})
+            left = sorted({w.node.name for w in out if w.status is Status.SKIPPED})
+            return "which " + " and ".join([f"failed on {', '.join(failed)}"] * bool(failed)
+                                           + [f"was left out on {', '.join(left)}"] * bool(left))
+        if any(w.role in QUORUM_ROLES for w in items):
+            ensemble = {n.name for role in step.roles if role in QUORUM_ROLES for n in self.inv.with_role(role)}
+            lost = {w.node.name for w in out} & ensemble
+            if quorum_lost(len(ensemble), len(lost)):
+                return f"which lost its quorum: failed on {', '.join(sorted(lost))} of {len(ensemble)} members"
+        if out:
+            self.notify(f"{step.name}: failed on {', '.join(named)}; the other hosts go on"
+                        + (" if the gate passes without it" if step.gate else ""))
         if step.gate:
-            health = self._gate(step)
+            # A gate also looks at the ensembles of earlier phases (the agents' gate at the
+            # masters): a host stopped in one of them is excused there too.
+            excused = sorted(earlier | {w.node.name for w in out})
+            health, seen = self._gate(step, excused=excused)
             (self.run_dir / f"health-{step.gate}.txt").write_text(
-                f"ok={health.ok}\nsummary={health.summary}\nstates={health.states}\n"
-                + "".join(f"problem: {p}\n" for p in health.problems))
-            self.notify(f"{step.name}: {'healthy' if health.ok else 'NOT healthy'} ({health.summary})")
-            self.report.health[step.gate] = health
+                f"ok={seen.ok}\nsummary={seen.summary}\nstates={seen.states}\n"
+                + "".join(f"problem: {p}\n" for p in seen.problems)
+                + (f"enough for what needs it (without {', '.join(excused)}): {health.ok}\n" if excused else ""))
+            verdict = "healthy" if seen.ok else f"healthy without {', '.join(excused)}" if health.ok else "NOT healthy"
+            self.notify(f"{step.name}: {verdict} ({seen.summary})")
+            # The whole ensemble's look, failed members included: what a later verdict starts from.
+            self.report.health[step.gate] = seen
             if not health.ok:
                 why = "; ".join(health.problems) or health.summary
-                for w in items:
-                    w.status, w.error = Status.FAILED, f"{step.name} not healthy: {why}"
-                return f"{step.name} not healthy: {why}"
+                for w in live:
+                    if w.status is Status.OK:
+                        w.status, w.error = Status.FAILED, f"{step.name} not healthy: {why}"
+                return f"which is not healthy: {why}"
         return ""
 
     def _fan_out(self, name: str, items: list[_Work]) -> None:
@@ -313,21 +341,31 @@ class _Run:
             raise NodeError(w.node.name, f"{w.script.filename} printed no K1PROV-RESULT line")
         return changed
 
-    def _gate(self, step: Step) -> HealthResult:
-        """The health check after a phase (k1prov.roles.health.gate_checks). While no
-        script has run in this run, its first look is the answers read with the hosts'
-        status; after that, or when that look is not healthy, it looks again (one session
-        per host each time) until it passes or timeouts.health has passed."""
+    def _gate(self, step: Step, *, excused: list[str]) -> tuple[HealthResult, HealthResult]:
+        """The health check after a phase (k1prov.roles.health.gate_checks): (what the
+        phases that need it see: the check without the problems of the `excused` hosts,
+        whose rows already say they failed; the check as it is). While no script has run
+        in this run, its first look is the answers read with the hosts' status; after
+        that, or when that look does not pass, it looks again (one session per host each
+        time) until it passes or timeouts.health has passed."""
         check = self.checks.get(step.gate)
         if check is None:
-            return HealthResult(ok=True, summary="nothing to check")
+            nothing = HealthResult(ok=True, summary="nothing to check")
+            return nothing, nothing
         gate = {step.gate: check}
+        seen: list[HealthResult] = []
+
+        def look(run) -> HealthResult:
+            seen[:] = [sample(gate, run)[step.gate]]
+            return excusing(seen[0], excused)
+
         if not self.ran_scripts and self.plan is not None:
-            first = sample(gate, self.plan.replayed())[step.gate]
+            first = look(self.plan.replayed())
             if first.ok:
-                return first
+                return first, seen[0]
         live = batch_runner(self.ctx, known_hosts=self.known_hosts)
-        return wait_until_healthy(lambda: sample(gate, live)[step.gate], health_timeout=self.timeouts.health)
+        verdict = wait_until_healthy(lambda: look(live), health_timeout=self.timeouts.health)
+        return verdict, seen[0]
 
 
 def apply(ctx: VerbContext, *, roles: Iterable[str] | None = None, limit: Iterable[str] | None = None,

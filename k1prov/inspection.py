@@ -20,6 +20,7 @@ from k1prov.context import VerbContext
 from k1prov.fanout import Status
 from k1prov.ironic_actions import fan_out, fire_and_wait, refresh_rows
 from k1prov.ironic_states import AVAILABLE, INSPECT_FAILED, INSPECTABLE, MANAGEABLE
+from k1prov.roles.derive import auto_agents
 from k1prov.verb_report import NodeOutcome, VerbReport
 
 # Ironic's built-in in-band inspection; "no-inspect" (the default of an ipmi node when it
@@ -204,3 +205,13 @@ def mac_disagreement(inventory_macs: Iterable[str], nics: list[dict[str, Any]]) 
     if extra:
         parts.append(f"NIC MAC {', '.join(extra)} is not in the inventory")
     return "; ".join(parts) if parts else None
+
+
+def agent_facts(ctx: VerbContext) -> dict[str, dict[str, Any]] | None:
+    """The Ironic properties of the inventory's nodes, by name, for the Mesos agents with
+    `resources: auto` (k1prov.roles.derive.auto_resources): what rendering resolves them
+    from, read the way role fit reads them (`own_nodes`). None, and Ironic is not asked,
+    when no agent has `auto`."""
+    if not auto_agents(ctx.inventory):
+        return None
+    return {name: dict(ir.properties or {}) for name, ir in ctx.ironic().own_nodes().items()}

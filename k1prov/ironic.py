@@ -48,6 +48,12 @@ SDK_RETRIED_STATUS_CODES = (409,)
 # The first Ironic API version with GET /v1/nodes/<id>/inventory (inspection data).
 INVENTORY_API = "1.81"
 BUSY = 503
+# Ironic's API could not reach the conductor that owns the node over JSON-RPC (the conductor
+# died or restarts): a 500 carrying keystoneauth's ConnectFailure text. Ironic moves the
+# node to a live conductor of its group after [conductor]heartbeat_timeout (60 s by
+# default), so this too is temporary: the engine tries the node again (its backoff spans
+# that), instead of failing a node that a re-run would have deployed.
+CONDUCTOR_UNREACHABLE = "Unable to establish connection to"
 # What a wait reads of each node (Ironic's field names).
 WAIT_FIELDS = ("uuid", "provision_state", "last_error")
 
@@ -71,8 +77,10 @@ class _Gone:
 
 
 def busy(exc: BaseException) -> bool:
-    """Ironic answered 503: no free conductor worker (or another temporary failure)."""
-    return getattr(exc, "status_code", None) == BUSY
+    """Ironic answered 503 (no free conductor worker, or another temporary failure), or
+    500 because the node's conductor is unreachable (CONDUCTOR_UNREACHABLE)."""
+    status = getattr(exc, "status_code", None)
+    return status == BUSY or (status == 500 and CONDUCTOR_UNREACHABLE in describe_http_error(exc))
 
 
 def bmc_fingerprint(cluster: str, node_name: str, password: str) -> str:

@@ -19,6 +19,8 @@ NodesOpt = typer.Option(None, "--nodes", "-n", min=1, max=1000,
 # keeps the machines and the mode it has (and `down` stops the services of that mode).
 NODES_FILE = "lab-nodes"
 AUTH_FILE = "lab-auth"
+# And its Ironic shape: "N GROUP,GROUP,..." (`--conductors`, `--conductor-groups`).
+CONDUCTORS_FILE = "lab-conductors"
 
 KindOpt = typer.Option("netns", "--kind", metavar="netns|vm",
                        help="netns: simulated machines in network namespaces (default); "
@@ -27,11 +29,12 @@ KindOpt = typer.Option("netns", "--kind", metavar="netns|vm",
 AuthOpt = typer.Option(None, "--auth", metavar="none|http_basic|keystone",
                        help="How Ironic and Glance check callers: Keystone tokens, Ironic's own "
                             "htpasswd file (Glance on loopback without auth), or no auth at all "
-                            "(default: none, or what the lab has).")
+                            "(default: keystone, or what the lab has).")
 
 
 def _lab(nodes: Optional[int] = None, *, remember: bool = False, flaky_bmcs: tuple[str, ...] = (),
-         dead_bmcs: tuple[int, ...] = (), auth: Optional[str] = None):
+         dead_bmcs: tuple[int, ...] = (), auth: Optional[str] = None, conductors: Optional[int] = None,
+         conductor_groups: Optional[str] = None):
     import dataclasses
 
     from k1prov.lab import Lab, LabSettings
@@ -43,6 +46,18 @@ def _lab(nodes: Optional[int] = None, *, remember: bool = False, flaky_bmcs: tup
         nodes = int(saved.read_text().strip() or settings.nodes)
     if auth is None and saved_auth.is_file():
         auth = saved_auth.read_text().strip() or None
+    if conductors is None and conductor_groups:
+        # `--conductor-groups ga,gb` alone: one conductor per group.
+        conductors = len(conductor_groups.split(","))
+    saved_conductors = settings.root / CONDUCTORS_FILE
+    if conductors is None and saved_conductors.is_file():
+        count, _, groups = saved_conductors.read_text().strip().partition(" ")
+        conductors = int(count or 0)
+        if conductor_groups is None:
+            conductor_groups = groups
+    if conductors is not None:
+        groups = tuple(g.strip() for g in (conductor_groups or "").split(",")) if conductor_groups else ()
+        settings = dataclasses.replace(settings, conductors=conductors, conductor_groups=groups)
     if nodes is not None:
         settings = dataclasses.replace(settings, nodes=nodes)
     if auth is not None:
@@ -55,6 +70,7 @@ def _lab(nodes: Optional[int] = None, *, remember: bool = False, flaky_bmcs: tup
         settings.root.mkdir(parents=True, exist_ok=True)
         saved.write_text(f"{settings.nodes}\n")
         saved_auth.write_text(f"{settings.auth}\n")
+        saved_conductors.write_text(f"{settings.conductors} {','.join(settings.conductor_groups)}\n")
     return Lab(settings)
 
 
@@ -93,12 +109,22 @@ def up(nodes: Optional[int] = NodesOpt, as_json: bool = JsonOpt, auth: Optional[
        dead_bmc: list[int] = typer.Option(
            [], "--dead-bmc", metavar="PORT",
            help="A fault: the BMC on PORT is gone (nothing answers; its machine stays as it is). "
-                "`lab up` without it brings the BMC back.")):
+                "`lab up` without it brings the BMC back."),
+       conductors: Optional[int] = typer.Option(
+           None, "--conductors", min=0, max=8,
+           help="Ironic's shape. 0: one all-in-one process on SQLite. N: MariaDB, ironic-api and "
+                "N ironic-conductor processes joined by JSON-RPC, as sites with several conductors "
+                "run it (default: 0, or what the lab has)."),
+       conductor_groups: Optional[str] = typer.Option(
+           None, "--conductor-groups", metavar="GROUP,GROUP,...",
+           help="The conductor group of each conductor, in order (default: all in the default "
+                "group \"\", which takes the nodes without conductor_group).")):
     """Install (first time) and start the lab's services. A no-op when they already run."""
     if _kind(kind) == "vm":
         from k1prov.cli import lab_vm_cmd
         return lab_vm_cmd.up(nodes, as_json=as_json)
-    lab = _lab(nodes, remember=True, flaky_bmcs=tuple(flaky_bmc), dead_bmcs=tuple(dead_bmc), auth=auth)
+    lab = _lab(nodes, remember=True, flaky_bmcs=tuple(flaky_bmc), dead_bmcs=tuple(dead_bmc), auth=auth,
+               conductors=conductors, conductor_groups=conductor_groups)
     say = lambda msg: err.print(f"[cyan]>[/] {msg}", highlight=False)  # noqa: E731
     status = lab.up(progress=say)
     if image and status.ok:

@@ -51,6 +51,24 @@ KEYSTONE_REGION = "RegionOne"
 SERVICE_PROJECT = "service"
 
 
+# `lab up --conductors`: the lab machine has 2 cores; Ironic's guidance is ~300 nodes each.
+MAX_CONDUCTORS = 8
+# With several conductors, each one's JSON-RPC server listens on Ironic's default port on a
+# loopback address of its own (LabSettings.conductor_host), which is also its [DEFAULT] host.
+# Not one address with a port each: Ironic 39 then registers a conductor as "host:port" but
+# reserves nodes as "host", so a dead conductor's reservations match no offline conductor
+# and its nodes stay locked in `deploying` for ever (seen in this lab). Loopback only, no
+# auth: only the API and the conductors on this machine call it.
+JSON_RPC_PORT = 8089
+# [conductor] heartbeat_interval (s) with several conductors (Ironic's default is 10): the
+# heartbeat_timeout of the tests that kill a conductor is a few of these.
+CONDUCTOR_HEARTBEAT_INTERVAL = 3
+# How often a conductor looks for nodes of a dead conductor (check_provision_state_interval,
+# Ironic's default 60 s) and re-reads the conductor list into its hash ring
+# (hash_ring_reset_interval, 15 s): a conductor's death is seen in seconds, not minutes.
+CONDUCTOR_TAKEOVER_CHECK = 5
+
+
 @dataclass(frozen=True)
 class LabSettings:
     # State directory: configs, sqlite databases, logs, pidfiles, images, BMC state.
@@ -82,7 +100,7 @@ class LabSettings:
     # ("6231:0.3:1": 30 % dropped, the rest 1 s late; k1prov/lab/bmcsim.py --flaky).
     flaky_bmcs: tuple[str, ...] = ()
     # One of AUTH_MODES.
-    auth: str = "none"
+    auth: str = "keystone"
     # Keystone (auth "keystone" only), on 127.0.0.1.
     keystone_port: int = 5000
     # Lifetime of a Keystone token (s); tests shorten it to see k1prov re-authenticate
@@ -91,6 +109,20 @@ class LabSettings:
     # Another: BMCs that are gone (nothing listens on their ports; bmcsim.py --dead). Their
     # machines keep the power state they had.
     dead_bmcs: tuple[int, ...] = ()
+    # Ironic's shape (`k1prov lab up --conductors N`). 0: one all-in-one `ironic` process on
+    # SQLite (the default). N >= 1: MariaDB (k1prov.lab.mariadb), `ironic-api` and N
+    # `ironic-conductor` processes joined by JSON-RPC, as sites that outgrow one conductor
+    # run it. Conductor i (1-based) is conductor_host(i), the `conductor` field of its nodes.
+    conductors: int = 0
+    # The conductor group of each conductor, in order (one per conductor); empty: every
+    # conductor in the default group "" (nodes without conductor_group), spread over them
+    # by Ironic's hash ring.
+    conductor_groups: tuple[str, ...] = ()
+    mariadb_port: int = 3306
+    # [conductor] heartbeat_timeout (s): after it, a silent conductor's nodes go to the
+    # others (hash ring) and its DEPLOYING nodes fail. Ironic's default is 60; the tests
+    # that kill a conductor shorten it. Conductors beat every CONDUCTOR_HEARTBEAT_INTERVAL.
+    conductor_heartbeat_timeout: int = 60
 
     @classmethod
     def default(cls) -> "LabSettings":
@@ -112,6 +144,7 @@ class LabSettings:
         tcp = [self.ironic_port, self.glance_port, self.http_port, self.keystone_port]
         if len(set(tcp)) != len(tcp):
             raise ConfigError(f"lab settings: ironic, glance, http and keystone ports must differ, got {tcp}")
+        self._check_conductors(tcp)
         if self.auth not in AUTH_MODES:
             raise ConfigError(f"lab setting auth: {self.auth!r} is not one of {', '.join(AUTH_MODES)}")
         if self.token_expiration < 10:
@@ -141,6 +174,57 @@ class LabSettings:
                 raise ConfigError(f"lab setting dead_bmcs: {port} is not a BMC port of the lab "
                                   f"after the first ({self.bmc_base_port + 1}-"
                                   f"{self.bmc_base_port + self.nodes - 1})")
+
+    def _check_conductors(self, tcp: list[int]) -> None:
+        if not 0 <= self.conductors <= MAX_CONDUCTORS:
+            raise ConfigError(f"lab setting conductors: {self.conductors} (0 for the all-in-one "
+                              f"Ironic, or 1 to {MAX_CONDUCTORS})")
+        if self.conductor_groups and len(self.conductor_groups) != self.conductors:
+            raise ConfigError(f"lab setting conductor_groups: {len(self.conductor_groups)} groups "
+                              f"for {self.conductors} conductors (one per conductor)")
+        for group in self.conductor_groups:
+            # Ironic's own rule for a conductor group (lower case: Ironic folds it).
+            if not re.fullmatch(r"[a-z0-9_.-]*", group):
+                raise ConfigError(f"lab setting conductor_groups: {group!r} is not a conductor group "
+                                  "(lower-case letters, digits, '_', '.', '-')")
+        if self.conductor_heartbeat_timeout <= CONDUCTOR_HEARTBEAT_INTERVAL:
+            raise ConfigError(f"lab setting conductor_heartbeat_timeout: {self.conductor_heartbeat_timeout} s "
+                              f"(must exceed the heartbeat interval, {CONDUCTOR_HEARTBEAT_INTERVAL} s)")
+        if not self.conductors:
+            return
+        if not 1 <= self.mariadb_port <= 65535:
+            raise ConfigError(f"lab setting mariadb_port: {self.mariadb_port} is not a port number")
+        if self.mariadb_port in tcp:
+            raise ConfigError(f"lab settings: the MariaDB port {self.mariadb_port} must differ from {tcp}")
+        if self.ironic_port < 256:
+            raise ConfigError(f"lab setting ironic_port: {self.ironic_port} (the conductors' addresses "
+                              "are made from it: at least 256 with --conductors)")
+
+    def conductor_group(self, i: int) -> str:
+        return self.conductor_groups[i - 1] if self.conductor_groups else ""
+
+    def conductor_host(self, i: int) -> str:
+        """Conductor i's (1-based) loopback address: its [DEFAULT] host, the `conductor`
+        field of its nodes, and where its JSON-RPC server listens (JSON_RPC_PORT).
+        127.<ironic_port's two bytes>.<i>: the labs on this machine have different Ironic
+        ports, so their conductors never share an address."""
+        return f"127.{self.ironic_port >> 8}.{self.ironic_port & 255}.{i}"
+
+    def conductor_conf(self, i: int) -> Path:
+        return self.etc_dir / f"ironic-conductor-{i}.conf"
+
+    @property
+    def mariadb_datadir(self) -> Path:
+        return self.root / "mariadb"
+
+    @property
+    def mariadb_socket(self) -> Path:
+        return self.run_dir / "mariadb.sock"
+
+    @property
+    def mariadb_password_file(self) -> Path:
+        """The password of Ironic's MariaDB user."""
+        return self.root / "mariadb-password"
 
     # Paths inside the state directory; one place so that nothing guesses them.
     @property
@@ -273,6 +357,74 @@ def _flaky_ipmi(conf: str, s: LabSettings) -> str:
                         f"{FLAKY_POWER_STATE_CHANGE_TIMEOUT}\n", 1)
 
 
+def _split_ironic(conf: str, s: LabSettings, db_password: str) -> str:
+    """`conf` for an API and s.conductors conductors in separate processes (conductors > 0):
+    JSON-RPC between them, the lab's MariaDB, a conductor's death seen in seconds. What is
+    each conductor's own (host, JSON-RPC port, group) is in render_conductor_conf."""
+    if not s.conductors:
+        return conf
+    from k1prov.lab.mariadb import connection_url
+
+    aio = "# API and conductor in one process; no message bus.\nrpc_transport = none\n"
+    sqlite = f"connection = sqlite:///{s.root / 'ironic.sqlite'}\n"
+    assert conf.count(aio) == 1 and conf.count(sqlite) == 1
+    conf = conf.replace(aio, "# ironic-api and the conductors in their own processes "
+                             "(`lab up --conductors`).\nrpc_transport = json-rpc\n"
+                             f"hash_ring_reset_interval = {CONDUCTOR_TAKEOVER_CHECK}\n")
+    conf = conf.replace(sqlite, f"connection = {connection_url(port=s.mariadb_port, password=db_password)}\n")
+    conf = conf.replace("[conductor]\n", "[conductor]\n"
+                        f"heartbeat_interval = {CONDUCTOR_HEARTBEAT_INTERVAL}\n"
+                        f"heartbeat_timeout = {s.conductor_heartbeat_timeout}\n"
+                        f"check_provision_state_interval = {CONDUCTOR_TAKEOVER_CHECK}\n", 1)
+    return conf + textwrap.dedent(f"""
+        [json_rpc]
+        # Loopback only: the API and the conductors of this machine call each other without
+        # credentials, whatever the lab's auth mode for callers of the API.
+        auth_strategy = noauth
+        auth_type = none
+        port = {JSON_RPC_PORT}
+        """)
+
+
+def conductor_dirs(s: LabSettings, i: int) -> dict[str, Path]:
+    """Conductor i's own state, image caches and HTTP staging directory. A conductor's image
+    caches are its own (on a site each conductor has its own disk): two conductors
+    converting the same image into one master cache break each other's hard links
+    ("Could not link image … .converted")."""
+    state = s.root / "ironic" / f"conductor-{i}"
+    return {"state": state, "images": state / "images", "master_images": state / "master_images",
+            "tftp_master": s.tftp_root / f"master_images-conductor-{i}",
+            "http_root": s.http_dir / f"conductor-{i}"}
+
+
+def render_conductor_conf(s: LabSettings, i: int) -> str:
+    """Conductor i's own settings, read after ironic.conf (`--config-file` twice)."""
+    d = conductor_dirs(s, i)
+    return textwrap.dedent(f"""\
+        # Written by k1prov lab; rewritten on every `k1prov lab up`. Conductor {i} of {s.conductors}.
+        [DEFAULT]
+        host = {s.conductor_host(i)}
+        state_path = {d["state"]}
+
+        [json_rpc]
+        host_ip = {s.conductor_host(i)}
+
+        [conductor]
+        conductor_group = {s.conductor_group(i)}
+
+        [pxe]
+        # The PXE configs stay in the one tftp_root the lab's machines boot from.
+        images_path = {d["images"]}
+        instance_master_path = {d["master_images"]}
+        tftp_master_path = {d["tftp_master"]}
+
+        [deploy]
+        # One HTTP server for the lab, a directory per conductor (a site: one per conductor).
+        http_root = {d["http_root"]}
+        http_url = {s.http_url}/conductor-{i}
+        """)
+
+
 def _keystone_auth_lines(s: LabSettings, *, user: str, password: str) -> str:
     """A service user's password auth, as keystonemiddleware and keystoneauth read it."""
     return textwrap.dedent(f"""\
@@ -337,10 +489,11 @@ def _ironic_auth(s: LabSettings, service_password: str) -> tuple[str, str, str]:
     return "auth_strategy = noauth\n", "auth_type = none\n", ""
 
 
-def render_ironic_conf(s: LabSettings, *, service_password: str = "") -> str:
+def render_ironic_conf(s: LabSettings, *, service_password: str = "", db_password: str = "") -> str:
+    """db_password: the one of Ironic's MariaDB user (conductors > 0)."""
     state = s.root / "ironic"
     default_auth, glance_auth, extra = _ironic_auth(s, service_password)
-    return _flaky_ipmi(textwrap.dedent(f"""\
+    return _split_ironic(_flaky_ipmi(textwrap.dedent(f"""\
         # Written by k1prov lab; rewritten on every `k1prov lab up`.
         [DEFAULT]
         {{default_auth}}
@@ -462,7 +615,7 @@ def render_ironic_conf(s: LabSettings, *, service_password: str = "") -> str:
         {{policy}}
         """).replace("{default_auth}\n", default_auth).replace("{glance_auth}\n", glance_auth) \
         .replace("{policy}\n", _IRONIC_KEYSTONE_POLICY if s.auth == "keystone" else "") + \
-        ("\n" + extra if extra else ""), s)
+        ("\n" + extra if extra else ""), s), s, db_password)
 
 
 def render_glance_conf(s: LabSettings, *, service_password: str = "") -> str:
@@ -554,11 +707,12 @@ def render_keystone_conf(s: LabSettings) -> str:
         """)
 
 
-def rendered_files(s: LabSettings, *, service_password: str = "") -> dict[Path, str]:
+def rendered_files(s: LabSettings, *, service_password: str = "", db_password: str = "") -> dict[Path, str]:
     """Every configuration file of the lab, path -> content. service_password: the one of
-    Ironic's and Glance's Keystone users (auth "keystone")."""
+    Ironic's and Glance's Keystone users (auth "keystone"); db_password: Ironic's MariaDB
+    user's (conductors > 0)."""
     files = {
-        s.ironic_conf: render_ironic_conf(s, service_password=service_password),
+        s.ironic_conf: render_ironic_conf(s, service_password=service_password, db_password=db_password),
         s.glance_conf_dir / "glance-api.conf": render_glance_conf(s, service_password=service_password),
         s.glance_conf_dir / "glance-api-paste.ini": render_glance_paste(s),
         # With Keystone, Glance's own rules (an admin may do everything, a project its images).
@@ -567,10 +721,12 @@ def rendered_files(s: LabSettings, *, service_password: str = "") -> dict[Path, 
     }
     if s.auth == "keystone":
         files[s.keystone_conf] = render_keystone_conf(s)
+    for i in range(1, s.conductors + 1):
+        files[s.conductor_conf(i)] = render_conductor_conf(s, i)
     return files
 
 
-def write_configs(s: LabSettings, *, service_password: str = "") -> None:
+def write_configs(s: LabSettings, *, service_password: str = "", db_password: str = "") -> None:
     """Write the configuration files and the directories they name (only what changed).
     Every file is 0600: with Keystone, Ironic's and Glance's hold a service password."""
     for d in (s.etc_dir, s.glance_conf_dir, s.log_dir, s.run_dir, s.http_dir, s.bmc_state_dir,
@@ -585,5 +741,11 @@ def write_configs(s: LabSettings, *, service_password: str = "") -> None:
         for d in (s.keystone_keys_dir, *(s.keystone_keys_dir / n for n in KEYSTONE_KEY_DIRS)):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
             d.chmod(0o700)
-    for path, text in rendered_files(s, service_password=service_password).items():
+    if s.conductors:
+        # MariaDB's datadir: its own user only, as mariadb-install-db leaves it.
+        s.mariadb_datadir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for i in range(1, s.conductors + 1):
+        for d in conductor_dirs(s, i).values():
+            d.mkdir(parents=True, exist_ok=True)
+    for path, text in rendered_files(s, service_password=service_password, db_password=db_password).items():
         write_if_changed(path, text, mode=0o600)

@@ -19,10 +19,10 @@ from typing import Callable
 
 from k1prov.atomic_file import write_if_changed
 from k1prov.errors import LabError
-from k1prov.lab import checks, keystone, procs
+from k1prov.lab import checks, keystone, mariadb, procs
 from k1prov.lab.clouds import write_cloud_entry
-from k1prov.lab.config import (BMCSIM_SCRIPT, HTTP_BASIC_USER, REQUIREMENTS_FILE, LabSettings,
-                               write_configs)
+from k1prov.lab.config import (BMCSIM_SCRIPT, HTTP_BASIC_USER, JSON_RPC_PORT, REQUIREMENTS_FILE,
+                               LabSettings, write_configs)
 from k1prov.lab.inventory_yaml import render_inventory
 from k1prov.lab.netns import LabNetwork
 from k1prov.lab.venv import ensure_venv
@@ -32,10 +32,19 @@ from k1prov.settings import DEFAULT_TIMEOUTS, Timeouts
 # The reconciler is the machines' hardware logic (k1prov.lab.machine): it starts last and
 # stops first. Stopping (or restarting) it leaves the machines as they are; `down` then
 # powers them off (`--power-off`), as a lab going away cuts their power.
-SERVICES = ("bmcsim", "http", "keystone", "glance", "ironic", "reconciler")
+# Ironic is either the all-in-one "ironic" (SQLite) or, with `--conductors N`, "mariadb",
+# N conductors (CONDUCTOR_SERVICE + "-1" ... "-N") and "ironic-api": the database outlives
+# the conductors, which finish their work in it when stopped.
+SERVICES = ("bmcsim", "http", "keystone", "mariadb", "glance", "ironic", "ironic-conductor",
+            "ironic-api", "reconciler")
+CONDUCTOR_SERVICE = "ironic-conductor"
 # Keystone runs only in the lab's "keystone" auth mode; it answers before Glance and Ironic
 # start, and its catalog is filled then.
 OPTIONAL_SERVICES = {"keystone": "keystone"}
+# Services that only a lab with separate conductors runs (LabSettings.conductors > 0), and
+# the one it does not run.
+SPLIT_IRONIC_SERVICES = ("mariadb", "ironic-api", CONDUCTOR_SERVICE)
+ALL_IN_ONE_IRONIC = "ironic"
 # `down`: powering every machine off (each stops its agent or host and releases its disk;
 # a few seconds for a lab of 40 machines, most of them off).
 POWER_OFF_TIMEOUT = 300.0
@@ -130,26 +139,52 @@ class Lab:
 
     @property
     def services(self) -> tuple[str, ...]:
-        """The services of this lab (its auth mode decides whether Keystone is one)."""
-        return tuple(n for n in SERVICES if OPTIONAL_SERVICES.get(n, self.settings.auth) == self.settings.auth)
+        """The services of this lab, in order of start (its auth mode decides whether Keystone
+        is one, its `conductors` whether Ironic is one process or a database, conductors and
+        an API)."""
+        s = self.settings
+        names: list[str] = []
+        for n in SERVICES:
+            if OPTIONAL_SERVICES.get(n, s.auth) != s.auth:
+                continue
+            if n == ALL_IN_ONE_IRONIC and s.conductors or n in SPLIT_IRONIC_SERVICES and not s.conductors:
+                continue
+            names += conductor_services(s.conductors) if n == CONDUCTOR_SERVICE else [n]
+        return tuple(names)
+
+    def _known_services(self) -> tuple[str, ...]:
+        """Every service this lab may have running, whatever its settings now, in order of
+        start: the conductors of an earlier `up` with more of them included."""
+        run = self.settings.run_dir
+        recorded = [int(p.stem.rpartition("-")[2]) for p in run.glob(f"{CONDUCTOR_SERVICE}-*.json")
+                    if p.stem.rpartition("-")[2].isdigit()] if run.is_dir() else []
+        count = max([self.settings.conductors, *recorded])
+        return tuple(m for n in SERVICES
+                     for m in (conductor_services(count) if n == CONDUCTOR_SERVICE else [n]))
 
     def up(self, *, progress: Callable[[str], None] | None = None) -> LabStatus:
         s = self.settings
         say = progress or (lambda _msg: None)
         ensure_venv(s.venv, REQUIREMENTS_FILE, timeout=self.timeouts.lab_install, progress=say)
         self._ensure_password()
-        service_password = ""
+        service_password = db_password = ""
         if s.auth != "none":
             _ensure_secret(s.cloud_password_file)
         if s.auth == "keystone":
             service_password = _ensure_secret(s.service_password_file)
-        write_configs(s, service_password=service_password)
+        if s.conductors:
+            db_password = _ensure_secret(s.mariadb_password_file)
+        write_configs(s, service_password=service_password, db_password=db_password)
         if s.auth == "http_basic":
             self._write_htpasswd()
-        # A service of another auth mode (Keystone after `--auth none`) goes.
-        for name in SERVICES:
+        # A service of another auth mode (Keystone after `--auth none`) or Ironic shape (the
+        # all-in-one Ironic after `--conductors 2`, a third conductor after `--conductors 2`)
+        # goes.
+        stopped_other = False
+        for name in reversed(self._known_services()):
             if name not in self.services and procs.stop(s.run_dir, name, grace=self._stop_grace()):
-                say(f"stopped {name} (not used with --auth {s.auth})")
+                say(f"stopped {name} (not used with --auth {s.auth} --conductors {s.conductors})")
+                stopped_other = True
 
         specs = {name: self._spec(name) for name in self.services}
         running = {}
@@ -164,14 +199,27 @@ class Lab:
             running[name] = rec
         to_start = [name for name in self.services if running[name] is None]
         # Check every port before starting anything: no half-started lab on a conflict.
-        self._check_ports_free([specs[n] for n in to_start], just_stopped=restarted)
+        # The other shape's Ironic ("ironic" for "ironic-api") held the same port a moment ago.
+        self._check_ports_free([specs[n] for n in to_start],
+                               just_stopped=restarted | (set(to_start) if stopped_other else set()))
         install_agent_plugin(s.venv)
         if s.auth == "keystone":
             keystone.install_wsgi_module(s.venv)
         # Ironic and the image server listen on the bridge's address: it must exist first.
         LabNetwork(bridge=s.bridge, cidr=s.cidr).ensure(timeout=self.timeouts.lab_service)
-        self._sync_databases(say)
         started = {}
+        if s.conductors:
+            # Ironic's database must answer before its schema is made and any Ironic starts.
+            mariadb.initialize(s.mariadb_datadir, timeout=self.timeouts.lab_service,
+                               log=s.log_dir / "mariadb-install.log")
+            if "mariadb" in to_start:
+                say("starting mariadb")
+                started["mariadb"] = procs.start(specs["mariadb"], run_dir=s.run_dir, log_dir=s.log_dir)
+            self._wait_answers("mariadb", started.get("mariadb") or running["mariadb"],
+                               fresh="mariadb" in started)
+            mariadb.ensure_database(s.mariadb_socket, password=db_password,
+                                    timeout=self.timeouts.lab_service, log=s.log_dir / "mariadb-setup.log")
+        self._sync_databases(say)
         if s.auth == "keystone":
             # Glance and Ironic find their users in Keystone; k1prov finds them in its catalog.
             if "keystone" in to_start:
@@ -195,9 +243,10 @@ class Lab:
     def down(self) -> None:
         s = self.settings
         grace = self._stop_grace()
-        was_up = any(procs.read_running(s.run_dir, name) is not None for name in SERVICES)
+        known = self._known_services()
+        was_up = any(procs.read_running(s.run_dir, name) is not None for name in known)
         failed = ""
-        for name in reversed(SERVICES):
+        for name in reversed(known):
             procs.stop(s.run_dir, name, grace=grace)
             if name == "reconciler" and was_up:
                 failed = self._power_off_machines()
@@ -301,7 +350,8 @@ class Lab:
         s = self.settings
         bin_ = s.venv / "bin"
         steps = [
-            ("ironic", s.root / "ironic.sqlite",
+            # With several conductors, MariaDB keeps each database in a directory of its datadir.
+            ("ironic", s.mariadb_datadir / mariadb.DATABASE if s.conductors else s.root / "ironic.sqlite",
              [[str(bin_ / "ironic-dbsync"), "--config-file", str(s.ironic_conf), "create_schema"]], {}),
             ("glance", s.root / "glance.sqlite",
              [[str(bin_ / "glance-manage"), "--config-file",
@@ -347,8 +397,13 @@ class Lab:
 
     def _ports(self, name: str) -> tuple[tuple[str, int], ...]:
         s = self.settings
-        if name == "ironic":
+        if name in ("ironic", "ironic-api"):
             return (("tcp", s.ironic_port),)
+        if name == "mariadb":
+            return (("tcp", s.mariadb_port),)
+        if name.startswith(CONDUCTOR_SERVICE + "-"):
+            # On an address of its own, not 127.0.0.1: _check_ports_free checks it.
+            return ()
         if name == "keystone":
             return (("tcp", s.keystone_port),)
         if name == "glance":
@@ -364,9 +419,18 @@ class Lab:
         py = str(s.venv / "bin" / "python")
         extra: dict[str, str] = {}
         watched: list[Path] = []
-        if name == "ironic":
-            argv = [str(s.venv / "bin" / "ironic"), "--config-file", str(s.ironic_conf)]
+        if name in ("ironic", "ironic-api"):
+            argv = [str(s.venv / "bin" / name), "--config-file", str(s.ironic_conf)]
             watched = [s.ironic_conf, s.etc_dir / "ironic-policy.yaml"]
+        elif name.startswith(CONDUCTOR_SERVICE + "-"):
+            conf = s.conductor_conf(conductor_index(name))
+            argv = [str(s.venv / "bin" / CONDUCTOR_SERVICE), "--config-file", str(s.ironic_conf),
+                    "--config-file", str(conf)]
+            watched = [s.ironic_conf, conf, s.etc_dir / "ironic-policy.yaml"]
+        elif name == "mariadb":
+            # Its own pid file beside procs' mariadb.pid, which is the lab's record.
+            argv = mariadb.server_argv(datadir=s.mariadb_datadir, socket_path=s.mariadb_socket,
+                                       pid_file=s.run_dir / "mariadbd.pid", port=s.mariadb_port)
         elif name == "keystone":
             argv = keystone.server_argv(s)
             extra = {"OS_KEYSTONE_CONFIG_FILES": str(s.keystone_conf)}
@@ -422,6 +486,11 @@ class Lab:
 
     def _check_ports_free(self, specs: list[procs.ServiceSpec], *, just_stopped: set[str]) -> None:
         for spec in specs:
+            if spec.name.startswith(CONDUCTOR_SERVICE + "-"):
+                address = self.settings.conductor_host(conductor_index(spec.name))
+                if not _tcp_free(address, JSON_RPC_PORT):
+                    raise LabError(f"tcp {address}:{JSON_RPC_PORT} (for the lab's {spec.name}) is in use "
+                                   "by another program; stop it or give the lab another Ironic port")
             # A service this call has just stopped may hold its ports a moment longer.
             wait = procs.PORT_RELEASE_WAIT if spec.name in just_stopped else 0.0
             for proto, port in procs.wait_ports_free(spec.ports, timeout=wait):
@@ -434,8 +503,16 @@ class Lab:
 
     def _answers(self, name: str, *, timeout: float) -> bool:
         s = self.settings
-        if name == "ironic":
+        if name in ("ironic", "ironic-api"):
             return checks.http_ok(s.ironic_url + "/", timeout=timeout)
+        if name == "mariadb":
+            return mariadb.answers(s.mariadb_socket, timeout=timeout)
+        if name.startswith(CONDUCTOR_SERVICE + "-"):
+            # Registered and beating in Ironic's database: its JSON-RPC port opens before it
+            # registers, and only a registered conductor is in the API's hash ring.
+            age = mariadb.conductor_heartbeat_age(s.mariadb_socket, s.conductor_host(conductor_index(name)),
+                                                  timeout=timeout)
+            return age is not None and age < s.conductor_heartbeat_timeout
         if name == "keystone":
             return checks.http_ok(s.keystone_url + "/v3", timeout=timeout)
         if name == "glance":
@@ -479,15 +556,48 @@ class Lab:
         elif name == "reconciler":
             url, detail = "", (f"the {s.nodes} machines (agent or disk boot); "
                                f"log {s.log_dir / 'reconciler.log'}")
+        elif name == "mariadb":
+            url, detail = f"mysql://127.0.0.1:{s.mariadb_port}", f"Ironic's database; datadir {s.mariadb_datadir}"
+        elif name.startswith(CONDUCTOR_SERVICE + "-"):
+            i = conductor_index(name)
+            url = f"http://{s.conductor_host(i)}:{JSON_RPC_PORT}"
+            detail = f"JSON-RPC; conductor group {s.conductor_group(i)!r}"
         else:
-            url = {"ironic": s.ironic_url, "glance": s.glance_url, "http": s.http_url,
-                   "keystone": s.keystone_url}[name]
+            url = {"ironic": s.ironic_url, "ironic-api": s.ironic_url, "glance": s.glance_url,
+                   "http": s.http_url, "keystone": s.keystone_url}[name]
             detail = ""
         answers = rec is not None and self._answers(name, timeout=CHECK_TIMEOUT)
         return ServiceStatus(name=name, url=url, pid=rec.pid if rec else None,
                              running=rec is not None, answers=answers,
                              detail=detail if rec else "not running",
                              rss_kib=procs.group_rss_kib(rec.pid) if rec else None)
+
+
+def _tcp_free(address: str, port: int) -> bool:
+    """True if a TCP socket can bind address:port (a listener there or on the wildcard
+    address refuses it; TIME_WAIT leftovers do not)."""
+    import errno
+    import socket
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((address, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+            raise LabError(f"cannot test tcp {address}:{port}: {exc.strerror}") from None
+    return True
+
+
+def conductor_services(count: int) -> list[str]:
+    """The lab service names of `count` conductors."""
+    return [f"{CONDUCTOR_SERVICE}-{i}" for i in range(1, count + 1)]
+
+
+def conductor_index(service: str) -> int:
+    """1 for "ironic-conductor-1"."""
+    return int(service.rpartition("-")[2])
 
 
 def _ensure_secret(path: Path, *, nbytes: int = 18) -> str:

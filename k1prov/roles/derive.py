@@ -5,10 +5,12 @@ URL and each agent's resources/attributes. Pure functions of the inventory.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Iterable
 
-from k1prov.errors import InventoryError
+from k1prov.errors import InventoryError, NodeError
 from k1prov.inventory.model import Inventory, Node, myids
+from k1prov.roles import fit
 from k1prov.roles.role_settings import mesos_settings, spark_settings, zookeeper_settings
 
 
@@ -92,14 +94,64 @@ def _flat(inv: Inventory, node: Node, value: Any, where: str) -> str:
     return text
 
 
-def agent_resources(inv: Inventory, node: Node) -> str:
-    """--resources for an agent: the inventory's string, else from Ironic-style
-    node properties (cpus, memory_mb less a reserve for the OS, local_gb)."""
+# `resources: auto` (issue 21): an agent offers the hardware Ironic knows of the node
+# (its properties cpus, memory_mb, local_gb, which `k1prov nodes inspect` sets) less what
+# the OS, the agent itself and the executors' own overhead need. The reserves are the
+# role settings reserved_cpus, reserved_memory_mb, reserved_disk_mb and reserved_percent
+# (memory and disk keep the larger of the fixed amount and the percentage); documented
+# in docs/inventory.md.
+AUTO = "auto"
+# What auto needs of the node's Ironic properties, and what each becomes.
+AUTO_FACTS = ("cpus", "memory_mb", "local_gb")
+
+
+def auto_agents(inv: Inventory) -> list[Node]:
+    """The agents whose resources come from Ironic's properties (`resources: auto`)."""
+    return [n for n in inv.with_role("mesos-agent") if _written_resources(inv, n) == AUTO]
+
+
+def _written_resources(inv: Inventory, node: Node) -> str:
+    # The node's own properties.mesos_resources, else roles.mesos.resources.
+    own = node.properties.get("mesos_resources")
+    return str(own) if own else mesos_settings(inv)["resources"]
+
+
+def auto_resources(inv: Inventory, node: Node, properties: Mapping[str, Any] | None) -> str:
+    """The --resources of an agent with `resources: auto`, from the node's Ironic
+    properties. A node Ironic knows too little of is an error naming the node."""
+    facts = {key: fit.fact(properties or {}, key) for key in AUTO_FACTS}
+    missing = [key for key, value in facts.items() if not value]
+    if missing:
+        raise NodeError(node.name, f"resources: auto needs Ironic's {', '.join(missing)} for the node "
+                                   f"and it has none: run `k1prov nodes inspect {node.name}`, "
+                                   "or give roles.mesos.resources by hand")
     mesos = mesos_settings(inv)
-    if node.properties.get("mesos_resources"):
-        return str(node.properties["mesos_resources"])
-    if mesos["resources"]:
-        return mesos["resources"]
+    percent = mesos["reserved_percent"]
+    cpus = max(facts["cpus"] - mesos["reserved_cpus"], 1)   # an agent offering no CPU is of no use
+    mem = facts["memory_mb"] - max(mesos["reserved_memory_mb"], facts["memory_mb"] * percent // 100)
+    disk_mb = facts["local_gb"] * 1024
+    disk = disk_mb - max(mesos["reserved_disk_mb"], disk_mb * percent // 100)
+    for name, left, have in (("memory", mem, f"{facts['memory_mb']} MB"),
+                             ("disk", disk, f"{facts['local_gb']} GB")):
+        if left <= 0:
+            raise NodeError(node.name, f"resources: auto leaves no {name} for tasks: Ironic says the "
+                                       f"node has {have}, all of it kept as the reserve "
+                                       "(lower roles.mesos.reserved_*, or give resources by hand)")
+    return f"cpus:{cpus};mem:{mem};disk:{disk}"
+
+
+def agent_resources(inv: Inventory, node: Node,
+                    properties: Mapping[str, Any] | None = None) -> str:
+    """--resources for an agent: the inventory's string (the node's own, else the
+    role's); `auto`: from the node's Ironic `properties` (auto_resources); nothing given:
+    from the inventory's node properties (cpus, memory_mb less a reserve for the OS,
+    local_gb)."""
+    mesos = mesos_settings(inv)
+    written = _written_resources(inv, node)
+    if written == AUTO:
+        return auto_resources(inv, node, properties)
+    if written:
+        return written
     parts = []
     props = node.properties
     if props.get("cpus"):

@@ -64,7 +64,7 @@ def misfit(node: Node, properties: Mapping[str, Any] | None,
     facts = properties or {}
     for key in NEED_KEYS:
         need = sum(table[role][key] for role in node.roles)
-        have = _number(facts.get(key))
+        have = fact(facts, key)
         if have is not None and need > have:
             roles = " + ".join(r for r in node.roles if table[r][key]) or "its roles"
             return (f"{roles} need {need} {_UNITS[key]}; Ironic says the node has {have} "
@@ -72,7 +72,10 @@ def misfit(node: Node, properties: Mapping[str, Any] | None,
     return None
 
 
-def _number(value: Any) -> int | None:
+def fact(properties: Mapping[str, Any], key: str) -> int | None:
+    """One of the node's Ironic properties as a whole number, None when Ironic does not
+    have it (role fit and `resources: auto` read the facts the same way)."""
+    value = properties.get(key)
     # Ironic keeps properties as given: numbers, or strings from older clients.
     try:
         return None if value in (None, "") else int(value)

@@ -278,6 +278,18 @@ def spark_workers_health(masters: Sequence[Node], workers: Iterable[Node], run: 
     return HealthResult(ok=not problems, summary=summary, states=states, problems=tuple(problems))
 
 
+def excusing(result: HealthResult, names: Iterable[str]) -> HealthResult:
+    """`result` without the problems of the nodes `names` (each problem about one node
+    starts "NAME: "): how the ensemble looks to what depends on it once those hosts'
+    own rows already say they failed. What concerns the whole ensemble (no single
+    leader, no Spark master alive) stays."""
+    prefixes = tuple(f"{name}: " for name in names)
+    if not prefixes:
+        return result
+    kept = tuple(p for p in result.problems if not p.startswith(prefixes))
+    return HealthResult(ok=not kept, summary=result.summary, states=result.states, problems=kept)
+
+
 # What a member of an ensemble reports when it is in it: ZooKeeper's modes, a Mesos
 # master's role (a standby redirects to the leader it follows). Anything else
 # ("not answering", "unreachable", "no leader", "HTTP 500") is a member out of its ensemble.
@@ -417,7 +429,7 @@ def sample(checks: dict[str, Check], run_batch: BatchRunner) -> dict[str, Health
 
 # ---------------------------------------------------------------- the checks of an inventory
 
-# configure's gates (k1prov.configure.STEPS), in the order they run.
+# configure's gates (k1prov.configure_order.STEPS), in the order they run.
 GATES = ("zookeeper", "mesos-masters", "mesos-agents", "spark-workers")
 
 

@@ -14,6 +14,7 @@ import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import jinja2
@@ -217,7 +218,20 @@ def _role_files(env: jinja2.Environment, role: str, ctx: dict[str, Any]) -> dict
     return files
 
 
-def _context(inv: Inventory, node: Node, role: str) -> dict[str, Any]:
+# The nodes' Ironic properties by node name, for the agents with `resources: auto`
+# (k1prov.inspection.agent_facts reads them); None where no agent needs them.
+Facts = Mapping[str, Mapping[str, Any]]
+
+
+def _agent_resources(inv: Inventory, node: Node, facts: Facts | None) -> str:
+    if facts is None and node in derive.auto_agents(inv):
+        return derive.AUTO      # checked, not resolved: `inventory check` does not ask Ironic
+    return derive.agent_resources(inv, node, (facts or {}).get(node.name))
+
+
+def _context(inv: Inventory, node: Node, role: str, facts: Facts | None) -> dict[str, Any]:
+    """The role's template values. Without `facts` (inventory check), `auto` resources are
+    left as written."""
     ctx: dict[str, Any] = {"node": node, "inventory": inv, "common": common_settings(inv),
                            "cluster_hosts": derive.cluster_hosts(inv),
                            "aventer": {"debian": AVENTER_DEBIAN, "ubuntu": AVENTER_UBUNTU, "rpm": AVENTER_RPM}}
@@ -227,7 +241,8 @@ def _context(inv: Inventory, node: Node, role: str) -> dict[str, Any]:
     elif role in ("mesos-master", "mesos-agent"):
         ctx.update(mesos=mesos_settings(inv), mesos_zk_url=derive.mesos_zk_url(inv),
                    quorum=derive.mesos_quorum(inv), weights=derive.mesos_weights(inv),
-                   resources=derive.agent_resources(inv, node), attributes=derive.agent_attributes(inv, node))
+                   resources=_agent_resources(inv, node, facts) if role == "mesos-agent" else "",
+                   attributes=derive.agent_attributes(inv, node))
     else:
         ctx.update(_spark_context(inv, node, role))
     return ctx
@@ -252,9 +267,10 @@ def status_functions(inv: Inventory, *, env: jinja2.Environment | None = None) -
     return _render(env or environment(inv), "common/status.sh.j2", {})
 
 
-def _render_role(env: jinja2.Environment, inv: Inventory, node: Node, role: str) -> RenderedScript:
+def _render_role(env: jinja2.Environment, inv: Inventory, node: Node, role: str,
+                 facts: Facts) -> RenderedScript:
     order, template, _name = ROLE_PHASES[role]
-    ctx = _context(inv, node, role)
+    ctx = _context(inv, node, role, facts)
     files = _role_files(env, role, ctx)
     ctx["files"] = {key: f.text for key, f in files.items()}
     # The script records its own hash, so hash it with that field empty, then fill it in.
@@ -266,10 +282,20 @@ def _render_role(env: jinja2.Environment, inv: Inventory, node: Node, role: str)
                           state_files=_state_files(role, ctx))
 
 
-def render_host(inv: Inventory, node: Node, *, env: jinja2.Environment | None = None) -> list[RenderedScript]:
-    """The node's role scripts in phase order (empty for a node without roles)."""
+def _facts_given(inv: Inventory, facts: Facts | None) -> Facts:
+    if facts is None and derive.auto_agents(inv):
+        # A caller that renders for real must have read Ironic (k1prov.inspection.agent_facts).
+        raise ConfigError("resources: auto needs the nodes' Ironic properties, and none were read")
+    return facts or {}
+
+
+def render_host(inv: Inventory, node: Node, *, env: jinja2.Environment | None = None,
+                facts: Facts | None = None) -> list[RenderedScript]:
+    """The node's role scripts in phase order (empty for a node without roles). `facts`:
+    the nodes' Ironic properties, needed when an agent has `resources: auto`."""
     env = env or environment(inv)
-    return [_render_role(env, inv, node, role) for role in roles_in_order(node)]
+    given = _facts_given(inv, facts)
+    return [_render_role(env, inv, node, role, given) for role in roles_in_order(node)]
 
 
 def check(inv: Inventory) -> None:
@@ -279,15 +305,19 @@ def check(inv: Inventory) -> None:
     template_dirs(inv)
     for node in inv.nodes:
         for role in roles_in_order(node):
-            _context(inv, node, role)
+            _context(inv, node, role, None)
 
 
-def render_all(inv: Inventory) -> dict[str, list[RenderedScript]]:
+def render_all(inv: Inventory, facts: Facts | None = None) -> dict[str, list[RenderedScript]]:
+    """Every node's role scripts. Every auto agent's resources are resolved first, so a
+    node Ironic knows too little of stops the run before any host is touched."""
     env = environment(inv)
-    return {node.name: render_host(inv, node, env=env) for node in inv.nodes}
+    given = _facts_given(inv, facts)
+    return {node.name: render_host(inv, node, env=env, facts=given) for node in inv.nodes}
 
 
-def plan(inv: Inventory, rendered: dict[str, list[RenderedScript]]) -> dict[str, Any]:
+def plan(inv: Inventory, rendered: dict[str, list[RenderedScript]],
+         facts: Facts | None = None) -> dict[str, Any]:
     """What `k1prov render` writes as plan.json: phases, derived values, script hashes."""
     return {
         "cluster": inv.cluster,
@@ -296,17 +326,20 @@ def plan(inv: Inventory, rendered: dict[str, list[RenderedScript]]) -> dict[str,
         "zookeeper_ids": derive.zookeeper_ids(inv),
         "zk_connect": derive.zk_connect(inv),
         "mesos_quorum": derive.mesos_quorum(inv) if inv.with_role("mesos-master") else None,
+        # What each agent offers (--resources), `auto` resolved from Ironic's properties.
+        "agent_resources": {n.name: derive.agent_resources(inv, n, (facts or {}).get(n.name))
+                            for n in inv.with_role("mesos-agent")},
         "hosts": {name: [{"role": s.role, "phase": s.phase, "filename": s.filename, "sha256": s.sha256,
                           "files": [f.path for f in s.files]} for s in scripts]
                   for name, scripts in rendered.items()},
     }
 
 
-def write_rendered(inv: Inventory, out_dir: Path | str) -> dict[str, Any]:
+def write_rendered(inv: Inventory, out_dir: Path | str, facts: Facts | None = None) -> dict[str, Any]:
     """`k1prov render -o DIR`: DIR/<host>/<phase>-<role>.sh, DIR/<host>/files/<path on
     the host> for every embedded config, and DIR/plan.json. Returns the plan."""
     out = Path(out_dir)
-    rendered = render_all(inv)
+    rendered = render_all(inv, facts)
     for name, scripts in rendered.items():
         host_dir = out / name
         host_dir.mkdir(parents=True, exist_ok=True)
@@ -320,6 +353,6 @@ def write_rendered(inv: Inventory, out_dir: Path | str) -> dict[str, Any]:
                 dest = host_dir / "files" / f.path.lstrip("/")
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_text(f.text)
-    result = plan(inv, rendered)
+    result = plan(inv, rendered, facts)
     (out / "plan.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -82,8 +82,11 @@ MESOS_DEFAULTS: dict[str, Any] = {
     "weights": {},                   # --weights: role -> positive number
     "containerizers": "mesos",       # mesos, docker or mesos,docker
     "isolation": "",                 # --isolation of the agents; empty: Mesos' default
-    "resources": "",                 # overrides the per-node resources derived from properties
+    "resources": "",                 # the agents' --resources; auto: from Ironic's properties less the reserves
     "reserved_memory_mb": 1024,      # kept for the OS when mem is derived from memory_mb
+    "reserved_cpus": 1,              # auto: CPUs kept for the OS and the agent (at least 1 is offered)
+    "reserved_disk_mb": 1024,        # auto: disk kept for the OS, the image and the agent's logs
+    "reserved_percent": 10,          # auto: memory and disk keep at least this share of the total
     "attributes": {},                # merged under node.properties["mesos_attributes"]
     "master_flags": {},              # extra master flags: name -> value (--name=value)
     "agent_flags": {},               # extra agent flags: name -> value (--name=value)
@@ -140,7 +143,8 @@ MESOS_CONTAINERIZERS = ("mesos", "docker")
 
 # Integer settings with a lower bound other than "a port" (ports: 1-65535).
 _MINIMUM = {"tick_time": 1, "init_limit": 1, "sync_limit": 1, "heap_mb": 0,
-            "reserved_memory_mb": 0, "worker_cores": 0}
+            "reserved_memory_mb": 0, "reserved_cpus": 0, "reserved_disk_mb": 0,
+            "reserved_percent": 0, "worker_cores": 0}
 
 _USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _FLAG_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -211,6 +215,12 @@ def check_value(section: str, key: str, value: Any, fail: Fail) -> Any:
 
 
 def _check_mesos_value(key: str, value: Any, fail: Fail) -> None:
+    if key == "reserved_percent" and value > 90:
+        fail(key, f"{value} is above 90 (a percentage of memory and disk kept from the tasks)")
+    if key == "resources" and value.strip().lower() == "auto" and value != "auto":
+        fail(key, f"write `auto` on its own, in lower case (got {value!r})")
+    if key == "resources" and value and value != "auto" and "auto" in value.lower().split(";"):
+        fail(key, "`auto` stands alone: it replaces the whole resource string")
     if key in ("master_flags", "agent_flags"):
         for flag in value:
             if not _FLAG_RE.match(str(flag)):

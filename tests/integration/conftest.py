@@ -5,7 +5,7 @@ Ports are offset from the defaults so that a lab an operator runs on this machin
 K1PROV_TEST_LAB_BRIDGE and K1PROV_TEST_LAB_CIDR move the session's lab elsewhere
 (e.g. to run the lab's own test files next to another session: offset 30000, bridge
 k1pipa0, 10.253.0.1/24); the tests that deploy through it take their addresses from
-its subnet. K1PROV_TEST_LAB_AUTH (none, http_basic, keystone; default none) is the
+its subnet. K1PROV_TEST_LAB_AUTH (none, http_basic, keystone; default keystone, as `lab up`) is the
 session lab's auth mode: with auth, the tests' inventories name its clouds.yaml entry.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ def lab(tmp_path_factory):
                            nodes=TEST_LAB_NODES, clouds_yaml=root / "clouds.yaml",
                            bridge=os.environ.get("K1PROV_TEST_LAB_BRIDGE", "k1plab0"),
                            cidr=os.environ.get("K1PROV_TEST_LAB_CIDR", "10.251.0.1/24"),
-                           auth=os.environ.get("K1PROV_TEST_LAB_AUTH", "none"))
+                           auth=os.environ.get("K1PROV_TEST_LAB_AUTH", "keystone"))
     the_lab = Lab(settings)
     try:
         the_lab.up()

@@ -29,7 +29,10 @@ def lab_settings(tmp_root: Path, *, nodes: int = 3, port_offset: int = DEFAULT_P
     """`more`: other LabSettings fields (auth, token_expiration, bridge, cidr)."""
     base = LabSettings.default()
     # A bridge and subnet of its own: a lab takes its bridge down with it.
-    more = {"bridge": FIXTURE_BRIDGE, "cidr": FIXTURE_CIDR, **more}
+    # Without auth unless the test names a mode: these labs test other things, and k1prov
+    # would otherwise read the session lab's clouds.yaml entry (OS_CLIENT_CONFIG_FILE), which
+    # has the same name. The session's own lab runs Keystone, as `lab up` does.
+    more = {"bridge": FIXTURE_BRIDGE, "cidr": FIXTURE_CIDR, "auth": "none", **more}
     return LabSettings(root=Path(tmp_root), venv=base.venv,
                        ironic_port=base.ironic_port + port_offset,
                        glance_port=base.glance_port + port_offset,

@@ -630,3 +630,70 @@ def test_the_mesos_leader_killed_during_bench_kmeans(env):
           + (f", failed: {failed['coarse']}" if "coarse" in failed else "")
           + f"; fine: {len(by_mode['fine'])} trial(s); the bench took {took:.1f} s; "
           f"`cluster up` restarted the master in {recovered:.1f} s")
+
+
+# ---------------------------------------------------------------- a host that fails a phase stops alone
+
+# The run with a member off: its status read and its script each cost the SSH connect
+# timeouts and retries, its gate looks at the others.
+FAILED_PHASE_TIMEOUT = 900.0
+
+
+def _zk_leader() -> str | None:
+    modes = {m: _zk_mode(_address(m)) for m in ZK_MEMBERS}
+    return next((m for m, mode in modes.items() if mode == "leader"), None)
+
+
+def test_a_zookeeper_member_that_fails_its_phase_stops_only_its_own_host(env):
+    """One ZooKeeper member of three powered off before `configure`: its zookeeper row
+    fails and names it, its later roles are skipped saying why, and every other host
+    goes through its later phases (the quorum of the other two holds): flh04's roles,
+    whose recorded hashes are removed so that their scripts must run, run. Exit 3."""
+    s = _SETTINGS[0]
+    _healthy_start(env)
+    kept = _kept(env)
+    # A member that leads neither ensemble (there is always one of three): the others
+    # keep serving without an election.
+    leading = {_zk_leader(), _mesos_leader() if _MESOS[0] else None}
+    victim = next(m for m in reversed(ZK_MEMBERS) if m not in leading)
+    later = _roles(_MESOS[0])[AGENT]
+    res = _ssh(env, AGENT, "rm -f " + " ".join(f"/var/lib/k1prov/roles/{r}.sha256" for r in later))
+    assert res.returncode == 0, res.stderr
+    _ipmi_power(s, _port(victim), "off")
+    _wait_machines_off([victim])
+
+    t0 = time.monotonic()
+    run = _k1prov(env, "configure", "--json", timeout=FAILED_PHASE_TIMEOUT)
+    took = time.monotonic() - t0
+    try:
+        assert run.returncode == 3, run.stdout[-3000:] + run.stderr[-3000:]
+        data = json.loads(run.stdout)
+        by_role = {(o["node"], o["changes"][0]): o for o in data["nodes"]}
+        dead = by_role.pop((victim, "zookeeper"))
+        assert dead["status"] == "failed" and dead["error"].startswith("zookeeper: "), dead
+        for role in _roles(_MESOS[0])[victim][1:]:
+            left = by_role.pop((victim, role))
+            assert left["status"] == "skipped", left
+            assert left["error"] == f"not run: zookeeper failed on {victim} (ZooKeeper ensemble)", left
+        # Every other host went through all its phases, flh04's later ones included.
+        assert {k: o["status"] for k, o in by_role.items()} == {k: "ok" for k in by_role}, by_role
+        run_dir = max((env["state"] / CLUSTER / "runs").glob("*-configure"))
+        for role in later:
+            log = (run_dir / AGENT / f"{role}.log").read_text()
+            assert re.search(r"^# k1prov: .* exit 0 after ", log, re.MULTILINE), (role, log[-2000:])
+        assert not (run_dir / victim / "mesos-master.log").exists()
+    finally:
+        _ipmi_power(s, _port(victim), "on")
+
+    back = time.monotonic()
+    up = _cluster_up(env)
+    recovered = time.monotonic() - back
+    env["times"]["failed member: cluster up"] = recovered
+    assert up.returncode == EXIT_OK, up.stdout[-3000:] + up.stderr[-3000:]
+    up_data = json.loads(up.stdout)
+    _check_healthy(up_data)
+    _check_not_redeployed(up_data)
+    _check_kept(env, kept)
+    _check_nothing_left(env)
+    print(f"\n{victim} off during configure: the run took {took:.1f} s, exit {run.returncode}; "
+          f"{AGENT}'s {', '.join(later)} ran; the next `cluster up` took {recovered:.1f} s")

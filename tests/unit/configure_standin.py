@@ -6,6 +6,7 @@ and a verb context whose Ironic is a stand-in with every node active (FakeProv).
 """
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from dataclasses import dataclass, field, replace
@@ -53,6 +54,7 @@ class FakeHosts:
         self.fail = fail
         self.unhealthy = unhealthy
         self.leader = "n2"
+        self.mesos_leader = "m1"
         # (host, service) pairs whose service is down; a role script run starts it.
         self.stopped: set[tuple[str, str]] = set()
         # Hosts whose status read fails (a broken shell, say).
@@ -115,6 +117,19 @@ class FakeHosts:
             return CommandResult(target.host, 0, f'{{"status": "ALIVE", "workers": [{workers}]}}', "")
         if "Registering worker" in command:     # the Spark check's fallback: the master's log
             return CommandResult(target.host, 1, "", "")
+        if ":5050/state" in command:            # a Mesos master: the leader, or a standby
+            address = re.search(r"http://([\d.]+):5050/state", command).group(1)
+            if target.host != self.mesos_leader:
+                return CommandResult(target.host, 0, "\nK1PROV-HTTP 307 //10.0.0.1:5050/state", "")
+            pid = f"master@{address}:5050"
+            # An agent is registered once its script ran there.
+            agents = [{"hostname": h, "pid": f"slave(1)@{h}:5051", "active": True,
+                       "resources": {"cpus": 2, "mem": 1024, "disk": 2048}}
+                      for h, roles in sorted(self.hashes.items()) if "mesos-agent" in roles]
+            state = json.dumps({"leader": pid, "pid": pid, "slaves": agents})
+            return CommandResult(target.host, 0, f"{state}\nK1PROV-HTTP 200 ", "")
+        if ":5050/metrics/snapshot" in command:
+            return CommandResult(target.host, 0, '{"registrar/log/recovered": 1}', "")
         raise AssertionError(f"unexpected command {command}")
 
 

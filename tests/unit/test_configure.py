@@ -3,6 +3,7 @@ table shared by the inventory loader and the renderer."""
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ from k1prov.context import VerbContext
 from k1prov.errors import ConfigError, InventoryError
 from k1prov.fanout import Status
 from k1prov.inventory import parse_inventory
+from k1prov.settings import DEFAULT_TIMEOUTS
+from k1prov.ssh import CommandResult
 from k1prov.roles import render_all
 from k1prov.roles import role_settings as role_table
 
@@ -375,7 +378,7 @@ def test_limit_and_roles_narrow_the_run(tmp_path, fake):
     assert [(o.node, o.changes) for o in report.outcomes] == [("n3", ["spark-worker"])]
 
 
-def test_a_failed_host_stops_the_dependent_phases_and_is_named_with_its_log(tmp_path, monkeypatch):
+def test_a_failed_host_stops_its_own_later_roles_and_the_others_go_on(tmp_path, monkeypatch):
     hosts = use(monkeypatch, FakeHosts(fail={("n3", "zookeeper")}))
     report = run(tmp_path)
     by = {(o.node, o.changes[0]): o for o in report.outcomes}
@@ -383,21 +386,92 @@ def test_a_failed_host_stops_the_dependent_phases_and_is_named_with_its_log(tmp_
     assert failed.status is Status.FAILED
     assert "it broke" in failed.error and "line 1" in failed.error    # the log's last lines
     assert by[("n1", "zookeeper")].status is Status.OK
-    for key in (("n1", "spark-master"), ("n2", "spark-worker"), ("n3", "spark-worker")):
-        assert by[key].status is Status.SKIPPED
-        assert by[key].error == "ZooKeeper ensemble failed on n3"
-    assert not any(role.startswith("spark") for _, role in hosts.ran)
+    # Two members of three keep the quorum: the other hosts' later phases ran.
+    for key in (("n1", "spark-master"), ("n2", "spark-worker")):
+        assert by[key].status is Status.OK and by[key].action == "changed"
+    left = by[("n3", "spark-worker")]
+    assert left.status is Status.SKIPPED and left.action == "skipped"
+    assert left.error == "not run: zookeeper failed on n3 (ZooKeeper ensemble)"
+    assert ("n3", "spark-worker") not in hosts.ran
     assert report.exit_code() == 3
 
 
-def test_no_quorum_stops_the_run(tmp_path, monkeypatch):
+def test_no_quorum_fails_every_member_and_stops_their_hosts(tmp_path, monkeypatch):
     hosts = use(monkeypatch, FakeHosts(unhealthy=True))
     report = run(tmp_path)
     by = {(o.node, o.changes[0]): o for o in report.outcomes}
-    assert by[("n1", "zookeeper")].status is Status.FAILED
-    assert "ZooKeeper ensemble not healthy" in by[("n1", "zookeeper")].error
+    for name in ("n1", "n2", "n3"):
+        assert by[(name, "zookeeper")].status is Status.FAILED
+        assert "ZooKeeper ensemble not healthy" in by[(name, "zookeeper")].error
+    # Every host's zookeeper role failed (the gate): each host stops there.
     assert by[("n1", "spark-master")].status is Status.SKIPPED
+    assert by[("n1", "spark-master")].error == "not run: zookeeper failed on n1 (ZooKeeper ensemble)"
     assert [r for _, r in hosts.ran] == ["zookeeper"] * 3
+    assert report.exit_code() == 4
+
+
+MESOS_CLUSTER = """\
+roles:
+  zookeeper: {source: preinstalled, server_script: /usr/share/zookeeper/bin/zkServer.sh}
+  mesos: {source: tarball, url: "http://10.0.0.9/b/m.tar.xz", sha512: "%s"}
+  spark: {source: preinstalled}
+nodes:
+  - {name: m1, bmc: {port: 7001}, macs: ["52:54:00:00:00:01"], address: 10.0.0.1, roles: [zookeeper, mesos-master]}
+  - {name: m2, bmc: {port: 7002}, macs: ["52:54:00:00:00:02"], address: 10.0.0.2, roles: [zookeeper, mesos-master]}
+  - {name: m3, bmc: {port: 7003}, macs: ["52:54:00:00:00:03"], address: 10.0.0.3, roles: [zookeeper, mesos-master]}
+  - {name: a1, bmc: {port: 7004}, macs: ["52:54:00:00:00:04"], address: 10.0.0.4, roles: [mesos-agent, spark-client]}
+  - {name: a2, bmc: {port: 7005}, macs: ["52:54:00:00:00:05"], address: 10.0.0.5, roles: [mesos-agent, spark-client]}
+""" % ("1f" * 64)
+
+
+def _mesos_run(tmp_path, monkeypatch, fail: set[tuple[str, str]]):
+    hosts = use(monkeypatch, FakeHosts(fail=fail))
+    hosts.leader = "m1"
+    ctx = VerbContext(parse_inventory(HEAD + MESOS_CLUSTER, path="inv.yaml"), state_root=tmp_path,
+                      timeouts=replace(DEFAULT_TIMEOUTS, health=0.5))
+    report = cfg.apply(ctx)
+    return hosts, report, {(o.node, o.changes[0]): o for o in report.outcomes}
+
+
+def test_one_dead_mesos_agent_stops_neither_the_other_agents_nor_spark(tmp_path, monkeypatch):
+    hosts, report, by = _mesos_run(tmp_path, monkeypatch, {("a1", "mesos-agent")})
+    assert by[("a1", "mesos-agent")].status is Status.FAILED
+    left = by[("a1", "spark-client")]
+    assert left.status is Status.SKIPPED
+    assert left.error == "not run: mesos-agent failed on a1 (Mesos agents)"
+    others = {k: o.status for k, o in by.items() if k[0] != "a1"}
+    assert set(others.values()) == {Status.OK}, others
+    assert ("a2", "mesos-agent") in hosts.ran and ("a2", "spark-client") in hosts.ran
+    assert ("a1", "spark-client") not in hosts.ran
+    # The agents' gate passed without a1 (a2 registered); its file keeps what it saw.
+    gate = next((tmp_path / "t1" / "runs").glob("*-configure")) / "health-mesos-agents.txt"
+    text = gate.read_text()
+    assert "ok=False" in text and "problem: a1: agent not registered" in text, text
+    assert "'a2': 'registered cpus:2;mem:1024;disk:2048'" in text, text
+    assert "enough for what needs it (without a1): True" in text, text
+    assert report.exit_code() == 3
+
+
+def test_one_failed_zookeeper_member_stops_its_own_host_only(tmp_path, monkeypatch):
+    hosts, report, by = _mesos_run(tmp_path, monkeypatch, {("m3", "zookeeper")})
+    assert by[("m3", "mesos-master")].status is Status.SKIPPED
+    assert by[("m3", "mesos-master")].error == "not run: zookeeper failed on m3 (ZooKeeper ensemble)"
+    assert {o.status for k, o in by.items() if k[0] != "m3"} == {Status.OK}
+    assert {r for h, r in hosts.ran if h in ("a1", "a2")} == {"mesos-agent", "spark-client"}
+    assert report.exit_code() == 3
+
+
+def test_a_lost_zookeeper_quorum_stops_every_phase_that_needs_it(tmp_path, monkeypatch):
+    hosts, report, by = _mesos_run(tmp_path, monkeypatch, {("m2", "zookeeper"), ("m3", "zookeeper")})
+    assert {r for _, r in hosts.ran} == {"zookeeper"}
+    assert by[("m1", "zookeeper")].status is Status.OK
+    lost = "the ZooKeeper ensemble, which lost its quorum: failed on m2, m3 of 3 members"
+    assert by[("m1", "mesos-master")].error == f"not run: it needs {lost}"
+    for name in ("a1", "a2"):
+        assert by[(name, "mesos-agent")].error == f"not run: it needs the Mesos masters, which was not run (it needs {lost})"
+        assert by[(name, "spark-client")].status is Status.SKIPPED
+        assert "it needs the Mesos masters" in by[(name, "spark-client")].error
+    assert report.exit_code() == 3
 
 
 # ---- the CLI ---------------------------------------------------------------------------
@@ -466,3 +540,26 @@ def test_plan_reads_the_hosts_like_the_run_and_changes_nothing(tmp_path, fake, m
     assert got.hosts["n2"].error == "n2: connection refused" and got.hosts["n2"].decisions == []
     # The health of the same read: n2 did not answer.
     assert got.health()["zookeeper"].states["n2"] == "unreachable"
+
+
+def test_a_member_stopped_earlier_is_excused_in_the_later_gates_that_look_at_it(tmp_path, monkeypatch):
+    """m3 fails its ZooKeeper phase: its Mesos master is left out, and the agents' gate,
+    which reads every master, does not hold that against the agents."""
+    hosts = use(monkeypatch, FakeHosts(fail={("m3", "zookeeper")}))
+    hosts.leader = "m1"
+    unreachable = hosts.one_command
+
+    def m3_gone(target, command):
+        if target.host == "m3" and ":5050" in command:
+            return CommandResult(target.host, 7, "", "")
+        return unreachable(target, command)
+
+    hosts.one_command = m3_gone
+    ctx = VerbContext(parse_inventory(HEAD + MESOS_CLUSTER, path="inv.yaml"), state_root=tmp_path,
+                      timeouts=replace(DEFAULT_TIMEOUTS, health=0.5))
+    report = cfg.apply(ctx)
+    by = {(o.node, o.changes[0]): o for o in report.outcomes}
+    assert {k: o.status for k, o in by.items() if k[0] != "m3"} == {k: Status.OK for k in by if k[0] != "m3"}
+    gate = (next((tmp_path / "t1" / "runs").glob("*-configure")) / "health-mesos-agents.txt").read_text()
+    assert "problem: m3: no /state on port 5050" in gate and "(without m3): True" in gate, gate
+    assert report.exit_code() == 3

@@ -13,6 +13,7 @@ from k1prov.lab.config import LabSettings
 
 
 def settings(tmp_path: Path, **kw) -> LabSettings:
+    kw.setdefault("auth", "none")  # the default lab runs Keystone; these are about no auth
     return LabSettings(root=tmp_path / "lab", venv=tmp_path / "venv",
                        clouds_yaml=tmp_path / "os" / "clouds.yaml", **kw)
 

@@ -11,6 +11,8 @@ from k1prov.lab.config import LabSettings, render_glance_conf, render_ironic_con
 
 
 def settings(tmp_path: Path, **kw) -> LabSettings:
+    """A lab without auth unless the test names a mode (the default lab runs Keystone)."""
+    kw.setdefault("auth", "none")
     return LabSettings(root=tmp_path / "lab", venv=tmp_path / "venv", **kw)
 
 
@@ -216,3 +218,60 @@ def test_keystone_ironic_policy_lets_the_project_admin_set_shards(tmp_path):
     policy = yaml.safe_load(render_ironic_policy(settings(tmp_path, auth="keystone")))
     assert policy["baremetal:node:update:shard"] == "role:admin"
     assert yaml.safe_load(render_ironic_policy(settings(tmp_path))) == {}
+
+
+@pytest.mark.parametrize("kw, word", [
+    ({"conductors": 9}, "conductors"),
+    ({"conductors": 2, "conductor_groups": ("a",)}, "one per conductor"),
+    ({"conductors": 1, "conductor_groups": ("A b",)}, "not a conductor group"),
+    ({"conductors": 2, "ironic_port": 200}, "256"),
+    ({"conductors": 2, "mariadb_port": 6385}, "must differ"),
+    ({"conductors": 2, "conductor_heartbeat_timeout": 3}, "heartbeat"),
+])
+def test_bad_conductor_settings_are_refused(tmp_path, kw, word):
+    with pytest.raises(ConfigError, match=word):
+        settings(tmp_path, **kw)
+
+
+def test_all_in_one_ironic_is_the_default(tmp_path):
+    s = settings(tmp_path)
+    cp = parse(render_ironic_conf(s))
+    assert s.conductors == 0
+    assert cp["DEFAULT"]["rpc_transport"] == "none"
+    assert cp["database"]["connection"].startswith("sqlite:///")
+    assert not cp.has_section("json_rpc")
+
+
+def test_conductors_share_mariadb_and_talk_json_rpc(tmp_path):
+    from k1prov.lab.config import render_conductor_conf, rendered_files
+
+    s = settings(tmp_path, conductors=2, conductor_groups=("ga", "gb"), mariadb_port=13306,
+                 ironic_port=16385, conductor_heartbeat_timeout=20)
+    cp = parse(render_ironic_conf(s, db_password="pw"))
+    assert cp["DEFAULT"]["rpc_transport"] == "json-rpc"
+    assert cp["database"]["connection"] == "mysql+pymysql://ironic:pw@127.0.0.1:13306/ironic?charset=utf8"
+    assert cp["json_rpc"]["auth_strategy"] == "noauth"
+    assert cp["conductor"]["heartbeat_timeout"] == "20"
+    assert int(cp["conductor"]["heartbeat_interval"]) < 20
+    assert cp["json_rpc"]["port"] == "8089"
+    for i, group in enumerate(("ga", "gb"), start=1):
+        own = parse(render_conductor_conf(s, i))
+        assert own["conductor"]["conductor_group"] == group
+        # Its own address on Ironic's default port: Ironic registers it as that address,
+        # the name it reserves nodes with (with another port it would register "host:port").
+        assert s.conductor_host(i) == f"127.64.1.{i}"   # 16385 = 64 * 256 + 1
+        assert own["DEFAULT"]["host"] == own["json_rpc"]["host_ip"] == s.conductor_host(i)
+        assert "port" not in own["json_rpc"]
+        assert s.conductor_conf(i) in rendered_files(s, db_password="pw")
+        # Image caches and HTTP staging of its own (shared caches break each other's links).
+        assert f"conductor-{i}" in own["pxe"]["instance_master_path"]
+        assert own["deploy"]["http_url"].endswith(f"/conductor-{i}")
+    # Without groups every conductor is in the default group "" (nodes without one).
+    assert parse(render_conductor_conf(settings(tmp_path, conductors=1), 1))["conductor"]["conductor_group"] == ""
+
+
+def test_keystone_auth_keeps_json_rpc_on_loopback_without_tokens(tmp_path):
+    s = settings(tmp_path, conductors=1, auth="keystone")
+    cp = parse(render_ironic_conf(s, service_password="sp", db_password="pw"))
+    assert cp["DEFAULT"]["auth_strategy"] == "keystone"
+    assert cp["json_rpc"]["auth_strategy"] == "noauth" and cp["json_rpc"]["auth_type"] == "none"

@@ -11,6 +11,7 @@ from k1prov.lab import Lab, LabSettings
 
 
 def lab(tmp_path: Path, **kw) -> Lab:
+    kw.setdefault("auth", "none")  # the default lab runs Keystone; most of these name URLs
     return Lab(LabSettings(root=tmp_path / "lab", venv=tmp_path / "venv", **kw))
 
 
@@ -100,8 +101,25 @@ def test_lab_up_remembers_the_auth_mode(tmp_path, monkeypatch):
     from k1prov.cli.lab_cmd import _lab
 
     monkeypatch.setenv("K1PROV_LAB_DIR", str(tmp_path / "lab"))
+    assert _lab().settings.auth == "keystone"            # the default
+    assert _lab(auth="none", remember=True).settings.auth == "none"
     assert _lab().settings.auth == "none"
     assert _lab(auth="keystone", remember=True).settings.auth == "keystone"
     assert _lab().settings.auth == "keystone"
     assert _lab(auth="none", remember=True).settings.auth == "none"
     assert _lab().settings.auth == "none"
+
+
+def test_lab_up_remembers_the_conductors_and_their_groups(tmp_path, monkeypatch):
+    from k1prov.cli.lab_cmd import _lab
+
+    monkeypatch.setenv("K1PROV_LAB_DIR", str(tmp_path / "lab"))
+    assert _lab().settings.conductors == 0
+    s = _lab(conductors=2, conductor_groups="ga,gb", remember=True).settings
+    assert (s.conductors, s.conductor_groups) == (2, ("ga", "gb"))
+    assert (_lab().settings.conductors, _lab().settings.conductor_groups) == (2, ("ga", "gb"))
+    # `--conductors 3` without groups: all three in the default group.
+    assert _lab(conductors=3, remember=True).settings.conductor_groups == ()
+    assert _lab(conductors=0, remember=True).settings.conductors == 0
+    assert _lab().settings.conductors == 0
+    assert _lab(conductor_groups="x,y,z").settings.conductors == 3

@@ -36,7 +36,8 @@ def test_status_of_a_lab_never_started(tmp_path):
     st = Lab(LabSettings(root=tmp_path / "lab", venv=tmp_path / "v", nodes=3)).status()
     assert not st.ok
     d = st.to_dict()
-    assert [s["name"] for s in d["services"]] == ["bmcsim", "http", "glance", "ironic", "reconciler"]
+    # The default lab authenticates: Keystone is one of its services.
+    assert [s["name"] for s in d["services"]] == ["bmcsim", "http", "keystone", "glance", "ironic", "reconciler"]
     assert all(s["running"] is False and s["pid"] is None for s in d["services"])
     assert "3 BMCs" not in d["services"][0]["detail"]
 
@@ -98,3 +99,34 @@ def test_a_listener_on_the_bridge_address_keeps_the_bridge(tmp_path):
         other.listen()
         assert _listening_on("127.0.0.1")
     assert not _listening_on("10.255.255.254")
+
+
+def test_conductors_make_ironic_a_database_conductors_and_an_api(tmp_path):
+    s = LabSettings(root=tmp_path / "lab", venv=tmp_path / "v", nodes=3, conductors=2)
+    st = Lab(s).status()
+    assert [x.name for x in st.services] == ["bmcsim", "http", "keystone", "mariadb", "glance", "ironic-conductor-1",
+                                             "ironic-conductor-2", "ironic-api", "reconciler"]
+    assert not st.ok
+
+
+def test_down_stops_the_conductors_an_earlier_up_started(tmp_path):
+    """A lab brought down with fewer conductors (or none) than it runs still stops them all:
+    `down` goes by the services recorded in run/, not only by its settings."""
+    import json
+    import subprocess
+
+    s = LabSettings(root=tmp_path / "lab", venv=tmp_path / "v", nodes=1,
+                    ironic_port=free_port(), glance_port=free_port(), http_port=free_port(),
+                    bmc_base_port=free_port(socket.SOCK_DGRAM))
+    s.run_dir.mkdir(parents=True)
+    # A stand-in for conductor 3 (a process of ours, recorded as procs.start records one).
+    proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        start_time = int(Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        (s.run_dir / "ironic-conductor-3.json").write_text(json.dumps(
+            {"pid": proc.pid, "start_time": start_time, "fingerprint": "x"}))
+        Lab(s).down()
+        assert proc.wait(timeout=10) is not None
+    finally:
+        proc.kill()
+        proc.wait()

@@ -160,6 +160,22 @@ def test_a_503_on_a_create_is_ironic_busy_and_the_node_is_tried_again(tmp_path, 
     assert sorted(actions(ironic)) == ["n1", "n2", "n3", "n4"]
 
 
+def test_a_dead_conductor_is_temporary_and_another_500_is_a_node_failure(tmp_path, ironic):
+    """Issue 22: the API's 500 for a conductor it cannot reach over JSON-RPC (dead, its
+    nodes not yet moved to a live one) is tried again; any other 500 fails the node."""
+    unreachable = http_error(500, "Unable to establish connection to http://127.144.21.2:8089/: "
+                                  "HTTPConnectionPool(host='127.144.21.2', port=8089): refused")
+    ironic.create_errors["n3"] = [unreachable] * 2
+    ironic.create_errors["n4"] = http_error(500, "Node n4 could not be created: internal error")
+    report = prov(tmp_path).enroll()
+    assert report.exit_code() == EXIT_PARTIAL
+    ensured = dict(report.phases)["ensure"]
+    assert ensured.by_key("n3").attempts == 3
+    (failed,) = report.failed
+    assert failed.node == "n4" and "HTTP 500: Node n4 could not be created" in failed.error
+    assert sorted(actions(ironic)) == ["n1", "n2", "n3"]
+
+
 def test_an_ironic_that_stays_busy_times_that_node_out_and_the_others_go_on(tmp_path, ironic):
     ironic.create_errors["n3"] = http_error(503, "No free conductor workers")
     report = prov(tmp_path, api_request=1.0).enroll()     # the item's timeout: 3 x api_request

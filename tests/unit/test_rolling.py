@@ -108,7 +108,7 @@ def test_the_leader_is_read_again_before_each_turn(tmp_path, hosts):
     assert zookeeper_runs(hosts) == ["n1", "n2", "n3"]
 
 
-def test_a_member_that_does_not_come_back_stops_the_roll_and_the_later_phases(tmp_path, hosts):
+def test_a_member_that_does_not_come_back_stops_the_roll_and_its_hosts_later_phases(tmp_path, hosts):
     run(tmp_path)
     hosts.ran.clear()
     hosts.never_back = {"n1"}
@@ -120,7 +120,10 @@ def test_a_member_that_does_not_come_back_stops_the_roll_and_the_later_phases(tm
     for name in ("n2", "n3"):
         assert by[(name, "zookeeper")].status is Status.SKIPPED
         assert by[(name, "zookeeper")].error == "not restarted: n1 did not come back"
-    assert by[("n1", "spark-master")].error == "ZooKeeper ensemble failed on n1"
+    assert by[("n1", "spark-master")].error == "not run: zookeeper failed on n1 (ZooKeeper ensemble)"
+    # The members held back keep their old script: their hosts stop there too, saying why.
+    assert by[("n2", "spark-worker")].error == ("not run: zookeeper on n2 was left as it was "
+                                                "(not restarted: n1 did not come back)")
     assert not any(role.startswith("spark") for _, role in hosts.ran)
 
 
