@@ -29,6 +29,15 @@ EXTRA_OWNER = "k1prov_owner"
 
 # driver_info keys that hold the BMC's address and login, for the ipmi family.
 IPMI_KEYS = ("ipmi_address", "ipmi_port", "ipmi_username")
+REDFISH = "redfish"
+# The redfish hardware type's power and management: set explicitly (an inventory may still
+# name others) so that a node never depends on the order of Ironic's enabled interfaces.
+# Boot stays Ironic's default or the inventory's (pxe or ipxe; virtual media is later).
+REDFISH_INTERFACES = {"power": "redfish", "management": "redfish"}
+# The driver_info key families k1prov writes (one per hardware type it knows).
+BMC_KEY_PREFIXES = ("ipmi_", "redfish_")
+# driver_info keys k1prov writes only when the inventory sets them.
+OPTIONAL_BMC_KEYS = ("redfish_system_id",)
 # HTTP statuses openstacksdk retries by itself on k1prov's Ironic requests: 409 (the node
 # is locked by an action that ends in a moment). The SDK's own list
 # (baremetal.v1._common.RETRIABLE_STATUS_CODES) also has 503, which Ironic answers when
@@ -110,12 +119,29 @@ def desired_for(node: Node, cluster: str) -> Desired:
     # Only when set: below API 1.82 (the default version) Ironic knows no shard field.
     if node.shard:
         attrs["shard"] = node.shard
-    for iface, impl in sorted(node.interfaces.items()):
+    interfaces = dict(REDFISH_INTERFACES) if node.driver == REDFISH else {}
+    interfaces.update(node.interfaces)
+    for iface, impl in sorted(interfaces.items()):
         attrs[f"{iface}_interface"] = impl
-    driver_info = {"ipmi_address": node.bmc.address, "ipmi_port": node.bmc.port,
-                   "ipmi_username": node.bmc.username}
-    return Desired(attrs=attrs, driver_info=driver_info, password=password,
+    return Desired(attrs=attrs, driver_info=driver_info_for(node), password=password,
                    fingerprint=bmc_fingerprint(cluster, node.name, password), macs=node.macs)
+
+
+def driver_info_for(node: Node) -> dict[str, Any]:
+    """The BMC's address and user in Ironic's driver_info keys for the node's hardware
+    type; the password (password_key) is sent apart, only when it changed."""
+    bmc = node.bmc
+    if node.driver == REDFISH:
+        info: dict[str, Any] = {"redfish_address": bmc.url, "redfish_username": bmc.username,
+                                "redfish_verify_ca": bmc.verify}
+        if bmc.system_id is not None:
+            info["redfish_system_id"] = bmc.system_id
+        return info
+    return {"ipmi_address": bmc.address, "ipmi_port": bmc.port, "ipmi_username": bmc.username}
+
+
+def password_key(node: Node) -> str:
+    return "redfish_password" if node.driver == REDFISH else "ipmi_password"
 
 
 @dataclass
@@ -234,7 +260,7 @@ class IronicNodes:
 
     def _create(self, node: Node, want: Desired) -> EnsureResult:
         attrs = {k: v for k, v in want.attrs.items() if v not in (None, "")}
-        driver_info = dict(want.driver_info, ipmi_password=want.password)
+        driver_info = {**want.driver_info, password_key(node): want.password}
         created = self.conn.baremetal.create_node(
             name=node.name, driver_info=driver_info,
             extra={EXTRA_CLUSTER: self.cluster, EXTRA_OWNER: OWNER_TAG,
@@ -265,11 +291,23 @@ class IronicNodes:
             if not _same(info.get(key), value):
                 patch.append({"op": "add", "path": f"/driver_info/{key}", "value": value})
                 changes.append(f"driver_info.{key}")
-        if (current.extra or {}).get(EXTRA_BMC_FINGERPRINT) != want.fingerprint:
-            patch.append({"op": "add", "path": "/driver_info/ipmi_password", "value": want.password})
+        # A node moved to another hardware type keeps no login of the old one (Ironic
+        # would hold a BMC password nobody maintains) and gets the password anew.
+        # An optional key the inventory no longer sets (a redfish_system_id taken out: the
+        # BMC's only system from now on) goes too, or Ironic would keep using it.
+        own_prefix = password_key(node).split("_")[0] + "_"
+        for key in sorted(info):
+            if ((key.startswith(BMC_KEY_PREFIXES) and not key.startswith(own_prefix))
+                    or (key in OPTIONAL_BMC_KEYS and key not in want.driver_info)):
+                patch.append({"op": "remove", "path": f"/driver_info/{key}"})
+                changes.append(f"driver_info.{key} removed")
+        if ((current.extra or {}).get(EXTRA_BMC_FINGERPRINT) != want.fingerprint
+                or getattr(current, "driver", node.driver) != node.driver):
+            key = password_key(node)
+            patch.append({"op": "add", "path": f"/driver_info/{key}", "value": want.password})
             patch.append({"op": "add", "path": f"/extra/{EXTRA_BMC_FINGERPRINT}",
                           "value": want.fingerprint})
-            changes.append("driver_info.ipmi_password")
+            changes.append(f"driver_info.{key}")
         if patch:
             self.conn.baremetal.patch_node(current, patch)
             log.info("updated node %s: %s", node.name, ", ".join(changes))

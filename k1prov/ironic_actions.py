@@ -83,10 +83,10 @@ def refresh_rows(ctx: VerbContext, report: VerbReport, outcomes: dict[str, NodeO
 
 
 def _bmc_of(ctx: VerbContext, name: str) -> str:
-    """Which BMC a row whose error is Ironic's IPMI failure is about, as the inventory has it
+    """Which BMC a row whose error is Ironic's BMC failure (IPMI or Redfish) is about, as the inventory has it
     (the operator's next step is to look at that BMC)."""
     try:
         bmc = ctx.inventory.node(name).bmc
     except KeyError:
         return "BMC not in the inventory"
-    return f"BMC {bmc.address}:{bmc.port}"
+    return f"BMC {bmc.endpoint}"

@@ -61,10 +61,9 @@ def plan_rows(inv: Inventory) -> list[dict[str, Any]]:
     """One JSON-safe row per node for `inventory check` (password: its source only)."""
     rows = []
     for n in inv.nodes:
-        host = f"[{n.bmc.address}]" if ":" in n.bmc.address else n.bmc.address
         rows.append({
             "name": n.name,
-            "bmc": f"{host}:{n.bmc.port}",
+            "bmc": n.bmc.endpoint,
             "bmc_user": n.bmc.username,
             "password": n.bmc.password.describe(),
             "macs": list(n.macs),

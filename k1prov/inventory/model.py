@@ -66,10 +66,28 @@ class SecretRef:
 
 @dataclass(frozen=True)
 class Bmc:
+    """A node's BMC. IPMI (`driver: ipmi`): address and port. Redfish (`driver: redfish`):
+    `url` (scheme and authority: https://10.0.0.5[:port]), the system's path when the BMC
+    has more than one (`system_id`), and how its TLS certificate is checked (`verify`: True,
+    False, or a CA bundle's path); address and port are then the URL's host and port, so
+    that rows and duplicate checks read the same for both."""
+
     address: str
     port: int
     username: str
     password: SecretRef
+    url: str | None = None
+    system_id: str | None = None
+    verify: bool | str = True
+
+    @property
+    def endpoint(self) -> str:
+        """The BMC as an operator names it in a row: host:port, or the Redfish URL with
+        the system's path."""
+        if self.url is not None:
+            return self.url + (self.system_id or "")
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{host}:{self.port}"
 
 
 @dataclass(frozen=True)

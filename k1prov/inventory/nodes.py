@@ -23,7 +23,13 @@ PER_NODE_ONLY = ("name", "macs", "address", "zookeeper_id")
 DEFAULT_KEYS = tuple(k for k in NODE_KEYS if k not in PER_NODE_ONLY)
 # Node fields that are mappings: a node's mapping is merged over the default one (one level).
 MERGED_KEYS = ("bmc", "interfaces", "properties", "capabilities")
-BMC_KEYS = ("address", "port", "username", "password")
+BMC_KEYS = ("address", "port", "username", "password", "url", "system_id", "verify")
+IPMI_ONLY = ("address", "port")
+REDFISH_ONLY = ("url", "system_id", "verify")
+REDFISH = "redfish"
+# A bracket range in a Redfish URL or system id ("https://10.0.1.[11-13]"); an IPv6 host
+# ("https://[fd00::5]") has colons in its brackets and is not one.
+_TEXT_RANGE = re.compile(r"\[[0-9][0-9, -]*\]")
 IPMI_PORT = 623
 IRONIC_INTERFACES = ("bios", "boot", "console", "deploy", "firmware", "inspect", "management",
                      "network", "power", "raid", "rescue", "storage", "vendor")
@@ -83,8 +89,14 @@ def parse_nodes(f: Field, defaults: dict[str, Field]) -> tuple[list[Node], list[
                        f"duplicate MAC {mac} on {node.name}")
             unique(seen_addresses, node.address, where["address"], here,
                    f"duplicate address {node.address} on {node.name}")
-            unique(seen_bmcs, (node.bmc.address, node.bmc.port), where["bmc.address"], here,
-                   f"duplicate BMC {node.bmc.address} port {node.bmc.port} on {node.name}")
+            if node.bmc.url is not None:
+                # One Redfish BMC may serve many systems (a chassis, sushy-tools): the
+                # system is what must be unique; no system_id means the BMC's only one.
+                unique(seen_bmcs, (node.bmc.url, node.bmc.system_id), where["bmc.address"], here,
+                       f"duplicate BMC {node.bmc.endpoint} on {node.name}")
+            else:
+                unique(seen_bmcs, (node.bmc.address, node.bmc.port), where["bmc.address"], here,
+                       f"duplicate BMC {node.bmc.address} port {node.bmc.port} on {node.name}")
             nodes.append(node)
             fields.append(where)
     return nodes, fields
@@ -113,19 +125,36 @@ def parse_entry(entry: Field, defaults: dict[str, Field],
     zk_ids = (ranged(own["zookeeper_id"], count, "zookeeper_id")
               if "zookeeper_id" in own else [None] * count)
 
+    driver = ident(merged["driver"]) if "driver" in merged else "ipmi"
     bmc = merged_mapping("bmc", own, defaults, BMC_KEYS)
     bmc_f = own.get("bmc", entry)
-    for key in ("address", "username", "password"):
+    own_bmc = set(bmc_f.value) if "bmc" in own and isinstance(bmc_f.value, dict) else set()
+    redfish = driver == REDFISH
+    # A key of the other kind of BMC is an error on the node itself, and ignored when it
+    # comes from `defaults:` (one defaults block serves IPMI and Redfish nodes alike).
+    for key in own_bmc & set(IPMI_ONLY if redfish else REDFISH_ONLY):
+        bmc[key].fail(f"not a field of a {driver} BMC" + (
+            " (a Redfish BMC is named by bmc.url)" if redfish else " (only for driver: redfish)"))
+    for key in (REDFISH_ONLY if not redfish else IPMI_ONLY):
+        bmc.pop(key, None)
+    for key in ("url" if redfish else "address", "username", "password"):
         if key not in bmc or bmc[key].value is None:
             raise entry.src.error("required field missing", line=bmc_f.line,
                                   path=bmc_f.sub(key) if "bmc" in own else entry.sub(f"bmc.{key}"))
-    bmc_addresses = ranged(bmc["address"], count, "ip")
-    bmc_ports = ranged(bmc["port"], count, "port") if "port" in bmc else [IPMI_PORT] * count
+    if redfish:
+        urls = [redfish_url(bmc["url"], u) for u in ranged_text(bmc["url"], count)]
+        bmc_addresses = [u.hostname for u in urls]
+        bmc_ports = [u.port for u in urls]
+        system_ids = (ranged_text(bmc["system_id"], count, check=redfish_system_id)
+                      if "system_id" in bmc else [None] * count)
+        verify = tls_verify(bmc["verify"]) if "verify" in bmc else True
+    else:
+        bmc_addresses = ranged(bmc["address"], count, "ip")
+        bmc_ports = ranged(bmc["port"], count, "port") if "port" in bmc else [IPMI_PORT] * count
     username = bmc["username"].text()
     password = secret(bmc["password"])
 
     roles = parse_node_roles(merged["roles"]) if "roles" in merged else ()
-    driver = ident(merged["driver"]) if "driver" in merged else "ipmi"
     interfaces = parse_interfaces(merged_mapping("interfaces", own, defaults, None))
     props = parse_properties(merged_mapping("properties", own, defaults, None))
     caps = parse_capabilities(merged_mapping("capabilities", own, defaults, None))
@@ -140,14 +169,18 @@ def parse_entry(entry: Field, defaults: dict[str, Field],
     for i, name in enumerate(names):
         node = Node(
             name=name, index=start_index + i,
-            bmc=Bmc(address=bmc_addresses[i], port=bmc_ports[i], username=username,
-                    password=password),
+            bmc=(Bmc(address=bmc_addresses[i], port=bmc_ports[i], username=username,
+                     password=password, url=urls[i].url, system_id=system_ids[i], verify=verify)
+                 if redfish else
+                 Bmc(address=bmc_addresses[i], port=bmc_ports[i], username=username,
+                     password=password)),
             macs=tuple(per_item[i] for per_item in macs_per_item),
             address=addresses[i], roles=roles, driver=driver, interfaces=dict(interfaces),
             resource_class=resource_class, properties=dict(props), capabilities=dict(caps),
             conductor_group=conductor_group, shard=shard, zookeeper_id=zk_ids[i], gateway=gateway,
             line=entry.line)
-        where = {"name": name_f, "address": own["address"], "bmc.address": bmc["address"],
+        where = {"name": name_f, "address": own["address"],
+                 "bmc.address": bmc["url" if redfish else "address"],
                  "roles": merged.get("roles", entry), "entry": entry}
         if "shard" in merged:
             where["shard"] = merged["shard"]
@@ -207,6 +240,76 @@ def ranged(f: Field, count: int, what: str) -> list[Any]:
         return [one(f, v) for v in items]
     value = one(f, f.text() if what == "mac" else f.value)
     return [value] * count
+
+
+@dataclass(frozen=True)
+class RedfishUrl:
+    url: str            # scheme://authority, no trailing slash: Ironic's redfish_address
+    hostname: str
+    port: int
+
+
+def ranged_text(f: Field, count: int, *, check: Callable[[Field, str], str] | None = None) -> list[str]:
+    """`count` values of a text field that may hold one bracket range, like a node name."""
+    text = f.string().strip()
+    if _TEXT_RANGE.search(text):
+        items = expand(f, text, hexadecimal=False)
+        if len(items) != count:
+            f.fail(f"range gives {len(items)} values but the node name gives {count}")
+    else:
+        items = [text] * count
+    return [check(f, v) for v in items] if check else items
+
+
+def redfish_url(f: Field, text: str) -> RedfishUrl:
+    """A Redfish BMC's URL: http or https, a host, an optional port, nothing else. The
+    message never repeats the URL when it may carry a password (user:pass@host)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        f.fail(f"not a URL: {exc}")
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        f.fail("the URL must not carry credentials: give bmc.username and bmc.password")
+    if parts.scheme not in ("http", "https"):
+        f.fail(f"{text!r}: the scheme must be http or https (https://10.0.0.5)")
+    if not parts.hostname:
+        f.fail(f"{text!r}: no host")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        f.fail(f"{text!r}: give the BMC's scheme, host and port only; the system's path "
+               f"(/redfish/v1/Systems/...) goes in bmc.system_id")
+    host = parts.hostname
+    if ":" in host:
+        f.check(values.ip, host)
+    return RedfishUrl(url=f"{parts.scheme}://{parts.netloc}", hostname=host,
+                      port=port if port is not None else (443 if parts.scheme == "https" else 80))
+
+
+def redfish_system_id(f: Field, text: str) -> str:
+    """Ironic's redfish_system_id: the system's path on the BMC. Optional: without it Ironic
+    uses the BMC's only system (and fails for a BMC with several)."""
+    if not text.startswith("/redfish/v1/Systems/") or text.rstrip("/") == "/redfish/v1/Systems":
+        f.fail(f"{text!r} is not a system's path (/redfish/v1/Systems/<id>)")
+    if any(c.isspace() for c in text):
+        f.fail(f"{text!r}: a system's path has no spaces")
+    return text
+
+
+def tls_verify(f: Field) -> bool | str:
+    """bmc.verify: true (the system's CAs), false (no check), or a CA bundle's path,
+    relative to the inventory; the file must exist now, not at the first power action."""
+    if isinstance(f.value, bool):
+        return f.value
+    if not isinstance(f.value, str) or not f.value.strip():
+        f.fail(f"must be true, false or a CA file's path, got {kind(f.value)}")
+    path = os.path.expanduser(f.value)
+    if not os.path.isabs(path):
+        path = str(f.src.directory / path)
+    if not os.path.isfile(path):
+        f.fail(f"CA file {path} does not exist (or is not a file)")
+    return path
 
 
 def secret(f: Field) -> SecretRef:

@@ -505,11 +505,13 @@ def render_ironic_conf(s: LabSettings, *, service_password: str = "", db_passwor
         log_dir =
         use_stderr = true
         debug = false
-        enabled_hardware_types = ipmi,fake-hardware
+        # redfish: machines behind a Redfish BMC (the VM lab's sushy-tools), booted by PXE
+        # or iPXE like the IPMI ones; the sushy library it needs is in the lab venv.
+        enabled_hardware_types = ipmi,redfish,fake-hardware
         enabled_deploy_interfaces = direct,fake,ramdisk
         enabled_boot_interfaces = pxe,fake,ipxe
-        enabled_power_interfaces = fake,ipmitool
-        enabled_management_interfaces = fake,ipmitool,noop
+        enabled_power_interfaces = fake,ipmitool,redfish
+        enabled_management_interfaces = fake,ipmitool,redfish,noop
         # agent: Ironic's built-in in-band inspection (`k1prov nodes inspect`); first, so
         # that it is the ipmi nodes' default.
         enabled_inspect_interfaces = agent,fake,no-inspect

@@ -30,11 +30,11 @@ from typing import Callable
 
 from k1prov.atomic_file import write_if_changed
 from k1prov.errors import ConfigError, LabError
-from k1prov.lab import checks, procs
+from k1prov.lab import procs
 from k1prov.lab.command import run
 from k1prov.lab.netns import LabNetwork
 from k1prov.lab.venv import ensure_venv
-from k1prov.lab.vm_bmc import Vbmc, sushy_conf, vbmc_conf
+from k1prov.lab.vm_bmc import Vbmc, redfish_answers, sushy_conf, sushy_htpasswd, vbmc_conf
 from k1prov.lab.vm_libvirt import LIBVIRTD_START_TIMEOUT, Libvirt, domain_xml, pick_accel
 from k1prov.lab.vm_net import BOOT_IPXE, dnsmasq_conf, leases
 from k1prov.settings import DEFAULT_TIMEOUTS, Timeouts
@@ -147,6 +147,10 @@ class VmLabSettings:
         return self.root / "sushy" / "emulator.conf"
 
     @property
+    def sushy_htpasswd(self) -> Path:
+        return self.root / "sushy" / "htpasswd"
+
+    @property
     def dnsmasq_conf(self) -> Path:
         return self.root / "dnsmasq.conf"
 
@@ -193,7 +197,8 @@ def machines(s: VmLabSettings) -> list[VmMachine]:
             bmc = {"type": "ipmi", "address": "127.0.0.1", "port": s.ipmi_base_port + i,
                    "username": s.bmc_username}
         else:
-            bmc = {"type": "redfish", "url": s.redfish_url, "system": f"/redfish/v1/Systems/{uuid}"}
+            bmc = {"type": "redfish", "url": s.redfish_url, "system": f"/redfish/v1/Systems/{uuid}",
+                   "username": s.bmc_username}
         found.append(VmMachine(
             name=name, uuid=uuid, mac=f"52:54:00:{tag[0]:02x}:{tag[1]:02x}:{i:02x}",
             address=str(iface.ip + FIRST_HOST + i), bmc=bmc,
@@ -371,9 +376,11 @@ class VmLab:
                                                 port=s.vbmcd_port, log=s.log_dir / "vbmcd-debug.log"))
         (s.vbmc_conf.parent / "domains").mkdir(exist_ok=True)
         redfish = [m for m in ms if m.bmc["type"] == "redfish"]
+        sushy_htpasswd(s.venv, s.sushy_htpasswd, username=s.bmc_username, password=self.bmc_password(),
+                       timeout=self.timeouts.lab_service)
         write_if_changed(s.sushy_conf, sushy_conf(
             port=s.redfish_port, libvirt_uri=self.libvirt.uri,
-            allowed=[x for m in redfish for x in (m.uuid, m.name)]))
+            allowed=[x for m in redfish for x in (m.uuid, m.name)], auth_file=s.sushy_htpasswd))
 
     def _define_machines(self, say: Callable[[str], None]) -> None:
         s = self.settings
@@ -438,7 +445,8 @@ class VmLab:
             return self.vbmc.answers()
         redfish = [m for m in machines(s) if m.bmc["type"] == "redfish"]
         url = s.redfish_url + (redfish[0].bmc["system"] if redfish else "/redfish/v1/")
-        return checks.http_ok(url, timeout=timeout)
+        return redfish_answers(url, username=s.bmc_username, password=self.bmc_password(),
+                               timeout=timeout)
 
     def _wait_answers(self, name: str, rec: procs.Running, *, timeout: float) -> None:
         s = self.settings

@@ -10,9 +10,12 @@ Both come from PyPI into the VM lab's own virtualenv (k1prov/lab/requirements-vm
 """
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from k1prov.errors import LabError
@@ -27,8 +30,11 @@ def vbmc_conf(*, config_dir: Path, port: int, log: Path) -> str:
             f"server_port = {port}\n\n[log]\nlogfile = {log}\ndebug = false\n")
 
 
-def sushy_conf(*, port: int, libvirt_uri: str, allowed: list[str]) -> str:
-    return (f"SUSHY_EMULATOR_LISTEN_IP = '127.0.0.1'\n"
+def sushy_conf(*, port: int, libvirt_uri: str, allowed: list[str], auth_file: Path | None = None) -> str:
+    # auth_file: an htpasswd file (bcrypt only): the emulator then answers 401 without the
+    # user and password, as a real BMC does, so a wrong password is seen (issue 21).
+    auth = f"SUSHY_EMULATOR_AUTH_FILE = {str(auth_file)!r}\n" if auth_file else ""
+    return (f"SUSHY_EMULATOR_LISTEN_IP = '127.0.0.1'\n{auth}"
             f"SUSHY_EMULATOR_LISTEN_PORT = {port}\n"
             f"SUSHY_EMULATOR_LIBVIRT_URI = {libvirt_uri!r}\n"
             f"SUSHY_EMULATOR_ALLOWED_INSTANCES = {allowed!r}\n"
@@ -99,3 +105,47 @@ class Vbmc:
             if time.monotonic() >= deadline:
                 raise LabError(f"the IPMI endpoint of {domain} (vbmc, port {port}) does not run")
             time.sleep(0.2)
+
+
+# sushy-tools checks its htpasswd file with bcrypt (its only hash), from the VM lab's venv.
+_HASH = ("import bcrypt, sys\n"
+         "pw = sys.stdin.buffer.read()\n"
+         "old = sys.argv[1].encode()\n"
+         "ok = False\n"
+         "try:\n    ok = bool(old) and bcrypt.checkpw(pw, old)\n"
+         "except ValueError:\n    pass\n"
+         "sys.stdout.write(old.decode() if ok else bcrypt.hashpw(pw, bcrypt.gensalt()).decode())\n")
+
+
+def sushy_htpasswd(venv: Path, path: Path, *, username: str, password: str, timeout: float) -> None:
+    """The Redfish emulator's htpasswd file (0600): one user, the lab's BMC user and
+    password. An entry that still matches is kept byte for byte, so `lab up` does not
+    restart the emulator for a new salt."""
+    try:
+        existing = path.read_text()
+    except OSError:
+        existing = ""
+    old = existing.strip().partition(":")[2] if existing.startswith(username + ":") else ""
+    try:
+        out = subprocess.run([str(venv / "bin" / "python"), "-I", "-c", _HASH, old],
+                             input=password.encode(), capture_output=True, timeout=timeout, check=True)
+    except (subprocess.SubprocessError, OSError) as exc:
+        raise LabError(f"cannot hash the Redfish BMC password with the VM lab venv's bcrypt: {exc}") from None
+    text = f"{username}:{out.stdout.decode().strip()}\n"
+    if text != existing:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+
+
+def redfish_answers(url: str, *, username: str, password: str, timeout: float) -> bool:
+    """True if GET url with the lab's BMC login answers 200."""
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    req = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=timeout) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False

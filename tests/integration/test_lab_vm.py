@@ -13,11 +13,13 @@ Run alone with `pytest -m vm`.
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from xml.etree import ElementTree
@@ -121,11 +123,19 @@ def _ipmi(lab: VmLab, machine: dict, *args: str) -> str:
     return out.stdout.strip()
 
 
+def _basic_auth() -> str:
+    # The Redfish emulator asks for the lab's BMC login (the IPMI BMCs' user and password).
+    s = VmLabSettings.default()
+    token = base64.b64encode(f"{s.bmc_username}:{VmLab(s).bmc_password()}".encode()).decode()
+    return f"Basic {token}"
+
+
 def _redfish(machine: dict, method: str = "GET", path: str = "", body: dict | None = None) -> dict:
     url = machine["bmc"]["url"] + machine["bmc"]["system"] + path
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": _basic_auth()})
     with _NO_PROXY.open(req, timeout=60) as resp:
         text = resp.read()
     return json.loads(text) if text else {}
@@ -190,9 +200,15 @@ def test_up_brings_both_bmcs_up(vm_lab):
     redfish = _machine("redfish")
     assert _redfish(redfish)["PowerState"] == "Off"
     # sushy serves the lab's Redfish machine only, not the IPMI one on the same libvirtd.
-    with _NO_PROXY.open(redfish["bmc"]["url"] + "/redfish/v1/Systems", timeout=60) as resp:
+    systems = redfish["bmc"]["url"] + "/redfish/v1/Systems"
+    with _NO_PROXY.open(urllib.request.Request(systems, headers={"Authorization": _basic_auth()}),
+                        timeout=60) as resp:
         members = json.loads(resp.read())["Members"]
     assert [x["@odata.id"] for x in members] == [redfish["bmc"]["system"]]
+    # Without the login (or with a wrong one) it refuses, as a real BMC does.
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        _NO_PROXY.open(systems, timeout=60)
+    assert refused.value.code == 401
 
 
 def test_ipmi_sets_boot_device_and_power_and_the_machine_leases_an_address(vm_lab):

@@ -58,8 +58,8 @@ def test_ironic_conf_has_the_lab_settings(tmp_path):
     cp = parse(render_ironic_conf(s))
     assert cp["DEFAULT"]["auth_strategy"] == "noauth"
     assert cp["DEFAULT"]["rpc_transport"] == "none"
-    assert cp["DEFAULT"]["enabled_hardware_types"] == "ipmi,fake-hardware"
-    assert "ipmitool" in cp["DEFAULT"]["enabled_power_interfaces"].split(",")
+    assert cp["DEFAULT"]["enabled_hardware_types"] == "ipmi,redfish,fake-hardware"
+    assert {"ipmitool", "redfish"} <= set(cp["DEFAULT"]["enabled_power_interfaces"].split(","))
     assert set(cp["DEFAULT"]["enabled_deploy_interfaces"].split(",")) == {"fake", "direct", "ramdisk"}
     assert "pxe" in cp["DEFAULT"]["enabled_boot_interfaces"].split(",")
     # On the bridge: the machines' agents call back to it.
