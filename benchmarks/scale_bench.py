@@ -158,6 +158,25 @@ def one_shape(conductors: int, args) -> list[dict]:
     return results
 
 
+def markdown(path: Path) -> str:
+    """The README's table from a results file: one row per shape and N, per phase wall time
+    (s), Ironic requests per node and k1prov's peak RSS (MiB)."""
+    runs = json.loads(path.read_text())["runs"]
+    rows = {}
+    for r in runs:
+        rows.setdefault((r["conductors"], r["nodes"], r["concurrency"]), {})[r["phase"]] = r
+    head = "| Ironic | N | " + " | ".join(f"{p} s, req/node, RSS" for p in PHASES) + " |"
+    lines = [head, "|" + "---|" * (2 + len(PHASES))]
+    for (cond, n, level), phases in rows.items():
+        shape = "all-in-one, SQLite" if not cond else f"API + {cond} conductors, MariaDB"
+        if level != "adaptive":
+            shape += f", -c {level}"
+        cells = [f"{phases[p]['wall_s']:.1f}, {phases[p]['requests_per_node']:.2f}, {phases[p]['peak_rss_mib']:.0f}"
+                 if p in phases else "-" for p in PHASES]
+        lines.append(f"| {shape} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="100,300")
@@ -167,6 +186,7 @@ def main() -> int:
     p.add_argument("--bridge", default="k1pd0")
     p.add_argument("--cidr", default="10.248.0.1/24")
     p.add_argument("--json", type=Path)
+    p.add_argument("--table", type=Path, help="print the markdown table of a results file and exit")
     p.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
     p.add_argument("--inventory", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--state", type=Path, help=argparse.SUPPRESS)
@@ -174,6 +194,9 @@ def main() -> int:
     args = p.parse_args()
     if args.phase:
         return one_phase(args)
+    if args.table:
+        print(markdown(args.table))
+        return 0
     # `kill PID` stops the run and still takes its lab down (the finally of one_shape).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args.sizes = [int(x) for x in args.sizes.split(",")]
