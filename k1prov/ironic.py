@@ -18,7 +18,7 @@ from k1prov.cloud import describe_http_error, refusal, translate
 from k1prov.errors import CloudError, NodeError
 from k1prov.inventory.model import OWNER_TAG, Node
 from k1prov.ironic_states import ACTION_TAKEN, DELETABLE, reached
-from k1prov.settings import IRONIC_LIST_PAGE, IRONIC_POLL_INTERVAL
+from k1prov.settings import IRONIC_LIST_PAGE, IRONIC_POLL_COST_RATIO, IRONIC_POLL_INTERVAL
 
 log = logging.getLogger("k1prov.ironic")
 
@@ -419,7 +419,8 @@ class IronicNodes:
         its nodes), and one provision_state per query would miss nodes that leave the
         expected path; so the listing is not filtered by state, only by fields.
 
-        Same semantics as the SDK: polled every IRONIC_POLL_INTERVAL (the SDK's 2 s); a
+        Same semantics as the SDK: polled every IRONIC_POLL_INTERVAL (the SDK's 2 s), or
+        IRONIC_POLL_COST_RATIO times what the last look took when that is longer; a
         node is done when it reaches `state` (for `available`, a node with no state, as
         before API 1.2); with abort_on_failed_state a node fails on `* failed`, `error`,
         or, waiting for `manageable`, on `enroll` with a last_error (the BMC check
@@ -441,6 +442,7 @@ class IronicNodes:
         pages = 1          # what a full listing cost last time, in requests
         deadline = self._clock() + timeout
         while True:
+            looked_at = self._clock()
             try:
                 if len(remaining) < pages:
                     seen = {u: self._get_fields(u) for u in remaining}
@@ -473,7 +475,9 @@ class IronicNodes:
             if not remaining or now >= deadline:
                 return WaitResult(success, failure, [last[u] for u in remaining])
             log.debug("waiting for %d node(s) to reach %s", len(remaining), state)
-            self._sleep(min(self.poll_interval, deadline - now))
+            # A slow look is not repeated at once: see IRONIC_POLL_COST_RATIO.
+            pause = max(self.poll_interval, IRONIC_POLL_COST_RATIO * (now - looked_at))
+            self._sleep(min(pause, deadline - now))
 
     def _list_fields(self) -> tuple[dict[str, Any], int]:
         """Every node's WAIT_FIELDS. Returns the nodes by UUID and the pages it took.

@@ -119,6 +119,30 @@ def test_requests_per_poll_do_not_grow_with_the_number_of_nodes(count):
     assert clock.sleeps == [2.0] * 4
 
 
+def test_a_slow_look_spaces_the_next_one_out():
+    # Ironic takes 1 s to answer each listing: the next look comes IRONIC_POLL_COST_RATIO
+    # times that later (4 s), not 2 s after it, so polls hold Ironic at most a fifth of
+    # the time; quick looks keep the SDK's 2 s.
+    from k1prov.settings import IRONIC_POLL_COST_RATIO
+    clock = FakeClock()
+    nodes = {"a": ["deploying", None]}
+    fake = RecordingIronic(nodes, {9.0: {"a": ("active", None)}}, clock=clock)
+    listing = fake.nodes
+
+    def slow_listing(**query):
+        clock.now += 1.0
+        return listing(**query)
+
+    fake.nodes = slow_listing
+    res = ironic_with(fake, clock).wait_for_provision_state(["a"], "active", timeout=60)
+    assert [n.id for n in res.success] == ["a"]
+    assert clock.sleeps == [IRONIC_POLL_COST_RATIO * 1.0] * 2
+    quick = FakeClock()
+    ironic_with(RecordingIronic({"a": ["deploying", None]}, {5.0: {"a": ("active", None)}}, clock=quick),
+                quick).wait_for_provision_state(["a"], "active", timeout=60)
+    assert quick.sleeps == [2.0] * 3
+
+
 def test_a_poll_asks_only_for_the_fields_it_reads():
     nodes = rack(3, "active")
     fake = RecordingIronic(nodes)
