@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from k1prov.lab.config import (BMCSIM_SCRIPT, HTTP_BASIC_USER, JSON_RPC_PORT, RE
                                LabSettings, write_configs)
 from k1prov.lab.inventory_yaml import render_inventory
 from k1prov.lab.netns import LabNetwork
+from k1prov.lab.secret_files import ensure_secret, write_htpasswd
 from k1prov.lab.venv import ensure_venv
 from k1prov.settings import DEFAULT_TIMEOUTS, Timeouts
 
@@ -169,11 +169,11 @@ class Lab:
         self._ensure_password()
         service_password = db_password = ""
         if s.auth != "none":
-            _ensure_secret(s.cloud_password_file)
+            ensure_secret(s.cloud_password_file)
         if s.auth == "keystone":
-            service_password = _ensure_secret(s.service_password_file)
+            service_password = ensure_secret(s.service_password_file)
         if s.conductors:
-            db_password = _ensure_secret(s.mariadb_password_file)
+            db_password = ensure_secret(s.mariadb_password_file)
         write_configs(s, service_password=service_password, db_password=db_password)
         if s.auth == "http_basic":
             self._write_htpasswd()
@@ -318,33 +318,14 @@ class Lab:
     def _ensure_password(self) -> None:
         """Generate the BMC password once; 0600 from the first byte on."""
         # IPMI 2.0 passwords are at most 20 bytes; 16 URL-safe characters fit.
-        _ensure_secret(self.settings.bmc_password_file, nbytes=12)
+        ensure_secret(self.settings.bmc_password_file, nbytes=12)
 
     def _write_htpasswd(self) -> None:
-        """Ironic's htpasswd file with the operator's user; bcrypt, the only hash Ironic's
-        http_basic accepts. Hashed by the lab venv's bcrypt (Ironic's own dependency), the
-        password on stdin; an entry that still matches the password is kept as it is."""
+        """Ironic's htpasswd file with the operator's user (bcrypt, the only hash Ironic's
+        http_basic accepts; hashed by the lab venv's bcrypt, Ironic's own dependency)."""
         s = self.settings
-        path = s.ironic_htpasswd
-        try:
-            existing = path.read_text()
-        except OSError:
-            existing = ""
-        script = ("import bcrypt, sys\n"
-                  "pw = sys.stdin.buffer.read()\n"
-                  "old = sys.argv[1].encode()\n"
-                  "ok = False\n"
-                  "try:\n    ok = bool(old) and bcrypt.checkpw(pw, old)\n"
-                  "except ValueError:\n    pass\n"
-                  "sys.stdout.write(old.decode() if ok else bcrypt.hashpw(pw, bcrypt.gensalt()).decode())\n")
-        old_hash = existing.strip().partition(":")[2] if existing.startswith(HTTP_BASIC_USER + ":") else ""
-        try:
-            out = subprocess.run([str(s.venv / "bin" / "python"), "-I", "-c", script, old_hash],
-                                 input=self.cloud_password().encode(), capture_output=True,
-                                 timeout=self.timeouts.lab_service, check=True)
-        except (subprocess.SubprocessError, OSError) as exc:
-            raise LabError(f"cannot hash the lab's Ironic password with bcrypt: {exc}") from None
-        write_if_changed(path, f"{HTTP_BASIC_USER}:{out.stdout.decode().strip()}\n", mode=0o600)
+        write_htpasswd(s.venv, s.ironic_htpasswd, username=HTTP_BASIC_USER, password=self.cloud_password(),
+                       timeout=self.timeouts.lab_service, what="the lab's Ironic password")
 
     def _sync_databases(self, say: Callable[[str], None]) -> None:
         s = self.settings
@@ -598,19 +579,6 @@ def conductor_services(count: int) -> list[str]:
 def conductor_index(service: str) -> int:
     """1 for "ironic-conductor-1"."""
     return int(service.rpartition("-")[2])
-
-
-def _ensure_secret(path: Path, *, nbytes: int = 18) -> str:
-    """A password kept in `path`, made once; 0600 from the first byte on."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().rstrip("\n")
-    password = secrets.token_urlsafe(nbytes)
-    with os.fdopen(fd, "w") as f:
-        f.write(password + "\n")
-    return password
 
 
 def _read_password(path: Path, what: str, makes_it: str) -> str:

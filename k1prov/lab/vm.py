@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
-import secrets
 import shutil
 import signal
 import time
@@ -33,6 +32,7 @@ from k1prov.errors import ConfigError, LabError
 from k1prov.lab import procs
 from k1prov.lab.command import run
 from k1prov.lab.netns import LabNetwork
+from k1prov.lab.secret_files import ensure_secret
 from k1prov.lab.venv import ensure_venv
 from k1prov.lab.vm_bmc import Vbmc, redfish_answers, sushy_conf, sushy_htpasswd, vbmc_conf
 from k1prov.lab.vm_libvirt import LIBVIRTD_START_TIMEOUT, Libvirt, domain_xml, pick_accel
@@ -250,7 +250,7 @@ class VmLab:
         self._check_prerequisites()
         ensure_venv(s.venv, VM_REQUIREMENTS_FILE, timeout=self.timeouts.lab_install, progress=say,
                     what="virtualbmc, sushy-tools and libvirt-python")
-        password = _ensure_secret(s.bmc_password_file, nbytes=12)
+        password = ensure_secret(s.bmc_password_file, nbytes=12)
         self._write_configs()
         specs = {name: self._spec(name) for name in SERVICES}
         running = {}
@@ -470,19 +470,6 @@ class VmLab:
                   "sushy": f"Redfish {s.redfish_url}/redfish/v1"}[name]
         return VmServiceStatus(name=name, pid=rec.pid if rec else None, running=rec is not None,
                                answers=answers, detail=detail if rec else "not running")
-
-
-def _ensure_secret(path: Path, *, nbytes: int) -> str:
-    """A password kept in `path`, made once; 0600 from the first byte on."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().rstrip("\n")
-    password = secrets.token_urlsafe(nbytes)
-    with os.fdopen(fd, "w") as f:
-        f.write(password + "\n")
-    return password
 
 
 def _kill_qemus(names: set[str]) -> None:

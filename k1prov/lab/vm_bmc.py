@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from k1prov.errors import LabError
+from k1prov.lab.secret_files import write_htpasswd
 
 # One vbmc command (it asks vbmcd over ZeroMQ; a start spawns the endpoint's process).
 VBMC_TIMEOUT = 60.0
@@ -107,36 +108,11 @@ class Vbmc:
             time.sleep(0.2)
 
 
-# sushy-tools checks its htpasswd file with bcrypt (its only hash), from the VM lab's venv.
-_HASH = ("import bcrypt, sys\n"
-         "pw = sys.stdin.buffer.read()\n"
-         "old = sys.argv[1].encode()\n"
-         "ok = False\n"
-         "try:\n    ok = bool(old) and bcrypt.checkpw(pw, old)\n"
-         "except ValueError:\n    pass\n"
-         "sys.stdout.write(old.decode() if ok else bcrypt.hashpw(pw, bcrypt.gensalt()).decode())\n")
-
-
 def sushy_htpasswd(venv: Path, path: Path, *, username: str, password: str, timeout: float) -> None:
     """The Redfish emulator's htpasswd file (0600): one user, the lab's BMC user and
-    password. An entry that still matches is kept byte for byte, so `lab up` does not
-    restart the emulator for a new salt."""
-    try:
-        existing = path.read_text()
-    except OSError:
-        existing = ""
-    old = existing.strip().partition(":")[2] if existing.startswith(username + ":") else ""
-    try:
-        out = subprocess.run([str(venv / "bin" / "python"), "-I", "-c", _HASH, old],
-                             input=password.encode(), capture_output=True, timeout=timeout, check=True)
-    except (subprocess.SubprocessError, OSError) as exc:
-        raise LabError(f"cannot hash the Redfish BMC password with the VM lab venv's bcrypt: {exc}") from None
-    text = f"{username}:{out.stdout.decode().strip()}\n"
-    if text != existing:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+    password (sushy-tools checks it with bcrypt, from the VM lab's venv)."""
+    write_htpasswd(venv, path, username=username, password=password, timeout=timeout,
+                   what="the Redfish BMC password (the VM lab venv's bcrypt)")
 
 
 def redfish_answers(url: str, *, username: str, password: str, timeout: float) -> bool:
