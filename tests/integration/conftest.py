@@ -50,8 +50,11 @@ def lab(tmp_path_factory):
     if settings.auth != "none":
         os.environ["OS_CLIENT_CONFIG_FILE"] = str(settings.clouds_yaml_path)
     yield the_lab
+    # As it was: later tests (the unit tests run after these) read no lab's clouds.yaml.
     if saved is not None:
         os.environ["OS_CLIENT_CONFIG_FILE"] = saved
+    else:
+        os.environ.pop("OS_CLIENT_CONFIG_FILE", None)
     the_lab.down()
     # Powered down, every machine has released its loop device; its disk file (a GB or so
     # once an image is on it) goes with the session, which pytest's tmp_path keeps.

@@ -37,12 +37,17 @@ GOOD, BAD = "rf01", "rf-badpw"
 POWER_WAIT = 300.0
 
 
+# Ports: the session lab's offset plus this (test_lab_auth's lab is at +300, the conductors'
+# at +500): the session's lab is up beside this one in a whole run.
+PORT_SHIFT = 700
+
+
 @pytest.fixture(scope="module")
 def netns_lab(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("the lab needs root (network namespaces, mounts)")
     root = tmp_path_factory.mktemp("rflab")
-    s = lab_settings(root, nodes=1, port_offset=int(os.environ.get("K1PROV_TEST_LAB_PORT_OFFSET", "10000")),
+    s = lab_settings(root, nodes=1, port_offset=int(os.environ.get("K1PROV_TEST_LAB_PORT_OFFSET", "10000")) + PORT_SHIFT,
                      bridge=os.environ.get("K1PROV_TEST_LAB_BRIDGE", "k1plab0"),
                      cidr=os.environ.get("K1PROV_TEST_LAB_CIDR", "10.251.0.1/24"))
     lab = Lab(s)
