@@ -14,3 +14,10 @@ def bmc_logins(monkeypatch) -> list[str]:
     tried: list[str] = []
     monkeypatch.setattr(k1prov.enrollment, "try_login", lambda node, *, timeout: tried.append(node.name))
     return tried
+
+
+@pytest.fixture(autouse=True)
+def no_lab_clouds_yaml(monkeypatch) -> None:
+    """Unit tests read no lab's clouds.yaml: in a whole run the integration session's lab
+    (Keystone) points OS_CLIENT_CONFIG_FILE at its own until the session ends."""
+    monkeypatch.delenv("OS_CLIENT_CONFIG_FILE", raising=False)
