@@ -21,10 +21,28 @@ from k1prov.verb_report import NodeOutcome, VerbReport
 def fan_out(ctx: VerbContext, kind: str, items: list, fn: Callable[[Any], Any], *,
             key: Callable[[Any], str], item_timeout: float | None = None) -> Report:
     """`fn` over `items` through the engine with the Ironic policy (one API call or a few
-    per item: by default three API request timeouts each)."""
+    per item: by default three API request timeouts each), one lane per conductor group
+    or shard (`ironic_partitions`; the keys are node names)."""
     timeout = ctx.timeouts.api_request * 3 if item_timeout is None else item_timeout
+    lanes = ironic_partitions(ctx)
     return run_fanout(items, fn, key=key, policy=ctx.ironic_policy(kind, item_timeout=timeout),
-                      events=ctx.events, is_transient=is_transient)
+                      events=ctx.events, is_transient=is_transient,
+                      partition=lambda item: lanes.get(key(item), ""))
+
+
+def ironic_partitions(ctx: VerbContext) -> dict[str, str]:
+    """Node name -> the lane of its Ironic calls: its shard when it has one, else its
+    conductor group; nodes with neither (and keys that are no node) share the lane "".
+    Only the conductors of a node's group serve it, so each group (or shard, which a site
+    sizes to its conductors) gets its own climber: a group whose conductors are slow, busy
+    or dead backs off and fails alone while the others go at their own pace."""
+    lanes = {}
+    for node in ctx.inventory.nodes:
+        if node.shard:
+            lanes[node.name] = f"shard={node.shard}"
+        elif node.conductor_group:
+            lanes[node.name] = f"conductor_group={node.conductor_group}"
+    return lanes
 
 
 def fire_and_wait(ctx: VerbContext, *, kind: str, action: str, names: list[str],

@@ -9,6 +9,11 @@ Threads cannot be killed, so an item that exceeds its timeout is marked TIMEOUT 
 worker abandoned: the in-flight count drops at once and any late answer is ignored. The
 pool reuses idle workers and only grows when all are busy, so threads stay bounded by
 the level plus the abandoned ones (which the failure budget bounds in turn).
+
+Partitions (`partition=`): the items split into lanes by a key (Ironic's conductor group or
+shard), each with its own climber, failure budget and profile entry, run by the same main
+thread: a lane whose service is slow or failing backs off and stops alone while the others
+climb on. One lane (no key, or every item with the same key) is the engine as it was.
 """
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ from k1prov.fanout.climber import Climber, Window
 from k1prov.fanout.events import EventSink, NullSink
 from k1prov.fanout.policy import Policy
 from k1prov.fanout.profiles import ProfileStore
-from k1prov.fanout.results import Report, Result, Status
+from k1prov.fanout.results import Partition, Report, Result, Status
 
 log = logging.getLogger("k1prov.fanout")
 
@@ -103,11 +108,12 @@ def effective_ceiling(requested: int) -> int:
 class _Flight:
     """One started item, as the main thread sees it."""
 
-    __slots__ = ("index", "started", "deadline", "abandoned", "by_run_deadline", "token",
+    __slots__ = ("index", "lane", "started", "deadline", "abandoned", "by_run_deadline", "token",
                  "given_up", "last_error")
 
-    def __init__(self, index: int, started: float, deadline: float, by_run_deadline: bool):
-        self.index, self.started, self.deadline = index, started, deadline
+    def __init__(self, index: int, lane: "_Lane", started: float, deadline: float,
+                 by_run_deadline: bool):
+        self.index, self.lane, self.started, self.deadline = index, lane, started, deadline
         self.by_run_deadline = by_run_deadline
         self.abandoned = False     # set by the main thread; read by the worker between attempts
         self.token = CancelToken()  # set when the engine gives up on the item (fn may watch it)
@@ -153,16 +159,41 @@ class _Pool:
             self._jobs.put(None)
 
 
+class _Lane:
+    """One partition of the items: its own climber, queue position, in-flight count and
+    failure budget. A run without partitions has one lane, named ""."""
+
+    def __init__(self, name: str, indices: list[int], climber: Climber, profile_endpoint: str):
+        self.name, self.indices, self.climber = name, indices, climber
+        self.profile_endpoint = profile_endpoint
+        self.pos = 0                # next of `indices` to start
+        self.inflight = 0
+        self.failures = 0
+        self.stop_reason: str | None = None
+        self.trace: list[tuple[float, int, float]] = []
+
+    @property
+    def total(self) -> int:
+        return len(self.indices)
+
+    def has_more(self) -> bool:
+        return self.pos < len(self.indices)
+
+
+def partition_label(name: str) -> str:
+    """How a lane is named in logs, profile keys and skip reasons."""
+    return name if name else "(no group)"
+
+
 class _Run:
     def __init__(self, items: list, keys: list[str], fn: Callable[[Any], Any], policy: Policy,
-                 sink: EventSink, is_transient: Callable[[BaseException], bool]):
+                 sink: EventSink, is_transient: Callable[[BaseException], bool],
+                 parts: list[str] | None = None):
         self.items, self.keys, self.fn, self.policy = items, keys, fn, policy
         self.sink, self.is_transient = sink, is_transient
         self.total = len(items)
         self.results: list[Result | None] = [None] * self.total
         self.inflight: dict[int, _Flight] = {}
-        self.next = 0
-        self.failures = 0
         self.stop_reason: str | None = None
         self.cancelled = self.budget_exhausted = self.deadline_hit = False
         self.trace: list[tuple[float, int, float]] = []
@@ -171,29 +202,48 @@ class _Run:
         self.t0 = time.monotonic()
         self.run_deadline = self.t0 + policy.deadline if policy.deadline is not None else None
         self.store = ProfileStore(policy.profile_path) if policy.profile_path else None
-        self.climber = self._make_climber()
+        self.lanes = self._make_lanes(parts)
+        # The hard limits (fds, MAX_CONCURRENCY) hold for the whole run, lanes together.
+        self.max_inflight = effective_ceiling(
+            sum(lane.climber.ceiling for lane in self.lanes)) if len(self.lanes) > 1 else None
 
     # ---- set-up -------------------------------------------------------------------------
-    def _make_climber(self) -> Climber:
+    def _make_lanes(self, parts: list[str] | None) -> list[_Lane]:
+        by_name: dict[str, list[int]] = {}
+        for index in range(self.total):
+            by_name.setdefault(parts[index] if parts is not None else "", []).append(index)
+        if len(by_name) <= 1:
+            # One lane: the engine as without partitions (profile key, level, budget).
+            only = next(iter(by_name), "")
+            return [_Lane(only, list(range(self.total)),
+                          self._make_climber(self.policy.endpoint), self.policy.endpoint)]
+        lanes = []
+        for name, indices in by_name.items():
+            endpoint = f"{self.policy.endpoint} [{partition_label(name)}]"
+            lanes.append(_Lane(name, indices, self._make_climber(endpoint, name), endpoint))
+        return lanes
+
+    def _make_climber(self, endpoint: str, lane: str = "") -> Climber:
         p = self.policy
         if p.concurrency is not None:
             # The operator's fixed level overrides the adaptive ceiling (a guard for the
             # climber, e.g. Ironic's 24); the hard limits (fds, MAX_CONCURRENCY) still hold.
+            # With partitions the level is each partition's (each its own conductors).
             return Climber(start=p.concurrency, fixed=True, now=0.0, min_window=p.window,
                            ceiling=effective_ceiling(max(p.max_concurrency, p.concurrency)))
         common = dict(ceiling=effective_ceiling(p.max_concurrency), now=0.0, min_window=p.window)
         if p.start_concurrency is not None:
             return Climber(start=p.start_concurrency, **common)
-        remembered = self._remembered_level()
+        remembered = self.store.get(p.kind, endpoint) if self.store is not None else None
         if remembered is not None:
-            log.info("%s: starting at concurrency %d from the profile", p.kind, remembered)
+            log.info("%s%s: starting at concurrency %d from the profile", p.kind,
+                     f" [{partition_label(lane)}]" if endpoint != p.endpoint else "", remembered)
             return Climber(start=remembered, from_profile=True, **common)
         return Climber(start=DEFAULT_START, **common)
 
-    def _remembered_level(self) -> int | None:
-        if self.store is None:
-            return None
-        return self.store.get(self.policy.kind, self.policy.endpoint)
+    def level(self) -> int:
+        """The run's concurrency: the sum of its lanes' levels."""
+        return sum(lane.climber.level for lane in self.lanes)
 
     # ---- worker side --------------------------------------------------------------------
     def _work(self, job: tuple[_Flight, Any]) -> Callable[[], None]:
@@ -281,7 +331,7 @@ class _Run:
     def execute(self) -> Report:
         started_wall = time.time()
         self.sink.on_start(self.total, self.policy)
-        self.sink.on_concurrency(self.climber.level)
+        self.sink.on_concurrency(self.level())
         try:
             try:
                 self._loop()
@@ -290,11 +340,16 @@ class _Run:
             self._mark_unfinished()
         finally:
             self.pool.shutdown()
+        partitions = {} if len(self.lanes) == 1 else {
+            lane.name: Partition(name=lane.name, items=lane.total,
+                                 final_concurrency=lane.climber.level, trace=lane.trace,
+                                 stop_reason=lane.stop_reason)
+            for lane in self.lanes}
         report = Report(results=[r for r in self.results if r is not None], trace=self.trace,
                         started=started_wall, finished=time.time(), cancelled=self.cancelled,
                         budget_exhausted=self.budget_exhausted, deadline_hit=self.deadline_hit,
                         kind=self.policy.kind, endpoint=self.policy.endpoint,
-                        final_concurrency=self.climber.level)
+                        final_concurrency=self.level(), partitions=partitions)
         self._remember()
         self.sink.on_finish(report)
         return report
@@ -302,7 +357,8 @@ class _Run:
     def _loop(self) -> None:
         while True:
             self._dispatch()
-            if not self.inflight and (self.next >= self.total or self.stop_reason):
+            if not self.inflight and (self.stop_reason or not any(
+                    lane.has_more() and lane.stop_reason is None for lane in self.lanes)):
                 return
             try:
                 message = self.done_q.get(timeout=self._wait_time())
@@ -322,25 +378,43 @@ class _Run:
             log.info("%s: no new items: %s", self.policy.kind, reason)
 
     def _dispatch(self) -> None:
+        # Lanes take turns, one item each, so that none waits behind another's queue.
+        started = True
+        while started:
+            started = False
+            for lane in self.lanes:
+                if self.stop_reason is not None:
+                    break
+                if (lane.has_more() and lane.stop_reason is None
+                        and lane.inflight < lane.climber.level
+                        and (self.max_inflight is None or len(self.inflight) < self.max_inflight)):
+                    if not self._start(lane):
+                        break
+                    started = True
+        for lane in self.lanes:
+            if (not lane.has_more() or lane.stop_reason or self.stop_reason) \
+                    and not lane.climber.draining:
+                lane.climber.drain()
+
+    def _start(self, lane: _Lane) -> bool:
+        """Start the lane's next item; False when the run's deadline is reached."""
         p = self.policy
-        while (self.next < self.total and self.stop_reason is None
-               and len(self.inflight) < self.climber.level):
-            now = time.monotonic()
-            if self.run_deadline is not None and now >= self.run_deadline:
-                self.deadline_hit = True
-                self._stop(DEADLINE_REACHED)
-                return
-            index = self.next
-            self.next += 1
-            deadline = now + p.item_timeout
-            by_run = self.run_deadline is not None and self.run_deadline < deadline
-            flight = _Flight(index, now, min(deadline, self.run_deadline) if by_run else deadline,
-                             by_run)
-            self.inflight[index] = flight
-            self.pool.submit((flight, self.items[index]))
-            self.sink.on_item_start(self.keys[index])
-        if (self.next >= self.total or self.stop_reason) and not self.climber.draining:
-            self.climber.drain()
+        now = time.monotonic()
+        if self.run_deadline is not None and now >= self.run_deadline:
+            self.deadline_hit = True
+            self._stop(DEADLINE_REACHED)
+            return False
+        index = lane.indices[lane.pos]
+        lane.pos += 1
+        lane.inflight += 1
+        deadline = now + p.item_timeout
+        by_run = self.run_deadline is not None and self.run_deadline < deadline
+        flight = _Flight(index, lane, now, min(deadline, self.run_deadline) if by_run else deadline,
+                         by_run)
+        self.inflight[index] = flight
+        self.pool.submit((flight, self.items[index]))
+        self.sink.on_item_start(self.keys[index])
+        return True
 
     def _wait_time(self) -> float:
         now = time.monotonic()
@@ -354,25 +428,33 @@ class _Run:
         if index not in self.inflight:
             return      # late answer of an abandoned item
         if kind == "congestion":
-            self._observe(self.climber.congestion(self._now()))
+            lane = self.inflight[index].lane
+            self._observe(lane, lane.climber.congestion(self._now()))
             return
         flight = self.inflight.pop(index)
+        flight.lane.inflight -= 1
         if flight.given_up is not None and result.status is not Status.OK:
             # It reported within cancel_wait after the engine gave up: a timeout, with the
             # fn's own account of how the work ended (e.g. "...; ended on the host").
             result.status = Status.TIMEOUT
             result.error = result.error or flight.given_up
             congested = not flight.by_run_deadline
-        self._finish(index, result, congested)
+        self._finish(flight.lane, index, result, congested)
 
-    def _finish(self, index: int, result: Result, congested: bool) -> None:
+    def _finish(self, lane: _Lane, index: int, result: Result, congested: bool) -> None:
         self.results[index] = result
         if result.status in (Status.FAILED, Status.TIMEOUT):
-            self.failures += 1
-            if self.failures > self.policy.failure_budget * self.total:
+            lane.failures += 1
+            if lane.failures > self.policy.failure_budget * lane.total:
+                # Each lane's budget is its own: a group whose conductors fail stops alone.
                 self.budget_exhausted = True
-                self._stop(BUDGET_EXHAUSTED)
-        self._observe(self.climber.complete(self._now(), congested=congested))
+                if len(self.lanes) == 1:
+                    self._stop(BUDGET_EXHAUSTED)
+                elif lane.stop_reason is None:
+                    lane.stop_reason = f"{BUDGET_EXHAUSTED} in {partition_label(lane.name)}"
+                    log.info("%s: no new items in %s: %s", self.policy.kind,
+                             partition_label(lane.name), BUDGET_EXHAUSTED)
+        self._observe(lane, lane.climber.complete(self._now(), congested=congested))
         self.sink.on_item_done(result)
 
     def _expire(self) -> None:
@@ -392,22 +474,27 @@ class _Run:
                 flight.deadline = now + self.policy.cancel_wait
                 continue
             del self.inflight[flight.index]
+            flight.lane.inflight -= 1
             flight.abandoned = True
             result = Result(self.keys[flight.index], Status.TIMEOUT,
                             duration=now - flight.started, error=flight.given_up or error)
-            self._finish(flight.index, result, congested=not flight.by_run_deadline)
-        if self.run_deadline is not None and now >= self.run_deadline and self.next < self.total:
+            self._finish(flight.lane, flight.index, result, congested=not flight.by_run_deadline)
+        if self.run_deadline is not None and now >= self.run_deadline \
+                and any(lane.has_more() for lane in self.lanes):
             self.deadline_hit = True
             self._stop(DEADLINE_REACHED)
 
-    def _observe(self, window: Window | None) -> None:
+    def _observe(self, lane: _Lane, window: Window | None) -> None:
         if window is None:
             return
-        self.trace.append((round(window.t, 4), window.level, window.throughput))
+        sample = (round(window.t, 4), window.level, window.throughput)
+        self.trace.append(sample)
+        lane.trace.append(sample)
         if window.new_level != window.level:
-            log.debug("%s: concurrency %d -> %d (%.1f items/s)", self.policy.kind,
+            log.debug("%s%s: concurrency %d -> %d (%.1f items/s)", self.policy.kind,
+                      f" [{partition_label(lane.name)}]" if len(self.lanes) > 1 else "",
                       window.level, window.new_level, window.throughput)
-            self.sink.on_concurrency(window.new_level)
+            self.sink.on_concurrency(self.level())
 
     def _cancel(self) -> None:
         """Ctrl-C: start nothing new, give in-flight items a bounded grace, then stop."""
@@ -430,40 +517,49 @@ class _Run:
             log.warning("%s: interrupted again; not waiting any longer", self.policy.kind)
 
     def _mark_unfinished(self) -> None:
-        reason = self.stop_reason or CANCELLED
-        for index in range(self.total):
-            if self.results[index] is not None:
-                continue
-            flight = self.inflight.pop(index, None)
-            if flight is not None:
-                flight.abandoned = True
-                flight.token.cancel(CANCELLED_IN_FLIGHT)
-                error, duration = CANCELLED_IN_FLIGHT, time.monotonic() - flight.started
-            else:
-                error, duration = reason, 0.0
-            self.results[index] = Result(self.keys[index], Status.SKIPPED, duration=duration,
-                                         error=error)
+        for lane in self.lanes:
+            reason = self.stop_reason or lane.stop_reason or CANCELLED
+            for index in lane.indices:
+                if self.results[index] is not None:
+                    continue
+                flight = self.inflight.pop(index, None)
+                if flight is not None:
+                    flight.abandoned = True
+                    flight.token.cancel(CANCELLED_IN_FLIGHT)
+                    error, duration = CANCELLED_IN_FLIGHT, time.monotonic() - flight.started
+                else:
+                    error, duration = reason, 0.0
+                self.results[index] = Result(self.keys[index], Status.SKIPPED,
+                                             duration=duration, error=error)
 
     def _remember(self) -> None:
-        level = self.climber.converged_level
-        if self.store is None or level is None:
+        if self.store is None:
             return
-        try:
-            self.store.put(self.policy.kind, self.policy.endpoint, level)
-        except OSError as exc:
-            log.warning("could not save the concurrency profile %s: %s",
-                        self.policy.profile_path, exc)
+        for lane in self.lanes:
+            level = lane.climber.converged_level
+            if level is None:
+                continue
+            try:
+                self.store.put(self.policy.kind, lane.profile_endpoint, level)
+            except OSError as exc:
+                log.warning("could not save the concurrency profile %s: %s",
+                            self.policy.profile_path, exc)
+                return
 
 
 def run_fanout(items: Iterable[T], fn: Callable[[T], Any], *, key: Callable[[T], str],
                policy: Policy, events: EventSink | None = None,
-               is_transient: Callable[[BaseException], bool] = default_is_transient) -> Report:
+               is_transient: Callable[[BaseException], bool] = default_is_transient,
+               partition: Callable[[T], str] | None = None) -> Report:
     """Run fn on every item with bounded, adaptive concurrency; one Result per item.
 
+    `partition`: the items' lanes (e.g. Ironic's conductor group), each run with its own
+    climber and failure budget (module docstring); results stay in input order.
     Never raises because items failed. Ctrl-C returns the report with `cancelled` set.
     """
     listed = list(items)
     keys = [str(key(item)) for item in listed]
+    parts = [str(partition(item) or "") for item in listed] if partition is not None else None
     run = _Run(listed, keys, fn, policy, events if events is not None else NullSink(),
-               is_transient)
+               is_transient, parts)
     return run.execute()

@@ -50,6 +50,23 @@ class Result:
 
 
 @dataclass
+class Partition:
+    """One lane of a partitioned run (k1prov.fanout.engine): its items, its own climber's
+    last level and windows, and why it stopped early (its failure budget), if it did."""
+
+    name: str
+    items: int
+    final_concurrency: int
+    trace: list[tuple[float, int, float]] = field(default_factory=list)
+    stop_reason: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "items": self.items,
+                "final_concurrency": self.final_concurrency, "stop_reason": self.stop_reason,
+                "trace": [[round(t, 3), level, round(tput, 3)] for t, level, tput in self.trace]}
+
+
+@dataclass
 class Report:
     results: list[Result]                       # in input order
     trace: list[tuple[float, int, float]] = field(default_factory=list)  # (t, level, items/s)
@@ -60,7 +77,10 @@ class Report:
     deadline_hit: bool = False
     kind: str = ""
     endpoint: str = ""
-    final_concurrency: int = 0
+    final_concurrency: int = 0                  # with partitions: the sum of theirs
+    # Partitioned runs only (several lanes): name -> its lane; `trace` then holds the
+    # windows of every lane in time order.
+    partitions: dict[str, Partition] = field(default_factory=dict)
 
     def _with(self, status: Status) -> list[Result]:
         return [r for r in self.results if r.status is status]
@@ -118,4 +138,6 @@ class Report:
             "counts": self.counts(),
             "results": [r.to_dict() for r in self.results],
             "trace": [[round(t, 3), level, round(tput, 3)] for t, level, tput in self.trace],
+            **({"partitions": [p.to_dict() for p in self.partitions.values()]}
+               if self.partitions else {}),
         }
