@@ -20,7 +20,8 @@ phase we have:
   api_s       the sum of those requests' durations as Ironic logged them.
 The deploy phase's SSH wait is cut short (fake nodes boot nothing), as bench_deploy does.
 `--fixed L1,L2`: each phase again at fixed concurrency L (on the largest N, first shape),
-for adaptive against the best fixed level.
+for adaptive against the best fixed level. With --json, the plot of time per phase against
+N is written beside it (.svg); `--plot OUT.svg --results A.json,B.json` draws it from files.
 """
 from __future__ import annotations
 
@@ -177,6 +178,70 @@ def markdown(path: Path) -> str:
     return "\n".join(lines)
 
 
+def svg_plot(paths: list[Path]) -> str:
+    """Time per phase against N, one panel per phase, one line per Ironic shape (adaptive
+    runs; a later file's run of the same shape and N replaces an earlier one's), as SVG
+    written by hand: no plotting library in k1prov's venv."""
+    import math
+
+    points: dict[tuple[int, str], dict[int, float]] = {}
+    for path in paths:
+        for r in json.loads(path.read_text())["runs"]:
+            if r["concurrency"] == "adaptive" and r["exit"] == 0:
+                points.setdefault((r["conductors"], r["phase"]), {})[r["nodes"]] = r["wall_s"]
+    shapes = sorted({c for c, _ in points})
+    sizes = sorted({n for line in points.values() for n in line})
+    colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
+    w, h, ml, mr, mt, mb = 380, 260, 56, 16, 30, 44
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * w}" height="{2 * h + 40}" '
+           'font-family="sans-serif" font-size="11">',
+           f'<rect width="{2 * w}" height="{2 * h + 40}" fill="white"/>']
+    lo, hi = math.log10(min(sizes)), math.log10(max(sizes))
+
+    def x_of(n: int, x0: int) -> float:
+        span = (hi - lo) or 1.0
+        return x0 + ml + (math.log10(n) - lo) / span * (w - ml - mr)
+
+    for k, phase in enumerate(PHASES):
+        x0, y0 = (k % 2) * w, (k // 2) * h
+        top = max([v for (c, p), line in points.items() if p == phase for v in line.values()] or [1.0])
+        step = 10 ** math.floor(math.log10(top)) if top >= 1 else 1
+        top = math.ceil(top / step) * step
+
+        def y_of(v: float) -> float:
+            return y0 + h - mb - v / top * (h - mt - mb)
+
+        out.append(f'<text x="{x0 + w / 2}" y="{y0 + 18}" text-anchor="middle" font-size="13">{phase}</text>')
+        for tick in range(0, int(top) + 1, int(step)):
+            y = y_of(tick)
+            out.append(f'<line x1="{x0 + ml}" x2="{x0 + w - mr}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
+            out.append(f'<text x="{x0 + ml - 4}" y="{y + 4:.1f}" text-anchor="end">{tick}</text>')
+        for n in sizes:
+            x = x_of(n, x0)
+            out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y0 + mt}" y2="{y0 + h - mb}" stroke="#eee"/>')
+            out.append(f'<text x="{x:.1f}" y="{y0 + h - mb + 14}" text-anchor="middle">{n}</text>')
+        out.append(f'<text x="{x0 + w / 2}" y="{y0 + h - 10}" text-anchor="middle">nodes (log scale)</text>')
+        out.append(f'<text x="{x0 + 14}" y="{y0 + h / 2}" transform="rotate(-90 {x0 + 14} {y0 + h / 2})" '
+                   'text-anchor="middle">wall s</text>')
+        for i, cond in enumerate(shapes):
+            line = sorted(points.get((cond, phase), {}).items())
+            if not line:
+                continue
+            xy = " ".join(f"{x_of(n, x0):.1f},{y_of(v):.1f}" for n, v in line)
+            out.append(f'<polyline points="{xy}" fill="none" stroke="{colors[i % 4]}" stroke-width="2"/>')
+            for n, v in line:
+                out.append(f'<circle cx="{x_of(n, x0):.1f}" cy="{y_of(v):.1f}" r="3" fill="{colors[i % 4]}">'
+                           f'<title>{v} s at {n}</title></circle>')
+    for i, cond in enumerate(shapes):
+        label = "all-in-one Ironic, SQLite" if not cond else f"ironic-api + {cond} conductors, MariaDB"
+        x = 20 + i * 300
+        out.append(f'<line x1="{x}" x2="{x + 24}" y1="{2 * h + 20}" y2="{2 * h + 20}" '
+                   f'stroke="{colors[i % 4]}" stroke-width="2"/>')
+        out.append(f'<text x="{x + 30}" y="{2 * h + 24}">{label}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="100,300")
@@ -187,6 +252,9 @@ def main() -> int:
     p.add_argument("--cidr", default="10.248.0.1/24")
     p.add_argument("--json", type=Path)
     p.add_argument("--table", type=Path, help="print the markdown table of a results file and exit")
+    p.add_argument("--plot", type=Path, help="write the SVG plot of time per phase against N of the "
+                   "results files named by --results (or of this run, beside --json) and exit")
+    p.add_argument("--results", default="", help="results files for --plot, comma-separated, oldest first")
     p.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
     p.add_argument("--inventory", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--state", type=Path, help=argparse.SUPPRESS)
@@ -196,6 +264,9 @@ def main() -> int:
         return one_phase(args)
     if args.table:
         print(markdown(args.table))
+        return 0
+    if args.plot and args.results:
+        args.plot.write_text(svg_plot([Path(x) for x in args.results.split(",")]))
         return 0
     # `kill PID` stops the run and still takes its lab down (the finally of one_shape).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -213,6 +284,7 @@ def main() -> int:
     out["load_avg_end"] = os.getloadavg()
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")
+        (args.plot or args.json.with_suffix(".svg")).write_text(svg_plot([args.json]))
     print(f"\n{'cond':>4} {'N':>5} {'conc':>8} {'phase':9} {'wall s':>7} {'req/node':>8} {'rss MiB':>8} {'cpu s':>6}")
     for r in out["runs"]:
         print(f"{r['conductors']:>4} {r['nodes']:>5} {str(r['concurrency']):>8} {r['phase']:9} {r['wall_s']:>7} "
