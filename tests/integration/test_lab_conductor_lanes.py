@@ -2,12 +2,18 @@
 --conductor-groups a,b` (MariaDB, ironic-api, one ironic-conductor per group, JSON-RPC) and
 `fake-hardware` nodes (no BMC, nothing booted), eight in each group, group b's first.
 
-Both conductors up, the nodes enroll. Then group b's conductor is stopped (SIGSTOP: alive
-to the kernel, so the API's calls to it hang rather than fail) and k1prov deploys every
-node with a failure budget of a quarter. Each group is its own lane (k1prov.fanout.engine):
+Both conductors up, the nodes enroll. Then group b's conductor is killed (its group has no
+other) and k1prov deploys every node with a failure budget of a quarter: Ironic's API
+answers for b's nodes with a 500 "Unable to establish connection" (temporary for k1prov, as
+for a conductor that may be taken over), later with "no conductor for group b". Each group is its own lane (k1prov.fanout.engine):
 group a's nodes all reach `active`, group b's are named in the report (not deployed, with
-the reason) and b's budget stops only b. With one lane for all, b's hung calls would fill
-the level first and its failures spend the run's budget: a's nodes would be skipped.
+the reason) and b's budget stops only b. With one lane for all, b's nodes, first in the
+inventory, would fill the level with calls retried until their item timeout and their
+failures spend the run's budget: a's nodes would be skipped.
+
+Not SIGSTOP: a stopped conductor (alive to the kernel) makes Ironic 39's API hang on its
+JSON-RPC calls, which have no timeout, until the API answers no one, group a's listings
+included (tried: the deploy wait's listing timed out); that is Ironic's API, not a lane.
 """
 from __future__ import annotations
 
@@ -91,33 +97,30 @@ def _prov(env) -> Provisioner:
                        options=RunOptions(failure_budget=BUDGET), notify=lambda m: None)
 
 
-def test_a_stopped_groups_conductor_holds_back_only_its_own_nodes(env):
+def test_a_dead_groups_conductor_holds_back_only_its_own_nodes(env):
     lab = env["lab"]
     enrolled = _prov(env).enroll()
     assert {o.provision_state for o in enrolled.outcomes} == {"available"}, \
         [(o.node, o.error) for o in enrolled.outcomes if o.error]
     rec = procs.read_running(lab.settings.run_dir, "ironic-conductor-2")   # group b's
     assert rec is not None
-    os.killpg(rec.pid, signal.SIGSTOP)
-    try:
-        t0 = time.monotonic()
-        report = _prov(env).deploy()
-        print(f"\ndeploy with group b's conductor stopped: {time.monotonic() - t0:.1f} s")
-        rows = {o.node: o for o in report.outcomes}
-        a_nodes = [f"lanea{i:02d}" for i in range(1, PER_GROUP + 1)]
-        b_nodes = [f"laneb{i:02d}" for i in range(1, PER_GROUP + 1)]
-        # Group a: every node deployed (Ironic's active; the SSH wait of fake nodes fails).
-        assert {n: rows[n].provision_state for n in a_nodes} == {n: "active" for n in a_nodes}, \
-            {n: (rows[n].provision_state, rows[n].error) for n in a_nodes}
-        # Group b: every node named, none deployed, each with what held it.
-        for name in b_nodes:
-            row = rows[name]
-            assert row.status is not Status.OK and row.error, (name, row.status, row.error)
-            assert row.provision_state == "available", (name, row.provision_state)
-        skipped = [n for n in b_nodes if rows[n].status is Status.SKIPPED]
-        assert all("failure budget exhausted in conductor_group=b" in rows[n].error for n in skipped)
-        fired = dict(report.phases)["active"]   # the provision action fired
-        assert set(fired.partitions) == {"conductor_group=a", "conductor_group=b"}
-        assert fired.partitions["conductor_group=a"].stop_reason is None
-    finally:
-        os.killpg(rec.pid, signal.SIGCONT)
+    os.killpg(rec.pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    report = _prov(env).deploy()
+    print(f"\ndeploy with group b's conductor killed: {time.monotonic() - t0:.1f} s")
+    rows = {o.node: o for o in report.outcomes}
+    a_nodes = [f"lanea{i:02d}" for i in range(1, PER_GROUP + 1)]
+    b_nodes = [f"laneb{i:02d}" for i in range(1, PER_GROUP + 1)]
+    # Group a: every node deployed (Ironic's active; the SSH wait of fake nodes fails).
+    assert {n: rows[n].provision_state for n in a_nodes} == {n: "active" for n in a_nodes}, \
+        {n: (rows[n].provision_state, rows[n].error) for n in a_nodes}
+    # Group b: every node named, none deployed, each with what held it.
+    for name in b_nodes:
+        row = rows[name]
+        assert row.status is not Status.OK and row.error, (name, row.status, row.error)
+        assert row.provision_state == "available", (name, row.provision_state)
+    skipped = [n for n in b_nodes if rows[n].status is Status.SKIPPED]
+    assert all("failure budget exhausted in conductor_group=b" in rows[n].error for n in skipped)
+    fired = dict(report.phases)["active"]   # the provision action fired
+    assert set(fired.partitions) == {"conductor_group=a", "conductor_group=b"}
+    assert fired.partitions["conductor_group=a"].stop_reason is None
