@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 
 import typer
 
@@ -48,4 +49,12 @@ def _global(debug: bool = typer.Option(False, "--debug", help="Tracebacks and de
 
 
 def main() -> None:
+    # Ctrl-C (SIGINT) is k1prov's graceful stop: in-flight work finished or cancelled, the
+    # report and the run record written. A k1prov started in the background of a script
+    # (`k1prov deploy &` in sh, without job control) inherits SIGINT ignored, and Python then
+    # raises no KeyboardInterrupt for it: `kill -INT` did nothing and only SIGTERM (no report,
+    # no record) ended the run. Seen: a deploy under a profiler ignored two. So k1prov takes
+    # SIGINT back.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     app()
