@@ -480,7 +480,7 @@ class _Run:
                             duration=now - flight.started, error=flight.given_up or error)
             self._finish(flight.lane, flight.index, result, congested=not flight.by_run_deadline)
         if self.run_deadline is not None and now >= self.run_deadline \
-                and any(lane.has_more() for lane in self.lanes):
+                and any(lane.has_more() and lane.stop_reason is None for lane in self.lanes):
             self.deadline_hit = True
             self._stop(DEADLINE_REACHED)
 
