@@ -116,7 +116,11 @@ class VerbReport:
             "exit_code": self.exit_code(),
             "nodes": [o.to_dict() for o in self.outcomes],
             "phases": [{"phase": name, "trace": [list(t) for t in rep.trace],
-                        "duration": round(rep_duration(rep), 3)} for name, rep in self.phases],
+                        "duration": round(rep_duration(rep), 3),
+                        # Fanned out per conductor group or shard: each lane's own levels.
+                        **({"partitions": [p.to_dict() for p in rep.partitions.values()]}
+                           if getattr(rep, "partitions", None) else {})}
+                       for name, rep in self.phases],
         }
 
 

@@ -124,3 +124,5 @@ def test_a_dead_groups_conductor_holds_back_only_its_own_nodes(env):
     fired = dict(report.phases)["active"]   # the provision action fired
     assert set(fired.partitions) == {"conductor_group=a", "conductor_group=b"}
     assert fired.partitions["conductor_group=a"].stop_reason is None
+    shown = [ph for ph in report.to_dict()["phases"] if ph["phase"] == "active"][0]
+    assert {p["name"] for p in shown["partitions"]} == set(fired.partitions)
