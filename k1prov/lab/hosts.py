@@ -141,7 +141,14 @@ mount -t devpts -o newinstance,ptmxmode=0666,mode=620,gid=5 devpts "$merged/dev/
 ln -s pts/ptmx "$merged/dev/ptmx"
 mount -t tmpfs -o mode=1777,size=256m tmpfs "$merged/dev/shm"
 mount -t tmpfs -o mode=755,size=64m tmpfs "$merged/run"
-if [ "$init" = systemd ]; then mount -t tmpfs -o mode=1777,size=256m tmpfs "$merged/tmp"; fi
+if [ "$init" = systemd ]; then
+  # What systemd mounts itself at boot and must find mounted here, where it cannot mount
+  # (no CAP_SYS_ADMIN): /run/lock (fatal to it when missing), and /tmp as Debian's
+  # tmp.mount and container runtimes give it.
+  mkdir -p "$merged/run/lock"
+  mount -t tmpfs -o mode=1777,nosuid,nodev,noexec,size=5m tmpfs "$merged/run/lock"
+  mount -t tmpfs -o mode=1777,nosuid,nodev,size=256m tmpfs "$merged/tmp"
+fi
 # What of this machine root could still change through /proc with no capability at all
 # (sysctls and sysrq-trigger check uid 0 only; IRQ affinity, ACPI, SCSI): read-only or
 # masked, as container runtimes do. Without CAP_SYS_ADMIN (dropped below) the host can
