@@ -36,7 +36,7 @@ from labhosts import (SPARK_ROLE, ZOOKEEPER_ROLE, deploy_settings_text, lab_conn
 from k1prov import glance
 from k1prov.inventory import load_inventory
 from k1prov.lab.hosts import HostBooter
-from k1prov.lab.machine import machine_mac
+from k1prov.lab.machine import machine_mac, machine_name
 from k1prov.provisioner import Provisioner
 from k1prov.verb_report import EXIT_OK
 
@@ -128,7 +128,7 @@ def _booter(env) -> HostBooter:
 
 def _zk_srvr(address: str) -> str:
     """ZooKeeper's `srvr` four-letter word from this machine over the lab's bridge ("" when
-    it does not answer)."""
+    it does not answer, or answers that it does not serve yet: a JVM just started)."""
     import socket
 
     try:
@@ -138,7 +138,8 @@ def _zk_srvr(address: str) -> str:
             chunks = []
             while chunk := sock.recv(4096):
                 chunks.append(chunk)
-        return b"".join(chunks).decode(errors="replace")
+        answer = b"".join(chunks).decode(errors="replace")
+        return answer if "Mode:" in answer else ""
     except OSError:
         return ""
 
@@ -204,27 +205,27 @@ def test_power_cycle_through_the_bmc_brings_the_services_back(env):
     znode = f"/k1prov-sysd-{uuid.uuid4().hex[:8]}"
     out = _ssh(env, f"{ZKCLI} create {znode} before-power-cycle 2>&1", timeout=ZKCLI_TIMEOUT).stdout
     assert "Created" in out, out
-    booter = _booter(env)
-    info = booter.status(NAME)
+    booter, host = _booter(env), machine_name(port)   # the lab's hosts are named by machine
+    info = booter.status(host)
     assert info.state == "running", info
     pid_ns = os.readlink(f"/proc/{info.pid}/ns/pid")
-    cgroup2 = "/" + str(booter.cgroup2(NAME).relative_to(booter.cgroup2_parent.parent))
+    cgroup2 = "/" + str(booter.cgroup2(host).relative_to(booter.cgroup2_parent.parent))
     assert _host_remains(pid_ns, cgroup2), "the running host has no processes in its namespace"
 
     t0 = time.monotonic()
     _ipmi_power(s, port, "off")
-    _wait("host stopped", lambda: booter.status(NAME).state != "running", timeout=POWER_OFF_TIMEOUT)
+    _wait("host stopped", lambda: booter.status(host).state != "running", timeout=POWER_OFF_TIMEOUT)
     env["times"]["power off: host stopped"] = time.monotonic() - t0
     # Nothing of the host is left: no process in its pid namespace or cgroup, no cgroup
     # of its systemd, no devices cgroup, no network namespace.
     _wait("host's processes gone", lambda: not _host_remains(pid_ns, cgroup2), timeout=POWER_OFF_TIMEOUT)
-    _wait("host's cgroups removed", lambda: not booter.cgroup2(NAME).exists() and not booter.cgroup(NAME).exists(),
+    _wait("host's cgroups removed", lambda: not booter.cgroup2(host).exists() and not booter.cgroup(host).exists(),
           timeout=POWER_OFF_TIMEOUT)
     assert _zk_srvr(address) == ""
 
     t0 = time.monotonic()
     _ipmi_power(s, port, "on")
-    _wait("host booted", lambda: booter.status(NAME).state == "running", timeout=BACK_TIMEOUT)
+    _wait("host booted", lambda: booter.status(host).state == "running", timeout=BACK_TIMEOUT)
     _wait("sshd answers", lambda: _ssh(env, "true", check=False).returncode == 0, timeout=BACK_TIMEOUT)
     env["times"]["power on: ssh"] = time.monotonic() - t0
     srvr = _wait("ZooKeeper answers srvr", lambda: _zk_srvr(address), timeout=BACK_TIMEOUT)
@@ -235,7 +236,7 @@ def test_power_cycle_through_the_bmc_brings_the_services_back(env):
     _wait("Spark worker registered", lambda: _spark_workers(address), timeout=BACK_TIMEOUT)
     env["times"]["power on: spark worker alive"] = time.monotonic() - t0
     # A new boot, not the old host: a new PID 1 started them.
-    assert booter.status(NAME).pid != info.pid
+    assert booter.status(host).pid != info.pid
     assert _ssh(env, f"systemctl is-active {UNIT}").stdout.strip() == "active"
 
 
