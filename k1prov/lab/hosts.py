@@ -11,9 +11,20 @@ A host named N is:
   - machine: `ip netns exec k1p-N unshare --mount --pid --uts --fork`, then a
     small shell script mounts the overlay, /proc, /sys, a private /dev (device
     nodes + a new devpts instance) and /run, sets the hostname and execs
-    `unshare --cgroup setpriv ... chroot MERGED /usr/local/sbin/k1p-init`: PID 1
-    of the host, which runs sshd and reaps orphans (daemons are started with
-    k1p-service; no systemd).
+    `unshare --cgroup setpriv ... chroot MERGED INIT`: PID 1 of the host. INIT is
+    the booter's `init` (`lab up --host-init`):
+    - "plain": /usr/local/sbin/k1p-init, which runs sshd and reaps orphans; role
+      scripts find no systemd and keep their services under pid files;
+    - "systemd": /lib/systemd/systemd, as a systemd container runs it (container=
+      in its environment): the booter gives the host a cgroup v2 subtree of this
+      machine's hybrid layout (CGROUP2_ROOT/k1prov-hosts-<lab id>/N, mounted as the
+      host's /sys/fs/cgroup in its cgroup namespace, so systemd manages it as
+      delegated to it), tmpfs /tmp and /run/lock, and a machine-id in the writable
+      layer. systemd starts journald and sshd (ssh.service), then whatever units the
+      role scripts enabled: services come back after a power cycle and are restarted
+      when they die. What a container's systemd cannot do without CAP_SYS_ADMIN
+      (mount, set the hostname, private mount namespaces for units) it logs and
+      skips; the units that fail outright are masked in the image (image.py).
 
 The fence: whatever runs as root on a host (sshd's sessions, so every role script, and
 the daemons they start) cannot touch this machine's disks, power, clock or kernel:
@@ -32,8 +43,10 @@ the daemons they start) cannot touch this machine's disks, power, clock or kerne
 tests/integration/test_lab_hosts.py and test_lab_deploy.py probe it over SSH as root.
 
 The config drive's content (HostConfig) is written into the writable layer before
-the overlay is mounted. stop() SIGKILLs the host's PID 1, which kills every process
-of its pid namespace and releases its mounts; wipe() deletes the writable layer.
+the overlay is mounted. stop() SIGKILLs the host's PID 1 (k1p-init or systemd alike: a
+power cut, no shutdown), which kills every process of its pid namespace and releases its
+mounts, then removes its cgroups (the v2 subtree deepest first: the cgroups its systemd
+made outlive their processes); wipe() deletes the writable layer.
 State lives in ROOT/hosts/N/state.json, so a second process (k1prov lab down) can
 stop hosts that another one booted.
 """
@@ -94,9 +107,10 @@ _CGROUP_EMPTY_POLL = 0.01
 # Runs as PID 1 of the new pid namespace, in the host's network, mount and uts
 # namespaces, before the chroot. Arguments: merged lower upper work hostname lowers-dir
 # lower-device (a lab machine's root partition, mounted in this namespace only; empty
-# when the lower is an image mounted on this machine) and the capabilities to drop
-# (setpriv --bounding-set syntax). Its stdin is the host's devices cgroup's cgroup.procs,
-# open for writing.
+# when the lower is an image mounted on this machine), the capabilities to drop
+# (setpriv --bounding-set syntax), the init (HOST_INITS) and, for systemd, the number of
+# the descriptor open on the host's cgroup v2 cgroup.procs. Its stdin is the host's
+# devices cgroup's cgroup.procs, open for writing.
 _BOOT_SCRIPT = r"""
 set -eu
 merged=$1 lower=$2 upper=$3 work=$4 name=$5 lowers=$6 lowerdev=$7 dropcaps=$8 init=$9 cg2fd=${10}
