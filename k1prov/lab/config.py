@@ -85,8 +85,10 @@ class LabSettings:
     nodes: int = 5
     # What a booted host runs as PID 1 (k1prov.lab.hosts.HOST_INITS, `lab up --host-init`):
     # "plain" (k1p-init: sshd, role services under pid files) or "systemd" (as a systemd
-    # container: role services as systemd units, back after a power cycle).
-    host_init: str = "plain"
+    # container: role services as systemd units, back after a power cycle; the default:
+    # role scripts then take the branch they take on real machines, for no more memory
+    # per host, benchmarks/lab_host_init.py).
+    host_init: str = "systemd"
     bmc_username: str = "admin"
     # Where the clouds.yaml entry goes; None means ~/.config/openstack/clouds.yaml.
     clouds_yaml: Path | None = None
