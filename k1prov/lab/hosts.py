@@ -271,7 +271,7 @@ class HostBooter:
                 self._prepare_upper(lower, upper, image_mounted=not lower_dev)
                 apply_host_config(upper, config)
                 if self.init == "systemd":
-                    _ensure_machine_id(upper)
+                    ensure_machine_id(upper)
                 attach_host(name, bridge=self.network.bridge, address=config.address,
                             prefix=config.prefix, gateway=config.gateway,
                             timeout=_remaining(deadline, name, "network"), mac=mac)
@@ -650,7 +650,7 @@ def _first_child(pid: int) -> int | None:
     return int(children[0]) if children else None
 
 
-def _ensure_machine_id(upper: Path) -> None:
+def ensure_machine_id(upper: Path) -> None:
     """A machine-id of the host's own, made at its first boot and kept in its writable
     layer like a real disk keeps it. systemd would make one itself, but commits it
     with a bind mount, and a host's PID 1 has no CAP_SYS_ADMIN."""
