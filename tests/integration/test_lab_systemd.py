@@ -37,6 +37,7 @@ from k1prov import glance
 from k1prov.inventory import load_inventory
 from k1prov.lab.hosts import HostBooter
 from k1prov.lab.machine import machine_mac, machine_name
+from k1prov.lab.netns import netns_exists, netns_name
 from k1prov.provisioner import Provisioner
 from k1prov.verb_report import EXIT_OK
 
@@ -220,6 +221,8 @@ def test_power_cycle_through_the_bmc_brings_the_services_back(env):
     # of its systemd, no devices cgroup, no network namespace.
     _wait("host's processes gone", lambda: not _host_remains(pid_ns, cgroup2), timeout=POWER_OFF_TIMEOUT)
     _wait("host's cgroups removed", lambda: not booter.cgroup2(host).exists() and not booter.cgroup(host).exists(),
+          timeout=POWER_OFF_TIMEOUT)
+    _wait("host's network namespace removed", lambda: not netns_exists(netns_name(host)),
           timeout=POWER_OFF_TIMEOUT)
     assert _zk_srvr(address) == ""
 
