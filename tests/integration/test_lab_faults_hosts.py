@@ -10,7 +10,7 @@ that need Mesos are skipped with the lab's "Mesos is off" reason. The tests run 
 on that one cluster; each starts with a `cluster up` that must find it healthy.
 
 - Whole-rack power loss: every machine powered off through its BMC, then on. `cluster up`
-  brings every service back healthy (on systemd hosts, the lab's default, they are back
+  brings every service back healthy (on systemd hosts, `--host-init systemd`, they are back
   before it runs, and it finds nothing to do); a znode written before is still there.
 - A host powered off mid-configure: its row names it and why, the other hosts complete,
   the run exits non-zero. A later `cluster up` powers it on through Ironic (which still

@@ -13,8 +13,9 @@ role scripts take their systemd branch, as on a real machine.
 - The restart test: ZooKeeper's main process is SIGKILLed; systemd starts it again
   (Restart=on-failure) and it answers.
 
-The session lab must boot systemd hosts: K1PROV_TEST_LAB_HOST_INIT=systemd, or the lab's
-default when it is systemd; otherwise the module is skipped with that reason.
+The session lab when it boots systemd hosts (K1PROV_TEST_LAB_HOST_INIT=systemd, or the lab's
+default when it is systemd); otherwise a lab of its own with one machine and
+`host_init="systemd"`, on the session lab's bridge and subnet and its ports + PORT_SHIFT.
 Times are printed (pytest -s).
 """
 from __future__ import annotations
@@ -30,11 +31,13 @@ from pathlib import Path
 
 import pytest
 from image_fixture import lab_image_path
+from lab_fixture import bring_up, lab_settings
 from labhosts import (SPARK_ROLE, ZOOKEEPER_ROLE, deploy_settings_text, lab_connection, lab_inventory_text,
                       lab_ip, openssh, write_deploy_inputs)
 
 from k1prov import glance
 from k1prov.inventory import load_inventory
+from k1prov.lab import Lab
 from k1prov.lab.hosts import HostBooter
 from k1prov.lab.machine import machine_mac, machine_name
 from k1prov.lab.netns import netns_exists, netns_name
@@ -45,8 +48,12 @@ pytestmark = pytest.mark.lab
 
 CLUSTER = "sysd"
 NAME = "sysd01"
-# BMC port lab base + 26 and address .191: no other test uses them.
+# BMC port lab base + 26 in the session lab (its own lab's only machine otherwise) and
+# address .191: no other test uses them.
 BMC_OFFSET = 26
+# The own lab's ports: the session lab's offset plus this (test_lab_auth's lab is at +300,
+# the conductors' at +500, test_lab_redfish's at +700).
+PORT_SHIFT = 900
 FIRST_ADDRESS = 191
 K1PROV = Path(sys.executable).with_name("k1prov")
 UNIT = "k1prov-zookeeper.service"
@@ -65,14 +72,29 @@ POLL = 0.5
 
 
 @pytest.fixture(scope="module")
-def env(lab, tmp_path_factory):
+def systemd_lab(lab, tmp_path_factory):
+    """The session lab if its hosts boot systemd, else a lab of its own that boots them."""
+    if lab.settings.host_init == "systemd":
+        yield lab, BMC_OFFSET
+        return
+    s = lab_settings(tmp_path_factory.mktemp("sdlab"), nodes=1,
+                     port_offset=int(os.environ.get("K1PROV_TEST_LAB_PORT_OFFSET", "10000")) + PORT_SHIFT,
+                     bridge=lab.settings.bridge, cidr=lab.settings.cidr, host_init="systemd")
+    own = Lab(s)
+    bring_up(own)
+    try:
+        yield own, 0
+    finally:
+        own.down()
+
+
+@pytest.fixture(scope="module")
+def env(systemd_lab, tmp_path_factory):
+    lab, bmc_offset = systemd_lab
     s = lab.settings
-    if s.host_init != "systemd":
-        pytest.skip(f"the session lab's hosts run {s.host_init!r} as PID 1; "
-                    "set K1PROV_TEST_LAB_HOST_INIT=systemd")
     d = tmp_path_factory.mktemp("systemd")
     write_deploy_inputs(d, key_comment=CLUSTER)
-    port = s.bmc_base_port + BMC_OFFSET
+    port = s.bmc_base_port + bmc_offset
     address = lab_ip(s, FIRST_ADDRESS)
     node = (f"  - name: {NAME}\n    roles: [zookeeper, spark-master, spark-worker]\n"
             f"    bmc: {{port: {port}}}\n    macs: [\"{machine_mac(port)}\"]\n"
