@@ -19,8 +19,8 @@ A host named N is:
       in its environment): the booter gives the host a cgroup v2 subtree of this
       machine's hybrid layout (CGROUP2_ROOT/k1prov-hosts-<lab id>/N, mounted as the
       host's /sys/fs/cgroup in its cgroup namespace, so systemd manages it as
-      delegated to it), tmpfs /tmp and /run/lock, and a machine-id in the writable
-      layer. systemd starts journald and sshd (ssh.service), then whatever units the
+      delegated to it), tmpfs /run/lock (and /run, as every host), and a machine-id
+      in the writable layer; /tmp is on the writable layer as on Debian 12. systemd starts journald and sshd (ssh.service), then whatever units the
       role scripts enabled: services come back after a power cycle and are restarted
       when they die. What a container's systemd cannot do without CAP_SYS_ADMIN
       (mount, set the hostname, private mount namespaces for units) it logs and
@@ -157,11 +157,12 @@ mount -t tmpfs -o mode=1777,size=256m tmpfs "$merged/dev/shm"
 mount -t tmpfs -o mode=755,size=64m tmpfs "$merged/run"
 if [ "$init" = systemd ]; then
   # What systemd mounts itself at boot and must find mounted here, where it cannot mount
-  # (no CAP_SYS_ADMIN): /run/lock (fatal to it when missing), and /tmp as Debian's
-  # tmp.mount and container runtimes give it.
+  # (no CAP_SYS_ADMIN): /run/lock (fatal to it when missing). /tmp stays on the disk (the
+  # writable layer), as on Debian 12, whose tmp.mount is off: role scripts unpack
+  # release tarballs there (the Mesos build alone is 287 MB), which a tmpfs would keep in
+  # this machine's memory, per host.
   mkdir -p "$merged/run/lock"
   mount -t tmpfs -o mode=1777,nosuid,nodev,noexec,size=5m tmpfs "$merged/run/lock"
-  mount -t tmpfs -o mode=1777,nosuid,nodev,size=256m tmpfs "$merged/tmp"
 fi
 # What of this machine root could still change through /proc with no capability at all
 # (sysctls and sysrq-trigger check uid 0 only; IRQ affinity, ACPI, SCSI): read-only or
