@@ -20,9 +20,9 @@ A host named N is:
       machine's hybrid layout (CGROUP2_ROOT/k1prov-hosts-<lab id>/N, mounted as the
       host's /sys/fs/cgroup in its cgroup namespace, so systemd manages it as
       delegated to it), tmpfs /run/lock (and /run, as every host), and a machine-id
-      in the writable layer; /tmp is on the writable layer as on Debian 12. systemd starts journald and sshd (ssh.service), then whatever units the
-      role scripts enabled: services come back after a power cycle and are restarted
-      when they die. What a container's systemd cannot do without CAP_SYS_ADMIN
+      in the writable layer; /tmp is on the writable layer, as on Debian 12. systemd
+      starts journald and sshd (ssh.service), then whatever units the role scripts
+      enabled: services come back after a power cycle and are restarted when they die. What a container's systemd cannot do without CAP_SYS_ADMIN
       (mount, set the hostname, private mount namespaces for units) it logs and
       skips; the units that fail outright are masked in the image (image.py).
 
