@@ -86,10 +86,10 @@ class LabSettings:
     # What a booted host runs as PID 1 (k1prov.lab.hosts.HOST_INITS, `lab up --host-init`):
     # "plain" (k1p-init: sshd, role services under pid files) or "systemd" (as a systemd
     # container: role services as systemd units, back after a power cycle; no more memory
-    # per host, benchmarks/lab_host_init.py). Not the default yet: several integration
-    # tests still read the role services' pid files (test_lab_configure, test_lab_mesos,
-    # test_cluster, test_lab_faults_hosts' Mesos leader) and kill services that systemd
-    # would restart before configure could.
+    # per host, benchmarks/lab_host_init.py). Not the default yet: test_cluster.py still
+    # reads a Spark worker's pid file, and test_lab_faults_hosts.py's killed Mesos leader
+    # expects `cluster up` to restart what systemd restarts by itself; neither has run
+    # with systemd hosts.
     host_init: str = "plain"
     bmc_username: str = "admin"
     # Where the clouds.yaml entry goes; None means ~/.config/openstack/clouds.yaml.
