@@ -21,6 +21,8 @@ NODES_FILE = "lab-nodes"
 AUTH_FILE = "lab-auth"
 # And its Ironic shape: "N GROUP,GROUP,..." (`--conductors`, `--conductor-groups`).
 CONDUCTORS_FILE = "lab-conductors"
+# And what its hosts boot as PID 1 (`--host-init`).
+HOST_INIT_FILE = "lab-host-init"
 
 KindOpt = typer.Option("netns", "--kind", metavar="netns|vm",
                        help="netns: simulated machines in network namespaces (default); "
@@ -34,7 +36,7 @@ AuthOpt = typer.Option(None, "--auth", metavar="none|http_basic|keystone",
 
 def _lab(nodes: Optional[int] = None, *, remember: bool = False, flaky_bmcs: tuple[str, ...] = (),
          dead_bmcs: tuple[int, ...] = (), auth: Optional[str] = None, conductors: Optional[int] = None,
-         conductor_groups: Optional[str] = None):
+         conductor_groups: Optional[str] = None, host_init: Optional[str] = None):
     import dataclasses
 
     from k1prov.lab import Lab, LabSettings
@@ -46,6 +48,11 @@ def _lab(nodes: Optional[int] = None, *, remember: bool = False, flaky_bmcs: tup
         nodes = int(saved.read_text().strip() or settings.nodes)
     if auth is None and saved_auth.is_file():
         auth = saved_auth.read_text().strip() or None
+    saved_init = settings.root / HOST_INIT_FILE
+    if host_init is None and saved_init.is_file():
+        host_init = saved_init.read_text().strip() or None
+    if host_init is not None:
+        settings = dataclasses.replace(settings, host_init=host_init)
     if conductors is None and conductor_groups:
         # `--conductor-groups ga,gb` alone: one conductor per group.
         conductors = len(conductor_groups.split(","))
@@ -71,6 +78,7 @@ def _lab(nodes: Optional[int] = None, *, remember: bool = False, flaky_bmcs: tup
         saved.write_text(f"{settings.nodes}\n")
         saved_auth.write_text(f"{settings.auth}\n")
         saved_conductors.write_text(f"{settings.conductors} {','.join(settings.conductor_groups)}\n")
+        saved_init.write_text(f"{settings.host_init}\n")
     return Lab(settings)
 
 
@@ -118,13 +126,20 @@ def up(nodes: Optional[int] = NodesOpt, as_json: bool = JsonOpt, auth: Optional[
        conductor_groups: Optional[str] = typer.Option(
            None, "--conductor-groups", metavar="GROUP,GROUP,...",
            help="The conductor group of each conductor, in order (default: all in the default "
-                "group \"\", which takes the nodes without conductor_group).")):
+                "group \"\", which takes the nodes without conductor_group)."),
+       host_init: Optional[str] = typer.Option(
+           None, "--host-init", metavar="plain|systemd",
+           help="What a deployed host runs as PID 1. systemd: as a systemd container does, so role "
+                "services are systemd units, restarted when they die and back after a power cycle "
+                "(RSS 8 MiB more per host, PSS no more; boot to SSH about 0.7 s longer). plain: "
+                "k1p-init, services under pid files. Default: plain, or what the lab has. Hosts "
+                "take it at their next boot.")):
     """Install (first time) and start the lab's services. A no-op when they already run."""
     if _kind(kind) == "vm":
         from k1prov.cli import lab_vm_cmd
         return lab_vm_cmd.up(nodes, as_json=as_json)
     lab = _lab(nodes, remember=True, flaky_bmcs=tuple(flaky_bmc), dead_bmcs=tuple(dead_bmc), auth=auth,
-               conductors=conductors, conductor_groups=conductor_groups)
+               conductors=conductors, conductor_groups=conductor_groups, host_init=host_init)
     say = lambda msg: err.print(f"[cyan]>[/] {msg}", highlight=False)  # noqa: E731
     status = lab.up(progress=say)
     if image and status.ok:

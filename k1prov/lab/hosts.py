@@ -11,9 +11,20 @@ A host named N is:
   - machine: `ip netns exec k1p-N unshare --mount --pid --uts --fork`, then a
     small shell script mounts the overlay, /proc, /sys, a private /dev (device
     nodes + a new devpts instance) and /run, sets the hostname and execs
-    `unshare --cgroup setpriv ... chroot MERGED /usr/local/sbin/k1p-init`: PID 1
-    of the host, which runs sshd and reaps orphans (daemons are started with
-    k1p-service; no systemd).
+    `unshare --cgroup setpriv ... chroot MERGED INIT`: PID 1 of the host. INIT is
+    the booter's `init` (`lab up --host-init`):
+    - "plain": /usr/local/sbin/k1p-init, which runs sshd and reaps orphans; role
+      scripts find no systemd and keep their services under pid files;
+    - "systemd": /lib/systemd/systemd, as a systemd container runs it (container=
+      in its environment): the booter gives the host a cgroup v2 subtree of this
+      machine's hybrid layout (CGROUP2_ROOT/k1prov-hosts-<lab id>/N, mounted as the
+      host's /sys/fs/cgroup in its cgroup namespace, so systemd manages it as
+      delegated to it), tmpfs /run/lock (and /run, as every host), and a machine-id
+      in the writable layer; /tmp is on the writable layer, as on Debian 12. systemd
+      starts journald and sshd (ssh.service), then whatever units the role scripts
+      enabled: services come back after a power cycle and are restarted when they die. What a container's systemd cannot do without CAP_SYS_ADMIN
+      (mount, set the hostname, private mount namespaces for units) it logs and
+      skips; the units that fail outright are masked in the image (image.py).
 
 The fence: whatever runs as root on a host (sshd's sessions, so every role script, and
 the daemons they start) cannot touch this machine's disks, power, clock or kernel:
@@ -32,8 +43,10 @@ the daemons they start) cannot touch this machine's disks, power, clock or kerne
 tests/integration/test_lab_hosts.py and test_lab_deploy.py probe it over SSH as root.
 
 The config drive's content (HostConfig) is written into the writable layer before
-the overlay is mounted. stop() SIGKILLs the host's PID 1, which kills every process
-of its pid namespace and releases its mounts; wipe() deletes the writable layer.
+the overlay is mounted. stop() SIGKILLs the host's PID 1 (k1p-init or systemd alike: a
+power cut, no shutdown), which kills every process of its pid namespace and releases its
+mounts, then removes its cgroups (the v2 subtree deepest first: the cgroups its systemd
+made outlive their processes); wipe() deletes the writable layer.
 State lives in ROOT/hosts/N/state.json, so a second process (k1prov lab down) can
 stop hosts that another one booted.
 """
@@ -51,6 +64,7 @@ import stat
 import subprocess
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +82,13 @@ __all__ = ["HostBooter", "HostConfig", "HostInfo"]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 INIT = "/usr/local/sbin/k1p-init"
+# What a host boots as its PID 1 (`lab up --host-init`): k1p-init, or systemd as in a
+# systemd container, so role scripts take their systemd branch, as on real machines.
+HOST_INITS = ("plain", "systemd")
+_INIT_COMM = {"plain": "k1p-init", "systemd": "systemd"}
+# Where the hybrid cgroup layout of this machine has cgroup v2; systemd hosts get a
+# subtree of it (the v1 controllers stay this machine's: devices fences the host).
+CGROUP2_ROOT = CGROUP_ROOT / "unified"
 RUNNING, STOPPED, ABSENT = "running", "stopped", "absent"
 # Paths in the image that the writable layer shadows with the config drive's files;
 # their directories are created in the upper layer with the image's owner and mode.
@@ -86,12 +107,13 @@ _CGROUP_EMPTY_POLL = 0.01
 # Runs as PID 1 of the new pid namespace, in the host's network, mount and uts
 # namespaces, before the chroot. Arguments: merged lower upper work hostname lowers-dir
 # lower-device (a lab machine's root partition, mounted in this namespace only; empty
-# when the lower is an image mounted on this machine) and the capabilities to drop
-# (setpriv --bounding-set syntax). Its stdin is the host's devices cgroup's cgroup.procs,
-# open for writing.
+# when the lower is an image mounted on this machine), the capabilities to drop
+# (setpriv --bounding-set syntax), the init (HOST_INITS) and, for systemd, the number of
+# the descriptor open on the host's cgroup v2 cgroup.procs. Its stdin is the host's
+# devices cgroup's cgroup.procs, open for writing.
 _BOOT_SCRIPT = r"""
 set -eu
-merged=$1 lower=$2 upper=$3 work=$4 name=$5 lowers=$6 lowerdev=$7 dropcaps=$8
+merged=$1 lower=$2 upper=$3 work=$4 name=$5 lowers=$6 lowerdev=$7 dropcaps=$8 init=$9 cg2fd=${10}
 mount --make-rprivate /
 # This namespace began as a copy of the machine's mounts: drop the copies that would
 # pin other hosts' network namespaces and other images' loop devices.
@@ -110,6 +132,10 @@ if [ -n "$lowerdev" ]; then mount -o ro "$lowerdev" "$lower"; fi
 # descriptor that dash can name; 0 written = this process.)
 echo 0 >&0
 exec </dev/null
+# systemd: the host's own cgroup v2 subtree (the booter opened its cgroup.procs as
+# descriptor $cg2fd; reopened through /proc, as dash names no descriptor above 9), which
+# its systemd manages as a container's systemd manages what its runtime delegated.
+if [ "$init" = systemd ]; then echo 0 > "/proc/self/fd/$cg2fd"; fi
 mount -t overlay overlay -o "lowerdir=$lower,upperdir=$upper,workdir=$work" "$merged"
 mount -t proc proc "$merged/proc"
 mount -t sysfs -o ro sysfs "$merged/sys"
@@ -129,6 +155,15 @@ mount -t devpts -o newinstance,ptmxmode=0666,mode=620,gid=5 devpts "$merged/dev/
 ln -s pts/ptmx "$merged/dev/ptmx"
 mount -t tmpfs -o mode=1777,size=256m tmpfs "$merged/dev/shm"
 mount -t tmpfs -o mode=755,size=64m tmpfs "$merged/run"
+if [ "$init" = systemd ]; then
+  # What systemd mounts itself at boot and must find mounted here, where it cannot mount
+  # (no CAP_SYS_ADMIN): /run/lock (fatal to it when missing). /tmp stays on the disk (the
+  # writable layer), as on Debian 12, whose tmp.mount is off: role scripts unpack
+  # release tarballs there (the Mesos build alone is 287 MB), which a tmpfs would keep in
+  # this machine's memory, per host.
+  mkdir -p "$merged/run/lock"
+  mount -t tmpfs -o mode=1777,nosuid,nodev,noexec,size=5m tmpfs "$merged/run/lock"
+fi
 # What of this machine root could still change through /proc with no capability at all
 # (sysctls and sysrq-trigger check uid 0 only; IRQ affinity, ACPI, SCSI): read-only or
 # masked, as container runtimes do. Without CAP_SYS_ADMIN (dropped below) the host can
@@ -153,8 +188,18 @@ umount -l /mnt
 # kernel (HOST_DROPPED_CAPS). Root on the host keeps the rest (sshd needs sys_chroot,
 # setuid, setgid, audit_write; k1p-service runuser). unshare, setpriv and chroot are the
 # image's own (util-linux, coreutils): this machine's root is gone.
-exec unshare --cgroup setpriv --inh-caps=-all --bounding-set="$dropcaps" -- \
-  chroot . /usr/local/sbin/k1p-init
+if [ "$init" = plain ]; then
+  exec unshare --cgroup setpriv --inh-caps=-all --bounding-set="$dropcaps" -- \
+    chroot . /usr/local/sbin/k1p-init
+fi
+# systemd: in its new cgroup namespace, the host's cgroup v2 subtree mounted as the
+# host's /sys/fs/cgroup (systemd sees "unified" and this subtree as the root), then
+# systemd as PID 1 with an empty environment but container= (it then skips what only
+# a machine's own init does: making / shared, the hardware's mounts, getty on a tty).
+exec unshare --cgroup sh -c '
+mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 /sys/fs/cgroup
+exec setpriv --inh-caps=-all --bounding-set="$1" -- chroot . /usr/bin/env -i container=k1prov-lab \
+  /lib/systemd/systemd' k1p-cgroup "$dropcaps"
 """
 
 
@@ -172,14 +217,19 @@ class HostInfo:
 class HostBooter:
     """Boots, stops and wipes lab hosts whose files live under `root`."""
 
-    def __init__(self, root: Path, *, network: LabNetwork | None = None):
+    def __init__(self, root: Path, *, network: LabNetwork | None = None, init: str = "plain"):
+        if init not in HOST_INITS:
+            raise LabError(f"host init {init!r}: use one of {', '.join(HOST_INITS)}")
         self.root = Path(root)
         self.network = network or LabNetwork()
+        self.init = init
         self._hosts_dir = self.root / "hosts"
         self._lowers_dir = self.root / "lower"
         # One devices cgroup per host, under one per booter root: two labs' hosts of the
         # same name never share one (and never meet the machines' k1prov-<id> cgroups).
         self.cgroup_parent = CGROUP_ROOT / "devices" / f"k1prov-hosts-{lab_id(self.root)}"
+        # And, for systemd hosts, one cgroup v2 subtree per host under one per booter root.
+        self.cgroup2_parent = CGROUP2_ROOT / f"k1prov-hosts-{lab_id(self.root)}"
         self._children: dict[str, subprocess.Popen] = {}
         self._children_lock = threading.Lock()
 
@@ -221,6 +271,8 @@ class HostBooter:
                                          "address": config.address, "booting": True})
                 self._prepare_upper(lower, upper, image_mounted=not lower_dev)
                 apply_host_config(upper, config)
+                if self.init == "systemd":
+                    ensure_machine_id(upper)
                 attach_host(name, bridge=self.network.bridge, address=config.address,
                             prefix=config.prefix, gateway=config.gateway,
                             timeout=_remaining(deadline, name, "network"), mac=mac)
@@ -230,7 +282,8 @@ class HostBooter:
                 self._teardown(name, deadline=time.monotonic() + DEFAULT_TIMEOUTS.lab_service)
                 raise
             self._write_state(name, {"image": str(image), "lower": str(lower), "address": config.address,
-                                     "hostname": config.hostname, "pid": pid, "start_time": start_time})
+                                     "hostname": config.hostname, "pid": pid, "start_time": start_time,
+                                     "init": self.init})
             return self.status(name)
 
     def stop(self, name: str, *, timeout: float = DEFAULT_TIMEOUTS.lab_service) -> None:
@@ -292,12 +345,13 @@ class HostBooter:
                     _umount(lower, deadline=max(deadline, time.monotonic() + 5.0))
                 except LabError as exc:
                     failures.append(str(exc))
-            try:
-                self.cgroup_parent.rmdir()
-            except FileNotFoundError:
-                pass
-            except OSError as exc:  # a host still running: its cgroup is below
-                failures.append(f"devices cgroup {self.cgroup_parent}: {exc.strerror}")
+            for parent in (self.cgroup_parent, self.cgroup2_parent):
+                try:
+                    parent.rmdir()
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:  # a host still running: its cgroup is below
+                    failures.append(f"cgroup {parent}: {exc.strerror}")
         if failures:
             raise LabError("lab hosts not stopped cleanly: " + "; ".join(failures))
 
@@ -348,6 +402,8 @@ class HostBooter:
     def _start(self, name: str, merged: Path, lower: Path, upper: Path, work: Path, hostname: str,
                lower_dev: str, *, deadline: float) -> tuple[int, int]:
         procs = self._make_cgroup(name)
+        # systemd: the host's cgroup v2 subtree, joined by the boot script (descriptor 3).
+        procs2 = self._make_cgroup2(name) if self.init == "systemd" else None
         console = open(self._hosts_dir / name / "console.log", "ab")
         try:
             child = subprocess.Popen(
@@ -355,17 +411,21 @@ class HostBooter:
                  "unshare", "--mount", "--pid", "--uts", "--fork", "--kill-child", "--propagation", "slave",
                  "sh", "-c", _BOOT_SCRIPT, "k1p-boot",
                  str(merged), str(lower), str(upper), str(work), hostname, str(self._lowers_dir),
-                 lower_dev, ",".join("-" + cap for cap in HOST_DROPPED_CAPS)],
-                stdin=procs, stdout=console, stderr=console, start_new_session=True)
+                 lower_dev, ",".join("-" + cap for cap in HOST_DROPPED_CAPS), self.init,
+                 "" if procs2 is None else str(procs2)],
+                stdin=procs, stdout=console, stderr=console, start_new_session=True,
+                pass_fds=() if procs2 is None else (procs2,))
         finally:
             console.close()
             os.close(procs)
+            if procs2 is not None:
+                os.close(procs2)
         with self._children_lock:
             self._children[name] = child
-        # PID 1 of the host is unshare's child; the boot is done once it is k1p-init.
+        # PID 1 of the host is unshare's child; the boot is done once it is the init.
         while True:
             pid = _first_child(child.pid)
-            if pid is not None and pids.comm(pid) == "k1p-init":
+            if pid is not None and pids.comm(pid) == _INIT_COMM[self.init]:
                 start_time = pids.start_time(pid)
                 if start_time is not None:
                     return pid, start_time
@@ -408,6 +468,7 @@ class HostBooter:
             except subprocess.TimeoutExpired:
                 raise LabError(f"{name}: host did not exit") from None
         self._remove_cgroup(name, deadline=deadline)
+        self._remove_cgroup2(name, deadline=deadline)
         if state:  # only what this booter made: never another lab's namespace of the same name
             detach_host(name, timeout=_remaining(deadline, name, "network teardown"))
         if state.get("lower"):
@@ -442,6 +503,42 @@ class HostBooter:
                 # have taken the last one out of the cgroup yet.
                 if time.monotonic() >= deadline:
                     raise LabError(f"{name}: devices cgroup {path} not removed: {exc.strerror}") from None
+            time.sleep(_CGROUP_EMPTY_POLL)
+
+    def cgroup2(self, name: str) -> Path:
+        """The host's cgroup v2 subtree (systemd hosts; its systemd's root), there while it runs."""
+        _check_name(name)
+        return self.cgroup2_parent / name
+
+    def _make_cgroup2(self, name: str) -> int:
+        if not (CGROUP2_ROOT / "cgroup.procs").is_file():
+            raise LabError(f"systemd hosts need cgroup v2 at {CGROUP2_ROOT} (this machine's hybrid "
+                           "cgroup layout); use --host-init plain")
+        path = self.cgroup2(name)
+        path.mkdir(parents=True, exist_ok=True)
+        return os.open(path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+
+    def _remove_cgroup2(self, name: str, *, deadline: float) -> None:
+        """The host's cgroup v2 subtree, deepest first: the cgroups its systemd made
+        (init.scope, system.slice and a cgroup per service) outlive its processes."""
+        top = self.cgroup2(name)
+        if not top.is_dir():
+            return
+        while True:
+            busy = []
+            for path in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts),
+                               reverse=True) + [top]:
+                try:
+                    path.rmdir()
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    busy.append(f"{path}: {exc.strerror}")
+            if not busy:
+                return
+            # As for the devices cgroup: the kernel takes the dead out a moment later.
+            if time.monotonic() >= deadline:
+                raise LabError(f"{name}: cgroup v2 subtree not removed: {'; '.join(busy)}")
             time.sleep(_CGROUP_EMPTY_POLL)
 
     # -- image mounts ----------------------------------------------------------------
@@ -552,6 +649,19 @@ def _first_child(pid: int) -> int | None:
     except OSError:
         return None
     return int(children[0]) if children else None
+
+
+def ensure_machine_id(upper: Path) -> None:
+    """A machine-id of the host's own, made at its first boot and kept in its writable
+    layer like a real disk keeps it. systemd would make one itself, but commits it
+    with a bind mount, and a host's PID 1 has no CAP_SYS_ADMIN."""
+    path = upper / "etc" / "machine-id"
+    if path.is_file() and path.stat().st_size:
+        return
+    tmp = path.with_name("machine-id.tmp")
+    tmp.write_text(uuid.uuid4().hex + "\n")
+    os.chmod(tmp, 0o444)
+    os.replace(tmp, path)
 
 
 def _mount_options(image: Path) -> str:

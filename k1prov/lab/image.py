@@ -18,7 +18,9 @@ Inside the image:
   SPARK_HOME = /opt/spark  (symlink to the pyspark package: bin/, sbin/, jars/)
   pyspark    = /opt/spark-venv/bin/python
   ZooKeeper  = /usr/share/zookeeper (bin/zkServer.sh), config in /etc/zookeeper/conf
-  init       = /usr/local/sbin/k1p-init (PID 1: sshd + orphan reaping)
+  init       = /usr/local/sbin/k1p-init (PID 1: sshd + orphan reaping) for
+               `--host-init plain`; /lib/systemd/systemd for `--host-init systemd`
+               (ssh.service with a drop-in, SYSTEMD_MASKED masked)
   daemons    = /usr/local/sbin/k1p-service start|stop|status NAME
 (also written to /etc/environment, which sshd's PAM session reads).
 
@@ -42,7 +44,7 @@ from pathlib import Path
 from k1prov.lab.command import run
 
 # Bump when the build procedure in this module changes in a way that changes the image.
-BUILD_FORMAT = "2"  # 2: whole-disk image (MBR + partition 1)
+BUILD_FORMAT = "3"  # 2: whole-disk image (MBR + partition 1); 3: + systemd, SYSTEMD_MASKED
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
@@ -54,6 +56,15 @@ SIZE_SLACK = 1.10
 SIZE_EXTRA_MIB = 64
 # Partition 1 starts at 1 MiB (sector 2048), as parted and sfdisk align it.
 PARTITION_START_MIB = 1
+# Units a host under systemd (`lab up --host-init systemd`) must not run. Its PID 1 has
+# no CAP_SYS_ADMIN, no udev, no D-Bus and no console (k1prov/lab/hosts.py): these fail
+# there or fight the role scripts (Debian's own zookeeper service from its init
+# script, started at boot with the package's default config on port 2181; apt's and
+# e2scrub's timers waking on every host at once).
+SYSTEMD_MASKED = ("zookeeper.service", "systemd-logind.service", "console-getty.service", "getty.target",
+                  "systemd-remount-fs.service", "systemd-firstboot.service", "e2scrub_reap.service",
+                  "apt-daily.timer", "apt-daily-upgrade.timer", "fstrim.timer", "e2scrub_all.timer",
+                  "dpkg-db-backup.timer")
 
 Progress = Callable[[str], None]
 
@@ -199,6 +210,7 @@ python3 -m venv {SPARK_VENV}
     -r /tmp/requirements-spark.txt
 ln -sfn "$({SPARK_VENV}/bin/python -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')" /opt/spark
 test -x /opt/spark/sbin/spark-daemon.sh
+systemctl mask --quiet {' '.join(SYSTEMD_MASKED)}
 """
     say("apt-get install " + " ".join(packages) + f"; pyspark into {SPARK_VENV}")
     with _chroot_mounts(rootfs):

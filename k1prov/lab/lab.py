@@ -437,7 +437,8 @@ class Lab:
                     "--bmc-state-dir", str(s.bmc_state_dir), "--bmc-base-port", str(s.bmc_base_port),
                     "--count", str(s.nodes), "--venv", str(s.venv), "--tftp-root", str(s.tftp_root),
                     "--bridge", s.bridge, "--cidr", s.cidr, "--disk-gb", str(s.disk_gb),
-                    "--bmc-username", s.bmc_username, "--bmc-password-file", str(s.bmc_password_file)]
+                    "--bmc-username", s.bmc_username, "--bmc-password-file", str(s.bmc_password_file),
+                    "--host-init", s.host_init]
             watched = [Path(__file__).with_name(n) for n in ("reconciler.py", "machine.py", "pxe.py",
                                                               "partitions.py", "hosts.py", "disk.py",
                                                               "netns.py")]

@@ -194,6 +194,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--disk-gb", required=True, type=int)
     p.add_argument("--bmc-username", required=True)
     p.add_argument("--bmc-password-file", required=True, type=Path)
+    p.add_argument("--host-init", default="plain", choices=("plain", "systemd"),
+                   help="what a host booted from its disk runs as PID 1 (k1prov.lab.hosts)")
     p.add_argument("--power-off", action="store_true",
                    help="power every machine down and exit (lab down)")
     return p.parse_args(argv)
@@ -220,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     network.ensure()
     iface = ipaddress.IPv4Interface(args.cidr)
     dhcp = Dhcp(Path("/run/k1prov-lab") / args.bridge / "leases.json", iface.network, str(iface.ip))
-    booter = HostBooter(args.root / "boot", network=network)
+    booter = HostBooter(args.root / "boot", network=network, init=args.host_init)
     ident = lab_id(args.root)
     machines = {port: Machine(port, root=args.root / "machines", lab_id=ident, venv=args.venv,
                               tftp_root=args.tftp_root, bridge=args.bridge, dhcp=dhcp, booter=booter,

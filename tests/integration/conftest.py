@@ -7,6 +7,8 @@ K1PROV_TEST_LAB_BRIDGE and K1PROV_TEST_LAB_CIDR move the session's lab elsewhere
 k1pipa0, 10.253.0.1/24); the tests that deploy through it take their addresses from
 its subnet. K1PROV_TEST_LAB_AUTH (none, http_basic, keystone; default keystone, as `lab up`) is the
 session lab's auth mode: with auth, the tests' inventories name its clouds.yaml entry.
+K1PROV_TEST_LAB_HOST_INIT (plain, systemd; default: LabSettings') is what its hosts, and the
+hosts tests boot themselves (labhosts.booted_hosts), run as PID 1.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from k1prov.lab import Lab, LabSettings
+from labhosts import lab_host_init
 
 # Simulated machines in the test lab: enough for every integration test's nodes.
 TEST_LAB_NODES = 40
@@ -35,7 +38,8 @@ def lab(tmp_path_factory):
                            nodes=TEST_LAB_NODES, clouds_yaml=root / "clouds.yaml",
                            bridge=os.environ.get("K1PROV_TEST_LAB_BRIDGE", "k1plab0"),
                            cidr=os.environ.get("K1PROV_TEST_LAB_CIDR", "10.251.0.1/24"),
-                           auth=os.environ.get("K1PROV_TEST_LAB_AUTH", "keystone"))
+                           auth=os.environ.get("K1PROV_TEST_LAB_AUTH", "keystone"),
+                           host_init=lab_host_init())
     the_lab = Lab(settings)
     try:
         the_lab.up()

@@ -97,6 +97,11 @@ def mesos_master_get(address: str, path: str, *, timeout: float, port: int = 505
         conn.close()
 
 
+def lab_host_init() -> str:
+    """What the tests' lab hosts run as PID 1: K1PROV_TEST_LAB_HOST_INIT, else the lab's default."""
+    return os.environ.get("K1PROV_TEST_LAB_HOST_INIT") or LabSettings.host_init
+
+
 def keygen(path: Path, *, comment: str | None = None) -> str:
     """An ed25519 key pair at path and path.pub (comment: the file name unless given);
     returns the public key line."""
@@ -157,7 +162,7 @@ def booted_hosts(tmp: Path, image: Path, *, bridge: str, cidr: str, cluster: str
     user_public = keygen(keys / "user")
     net = LabNetwork(bridge=bridge, cidr=cidr)
     net.ensure()
-    booter = HostBooter(tmp / "hosts", network=net)
+    booter = HostBooter(tmp / "hosts", network=net, init=lab_host_init())
     state_root = tmp / "state"
     (state_root / cluster).mkdir(parents=True)
     addresses = {name: net.host_address(first_host + i) for i, name in enumerate(names)}

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from image_fixture import lab_image_path
 from labhosts import (HOST_FENCE_PROBE, beside_other_sessions, fenced_caps_left, host_fence_command,
-                      this_machine_disk)
+                      lab_host_init, this_machine_disk)
 
 from k1prov.errors import LabError
 from k1prov.lab.configdrive_apply import build_config_drive_iso, host_config_from_config_drive
@@ -89,7 +89,7 @@ def ssh(keys, address: str, pinned_public: str, command: str, *, check: bool = T
 
 @pytest.fixture(scope="module")
 def lab(lab_image, network, keys, tmp_path_factory):
-    booter = HostBooter(tmp_path_factory.mktemp("lab"), network=network)
+    booter = HostBooter(tmp_path_factory.mktemp("lab"), network=network, init=lab_host_init())
     configs = {}
     try:
         for index, name in enumerate(NAMES):
@@ -236,8 +236,17 @@ def test_root_on_a_host_cannot_reach_this_machines_disks_power_clock_or_kernel(l
         assert probe["remount_sys"] != 0 and probe["mount_tmpfs"] == "EPERM" and probe["sys_mount"] == ["ro"]
         assert probe["sys_power_state"] in ("EROFS", "absent") and probe["core_pattern"] == "EROFS"
         assert probe["sysrq_trigger"] in ("masked", "absent")
-        # The host's cgroup namespace: its own cgroups are its root.
-        assert all(line.endswith(":/") for line in probe["cgroup"]), probe["cgroup"]
+        # The host's cgroup namespace: its own cgroups are its root. (Under systemd the cgroup
+        # v2 line names the cgroup its systemd made for sshd below that root, and on this
+        # machine that is below the host's own subtree.)
+        unified = [line for line in probe["cgroup"] if line.startswith("0::")]
+        assert all(line.endswith(":/") for line in probe["cgroup"] if line not in unified), probe["cgroup"]
+        if booter.init == "systemd":
+            assert unified == ["0::/system.slice/ssh.service"], probe["cgroup"]
+            assert f"0::/{booter.cgroup2(FENCE).relative_to(booter.cgroup2_parent.parent)}/" in \
+                Path(f"/proc/{info.pid}/cgroup").read_text()
+        else:
+            assert unified == ["0::/"], probe["cgroup"]
         # The host still works: a role-like daemon as another user, started over SSH.
         ssh(keys, config.address, keys["hosts"][FENCE][1],
             "k1p-service start fenced -- runuser -u nobody -- sleep 600 && k1p-service status fenced")
@@ -245,6 +254,7 @@ def test_root_on_a_host_cannot_reach_this_machines_disks_power_clock_or_kernel(l
         booter.stop(FENCE)
         booter.wipe(FENCE)
     assert not booter.cgroup(FENCE).exists()
+    assert not booter.cgroup2(FENCE).exists()
 
 
 def test_memory_per_host(lab):
@@ -260,7 +270,7 @@ def test_memory_per_host(lab):
 
 
 def test_stop_all_leaves_nothing(lab, lab_image, network, keys, tmp_path):
-    booter = HostBooter(tmp_path / "lab", network=network)
+    booter = HostBooter(tmp_path / "lab", network=network, init=lab_host_init())
     loops_before = set(_loops_of(lab_image))
     # Namespace names are machine-wide: a second lab cannot take over a running host's.
     with pytest.raises(LabError, match="belongs to another lab"):
@@ -288,6 +298,7 @@ def test_stop_all_leaves_nothing(lab, lab_image, network, keys, tmp_path):
     assert not any(f"k1p-{name}" in netns.split() for name in names)
     assert str(tmp_path) not in _run("findmnt -rn -o TARGET,OPTIONS")
     assert not booter.cgroup_parent.exists()  # the lab's devices cgroups
+    assert not booter.cgroup2_parent.exists()  # and its systemd hosts' cgroup v2 subtrees
     assert lab[0].cgroup(ZK1).is_dir()
     assert set(_loops_of(lab_image)) <= loops_before
     assert all(_start_time(pid) != start for pid, start in pids)
@@ -316,7 +327,7 @@ def test_concurrent_boots_from_threads(lab_image, network, keys, tmp_path):
     # The lab reconciler boots nodes as Ironic marks them active, from several threads.
     from concurrent.futures import ThreadPoolExecutor
 
-    booter = HostBooter(tmp_path / "lab", network=network)
+    booter = HostBooter(tmp_path / "lab", network=network, init=lab_host_init())
     names = [f"c{i}{_MOVED.suffix}" for i in range(8)]
     configs = {name: HostConfig(hostname=name, address=network.host_address(100 + i), prefix=network.prefix,
                                 authorized_keys=(keys["user_public"],))

@@ -40,3 +40,31 @@ def test_wipe_of_a_stopped_host_removes_its_writable_layer(tmp_path):
     booter.wipe("h1")
     assert not (tmp_path / "hosts/h1/upper").exists()
     assert booter.status("h1").state == "absent"
+
+
+def test_an_unknown_init_is_refused(tmp_path):
+    with pytest.raises(LabError, match="host init 'upstart'"):
+        HostBooter(tmp_path, init="upstart")
+    assert HostBooter(tmp_path, init="systemd").init == "systemd"
+
+
+def test_the_lab_setting_host_init(tmp_path):
+    from k1prov.errors import ConfigError
+    from k1prov.lab import LabSettings
+
+    assert LabSettings(root=tmp_path, venv=tmp_path).host_init == "plain"
+    assert LabSettings(root=tmp_path, venv=tmp_path, host_init="systemd").host_init == "systemd"
+    with pytest.raises(ConfigError, match="host_init"):
+        LabSettings(root=tmp_path, venv=tmp_path, host_init="upstart")
+
+
+def test_a_systemd_host_gets_a_machine_id_once(tmp_path):
+    from k1prov.lab.hosts import ensure_machine_id
+
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/machine-id").write_text("")  # the image's: empty
+    ensure_machine_id(tmp_path)
+    first = (tmp_path / "etc/machine-id").read_text()
+    assert len(first.strip()) == 32 and int(first, 16)
+    ensure_machine_id(tmp_path)  # the next boot keeps it, as a disk does
+    assert (tmp_path / "etc/machine-id").read_text() == first
