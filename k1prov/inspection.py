@@ -5,15 +5,15 @@ Ironic boots the deploy ramdisk on each node with its inspection callback
 hardware and Ironic stores it (GET /v1/nodes/<id>/inventory), sets properties (memory_mb,
 cpus, local_gb, cpu_arch: what role fit reads, k1prov.roles.fit) and powers the node off.
 Ironic inspects from `manageable`: an available node is managed first and provided again
-after (with automated cleaning that provide cleans it: one more boot of the ramdisk), a node whose inspection failed is managed and inspected again; a deployed node is
-refused (Ironic 39 inspects no active node). Ironic finds the agent's report by the node's
-ports, so a node needs the MACs of its NICs in the inventory (docs/inventory.md says why).
+after (with automated cleaning, that provide cleans it: one more boot of the ramdisk), a
+node whose inspection failed is managed and inspected again; a deployed node is refused
+(Ironic 39 inspects no active node). Ironic finds the agent's report by the node's ports,
+so a node needs the MACs of its NICs in the inventory (docs/inventory.md says why).
 A node whose inspected NICs do not carry every MAC the inventory gives it is named: the
 row says so and a warning goes to the operator.
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Iterable
 
 from k1prov.context import VerbContext
