@@ -9,14 +9,13 @@ first (with automated cleaning on, undeploy cleans it anyway).
 """
 from __future__ import annotations
 
-import time
 from typing import Iterable
 
 from k1prov.context import VerbContext
 from k1prov.fanout import Status
-from k1prov.ironic_actions import fire_and_wait, refresh_rows
+from k1prov.ironic_actions import fire_and_wait, node_rows, refresh_rows
 from k1prov.ironic_states import AVAILABLE, CLEAN_FAILED, CLEANABLE, MANAGEABLE
-from k1prov.verb_report import NodeOutcome, VerbReport
+from k1prov.verb_report import VerbReport
 
 # The agent's clean steps for each `--erase` (ironic-python-agent's GenericHardwareManager).
 ERASE_STEPS = {
@@ -30,16 +29,13 @@ def clean(ctx: VerbContext, *, erase: str = "metadata", limit: Iterable[str] | N
     """Erase the nodes' disks through the deploy ramdisk; each node ends `available`.
     A node whose cleaning fails keeps Ironic's error in its row, with the way on."""
     steps = ERASE_STEPS[erase]
-    nodes = ctx.select(limit, group)
+    rows = node_rows(ctx, "clean", limit=limit, group=group)
     ironic = ctx.ironic()
-    current = ironic.own_nodes()
-    started = time.monotonic()
-    outcomes = {n.name: NodeOutcome(node=n.name, status=Status.OK) for n in nodes}
-    report = VerbReport(verb="clean", outcomes=list(outcomes.values()))
+    outcomes, report = rows.outcomes, rows.report
     uuid_of: dict[str, str] = {}
     state: dict[str, str] = {}
-    for node in nodes:
-        ir, out = current.get(node.name), outcomes[node.name]
+    for node in rows.nodes:
+        ir, out = rows.current.get(node.name), outcomes[node.name]
         if ir is None:
             out.status, out.action = Status.SKIPPED, "not enrolled"
         elif ir.provision_state in CLEANABLE:
@@ -62,16 +58,14 @@ def clean(ctx: VerbContext, *, erase: str = "metadata", limit: Iterable[str] | N
                 uuid_of[n], a, clean_steps=steps if a == "clean" else None),
             uuid_of=uuid_of, target=target, timeout=timeout, report=report,
             outcomes=outcomes, timeout_name=name)
+        # A failed clean's row gets the way on from refresh_rows (ironic_states.WAY_ON).
         for n in names:
             if n in reached:
                 state[n] = target
-                continue
-            state.pop(n, None)
-            if action == "clean" and outcomes[n].status is Status.FAILED:
-                outcomes[n].error = (f"{outcomes[n].error}; the node is left in clean failed: "
-                                     f"fix the cause, then run `k1prov nodes clean` again")
+            else:
+                state.pop(n, None)
         if report.cancelled:
             break
     for n in state:
         outcomes[n].action = f"cleaned ({erase})"
-    return refresh_rows(ctx, report, outcomes, started)
+    return refresh_rows(ctx, report, outcomes, rows.started)

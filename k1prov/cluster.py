@@ -24,7 +24,7 @@ from k1prov.fanout import Status
 from k1prov.image_registration import register_images
 from k1prov.ironic_actions import fan_out
 from k1prov.inventory.model import Inventory, Node
-from k1prov.ironic_states import IN_FLIGHT, ironic_plan
+from k1prov.ironic_states import CLEANING, ironic_plan, settles_to
 from k1prov.verb_report import ClusterReport, NodeOutcome, PhaseResult, VerbReport
 from k1prov.ad_hoc import run_on_hosts
 from k1prov.probe import batch_runner
@@ -145,14 +145,19 @@ def _settle_then(ctx: VerbContext, names: list[str],
     ironic = ctx.ironic()
     listing = ironic.by_name()
     current = {name: n for name, n in listing.items() if ironic.owned(n)}
-    by_target: dict[str, list[str]] = {}
+    # (target, the timeout of the transition) -> the nodes on their way there.
+    by_target: dict[tuple[str, float], list[str]] = {}
     for name in names:
         ir = current.get(name)
-        if ir is not None and ir.provision_state in IN_FLIGHT:
-            by_target.setdefault(IN_FLIGHT[ir.provision_state], []).append(ir.id)
-    for target, uuids in by_target.items():
+        target = settles_to(ir) if ir is not None else None
+        if target is None:
+            continue
+        timeout = (ctx.timeouts.deploy if target == "active" else ctx.timeouts.clean
+                   if ir.provision_state in CLEANING else ctx.timeouts.undeploy
+                   if ir.provision_state == "deleting" else ctx.timeouts.manage)
+        by_target.setdefault((target, timeout), []).append(ir.id)
+    for (target, timeout), uuids in by_target.items():
         ctx.notify(f"waiting for {len(uuids)} node(s) an earlier run left on their way to {target}")
-        timeout = ctx.timeouts.manage if target == "manageable" else ctx.timeouts.deploy
         # Failures show in the verb that follows (it reads the node states again).
         ctx.ironic().wait_state(uuids, target, timeout=timeout)
     return verb(names, None if by_target else listing)

@@ -27,7 +27,7 @@ from k1prov import preflight
 from k1prov.image_sources import GlanceImage, detect
 from k1prov.configdrive import StaticNetwork, build_config_drive
 from k1prov.context import VerbContext
-from k1prov.ironic_actions import fire_and_wait, refresh_rows
+from k1prov.ironic_actions import fire_and_wait, node_rows, refresh_rows
 from k1prov.errors import ConfigError, NodeError
 from k1prov.fanout import Status
 from k1prov.hostkeys import ensure_host_key
@@ -212,13 +212,14 @@ def _provision(ctx: VerbContext, verb: str, action: str, todo: list[tuple[Node, 
 
 def undeploy(ctx: VerbContext, *, limit: Iterable[str] | None = None,
              group: str | None = None) -> VerbReport:
-    nodes = ctx.select(limit, group)
-    current = ctx.ironic().own_nodes()
-    started = time.monotonic()
-    outcomes = {n.name: NodeOutcome(node=n.name, status=Status.OK) for n in nodes}
-    report = VerbReport(verb="undeploy", outcomes=list(outcomes.values()))
+    """Undeploy the deployed nodes: Ironic tears each instance down and, with automated
+    cleaning on (Ironic's default), boots the deploy ramdisk to clean it before it is
+    available again; all in the one wait for available. A node whose cleaning fails is
+    left in clean failed, its row with Ironic's error and the way on."""
+    rows = node_rows(ctx, "undeploy", limit=limit, group=group)
+    current, outcomes, report, started = rows.current, rows.outcomes, rows.report, rows.started
     todo: list[str] = []
-    for node in nodes:
+    for node in rows.nodes:
         ir = current.get(node.name)
         out = outcomes[node.name]
         if ir is None:

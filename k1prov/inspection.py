@@ -5,21 +5,21 @@ Ironic boots the deploy ramdisk on each node with its inspection callback
 hardware and Ironic stores it (GET /v1/nodes/<id>/inventory), sets properties (memory_mb,
 cpus, local_gb, cpu_arch: what role fit reads, k1prov.roles.fit) and powers the node off.
 Ironic inspects from `manageable`: an available node is managed first and provided again
-after, a node whose inspection failed is managed and inspected again; a deployed node is
-refused (Ironic 39 inspects no active node). Ironic finds the agent's report by the node's
-ports, so a node needs the MACs of its NICs in the inventory (docs/inventory.md says why).
+after (with automated cleaning, that provide cleans it: one more boot of the ramdisk), a
+node whose inspection failed is managed and inspected again; a deployed node is refused
+(Ironic 39 inspects no active node). Ironic finds the agent's report by the node's ports,
+so a node needs the MACs of its NICs in the inventory (docs/inventory.md says why).
 A node whose inspected NICs do not carry every MAC the inventory gives it is named: the
 row says so and a warning goes to the operator.
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Iterable
 
 from k1prov.context import VerbContext
 from k1prov.fanout import Status
-from k1prov.ironic_actions import fan_out, fire_and_wait, refresh_rows
-from k1prov.ironic_states import AVAILABLE, INSPECT_FAILED, INSPECTABLE, MANAGEABLE
+from k1prov.ironic_actions import fan_out, fire_and_wait, node_rows, refresh_rows
+from k1prov.ironic_states import AVAILABLE, INSPECT_FAILED, INSPECTABLE, MANAGEABLE, with_way_on
 from k1prov.roles.derive import auto_agents
 from k1prov.verb_report import NodeOutcome, VerbReport
 
@@ -35,18 +35,15 @@ def inspect(ctx: VerbContext, *, limit: Iterable[str] | None = None,
     """Inspect the nodes through the agent; each ends where it started (available or
     manageable), with its hardware in its row. A failed inspection keeps Ironic's error
     in its row, with the way on."""
-    nodes = ctx.select(limit, group)
+    rows = node_rows(ctx, "inspect", limit=limit, group=group)
     ironic = ctx.ironic()
-    current = ironic.own_nodes()
-    started = time.monotonic()
-    outcomes = {n.name: NodeOutcome(node=n.name, status=Status.OK) for n in nodes}
-    report = VerbReport(verb="inspect", outcomes=list(outcomes.values()))
+    outcomes, report = rows.outcomes, rows.report
     uuid_of: dict[str, str] = {}
     state: dict[str, str] = {}
     back_to_available: set[str] = set()
     switch: list[str] = []
-    for node in nodes:
-        ir, out = current.get(node.name), outcomes[node.name]
+    for node in rows.nodes:
+        ir, out = rows.current.get(node.name), outcomes[node.name]
         refusal = refuse(ir)
         if ir is None:
             out.status, out.action = Status.SKIPPED, "not enrolled"
@@ -104,13 +101,8 @@ def inspect(ctx: VerbContext, *, limit: Iterable[str] | None = None,
             out.action = "inspected" + (f" ({differ})" if differ else "")
             if differ:
                 ctx.warn(f"{n}: {differ}")
-    refresh_rows(ctx, report, outcomes, started)
-    for out in outcomes.values():
-        # Failed in Ironic (not a refused request, which leaves the node where it was).
-        if out.status is Status.FAILED and out.provision_state == INSPECT_FAILED and \
-                "left in inspect failed" not in (out.error or ""):
-            out.error = way_on(out.error)
-    return report
+    # A failed inspection's row gets the way on there (ironic_states.WAY_ON).
+    return refresh_rows(ctx, report, outcomes, rows.started)
 
 
 def _abort_timed_out(ctx: VerbContext, report: VerbReport, outcomes: dict[str, NodeOutcome],
@@ -131,7 +123,8 @@ def _abort_timed_out(ctx: VerbContext, report: VerbReport, outcomes: dict[str, N
         outcomes={n: NodeOutcome(node=n, status=Status.OK) for n in timed_out}, timeout_name="power")
     for n in timed_out:
         if n in aborted:
-            outcomes[n].error = way_on(f"{outcomes[n].error}; the inspection was aborted")
+            outcomes[n].error = with_way_on(f"{outcomes[n].error}; the inspection was aborted",
+                                            INSPECT_FAILED)
         else:
             outcomes[n].error = (f"{outcomes[n].error}; aborting it failed too: the node may still "
                                  f"be in inspect wait (`baremetal node abort {uuid_of[n]}`)")
@@ -147,11 +140,6 @@ def refuse(ir: Any | None) -> str | None:
     if not (ir.driver_info or {}).get("deploy_ramdisk"):
         return "no deploy ramdisk to boot for inspection: run `k1prov images register` first"
     return None
-
-
-def way_on(error: str | None) -> str:
-    return (f"{error}; the node is left in inspect failed: fix the cause, then run "
-            f"`k1prov nodes inspect` again (or `k1prov nodes enroll` to take it back to available)")
 
 
 def _read_facts(ctx: VerbContext, report: VerbReport, outcomes: dict[str, NodeOutcome],

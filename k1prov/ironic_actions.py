@@ -9,13 +9,37 @@ accessors; the context itself holds no action, so no verb climbs back up into it
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
 
 from k1prov.cloud import is_transient
 from k1prov.context import VerbContext
 from k1prov.fanout import Report, Status, run_fanout
-from k1prov.ironic_states import bmc_did_not_answer
+from k1prov.ironic_states import bmc_did_not_answer, with_way_on
+from k1prov.inventory.model import Node
 from k1prov.verb_report import NodeOutcome, VerbReport
+
+
+@dataclass
+class NodeRows:
+    """What a verb over the selected nodes starts from: the nodes, Ironic's view of them
+    (one list call), a row for each (OK until something says otherwise), the report the
+    rows are in, and when it started (refresh_rows' duration)."""
+    nodes: list[Node]
+    current: dict[str, Any]
+    outcomes: dict[str, NodeOutcome]
+    report: VerbReport
+    started: float
+
+
+def node_rows(ctx: VerbContext, verb: str, *, limit: Iterable[str] | None,
+              group: str | None) -> NodeRows:
+    nodes = ctx.select(limit, group)
+    current = ctx.ironic().own_nodes()
+    outcomes = {n.name: NodeOutcome(node=n.name, status=Status.OK) for n in nodes}
+    return NodeRows(nodes=nodes, current=current, outcomes=outcomes,
+                    report=VerbReport(verb=verb, outcomes=list(outcomes.values())),
+                    started=time.monotonic())
 
 
 def fan_out(ctx: VerbContext, kind: str, items: list, fn: Callable[[Any], Any], *,
@@ -95,6 +119,8 @@ def refresh_rows(ctx: VerbContext, report: VerbReport, outcomes: dict[str, NodeO
             out.shard = node.shard or None
             if out.status is not Status.OK and node.last_error and not out.error:
                 out.error = node.last_error
+            if out.status is not Status.OK:
+                out.error = with_way_on(out.error, node.provision_state)
         if out.status is not Status.OK and bmc_did_not_answer(out.error):
             out.error = f"{out.error} ({_bmc_of(ctx, name)})"
     return report

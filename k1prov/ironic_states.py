@@ -41,10 +41,45 @@ CLEAN_FAILED = "clean failed"
 INSPECTABLE = frozenset({AVAILABLE, MANAGEABLE, "inspect failed"})
 INSPECT_FAILED = "inspect failed"
 
-# Transitions an interrupted run may leave in flight, and the state each one ends in.
+# Ironic's cleaning: automated (provide, undeploy: it ends available) or manual (`nodes
+# clean`: it ends manageable); the node's target_provision_state says which.
+CLEANING = frozenset({"cleaning", "clean wait"})
+
+# Transitions an interrupted run may leave in flight, and the state each one ends in
+# (cleaning: the automated one's; `settles_to` reads the node's own target).
 # A resumed run waits for them: the verbs refuse a node in the middle of a transition.
 IN_FLIGHT: dict[str, str] = {"verifying": MANAGEABLE, "deploying": ACTIVE,
-                             "wait call-back": ACTIVE}
+                             "wait call-back": ACTIVE, "deleting": AVAILABLE,
+                             **{state: AVAILABLE for state in CLEANING}}
+
+
+def settles_to(node: Any) -> str | None:
+    """Where the transition `node` is in ends (None: it is in none): its target as Ironic
+    holds it (a manual cleaning ends manageable, an automated one available), else
+    IN_FLIGHT's."""
+    if node.provision_state not in IN_FLIGHT:
+        return None
+    target = getattr(node, "target_provision_state", None)
+    return target if target in (MANAGEABLE, AVAILABLE, ACTIVE) else IN_FLIGHT[node.provision_state]
+
+
+# The way on from the failed states a verb can leave a node in: every row of a failed node
+# in one of them says it (k1prov.ironic_actions.refresh_rows), whichever verb got it there
+# (clean failed: a provide or an undeploy with automated cleaning, or `nodes clean`).
+WAY_ON: dict[str, str] = {
+    CLEAN_FAILED: ("the node is left in clean failed: fix the cause, then run `k1prov nodes clean` "
+                   "again (or `k1prov nodes enroll`: manage and provide, which cleans it again)"),
+    INSPECT_FAILED: ("the node is left in inspect failed: fix the cause, then run `k1prov nodes "
+                     "inspect` again (or `k1prov nodes enroll` to take it back to available)"),
+}
+
+
+def with_way_on(error: str | None, state: str | None) -> str | None:
+    """`error` with the way on from `state` (once), or as it was for any other state."""
+    way = WAY_ON.get(state or "")
+    if way is None or (error and way in error):
+        return error
+    return f"{error}; {way}" if error else way
 
 
 def in_flight_to(target: str) -> frozenset[str]:

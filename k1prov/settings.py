@@ -19,7 +19,8 @@ class Timeouts:
     bmc_login: float = 60.0
     # enroll -> manageable: Ironic checks the BMC credentials over IPMI (retries inside Ironic).
     manage: float = 300.0
-    # manageable -> available (no automated cleaning in the lab; real cleaning can be long).
+    # manageable -> available: with automated cleaning (Ironic's default, the lab's too)
+    # the deploy ramdisk boots and erases the disks first (long where it erases every byte).
     provide: float = 1800.0
     # Manual cleaning (nodes clean): the deploy ramdisk boots and erases the disks; a
     # full erase of large disks takes hours, so raise it for `--erase full`.
@@ -29,7 +30,7 @@ class Timeouts:
     inspect: float = 1200.0
     # available -> active, including the image write and the first boot.
     deploy: float = 3600.0
-    # active -> available.
+    # active -> available, automated cleaning included.
     undeploy: float = 1800.0
     # One power action through Ironic (it reads the BMC, acts, and reads it again).
     power: float = 180.0

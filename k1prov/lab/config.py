@@ -131,6 +131,11 @@ class LabSettings:
     # others (hash ring) and its DEPLOYING nodes fail. Ironic's default is 60; the tests
     # that kill a conductor shorten it. Conductors beat every CONDUCTOR_HEARTBEAT_INTERVAL.
     conductor_heartbeat_timeout: int = 60
+    # Ironic's automated cleaning ([conductor] automated_clean): on, as in a real Ironic,
+    # erasing disk metadata only (a full erase of every disk at each undeploy is a site's
+    # choice, not the lab's). Off only for a lab whose nodes cannot boot a cleaning
+    # ramdisk (the VM lab's machines enrolled into a netns lab without deploy images).
+    automated_clean: bool = True
 
     @classmethod
     def default(cls) -> "LabSettings":
@@ -305,6 +310,14 @@ class LabSettings:
     def gateway(self) -> str:
         """This machine's address on the lab bridge."""
         return str(ipaddress.IPv4Interface(self.cidr).ip)
+
+    @property
+    def default_deploy_images(self) -> tuple[Path, Path]:
+        """The conductor's default deploy kernel and ramdisk: the lab's stand-ins (its
+        machines run the agent without booting them), for a node that provide or undeploy
+        cleans before `images register` has given it deploy images of its own."""
+        return (self.root / "ironic" / "default-deploy.kernel",
+                self.root / "ironic" / "default-deploy.initramfs")
 
     @property
     def tftp_root(self) -> Path:
@@ -548,7 +561,12 @@ def render_ironic_conf(s: LabSettings, *, service_password: str = "", db_passwor
         dhcp_provider = none
 
         [conductor]
-        automated_clean = false
+        automated_clean = {str(s.automated_clean).lower()}
+        # Bifrost's way: a conductor-wide deploy image, so that a node enrolled before
+        # `images register` gave it one is cleaned on its way to available.
+        deploy_kernel = file://{s.default_deploy_images[0]}
+        deploy_ramdisk = file://{s.default_deploy_images[1]}
+        file_url_allowed_paths = /var/lib/ironic,{s.root / "ironic"}
         # The lab's BMCs are the only truth about power; Ironic must not "correct" them.
         sync_power_state_interval = -1
         # `k1prov lab down` should not wait a minute for the conductor.
@@ -579,6 +597,10 @@ def render_ironic_conf(s: LabSettings, *, service_password: str = "", db_passwor
         http_url = {s.http_url}
         default_boot_mode = bios
         fast_track = false
+        # Automated cleaning erases partition tables and filesystem signatures only (the
+        # agent's erase_devices_metadata, its default priority), never every byte.
+        erase_devices_priority = 0
+        erase_devices_metadata_priority = 99
 
         [pxe]
         tftp_server = {s.gateway}
@@ -759,3 +781,10 @@ def write_configs(s: LabSettings, *, service_password: str = "", db_password: st
             d.mkdir(parents=True, exist_ok=True)
     for path, text in rendered_files(s, service_password=service_password, db_password=db_password).items():
         write_if_changed(path, text, mode=0o600)
+    # Imported here: the image catalog is the provisioning side's (the stand-ins' bytes are
+    # its own); nothing of it is needed to render the configuration files.
+    from k1prov.imagecatalog import write_lab_deploy_image
+
+    kernel, ramdisk = s.default_deploy_images
+    write_lab_deploy_image(kernel, "lab-deploy-kernel")
+    write_lab_deploy_image(ramdisk, "lab-deploy-ramdisk")

@@ -17,6 +17,7 @@ from k1prov.cli import app
 from k1prov.fanout import Status
 from k1prov.inventory import load_inventory
 from k1prov.ironic import IronicNodes
+from k1prov.lab.machine import machine_mac
 from k1prov.verb_report import EXIT_OK, EXIT_PARTIAL
 from k1prov.provisioner import Provisioner
 
@@ -34,17 +35,20 @@ def enroll_env(lab, tmp_path_factory):
     bad_pw.write_text("not-the-bmc-password\n")
     s = lab.settings
     inv = d / "enroll.yaml"
+    # The machines' own MACs: with automated cleaning, provide boots each machine's agent,
+    # which finds its PXE config by its MAC (the node's port).
     nodes = (node_range_text("enr[01-10]", first_bmc_port=s.bmc_base_port,
-                             first_mac="52:54:00:e0:00:01", first_address="10.251.0.101")
+                             first_address="10.251.0.101")
              + f"""\
   - name: {BAD}
     bmc: {{port: {s.bmc_base_port + 10}, password: {{file: "{bad_pw}"}}}}
-    macs: ["52:54:00:e0:01:01"]
+    macs: ["{machine_mac(s.bmc_base_port + 10)}"]
     address: 10.251.0.150
 """)
     inv.write_text(lab_inventory_text(s, cluster="enrolltest", nodes=nodes))
     conn = lab_connection(s, api_version=IRONIC_API_VERSION)
-    yield {"inv": inv, "bad_pw": bad_pw, "conn": conn, "password": lab.bmc_password()}
+    yield {"inv": inv, "bad_pw": bad_pw, "conn": conn, "password": lab.bmc_password(),
+           "bmc_base_port": s.bmc_base_port}
     for node in conn.baremetal.nodes(details=True):
         if (node.extra or {}).get("k1prov_cluster") == "enrolltest" or node.name == "enr-foreign":
             conn.baremetal.delete_node(node, ignore_missing=True)
@@ -240,4 +244,5 @@ def test_delete_removes_nodes_and_ports(enroll_env):
     left = [n.name for n in conn.baremetal.nodes() if n.name in GOOD + [BAD]]
     assert left == []
     macs = {p.address for p in conn.baremetal.ports()}
-    assert not any(m.startswith("52:54:00:e0:") for m in macs)
+    base = enroll_env["bmc_base_port"]
+    assert not macs & {machine_mac(base + i) for i in range(len(GOOD) + 1)}

@@ -214,12 +214,21 @@ def test_reimage_one_node_wipes_it_and_keeps_the_others(env):
 
 
 def test_undeploy_removes_hosts_and_nodes_become_available(env):
+    """Issue 21: with Ironic's automated cleaning (on in the lab) undeploy boots the agent
+    once more on each machine, which erases the partition table the deploy wrote
+    (erase_devices_metadata), all inside undeploy's one wait for available."""
+    s = env["lab"].settings
+    disk_files = [s.machines_dir / m / "disk.img" for m in _machines(env)]
+    assert all(disks.mbr_partitions(f) for f in disk_files)
+    t0 = time.monotonic()
     result = _cli(env, "undeploy")
+    print(f"\nundeploy with automated cleaning, {len(NAMES)} nodes at once: {time.monotonic() - t0:.1f} s")
     assert result.exit_code == 0, result.output
     rows = {row["node"]: row for row in json.loads(result.stdout)["nodes"]}
     for name in NAMES:
         assert rows[name]["action"] == "undeployed"
         assert rows[name]["provision_state"] == "available"
+    assert [disks.mbr_partitions(f) for f in disk_files] == [[]] * len(NAMES)
     machines = _machines(env)
     deadline = time.monotonic() + HOST_GONE_TIMEOUT
     while any(netns_exists(netns_name(m)) for m in machines) and time.monotonic() < deadline:
@@ -232,10 +241,14 @@ def test_undeploy_removes_hosts_and_nodes_become_available(env):
 
 def test_nodes_clean_erases_the_disk_metadata_through_the_agent(env):
     """Issue 21: `nodes clean --erase metadata` is Ironic's manual cleaning: the real agent
-    boots on the machine and wipes the partition table the deploy wrote (undeploy left it:
-    the lab's automated cleaning is off); the node ends available, the others untouched."""
+    boots on the machine and wipes its partition table (written here on the powered-off
+    machines' disks: undeploy's automated cleaning erased the deploy's); the node ends
+    available, the others untouched."""
     s = env["lab"].settings
     cleaned, kept = [s.machines_dir / m / "disk.img" for m in _machines(env)[:2]]
+    for disk in (cleaned, kept):
+        subprocess.run(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", str(disk)],
+                       input="2048,8192,83\n", text=True, check=True, capture_output=True, timeout=60)
     assert disks.mbr_partitions(cleaned) and disks.mbr_partitions(kept)
     t0 = time.monotonic()
     result = _cli(env, "nodes", "clean", "--limit", NAMES[0], "--erase", "metadata")

@@ -183,13 +183,15 @@ def test_a_second_installations_lab_up_leaves_the_machines_running(env):
     lab = env["lab"]
     s = lab.settings
     port = s.bmc_base_port + BMC_OFFSET
-    unplug_cable(s.machines_dir, port)
     timeouts = dataclasses.replace(DEFAULT_TIMEOUTS, deploy=NO_CALLBACK_DEPLOY_TIMEOUT)
     prov = Provisioner(load_inventory(env["small"]), state_root=env["state"], timeouts=timeouts)
     assert prov.enroll(limit=[NAMES[0]]).exit_code() == 0
     # (flt02 is enrolled by the next test, through its flaky BMC: its row fails here.)
     registered = {o.node: o for o in prov.register_images().outcomes}
     assert all(o.status is Status.OK for k, o in registered.items() if k != NAMES[1]), registered
+    # Unplugged after enroll: its provide boots the agent for automated cleaning, which
+    # must reach Ironic; the deploy's agent is the one that waits with its cable out.
+    unplug_cable(s.machines_dir, port)
     result: dict = {}
     worker = threading.Thread(target=lambda: result.update(report=prov.deploy(limit=[NAMES[0]])))
     worker.start()

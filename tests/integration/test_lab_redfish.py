@@ -47,9 +47,12 @@ def netns_lab(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("the lab needs root (network namespaces, mounts)")
     root = tmp_path_factory.mktemp("rflab")
+    # Without automated cleaning: the VM's provide would boot the netns lab's stand-in deploy
+    # image (its machines never boot it; a VM would), and clean wait for ever.
     s = lab_settings(root, nodes=1, port_offset=int(os.environ.get("K1PROV_TEST_LAB_PORT_OFFSET", "10000")) + PORT_SHIFT,
                      bridge=os.environ.get("K1PROV_TEST_LAB_BRIDGE", "k1plab0"),
-                     cidr=os.environ.get("K1PROV_TEST_LAB_CIDR", "10.251.0.1/24"))
+                     cidr=os.environ.get("K1PROV_TEST_LAB_CIDR", "10.251.0.1/24"),
+                     automated_clean=False)
     lab = Lab(s)
     t0 = time.monotonic()
     bring_up(lab)
@@ -131,6 +134,35 @@ def test_enroll_checks_the_redfish_bmc_and_a_wrong_password_fails_alone(redfish_
     assert not any(k.startswith("ipmi_") for k in info)
     # Ironic read the power through Redfish on its way to manageable.
     assert node.power_state == "power off"
+
+
+def test_a_changed_redfish_password_the_bmc_refuses_leaves_the_node_as_it_was(redfish_env, tmp_path):
+    """Issue 21: a changed password of an enrolled redfish node is tried against the BMC
+    first (a Redfish GET of its system with the new login; a 401 asked again once): the
+    sushy-tools BMC refuses it, so Ironic keeps the login that works and the row says so."""
+    conn = redfish_env["conn"]
+    before = conn.baremetal.find_node(GOOD, ignore_missing=False)
+    assert before.provision_state == "available"
+    wrong = tmp_path / "new-wrong-password"
+    wrong.write_text("a-new-but-wrong-password\n")
+    inv = tmp_path / "changed.yaml"
+    inv.write_text(redfish_env["inv"].read_text().replace(
+        f"    bmc: {{system_id: ", f"    bmc: {{password: {{file: \"{wrong}\"}}, system_id: ", 1))
+    report = Provisioner(load_inventory(inv)).enroll(limit=[GOOD])
+    (row,) = report.outcomes
+    print(f"\n{GOOD}: {row.error}")
+    assert row.status is Status.FAILED
+    m = redfish_env["machine"]
+    assert (f"the BMC at {m['bmc']['url']}{m['bmc']['system']} refused the new credentials (Redfish "
+            f"HTTP 401, asked 2 times); Ironic keeps the old ones") in row.error, row.error
+    assert "a-new-but-wrong-password" not in row.error
+    after = conn.baremetal.find_node(GOOD, ignore_missing=False)
+    assert after.extra == before.extra                 # the password's fingerprint: not sent
+    assert after.driver_info == before.driver_info
+    assert (after.provision_state, after.last_error) == ("available", None)
+    # The login that works is still Ironic's: it reads the power through it.
+    again = Provisioner(load_inventory(redfish_env["inv"])).enroll(limit=[GOOD])
+    assert (again.outcomes[0].status, again.outcomes[0].action) == (Status.OK, "unchanged")
 
 
 def test_power_through_redfish_starts_and_stops_the_domain(redfish_env):

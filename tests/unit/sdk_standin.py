@@ -52,6 +52,7 @@ class StandinNode:
     conductor_group: str | None = None
     shard: str | None = None
     inspect_interface: str | None = "agent"
+    target_provision_state: str | None = None
 
 
 class RecordingBaremetal:
@@ -66,6 +67,9 @@ class RecordingBaremetal:
         self.action_takes_effect_anyway: set[tuple[str, str]] = set()  # raised, but Ironic acted
         self.action_fails: dict[tuple[str, str], str] = {}        # ends in failure, last_error
         self.action_fails_times: dict[tuple[str, str], int] = {}  # ... only the first N times
+        # (node name, action) -> the failure state, where it is not ACTION_FAILURE's (an
+        # undeploy whose automated cleaning fails ends in clean failed, not error).
+        self.fails_into: dict[tuple[str, str], str] = {}
         self.never_reaches: set[str] = set()                      # node names that stay where they are
         self.list_errors: list[Exception] = []                    # raised by the next nodes() calls
         # node name -> raised by create_node: every time, or (a list) once each
@@ -201,7 +205,8 @@ class RecordingBaremetal:
         if key in self.action_fails and self.action_fails_times.get(key, 1) > 0:
             if key in self.action_fails_times:
                 self.action_fails_times[key] -= 1
-            node.provision_state, node.last_error = ACTION_FAILURE[action], self.action_fails[key]
+            node.provision_state = self.fails_into.get(key, ACTION_FAILURE[action])
+            node.last_error = self.action_fails[key]
         elif node.name not in self.never_reaches or action == "abort":
             node.provision_state = ACTION_RESULT[action]
             if action in ("active", "rebuild"):

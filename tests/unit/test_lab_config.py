@@ -68,7 +68,17 @@ def test_ironic_conf_has_the_lab_settings(tmp_path):
     assert cp["api"]["port"] == "16385"
     assert cp["database"]["connection"] == f"sqlite:///{s.root}/ironic.sqlite"
     assert cp["dhcp"]["dhcp_provider"] == "none"
-    assert cp["conductor"]["automated_clean"] == "false"
+    # Automated cleaning on (issue 21), metadata only, with the lab's stand-in deploy
+    # images as the conductor's default (a node enrolled before `images register`).
+    assert cp["conductor"]["automated_clean"] == "true"
+    assert cp["deploy"]["erase_devices_priority"] == "0"
+    assert cp["deploy"]["erase_devices_metadata_priority"] == "99"
+    kernel, ramdisk = s.default_deploy_images
+    assert cp["conductor"]["deploy_kernel"] == f"file://{kernel}"
+    assert cp["conductor"]["deploy_ramdisk"] == f"file://{ramdisk}"
+    assert str(s.root / "ironic") in cp["conductor"]["file_url_allowed_paths"].split(",")
+    assert parse(render_ironic_conf(settings(tmp_path, automated_clean=False)))["conductor"][
+        "automated_clean"] == "false"
     assert cp["conductor"]["sync_power_state_interval"] == "-1"
     assert cp["ipmi"]["min_command_interval"] == "1"
     assert cp["glance"]["auth_type"] == "none"
@@ -100,7 +110,7 @@ def test_flaky_bmcs_give_ironic_the_settings_of_a_site_with_slow_bmcs(tmp_path):
     assert cp["ipmi"]["use_ipmitool_retries"] == "true"
     assert int(cp["ipmi"]["command_retry_timeout"]) > 60
     assert int(cp["conductor"]["power_state_change_timeout"]) > 60
-    assert cp["conductor"]["automated_clean"] == "false"
+    assert cp["conductor"]["automated_clean"] == "true"
     healthy = parse(render_ironic_conf(settings(tmp_path)))
     assert dict(healthy["ipmi"]) == {**dict(healthy["DEFAULT"]), "min_command_interval": "1"}
     assert "power_state_change_timeout" not in healthy["conductor"]
@@ -148,6 +158,8 @@ def test_write_configs_writes_files_once(tmp_path):
     assert after == before
     for d in (s.log_dir, s.run_dir, s.http_dir, s.bmc_state_dir):
         assert d.is_dir()
+    # The conductor's default deploy images (automated cleaning before `images register`).
+    assert all(p.is_file() for p in s.default_deploy_images)
 
 
 # ---------------------------------------------------------------- auth modes

@@ -13,6 +13,7 @@ import k1prov.ssh_ready
 from k1prov.errors import CloudError
 from k1prov.fanout import Status
 from k1prov.inventory import parse_inventory
+from k1prov.ironic_states import WAY_ON, settles_to
 from k1prov.provisioner import Provisioner
 from k1prov.settings import DEFAULT_TIMEOUTS, MANAGE_RETRIES
 from k1prov.ssh import CommandResult
@@ -241,6 +242,47 @@ def test_undeploy_per_state(tmp_path, ironic):
     assert actions(ironic) == {"n1": ["deleted"]}
 
 
+def test_undeploy_whose_automated_cleaning_fails_names_ironics_error_and_the_way_on(tmp_path, ironic):
+    """Automated cleaning (Ironic's default, the lab's too) runs inside undeploy's one wait
+    for available; a node it fails is left in clean failed, and its row says so, once."""
+    ironic.add("n1", provision_state="active")
+    ironic.add("n2", provision_state="active")
+    ironic.action_fails[("n2", "deleted")] = "Agent returned error for clean step erase_devices_metadata"
+    ironic.fails_into[("n2", "deleted")] = "clean failed"
+    report = prov(tmp_path).undeploy(limit=["n[1-2]"])
+    assert rows(report) == {"n1": (Status.OK, "undeployed"), "n2": (Status.FAILED, "")}
+    error = report.failed[0].error
+    assert error.startswith("deleted: Agent returned error for clean step erase_devices_metadata")
+    assert error.endswith(WAY_ON["clean failed"]) and error.count("left in clean failed") == 1
+    assert report.failed[0].provision_state == "clean failed"
+
+
+def test_a_provide_whose_cleaning_fails_names_the_way_on_and_enroll_takes_it_on_again(tmp_path, ironic):
+    ironic.add("n1", provision_state="manageable")
+    ironic.action_fails[("n1", "provide")] = "Failed to prepare to clean: deploy_kernel missing"
+    ironic.action_fails_times[("n1", "provide")] = 1
+    first = prov(tmp_path).enroll(limit=["n1"])
+    assert first.failed[0].provision_state == "clean failed"
+    assert first.failed[0].error.endswith(WAY_ON["clean failed"])
+    again = prov(tmp_path).enroll(limit=["n1"])               # the way on it names
+    assert rows(again)["n1"][0] is Status.OK and again.outcomes[0].provision_state == "available"
+    assert actions(ironic)["n1"] == ["provide", "manage", "provide"]
+
+
+@pytest.mark.parametrize("state, target, end", [
+    ("clean wait", "available", "available"),      # an undeploy's or a provide's cleaning
+    ("cleaning", "manageable", "manageable"),      # `nodes clean`'s
+    ("clean wait", None, "available"),
+    ("deleting", "available", "available"),
+    ("verifying", "manageable", "manageable"),
+    ("available", None, None),
+])
+def test_an_interrupted_cleaning_settles_where_ironic_takes_it(state, target, end):
+    from types import SimpleNamespace
+
+    assert settles_to(SimpleNamespace(provision_state=state, target_provision_state=target)) == end
+
+
 # ---- delete / list ----------------------------------------------------------------------
 
 def test_delete_leaves_foreign_and_deployed_nodes_alone(tmp_path, ironic):
@@ -288,7 +330,8 @@ def test_a_failed_clean_names_ironics_error_and_the_way_on(tmp_path, ironic):
     failed = {o.node: o for o in report.failed}
     assert list(failed) == ["n2"]
     assert failed["n2"].error.startswith("clean: Agent returned error for clean step erase_devices_metadata")
-    assert failed["n2"].error.endswith("fix the cause, then run `k1prov nodes clean` again")
+    assert failed["n2"].error.endswith(WAY_ON["clean failed"])
+    assert "fix the cause, then run `k1prov nodes clean` again" in failed["n2"].error
     assert failed["n2"].provision_state == "clean failed"
     assert actions(ironic)["n2"] == ["manage", "clean"]          # not provided
     assert ironic.clean_steps["n1"] == [{"interface": "deploy", "step": "erase_devices_metadata"}]
