@@ -132,7 +132,7 @@ def up(nodes: Optional[int] = NodesOpt, as_json: bool = JsonOpt, auth: Optional[
            help="What a deployed host runs as PID 1. systemd: as a systemd container does, so role "
                 "services are systemd units, restarted when they die and back after a power cycle "
                 "(RSS 8 MiB more per host, PSS no more; boot to SSH about 0.7 s longer). plain: "
-                "k1p-init, services under pid files. Default: plain, or what the lab has. Hosts "
+                "k1p-init, services under pid files. Default: systemd, or what the lab has. Hosts "
                 "take it at their next boot.")):
     """Install (first time) and start the lab's services. A no-op when they already run."""
     if _kind(kind) == "vm":

@@ -86,11 +86,9 @@ class LabSettings:
     # What a booted host runs as PID 1 (k1prov.lab.hosts.HOST_INITS, `lab up --host-init`):
     # "plain" (k1p-init: sshd, role services under pid files) or "systemd" (as a systemd
     # container: role services as systemd units, back after a power cycle; no more memory
-    # per host, benchmarks/lab_host_init.py). Not the default yet: test_cluster.py still
-    # reads a Spark worker's pid file, and test_lab_faults_hosts.py's killed Mesos leader
-    # expects `cluster up` to restart what systemd restarts by itself; neither has run
-    # with systemd hosts.
-    host_init: str = "plain"
+    # per host, benchmarks/lab_host_init.py). systemd is the default: the role scripts' branch
+    # every real machine takes is the one the lab and CI run.
+    host_init: str = "systemd"
     bmc_username: str = "admin"
     # Where the clouds.yaml entry goes; None means ~/.config/openstack/clouds.yaml.
     clouds_yaml: Path | None = None

@@ -52,8 +52,8 @@ def test_the_lab_setting_host_init(tmp_path):
     from k1prov.errors import ConfigError
     from k1prov.lab import LabSettings
 
-    assert LabSettings(root=tmp_path, venv=tmp_path).host_init == "plain"
-    assert LabSettings(root=tmp_path, venv=tmp_path, host_init="systemd").host_init == "systemd"
+    assert LabSettings(root=tmp_path, venv=tmp_path).host_init == "systemd"
+    assert LabSettings(root=tmp_path, venv=tmp_path, host_init="plain").host_init == "plain"
     with pytest.raises(ConfigError, match="host_init"):
         LabSettings(root=tmp_path, venv=tmp_path, host_init="upstart")
 

@@ -114,12 +114,12 @@ def test_lab_up_remembers_the_hosts_init(tmp_path, monkeypatch):
     from k1prov.cli.lab_cmd import _lab
 
     monkeypatch.setenv("K1PROV_LAB_DIR", str(tmp_path / "lab"))
-    assert _lab().settings.host_init == "plain"          # the default
-    assert _lab(host_init="systemd", remember=True).settings.host_init == "systemd"
-    assert _lab().settings.host_init == "systemd"
-    assert _lab(nodes=3, remember=True).settings.host_init == "systemd"   # kept by another option
+    assert _lab().settings.host_init == "systemd"          # the default
     assert _lab(host_init="plain", remember=True).settings.host_init == "plain"
     assert _lab().settings.host_init == "plain"
+    assert _lab(nodes=3, remember=True).settings.host_init == "plain"   # kept by another option
+    assert _lab(host_init="systemd", remember=True).settings.host_init == "systemd"
+    assert _lab().settings.host_init == "systemd"
 
 
 def test_lab_up_remembers_the_conductors_and_their_groups(tmp_path, monkeypatch):
