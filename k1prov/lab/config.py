@@ -51,6 +51,14 @@ KEYSTONE_REGION = "RegionOne"
 SERVICE_PROJECT = "service"
 
 
+HARDWARE_KINDS = ("simulated", "vm")
+# The deploy ramdisk's kernel line on the VM lab's machines: its serial console into the
+# machine's log file, and the unpacked ramdisk (about 700 MiB) on ramfs, which unlike the
+# default tmpfs is not capped at half of the 1.5 GiB machine's memory (vm-proto NOTES,
+# "Memory per VM").
+VM_KERNEL_APPEND = "nofb vga=normal console=ttyS0,115200n8 rootfstype=ramfs"
+
+
 # `lab up --conductors`: the lab machine has 2 cores; Ironic's guidance is ~300 nodes each.
 MAX_CONDUCTORS = 8
 # With several conductors, each one's JSON-RPC server listens on Ironic's default port on a
@@ -123,6 +131,10 @@ class LabSettings:
     # others (hash ring) and its DEPLOYING nodes fail. Ironic's default is 60; the tests
     # that kill a conductor shorten it. Conductors beat every CONDUCTOR_HEARTBEAT_INTERVAL.
     conductor_heartbeat_timeout: int = 60
+    # What the machines are (HARDWARE_KINDS): "simulated", the lab's BMC simulator and
+    # network-namespace machines (k1prov.lab.machine); "vm", the VM lab's virtual machines
+    # (k1prov.lab.vm), which run no simulator here and network-boot the real agent ramdisk.
+    hardware: str = "simulated"
 
     @classmethod
     def default(cls) -> "LabSettings":
@@ -145,6 +157,8 @@ class LabSettings:
         if len(set(tcp)) != len(tcp):
             raise ConfigError(f"lab settings: ironic, glance, http and keystone ports must differ, got {tcp}")
         self._check_conductors(tcp)
+        if self.hardware not in HARDWARE_KINDS:
+            raise ConfigError(f"lab setting hardware: {self.hardware!r} is not one of {', '.join(HARDWARE_KINDS)}")
         if self.auth not in AUTH_MODES:
             raise ConfigError(f"lab setting auth: {self.auth!r} is not one of {', '.join(AUTH_MODES)}")
         if self.token_expiration < 10:
@@ -357,6 +371,22 @@ def _flaky_ipmi(conf: str, s: LabSettings) -> str:
                         f"{FLAKY_POWER_STATE_CHANGE_TIMEOUT}\n", 1)
 
 
+def _vm_hardware(conf: str, s: LabSettings) -> str:
+    """`conf` for the VM lab's machines (hardware "vm"): they boot Ironic's iPXE script over
+    HTTP (the lab's dnsmasq chainloads http_url/boot.ipxe), then the real agent ramdisk with
+    its console on the serial port. A TCG machine takes minutes from power-on to the agent's
+    lookup, so the agent's own power-off is waited for longer than on simulated machines."""
+    if s.hardware != "vm":
+        return conf
+    pxe = "[pxe]\n"
+    assert conf.count(pxe) == 1
+    conf = conf.replace(pxe, f"[pxe]\nkernel_append_params = {VM_KERNEL_APPEND}\n"
+                             "# iPXE waits this long (s) for each HTTP download before it gives up.\n"
+                             "ipxe_timeout = 120\n", 1)
+    return conf.replace("post_deploy_get_power_state_retries = 30\n",
+                        "post_deploy_get_power_state_retries = 120\n", 1)
+
+
 def _split_ironic(conf: str, s: LabSettings, db_password: str) -> str:
     """`conf` for an API and s.conductors conductors in separate processes (conductors > 0):
     JSON-RPC between them, the lab's MariaDB, a conductor's death seen in seconds. What is
@@ -493,7 +523,7 @@ def render_ironic_conf(s: LabSettings, *, service_password: str = "", db_passwor
     """db_password: the one of Ironic's MariaDB user (conductors > 0)."""
     state = s.root / "ironic"
     default_auth, glance_auth, extra = _ironic_auth(s, service_password)
-    return _split_ironic(_flaky_ipmi(textwrap.dedent(f"""\
+    return _split_ironic(_vm_hardware(_flaky_ipmi(textwrap.dedent(f"""\
         # Written by k1prov lab; rewritten on every `k1prov lab up`.
         [DEFAULT]
         {{default_auth}}
@@ -615,7 +645,7 @@ def render_ironic_conf(s: LabSettings, *, service_password: str = "", db_passwor
         {{policy}}
         """).replace("{default_auth}\n", default_auth).replace("{glance_auth}\n", glance_auth) \
         .replace("{policy}\n", _IRONIC_KEYSTONE_POLICY if s.auth == "keystone" else "") + \
-        ("\n" + extra if extra else ""), s), s, db_password)
+        ("\n" + extra if extra else ""), s), s), s, db_password)
 
 
 def render_glance_conf(s: LabSettings, *, service_password: str = "") -> str:
