@@ -95,7 +95,8 @@ class VmLabSettings:
 
     @classmethod
     def default(cls, **overrides) -> "VmLabSettings":
-        """From K1PROV_VM_LAB_{DIR,VENV,BRIDGE,CIDR,PORT_OFFSET,ACCEL}, else the defaults."""
+        """From K1PROV_VM_LAB_{DIR,VENV,BRIDGE,CIDR,PORT_OFFSET,ACCEL,CLOUDS_YAML} and
+        K1PROV_LAB_VENV (the Ironic and Glance venv), else the defaults."""
         env = os.environ.get
         offset = int(env("K1PROV_VM_LAB_PORT_OFFSET", "0"))
         base = cls(root=Path(env("K1PROV_VM_LAB_DIR") or "~/.local/share/k1prov/lab-vm").expanduser(),
@@ -107,7 +108,8 @@ class VmLabSettings:
                       vbmcd_port=base.vbmcd_port + offset, redfish_port=base.redfish_port + offset,
                       lab_venv=Path(env("K1PROV_LAB_VENV") or "~/.cache/k1prov/lab-venv").expanduser(),
                       ironic_port=base.ironic_port + offset, glance_port=base.glance_port + offset,
-                      http_port=base.http_port + offset)
+                      http_port=base.http_port + offset,
+                      clouds_yaml=Path(env("K1PROV_VM_LAB_CLOUDS_YAML")) if env("K1PROV_VM_LAB_CLOUDS_YAML") else None)
         values.update(overrides)
         return cls(root=base.root, venv=base.venv, **values)
 
