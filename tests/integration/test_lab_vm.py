@@ -311,7 +311,7 @@ def deployed(vm_lab, tmp_path_factory):
     CliRunner().invoke(app, ["undeploy", "-i", str(inv)], env=env)
 
 
-def _timeline(lab: VmLab, m: dict, t0: float) -> dict:
+def _timeline(lab: VmLab, m: dict, uuid: str, t0: float) -> dict:
     """Seconds from the deploy's start to each step of one machine's boot, read from the
     logs of Ironic, dnsmasq and the image HTTP server (whole seconds where a log has no more)."""
     import datetime
@@ -325,7 +325,7 @@ def _timeline(lab: VmLab, m: dict, t0: float) -> dict:
 
     def ironic_at(pattern: str) -> float | None:
         for line in ironic:
-            if re.search(pattern, line):
+            if (uuid in line or m["mac"].replace(":", "%3A") in line) and re.search(pattern, line):
                 stamp = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S.%f").timestamp()
                 if stamp >= t0:
                     return stamp - t0
@@ -348,8 +348,8 @@ def _timeline(lab: VmLab, m: dict, t0: float) -> dict:
     mac = re.escape(m["mac"].replace(":", "%3A"))
     return {"power on": ironic_at(r"power state to power on"), "DHCP (iPXE)": dhcp_at,
             "ramdisk fetched": ramdisk_at, "agent lookup": ironic_at(rf"GET /v1/lookup\?.*{mac}"),
-            "image written": ironic_at(r"(?i)deploy step .*'write_image'.* (finished|completed)|"
-                                       r"moved to provision state \"deploying\" from state \"wait call-back\""),
+            # The agent done writing: Ironic goes on with the next deploy step.
+            "image written": ironic_at(r"remaining steps: \[\{'step': 'prepare_instance_boot'"),
             "active": ironic_at(r'moved to provision state "active"')}
 
 
@@ -363,8 +363,11 @@ def test_deploy_through_ipmi_and_redfish_boots_the_user_image_and_answers_ssh(vm
     known_hosts = deployed["dir"] / "state" / cluster / "known_hosts"
     key = vm_lab.settings.root / "ssh" / "id_ed25519"
     print(f"\ndeploy (both machines, through the CLI, up to SSH): {deployed['took']:.0f} s")
+    listed = CliRunner().invoke(app, ["nodes", "list", "-i", str(deployed["inv"]), "--json"], env=deployed["env"])
+    assert listed.exit_code == 0, listed.output
+    uuids = {r["node"]: r["uuid"] for r in json.loads(listed.stdout)["nodes"]}
     for node, m in zip(inv.nodes, _status()["machines"]):
-        steps = _timeline(vm_lab, m, deployed["t0"])
+        steps = _timeline(vm_lab, m, uuids[node.name], deployed["t0"])
         print(f"{node.name} ({m['bmc']['type']}): " + ", ".join(
             f"{k} {v:.0f} s" if v is not None else f"{k} ?" for k, v in steps.items()))
         assert steps["agent lookup"] is not None, "the agent never looked its node up"
