@@ -120,16 +120,26 @@ def run_phase(phase: str, inv: Path, state: Path, logs: list[Path], nodes: int,
     return res
 
 
-def one_shape(conductors: int, args) -> list[dict]:
-    from k1prov.lab import Lab, LabSettings
+def lab_settings(root: Path, *, conductors: int, port_offset: int, bridge: str, cidr: str, **extra):
+    """A lab of its own under `root` for fake-hardware benchmarks: one lab machine (the fake
+    nodes use none), no auth, every port shifted by `port_offset`; `extra` other LabSettings
+    fields (conductor_heartbeat_timeout, ...). Also used by conductor_kill_bench.py."""
+    from k1prov.lab import LabSettings
 
-    root = Path(tempfile.mkdtemp(prefix=f"k1prov-scale-c{conductors}-"))
-    o = args.port_offset
-    lab = Lab(LabSettings(
+    o = port_offset
+    return LabSettings(
         root=root / "lab", venv=LabSettings.default().venv, nodes=1, clouds_yaml=root / "clouds.yaml",
         ironic_port=6385 + o, glance_port=9292 + o, http_port=8088 + o, bmc_base_port=6230 + o,
-        keystone_port=5000 + o, mariadb_port=3306 + o, bridge=args.bridge, cidr=args.cidr,
-        conductors=conductors, auth="none"))
+        keystone_port=5000 + o, mariadb_port=3306 + o, bridge=bridge, cidr=cidr,
+        conductors=conductors, auth="none", **extra)
+
+
+def one_shape(conductors: int, args) -> list[dict]:
+    from k1prov.lab import Lab
+
+    root = Path(tempfile.mkdtemp(prefix=f"k1prov-scale-c{conductors}-"))
+    lab = Lab(lab_settings(root, conductors=conductors, port_offset=args.port_offset,
+                           bridge=args.bridge, cidr=args.cidr))
     results = []
     try:
         t0 = time.monotonic()
