@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from k1prov.lab import Lab, LabSettings
+from lab_fixture import session_network, session_port_offset
 from labhosts import lab_host_init
 
 # Simulated machines in the test lab: enough for every integration test's nodes.
@@ -30,14 +31,13 @@ def lab(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("the lab needs root (network namespaces, mounts)")
     root = tmp_path_factory.mktemp("lab")
-    offset = int(os.environ.get("K1PROV_TEST_LAB_PORT_OFFSET", "10000"))
+    offset = session_port_offset()
     settings = LabSettings(root=root, venv=Path(os.environ["K1PROV_LAB_VENV"]),
                            ironic_port=6385 + offset, glance_port=9292 + offset,
                            http_port=8088 + offset, bmc_base_port=6230 + offset,
                            keystone_port=5000 + offset,
                            nodes=TEST_LAB_NODES, clouds_yaml=root / "clouds.yaml",
-                           bridge=os.environ.get("K1PROV_TEST_LAB_BRIDGE", "k1plab0"),
-                           cidr=os.environ.get("K1PROV_TEST_LAB_CIDR", "10.251.0.1/24"),
+                           **session_network(),
                            auth=os.environ.get("K1PROV_TEST_LAB_AUTH", "keystone"),
                            host_init=lab_host_init())
     the_lab = Lab(settings)

@@ -13,6 +13,7 @@ a minute), reused by every session.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,9 +25,28 @@ DEFAULT_PORT_OFFSET = 20000
 FIXTURE_BRIDGE, FIXTURE_CIDR = "k1plabfix0", "10.252.200.1/24"
 
 
+def session_port_offset() -> int:
+    """The test session lab's port offset (K1PROV_TEST_LAB_PORT_OFFSET; CI's is 10000)."""
+    return int(os.environ.get("K1PROV_TEST_LAB_PORT_OFFSET", "10000"))
+
+
+def session_network() -> dict[str, str]:
+    """The test session lab's bridge and subnet (K1PROV_TEST_LAB_BRIDGE, _CIDR)."""
+    return {"bridge": os.environ.get("K1PROV_TEST_LAB_BRIDGE", "k1plab0"),
+            "cidr": os.environ.get("K1PROV_TEST_LAB_CIDR", "10.251.0.1/24")}
+
+
+def beside_session_lab(tmp_root: Path, *, shift: int, nodes: int = 1, **more) -> LabSettings:
+    """A test file's own lab beside the session's (which is up through a whole run): on the
+    session's bridge and subnet, its ports the session's offset plus `shift` (one per file)."""
+    return lab_settings(tmp_root, nodes=nodes, port_offset=session_port_offset() + shift,
+                        **{**session_network(), **more})
+
+
 def lab_settings(tmp_root: Path, *, nodes: int = 3, port_offset: int = DEFAULT_PORT_OFFSET,
                  **more) -> LabSettings:
-    """`more`: other LabSettings fields (auth, token_expiration, bridge, cidr)."""
+    """`more`: other LabSettings fields (auth, token_expiration, bridge, cidr). Every port,
+    MariaDB's too (used with conductors), is its default plus `port_offset`."""
     base = LabSettings.default()
     # A bridge and subnet of its own: a lab takes its bridge down with it.
     # Without auth unless the test names a mode: these labs test other things, and k1prov
@@ -39,6 +59,7 @@ def lab_settings(tmp_root: Path, *, nodes: int = 3, port_offset: int = DEFAULT_P
                        http_port=base.http_port + port_offset,
                        bmc_base_port=base.bmc_base_port + port_offset,
                        keystone_port=base.keystone_port + port_offset,
+                       mariadb_port=base.mariadb_port + port_offset,
                        nodes=nodes, clouds_yaml=Path(tmp_root) / "clouds.yaml", **more)
 
 

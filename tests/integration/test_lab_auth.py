@@ -33,7 +33,7 @@ import openstack
 import pytest
 import yaml
 from image_fixture import lab_image_path
-from lab_fixture import bring_up, lab_settings
+from lab_fixture import beside_session_lab, bring_up
 from labhosts import deploy_settings_text, lab_inventory_text, lab_ip, node_range_text, write_deploy_inputs
 
 from k1prov import glance
@@ -92,12 +92,8 @@ def _status(url: str, *, user: str | None = None, password: str | None = None,
 
 @pytest.fixture(scope="module")
 def auth_lab(tmp_path_factory):
-    offset = int(os.environ.get("K1PROV_TEST_LAB_PORT_OFFSET", "10000")) + PORT_SHIFT
     root = tmp_path_factory.mktemp("labauth")
-    s = lab_settings(root, nodes=1, port_offset=offset, auth="http_basic",
-                     token_expiration=TOKEN_EXPIRATION,
-                     bridge=os.environ.get("K1PROV_TEST_LAB_BRIDGE", "k1plab0"),
-                     cidr=os.environ.get("K1PROV_TEST_LAB_CIDR", "10.251.0.1/24"))
+    s = beside_session_lab(root, shift=PORT_SHIFT, auth="http_basic", token_expiration=TOKEN_EXPIRATION)
     lab = Lab(s)
     t0 = time.monotonic()
     bring_up(lab)

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
-from lab_fixture import bring_up, lab_settings
+from lab_fixture import beside_session_lab, bring_up
 
 from k1prov.context import RunOptions
 from k1prov.fanout import Status
@@ -76,12 +76,8 @@ nodes:
 def env(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("the lab needs root (network namespaces, mounts)")
-    offset = int(os.environ.get("K1PROV_TEST_LAB_PORT_OFFSET", "10000")) + PORT_SHIFT
     root = tmp_path_factory.mktemp("lablanes")
-    s = lab_settings(root, nodes=1, port_offset=offset,
-                     bridge=os.environ.get("K1PROV_TEST_LAB_BRIDGE", "k1plab0"),
-                     cidr=os.environ.get("K1PROV_TEST_LAB_CIDR", "10.251.0.1/24"),
-                     conductors=2, conductor_groups=("a", "b"), mariadb_port=3306 + offset)
+    s = beside_session_lab(root, shift=PORT_SHIFT, conductors=2, conductor_groups=("a", "b"))
     lab = Lab(s)
     bring_up(lab)
     d = root / "work"

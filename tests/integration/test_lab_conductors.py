@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from image_fixture import lab_image_path
-from lab_fixture import bring_up, lab_settings
+from lab_fixture import beside_session_lab, bring_up
 from labhosts import (deploy_settings_text, lab_connection, lab_inventory_text, lab_ip,
                       release_lab_nodes, write_deploy_inputs)
 
@@ -77,12 +77,9 @@ def _inventory(lab: Lab, d: Path, *, groups: dict[str, str], name: str) -> Path:
 def env(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("the lab needs root (network namespaces, mounts)")
-    offset = int(os.environ.get("K1PROV_TEST_LAB_PORT_OFFSET", "10000")) + PORT_SHIFT
     root = tmp_path_factory.mktemp("labcond")
-    s = lab_settings(root, nodes=len(NAMES), port_offset=offset,
-                     bridge=os.environ.get("K1PROV_TEST_LAB_BRIDGE", "k1plab0"),
-                     cidr=os.environ.get("K1PROV_TEST_LAB_CIDR", "10.251.0.1/24"),
-                     conductors=2, conductor_groups=GROUPS, mariadb_port=3306 + offset,
+    s = beside_session_lab(root, shift=PORT_SHIFT, nodes=len(NAMES),
+                           conductors=2, conductor_groups=GROUPS,
                      conductor_heartbeat_timeout=HEARTBEAT_TIMEOUT)
     lab = Lab(s)
     t0 = time.monotonic()

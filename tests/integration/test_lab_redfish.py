@@ -17,7 +17,7 @@ import os
 import time
 
 import pytest
-from lab_fixture import bring_up, lab_settings
+from lab_fixture import beside_session_lab, bring_up
 from labhosts import IRONIC_API_VERSION, lab_connection
 from test_lab_vm import _machine, vm_env, vm_lab  # noqa: F401  (fixtures)
 
@@ -49,10 +49,7 @@ def netns_lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("rflab")
     # Without automated cleaning: the VM's provide would boot the netns lab's stand-in deploy
     # image (its machines never boot it; a VM would), and clean wait for ever.
-    s = lab_settings(root, nodes=1, port_offset=int(os.environ.get("K1PROV_TEST_LAB_PORT_OFFSET", "10000")) + PORT_SHIFT,
-                     bridge=os.environ.get("K1PROV_TEST_LAB_BRIDGE", "k1plab0"),
-                     cidr=os.environ.get("K1PROV_TEST_LAB_CIDR", "10.251.0.1/24"),
-                     automated_clean=False)
+    s = beside_session_lab(root, shift=PORT_SHIFT, automated_clean=False)
     lab = Lab(s)
     t0 = time.monotonic()
     bring_up(lab)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 from image_fixture import lab_image_path
-from lab_fixture import bring_up, lab_settings
+from lab_fixture import beside_session_lab, bring_up
 from labhosts import (SPARK_ROLE, ZOOKEEPER_ROLE, deploy_settings_text, lab_connection, lab_inventory_text,
                       lab_ip, openssh, write_deploy_inputs)
 
@@ -77,9 +77,8 @@ def systemd_lab(lab, tmp_path_factory):
     if lab.settings.host_init == "systemd":
         yield lab, BMC_OFFSET
         return
-    s = lab_settings(tmp_path_factory.mktemp("sdlab"), nodes=1,
-                     port_offset=int(os.environ.get("K1PROV_TEST_LAB_PORT_OFFSET", "10000")) + PORT_SHIFT,
-                     bridge=lab.settings.bridge, cidr=lab.settings.cidr, host_init="systemd")
+    s = beside_session_lab(tmp_path_factory.mktemp("sdlab"), shift=PORT_SHIFT,
+                           bridge=lab.settings.bridge, cidr=lab.settings.cidr, host_init="systemd")
     own = Lab(s)
     bring_up(own)
     try:

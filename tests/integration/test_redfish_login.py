@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from lab_fixture import bring_up, lab_settings
+from lab_fixture import beside_session_lab, bring_up, session_port_offset
 from labhosts import IRONIC_API_VERSION, lab_connection
 
 from k1prov.fanout import Status
@@ -53,7 +53,7 @@ def bmc(tmp_path_factory):
     if not (venv / "bin" / "sushy-emulator").exists():
         pytest.skip(f"no sushy-emulator in {venv} (`k1prov lab up --kind vm` installs it)")
     d = tmp_path_factory.mktemp("sushy")
-    port = SUSHY_PORT + int(os.environ.get("K1PROV_TEST_LAB_PORT_OFFSET", "10000")) + PORT_SHIFT
+    port = SUSHY_PORT + session_port_offset() + PORT_SHIFT
     htpasswd = d / "htpasswd"
     sushy_htpasswd(venv, htpasswd, username=USER, password=PASSWORD, timeout=START_TIMEOUT)
     conf = d / "emulator.conf"
@@ -97,11 +97,7 @@ def env(bmc, tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("the lab needs root (network namespaces, mounts)")
     root = tmp_path_factory.mktemp("rfllab")
-    s = lab_settings(root, nodes=1,
-                     port_offset=int(os.environ.get("K1PROV_TEST_LAB_PORT_OFFSET", "10000")) + PORT_SHIFT,
-                     bridge=os.environ.get("K1PROV_TEST_LAB_BRIDGE", "k1plab0"),
-                     cidr=os.environ.get("K1PROV_TEST_LAB_CIDR", "10.251.0.1/24"),
-                     automated_clean=False)
+    s = beside_session_lab(root, shift=PORT_SHIFT, automated_clean=False)
     lab = Lab(s)
     bring_up(lab)
     d = bmc["dir"]
