@@ -25,6 +25,7 @@ import ipaddress
 import os
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -291,6 +292,17 @@ def release_lab_nodes(s: LabSettings, *, inventory: Path, state: Path, bmc_ports
         unplug_cable(s.machines_dir, port, unplugged=False)
     Provisioner(load_inventory(inventory), state_root=state).undeploy()
     Provisioner(load_inventory(inventory), state_root=state).delete_nodes()
+    for img in glance.list_own_images(conn, cluster):
+        conn.image.delete_image(img.id, ignore_missing=True)
+
+
+def tear_down_cluster(inv: Path, state: Path, conn, cluster: str) -> None:
+    """Best effort: leave Ironic, Glance and the lab without a test's cluster (its nodes
+    undeployed and deleted, its images gone), whatever the test left."""
+    try:
+        Provisioner(load_inventory(inv), state_root=state).cluster_down(unenroll=True)
+    except Exception as exc:  # noqa: BLE001 - cleanup goes on whatever failed
+        print(f"cleanup of {cluster}: {exc}", file=sys.stderr)
     for img in glance.list_own_images(conn, cluster):
         conn.image.delete_image(img.id, ignore_missing=True)
 

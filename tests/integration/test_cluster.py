@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 from image_fixture import lab_image_path
 from labhosts import (ROLE_SETTINGS, SPARK_ROLE, ZOOKEEPER_ROLE, deploy_settings_text, lab_connection, mesos_role,
-                      lab_host_init, lab_inventory_text, lab_ip, openssh, write_deploy_inputs)
+                      lab_host_init, lab_inventory_text, tear_down_cluster, lab_ip, openssh, write_deploy_inputs)
 from typer.testing import CliRunner
 
 from k1prov import glance
@@ -107,16 +107,6 @@ def _inventory(s, d: Path, *, cluster: str, nodes: str, user_image: str,
     return inv
 
 
-def _tear_down(inv: Path, state: Path, conn, cluster: str) -> None:
-    """Best effort: leave Ironic, Glance and the lab without this test's nodes."""
-    try:
-        Provisioner(load_inventory(inv), state_root=state).cluster_down(unenroll=True)
-    except Exception as exc:  # noqa: BLE001 - cleanup goes on whatever failed
-        print(f"cleanup of {cluster}: {exc}", file=sys.stderr)
-    for img in glance.list_own_images(conn, cluster):
-        conn.image.delete_image(img.id, ignore_missing=True)
-
-
 @pytest.fixture(scope="module")
 def env(lab, tmp_path_factory):
     d = tmp_path_factory.mktemp("cluster")
@@ -148,8 +138,8 @@ def env(lab, tmp_path_factory):
     try:
         yield env
     finally:
-        _tear_down(second, state, conn, SECOND)
-        _tear_down(inv, state, conn, CLUSTER)
+        tear_down_cluster(second, state, conn, SECOND)
+        tear_down_cluster(inv, state, conn, CLUSTER)
         print("\ncluster timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in env["times"].items()))
 
 

@@ -47,9 +47,8 @@ import pytest
 from image_fixture import lab_image_path
 from labhosts import (SPARK_ROLE, ZOOKEEPER_ROLE, deploy_settings_text, lab_connection, lab_inventory_text,
                       mesos_master_get, mesos_role,
-                      lab_ip, openssh, write_deploy_inputs)
+                      lab_ip, openssh, tear_down_cluster, write_deploy_inputs)
 
-from k1prov import glance
 from k1prov.inventory import load_inventory
 from k1prov.lab.machine import machine_mac, machine_name
 from k1prov.lab.mesos import publish
@@ -159,12 +158,7 @@ def env(lab, tmp_path_factory):
     finally:
         for name in NAMES:                  # whatever a failed test left off
             _ipmi_power(s, _port(name), "on", check=False)
-        try:
-            Provisioner(load_inventory(inv), state_root=state).cluster_down(unenroll=True)
-        except Exception as exc:  # noqa: BLE001 - cleanup goes on whatever failed
-            print(f"cleanup of {CLUSTER}: {exc}", file=sys.stderr)
-        for img in glance.list_own_images(conn, CLUSTER):
-            conn.image.delete_image(img.id, ignore_missing=True)
+        tear_down_cluster(inv, state, conn, CLUSTER)
         print("\nhost fault timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in env["times"].items()))
 
 

@@ -33,15 +33,12 @@ import pytest
 from image_fixture import lab_image_path
 from lab_fixture import beside_session_lab, bring_up
 from labhosts import (SPARK_ROLE, ZOOKEEPER_ROLE, deploy_settings_text, lab_connection, lab_inventory_text,
-                      lab_ip, openssh, write_deploy_inputs)
+                      lab_ip, openssh, tear_down_cluster, write_deploy_inputs)
 
-from k1prov import glance
-from k1prov.inventory import load_inventory
 from k1prov.lab import Lab
 from k1prov.lab.hosts import HostBooter
 from k1prov.lab.machine import machine_mac, machine_name
 from k1prov.lab.netns import netns_exists, netns_name
-from k1prov.provisioner import Provisioner
 from k1prov.verb_report import EXIT_OK
 
 pytestmark = pytest.mark.lab
@@ -116,12 +113,7 @@ def env(systemd_lab, tmp_path_factory):
         yield env
     finally:
         _ipmi_power(s, port, "on", check=False)
-        try:
-            Provisioner(load_inventory(inv), state_root=state).cluster_down(unenroll=True)
-        except Exception as exc:  # noqa: BLE001 - cleanup goes on whatever failed
-            print(f"cleanup of {CLUSTER}: {exc}", file=sys.stderr)
-        for img in glance.list_own_images(conn, CLUSTER):
-            conn.image.delete_image(img.id, ignore_missing=True)
+        tear_down_cluster(inv, state, conn, CLUSTER)
         print("\nsystemd host timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in env["times"].items()))
 
 
