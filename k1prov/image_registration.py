@@ -23,7 +23,7 @@ from k1prov.cloud import uses_keystone
 from k1prov.context import VerbContext
 from k1prov.ironic import DEPLOY_IMAGE_KEYS
 from k1prov.ironic_actions import fan_out, refresh_rows
-from k1prov.errors import CloudError, InventoryError, K1provError, NodeError
+from k1prov.errors import CloudError, InventoryError, K1provError
 from k1prov.fanout import Status
 from k1prov.image_sources import detect
 from k1prov.imagecatalog import resolve_images
@@ -31,6 +31,8 @@ from k1prov.inventory.model import Images, ImageSource, Node
 from k1prov.run_records import RunRecord, locked_run
 from k1prov.verb_report import EXIT_ERROR, NodeOutcome, VerbReport
 
+# The row of a node `images register` finds not enrolled: enroll writes its deploy images.
+NOT_ENROLLED = "not enrolled (nodes enroll gives it the deploy images)"
 # progress(image name, bytes done, bytes total) while an image uploads.
 ImageProgress = Callable[[str, int, int], None]
 
@@ -144,8 +146,9 @@ def _put(ctx: VerbContext, images: Images, *, progress: ImageProgress | None) ->
 
 
 def _point_nodes(ctx: VerbContext, registration: Registration) -> Registration:
-    """Every node of the inventory at the deploy refs (a row each; one not enrolled yet
-    fails: `nodes enroll` gives it the refs when it creates it)."""
+    """Every enrolled node of the inventory at the deploy refs, a row each. A node not
+    enrolled yet is no failure: `nodes enroll` finds the refs and creates it with them
+    (images register first is the order an Ironic without default deploy images needs)."""
     report, refs = registration.report, registration.deploy_images
     if not refs:
         return registration
@@ -157,7 +160,7 @@ def _point_nodes(ctx: VerbContext, registration: Registration) -> Registration:
     def point(node: Node) -> str:
         ironic_node = current.get(node.name)
         if ironic_node is None:
-            raise NodeError(node.name, "not enrolled (k1prov nodes enroll)")
+            return NOT_ENROLLED
         info = ironic_node.driver_info or {}
         patch = [{"op": "add", "path": f"/driver_info/{key}", "value": value}
                  for key, value in refs.items() if info.get(key) != value]
@@ -179,7 +182,8 @@ def _point_nodes(ctx: VerbContext, registration: Registration) -> Registration:
         node_rows[res.key] = row
     report.outcomes.extend(node_rows.values())
     # Nothing patched: the view read above is still Ironic's.
-    unchanged = all(res.status is Status.OK and res.value == "unchanged" for res in fired.results)
+    unchanged = all(res.status is Status.OK and res.value in ("unchanged", NOT_ENROLLED)
+                    for res in fired.results)
     refresh_rows(ctx, report, node_rows, started, current=current if unchanged else None)
     return registration
 

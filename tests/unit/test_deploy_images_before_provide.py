@@ -117,3 +117,18 @@ def test_cluster_up_registers_the_images_before_it_enrolls(tmp_path, ironic, mon
         "image:k": "bypasses glance", "image:r": "bypasses glance", "image:u": "bypasses glance"}
     assert ironic.at_provide == {"n1": REFS, "n2": REFS}
     assert seen["states"] == {"n1": "available", "n2": "available"}
+
+
+def test_images_register_before_enroll_is_the_order_that_works(tmp_path, ironic):
+    """An Ironic without default deploy images: images register first (a node not enrolled
+    yet is no failure), then enroll finds the refs and creates the nodes with them."""
+    registered = _prov(tmp_path).register_images()
+    assert registered.exit_code() == 0
+    assert {o.node: o.action for o in registered.outcomes if not o.node.startswith("image:")} == {
+        "n1": "not enrolled (nodes enroll gives it the deploy images)",
+        "n2": "not enrolled (nodes enroll gives it the deploy images)"}
+    assert _prov(tmp_path).enroll().exit_code() == 0
+    assert ironic.at_provide == {"n1": REFS, "n2": REFS}
+    again = _prov(tmp_path).register_images()
+    assert {o.node: o.action for o in again.outcomes if not o.node.startswith("image:")} == {
+        "n1": "unchanged", "n2": "unchanged"}
