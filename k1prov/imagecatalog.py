@@ -6,7 +6,7 @@ url) takes the catalog entry of that name; fields the inventory does give
 
 Entry fields:
     url: or file:        where the bytes are (exactly one). A file may hold the
-                         placeholders {lab_dir} and {image_cache}, "~", and a
+                         placeholders {lab_dir}, {image_cache}, {ipa_cache}, "~", and a
                          glob ("k1prov-lab-*.raw": the newest match is taken);
                          a relative path is relative to the catalog file.
     checksum:            "sha256:HEX" or "sha512:HEX"
@@ -57,6 +57,8 @@ def default_places() -> dict[str, str]:
     return {
         "lab_dir": os.environ.get("K1PROV_LAB_DIR") or "~/.local/share/k1prov/lab",
         "image_cache": os.environ.get("K1PROV_IMAGE_CACHE") or "~/.cache/k1prov/images",
+        # The VM lab's agent ramdisks (scripts/vm-lab/build-ipa-ramdisk.sh).
+        "ipa_cache": os.environ.get("K1PROV_IPA_CACHE") or "~/.cache/k1prov/ipa-ramdisk",
     }
 
 

@@ -50,6 +50,10 @@ def lab_operator_key(isolated_home):
     pub = Path("~/.local/share/k1prov/lab/ssh/id_ed25519.pub").expanduser()
     pub.parent.mkdir(parents=True, exist_ok=True)
     pub.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTheInventoryCheckOnly0000000 k1prov-lab\n")
+    # inventories/lab-vm.yaml reads the one `lab up --kind vm` makes.
+    vm_pub = Path("~/.local/share/k1prov/lab-vm/ssh/id_ed25519.pub").expanduser()
+    vm_pub.parent.mkdir(parents=True, exist_ok=True)
+    vm_pub.write_text(pub.read_text())
     # And the checksum file `lab up` writes beside the Mesos build it publishes (lab.yaml
     # reads roles.mesos.sha512 from it when rendering).
     sums = Path("~/.local/share/k1prov/lab/http/mesos/SHA512SUMS").expanduser()

@@ -179,23 +179,31 @@ def status(as_json: bool = JsonOpt, kind: str = KindOpt):
 
 @app.command("inventory")
 @handles_errors
-def inventory(nodes: Optional[int] = NodesOpt,
+def inventory(nodes: Optional[int] = NodesOpt, kind: str = KindOpt,
               output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here, not stdout."),
               mesos: Optional[bool] = typer.Option(
                   None, "--mesos/--no-mesos",
                   help="Mesos masters and agents, Spark on Mesos (default when the lab has a Mesos "
                        "build), or ZooKeeper and standalone Spark only.")):
-    """Print an inventory that matches the lab (all its simulated machines, or --nodes of them)."""
+    """Print an inventory that matches the lab (all its simulated machines, or --nodes of them;
+    with --kind vm, the VM lab's machines, or the VM lab of --nodes machines)."""
     from k1prov.errors import ConfigError
     from k1prov.lab.mesos import find_mesos_build, mesos_off_reason
 
-    off = "" if find_mesos_build() else mesos_off_reason()
-    if mesos and off:
-        raise ConfigError(f"--mesos: {off}")
-    if mesos is None and off:
-        # Said on stderr, so that the operator knows this inventory has no Mesos and why.
-        err.print(f"{off}; this inventory runs ZooKeeper and standalone Spark", highlight=False)
-    text = _lab().inventory_yaml(nodes=nodes, mesos=not off if mesos is None else mesos)
+    if _kind(kind) == "vm":
+        from k1prov.cli import lab_vm_cmd
+
+        if mesos:
+            raise ConfigError("--mesos: the VM lab's inventory has no roles yet")
+        text = lab_vm_cmd.inventory_text(nodes)
+    else:
+        off = "" if find_mesos_build() else mesos_off_reason()
+        if mesos and off:
+            raise ConfigError(f"--mesos: {off}")
+        if mesos is None and off:
+            # Said on stderr, so that the operator knows this inventory has no Mesos and why.
+            err.print(f"{off}; this inventory runs ZooKeeper and standalone Spark", highlight=False)
+        text = _lab().inventory_yaml(nodes=nodes, mesos=not off if mesos is None else mesos)
     if output:
         output.write_text(text)
         err.print(f"wrote {output}")

@@ -62,3 +62,10 @@ def status(*, as_json: bool) -> None:
     st = _lab().status()
     _show(st, as_json=as_json)
     raise typer.Exit(0 if st.ok else 1)
+
+
+def inventory_text(nodes: Optional[int]) -> str:
+    """The inventory of the VM lab (its size, or a VM lab of `nodes` machines)."""
+    from k1prov.lab.vm_inventory import render_vm_inventory
+
+    return render_vm_inventory(_lab(nodes).settings)

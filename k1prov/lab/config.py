@@ -51,6 +51,14 @@ KEYSTONE_REGION = "RegionOne"
 SERVICE_PROJECT = "service"
 
 
+HARDWARE_KINDS = ("simulated", "vm")
+# The deploy ramdisk's kernel line on the VM lab's machines: its serial console into the
+# machine's log file, and the unpacked ramdisk (about 700 MiB) on ramfs, which unlike the
+# default tmpfs is not capped at half of the 1.5 GiB machine's memory (vm-proto NOTES,
+# "Memory per VM").
+VM_KERNEL_APPEND = "nofb vga=normal console=ttyS0,115200n8 rootfstype=ramfs"
+
+
 # `lab up --conductors`: the lab machine has 2 cores; Ironic's guidance is ~300 nodes each.
 MAX_CONDUCTORS = 8
 # With several conductors, each one's JSON-RPC server listens on Ironic's default port on a
@@ -138,6 +146,10 @@ class LabSettings:
     # off for a lab like an Ironic without them, where a node is cleaned only with the
     # deploy images k1prov gave it before `provide` (issue 21).
     conductor_deploy_images: bool = True
+    # What the machines are (HARDWARE_KINDS): "simulated", the lab's BMC simulator and
+    # network-namespace machines (k1prov.lab.machine); "vm", the VM lab's virtual machines
+    # (k1prov.lab.vm), which run no simulator here and network-boot the real agent ramdisk.
+    hardware: str = "simulated"
 
     @classmethod
     def default(cls) -> "LabSettings":
@@ -162,6 +174,8 @@ class LabSettings:
         self._check_conductors(tcp)
         if self.host_init not in ("plain", "systemd"):  # k1prov.lab.hosts.HOST_INITS
             raise ConfigError(f"lab setting host_init: {self.host_init!r} is not plain or systemd")
+        if self.hardware not in HARDWARE_KINDS:
+            raise ConfigError(f"lab setting hardware: {self.hardware!r} is not one of {', '.join(HARDWARE_KINDS)}")
         if self.auth not in AUTH_MODES:
             raise ConfigError(f"lab setting auth: {self.auth!r} is not one of {', '.join(AUTH_MODES)}")
         if self.token_expiration < 10:
@@ -382,6 +396,22 @@ def _flaky_ipmi(conf: str, s: LabSettings) -> str:
                         f"{FLAKY_POWER_STATE_CHANGE_TIMEOUT}\n", 1)
 
 
+def _vm_hardware(conf: str, s: LabSettings) -> str:
+    """`conf` for the VM lab's machines (hardware "vm"): they boot Ironic's iPXE script over
+    HTTP (the lab's dnsmasq chainloads http_url/boot.ipxe), then the real agent ramdisk with
+    its console on the serial port. A TCG machine takes minutes from power-on to the agent's
+    lookup, so the agent's own power-off is waited for longer than on simulated machines."""
+    if s.hardware != "vm":
+        return conf
+    pxe = "[pxe]\n"
+    assert conf.count(pxe) == 1
+    conf = conf.replace(pxe, f"[pxe]\nkernel_append_params = {VM_KERNEL_APPEND}\n"
+                             "# iPXE waits this long (s) for each HTTP download before it gives up.\n"
+                             "ipxe_timeout = 120\n", 1)
+    return conf.replace("post_deploy_get_power_state_retries = 30\n",
+                        "post_deploy_get_power_state_retries = 120\n", 1)
+
+
 def _split_ironic(conf: str, s: LabSettings, db_password: str) -> str:
     """`conf` for an API and s.conductors conductors in separate processes (conductors > 0):
     JSON-RPC between them, the lab's MariaDB, a conductor's death seen in seconds. What is
@@ -521,7 +551,7 @@ def render_ironic_conf(s: LabSettings, *, service_password: str = "", db_passwor
     # Without them (conductor_deploy_images off) a node has only the deploy images in its own
     # driver_info: a real Ironic configured so (issue 21).
     no_default = "" if s.conductor_deploy_images else "# (LabSettings.conductor_deploy_images off) "
-    return _split_ironic(_flaky_ipmi(textwrap.dedent(f"""\
+    return _split_ironic(_vm_hardware(_flaky_ipmi(textwrap.dedent(f"""\
         # Written by k1prov lab; rewritten on every `k1prov lab up`.
         [DEFAULT]
         {{default_auth}}
@@ -652,7 +682,7 @@ def render_ironic_conf(s: LabSettings, *, service_password: str = "", db_passwor
         {{policy}}
         """).replace("{default_auth}\n", default_auth).replace("{glance_auth}\n", glance_auth) \
         .replace("{policy}\n", _IRONIC_KEYSTONE_POLICY if s.auth == "keystone" else "") + \
-        ("\n" + extra if extra else ""), s), s, db_password)
+        ("\n" + extra if extra else ""), s), s), s, db_password)
 
 
 def render_glance_conf(s: LabSettings, *, service_password: str = "") -> str:

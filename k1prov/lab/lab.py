@@ -45,6 +45,9 @@ OPTIONAL_SERVICES = {"keystone": "keystone"}
 # the one it does not run.
 SPLIT_IRONIC_SERVICES = ("mariadb", "ironic-api", CONDUCTOR_SERVICE)
 ALL_IN_ONE_IRONIC = "ironic"
+# The simulated machines' BMCs and hardware logic: a lab of real (virtual) machines
+# (LabSettings.hardware "vm", k1prov.lab.vm) has its own BMCs and runs neither.
+SIMULATED_HARDWARE_SERVICES = ("bmcsim", "reconciler")
 # `down`: powering every machine off (each stops its agent or host and releases its disk;
 # a few seconds for a lab of 40 machines, most of them off).
 POWER_OFF_TIMEOUT = 300.0
@@ -149,6 +152,8 @@ class Lab:
                 continue
             if n == ALL_IN_ONE_IRONIC and s.conductors or n in SPLIT_IRONIC_SERVICES and not s.conductors:
                 continue
+            if n in SIMULATED_HARDWARE_SERVICES and s.hardware != "simulated":
+                continue
             names += conductor_services(s.conductors) if n == CONDUCTOR_SERVICE else [n]
         return tuple(names)
 
@@ -248,7 +253,7 @@ class Lab:
         failed = ""
         for name in reversed(known):
             procs.stop(s.run_dir, name, grace=grace)
-            if name == "reconciler" and was_up:
+            if name == "reconciler" and was_up and name in self.services:
                 failed = self._power_off_machines()
         ports = tuple(p for name in self.services for p in self._ports(name))
         busy = procs.wait_ports_free(ports, timeout=self.timeouts.lab_service)

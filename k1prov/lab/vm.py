@@ -11,8 +11,14 @@ It runs beside the default (network namespace) lab: its own directory, bridge, s
 ports and libvirtd (k1prov.lab.vm_libvirt). `up` is idempotent; `down` leaves no domain,
 QEMU, emulator, dnsmasq, bridge, tap or disk file behind.
 
-Not in this first slice (issue 20): Ironic on these machines (enrollment, the agent's
-ramdisk, deploys), the user image, Redfish virtual media and Redfish authentication.
+The lab's own Ironic and Glance (k1prov.lab.lab.Lab with LabSettings.hardware "vm", on
+the VM lab's ports and bridge) deploy these machines as on a rack: `direct` deploy, `ipxe`
+boot (dnsmasq gives known MACs the URL of Ironic's boot.ipxe, which chains to the node's
+own iPXE config over HTTP), the real agent ramdisk (scripts/vm-lab/build-ipa-ramdisk.sh)
+and a whole-disk user image (scripts/vm-lab/build-user-image.sh). Its clouds.yaml entry is
+`k1prov-lab-vm` (Ironic's own http_basic auth, as Bifrost runs it).
+
+Not yet (issue 20): automated cleaning, Redfish virtual media, systemd services on the hosts.
 """
 from __future__ import annotations
 
@@ -36,7 +42,9 @@ from k1prov.lab.secret_files import ensure_secret
 from k1prov.lab.venv import ensure_venv
 from k1prov.lab.vm_bmc import Vbmc, redfish_answers, sushy_conf, sushy_htpasswd, vbmc_conf
 from k1prov.lab.vm_libvirt import LIBVIRTD_START_TIMEOUT, Libvirt, domain_xml, pick_accel
-from k1prov.lab.vm_net import BOOT_IPXE, dnsmasq_conf, leases
+from k1prov.lab.config import LabSettings
+from k1prov.lab.lab import Lab
+from k1prov.lab.vm_net import dnsmasq_conf, leases
 from k1prov.settings import DEFAULT_TIMEOUTS, Timeouts
 
 VM_REQUIREMENTS_FILE = Path(__file__).resolve().with_name("requirements-vm.txt")
@@ -51,6 +59,8 @@ FIRST_HOST = 99
 PROGRAMS = {"qemu-system-x86_64": "qemu-system-x86", "libvirtd": "libvirt-daemon",
             "virsh": "libvirt-clients", "dnsmasq": "dnsmasq-base", "qemu-img": "qemu-utils",
             "unshare": "util-linux", "ipmitool": "ipmitool"}
+# The clouds.yaml entry of the VM lab's Ironic and Glance.
+VM_CLOUD_NAME = "k1prov-lab-vm"
 # Namespace for the machines' libvirt UUIDs (= their Redfish system ids): uuid5 of the
 # domain name, so that a re-created lab keeps its ids.
 _UUID_NS = uuidlib.UUID("5f0c6d2e-2b1e-4c55-9a55-6b1f0c0a7f20")
@@ -74,10 +84,19 @@ class VmLabSettings:
     # "kvm", "tcg", or "" for pick_accel's choice.
     accel: str = ""
     bmc_username: str = "admin"
+    # The lab's Ironic, Glance and image HTTP server (the netns lab's are 6385, 9292, 8088),
+    # and the virtualenv they run from (the netns lab's, installed once).
+    lab_venv: Path = Path("~/.cache/k1prov/lab-venv")
+    ironic_port: int = 16385
+    glance_port: int = 19292
+    http_port: int = 18088
+    # Where `lab up` writes the `k1prov-lab-vm` entry; None: ~/.config/openstack/clouds.yaml.
+    clouds_yaml: Path | None = None
 
     @classmethod
     def default(cls, **overrides) -> "VmLabSettings":
-        """From K1PROV_VM_LAB_{DIR,VENV,BRIDGE,CIDR,PORT_OFFSET,ACCEL}, else the defaults."""
+        """From K1PROV_VM_LAB_{DIR,VENV,BRIDGE,CIDR,PORT_OFFSET,ACCEL,CLOUDS_YAML} and
+        K1PROV_LAB_VENV (the Ironic and Glance venv), else the defaults."""
         env = os.environ.get
         offset = int(env("K1PROV_VM_LAB_PORT_OFFSET", "0"))
         base = cls(root=Path(env("K1PROV_VM_LAB_DIR") or "~/.local/share/k1prov/lab-vm").expanduser(),
@@ -86,14 +105,19 @@ class VmLabSettings:
                       cidr=env("K1PROV_VM_LAB_CIDR") or base.cidr,
                       accel=env("K1PROV_VM_LAB_ACCEL") or "",
                       ipmi_base_port=base.ipmi_base_port + offset,
-                      vbmcd_port=base.vbmcd_port + offset, redfish_port=base.redfish_port + offset)
+                      vbmcd_port=base.vbmcd_port + offset, redfish_port=base.redfish_port + offset,
+                      lab_venv=Path(env("K1PROV_LAB_VENV") or "~/.cache/k1prov/lab-venv").expanduser(),
+                      ironic_port=base.ironic_port + offset, glance_port=base.glance_port + offset,
+                      http_port=base.http_port + offset,
+                      clouds_yaml=Path(env("K1PROV_VM_LAB_CLOUDS_YAML")) if env("K1PROV_VM_LAB_CLOUDS_YAML") else None)
         values.update(overrides)
         return cls(root=base.root, venv=base.venv, **values)
 
     def __post_init__(self) -> None:
         if not 1 <= self.nodes <= 50:
             raise ConfigError(f"VM lab nodes: {self.nodes} (1 to 50)")
-        ports = [self.vbmcd_port, self.redfish_port, self.ipmi_base_port, self.ipmi_base_port + self.nodes - 1]
+        ports = [self.vbmcd_port, self.redfish_port, self.ipmi_base_port, self.ipmi_base_port + self.nodes - 1,
+                 self.ironic_port, self.glance_port, self.http_port]
         if not all(1 <= p <= 65535 for p in ports):
             raise ConfigError(f"VM lab ports out of range: {ports}")
         if self.ipmi_base_port <= self.vbmcd_port < self.ipmi_base_port + self.nodes:
@@ -170,6 +194,20 @@ class VmLabSettings:
     def redfish_url(self) -> str:
         return f"http://127.0.0.1:{self.redfish_port}"
 
+    def ironic_settings(self) -> LabSettings:
+        """The lab's Ironic and Glance: the netns lab's services (k1prov.lab.lab) on this
+        lab's bridge and ports, without its simulated machines. Keystone's port is unused
+        (http_basic) but must differ from the others. Automated cleaning is off here: each
+        clean is one more boot of the agent ramdisk, 6-12 min under TCG; the netns lab runs
+        it (and `nodes clean` runs it on demand here)."""
+        return LabSettings(root=self.root / "ironic-lab", venv=self.lab_venv, ironic_port=self.ironic_port,
+                           glance_port=self.glance_port, http_port=self.http_port,
+                           keystone_port=self.ironic_port + 1, nodes=self.nodes,
+                           bmc_username=self.bmc_username, clouds_yaml=self.clouds_yaml,
+                           cloud_name=VM_CLOUD_NAME, bridge=self.bridge, cidr=self.cidr,
+                           disk_gb=self.disk_gb, auth="http_basic", hardware="vm",
+                           automated_clean=False)
+
 
 @dataclass(frozen=True)
 class VmMachine:
@@ -241,6 +279,7 @@ class VmLab:
         self.timeouts = timeouts
         self.libvirt = Libvirt(settings.root / "libvirt")
         self.vbmc = Vbmc(settings.venv, settings.vbmc_conf)
+        self.ironic = Lab(settings.ironic_settings(), timeouts=timeouts)
 
     # ---- verbs -------------------------------------------------------------------------
 
@@ -251,6 +290,7 @@ class VmLab:
         ensure_venv(s.venv, VM_REQUIREMENTS_FILE, timeout=self.timeouts.lab_install, progress=say,
                     what="virtualbmc, sushy-tools and libvirt-python")
         password = ensure_secret(s.bmc_password_file, nbytes=12)
+        self._ensure_ssh_key()
         self._write_configs()
         specs = {name: self._spec(name) for name in SERVICES}
         running = {}
@@ -284,6 +324,8 @@ class VmLab:
             if m.bmc["type"] == "ipmi":
                 self.vbmc.ensure(m.name, port=m.bmc["port"], username=s.bmc_username,
                                  password=password, libvirt_uri=self.libvirt.uri)
+        # Ironic and Glance last: the machines and their BMCs are there when it starts.
+        self.ironic.up(progress=say)
         status = self.status()
         if not status.ok:
             raise LabError("the VM lab started but is not healthy: "
@@ -292,6 +334,14 @@ class VmLab:
         return status
 
     def down(self) -> None:
+        # Ironic first, so that no conductor powers a machine on while the lab goes; the
+        # rest goes whatever it says.
+        try:
+            self.ironic.down()
+        finally:
+            self._down_machines()
+
+    def _down_machines(self) -> None:
         s = self.settings
         ours = {m.name for m in machines(s)}
         if procs.read_running(s.run_dir, "libvirtd") is not None and self.libvirt.answers(timeout=CHECK_TIMEOUT):
@@ -333,6 +383,9 @@ class VmLab:
             row["state"] = self.libvirt.state(m.name) if libvirt_ok else "undefined"
             row["lease"] = lease.get(m.mac)
             rows.append(row)
+        services += [VmServiceStatus(name=x.name, pid=x.pid, running=x.running, answers=x.answers,
+                                     detail=x.url if x.running else x.detail)
+                     for x in self.ironic.status().services]
         return VmLabStatus(accel=pick_accel(s.accel), bridge=s.bridge, cidr=s.cidr,
                            services=services, machines=rows)
 
@@ -344,6 +397,16 @@ class VmLab:
                            "(run `k1prov lab up --kind vm` first)") from None
 
     # ---- steps -------------------------------------------------------------------------
+
+    def _ensure_ssh_key(self) -> None:
+        """The operator's key pair (root/ssh/id_ed25519): its public half goes onto every
+        deployed machine's config drive (the VM lab's inventory names it)."""
+        key = self.settings.root / "ssh" / "id_ed25519"
+        if key.exists():
+            return
+        key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "k1prov-lab-vm", "-f", str(key)],
+            deadline=time.monotonic() + self.timeouts.lab_service, needs="openssh-client")
 
     def _check_prerequisites(self) -> None:
         if os.geteuid() != 0:
@@ -370,8 +433,8 @@ class VmLab:
         ms = machines(s)
         write_if_changed(s.dnsmasq_conf, dnsmasq_conf(
             bridge=s.bridge, cidr=s.cidr, hosts=[(m.mac, m.address, m.name) for m in ms],
-            tftp_root=s.tftp_root, log=s.dnsmasq_log, leases=s.leases_file))
-        write_if_changed(s.tftp_root / "boot.ipxe", BOOT_IPXE)
+            tftp_root=s.tftp_root, log=s.dnsmasq_log, leases=s.leases_file,
+            boot_url=s.ironic_settings().http_url + "/boot.ipxe"))
         write_if_changed(s.vbmc_conf, vbmc_conf(config_dir=s.vbmc_conf.parent / "domains",
                                                 port=s.vbmcd_port, log=s.log_dir / "vbmcd-debug.log"))
         (s.vbmc_conf.parent / "domains").mkdir(exist_ok=True)

@@ -9,20 +9,12 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-# The iPXE script the NIC's iPXE ROM fetches over TFTP after its DHCP. Until Ironic's boot
-# interface manages this directory, it says who the machine is and falls through to the
-# next boot device (the disk), as an unprovisioned rack machine does.
-BOOT_IPXE = """\
-#!ipxe
-echo k1prov VM lab: ${net0/mac} has ${net0/ip}; no deploy ramdisk configured
-sleep 3
-exit 1
-"""
-
 
 def dnsmasq_conf(*, bridge: str, cidr: str, hosts: list[tuple[str, str, str]], tftp_root: Path,
-                 log: Path, leases: Path) -> str:
-    """`hosts`: (mac, address, name) of every lab machine; `cidr`: the bridge's address."""
+                 log: Path, leases: Path, boot_url: str) -> str:
+    """`hosts`: (mac, address, name) of every lab machine; `cidr`: the bridge's address;
+    `boot_url`: the iPXE script an iPXE client chainloads (Ironic's boot.ipxe, which in turn
+    chains to the machine's own config by its MAC, as on a rack with Ironic's ipxe boot)."""
     iface = ipaddress.IPv4Interface(cidr)
     # A static range: addresses come from dhcp-host lines only.
     first = hosts[0][1] if hosts else str(iface.ip)
@@ -43,8 +35,11 @@ def dnsmasq_conf(*, bridge: str, cidr: str, hosts: list[tuple[str, str, str]], t
         "dhcp-option=6",                # no DNS
         "enable-tftp",
         f"tftp-root={tftp_root}",
+        # The NIC's ROM is iPXE (ipxe-qemu): it says so in its user class and option 175.
         "dhcp-userclass=set:ipxe,iPXE",
-        "dhcp-boot=tag:ipxe,boot.ipxe",
+        "dhcp-match=set:ipxe,175",
+        # Only iPXE gets a boot file: every machine of this lab has an iPXE ROM.
+        f"dhcp-boot=tag:ipxe,{boot_url}",
         "log-dhcp",
         f"log-facility={log}",
         f"dhcp-leasefile={leases}",

@@ -4,7 +4,14 @@ Through the CLI, as an operator runs it: two machines, one behind virtualbmc (IP
 with ipmitool) and one behind sushy-tools (Redfish, driven over HTTP). Each BMC powers its
 machine on and off and sets its boot device, and libvirt shows the change; a machine powered
 on network-boots and leases its address from the lab's dnsmasq; `lab down --kind vm` leaves
-nothing behind. The deploy ramdisk is not booted here (issue 20's later slices).
+nothing behind. Then a deploy as on a rack: `k1prov deploy` on both machines at once (one
+behind IPMI, one behind Redfish): Ironic powers them on, they iPXE-boot the real agent
+ramdisk, the agent writes the user image, and each boots it from its disk with the hostname
+of its config drive and answers SSH; then `undeploy`. The file prints each step's time.
+
+Under TCG (no usable KVM) the agent's lookup comes 3-5 minutes after power-on and the whole
+deploy takes about 10 minutes. It needs the agent ramdisk and the user image already built
+(scripts/vm-lab/build-ipa-ramdisk.sh, build-user-image.sh; skipped with that reason otherwise).
 
 Under TCG (no usable KVM) a machine reaches its DHCP in seconds; the file takes about a
 minute. Its own bridge, subnet and ports: K1PROV_TEST_VM_LAB_BRIDGE, _CIDR and _PORT_OFFSET
@@ -39,10 +46,13 @@ pytestmark = [pytest.mark.vm]
 DHCP_WAIT = 240.0
 # A BMC's power or boot-device change reaching libvirt (milliseconds; a bound, not a goal).
 STATE_WAIT = 60.0
+# The deploy test, its fixture included (a bound, not a goal; see the test).
+DEPLOY_TEST_TIMEOUT = 2700
 
 # Read at import, before tests/conftest.py points HOME at a temporary directory: the VM lab's
 # venv (virtualbmc, sushy-tools, libvirt-python) is installed once, in the real user's cache.
 _VENV = os.environ.get("K1PROV_VM_LAB_VENV") or str(Path("~/.cache/k1prov/vm-lab-venv").expanduser())
+_IPA_CACHE = os.environ.get("K1PROV_IPA_CACHE") or str(Path("~/.cache/k1prov/ipa-ramdisk").expanduser())
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -75,6 +85,9 @@ def vm_env(tmp_path_factory):
         "K1PROV_VM_LAB_BRIDGE": os.environ.get("K1PROV_TEST_VM_LAB_BRIDGE", "k1pvmt0"),
         "K1PROV_VM_LAB_CIDR": os.environ.get("K1PROV_TEST_VM_LAB_CIDR", "10.249.0.1/24"),
         "K1PROV_VM_LAB_PORT_OFFSET": os.environ.get("K1PROV_TEST_VM_LAB_PORT_OFFSET", "20000"),
+        # Its own clouds.yaml (the session's OS_CLIENT_CONFIG_FILE may be another lab's).
+        "K1PROV_VM_LAB_CLOUDS_YAML": str(root / "clouds.yaml"),
+        "K1PROV_IPA_CACHE": _IPA_CACHE,
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -190,7 +203,13 @@ def test_up_brings_both_bmcs_up(vm_lab):
     st = _status()
     assert st["ok"] and st["kind"] == "vm"
     assert [s["name"] for s in st["services"] if s["running"] and s["answers"]] == \
-        ["libvirtd", "dnsmasq", "vbmcd", "sushy"]
+        ["libvirtd", "dnsmasq", "vbmcd", "sushy", "http", "glance", "ironic"]
+    # Its clouds.yaml entry names its own Ironic (http_basic, as Bifrost runs it).
+    import yaml
+
+    clouds = yaml.safe_load(Path(os.environ["K1PROV_VM_LAB_CLOUDS_YAML"]).read_text())["clouds"]
+    assert clouds["k1prov-lab-vm"]["auth_type"] == "http_basic"
+    assert clouds["k1prov-lab-vm"]["baremetal_endpoint_override"] == vm_lab.settings.ironic_settings().ironic_url
     kinds = sorted(m["bmc"]["type"] for m in st["machines"])
     assert kinds == ["ipmi", "redfish"]
     for m in st["machines"]:
@@ -250,6 +269,138 @@ def test_redfish_sets_boot_device_and_power_and_the_machine_leases_an_address(vm
     _wait_state(vm_lab, m["name"], "shut off")
 
 
+def _images_why_not() -> str:
+    from k1prov.imagecatalog import DEFAULT_CATALOG, entry_source, load_catalog
+    from k1prov.lab.vm_inventory import VM_DEPLOY_KERNEL, VM_DEPLOY_RAMDISK, VM_USER_IMAGE
+
+    catalog = load_catalog(DEFAULT_CATALOG)
+    for name, recipe in ((VM_DEPLOY_KERNEL, "build-ipa-ramdisk.sh"), (VM_DEPLOY_RAMDISK, "build-ipa-ramdisk.sh"),
+                         (VM_USER_IMAGE, "build-user-image.sh")):
+        try:
+            entry_source(catalog[name], catalog_dir=Path(DEFAULT_CATALOG).parent)
+        except Exception as exc:  # noqa: BLE001 - any reason the file is not there
+            return f"image {name} not built (scripts/vm-lab/{recipe}): {exc}"
+    return ""
+
+
+@pytest.fixture(scope="module")
+def deployed(vm_lab, tmp_path_factory):
+    """Both machines deployed with `k1prov deploy` (through the CLI); timings printed."""
+    why = _images_why_not()
+    if why:
+        pytest.skip(why)
+    from k1prov.lab.vm_inventory import render_vm_inventory
+
+    d = tmp_path_factory.mktemp("vmdeploy")
+    inv = d / "lab-vm.yaml"
+    inv.write_text(render_vm_inventory(vm_lab.settings))
+    env = {"K1PROV_STATE_DIR": str(d / "state"),
+           "OS_CLIENT_CONFIG_FILE": str(vm_lab.settings.ironic_settings().clouds_yaml_path)}
+
+    def k1prov(*argv: str):
+        result = CliRunner().invoke(app, [*argv, "-i", str(inv)], env=env)
+        assert result.exit_code == 0, result.output
+        return result
+
+    t0 = time.monotonic()
+    k1prov("nodes", "enroll")
+    k1prov("images", "register")
+    print(f"\nenroll + images register: {time.monotonic() - t0:.1f} s")
+    t0 = time.time()
+    k1prov("deploy")
+    took = time.time() - t0
+    yield {"dir": d, "inv": inv, "env": env, "k1prov": k1prov, "t0": t0, "took": took}
+    CliRunner().invoke(app, ["undeploy", "-i", str(inv)], env=env)
+
+
+def _timeline(lab: VmLab, m: dict, uuid: str, t0: float) -> dict:
+    """Seconds from the deploy's start to each step of one machine's boot, read from the
+    logs of Ironic, dnsmasq and the image HTTP server (whole seconds where a log has no more)."""
+    import datetime
+    import re
+
+    ls = lab.settings.ironic_settings()
+    ironic = (ls.log_dir / "ironic.log").read_text(errors="replace").splitlines()
+    http = (ls.log_dir / "http.log").read_text(errors="replace").splitlines()
+    dhcp = acks(lab.settings.dnsmasq_log, m["mac"])
+    year = datetime.date.today().year
+
+    def ironic_at(pattern: str) -> float | None:
+        for line in ironic:
+            if (uuid in line or m["mac"].replace(":", "%3A") in line) and re.search(pattern, line):
+                stamp = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S.%f").timestamp()
+                if stamp >= t0:
+                    return stamp - t0
+        return None
+
+    def first_after(lines, parse) -> float | None:
+        for line in lines:
+            try:
+                stamp = parse(line)
+            except ValueError:
+                continue
+            if stamp >= t0 - 1:
+                return max(0.0, stamp - t0)
+        return None
+
+    dhcp_at = first_after(dhcp, lambda line: datetime.datetime.strptime(
+        f"{year} {' '.join(line.split()[:3])}", "%Y %b %d %H:%M:%S").timestamp())
+    ramdisk_at = first_after([x for x in http if "deploy_ramdisk" in x and x.startswith(m["address"] + " ")], lambda line:
+                             datetime.datetime.strptime(line.split("[", 1)[1][:20], "%d/%b/%Y %H:%M:%S").timestamp())
+    mac = re.escape(m["mac"].replace(":", "%3A"))
+    return {"power on": ironic_at(r"power state to power on"), "DHCP (iPXE)": dhcp_at,
+            "ramdisk fetched": ramdisk_at, "agent lookup": ironic_at(rf"GET /v1/lookup\?.*{mac}"),
+            # The agent done writing: Ironic goes on with the next deploy step.
+            "image written": ironic_at(r"remaining steps: \[\{'step': 'prepare_instance_boot'"),
+            "active": ironic_at(r'moved to provision state "active"')}
+
+
+# The deploy fixture runs in this test's setup: under TCG on a loaded 2-core machine a deploy
+# of both machines took 15 min here (the agent's lookup alone 4-7 min after power-on), more
+# than the suite's 900 s per test.
+@pytest.mark.timeout(DEPLOY_TEST_TIMEOUT)
+def test_deploy_through_ipmi_and_redfish_boots_the_user_image_and_answers_ssh(vm_lab, deployed):
+    from k1prov.inventory import load_inventory
+
+    from labhosts import openssh
+
+    inv = load_inventory(deployed["inv"])
+    cluster = inv.cluster
+    known_hosts = deployed["dir"] / "state" / cluster / "known_hosts"
+    key = vm_lab.settings.root / "ssh" / "id_ed25519"
+    print(f"\ndeploy (both machines, through the CLI, up to SSH): {deployed['took']:.0f} s")
+    listed = CliRunner().invoke(app, ["nodes", "list", "-i", str(deployed["inv"]), "--json"], env=deployed["env"])
+    assert listed.exit_code == 0, listed.output
+    uuids = {r["node"]: r["uuid"] for r in json.loads(listed.stdout)["nodes"]}
+    for node, m in zip(inv.nodes, _status()["machines"]):
+        steps = _timeline(vm_lab, m, uuids[node.name], deployed["t0"])
+        print(f"{node.name} ({m['bmc']['type']}): " + ", ".join(
+            f"{k} {v:.0f} s" if v is not None else f"{k} ?" for k, v in steps.items()))
+        assert steps["agent lookup"] is not None, "the agent never looked its node up"
+        # sshd answers before the rest of the boot is done (cloud-init's last stages):
+        # --wait blocks until systemd has finished starting.
+        out = openssh(key, known_hosts, node.address, "hostname; systemctl is-system-running --wait; "
+                      "cat /proc/cmdline; systemctl --failed --no-legend --plain", timeout=600)
+        assert out.returncode == 0, (node.name, out.stderr)
+        hostname, running, cmdline = out.stdout.splitlines()[:3]
+        assert hostname == node.name                     # from the config drive
+        assert running == "running", out.stdout           # every unit up, none failed
+        assert "root=LABEL=cloudimg-rootfs" in cmdline  # GRUB from the disk, not the ramdisk
+        assert vm_lab.libvirt.state(m["name"]) == "running"
+
+
+def test_undeploy_powers_the_machines_off_and_frees_the_nodes(vm_lab, deployed):
+    t0 = time.monotonic()
+    deployed["k1prov"]("undeploy")
+    print(f"\nundeploy (both machines): {time.monotonic() - t0:.0f} s")
+    result = CliRunner().invoke(app, ["nodes", "list", "-i", str(deployed["inv"]), "--json"], env=deployed["env"])
+    assert result.exit_code == 0, result.output
+    states = {r["node"]: (r["provision_state"], r["power_state"]) for r in json.loads(result.stdout)["nodes"]}
+    assert states == {"vm01": ("available", "power off"), "vm02": ("available", "power off")}
+    for m in _status()["machines"]:
+        assert vm_lab.libvirt.state(m["name"]) == "shut off"
+
+
 def test_down_leaves_nothing_behind(vm_lab):
     s = vm_lab.settings
     st = _status()
@@ -278,7 +429,8 @@ def test_down_leaves_nothing_behind(vm_lab):
     assert not [m["tap"] for m in ms if Path(f"/sys/class/net/{m['tap']}").exists()], "taps left"
     assert not [m["disk"] for m in ms if Path(m["disk"]).exists()], "disk files left"
     assert not (s.root / "libvirt" / "etc" / "qemu").exists(), "domain definitions left"
-    busy = procs.wait_ports_free((("tcp", s.vbmcd_port), ("tcp", s.redfish_port),
+    busy = procs.wait_ports_free((("tcp", s.vbmcd_port), ("tcp", s.redfish_port), ("tcp", s.ironic_port),
+                                  ("tcp", s.glance_port), ("tcp", s.http_port),
                                   *(("udp", m["bmc"]["port"]) for m in ms if m["bmc"]["type"] == "ipmi")),
                                  timeout=5)
     assert not busy, f"ports still in use: {busy}"

@@ -89,9 +89,12 @@ def test_libvirt_is_private_to_the_lab(tmp_path):
 def test_dnsmasq_answers_known_macs_only_without_router_or_dns(tmp_path):
     conf = dnsmasq_conf(bridge="k1pvm0", cidr="10.252.0.1/24",
                         hosts=[("52:54:00:01:02:03", "10.252.0.100", "k1pvm0-n0")],
-                        tftp_root=tmp_path, log=tmp_path / "d.log", leases=tmp_path / "l")
+                        tftp_root=tmp_path, log=tmp_path / "d.log", leases=tmp_path / "l",
+                        boot_url="http://10.252.0.1:18088/boot.ipxe")
     lines = conf.splitlines()
     for want in ("interface=k1pvm0", "bind-interfaces", "port=0", "dhcp-ignore=tag:!known",
+                 # iPXE chainloads Ironic's boot script over HTTP on the bridge address.
+                 "dhcp-boot=tag:ipxe,http://10.252.0.1:18088/boot.ipxe",
                  "dhcp-option=3", "dhcp-option=6", "dhcp-range=10.252.0.100,static,255.255.255.0,1h",
                  "dhcp-host=52:54:00:01:02:03,10.252.0.100,k1pvm0-n0"):
         assert want in lines
@@ -115,3 +118,53 @@ def test_emulator_configs(tmp_path):
     assert ns["SUSHY_EMULATOR_ALLOWED_INSTANCES"] == ["u1", "n1"]
     assert ns["SUSHY_EMULATOR_LIBVIRT_URI"] == "qemu:///system?socket=/s"
     assert "server_port = 17291" in vbmc_conf(config_dir=tmp_path / "domains", port=17291, log=tmp_path / "l")
+
+
+def test_the_vm_labs_ironic_is_the_labs_on_its_own_ports_without_simulated_machines(tmp_path):
+    from k1prov.lab.config import VM_KERNEL_APPEND, render_ironic_conf
+    from k1prov.lab.lab import Lab
+
+    s = VmLabSettings(root=tmp_path / "vm", venv=tmp_path / "venv", lab_venv=tmp_path / "lv",
+                      bridge="k1pq0", cidr="10.9.0.1/24", ironic_port=20385, glance_port=20292,
+                      http_port=20088)
+    ls = s.ironic_settings()
+    assert (ls.bridge, ls.cidr, ls.ironic_port, ls.glance_port, ls.http_port) == \
+        ("k1pq0", "10.9.0.1/24", 20385, 20292, 20088)
+    assert (ls.cloud_name, ls.auth, ls.hardware, ls.venv) == ("k1prov-lab-vm", "http_basic", "vm", tmp_path / "lv")
+    assert ls.root.parent == s.root
+    assert Lab(ls).services == ("http", "glance", "ironic")
+    conf = render_ironic_conf(ls)
+    assert f"kernel_append_params = {VM_KERNEL_APPEND}" in conf and "ipxe_timeout = 120" in conf
+    assert "console=ttyS0" in VM_KERNEL_APPEND and "rootfstype=ramfs" in VM_KERNEL_APPEND
+    # The netns lab keeps its simulated machines and Ironic's default kernel line.
+    from k1prov.lab.config import LabSettings
+
+    netns = LabSettings(root=tmp_path / "n", venv=tmp_path / "lv")
+    assert "bmcsim" in Lab(netns).services and "reconciler" in Lab(netns).services
+    assert "kernel_append_params" not in render_ironic_conf(netns)
+
+
+def test_vm_inventory_has_an_ipmi_and_a_redfish_node_and_matches_the_checked_in_file(tmp_path, monkeypatch):
+    from k1prov.inventory.loader import parse_inventory
+    from k1prov.lab.vm_inventory import render_vm_inventory
+
+    s = _settings(tmp_path, nodes=3)
+    # `lab up --kind vm` makes the key pair the inventory names.
+    (s.root / "ssh").mkdir(parents=True)
+    (s.root / "ssh" / "id_ed25519.pub").write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTheInventoryCheckOnly0000000 x\n")
+    inv = parse_inventory(render_vm_inventory(s), path=tmp_path / "lab-vm.yaml")
+    ms = machines(s)
+    assert [n.name for n in inv.nodes] == ["vm01", "vm02", "vm03"]
+    assert [n.driver for n in inv.nodes] == ["ipmi", "redfish", "ipmi"]
+    assert [n.address for n in inv.nodes] == [m.address for m in ms]
+    assert [list(n.macs) for n in inv.nodes] == [[m.mac] for m in ms]
+    with pytest.raises(ConfigError):
+        render_vm_inventory(s, nodes=4)
+    # inventories/lab-vm.yaml is the default VM lab's (2 machines), paths under ~.
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    for var in ("K1PROV_VM_LAB_DIR", "K1PROV_VM_LAB_BRIDGE", "K1PROV_VM_LAB_CIDR", "K1PROV_VM_LAB_PORT_OFFSET",
+                "K1PROV_VM_LAB_VENV", "K1PROV_LAB_VENV"):
+        monkeypatch.delenv(var, raising=False)
+    checked_in = Path(__file__).resolve().parents[2] / "inventories" / "lab-vm.yaml"
+    assert render_vm_inventory(VmLabSettings.default(nodes=2), home_relative=True) == checked_in.read_text()
