@@ -21,7 +21,7 @@ from k1prov.deploy_logs import keep, newest_logs
 from k1prov.errors import K1provError
 from k1prov.host_layout import HOST
 from k1prov.fanout import Status
-from k1prov.image_registration import register_images
+from k1prov.image_registration import put_images
 from k1prov.ironic_actions import fan_out
 from k1prov.inventory.model import Inventory, Node
 from k1prov.ironic_states import CLEANING, ironic_plan, settles_to
@@ -40,7 +40,9 @@ from k1prov.ssh_ready import wait_ssh, write_pinned_known_hosts
 log = logging.getLogger("k1prov.cluster")
 
 # The phases of `cluster up`, in order.
-UP_PHASES = ("enroll", "images", "deploy", "ssh", "configure")
+# The images come first: enroll writes the deploy kernel/ramdisk into each node's
+# driver_info before `provide`, which with automated cleaning boots them (issue 21).
+UP_PHASES = ("images", "enroll", "deploy", "ssh", "configure")
 # The cluster checks of the ensembles whose quorum a rebuild keeps (QUORUM_ROLES' members).
 QUORUM_CHECKS = ("zookeeper", "mesos")
 # Share of the other nodes rebuilt together in one batch of a rebuild.
@@ -182,7 +184,8 @@ def _recorded(ctx: VerbContext, report: ClusterReport, verb: str) -> Iterator[Ru
 
 
 def up(ctx: VerbContext, *, dry_run: bool = False) -> ClusterReport:
-    """enroll -> register images -> deploy -> wait for SSH -> configure (with health gates)."""
+    """register images -> enroll (with the deploy refs) -> deploy -> wait for SSH -> configure
+    (with health gates)."""
     inv = ctx.inventory
     # What configure would refuse in the role settings (a tarball without its sha512, a
     # sha512_file that is not there) is refused before anything is enrolled or deployed.
@@ -192,10 +195,20 @@ def up(ctx: VerbContext, *, dry_run: bool = False) -> ClusterReport:
     report = ClusterReport(verb="cluster up")
     with _recorded(ctx, report, "cluster up") as record:
         pipe = _Pipeline(ctx, report, list(inv.nodes))
+        # The deploy refs the images phase registered ({} when it could not: enroll goes
+        # on without them, as the conductor's default deploy images may do).
+        refs: dict[str, str] = {}
+
+        def images(names: list[str]) -> VerbReport:
+            registered = put_images(ctx, record=record)
+            refs.update(registered.deploy_images)
+            return registered.report
+
         steps: list[tuple[str, Callable[[list[str]], VerbReport | None]]] = [
+            ("images", images),
             ("enroll", lambda names: _settle_then(
-                ctx, names, lambda limit, listing: enrollment.enroll(ctx, limit=limit, existing=listing))),
-            ("images", lambda names: register_images(ctx, record=record)),
+                ctx, names, lambda limit, listing: enrollment.enroll(ctx, limit=limit, existing=listing,
+                                                                     deploy_images=refs))),
             ("deploy", lambda names: deploy.deploy(ctx, limit=names)),
             ("ssh", lambda names: _ssh_phase(ctx, names)),
             ("configure", lambda names: configure.apply(ctx, limit=names, record=record)),

@@ -13,6 +13,7 @@ from typing import Any, Iterable
 from k1prov import inspection
 from k1prov.bmc_login import tried_by_login, try_login
 from k1prov.context import VerbContext
+from k1prov.image_registration import deploy_image_refs
 from k1prov.ironic_actions import fan_out, fire_and_wait, refresh_rows
 from k1prov.fanout import Status
 from k1prov.ironic_states import AVAILABLE, MANAGEABLE, NEEDS_MANAGE, PROVIDABLE, bmc_did_not_answer
@@ -21,13 +22,18 @@ from k1prov.verb_report import NodeOutcome, VerbReport
 
 
 def enroll(ctx: VerbContext, *, limit: Iterable[str] | None = None,
-           group: str | None = None, existing: dict[str, Any] | None = None) -> VerbReport:
+           group: str | None = None, existing: dict[str, Any] | None = None,
+           deploy_images: dict[str, str] | None = None) -> VerbReport:
     """Find-or-create each node (ports by MAC) and drive it to `available`.
 
     enroll -> manageable makes Ironic check the BMC credentials over IPMI; a node
     that fails gets its own row with Ironic's last_error and the others go on.
     `existing`: Ironic's nodes by name (IronicNodes.by_name()) when the caller has just
     listed them (cluster up does, to find nodes still in a transition).
+    `deploy_images`: driver_info deploy_kernel/deploy_ramdisk -> ref, written with the
+    rest of driver_info, before `provide` (with automated cleaning it boots the deploy
+    ramdisk: issue 21). cluster up passes what its images phase registered; None: the
+    refs of the images an earlier `images register` registered, found, never uploaded.
     """
     nodes = ctx.select(limit, group)
     for node in nodes:
@@ -39,6 +45,11 @@ def enroll(ctx: VerbContext, *, limit: Iterable[str] | None = None,
                                         for n in nodes}
     report = VerbReport(verb="enroll", outcomes=list(outcomes.values()))
 
+    if deploy_images is None:
+        deploy_images, why_not = deploy_image_refs(ctx)
+        if why_not:
+            ctx.notify(f"{why_not}: driver_info gets no deploy_kernel/deploy_ramdisk, so cleaning on "
+                       "provide relies on the conductor's default deploy images")
     ctx.notify(f"enrolling {len(nodes)} node(s)")
     existing = ironic.by_name() if existing is None else existing
 
@@ -47,7 +58,7 @@ def enroll(ctx: VerbContext, *, limit: Iterable[str] | None = None,
         # A changed login is tried first: a refused one must not replace the one that works.
         if current is not None and tried_by_login(node) and ironic.login_changes(node, current):
             try_login(node, timeout=ctx.timeouts.bmc_login)
-        return ironic.ensure(node, current)
+        return ironic.ensure(node, current, deploy_images)
 
     ensured = fan_out(ctx, "ironic.ensure", nodes, ensure, key=lambda n: n.name)
     report.phases.append(("ensure", ensured))

@@ -3,8 +3,9 @@ as metalsmith's sources.py does: a local file or an http(s) URL that k1prov regi
 Glance, a URL (or file) that Ironic fetches itself bypassing Glance, and an image that is
 already in Glance by name. The preflight asks a source to `check` itself (what `images
 register` would refuse) and for the local file it still lacks (`missing_file`); `images
-register` asks it to `register` itself; deploy and reimage ask it for the node's
-`instance_info`.
+register` asks it to `register` itself; `nodes enroll` asks it to `find` the ref an
+earlier `images register` gave it (never uploading); deploy and reimage ask it for the
+node's `instance_info`.
 
     source = detect(resolve_images(inv).user)
     source.check("images.user")
@@ -22,7 +23,7 @@ from typing import Any, Callable, ClassVar
 from k1prov import glance
 from k1prov.context import VerbContext
 from k1prov.errors import ConfigError, InventoryError
-from k1prov.image_content import direct_image_info, parse_checksum
+from k1prov.image_content import direct_image_info, local_path, parse_checksum
 from k1prov.inventory.model import ImageSource
 
 # progress(bytes done, bytes total) while one image uploads.
@@ -60,15 +61,23 @@ class GlanceImage:
         raise InventoryError(f"image {self.name}: give exactly one of file or url",
                              field=f"images.{self.name}")
 
+    def find(self, ctx: VerbContext) -> str | None:
+        """The Glance id of the newest active image of that name, or None."""
+        newest = self._newest(ctx)
+        return newest.id if newest is not None else None
+
+    def _newest(self, ctx: VerbContext) -> Any | None:
+        candidates = [img for img in glance.list_own_images(ctx.conn, ctx.inventory.cluster, name=self.name)
+                      if img.status == "active"]
+        return candidates[-1] if candidates else None   # newest: what the last `images register` uploaded
+
     def instance_info(self, ctx: VerbContext) -> dict[str, Any]:
         """The newest active image of that name that `images register` uploaded."""
         inv = ctx.inventory
-        candidates = [img for img in glance.list_own_images(ctx.conn, inv.cluster, name=self.name)
-                      if img.status == "active"]
-        if not candidates:
+        image = self._newest(ctx)
+        if image is None:
             raise ConfigError(f"image {self.name!r} of cluster {inv.cluster} is not in Glance "
                               f"(run `k1prov images register -i {inv.path}` first)")
-        image = candidates[-1]          # newest: what the last `images register` uploaded
         size = image.virtual_size or image.size or 0
         # Ironic needs root_gb for a partition image; harmless for whole-disk.
         return {"image_source": image.id, "root_gb": max(1, math.ceil(size / 2**30))}
@@ -101,6 +110,9 @@ class _Uploaded:
                                     visibility=visibility)
         return Registered(ref=reg.id, uuid=reg.id, action="unchanged" if reg.reused else "uploaded",
                           changes=[reg.checksum])
+
+    def find(self, ctx: VerbContext) -> str | None:
+        return GlanceImage(self.name).find(ctx)
 
     def instance_info(self, ctx: VerbContext) -> dict[str, Any]:
         return GlanceImage(self.name).instance_info(ctx)
@@ -144,6 +156,10 @@ class DirectImage:
                  visibility: str | None = None) -> Registered:
         url = direct_image_info(self.src)["image_source"]
         return Registered(ref=url, action="bypasses glance", changes=[url])
+
+    def find(self, ctx: VerbContext) -> str:
+        """Its URL (register's ref): nothing was uploaded, so there is nothing to look for."""
+        return self.src.url or local_path(self.src).resolve().as_uri()
 
     def instance_info(self, ctx: VerbContext) -> dict[str, Any]:
         return direct_image_info(self.src)

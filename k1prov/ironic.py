@@ -38,6 +38,9 @@ REDFISH_INTERFACES = {"power": "redfish", "management": "redfish"}
 BMC_KEY_PREFIXES = ("ipmi_", "redfish_")
 # driver_info keys k1prov writes only when the inventory sets them.
 OPTIONAL_BMC_KEYS = ("redfish_system_id",)
+# driver_info keys of the deploy kernel and ramdisk (the inventory's images.deploy_*, as
+# `images register` put them where Ironic fetches them): not part of the BMC login.
+DEPLOY_IMAGE_KEYS = ("deploy_kernel", "deploy_ramdisk")
 # HTTP statuses openstacksdk retries by itself on k1prov's Ironic requests: 409 (the node
 # is locked by an action that ends in a moment). The SDK's own list
 # (baremetal.v1._common.RETRIABLE_STATUS_CODES) also has 503, which Ironic answers when
@@ -239,18 +242,24 @@ class IronicNodes:
         return ((current.extra or {}).get(EXTRA_BMC_FINGERPRINT) != want.fingerprint
                 or any(not _same(info.get(k), v) for k, v in want.driver_info.items()))
 
-    def ensure(self, node: Node, current: Any | None) -> EnsureResult:
+    def ensure(self, node: Node, current: Any | None,
+               deploy_images: dict[str, str] | None = None) -> EnsureResult:
         """Create the node and its ports, or bring `current` (the Ironic node of that name,
-        from by_name(); None: there is none) in line. Idempotent."""
+        from by_name(); None: there is none) in line. Idempotent.
+
+        `deploy_images`: driver_info deploy_kernel/deploy_ramdisk -> ref (Glance id or URL),
+        written with the rest, so that the node has them before k1prov's `provide`: with
+        automated cleaning, provide boots the deploy ramdisk (issue 21)."""
         from openstack import exceptions as os_exc
 
         want = desired_for(node, self.cluster)
+        deploy_images = deploy_images or {}
         try:
             if current is None:
-                result = self._create(node, want)
+                result = self._create(node, want, deploy_images)
             else:
                 self._check_owned(node.name, current)
-                result = self._update(node, current, want)
+                result = self._update(node, current, want, deploy_images)
             created, deleted = self._sync_ports(node, result.uuid, want.macs,
                                                 new_node=result.created)
         except os_exc.SDKException as exc:
@@ -258,9 +267,9 @@ class IronicNodes:
         result.ports_created, result.ports_deleted = created, deleted
         return result
 
-    def _create(self, node: Node, want: Desired) -> EnsureResult:
+    def _create(self, node: Node, want: Desired, deploy_images: dict[str, str]) -> EnsureResult:
         attrs = {k: v for k, v in want.attrs.items() if v not in (None, "")}
-        driver_info = {**want.driver_info, password_key(node): want.password}
+        driver_info = {**want.driver_info, **deploy_images, password_key(node): want.password}
         created = self.conn.baremetal.create_node(
             name=node.name, driver_info=driver_info,
             extra={EXTRA_CLUSTER: self.cluster, EXTRA_OWNER: OWNER_TAG,
@@ -270,7 +279,7 @@ class IronicNodes:
         return EnsureResult(uuid=created.id, provision_state=created.provision_state or "enroll",
                             created=True)
 
-    def _update(self, node: Node, current, want: Desired) -> EnsureResult:
+    def _update(self, node: Node, current, want: Desired, deploy_images: dict[str, str]) -> EnsureResult:
         patch: list[dict[str, Any]] = []
         changes: list[str] = []
         for attr, value in want.attrs.items():
@@ -287,7 +296,7 @@ class IronicNodes:
                     patch.append({"op": "replace", "path": f"/{attr}", "value": value})
                 changes.append(attr)
         info = current.driver_info or {}
-        for key, value in want.driver_info.items():
+        for key, value in {**want.driver_info, **deploy_images}.items():
             if not _same(info.get(key), value):
                 patch.append({"op": "add", "path": f"/driver_info/{key}", "value": value})
                 changes.append(f"driver_info.{key}")

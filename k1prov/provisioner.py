@@ -185,7 +185,7 @@ class Provisioner:
     # ---- the operator's workflow (k1prov.cluster) -----------------------------------
 
     def cluster_up(self, *, dry_run: bool = False) -> ClusterReport:
-        """enroll -> images -> deploy -> SSH -> configure, resumable."""
+        """images -> enroll -> deploy -> SSH -> configure, resumable."""
         return cluster.up(self.context, dry_run=dry_run)
 
     def cluster_status(self) -> ClusterReport:

@@ -142,6 +142,10 @@ class LabSettings:
     # choice, not the lab's). Off only for a lab whose nodes cannot boot a cleaning
     # ramdisk (the VM lab's machines enrolled into a netns lab without deploy images).
     automated_clean: bool = True
+    # The conductor's default deploy kernel/ramdisk (default_deploy_images, Bifrost's way):
+    # off for a lab like an Ironic without them, where a node is cleaned only with the
+    # deploy images k1prov gave it before `provide` (issue 21).
+    conductor_deploy_images: bool = True
     # What the machines are (HARDWARE_KINDS): "simulated", the lab's BMC simulator and
     # network-namespace machines (k1prov.lab.machine); "vm", the VM lab's virtual machines
     # (k1prov.lab.vm), which run no simulator here and network-boot the real agent ramdisk.
@@ -544,6 +548,9 @@ def render_ironic_conf(s: LabSettings, *, service_password: str = "", db_passwor
     """db_password: the one of Ironic's MariaDB user (conductors > 0)."""
     state = s.root / "ironic"
     default_auth, glance_auth, extra = _ironic_auth(s, service_password)
+    # Without them (conductor_deploy_images off) a node has only the deploy images in its own
+    # driver_info: a real Ironic configured so (issue 21).
+    no_default = "" if s.conductor_deploy_images else "# (LabSettings.conductor_deploy_images off) "
     return _split_ironic(_vm_hardware(_flaky_ipmi(textwrap.dedent(f"""\
         # Written by k1prov lab; rewritten on every `k1prov lab up`.
         [DEFAULT]
@@ -592,8 +599,8 @@ def render_ironic_conf(s: LabSettings, *, service_password: str = "", db_passwor
         automated_clean = {str(s.automated_clean).lower()}
         # Bifrost's way: a conductor-wide deploy image, so that a node enrolled before
         # `images register` gave it one is cleaned on its way to available.
-        deploy_kernel = file://{s.default_deploy_images[0]}
-        deploy_ramdisk = file://{s.default_deploy_images[1]}
+        {no_default}deploy_kernel = file://{s.default_deploy_images[0]}
+        {no_default}deploy_ramdisk = file://{s.default_deploy_images[1]}
         file_url_allowed_paths = /var/lib/ironic,{s.root / "ironic"}
         # The lab's BMCs are the only truth about power; Ironic must not "correct" them.
         sync_power_state_interval = -1

@@ -304,7 +304,7 @@ def test_up_from_nothing_to_healthy(env):
     assert result.exit_code == EXIT_OK, result.output
     data = json.loads(result.stdout)
     _check_healthy(data, NAMES, zk_members=ZK_MEMBERS, spark=True)
-    assert [p["phase"] for p in data["phases"]] == ["enroll", "images", "deploy", "ssh", "configure", "health"]
+    assert [p["phase"] for p in data["phases"]] == ["images", "enroll", "deploy", "ssh", "configure", "health"]
     assert {o["action"] for o in _phase(data, "enroll")["report"]["nodes"]} == {"created"}
     deployed = _phase(data, "deploy")["report"]["nodes"]
     assert {o["action"] for o in deployed} == {"deployed"}

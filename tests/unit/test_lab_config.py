@@ -79,6 +79,9 @@ def test_ironic_conf_has_the_lab_settings(tmp_path):
     assert str(s.root / "ironic") in cp["conductor"]["file_url_allowed_paths"].split(",")
     assert parse(render_ironic_conf(settings(tmp_path, automated_clean=False)))["conductor"][
         "automated_clean"] == "false"
+    # A lab like an Ironic without default deploy images: each node's own driver_info only.
+    bare = parse(render_ironic_conf(settings(tmp_path, conductor_deploy_images=False)))["conductor"]
+    assert "deploy_kernel" not in bare and "deploy_ramdisk" not in bare
     assert cp["conductor"]["sync_power_state_interval"] == "-1"
     assert cp["ipmi"]["min_command_interval"] == "1"
     assert cp["glance"]["auth_type"] == "none"

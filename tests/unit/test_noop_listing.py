@@ -43,7 +43,7 @@ def _ctx(tmp_path, monkeypatch, state: str) -> tuple[VerbContext, Baremetal]:
     baremetal = Baremetal(existing)
     inv = SimpleNamespace(cluster="c", nodes=nodes, path=tmp_path / "inv.yaml", roles={},
                           cloud=SimpleNamespace(ironic_url="http://127.0.0.1:1", cloud=None),
-                          images=SimpleNamespace(user=SimpleNamespace(name="i")),
+                          images=SimpleNamespace(user=SimpleNamespace(name="i"), deploy_kernel=None, deploy_ramdisk=None),
                           ssh=SimpleNamespace(public_keys=("ssh-ed25519 AAAA k1prov",)))
     conn = SimpleNamespace(baremetal=baremetal)     # the SDK connection, recorded
     monkeypatch.setattr(context, "connect", lambda cloud, api_timeout: conn)
