@@ -283,9 +283,19 @@ def _images_why_not() -> str:
     return ""
 
 
+def _deploy_chosen(config) -> bool:
+    """Whether this run asked for the VM deploy: `-m vm` (the VM tests alone) or
+    K1PROV_TEST_VM_DEPLOY=1. Under TCG it takes 9-20 min on 2 cores (the agent's lookup alone
+    5-12 min after power on), which the whole suite cannot carry inside CI's budget beside the
+    rest; the VM lab's other tests (BMCs, DHCP, teardown) run in every run."""
+    return "vm" in (config.option.markexpr or "") or os.environ.get("K1PROV_TEST_VM_DEPLOY") == "1"
+
+
 @pytest.fixture(scope="module")
-def deployed(vm_lab, tmp_path_factory):
+def deployed(vm_lab, tmp_path_factory, request):
     """Both machines deployed with `k1prov deploy` (through the CLI); timings printed."""
+    if not _deploy_chosen(request.config):
+        pytest.skip("the VM deploy runs with -m vm or K1PROV_TEST_VM_DEPLOY=1 (9-20 min under TCG)")
     why = _images_why_not()
     if why:
         pytest.skip(why)
