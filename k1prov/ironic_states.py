@@ -103,8 +103,11 @@ ACTION_TAKEN: dict[str, frozenset[str]] = {
 
 # How Ironic's last_error says the BMC did not answer (or refused) an IPMI command:
 # IPMIFailure ("IPMI call failed: power status."), which a failed BMC check in manage wraps
-# as "Failed to get power state for node …", a failed power action in a deploy as its own.
-_BMC_FAILURES = ("IPMI call failed", "Failed to get power state")
+# as "Failed to get power state for node …", a failed power action in a deploy as its own;
+# and an ipmitool run that outlived Ironic's own limit, which a deploy step reports as
+# "… failed with TimeoutExpired: Command '('ipmitool', …)' timed out" (seen through a BMC
+# that drops answers, test_lab_faults.py).
+_BMC_FAILURES = ("IPMI call failed", "Failed to get power state", "TimeoutExpired: Command '('ipmitool'")
 
 
 def bmc_did_not_answer(last_error: str | None) -> bool:

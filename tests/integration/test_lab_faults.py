@@ -230,13 +230,20 @@ def test_a_second_installations_lab_up_leaves_the_machines_running(env):
 
 @pytest.fixture
 def flaky_bmc(env):
-    """flt02's BMC flaky (bmcsim --flaky) for one test: its port; healthy again after."""
+    """flt02's BMC flaky (bmcsim --flaky) for one test: its port; healthy again after.
+
+    Ironic runs without automated cleaning meanwhile: a clean, like a deploy, runs a dozen
+    ipmitool sessions (power, boot device) through the BMC, and Ironic 39's ipmitool driver
+    gets stuck on about one in five of them there ("Failed to prepare node … for cleaning:
+    IPMI call failed"), the limit test_a_flaky_bmc_still_deploys_its_node records (xfail).
+    What this fixture's test proves is k1prov's: its manage retried through the fault."""
     lab = env["lab"]
     s = lab.settings
     port = s.bmc_base_port + BMC_OFFSET + 1
     reconciler = procs.read_running(s.run_dir, "reconciler").pid
     try:
-        assert Lab(dataclasses.replace(s, flaky_bmcs=(f"{port}:{FLAKY_DROP}:{FLAKY_DELAY}",))).up().ok
+        assert Lab(dataclasses.replace(s, flaky_bmcs=(f"{port}:{FLAKY_DROP}:{FLAKY_DELAY}",),
+                                       automated_clean=False)).up().ok
         # Only the simulator (and Ironic, for its slow-BMC settings) restarted; the
         # machines' hardware did not.
         assert procs.read_running(s.run_dir, "reconciler").pid == reconciler

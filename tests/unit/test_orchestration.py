@@ -126,6 +126,17 @@ def test_a_bmc_that_did_not_answer_is_managed_again_and_the_row_counts_the_retri
     assert actions(ironic)["n1"] == ["manage", "provide"]
 
 
+def test_an_ipmitool_run_that_timed_out_is_the_bmc_not_answering():
+    from k1prov.ironic_states import bmc_did_not_answer
+
+    # Ironic 39's words for a deploy whose ipmitool outlived its limit (a BMC dropping answers).
+    assert bmc_did_not_answer("Deploy step deploy.deploy failed with TimeoutExpired: Command "
+                              "'('ipmitool', '-I', 'lanplus', '-H', '127.0.0.1', 'power', 'status')' "
+                              "timed out after 60 seconds")
+    assert not bmc_did_not_answer("Deploy step deploy.deploy failed with TimeoutExpired: Command "
+                                  "'('qemu-img', 'convert')' timed out after 60 seconds")
+
+
 def test_409_after_the_sdks_retries_fails_the_node_unless_ironic_took_the_action(tmp_path, ironic):
     for i in range(1, 5):
         ironic.add(f"n{i}", provision_state="enroll")
