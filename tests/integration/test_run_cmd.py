@@ -154,7 +154,9 @@ def test_all_ok_prints_identical_output_once_with_folded_hosts(inventory):
     result = invoke("-i", str(inventory), "--", "echo", "same-$((20+22))")
     assert result.exit_code == EXIT_OK, result.output
     rows = [line for line in result.stdout.splitlines() if "same-42" in line]
-    assert len(rows) == 1
+    # The whole table on failure: once, in a whole run, node04's output differed by a line
+    # that the row above did not show (12/12 passed alone right after).
+    assert len(rows) == 1, result.stdout
     assert [cell.strip() for cell in rows[0].strip("│ ").split("│")] == ["ok", "node[01-04]", "4",
                                                                        "same-42"]
     assert "4 ok" in result.stdout
