@@ -26,6 +26,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -294,6 +295,18 @@ def release_lab_nodes(s: LabSettings, *, inventory: Path, state: Path, bmc_ports
     Provisioner(load_inventory(inventory), state_root=state).delete_nodes()
     for img in glance.list_own_images(conn, cluster):
         conn.image.delete_image(img.id, ignore_missing=True)
+
+
+def wait_for(what: str, check, timeout: float, interval: float = 1.0):
+    """check()'s first truthy value, asked every `interval` s; the test fails naming `what`
+    after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what}: not after {timeout:.0f} s"
+        time.sleep(interval)
 
 
 def tear_down_cluster(inv: Path, state: Path, conn, cluster: str) -> None:

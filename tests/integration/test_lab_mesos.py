@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 from image_fixture import lab_image_path
-from labhosts import ZOOKEEPER_ROLE, beside_other_sessions, booted_hosts, host_inventory_text, mesos_master_get
+from labhosts import (ZOOKEEPER_ROLE, beside_other_sessions, booted_hosts, host_inventory_text, mesos_master_get,
+                      wait_for)
 
 from k1prov.bench.contention import ContentionOptions
 from k1prov.bench.drf import DrfOptions, run_drf
@@ -146,16 +147,6 @@ def leader_of(cluster, names=MASTERS) -> tuple[str, dict] | None:
     leading = [(n, s) for n, (code, s) in master_states(cluster).items() if code == 200 and n in names
                and s.get("leader") == s.get("pid")]
     return leading[0] if len(leading) == 1 else None
-
-
-def wait_for(what: str, check, timeout: float, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what}: not after {timeout:.0f} s"
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ import pytest
 from image_fixture import lab_image_path
 from lab_fixture import beside_session_lab, bring_up
 from labhosts import (SPARK_ROLE, ZOOKEEPER_ROLE, deploy_settings_text, lab_connection, lab_inventory_text,
-                      lab_ip, openssh, tear_down_cluster, write_deploy_inputs)
+                      lab_ip, openssh, tear_down_cluster, wait_for, write_deploy_inputs)
 
 from k1prov.lab import Lab
 from k1prov.lab.hosts import HostBooter
@@ -158,16 +158,6 @@ def _zk_srvr(address: str) -> str:
         return ""
 
 
-def _wait(what: str, check, *, timeout: float):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what}: not after {timeout:.0f} s"
-        time.sleep(POLL)
-
-
 def _main_pid(env) -> int:
     return int(_ssh(env, f"systemctl show -p MainPID --value {UNIT}").stdout.strip() or 0)
 
@@ -228,28 +218,28 @@ def test_power_cycle_through_the_bmc_brings_the_services_back(env):
 
     t0 = time.monotonic()
     _ipmi_power(s, port, "off")
-    _wait("host stopped", lambda: booter.status(host).state != "running", timeout=POWER_OFF_TIMEOUT)
+    wait_for("host stopped", lambda: booter.status(host).state != "running", timeout=POWER_OFF_TIMEOUT, interval=POLL)
     env["times"]["power off: host stopped"] = time.monotonic() - t0
     # Nothing of the host is left: no process in its pid namespace or cgroup, no cgroup
     # of its systemd, no devices cgroup, no network namespace.
-    _wait("host's processes gone", lambda: not _host_remains(pid_ns, cgroup2), timeout=POWER_OFF_TIMEOUT)
-    _wait("host's cgroups removed", lambda: not booter.cgroup2(host).exists() and not booter.cgroup(host).exists(),
-          timeout=POWER_OFF_TIMEOUT)
-    _wait("host's network namespace removed", lambda: not netns_exists(netns_name(host)),
-          timeout=POWER_OFF_TIMEOUT)
+    wait_for("host's processes gone", lambda: not _host_remains(pid_ns, cgroup2), timeout=POWER_OFF_TIMEOUT, interval=POLL)
+    wait_for("host's cgroups removed", lambda: not booter.cgroup2(host).exists() and not booter.cgroup(host).exists(),
+             timeout=POWER_OFF_TIMEOUT, interval=POLL)
+    wait_for("host's network namespace removed", lambda: not netns_exists(netns_name(host)),
+             timeout=POWER_OFF_TIMEOUT, interval=POLL)
     assert _zk_srvr(address) == ""
 
     t0 = time.monotonic()
     _ipmi_power(s, port, "on")
-    _wait("host booted", lambda: booter.status(host).state == "running", timeout=BACK_TIMEOUT)
-    _wait("sshd answers", lambda: _ssh(env, "true", check=False).returncode == 0, timeout=BACK_TIMEOUT)
+    wait_for("host booted", lambda: booter.status(host).state == "running", timeout=BACK_TIMEOUT, interval=POLL)
+    wait_for("sshd answers", lambda: _ssh(env, "true", check=False).returncode == 0, timeout=BACK_TIMEOUT, interval=POLL)
     env["times"]["power on: ssh"] = time.monotonic() - t0
-    srvr = _wait("ZooKeeper answers srvr", lambda: _zk_srvr(address), timeout=BACK_TIMEOUT)
+    srvr = wait_for("ZooKeeper answers srvr", lambda: _zk_srvr(address), timeout=BACK_TIMEOUT, interval=POLL)
     env["times"]["power on: zookeeper serving"] = time.monotonic() - t0
     assert "Mode: standalone" in srvr, srvr
     out = _ssh(env, f"{ZKCLI} get {znode} 2>&1", timeout=ZKCLI_TIMEOUT).stdout
     assert "before-power-cycle" in out, out
-    _wait("Spark worker registered", lambda: _spark_workers(address), timeout=BACK_TIMEOUT)
+    wait_for("Spark worker registered", lambda: _spark_workers(address), timeout=BACK_TIMEOUT, interval=POLL)
     env["times"]["power on: spark worker alive"] = time.monotonic() - t0
     # A new boot, not the old host: a new PID 1 started them.
     assert booter.status(host).pid != info.pid
@@ -258,14 +248,14 @@ def test_power_cycle_through_the_bmc_brings_the_services_back(env):
 
 def test_systemd_restarts_a_killed_zookeeper(env):
     address = env["address"]
-    _wait("ZooKeeper answers srvr", lambda: _zk_srvr(address), timeout=BACK_TIMEOUT)
+    wait_for("ZooKeeper answers srvr", lambda: _zk_srvr(address), timeout=BACK_TIMEOUT, interval=POLL)
     old = _main_pid(env)
     assert old > 0
     restarts = int(_ssh(env, f"systemctl show -p NRestarts --value {UNIT}").stdout.strip() or 0)
     t0 = time.monotonic()
     _ssh(env, f"kill -KILL {old}")
-    _wait("a new ZooKeeper main process", lambda: _main_pid(env) not in (0, old), timeout=RESTART_TIMEOUT)
+    wait_for("a new ZooKeeper main process", lambda: _main_pid(env) not in (0, old), timeout=RESTART_TIMEOUT, interval=POLL)
     assert int(_ssh(env, f"systemctl show -p NRestarts --value {UNIT}").stdout.strip()) == restarts + 1
-    srvr = _wait("ZooKeeper answers srvr again", lambda: _zk_srvr(address), timeout=RESTART_TIMEOUT)
+    srvr = wait_for("ZooKeeper answers srvr again", lambda: _zk_srvr(address), timeout=RESTART_TIMEOUT, interval=POLL)
     env["times"]["kill -9: zookeeper serving again"] = time.monotonic() - t0
     assert "Mode: standalone" in srvr, srvr
