@@ -140,6 +140,17 @@ def _ssh_phase(ctx: VerbContext, names: list[str]) -> VerbReport:
     return report
 
 
+def _transition_timeout(ctx: VerbContext, state: str, target: str) -> float:
+    """The timeout of the transition a node in `state` is on, towards `target`."""
+    if target == "active":
+        return ctx.timeouts.deploy
+    if state in CLEANING:
+        return ctx.timeouts.clean
+    if state == "deleting":
+        return ctx.timeouts.undeploy
+    return ctx.timeouts.manage
+
+
 def _settle_then(ctx: VerbContext, names: list[str],
                  verb: Callable[[list[str], dict[str, Any] | None], VerbReport]) -> VerbReport:
     """Wait for the nodes a previous (interrupted) run left in a transition, then run verb;
@@ -154,10 +165,8 @@ def _settle_then(ctx: VerbContext, names: list[str],
         target = settles_to(ir) if ir is not None else None
         if target is None:
             continue
-        timeout = (ctx.timeouts.deploy if target == "active" else ctx.timeouts.clean
-                   if ir.provision_state in CLEANING else ctx.timeouts.undeploy
-                   if ir.provision_state == "deleting" else ctx.timeouts.manage)
-        by_target.setdefault((target, timeout), []).append(ir.id)
+        by_target.setdefault((target, _transition_timeout(ctx, ir.provision_state, target)),
+                             []).append(ir.id)
     for (target, timeout), uuids in by_target.items():
         ctx.notify(f"waiting for {len(uuids)} node(s) an earlier run left on their way to {target}")
         # Failures show in the verb that follows (it reads the node states again).
