@@ -33,6 +33,7 @@ from typing import Iterator, Sequence
 import openstack
 
 from k1prov import glance
+from k1prov.fanout import Status
 from k1prov.imagecatalog import write_lab_deploy_image
 from k1prov.inventory import load_inventory
 from k1prov.lab import LabSettings
@@ -448,3 +449,28 @@ def fenced_caps_left(probe: dict) -> list[str]:
     caps = probe["caps"]
     return sorted({name for bit, name in HOST_FENCED_CAPS.items()
                    for key in ("CapBnd", "CapPrm", "CapEff") if caps[key] >> bit & 1})
+
+
+def assert_a_refused_new_redfish_login_changes_nothing(conn, node: str, inventory: Path,
+                                                        changed: Path, bmc: str, secret: str) -> None:
+    """Issue 21: `changed` is `inventory` with a new but wrong Redfish password for `node`
+    (enrolled, available). k1prov tries it against the BMC first (a Redfish GET of the
+    system, a 401 asked again once): the row names the BMC (`bmc`: its URL and system path),
+    Ironic keeps the login that works, and the inventory as it was changes nothing."""
+    before = conn.baremetal.find_node(node, ignore_missing=False)
+    assert before.provision_state == "available", before.provision_state
+    t0 = time.monotonic()
+    report = Provisioner(load_inventory(changed)).enroll(limit=[node])
+    (row,) = report.outcomes
+    print(f"\n{node} ({time.monotonic() - t0:.1f} s): {row.error}")
+    assert row.status is Status.FAILED
+    assert (f"the BMC at {bmc} refused the new credentials (Redfish HTTP 401, asked 2 times); "
+            f"Ironic keeps the old ones") in row.error, row.error
+    assert secret not in row.error
+    after = conn.baremetal.find_node(node, ignore_missing=False)
+    assert after.extra == before.extra                 # the password's fingerprint: not sent
+    assert after.driver_info == before.driver_info
+    assert (after.provision_state, after.last_error) == ("available", None)
+    # The login that works is still Ironic's: as the inventory has it, nothing to change.
+    again = Provisioner(load_inventory(inventory)).enroll(limit=[node])
+    assert (again.outcomes[0].status, again.outcomes[0].action) == (Status.OK, "unchanged")

@@ -18,7 +18,7 @@ import time
 
 import pytest
 from lab_fixture import beside_session_lab, bring_up
-from labhosts import IRONIC_API_VERSION, lab_connection
+from labhosts import IRONIC_API_VERSION, assert_a_refused_new_redfish_login_changes_nothing, lab_connection
 from test_lab_vm import _machine, vm_env, vm_lab  # noqa: F401  (fixtures)
 
 from k1prov.fanout import Status
@@ -137,29 +137,15 @@ def test_a_changed_redfish_password_the_bmc_refuses_leaves_the_node_as_it_was(re
     """Issue 21: a changed password of an enrolled redfish node is tried against the BMC
     first (a Redfish GET of its system with the new login; a 401 asked again once): the
     sushy-tools BMC refuses it, so Ironic keeps the login that works and the row says so."""
-    conn = redfish_env["conn"]
-    before = conn.baremetal.find_node(GOOD, ignore_missing=False)
-    assert before.provision_state == "available"
     wrong = tmp_path / "new-wrong-password"
     wrong.write_text("a-new-but-wrong-password\n")
     inv = tmp_path / "changed.yaml"
     inv.write_text(redfish_env["inv"].read_text().replace(
         f"    bmc: {{system_id: ", f"    bmc: {{password: {{file: \"{wrong}\"}}, system_id: ", 1))
-    report = Provisioner(load_inventory(inv)).enroll(limit=[GOOD])
-    (row,) = report.outcomes
-    print(f"\n{GOOD}: {row.error}")
-    assert row.status is Status.FAILED
     m = redfish_env["machine"]
-    assert (f"the BMC at {m['bmc']['url']}{m['bmc']['system']} refused the new credentials (Redfish "
-            f"HTTP 401, asked 2 times); Ironic keeps the old ones") in row.error, row.error
-    assert "a-new-but-wrong-password" not in row.error
-    after = conn.baremetal.find_node(GOOD, ignore_missing=False)
-    assert after.extra == before.extra                 # the password's fingerprint: not sent
-    assert after.driver_info == before.driver_info
-    assert (after.provision_state, after.last_error) == ("available", None)
-    # The login that works is still Ironic's: it reads the power through it.
-    again = Provisioner(load_inventory(redfish_env["inv"])).enroll(limit=[GOOD])
-    assert (again.outcomes[0].status, again.outcomes[0].action) == (Status.OK, "unchanged")
+    assert_a_refused_new_redfish_login_changes_nothing(
+        redfish_env["conn"], GOOD, redfish_env["inv"], inv, f"{m['bmc']['url']}{m['bmc']['system']}",
+        "a-new-but-wrong-password")
 
 
 def test_power_through_redfish_starts_and_stops_the_domain(redfish_env):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from lab_fixture import beside_session_lab, bring_up, session_port_offset
-from labhosts import IRONIC_API_VERSION, lab_connection
+from labhosts import IRONIC_API_VERSION, assert_a_refused_new_redfish_login_changes_nothing, lab_connection
 
 from k1prov.fanout import Status
 from k1prov.inventory import load_inventory
@@ -132,27 +132,12 @@ def test_enroll_checks_the_fake_systems_bmc(env):
 
 
 def test_a_changed_redfish_password_the_bmc_refuses_leaves_the_node_as_it_was(env, tmp_path):
-    conn = env["conn"]
-    before = conn.baremetal.find_node(NODE, ignore_missing=False)
     wrong = tmp_path / "wrong"
     wrong.write_text("a-new-but-wrong-password\n")
     inv = tmp_path / "changed.yaml"
     inv.write_text(env["inv"].read_text().replace(str(env["dir"] / "password"), str(wrong)))
-    t0 = time.monotonic()
-    report = Provisioner(load_inventory(inv)).enroll()
-    (row,) = report.outcomes
-    print(f"\n{NODE} ({time.monotonic() - t0:.1f} s): {row.error}")
-    assert row.status is Status.FAILED
-    assert (f"the BMC at {env['url']}{SYSTEM} refused the new credentials (Redfish HTTP 401, asked "
-            f"2 times); Ironic keeps the old ones") in row.error, row.error
-    assert "a-new-but-wrong-password" not in row.error
-    after = conn.baremetal.find_node(NODE, ignore_missing=False)
-    assert after.extra == before.extra                 # the password's fingerprint: not sent
-    assert after.driver_info == before.driver_info
-    assert (after.provision_state, after.last_error) == ("available", None)
-    # The login that works is Ironic's still: as the inventory has it, nothing to change.
-    again = Provisioner(load_inventory(env["inv"])).enroll()
-    assert (again.outcomes[0].status, again.outcomes[0].action) == (Status.OK, "unchanged")
+    assert_a_refused_new_redfish_login_changes_nothing(env["conn"], NODE, env["inv"], inv,
+                                                        f"{env['url']}{SYSTEM}", "a-new-but-wrong-password")
 
 
 def test_a_changed_login_the_bmc_takes_goes_to_ironic(env, tmp_path):
