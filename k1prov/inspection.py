@@ -117,7 +117,9 @@ def inspect(ctx: VerbContext, *, limit: Iterable[str] | None = None,
         if out.status is Status.OK and out.action.startswith(PORTS_FROM_INSPECTION):
             out.action = f"inspected; {out.action}"
         elif out.status is Status.OK:
-            differ = mac_disagreement(ctx.inventory.node(n).macs, (out.hardware or {}).get("nics", []))
+            macs = ctx.inventory.node(n).macs
+            # No MACs in the inventory: its ports are inspection's, nothing to disagree with.
+            differ = mac_disagreement(macs, (out.hardware or {}).get("nics", [])) if macs else None
             out.action = "inspected" + (f" ({differ})" if differ else "")
             if differ:
                 ctx.warn(f"{n}: {differ}")

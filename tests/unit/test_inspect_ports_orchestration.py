@@ -95,6 +95,18 @@ def test_inspect_gives_it_ports_names_them_and_provides_it(tmp_path, ironic):
     assert [p.address for p in ironic.ports_of[ironic.node("new1").id]] == [MAC]
 
 
+def test_a_node_without_macs_inspected_again_has_no_disagreement_named(tmp_path, ironic):
+    node = ironic.add("new1", provision_state="available", driver_info=dict(RAMDISK))
+    ironic.ports_of[node.id] = [SimpleNamespace(address=MAC, extra={}, node_uuid=node.id)]
+    ironic.inventories["new1"] = {"inventory": {"interfaces": [{"name": "eth0", "mac_address": MAC}]}}
+    warnings: list[str] = []
+    p = prov(tmp_path)
+    p.context.warn = warnings.append
+    (row,) = p.inspect_nodes(limit=["new1"]).outcomes
+    assert (row.status, row.action, warnings) == (Status.OK, "inspected", [])
+    assert actions(ironic) == {"new1": ["manage", "inspect", "provide"]}
+
+
 def test_an_inspection_that_made_no_port_fails_and_is_not_provided(tmp_path, ironic):
     ironic.add("new1", provision_state="manageable", driver_info=dict(RAMDISK))
     (row,) = prov(tmp_path).inspect_nodes(limit=["new1"]).outcomes
