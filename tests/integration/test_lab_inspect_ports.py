@@ -106,7 +106,6 @@ def test_inspection_gives_them_ports_and_provides_them(env):
     data = json.loads(result.stdout)
     rows = {r["node"]: r for r in data["nodes"]}
     phases = [p["phase"] for p in data["phases"]]
-    print("phases (s): " + ", ".join(f"{p['phase']} {p['duration']:.1f}" for p in data["phases"]))
     assert "inspect" in phases and "ports" in phases and "provide" in phases, phases
     for name, port in zip(NAMES, _ports(s)):
         row = rows[name]
