@@ -33,7 +33,7 @@ from k1prov.fanout import Status
 from k1prov.hostkeys import ensure_host_key
 from k1prov.imagecatalog import resolve_images
 from k1prov.inventory.model import Node
-from k1prov.ironic_states import (ACTIVE, DEPLOYABLE, NOT_DEPLOYED, REBUILDABLE, UNDEPLOYABLE,
+from k1prov.ironic_states import (ACTIVE, DEPLOYABLE, MANAGEABLE, NOT_DEPLOYED, REBUILDABLE, UNDEPLOYABLE,
                                   in_flight_to)
 from k1prov.roles.fit import misfit, needs_of
 from k1prov.verb_report import NodeOutcome, VerbReport
@@ -105,6 +105,9 @@ def deploy(ctx: VerbContext, *, limit: Iterable[str] | None = None,
         else:
             out.status = Status.FAILED
             out.error = f"node is {ir.provision_state}; deploy needs available"
+            if ir.provision_state == MANAGEABLE and not node.macs:
+                # Held there by enroll for want of ports (k1prov.enrollment.waits_for_ports).
+                out.error += ": a node enrolled without macs gets its ports, and is provided, by `k1prov nodes inspect`"
     return _provision(ctx, "deploy", "active", todo, outcomes, image=image, regenerate_keys=False,
                       current=current, resume=resume)
 
@@ -167,15 +170,18 @@ def _provision(ctx: VerbContext, verb: str, action: str, todo: list[tuple[Node, 
         if name in resume:
             return
         node, uuid = by_name[name], uuid_of[name]
-        if not node.macs:
-            raise NodeError(node.name, "no MAC address: the config drive's network needs one")
+        # A node enrolled without macs: the port inspection made (the NIC it booted from).
+        mac = node.macs[0] if node.macs else next(iter(ironic.port_macs(node.name, uuid)), None)
+        if mac is None:
+            raise NodeError(node.name, "no MAC address: the config drive's network needs one "
+                                       "(no macs in the inventory and no port: `k1prov nodes inspect`)")
         key = ensure_host_key(state_dir, node.name, regenerate=regenerate_keys)
         ironic.patch(node.name, uuid, [{"op": "add", "path": "/instance_info",
                                         "value": dict(image.instance_info)}])
         drive = build_config_drive(
             hostname=node.name, uuid=uuid, public_keys=list(inv.ssh.public_keys), host_key=key,
             network=StaticNetwork(node.address, inv.network.prefix_length, inv.network.gateway,
-                                  tuple(inv.network.dns), inv.network.mtu, node.macs[0]),
+                                  tuple(inv.network.dns), inv.network.mtu, mac),
             ssh_user=inv.ssh.user)
         fired_at[node.name] = time.monotonic()
         ironic.start_action(uuid, action, config_drive=drive)

@@ -64,6 +64,8 @@ def enroll(ctx: VerbContext, *, limit: Iterable[str] | None = None,
     report.phases.append(("ensure", ensured))
     state: dict[str, str] = {}   # node name -> provision state as far as we know
     uuid_of: dict[str, str] = {}
+    no_ports: set[str] = set()
+    macs_of = {n.name: n.macs for n in nodes}
     for res in ensured.results:
         out = outcomes[res.key]
         if res.status is not Status.OK:
@@ -78,6 +80,8 @@ def enroll(ctx: VerbContext, *, limit: Iterable[str] | None = None,
             out.changes.append(f"ports +{ens.ports_created}")
         if ens.ports_deleted:
             out.changes.append(f"ports -{ens.ports_deleted}")
+        if waits_for_ports(macs_of[res.key], ens.ports):
+            no_ports.add(res.key)
     if ensured.cancelled:
         report.cancelled = True
         return refresh_rows(ctx, report, outcomes, started)
@@ -86,7 +90,8 @@ def enroll(ctx: VerbContext, *, limit: Iterable[str] | None = None,
     for action, from_states, target, timeout in (
             ("manage", NEEDS_MANAGE, MANAGEABLE, ctx.timeouts.manage),
             ("provide", PROVIDABLE, AVAILABLE, ctx.timeouts.provide)):
-        names = [name for name, st in state.items() if st in from_states]
+        names = [name for name, st in state.items() if st in from_states
+                 and not (action == "provide" and name in no_ports)]
         if not names:
             continue
         fired_any = True
@@ -105,6 +110,9 @@ def enroll(ctx: VerbContext, *, limit: Iterable[str] | None = None,
                 state.pop(name, None)
         if report.cancelled:
             break
+    for name in no_ports:
+        if state.get(name) == MANAGEABLE:
+            outcomes[name].action = f"{outcomes[name].action}; {NO_PORTS_YET}"
     # Every node found as the inventory has it and nothing fired: the listing read above is
     # still Ironic's view (a re-run on a healthy cluster lists the nodes once, not twice).
     untouched = not fired_any and all(o.status is Status.OK and o.action == "unchanged"
@@ -112,6 +120,19 @@ def enroll(ctx: VerbContext, *, limit: Iterable[str] | None = None,
     return refresh_rows(ctx, report, outcomes, started,
                         current={name: n for name, n in existing.items() if ironic.owned(n)}
                         if untouched else None)
+
+
+# The row of a node held in manageable for want of ports, and what to do: one line.
+NO_PORTS_YET = "left manageable: no ports until `k1prov nodes inspect` finds its NICs"
+
+
+def waits_for_ports(inventory_macs: tuple[str, ...], ports: int) -> bool:
+    """Whether enroll leaves the node in manageable rather than providing it: the
+    inventory lists no MACs and Ironic has no port for it yet. Ironic could not boot it
+    by PXE (it writes the boot config by port MAC), so cleaning on `provide` and any later
+    deploy would wait for an agent that never comes; `nodes inspect` makes its ports
+    and provides it."""
+    return not inventory_macs and ports == 0
 
 
 def _manage_again(ctx: VerbContext, failed: list[str], *, uuid_of: dict[str, str],

@@ -7,16 +7,23 @@ cpus, local_gb, cpu_arch: what role fit reads, k1prov.roles.fit) and powers the 
 Ironic inspects from `manageable`: an available node is managed first and provided again
 after (with automated cleaning, that provide cleans it: one more boot of the ramdisk), a
 node whose inspection failed is managed and inspected again; a deployed node is refused
-(Ironic 39 inspects no active node). Ironic finds the agent's report by the node's ports,
-so a node needs the MACs of its NICs in the inventory (docs/inventory.md says why).
+(Ironic 39 inspects no active node). Ironic finds the agent's report by the node's ports
+or, for a node enrolled without MACs (no ports yet), by its BMC's address, which the agent
+reads from the BMC and reports: such a node needs a BMC address that is not loopback
+(Ironic ignores 127.0.0.0/8 for that), and, with no port to write a boot config for, it
+boots the agent from the site's PXE default (unmanaged inspection). Ironic makes the port
+of the NIC it booted from ([inspector] add_ports = pxe); the row names it, and the node,
+held in manageable by enroll for want of ports, is provided.
 A node whose inspected NICs do not carry every MAC the inventory gives it is named: the
 row says so and a warning goes to the operator.
 """
 from __future__ import annotations
 
+import ipaddress
 from typing import Any, Iterable
 
 from k1prov.context import VerbContext
+from k1prov.errors import NodeError
 from k1prov.fanout import Status
 from k1prov.ironic_actions import fan_out, fire_and_wait, node_rows, refresh_rows
 from k1prov.ironic_states import AVAILABLE, INSPECT_FAILED, INSPECTABLE, MANAGEABLE, with_way_on
@@ -42,16 +49,25 @@ def inspect(ctx: VerbContext, *, limit: Iterable[str] | None = None,
     state: dict[str, str] = {}
     back_to_available: set[str] = set()
     switch: list[str] = []
+    portless: set[str] = set()     # enrolled without MACs and no port yet
     for node in rows.nodes:
         ir, out = rows.current.get(node.name), outcomes[node.name]
         refusal = refuse(ir)
+        if ir is not None and not refusal and not node.macs:
+            try:
+                if not ironic.port_macs(node.name, ir.id):
+                    portless.add(node.name)
+                    refusal = refuse_portless(node.bmc.address)
+            except NodeError as exc:
+                refusal = exc.reason
         if ir is None:
             out.status, out.action = Status.SKIPPED, "not enrolled"
         elif refusal:
             out.status, out.error = Status.FAILED, refusal
         else:
             uuid_of[node.name], state[node.name] = ir.id, ir.provision_state
-            if ir.provision_state == AVAILABLE:
+            if ir.provision_state == AVAILABLE or node.name in portless:
+                # A port-less node is in manageable only for want of ports (enroll).
                 back_to_available.add(node.name)
             if ir.inspect_interface != AGENT_INSPECT:
                 switch.append(node.name)
@@ -91,13 +107,19 @@ def inspect(ctx: VerbContext, *, limit: Iterable[str] | None = None,
             state.pop(n, None)
         if action == "inspect" and not report.cancelled:
             _abort_timed_out(ctx, report, outcomes, [n for n in names if n not in reached], uuid_of)
+            for n in _read_ports(ctx, report, outcomes, [n for n in reached if n in portless], uuid_of):
+                back_to_available.discard(n)
         if report.cancelled:
             break
     _read_facts(ctx, report, outcomes, inspected, uuid_of)
     for n in inspected:
         out = outcomes[n]
-        if out.status is Status.OK:
-            differ = mac_disagreement(ctx.inventory.node(n).macs, (out.hardware or {}).get("nics", []))
+        if out.status is Status.OK and out.action.startswith(PORTS_FROM_INSPECTION):
+            out.action = f"inspected; {out.action}"
+        elif out.status is Status.OK:
+            macs = ctx.inventory.node(n).macs
+            # No MACs in the inventory: its ports are inspection's, nothing to disagree with.
+            differ = mac_disagreement(macs, (out.hardware or {}).get("nics", [])) if macs else None
             out.action = "inspected" + (f" ({differ})" if differ else "")
             if differ:
                 ctx.warn(f"{n}: {differ}")
@@ -128,6 +150,51 @@ def _abort_timed_out(ctx: VerbContext, report: VerbReport, outcomes: dict[str, N
         else:
             outcomes[n].error = (f"{outcomes[n].error}; aborting it failed too: the node may still "
                                  f"be in inspect wait (`baremetal node abort {uuid_of[n]}`)")
+
+
+def _read_ports(ctx: VerbContext, report: VerbReport, outcomes: dict[str, NodeOutcome],
+                names: list[str], uuid_of: dict[str, str]) -> list[str]:
+    """The ports inspection made for the port-less nodes of `names`, named in their rows;
+    returns the nodes that still have none (failed: not provided, Ironic could not boot
+    them)."""
+    if not names:
+        return []
+    ironic = ctx.ironic()
+    read = fan_out(ctx, "ironic.ports", names, lambda n: ironic.port_macs(n, uuid_of[n]), key=lambda n: n)
+    report.phases.append(("ports", read))
+    none: list[str] = []
+    for res in read.results:
+        out = outcomes[res.key]
+        if res.status is not Status.OK:
+            out.status, out.error = res.status, f"inspected, but {res.error}"
+            none.append(res.key)
+        elif not res.value:
+            out.status = Status.FAILED
+            out.error = ("inspected, but Ironic made no port: the agent reported no NIC it booted "
+                         "from (BOOTIF); list the node's MACs in the inventory")
+            none.append(res.key)
+        else:
+            out.action = f"{PORTS_FROM_INSPECTION} {', '.join(res.value)}"
+    return none
+
+
+# The start of a port-less node's row once inspection gave it ports.
+PORTS_FROM_INSPECTION = "ports from inspection:"
+
+
+def refuse_portless(bmc_address: str) -> str | None:
+    """Why a node without ports (no MACs in the inventory) cannot be inspected: Ironic
+    matches its agent's report by the BMC address the agent reads from the BMC, and never
+    by a loopback one. None: it can."""
+    try:
+        loopback = ipaddress.ip_address(bmc_address).is_loopback
+    except ValueError:
+        # A host name: Ironic resolves it and drops loopback addresses itself.
+        loopback = bmc_address == "localhost"
+    if loopback:
+        return (f"no MACs in the inventory and a loopback BMC address ({bmc_address}): Ironic could "
+                f"not match the agent's report to the node; list its MACs or give the BMC's LAN address")
+    return None
 
 
 def refuse(ir: Any | None) -> str | None:

@@ -155,6 +155,9 @@ class EnsureResult:
     changes: list[str] = field(default_factory=list)
     ports_created: int = 0
     ports_deleted: int = 0
+    # The node's ports after the sync (its own, inspection's and any other): none means
+    # Ironic cannot boot it by PXE yet (a node enrolled without MACs, not yet inspected).
+    ports: int = 0
 
 
 def _same(current: Any, wanted: Any) -> bool:
@@ -260,11 +263,11 @@ class IronicNodes:
             else:
                 self._check_owned(node.name, current)
                 result = self._update(node, current, want, deploy_images)
-            created, deleted = self._sync_ports(node, result.uuid, want.macs,
-                                                new_node=result.created)
+            created, deleted, ports = self._sync_ports(node, result.uuid, want.macs,
+                                                       new_node=result.created)
         except os_exc.SDKException as exc:
             raise NodeError(node.name, describe_http_error(exc), transient=busy(exc)) from None
-        result.ports_created, result.ports_deleted = created, deleted
+        result.ports_created, result.ports_deleted, result.ports = created, deleted, ports
         return result
 
     def _create(self, node: Node, want: Desired, deploy_images: dict[str, str]) -> EnsureResult:
@@ -324,9 +327,10 @@ class IronicNodes:
                             changes=changes)
 
     def _sync_ports(self, node: Node, uuid: str, macs: tuple[str, ...], *,
-                    new_node: bool) -> tuple[int, int]:
-        """Ports by MAC: create the missing ones, delete k1prov's ports no longer listed.
-        A node created a moment ago has no ports: no need to ask."""
+                    new_node: bool) -> tuple[int, int, int]:
+        """Ports by MAC: create the missing ones, delete k1prov's ports no longer listed
+        (never one inspection made: it has no cluster tag). Returns (created, deleted,
+        ports the node has now). A node created a moment ago has no ports: no need to ask."""
         from openstack import exceptions as os_exc
 
         existing = {} if new_node else {
@@ -345,7 +349,16 @@ class IronicNodes:
             if mac not in macs and (port.extra or {}).get(EXTRA_CLUSTER) == self.cluster:
                 self.conn.baremetal.delete_port(port, ignore_missing=True)
                 deleted += 1
-        return created, deleted
+        return created, deleted, len(existing) + created - deleted
+
+    def port_macs(self, name: str, uuid: str) -> list[str]:
+        """The MACs of the node's ports, sorted (inspection's as well as k1prov's)."""
+        from openstack import exceptions as os_exc
+
+        try:
+            return sorted(p.address.lower() for p in self.conn.baremetal.ports(node_uuid=uuid, details=True))
+        except os_exc.SDKException as exc:
+            raise NodeError(name, f"listing its ports: {describe_http_error(exc)}", transient=busy(exc)) from None
 
     # ---- state transitions ---------------------------------------------------------
 

@@ -116,11 +116,12 @@ def parse_entry(entry: Field, defaults: dict[str, Field],
     if "address" not in own:
         entry.missing("address")
     addresses = ranged(own["address"], count, "ipv4")
-    if "macs" not in own:
-        entry.missing("macs")
-    mac_items = own["macs"].items()
-    if not mac_items:
-        own["macs"].fail("at least one MAC address is needed")
+    # No `macs`: a node of a new rack known by its BMC only; its ports come from
+    # inspection (`k1prov nodes inspect`, k1prov.inspection).
+    mac_items = own["macs"].items() if "macs" in own else []
+    if "macs" in own and not mac_items:
+        own["macs"].fail("at least one MAC address is needed (leave macs out to take them from "
+                         "`k1prov nodes inspect`)")
     macs_per_item = [ranged(item, count, "mac") for item in mac_items]
     zk_ids = (ranged(own["zookeeper_id"], count, "zookeeper_id")
               if "zookeeper_id" in own else [None] * count)

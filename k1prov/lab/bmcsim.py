@@ -4,9 +4,13 @@ Run by the lab virtualenv's python (it imports only pyghmi and the standard libr
 never k1prov, so that the lab venv does not need k1prov installed):
 
     bmcsim.py --state-dir D --base-port P --count N --username U --password-file F \
-        [--flaky PORT:DROP:DELAY ...] [--dead PORT ...]
+        [--flaky PORT:DROP:DELAY ...] [--dead PORT ...] [--lan-address PORT=ADDR ...]
 
-BMC i listens on 127.0.0.1:(P+i) (UDP, IPMI 2.0 lanplus). Each BMC keeps its power state
+BMC i listens on 127.0.0.1:(P+i) (UDP, IPMI 2.0 lanplus) and, given `--lan-address`, on
+ADDR:(P+i) too: its address on the management LAN, not loopback. That is the address an
+agent reports as its machine's BMC (ipa_hwm.py) and Ironic matches an inspection report
+of a node without ports by (Ironic ignores every 127.0.0.0/8 BMC address for that). Both
+sockets are one BMC: one power state, one boot device. Each BMC keeps its power state
 and boot device in D/<port>.json, written atomically, so other parts of the lab (the
 host that "boots" when its machine is powered on) can read it:
 
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import ipaddress
 import itertools
 import json
 import os
@@ -82,9 +87,14 @@ def read_state(path: Path) -> dict:
 class LabBmc(bmc.Bmc):
     """One simulated BMC whose machine state lives in a JSON file."""
 
-    def __init__(self, authdata: dict[str, str], port: int, state_file: Path):
-        super().__init__(authdata, port=port, address="127.0.0.1")
+    def __init__(self, authdata: dict[str, str], port: int, state_file: Path, *,
+                 address: str = "127.0.0.1", state: dict | None = None):
+        super().__init__(authdata, port=port, address=address)
         self.state_file = state_file
+        if state is not None:
+            # The same BMC on its other address: the very same state (updated in place).
+            self.state = state
+            return
         # A restart of the simulator keeps the machines' power state, like a BMC reboot does.
         self.state = read_state(state_file)
         write_state(state_file, self.state)
@@ -191,6 +201,14 @@ def parse_flaky(text: str) -> tuple[int, float, float]:
     return parsed
 
 
+def parse_lan_address(text: str) -> tuple[int, str]:
+    port, sep, address = text.partition("=")
+    try:
+        return int(port), str(ipaddress.IPv4Address(address))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected PORT=IPV4, like 6231=169.254.24.87") from None
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bmcsim", description=__doc__.splitlines()[0])
     p.add_argument("--state-dir", required=True, type=Path)
@@ -202,6 +220,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="the BMC on PORT drops answers with probability DROP and sends the rest DELAY s late")
     p.add_argument("--dead", action="append", type=int, default=[], metavar="PORT",
                    help="the BMC on PORT is gone: nothing listens there")
+    p.add_argument("--lan-address", action="append", type=parse_lan_address, default=[],
+                   metavar="PORT=ADDR", help="the BMC on PORT listens on ADDR too (its LAN address)")
     return p.parse_args(argv)
 
 
@@ -220,15 +240,21 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_term)
 
     bmcs = []
+    on_lan = 0
+    lan = dict(args.lan_address)
     for i in range(args.count):
         port = args.base_port + i
         if port in args.dead:
             print(f"bmcsim: BMC {port} is dead: nothing listens there", flush=True)
             continue
-        bmcs.append(LabBmc({args.username: password}, port,
-                           args.state_dir / f"{port}.json"))
-    print(f"bmcsim: {len(bmcs)} BMCs on 127.0.0.1:{args.base_port}-{args.base_port + args.count - 1}",
-          flush=True)
+        first = LabBmc({args.username: password}, port, args.state_dir / f"{port}.json")
+        bmcs.append(first)
+        if port in lan:
+            bmcs.append(LabBmc({args.username: password}, port, first.state_file,
+                               address=lan[port], state=first.state))
+            on_lan += 1
+    print(f"bmcsim: {len(bmcs) - on_lan} BMCs on 127.0.0.1:{args.base_port}-{args.base_port + args.count - 1}"
+          + (f", {on_lan} of them on their LAN address too" if on_lan else ""), flush=True)
     # Seeded by port: a test run drops the same answers of the same exchange.
     network = FlakyNetwork({port: Flaky(drop, delay, args.state_dir / f"{port}.flaky.json", random.Random(port))
                             for port, drop, delay in args.flaky})

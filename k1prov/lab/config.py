@@ -660,11 +660,14 @@ def render_ironic_conf(s: LabSettings, *, service_password: str = "", db_passwor
         post_deploy_get_power_state_retry_interval = 1
 
         [inspector]
-        # Built-in agent inspection. The boot is Ironic's (PXE config by the node's ports,
-        # with ipa-inspection-callback-url = ironic_url/v1/continue_inspection), so a node
-        # needs a port: the lab's BMCs are on 127.0.0.1, which Ironic never uses to look a
-        # node up, so an agent on a port-less node could not be matched to it.
-        require_managed_boot = true
+        # Built-in agent inspection. A node with ports: the boot is Ironic's (PXE config by
+        # its ports, with ipa-inspection-callback-url = ironic_url/v1/continue_inspection).
+        # A node without (enrolled without MACs): Ironic cannot write a config by MAC, so it
+        # only sets PXE and powers on, and the site's PXE default boots the agent (the lab
+        # writes tftpboot/pxelinux.cfg/default: k1prov.lab.pxe); Ironic matches the report
+        # by the BMC's LAN address the agent sends (never a 127.x one) and makes the booted
+        # NIC's port (add_ports = pxe).
+        require_managed_boot = false
         # memory, cpus, root-device: properties memory_mb, cpus, local_gb (role fit reads
         # them); ports: the booted NIC's port (add_ports = pxe), kept with the others.
         hooks = $default_hooks,memory,cpus,root-device

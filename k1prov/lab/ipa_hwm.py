@@ -7,11 +7,15 @@ starts the agent with the environment variables
 
     K1PROV_MACHINE_DISK=/dev/loopN   the machine's one disk
     K1PROV_MACHINE_NIC=eth0          the machine's one NIC (the veth with the port's MAC)
+    K1PROV_MACHINE_BMC=169.254.x.y   its BMC's LAN address (k1prov.lab.machine.bmc_lan_address)
 
 The generic manager sees a loop device and a veth as no hardware at all: it skips
 block devices of TYPE loop, and it keeps only physical NICs (and waits forever for
 "the network"). This manager ranks above it (SERVICE_PROVIDER) and answers for the
-disk and the NIC; everything else (CPU, memory, ...) is the generic manager's.
+disk and the NIC, and for the BMC's address (a real agent reads it with ipmitool from
+the machine's BMC; the lab's machines have no /dev/ipmi0): Ironic matches the inspection
+report of a node enrolled without ports by it. Everything else (CPU, memory, ...) is the
+generic manager's.
 """
 import os
 
@@ -20,6 +24,7 @@ from ironic_python_agent import netutils
 
 DISK_ENV = "K1PROV_MACHINE_DISK"
 NIC_ENV = "K1PROV_MACHINE_NIC"
+BMC_ENV = "K1PROV_MACHINE_BMC"
 
 
 def _sysfs_int(path, default=0):
@@ -68,8 +73,8 @@ class LabMachineHardwareManager(hardware.GenericHardwareManager):
             has_carrier=True, vendor="0x1af4", product="0x0001", driver="veth")]
 
     def get_bmc_address(self):
-        # The BMC is on the lab's loopback, not reachable from the machine (no /dev/ipmi0).
-        return None
+        # What ipmitool's `lan print` would read from the BMC: its LAN address.
+        return os.environ.get(BMC_ENV) or None
 
     def get_bmc_v6address(self):
         return None

@@ -23,7 +23,8 @@ from k1prov.lab.clouds import write_cloud_entry
 from k1prov.lab.config import (BMCSIM_SCRIPT, HTTP_BASIC_USER, JSON_RPC_PORT, REQUIREMENTS_FILE,
                                LabSettings, write_configs)
 from k1prov.lab.inventory_yaml import render_inventory
-from k1prov.lab.netns import LabNetwork
+from k1prov.lab.netns import LabNetwork, bmc_lan_address
+from k1prov.lab.pxe import write_inspection_default
 from k1prov.lab.secret_files import ensure_secret, write_htpasswd
 from k1prov.lab.venv import ensure_venv
 from k1prov.settings import DEFAULT_TIMEOUTS, Timeouts
@@ -210,8 +211,15 @@ class Lab:
         install_agent_plugin(s.venv)
         if s.auth == "keystone":
             keystone.install_wsgi_module(s.venv)
-        # Ironic and the image server listen on the bridge's address: it must exist first.
-        LabNetwork(bridge=s.bridge, cidr=s.cidr).ensure(timeout=self.timeouts.lab_service)
+        # Ironic and the image server listen on the bridge's address, the BMCs on their LAN
+        # addresses too: they must exist first.
+        LabNetwork(bridge=s.bridge, cidr=s.cidr).ensure(
+            timeout=self.timeouts.lab_service, local_addresses=self._bmc_lan_addresses())
+        if "bmcsim" in self.services:
+            # What the site's PXE boots a machine Ironic wrote no config for (a node without
+            # ports, inspected: unmanaged inspection).
+            write_inspection_default(s.tftp_root, kernel=s.default_deploy_images[0],
+                                     ramdisk=s.default_deploy_images[1], ironic_url=s.ironic_url)
         started = {}
         if s.conductors:
             # Ironic's database must answer before its schema is made and any Ironic starts.
@@ -244,6 +252,13 @@ class Lab:
         if started:
             say(f"lab is up; clouds.yaml entry {s.cloud_name!r} in {path}")
         return self.status()
+
+    def _bmc_lan_addresses(self) -> tuple[str, ...]:
+        """Each simulated BMC's LAN address, in port order (none in the VM lab)."""
+        s = self.settings
+        if "bmcsim" not in self.services:
+            return ()
+        return tuple(bmc_lan_address(p) for p in range(s.bmc_base_port, s.bmc_base_port + s.nodes))
 
     def down(self) -> None:
         s = self.settings
@@ -457,6 +472,9 @@ class Lab:
                 argv += ["--flaky", flaky]
             for port in s.dead_bmcs:
                 argv += ["--dead", str(port)]
+            for port, address in zip(range(s.bmc_base_port, s.bmc_base_port + s.nodes),
+                                     self._bmc_lan_addresses()):
+                argv += ["--lan-address", f"{port}={address}"]
             watched = [BMCSIM_SCRIPT]
         h = hashlib.sha256("\0".join(argv).encode())
         h.update(repr(sorted(extra.items())).encode())

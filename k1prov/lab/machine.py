@@ -47,7 +47,7 @@ from pathlib import Path
 from k1prov.errors import LabError
 from k1prov.lab import agent_seccomp
 from k1prov.lab import disk as disks
-from k1prov.lab.netns import attach_host, detach_host, netns_name
+from k1prov.lab.netns import attach_host, bmc_lan_address, detach_host, netns_name
 from k1prov.lab.partitions import FENCE, FENCE_POLL_INTERVAL, LOOP_MAJOR, allowed_partitions
 from k1prov.lab.pxe import Dhcp, boot_purpose, deploy_ramdisk_cmdline_ok, read_pxe_config
 from k1prov.lab import pids
@@ -160,7 +160,7 @@ cd /
 export disk venv
 exec setpriv --bounding-set "$K1PROV_DROP_CAPS" -- /bin/sh -c '
 env -i PATH=/k1prov/bin:/usr/sbin:/usr/bin HOME=/root LANG=C.UTF-8 \
-  K1PROV_MACHINE_DISK="$disk" K1PROV_MACHINE_NIC=eth0 \
+  K1PROV_MACHINE_DISK="$disk" K1PROV_MACHINE_NIC=eth0 K1PROV_MACHINE_BMC="$K1PROV_MACHINE_BMC" \
   /usr/bin/python3 -I "$K1PROV_SECCOMP_EXEC" \
   "$venv/bin/ironic-python-agent" --config-file /etc/k1prov-ipa.conf &
 wait $!'
@@ -429,7 +429,9 @@ class Machine:
             console.flush()
             env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
                    "K1PROV_DROP_CAPS": ",".join("-" + c for c in DROPPED_CAPS),
-                   "K1PROV_SECCOMP_EXEC": SECCOMP_EXEC}
+                   "K1PROV_SECCOMP_EXEC": SECCOMP_EXEC,
+                   # What its agent reports as the BMC's address (ipa_hwm.py).
+                   "K1PROV_MACHINE_BMC": bmc_lan_address(self.port)}
             # Into the cgroups first (`ip netns exec` mounts a sysfs of the namespace's own,
             # without /sys/fs/cgroup): everything the agent starts inherits them, and its
             # cgroup namespace has them as its root.

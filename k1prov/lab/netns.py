@@ -48,20 +48,40 @@ class LabNetwork:
     def exists(self) -> bool:
         return Path(f"/sys/class/net/{self.bridge}").exists()
 
-    def ensure(self, *, timeout: float = 10.0) -> None:
-        """Create the bridge, give it the gateway address and bring it up (idempotent)."""
+    def ensure(self, *, timeout: float = 10.0, local_addresses: tuple[str, ...] = ()) -> None:
+        """Create the bridge, give it the gateway address and bring it up (idempotent).
+        local_addresses: more addresses of this machine on the bridge, each a /32 (no
+        route comes with it): the BMCs' LAN addresses (bmc_lan_address)."""
         deadline = time.monotonic() + timeout
         if not self.exists():
             ip("link", "add", self.bridge, "type", "bridge", deadline=deadline)
         present = ip("-4", "-o", "addr", "show", "dev", self.bridge, deadline=deadline)
         if f" {self.interface.with_prefixlen} " not in present:
             ip("addr", "add", self.interface.with_prefixlen, "dev", self.bridge, deadline=deadline)
+        missing = [a for a in local_addresses if f" {a}/32 " not in present]
+        if missing:
+            ip("-batch", "-", deadline=deadline,
+               stdin="".join(f"addr add {a}/32 dev {self.bridge}\n" for a in missing))
         ip("link", "set", self.bridge, "up", deadline=deadline)
 
     def remove(self, *, timeout: float = 10.0) -> None:
         """Delete the bridge (its host ports go with their namespaces)."""
         if self.exists():
             ip("link", "del", self.bridge, deadline=time.monotonic() + timeout)
+
+
+def bmc_lan_address(port: int) -> str:
+    """The LAN address of the BMC on UDP `port` (besides 127.0.0.1), fixed like a real
+    BMC's: 169.254.<port high byte>.<port low byte>, link-local, unique per port and so
+    per BMC of every lab on this machine (their ports differ). The lab puts it on its
+    bridge (a /32, local to this machine: nothing outside ever routes to it) and the BMC
+    simulator listens there too; the machine's agent reports it as its BMC's address, by
+    which Ironic matches the inspection report of a node without ports (it ignores a
+    127.0.0.0/8 BMC address for that)."""
+    if not 256 <= port < 0xff00:
+        # 169.254.0.0/24 and 169.254.255.0/24 are reserved (RFC 3927).
+        raise LabError(f"BMC port {port}: no LAN address for a port below 256 or from {0xff00}")
+    return f"169.254.{port >> 8}.{port & 0xff}"
 
 
 def netns_name(host: str) -> str:

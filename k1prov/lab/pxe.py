@@ -31,8 +31,46 @@ def pxe_config_path(tftp_root: Path, mac: str) -> Path:
     return Path(tftp_root) / "pxelinux.cfg" / ("01-" + mac.lower().replace(":", "-"))
 
 
+# pxelinux's last try, after the files named by the MAC (and the IP): what the site
+# boots a machine Ironic has no config for. The lab writes one that boots the agent for
+# inspection (write_inspection_default), as a site running unmanaged inspection (Bifrost's
+# dnsmasq) does: a node without ports has no 01-<mac> file.
+DEFAULT_CONFIG = "default"
+# Where that config's kernel and ramdisk are, under the TFTP root.
+INSPECTION_DIR = "k1prov-inspection"
+
+
+def write_inspection_default(tftp_root: Path, *, kernel: Path, ramdisk: Path, ironic_url: str) -> Path:
+    """pxelinux.cfg/default: the deploy ramdisk with Ironic's inspection callback, for a
+    machine that network-boots while Ironic has written no config for its MAC (unmanaged
+    inspection of a node enrolled without MACs). Idempotent; returns the config's path."""
+    root = Path(tftp_root)
+    (root / INSPECTION_DIR).mkdir(parents=True, exist_ok=True)
+    for src, name in ((kernel, "kernel"), (ramdisk, "ramdisk")):
+        dest = root / INSPECTION_DIR / name
+        data = Path(src).read_bytes()
+        if not dest.is_file() or dest.read_bytes() != data:
+            tmp = dest.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, dest)
+    path = root / "pxelinux.cfg" / DEFAULT_CONFIG
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # ipappend 2: BOOTIF, the booted NIC, which Ironic's add_ports = pxe makes the port of.
+    text = (f"default inspect\n\nlabel inspect\n"
+            f"kernel {INSPECTION_DIR}/kernel\n"
+            f"append initrd={INSPECTION_DIR}/ramdisk nofb vga=normal "
+            f"ipa-inspection-callback-url={ironic_url.rstrip('/')}/v1/continue_inspection\n"
+            f"ipappend 2\n")
+    if not path.is_file() or path.read_text() != text:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return path
+
+
 def read_pxe_config(tftp_root: Path, mac: str) -> PxeBoot:
     """What a PXE ROM + pxelinux would boot for `mac`, checked; LabError when nothing.
+    Like pxelinux it tries pxelinux.cfg/01-<mac> first, then pxelinux.cfg/default.
 
     The default label's `kernel` and `initrd=` must name files under the TFTP root that
     are a Linux kernel (bzImage "HdrS" signature) and an initramfs (gzip'd cpio).
@@ -41,7 +79,12 @@ def read_pxe_config(tftp_root: Path, mac: str) -> PxeBoot:
     try:
         text = path.read_text()
     except OSError:
-        raise LabError(f"PXE: no config for {mac} ({path.name} not in the TFTP root)") from None
+        fallback = path.with_name(DEFAULT_CONFIG)
+        try:
+            text, path = fallback.read_text(), fallback
+        except OSError:
+            raise LabError(f"PXE: no config for {mac} ({path.name} not in the TFTP root, "
+                           f"nor {DEFAULT_CONFIG})") from None
     labels: dict[str, dict[str, str]] = {}
     default, current = None, None
     for raw in text.splitlines():

@@ -94,9 +94,10 @@ def test_ironic_conf_has_the_lab_settings(tmp_path):
     assert cp["agent"]["image_download_source"] == "http"
     assert cp["agent"]["deploy_logs_collect"] == "always"
     assert cp["agent"]["deploy_logs_local_path"] == str(s.root / "deploy-logs")
-    # Built-in agent inspection (nodes inspect), booted by Ironic through the node's ports.
+    # Built-in agent inspection (nodes inspect), booted by Ironic through the node's ports;
+    # a node without ports by the lab's PXE default (unmanaged: test_lab_inspect_ports).
     assert cp["DEFAULT"]["enabled_inspect_interfaces"].split(",")[0] == "agent"
-    assert cp["inspector"]["require_managed_boot"] == "true"
+    assert cp["inspector"]["require_managed_boot"] == "false"
     assert cp["inspector"]["hooks"] == "$default_hooks,memory,cpus,root-device"
     assert cp["auto_discovery"]["enabled"] == "false"
 
