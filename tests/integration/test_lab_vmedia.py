@@ -211,8 +211,10 @@ def test_deploy_boots_the_agent_from_virtual_media_without_network_boot(vm_lab, 
     # MAC in the whole log; the agent's own DHCP gave the address (plain DHCP, no options).
     transactions = dhcp_transactions(vm_lab.settings.dnsmasq_log, m["mac"])
     assert len(acks(vm_lab.settings.dnsmasq_log, m["mac"])) > dep["dhcp_before"], "the agent got no lease"
+    # ("next server" is in every answer: dnsmasq with TFTP on fills in siaddr; a boot file is
+    # what makes a network boot.)
     booted = [x for t in transactions for x in t
-              if re.search(r"PXEClient|user class: iPXE|bootfile-name|tags: .*ipxe|next server", x)]
+              if re.search(r"PXEClient|user class: iPXE|bootfile|tags: .*ipxe", x)]
     assert not booted, booted[:5]
     http = (vm_lab.settings.ironic_settings().log_dir / "http.log").read_text(errors="replace")
     assert not [x for x in http.splitlines() if x.startswith(m["address"] + " ")
