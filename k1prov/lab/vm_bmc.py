@@ -118,9 +118,11 @@ class Vbmc:
         directory is root's, and the endpoint listens on loopback only."""
         known = self.status()
         if domain not in known:
+            # `--password=X`, not `--password X`: a random password may start with '-', which
+            # argparse would take for an option ("expected one argument").
             self._run("add", domain, "--port", str(port), "--address", "127.0.0.1",
-                      "--username", username, "--password", password,
-                      "--libvirt-uri", libvirt_uri, password=password)
+                      f"--username={username}", f"--password={password}",
+                      f"--libvirt-uri={libvirt_uri}", password=password)
             known = self.status()
         # `add` may already start the endpoint; a second start fails with EADDRINUSE.
         if known.get(domain) != "running":
