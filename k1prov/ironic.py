@@ -32,7 +32,8 @@ IPMI_KEYS = ("ipmi_address", "ipmi_port", "ipmi_username")
 REDFISH = "redfish"
 # The redfish hardware type's power and management: set explicitly (an inventory may still
 # name others) so that a node never depends on the order of Ironic's enabled interfaces.
-# Boot stays Ironic's default or the inventory's (pxe or ipxe; virtual media is later).
+# Boot stays Ironic's default or the inventory's (pxe, ipxe, or redfish-virtual-media, which
+# the inventory allows on redfish nodes only).
 REDFISH_INTERFACES = {"power": "redfish", "management": "redfish"}
 # The driver_info key families k1prov writes (one per hardware type it knows).
 BMC_KEY_PREFIXES = ("ipmi_", "redfish_")

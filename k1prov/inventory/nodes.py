@@ -33,6 +33,9 @@ _TEXT_RANGE = re.compile(r"\[[0-9][0-9, -]*\]")
 IPMI_PORT = 623
 IRONIC_INTERFACES = ("bios", "boot", "console", "deploy", "firmware", "inspect", "management",
                      "network", "power", "raid", "rescue", "storage", "vendor")
+# Boot interfaces that need a hardware type of their own: virtual media is a Redfish
+# service of the BMC (IPMI has none), so Ironic refuses these on an ipmi node.
+BOOT_NEEDS_DRIVER = {"redfish-virtual-media": REDFISH}
 ZOOKEEPER_MAX_ID = 255
 _IDENT = re.compile(r"^[A-Za-z0-9_.-]+$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -156,7 +159,8 @@ def parse_entry(entry: Field, defaults: dict[str, Field],
     password = secret(bmc["password"])
 
     roles = parse_node_roles(merged["roles"]) if "roles" in merged else ()
-    interfaces = parse_interfaces(merged_mapping("interfaces", own, defaults, None))
+    interfaces = parse_interfaces(merged_mapping("interfaces", own, defaults, None), driver=driver,
+                                  node=names[0] if count == 1 else name_f.string())
     props = parse_properties(merged_mapping("properties", own, defaults, None))
     caps = parse_capabilities(merged_mapping("capabilities", own, defaults, None))
     resource_class = ident(merged["resource_class"]) if "resource_class" in merged else None
@@ -359,12 +363,17 @@ def ident(f: Field) -> str:
     return value
 
 
-def parse_interfaces(m: dict[str, Field]) -> dict[str, str]:
+def parse_interfaces(m: dict[str, Field], *, driver: str = "ipmi", node: str = "") -> dict[str, str]:
+    """`node`: the node's name, for an error on a `defaults:` field."""
     out = {}
     for key, f in m.items():
         if key not in IRONIC_INTERFACES:
             f.fail(f"unknown Ironic interface '{key}' (known: {', '.join(IRONIC_INTERFACES)})")
         out[key] = ident(f)
+    needs = BOOT_NEEDS_DRIVER.get(out.get("boot", ""))
+    if needs and driver != needs:
+        m["boot"].fail(f"boot interface {out['boot']!r} needs driver: {needs} "
+                       f"(node {node} has driver: {driver}, whose BMC has no virtual media)")
     return out
 
 

@@ -57,6 +57,9 @@ HARDWARE_KINDS = ("simulated", "vm")
 # default tmpfs is not capped at half of the 1.5 GiB machine's memory (vm-proto NOTES,
 # "Memory per VM").
 VM_KERNEL_APPEND = "nofb vga=normal console=ttyS0,115200n8 rootfstype=ramfs"
+# isolinux.bin of Debian's isolinux package: Ironic builds the BIOS deploy ISO of the
+# redfish-virtual-media boot with it (scripts/apt-packages.txt).
+VM_ISOLINUX_BIN = "/usr/lib/ISOLINUX/isolinux.bin"
 
 
 # `lab up --conductors`: the lab machine has 2 cores; Ironic's guidance is ~300 nodes each.
@@ -408,8 +411,24 @@ def _vm_hardware(conf: str, s: LabSettings) -> str:
     conf = conf.replace(pxe, f"[pxe]\nkernel_append_params = {VM_KERNEL_APPEND}\n"
                              "# iPXE waits this long (s) for each HTTP download before it gives up.\n"
                              "ipxe_timeout = 120\n", 1)
-    return conf.replace("post_deploy_get_power_state_retries = 30\n",
+    conf = conf.replace("post_deploy_get_power_state_retries = 30\n",
                         "post_deploy_get_power_state_retries = 120\n", 1)
+    boot = "enabled_boot_interfaces = pxe,fake,ipxe\n"
+    assert conf.count(boot) == 1
+    # redfish-virtual-media (issue 21): last, so that it is never a node's default (the
+    # redfish hardware type lists it last too); a node asks for it in the inventory.
+    conf = conf.replace(boot, "enabled_boot_interfaces = pxe,fake,ipxe,redfish-virtual-media\n"
+                              "# The deploy ISO for BIOS machines (Debian's isolinux; ldlinux.c32 is found "
+                              "in\n# syslinux-common's /usr/lib/syslinux/modules/bios).\n"
+                              f"isolinux_bin = {VM_ISOLINUX_BIN}\n", 1)
+    return conf + textwrap.dedent(f"""
+        [redfish]
+        # No Swift here: the deploy ISO is published under [deploy] http_root and the BMC
+        # (sushy-tools, on this machine) downloads it from http_url.
+        use_swift = false
+        # The ISO's kernel line: the same console and ramfs as the iPXE boot's.
+        kernel_append_params = {VM_KERNEL_APPEND}
+        """)
 
 
 def _split_ironic(conf: str, s: LabSettings, db_password: str) -> str:

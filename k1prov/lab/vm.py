@@ -18,7 +18,12 @@ own iPXE config over HTTP), the real agent ramdisk (scripts/vm-lab/build-ipa-ram
 and a whole-disk user image (scripts/vm-lab/build-user-image.sh). Its clouds.yaml entry is
 `k1prov-lab-vm` (Ironic's own http_basic auth, as Bifrost runs it).
 
-Not yet (issue 20): automated cleaning, Redfish virtual media, systemd services on the hosts.
+A Redfish machine can also boot the agent from virtual media (Ironic's redfish-virtual-media
+boot, `interfaces: {boot: redfish-virtual-media}`): Ironic builds a deploy ISO, sushy-tools
+puts it into its libvirt storage pool and the machine's CD drive; the agent still leases its
+address from dnsmasq, which gives it no boot options (it is no iPXE client).
+
+Not yet (issue 20): automated cleaning, systemd services on the hosts.
 """
 from __future__ import annotations
 
@@ -40,7 +45,8 @@ from k1prov.lab.command import run
 from k1prov.lab.netns import LabNetwork
 from k1prov.lab.secret_files import ensure_secret
 from k1prov.lab.venv import ensure_venv
-from k1prov.lab.vm_bmc import Vbmc, redfish_answers, sushy_conf, sushy_htpasswd, vbmc_conf
+from k1prov.lab.vm_bmc import (Vbmc, ensure_vmedia_pool, redfish_answers, sushy_conf, sushy_htpasswd,
+                               vbmc_conf)
 from k1prov.lab.vm_libvirt import LIBVIRTD_START_TIMEOUT, Libvirt, domain_xml, pick_accel
 from k1prov.lab.config import LabSettings
 from k1prov.lab.lab import Lab
@@ -149,6 +155,12 @@ class VmLabSettings:
     @property
     def disks_dir(self) -> Path:
         return self.root / "disks"
+
+    @property
+    def vmedia_dir(self) -> Path:
+        # The Redfish emulator's virtual media images (its libvirt storage pool); under
+        # disks_dir, so that `down` removes them with the disks.
+        return self.disks_dir / "vmedia"
 
     @property
     def serial_dir(self) -> Path:
@@ -320,6 +332,7 @@ class VmLab:
             self._wait_answers(name, running[name], timeout=timeout)
             if name == "libvirtd":
                 self._define_machines(say)
+                ensure_vmedia_pool(self.libvirt, s.vmedia_dir)
         for m in machines(s):
             if m.bmc["type"] == "ipmi":
                 self.vbmc.ensure(m.name, port=m.bmc["port"], username=s.bmc_username,

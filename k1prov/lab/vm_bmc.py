@@ -5,7 +5,10 @@
   process group); one IPMI endpoint per IPMI machine on 127.0.0.1, added with `vbmc add`.
 - sushy-tools (Redfish): one emulator on 127.0.0.1 that serves only the lab's Redfish
   machines (SUSHY_EMULATOR_ALLOWED_INSTANCES; leaving the key out would serve every
-  domain of the lab's libvirtd, setting it to None serves none).
+  domain of the lab's libvirtd, setting it to None serves none). Its virtual media
+  (Redfish `VirtualMedia/Cd`, Ironic's redfish-virtual-media boot) downloads the image into
+  a volume of a libvirt storage pool of the lab (VMEDIA_POOL, ensure_vmedia_pool) and
+  attaches that volume to the domain's CD drive; ejecting detaches it.
 Both come from PyPI into the VM lab's own virtualenv (k1prov/lab/requirements-vm.txt).
 """
 from __future__ import annotations
@@ -19,8 +22,12 @@ import urllib.request
 from pathlib import Path
 
 from k1prov.errors import LabError
+from k1prov.lab.vm_libvirt import Libvirt
 from k1prov.lab.secret_files import write_htpasswd
 
+# The libvirt storage pool (a directory) where sushy-tools keeps the images inserted as
+# virtual media: without one it refuses every InsertMedia (vm-proto NOTES).
+VMEDIA_POOL = "k1prov-vmedia"
 # One vbmc command (it asks vbmcd over ZeroMQ; a start spawns the endpoint's process).
 VBMC_TIMEOUT = 60.0
 
@@ -31,7 +38,8 @@ def vbmc_conf(*, config_dir: Path, port: int, log: Path) -> str:
             f"server_port = {port}\n\n[log]\nlogfile = {log}\ndebug = false\n")
 
 
-def sushy_conf(*, port: int, libvirt_uri: str, allowed: list[str], auth_file: Path | None = None) -> str:
+def sushy_conf(*, port: int, libvirt_uri: str, allowed: list[str], auth_file: Path | None = None,
+               storage_pool: str = VMEDIA_POOL) -> str:
     # auth_file: an htpasswd file (bcrypt only): the emulator then answers 401 without the
     # user and password, as a real BMC does, so a wrong password is seen (issue 21).
     auth = f"SUSHY_EMULATOR_AUTH_FILE = {str(auth_file)!r}\n" if auth_file else ""
@@ -39,9 +47,25 @@ def sushy_conf(*, port: int, libvirt_uri: str, allowed: list[str], auth_file: Pa
             f"SUSHY_EMULATOR_LISTEN_PORT = {port}\n"
             f"SUSHY_EMULATOR_LIBVIRT_URI = {libvirt_uri!r}\n"
             f"SUSHY_EMULATOR_ALLOWED_INSTANCES = {allowed!r}\n"
+            f"SUSHY_EMULATOR_STORAGE_POOL = {storage_pool!r}\n"
             "SUSHY_EMULATOR_VMEDIA_VERIFY_SSL = False\n"
             "SUSHY_EMULATOR_BOOT_LOADER_MAP = {'Legacy': {'x86_64': None}, "
             "'UEFI': {'x86_64': '/usr/share/OVMF/OVMF_CODE.fd'}}\n")
+
+
+def ensure_vmedia_pool(libvirt: Libvirt, path: Path, *, name: str = VMEDIA_POOL) -> None:
+    """The lab libvirtd's directory pool `name` at `path`, defined once and active.
+
+    Not autostarted: a restarted libvirtd finds it defined but inactive, and the next
+    `lab up` starts it again."""
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        info = libvirt.virsh("pool-info", name)
+    except LabError:
+        libvirt.virsh("pool-define-as", name, "dir", "--target", str(path))
+        info = libvirt.virsh("pool-info", name)
+    if "running" not in info:
+        libvirt.virsh("pool-start", name)
 
 
 class Vbmc:
@@ -94,9 +118,11 @@ class Vbmc:
         directory is root's, and the endpoint listens on loopback only."""
         known = self.status()
         if domain not in known:
+            # `--password=X`, not `--password X`: a random password may start with '-', which
+            # argparse would take for an option ("expected one argument").
             self._run("add", domain, "--port", str(port), "--address", "127.0.0.1",
-                      "--username", username, "--password", password,
-                      "--libvirt-uri", libvirt_uri, password=password)
+                      f"--username={username}", f"--password={password}",
+                      f"--libvirt-uri={libvirt_uri}", password=password)
             known = self.status()
         # `add` may already start the endpoint; a second start fails with EADDRINUSE.
         if known.get(domain) != "running":
