@@ -23,6 +23,14 @@ if [[ -s $out ]]; then
     exit 0
 fi
 [[ $(id -u) == 0 ]] || { echo "build-user-image.sh: needs root (loop device, chroot)" >&2; exit 1; }
+# The image's file system is mounted in a mount namespace of this build only. Mounted in the
+# machine's namespace, it is copied into every mount namespace created meanwhile (other labs'
+# hosts, `ip netns exec`); there it outlives our umount, the journal is never checkpointed,
+# and the image keeps files only its journal holds: GRUB, which does not read the journal,
+# then stops at "normal.mod not found".
+if [[ -z ${K1PROV_USER_IMAGE_NS:-} ]]; then
+    exec env K1PROV_USER_IMAGE_NS=1 unshare --mount --propagation private -- bash "$0" "$@"
+fi
 MIRROR=${K1PROV_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # The agent writes every byte of the raw image (about 1 min per GiB under TCG): a small root
 # (about 390 MiB used) keeps deploys short.
@@ -125,6 +133,8 @@ cp "$core" "$work/core.img"
 fstrim "$mnt" >/dev/null 2>&1 || true
 for m in dev/pts dev proc sys; do umount "$mnt/$m"; done
 umount "$mnt"
+# Refuse an image whose file system needs its journal (see the mount namespace above).
+e2fsck -fn "$loop" >> "$log" 2>&1 || { tail -20 "$log" >&2; echo "build-user-image.sh: the image's file system is not clean" >&2; exit 1; }
 losetup -d "$loop"; loop=
 # boot.img's first 440 bytes into the MBR (the partition table stays); it loads core.img
 # from LBA 1.
