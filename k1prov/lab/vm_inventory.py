@@ -4,9 +4,11 @@ Nodes vm01..vmNN, one entry each: the VM lab's machine i (k1prov.lab.vm.machines
 BMC (IPMI through virtualbmc for even i, Redfish through sushy-tools for odd i), its MAC,
 and as instance address the one the lab's dnsmasq leases its MAC. Images by name from
 images/catalog.yaml: the agent ramdisk scripts/vm-lab/build-ipa-ramdisk.sh builds and the
-user image of scripts/vm-lab/build-user-image.sh. No roles: the user image carries no
-role software yet. inventories/lab-vm.yaml is this for the default VM lab (a unit test
-keeps them equal).
+user image of scripts/vm-lab/build-user-image.sh. Every machine is a ZooKeeper member
+(`cluster up` on the VM lab runs the ensemble under the machines' systemd): ZooKeeper is
+Debian's package already on the user image, since the VMs have no route out. Mesos and
+Spark stay in the netns lab (too heavy for TCG machines of 1.5 GiB). inventories/lab-vm.yaml
+is this for the default VM lab (a unit test keeps them equal).
 """
 from __future__ import annotations
 
@@ -74,7 +76,7 @@ def render_vm_inventory(s: VmLabSettings, *, nodes: int | None = None, cluster: 
     ]
     width = max(2, len(str(count)))
     for i, m in enumerate(machines(s)[:count]):
-        lines += [f"  - name: vm{i + 1:0{width}d}", "    roles: []"]
+        lines += [f"  - name: vm{i + 1:0{width}d}", "    roles: [zookeeper]"]
         if m.bmc["type"] == "ipmi":
             lines += ["    driver: ipmi",
                       "    interfaces: {power: ipmitool, management: ipmitool}",
@@ -83,4 +85,9 @@ def render_vm_inventory(s: VmLabSettings, *, nodes: int | None = None, cluster: 
             lines += ["    driver: redfish",
                       f"    bmc: {{url: \"{m.bmc['url']}\", system_id: {m.bmc['system']}, verify: false}}"]
         lines += [f'    macs: ["{m.mac}"]', f'    address: "{m.address}"']
+    lines += [
+        "# ZooKeeper from the user image (scripts/vm-lab/build-user-image.sh): nothing downloaded.",
+        "roles:",
+        "  zookeeper: {source: preinstalled, server_script: /usr/share/zookeeper/bin/zkServer.sh, heap_mb: 256}",
+    ]
     return "\n".join(lines) + "\n"

@@ -49,12 +49,14 @@ auth_unix_ro = "none"
 auth_unix_rw = "none"
 """
 
-# Runs as `sh -c SCRIPT k1prov-libvirtd ETC RUN LIB LOG` inside `unshare --mount`.
+# Runs as `sh -c SCRIPT k1prov-libvirtd ETC RUN LIB LOG` inside `unshare --mount`. The pid
+# file in the lab's run directory: libvirtd's default, /run/libvirtd.pid, is outside the bind
+# mounts and locked, so a second VM lab on the machine (another checkout's tests) could not start.
 _NAMESPACE_SCRIPT = (
     'set -e; mkdir -p /etc/libvirt /run/libvirt /var/lib/libvirt /var/log/libvirt; '
     'mount --bind "$1" /etc/libvirt; mount --bind "$2" /run/libvirt; '
     'mount --bind "$3" /var/lib/libvirt; mount --bind "$4" /var/log/libvirt; '
-    'exec libvirtd --config /etc/libvirt/libvirtd.conf')
+    'exec libvirtd --config /etc/libvirt/libvirtd.conf --pid-file /run/libvirt/libvirtd.pid')
 
 
 def pick_accel(requested: str = "") -> str:

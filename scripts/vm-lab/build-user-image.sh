@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The VM lab's user image: a whole-disk Debian bookworm image that boots from its own disk
 # (MBR, GRUB, linux-image-cloud-amd64, systemd, sshd, cloud-init reading the config-2
-# drive Ironic writes). Recipe from /work/shared/vm-proto/build-user-image.sh; about 2 min.
+# drive Ironic writes), plus what the ZooKeeper role needs, as on the netns lab image
+# (k1prov/lab/image.py): Debian's zookeeper on the headless Java 17 runtime, so `cluster up`
+# runs it with `source: preinstalled` (the VMs have no route out). About 9 min.
 #
 #   scripts/vm-lab/build-user-image.sh       # prints the path of the qcow2 image
 #
@@ -21,6 +23,14 @@ if [[ -s $out ]]; then
     exit 0
 fi
 [[ $(id -u) == 0 ]] || { echo "build-user-image.sh: needs root (loop device, chroot)" >&2; exit 1; }
+# The image's file system is mounted in a mount namespace of this build only. Mounted in the
+# machine's namespace, it is copied into every mount namespace created meanwhile (other labs'
+# hosts, `ip netns exec`); there it outlives our umount, the journal is never checkpointed,
+# and the image keeps files only its journal holds: GRUB, which does not read the journal,
+# then stops at "normal.mod not found".
+if [[ -z ${K1PROV_USER_IMAGE_NS:-} ]]; then
+    exec env K1PROV_USER_IMAGE_NS=1 unshare --mount --propagation private -- bash "$0" "$@"
+fi
 MIRROR=${K1PROV_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # The agent writes every byte of the raw image (about 1 min per GiB under TCG): a small root
 # (about 390 MiB used) keeps deploys short.
@@ -61,6 +71,21 @@ echo "deb ${MIRROR%/debian}/debian-security bookworm-security main" >> "$mnt/etc
     chroot "$mnt" apt-get update -q
     DEBIAN_FRONTEND=noninteractive nice -n 19 chroot "$mnt" apt-get install -y -q --no-install-recommends \
         linux-image-cloud-amd64 grub-pc cloud-init openssh-server sudo less procps
+    # Debian's zookeeper depends on default-jre (the full JRE with X11 and sound libraries);
+    # a local package provides it on top of the headless JRE (k1prov/lab/image.py does the same).
+    DEBIAN_FRONTEND=noninteractive nice -n 19 chroot "$mnt" apt-get install -y -q --no-install-recommends \
+        openjdk-17-jre-headless
+    mkdir -p "$mnt/tmp/k1prov-vm-jre/DEBIAN"
+    printf '%s\n' "Package: k1prov-vm-jre" "Version: 1.0" "Architecture: all" \
+        "Maintainer: k1prov <k1prov@localhost>" "Depends: openjdk-17-jre-headless" \
+        "Provides: default-jre, java-runtime, java17-runtime" \
+        "Description: headless Java runtime standing in for default-jre in the k1prov VM image" \
+        > "$mnt/tmp/k1prov-vm-jre/DEBIAN/control"
+    chroot "$mnt" dpkg-deb --build /tmp/k1prov-vm-jre /tmp/k1prov-vm-jre.deb
+    DEBIAN_FRONTEND=noninteractive nice -n 19 chroot "$mnt" apt-get install -y -q --no-install-recommends \
+        /tmp/k1prov-vm-jre.deb zookeeper
+    rm -rf "$mnt/tmp/k1prov-vm-jre" "$mnt/tmp/k1prov-vm-jre.deb"
+    test -x "$mnt/usr/share/zookeeper/bin/zkServer.sh"
 } >> "$log" 2>&1 || { tail -20 "$log" >&2; exit 1; }
 echo "LABEL=cloudimg-rootfs / ext4 defaults,errors=remount-ro 0 1" > "$mnt/etc/fstab"
 echo k1prov-vm-user > "$mnt/etc/hostname"
@@ -108,6 +133,8 @@ cp "$core" "$work/core.img"
 fstrim "$mnt" >/dev/null 2>&1 || true
 for m in dev/pts dev proc sys; do umount "$mnt/$m"; done
 umount "$mnt"
+# Refuse an image whose file system needs its journal (see the mount namespace above).
+e2fsck -fn "$loop" >> "$log" 2>&1 || { tail -20 "$log" >&2; echo "build-user-image.sh: the image's file system is not clean" >&2; exit 1; }
 losetup -d "$loop"; loop=
 # boot.img's first 440 bytes into the MBR (the partition table stays); it loads core.img
 # from LBA 1.
