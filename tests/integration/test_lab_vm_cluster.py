@@ -116,7 +116,7 @@ def _main_pid(env: dict, address: str) -> int:
 def cluster(vm_lab, tmp_path_factory, request):
     """`cluster up` on both machines of the VM lab; per-node boot steps and phases printed."""
     if not _deploy_chosen(request.config):
-        pytest.skip("the VM cluster runs with -m vm or K1PROV_TEST_VM_DEPLOY=1 (about 30 min under TCG)")
+        pytest.skip("the VM cluster runs with -m vm or K1PROV_TEST_VM_DEPLOY=1 (16 min under TCG beside another VM lab)")
     why = _images_why_not() or _user_image_why_not()
     if why:
         pytest.skip(why)
