@@ -142,8 +142,8 @@ class LabSettings:
     conductor_heartbeat_timeout: int = 60
     # Ironic's automated cleaning ([conductor] automated_clean): on, as in a real Ironic,
     # erasing disk metadata only (a full erase of every disk at each undeploy is a site's
-    # choice, not the lab's). Off only for a lab whose nodes cannot boot a cleaning
-    # ramdisk (the VM lab's machines enrolled into a netns lab without deploy images).
+    # choice, not the lab's). On in the VM lab too (real agent ramdisk, real disks); off
+    # only for a lab whose nodes cannot boot a cleaning ramdisk.
     automated_clean: bool = True
     # The conductor's default deploy kernel/ramdisk (default_deploy_images, Bifrost's way):
     # off for a lab like an Ironic without them, where a node is cleaned only with the

@@ -23,7 +23,7 @@ boot, `interfaces: {boot: redfish-virtual-media}`): Ironic builds a deploy ISO, 
 puts it into its libvirt storage pool and the machine's CD drive; the agent still leases its
 address from dnsmasq, which gives it no boot options (it is no iPXE client).
 
-Not yet (issue 20): automated cleaning, systemd services on the hosts.
+Automated cleaning is on (metadata erase, as in the netns lab): see ironic_settings.
 """
 from __future__ import annotations
 
@@ -209,16 +209,20 @@ class VmLabSettings:
     def ironic_settings(self) -> LabSettings:
         """The lab's Ironic and Glance: the netns lab's services (k1prov.lab.lab) on this
         lab's bridge and ports, without its simulated machines. Keystone's port is unused
-        (http_basic) but must differ from the others. Automated cleaning is off here: each
-        clean is one more boot of the agent ramdisk, 6-12 min under TCG; the netns lab runs
-        it (and `nodes clean` runs it on demand here)."""
+        (http_basic) but must differ from the others. Automated cleaning is on, as on a rack
+        and in the netns lab (metadata erase): provide and undeploy boot the real agent
+        ramdisk once more, minutes under TCG. No conductor-wide default deploy images: the
+        netns lab's stand-ins boot no VM, so a node cleans with the agent ramdisk that
+        `images register` put in its driver_info (register before enroll; `cluster up`
+        does), and one without it fails cleaning at once, with Ironic's error naming
+        deploy_kernel, rather than after a boot that never calls back."""
         return LabSettings(root=self.root / "ironic-lab", venv=self.lab_venv, ironic_port=self.ironic_port,
                            glance_port=self.glance_port, http_port=self.http_port,
                            keystone_port=self.ironic_port + 1, nodes=self.nodes,
                            bmc_username=self.bmc_username, clouds_yaml=self.clouds_yaml,
                            cloud_name=VM_CLOUD_NAME, bridge=self.bridge, cidr=self.cidr,
                            disk_gb=self.disk_gb, auth="http_basic", hardware="vm",
-                           automated_clean=False)
+                           conductor_deploy_images=False)
 
 
 @dataclass(frozen=True)

@@ -313,9 +313,11 @@ def deployed(vm_lab, tmp_path_factory, request):
         return result
 
     t0 = time.monotonic()
-    k1prov("nodes", "enroll")
+    # Images first: enroll's provide cleans each node through the agent ramdisk that
+    # `images register` puts in its driver_info (the VM lab has no default deploy images).
     k1prov("images", "register")
-    print(f"\nenroll + images register: {time.monotonic() - t0:.1f} s")
+    k1prov("nodes", "enroll")
+    print(f"\nimages register + enroll (provide cleans both): {time.monotonic() - t0:.1f} s")
     t0 = time.time()
     k1prov("deploy")
     took = time.time() - t0

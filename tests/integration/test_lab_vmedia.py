@@ -154,9 +154,11 @@ def vmedia_deployed(vm_lab, tmp_path_factory, request):
 
     machine = next(m for m in _status()["machines"] if m["bmc"]["type"] == "redfish")
     t0 = time.monotonic()
-    k1prov("nodes", "enroll")
+    # Images first: enroll's provide cleans each node through the agent ramdisk that
+    # `images register` puts in its driver_info (the VM lab has no default deploy images).
     k1prov("images", "register")
-    print(f"\nenroll + images register: {time.monotonic() - t0:.1f} s")
+    k1prov("nodes", "enroll")
+    print(f"\nimages register + enroll (provide cleans both): {time.monotonic() - t0:.1f} s")
     listed = json.loads(k1prov("nodes", "list", "--json").stdout)["nodes"]
     uuid = listed[0]["uuid"]
     dhcp_before = len(acks(vm_lab.settings.dnsmasq_log, machine["mac"]))

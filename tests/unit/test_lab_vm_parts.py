@@ -136,6 +136,15 @@ def test_the_vm_labs_ironic_is_the_labs_on_its_own_ports_without_simulated_machi
     conf = render_ironic_conf(ls)
     assert f"kernel_append_params = {VM_KERNEL_APPEND}" in conf and "ipxe_timeout = 120" in conf
     assert "console=ttyS0" in VM_KERNEL_APPEND and "rootfstype=ramfs" in VM_KERNEL_APPEND
+    # Automated cleaning on, as on a rack (metadata erase), with no conductor-wide stand-in
+    # deploy images (they boot no VM): a node cleans with the agent ramdisk in its driver_info.
+    import configparser
+
+    cp = configparser.ConfigParser(interpolation=None, strict=False)
+    cp.read_string(conf)
+    assert cp["conductor"]["automated_clean"] == "true"
+    assert "deploy_kernel" not in cp["conductor"] and "deploy_ramdisk" not in cp["conductor"]
+    assert (cp["deploy"]["erase_devices_priority"], cp["deploy"]["erase_devices_metadata_priority"]) == ("0", "99")
     # The netns lab keeps its simulated machines and Ironic's default kernel line.
     from k1prov.lab.config import LabSettings
 
