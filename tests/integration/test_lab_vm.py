@@ -291,21 +291,30 @@ def _deploy_chosen(config) -> bool:
     return "vm" in (config.option.markexpr or "") or os.environ.get("K1PROV_TEST_VM_DEPLOY") == "1"
 
 
+def gated_vm_work(vm_lab: VmLab, tmp_path_factory, config, *, name: str, skip: str,
+                  why_not: str = "") -> tuple[Path, dict]:
+    """What every gated VM test sets up first: skipped (with `skip`) unless chosen, or when an
+    image is not built (or `why_not` says why not); else a work directory of its own and the
+    environment k1prov runs with against the VM lab's Ironic and Glance."""
+    if not _deploy_chosen(config):
+        pytest.skip(skip)
+    why = _images_why_not() or why_not
+    if why:
+        pytest.skip(why)
+    d = tmp_path_factory.mktemp(name)
+    return d, {"K1PROV_STATE_DIR": str(d / "state"),
+               "OS_CLIENT_CONFIG_FILE": str(vm_lab.settings.ironic_settings().clouds_yaml_path)}
+
+
 @pytest.fixture(scope="module")
 def deployed(vm_lab, tmp_path_factory, request):
     """Both machines deployed with `k1prov deploy` (through the CLI); timings printed."""
-    if not _deploy_chosen(request.config):
-        pytest.skip("the VM deploy runs with -m vm or K1PROV_TEST_VM_DEPLOY=1 (9-20 min under TCG)")
-    why = _images_why_not()
-    if why:
-        pytest.skip(why)
+    d, env = gated_vm_work(vm_lab, tmp_path_factory, request.config, name="vmdeploy",
+                           skip="the VM deploy runs with -m vm or K1PROV_TEST_VM_DEPLOY=1 (9-20 min under TCG)")
     from k1prov.lab.vm_inventory import render_vm_inventory
 
-    d = tmp_path_factory.mktemp("vmdeploy")
     inv = d / "lab-vm.yaml"
     inv.write_text(render_vm_inventory(vm_lab.settings))
-    env = {"K1PROV_STATE_DIR": str(d / "state"),
-           "OS_CLIENT_CONFIG_FILE": str(vm_lab.settings.ironic_settings().clouds_yaml_path)}
 
     def k1prov(*argv: str):
         result = CliRunner().invoke(app, [*argv, "-i", str(inv)], env=env)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 from labhosts import lab_connection, openssh, wait_for
-from test_lab_vm import (DEPLOY_TEST_TIMEOUT, _deploy_chosen, _images_why_not, _ipmi, _status, _timeline,  # noqa: F401
+from test_lab_vm import (DEPLOY_TEST_TIMEOUT, gated_vm_work, _ipmi, _status, _timeline,  # noqa: F401
                          _wait_state, vm_env, vm_lab)
 
 from k1prov.lab.vm_inventory import render_vm_inventory, vm_ssh_key
@@ -115,19 +115,13 @@ def _main_pid(env: dict, address: str) -> int:
 @pytest.fixture(scope="module")
 def cluster(vm_lab, tmp_path_factory, request):
     """`cluster up` on both machines of the VM lab; per-node boot steps and phases printed."""
-    if not _deploy_chosen(request.config):
-        pytest.skip("the VM cluster runs with -m vm or K1PROV_TEST_VM_DEPLOY=1 (16 min under TCG beside another VM lab)")
-    why = _images_why_not() or _user_image_why_not()
-    if why:
-        pytest.skip(why)
-    d = tmp_path_factory.mktemp("vmcluster")
+    d, k1prov_env = gated_vm_work(
+        vm_lab, tmp_path_factory, request.config, name="vmcluster", why_not=_user_image_why_not(),
+        skip="the VM cluster runs with -m vm or K1PROV_TEST_VM_DEPLOY=1 (16 min under TCG beside another VM lab)")
     inv = d / "lab-vm.yaml"
     inv.write_text(render_vm_inventory(vm_lab.settings))
-    state = d / "state"
     env = {"inv": inv, "times": {}, "key": vm_ssh_key(vm_lab.settings),
-           "known_hosts": state / "lab-vm" / "known_hosts",
-           "env": {"K1PROV_STATE_DIR": str(state),
-                   "OS_CLIENT_CONFIG_FILE": str(vm_lab.settings.ironic_settings().clouds_yaml_path)},
+           "known_hosts": d / "state" / "lab-vm" / "known_hosts", "env": k1prov_env,
            "machines": {}, "addresses": {}}
     t0, wall = time.monotonic(), time.time()
     up = _k1prov(env, "cluster", "up")

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from k1prov.cli import app
 from k1prov.lab.vm import VmLab
 
-from test_lab_vm import (DEPLOY_TEST_TIMEOUT, _deploy_chosen, _images_why_not, _status,  # noqa: F401
+from test_lab_vm import (DEPLOY_TEST_TIMEOUT, gated_vm_work, _status,  # noqa: F401
                          vm_env, vm_lab)
 
 pytestmark = [pytest.mark.vm]
@@ -34,20 +34,15 @@ pytestmark = [pytest.mark.vm]
 
 @pytest.fixture(scope="module")
 def env(vm_lab, tmp_path_factory, request):
-    if not _deploy_chosen(request.config):
-        pytest.skip("the VM cleaning and inspection run with -m vm or K1PROV_TEST_VM_DEPLOY=1 "
-                    "(one ramdisk boot per machine and step under TCG)")
-    why = _images_why_not()
-    if why:
-        pytest.skip(why)
+    d, env = gated_vm_work(vm_lab, tmp_path_factory, request.config, name="vmclean",
+                           skip="the VM cleaning and inspection run with -m vm or K1PROV_TEST_VM_DEPLOY=1 "
+                                "(one ramdisk boot per machine and step under TCG)")
     from k1prov.lab.vm_inventory import render_vm_inventory
 
-    d = tmp_path_factory.mktemp("vmclean")
     inv = d / "lab-vm.yaml"
     inv.write_text(render_vm_inventory(vm_lab.settings))
     # Nothing to undo: vm_env's `lab down --kind vm` takes the machines and Ironic away.
-    return {"inv": inv, "env": {"K1PROV_STATE_DIR": str(d / "state"),
-                                "OS_CLIENT_CONFIG_FILE": str(vm_lab.settings.ironic_settings().clouds_yaml_path)}}
+    return {"inv": inv, "env": env}
 
 
 def _k1prov(env: dict, *argv: str) -> dict | None:

@@ -37,7 +37,7 @@ from k1prov.cli import app
 from k1prov.lab.vm import VmLab
 from k1prov.lab.vm_net import acks
 # The VM lab and its helpers are test_lab_vm.py's (its fixtures are used by name here).
-from test_lab_vm import (DEPLOY_TEST_TIMEOUT, _deploy_chosen, _images_why_not, _redfish,  # noqa: F401
+from test_lab_vm import (DEPLOY_TEST_TIMEOUT, gated_vm_work, _redfish,  # noqa: F401
                          _status, vm_env, vm_lab)
 
 pytestmark = [pytest.mark.vm]
@@ -136,16 +136,10 @@ def _ironic_at(lab: VmLab, uuid: str, mac: str, pattern: str, t0: float) -> floa
 
 @pytest.fixture(scope="module")
 def vmedia_deployed(vm_lab, tmp_path_factory, request):
-    if not _deploy_chosen(request.config):
-        pytest.skip("the VM deploy runs with -m vm or K1PROV_TEST_VM_DEPLOY=1 (10-20 min under TCG)")
-    why = _images_why_not()
-    if why:
-        pytest.skip(why)
-    d = tmp_path_factory.mktemp("vmedia")
+    d, env = gated_vm_work(vm_lab, tmp_path_factory, request.config, name="vmedia",
+                           skip="the VM deploy runs with -m vm or K1PROV_TEST_VM_DEPLOY=1 (10-20 min under TCG)")
     inv = d / "lab-vmedia.yaml"
     vmedia_inventory(vm_lab, inv)
-    env = {"K1PROV_STATE_DIR": str(d / "state"),
-           "OS_CLIENT_CONFIG_FILE": str(vm_lab.settings.ironic_settings().clouds_yaml_path)}
 
     def k1prov(*argv: str):
         result = CliRunner().invoke(app, [*argv, "-i", str(inv)], env=env)
