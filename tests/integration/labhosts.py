@@ -24,6 +24,7 @@ import dataclasses
 import ipaddress
 import os
 import shlex
+import socket
 import subprocess
 import sys
 import time
@@ -474,3 +475,19 @@ def assert_a_refused_new_redfish_login_changes_nothing(conn, node: str, inventor
     # The login that works is still Ironic's: as the inventory has it, nothing to change.
     again = Provisioner(load_inventory(inventory)).enroll(limit=[node])
     assert (again.outcomes[0].status, again.outcomes[0].action) == (Status.OK, "unchanged")
+
+
+def zk_srvr(address: str) -> str:
+    """ZooKeeper's `srvr` four-letter word from this machine over the lab's bridge ("" when
+    it does not answer, or answers that it does not serve yet: a JVM just started)."""
+    try:
+        with socket.create_connection((address, 2181), timeout=5) as sock:
+            sock.sendall(b"srvr")
+            sock.shutdown(socket.SHUT_WR)
+            chunks = []
+            while chunk := sock.recv(4096):
+                chunks.append(chunk)
+        answer = b"".join(chunks).decode(errors="replace")
+        return answer if "Mode:" in answer else ""
+    except OSError:
+        return ""

@@ -33,7 +33,7 @@ import pytest
 from image_fixture import lab_image_path
 from lab_fixture import beside_session_lab, bring_up
 from labhosts import (SPARK_ROLE, ZOOKEEPER_ROLE, deploy_settings_text, lab_connection, lab_inventory_text,
-                      lab_ip, openssh, tear_down_cluster, wait_for, write_deploy_inputs)
+                      lab_ip, openssh, tear_down_cluster, wait_for, write_deploy_inputs, zk_srvr)
 
 from k1prov.lab import Lab
 from k1prov.lab.hosts import HostBooter
@@ -140,24 +140,6 @@ def _booter(env) -> HostBooter:
     return HostBooter(env["settings"].root / "boot")
 
 
-def _zk_srvr(address: str) -> str:
-    """ZooKeeper's `srvr` four-letter word from this machine over the lab's bridge ("" when
-    it does not answer, or answers that it does not serve yet: a JVM just started)."""
-    import socket
-
-    try:
-        with socket.create_connection((address, 2181), timeout=5) as sock:
-            sock.sendall(b"srvr")
-            sock.shutdown(socket.SHUT_WR)
-            chunks = []
-            while chunk := sock.recv(4096):
-                chunks.append(chunk)
-        answer = b"".join(chunks).decode(errors="replace")
-        return answer if "Mode:" in answer else ""
-    except OSError:
-        return ""
-
-
 def _main_pid(env) -> int:
     return int(_ssh(env, f"systemctl show -p MainPID --value {UNIT}").stdout.strip() or 0)
 
@@ -227,14 +209,14 @@ def test_power_cycle_through_the_bmc_brings_the_services_back(env):
              timeout=POWER_OFF_TIMEOUT, interval=POLL)
     wait_for("host's network namespace removed", lambda: not netns_exists(netns_name(host)),
              timeout=POWER_OFF_TIMEOUT, interval=POLL)
-    assert _zk_srvr(address) == ""
+    assert zk_srvr(address) == ""
 
     t0 = time.monotonic()
     _ipmi_power(s, port, "on")
     wait_for("host booted", lambda: booter.status(host).state == "running", timeout=BACK_TIMEOUT, interval=POLL)
     wait_for("sshd answers", lambda: _ssh(env, "true", check=False).returncode == 0, timeout=BACK_TIMEOUT, interval=POLL)
     env["times"]["power on: ssh"] = time.monotonic() - t0
-    srvr = wait_for("ZooKeeper answers srvr", lambda: _zk_srvr(address), timeout=BACK_TIMEOUT, interval=POLL)
+    srvr = wait_for("ZooKeeper answers srvr", lambda: zk_srvr(address), timeout=BACK_TIMEOUT, interval=POLL)
     env["times"]["power on: zookeeper serving"] = time.monotonic() - t0
     assert "Mode: standalone" in srvr, srvr
     out = _ssh(env, f"{ZKCLI} get {znode} 2>&1", timeout=ZKCLI_TIMEOUT).stdout
@@ -248,7 +230,7 @@ def test_power_cycle_through_the_bmc_brings_the_services_back(env):
 
 def test_systemd_restarts_a_killed_zookeeper(env):
     address = env["address"]
-    wait_for("ZooKeeper answers srvr", lambda: _zk_srvr(address), timeout=BACK_TIMEOUT, interval=POLL)
+    wait_for("ZooKeeper answers srvr", lambda: zk_srvr(address), timeout=BACK_TIMEOUT, interval=POLL)
     old = _main_pid(env)
     assert old > 0
     restarts = int(_ssh(env, f"systemctl show -p NRestarts --value {UNIT}").stdout.strip() or 0)
@@ -256,6 +238,6 @@ def test_systemd_restarts_a_killed_zookeeper(env):
     _ssh(env, f"kill -KILL {old}")
     wait_for("a new ZooKeeper main process", lambda: _main_pid(env) not in (0, old), timeout=RESTART_TIMEOUT, interval=POLL)
     assert int(_ssh(env, f"systemctl show -p NRestarts --value {UNIT}").stdout.strip()) == restarts + 1
-    srvr = wait_for("ZooKeeper answers srvr again", lambda: _zk_srvr(address), timeout=RESTART_TIMEOUT, interval=POLL)
+    srvr = wait_for("ZooKeeper answers srvr again", lambda: zk_srvr(address), timeout=RESTART_TIMEOUT, interval=POLL)
     env["times"]["kill -9: zookeeper serving again"] = time.monotonic() - t0
     assert "Mode: standalone" in srvr, srvr

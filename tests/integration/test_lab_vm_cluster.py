@@ -25,14 +25,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from labhosts import lab_connection, openssh, wait_for
+from labhosts import lab_connection, openssh, wait_for, zk_srvr
 from test_lab_vm import (DEPLOY_TEST_TIMEOUT, gated_vm_work, _ipmi, _status, _timeline,  # noqa: F401
                          _wait_state, vm_env, vm_lab)
 
@@ -88,16 +87,7 @@ def _ssh_answers(env: dict, address: str) -> bool:
 def _zk_mode(address: str) -> str:
     """The member's mode from ZooKeeper's `srvr` ("leader", "follower"), over the lab's bridge
     from this machine; "" when it does not answer or does not serve (no quorum yet)."""
-    try:
-        with socket.create_connection((address, 2181), timeout=5) as sock:
-            sock.sendall(b"srvr")
-            sock.shutdown(socket.SHUT_WR)
-            chunks = []
-            while chunk := sock.recv(4096):
-                chunks.append(chunk)
-    except OSError:
-        return ""
-    for line in b"".join(chunks).decode(errors="replace").splitlines():
+    for line in zk_srvr(address).splitlines():
         if line.startswith("Mode:"):
             return line.split(":", 1)[1].strip()
     return ""
